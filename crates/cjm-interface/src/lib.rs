@@ -1,0 +1,21 @@
+//! The plugin contract of cjm-plugin-system.
+//!
+//! A plugin is a type implementing [`Plugin`]; a worker process (crate `cjm-worker`)
+//! serves one plugin instance over the HTTP/JSON protocol whose message types live in
+//! [`wire`]. Host-side callers describe a call with [`CallArgs`], whose arguments may
+//! be [`FileBacked`]: those travel as a temporary file and only its path crosses the
+//! process boundary.
+
+mod args;
+mod error;
+mod file_backed;
+mod plugin;
+pub mod wire;
+
+pub use args::{Arg, Call, CallArgs};
+pub use error::{ErrorKind, PluginError};
+pub use file_backed::FileBacked;
+pub use plugin::{ChunkIter, Plugin};
+
+/// A plugin's configuration: a JSON object, as it travels on the wire.
+pub type ConfigMap = serde_json::Map<String, serde_json::Value>;

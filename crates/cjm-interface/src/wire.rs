@@ -1,0 +1,85 @@
+//! Message types and constants of the worker protocol (see the design's
+//! `wire-protocol.md`); shared by the worker that serves it and the proxy that speaks it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ConfigMap;
+
+pub const PATH_HEALTH: &str = "/health";
+pub const PATH_STATS: &str = "/stats";
+pub const PATH_INITIALIZE: &str = "/initialize";
+pub const PATH_CONFIG_SCHEMA: &str = "/config_schema";
+pub const PATH_CONFIG: &str = "/config";
+pub const PATH_EXECUTE: &str = "/execute";
+pub const PATH_EXECUTE_STREAM: &str = "/execute_stream";
+pub const PATH_CLEANUP: &str = "/cleanup";
+
+pub const CONTENT_TYPE_JSON: &str = "application/json";
+pub const CONTENT_TYPE_NDJSON: &str = "application/x-ndjson";
+
+/// Extension: the host hands a native worker its already-bound listening socket as
+/// this file descriptor number, named in this environment variable. The port can then
+/// never be taken by anyone else between choosing it and the worker binding it, and
+/// the host may connect before the worker is up (the kernel queues the connection).
+pub const LISTEN_FD_ENV: &str = "CJM_LISTEN_FD";
+
+/// Body of `POST /execute` and `POST /execute_stream`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecuteRequest {
+    #[serde(default)]
+    pub args: Vec<Value>,
+    #[serde(default)]
+    pub kwargs: ConfigMap,
+}
+
+/// Answer of `GET /health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthResponse {
+    pub status: String,
+    pub pid: u32,
+    pub name: String,
+    pub version: String,
+}
+
+/// Answer of `GET /stats`: the worker and all its descendants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsResponse {
+    pub pid: u32,
+    pub cpu_percent: f64,
+    pub memory_rss_mb: f64,
+    /// Fields a peer adds beyond the base protocol, kept as they came.
+    #[serde(flatten)]
+    pub extra: ConfigMap,
+}
+
+/// `{"status": ..}` answers of `/initialize` (`"ok"`) and `/cleanup` (`"cleaned"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub status: String,
+}
+
+/// Error body, in FastAPI's shape, plus our optional `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// The final line of a stream that failed after it started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamError {
+    pub error: String,
+}
+
+impl StreamError {
+    /// Recognise the error line among a stream's chunks: an object whose only key is
+    /// `error`, holding a string.
+    pub fn from_chunk(chunk: &Value) -> Option<&str> {
+        match chunk {
+            Value::Object(map) if map.len() == 1 => map.get("error").and_then(Value::as_str),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! What the host knows about a plugin before and after starting it: the [`Manifest`]
+//! read from a JSON file, the [`PluginMeta`] kept for every discovered or loaded
+//! plugin, and the [`ResourceRequirements`] the scheduler admits executions against.
+
+mod error;
+mod manifest;
+mod meta;
+mod name;
+mod resources;
+
+pub use error::{ManifestError, ManifestErrorKind};
+pub use manifest::{Launch, Manifest};
+pub use meta::PluginMeta;
+pub use name::{validate_name, NameError};
+pub use resources::ResourceRequirements;

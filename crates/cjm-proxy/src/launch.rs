@@ -1,0 +1,158 @@
+//! Starting a worker process: its command line, environment, log and socket.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use cjm_interface::wire;
+
+use crate::process::WorkerProcess;
+use crate::{log, ProxyError};
+
+/// The descriptor number an inherited listening socket gets in the worker.
+const INHERITED_LISTEN_FD: i32 = 3;
+
+/// Everything needed to start one worker. The proxy appends `--port P --ppid PID`.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    /// The plugin's name, for errors and the log header.
+    pub plugin: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// Added to the inherited environment.
+    pub env: Vec<(String, String)>,
+    /// stdout and stderr of the worker are appended here.
+    pub log_path: PathBuf,
+    pub listen: ListenMode,
+    /// How long the worker may take to answer `/health` before it is stopped.
+    pub start_timeout: Duration,
+    /// Where file-backed arguments are written.
+    pub temp_dir: PathBuf,
+}
+
+impl LaunchSpec {
+    /// A spec with the defaults: inherited socket, 30 s to start, the system's
+    /// temporary folder.
+    pub fn new(
+        plugin: impl Into<String>,
+        program: impl Into<PathBuf>,
+        log_path: impl Into<PathBuf>,
+    ) -> Self {
+        LaunchSpec {
+            plugin: plugin.into(),
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            log_path: log_path.into(),
+            listen: ListenMode::InheritSocket,
+            start_timeout: Duration::from_secs(30),
+            temp_dir: std::env::temp_dir(),
+        }
+    }
+}
+
+/// How the worker gets its listening socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenMode {
+    /// The host binds `127.0.0.1:0` and hands the socket over (native workers): no
+    /// port race, and the host can connect before the worker is up.
+    InheritSocket,
+    /// The worker binds `--port` itself (the original's Python worker). The port is
+    /// chosen free but could be taken before the worker binds it.
+    WorkerBinds,
+}
+
+pub(crate) struct Spawned {
+    pub(crate) process: WorkerProcess,
+    pub(crate) port: u16,
+    pub(crate) log_start: u64,
+}
+
+pub(crate) fn spawn(spec: &LaunchSpec) -> Result<Spawned, ProxyError> {
+    let socket_error = |source| ProxyError::Socket {
+        plugin: spec.plugin.clone(),
+        source,
+    };
+    let listener =
+        TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).map_err(socket_error)?;
+    let port = listener.local_addr().map_err(socket_error)?.port();
+    let inherited = match spec.listen {
+        ListenMode::InheritSocket => Some(listener),
+        ListenMode::WorkerBinds => {
+            drop(listener);
+            None
+        }
+    };
+
+    let host_pid = std::process::id();
+    let header = format!(
+        "starting {} (host pid {host_pid}, port {port}): {} {}",
+        spec.plugin,
+        spec.program.display(),
+        spec.args.join(" ")
+    );
+    let (log_file, log_start) =
+        log::open_for_run(&spec.log_path, &header).map_err(|source| ProxyError::Log {
+            plugin: spec.plugin.clone(),
+            path: spec.log_path.clone(),
+            source,
+        })?;
+    let log_error = |source| ProxyError::Log {
+        plugin: spec.plugin.clone(),
+        path: spec.log_path.clone(),
+        source,
+    };
+    let stderr = log_file.try_clone().map_err(log_error)?;
+
+    let mut command = tokio::process::Command::new(&spec.program);
+    command
+        .args(&spec.args)
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--ppid")
+        .arg(host_pid.to_string())
+        .envs(spec.env.iter().map(|(key, value)| (key, value)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log_file))
+        .stderr(Stdio::from(stderr))
+        // Its own process group, so that stopping the worker stops whatever it started.
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(listener) = &inherited {
+        let fd = listener.as_raw_fd();
+        command.env(wire::LISTEN_FD_ENV, INHERITED_LISTEN_FD.to_string());
+        // SAFETY: the closure runs in the child between fork and exec and calls only
+        // async-signal-safe functions (dup2, fcntl). dup2 gives the child a copy of the
+        // socket without close-on-exec, so the worker, and only the worker, inherits it;
+        // the host's own copy stays close-on-exec for every other child.
+        unsafe {
+            command.pre_exec(move || {
+                let result = if fd == INHERITED_LISTEN_FD {
+                    libc::fcntl(fd, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, INHERITED_LISTEN_FD)
+                };
+                if result < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let child = command.spawn().map_err(|source| ProxyError::Spawn {
+        plugin: spec.plugin.clone(),
+        program: spec.program.clone(),
+        source,
+    })?;
+    // Our copy must go now: once the worker dies, nothing may hold the socket open,
+    // so that a pending connection fails at once instead of waiting in the backlog.
+    drop(inherited);
+    let process = WorkerProcess::watch(child)?;
+    Ok(Spawned {
+        process,
+        port,
+        log_start,
+    })
+}

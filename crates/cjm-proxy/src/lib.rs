@@ -1,0 +1,20 @@
+//! The host's side of one plugin worker: [`RemotePluginProxy`] starts the worker
+//! process from a [`LaunchSpec`], waits until it answers, forwards calls to it over
+//! HTTP/JSON on loopback, and stops it (with its whole process group) when done.
+//!
+//! The proxy knows nothing of manifests: the manager turns a manifest into a
+//! [`LaunchSpec`].
+
+mod error;
+mod files;
+mod launch;
+mod log;
+mod process;
+mod proxy;
+mod stream;
+mod transport;
+
+pub use error::ProxyError;
+pub use launch::{LaunchSpec, ListenMode};
+pub use proxy::RemotePluginProxy;
+pub use stream::{BlockingChunks, ChunkStream};

@@ -1,0 +1,444 @@
+//! [`RemotePluginProxy`]: one running worker, seen from the host.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cjm_interface::wire::{self, ErrorResponse, ExecuteRequest, HealthResponse, StatsResponse};
+use cjm_interface::{CallArgs, ConfigMap};
+use hyper::body::Incoming;
+use hyper::{Method, Response};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::files::{self, TempFiles};
+use crate::launch::{self, LaunchSpec, ListenMode};
+use crate::log::{self, TAIL_LINES};
+use crate::process::WorkerProcess;
+use crate::stream::ChunkStream;
+use crate::transport::{self, Transport};
+use crate::ProxyError;
+
+/// How long `/cleanup` may take before the worker is terminated regardless.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a terminated worker has to exit before it is killed.
+const TERMINATE_GRACE: Duration = Duration::from_secs(3);
+/// Readiness retries (only while the worker binds its own port) start fast and back
+/// off to this interval.
+const MAX_READY_RETRY: Duration = Duration::from_millis(25);
+/// `is_alive` gives a worker this long to answer `/health`.
+const ALIVE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A plugin running in its own worker process, driven over HTTP on loopback.
+///
+/// Dropping the proxy kills the worker's process group; [`shutdown`](Self::shutdown)
+/// is the orderly way (plugin cleanup first).
+#[derive(Debug)]
+pub struct RemotePluginProxy {
+    plugin: String,
+    version: String,
+    log_path: PathBuf,
+    log_start: u64,
+    temp_dir: PathBuf,
+    port: u16,
+    process: WorkerProcess,
+    transport: Transport,
+    runtime: tokio::runtime::Handle,
+    stopped: AtomicBool,
+}
+
+impl RemotePluginProxy {
+    /// Start the worker and wait until it answers `/health`.
+    ///
+    /// Fails at once (not at the timeout) when the worker exits during start-up, with
+    /// the end of its log.
+    pub async fn start(spec: LaunchSpec) -> Result<Self, ProxyError> {
+        let started = Instant::now();
+        let spawned = launch::spawn(&spec)?;
+        let transport = Transport::new(spawned.port);
+        let mut proxy = RemotePluginProxy {
+            plugin: spec.plugin.clone(),
+            version: String::new(),
+            log_path: spec.log_path.clone(),
+            log_start: spawned.log_start,
+            temp_dir: spec.temp_dir.clone(),
+            port: spawned.port,
+            process: spawned.process,
+            transport,
+            runtime: tokio::runtime::Handle::current(),
+            stopped: AtomicBool::new(false),
+        };
+        let health = proxy.wait_ready(&spec, started).await?;
+        proxy.version = health.version;
+        tracing::debug!(
+            "plugin {} ready on port {} (pid {}) after {:?}",
+            proxy.plugin,
+            proxy.port,
+            proxy.process.pid(),
+            started.elapsed()
+        );
+        Ok(proxy)
+    }
+
+    async fn wait_ready(
+        &self,
+        spec: &LaunchSpec,
+        started: Instant,
+    ) -> Result<HealthResponse, ProxyError> {
+        let deadline = tokio::time::Instant::from_std(started + spec.start_timeout);
+        let mut retry = Duration::from_millis(1);
+        loop {
+            let attempt = async {
+                let response = self
+                    .transport
+                    .send(Method::GET, wire::PATH_HEALTH, None)
+                    .await?;
+                if !response.status().is_success() {
+                    return Err(format!("health answered {}", response.status()));
+                }
+                let body = transport::read_body(response).await?;
+                serde_json::from_slice::<HealthResponse>(&body)
+                    .map_err(|err| format!("health answer: {err}"))
+            };
+            tokio::select! {
+                biased;
+                status = self.process.exited() => {
+                    return Err(ProxyError::StartFailed {
+                        plugin: self.plugin.clone(),
+                        status,
+                        log_tail: self.log_tail(TAIL_LINES),
+                    });
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    self.kill();
+                    return Err(ProxyError::StartTimeout {
+                        plugin: self.plugin.clone(),
+                        waited: spec.start_timeout,
+                        log_tail: self.log_tail(TAIL_LINES),
+                    });
+                }
+                result = attempt => match result {
+                    Ok(health) => return Ok(health),
+                    Err(reason) => {
+                        // With an inherited socket the worker is listening before it
+                        // runs, so a failure means it is going down: the exit branch
+                        // reports it. A worker binding its own port may not be there yet.
+                        tracing::trace!("plugin {} not ready yet: {reason}", self.plugin);
+                        if spec.listen == ListenMode::WorkerBinds || !self.process.has_exited() {
+                            tokio::select! {
+                                biased;
+                                _ = self.process.exited() => {}
+                                () = tokio::time::sleep(retry) => {}
+                            }
+                            retry = (retry * 2).min(MAX_READY_RETRY);
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.plugin
+    }
+
+    /// The version the worker reported at start.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Process id of the worker (the leader of its process group).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The last `lines` lines this run of the worker wrote to its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        log::tail_since(&self.log_path, self.log_start, lines)
+    }
+
+    /// Whether the worker process has ended.
+    pub fn has_exited(&self) -> bool {
+        self.process.has_exited()
+    }
+
+    /// Running and answering `/health`.
+    pub async fn is_alive(&self) -> bool {
+        if self.has_exited() || self.stopped.load(Ordering::SeqCst) {
+            return false;
+        }
+        let probe = self.request_json::<HealthResponse>(Method::GET, wire::PATH_HEALTH, None);
+        matches!(
+            tokio::time::timeout(ALIVE_PROBE_TIMEOUT, probe).await,
+            Ok(Ok(_))
+        )
+    }
+
+    pub async fn health(&self) -> Result<HealthResponse, ProxyError> {
+        self.request_json(Method::GET, wire::PATH_HEALTH, None)
+            .await
+    }
+
+    /// Configure the plugin. A refused configuration is a [`ProxyError::Http`] with
+    /// status 400 and the worker's reason; the plugin keeps its previous one.
+    pub async fn initialize(&self, config: ConfigMap) -> Result<(), ProxyError> {
+        let body = self.encode(wire::PATH_INITIALIZE, &config)?;
+        self.request_json::<Value>(Method::POST, wire::PATH_INITIALIZE, Some(body))
+            .await
+            .map(drop)
+    }
+
+    /// Run the plugin once. File-backed arguments are written to temporary files for
+    /// the duration of the call.
+    pub async fn execute(&self, call: CallArgs) -> Result<Value, ProxyError> {
+        let (body, _files) = self.prepare_call(call).await?;
+        self.request_json(Method::POST, wire::PATH_EXECUTE, Some(body))
+            .await
+    }
+
+    /// [`execute`](Self::execute) for callers outside any async runtime. The proxy
+    /// must have been started on a multi-threaded runtime that is still running.
+    pub fn execute_blocking(&self, call: CallArgs) -> Result<Value, ProxyError> {
+        self.block_on(self.execute(call))
+    }
+
+    /// Run the plugin, receiving its results chunk by chunk. Dropping the stream
+    /// closes the connection, and the worker stops producing.
+    pub async fn execute_stream(&self, call: CallArgs) -> Result<ChunkStream, ProxyError> {
+        let (body, files) = self.prepare_call(call).await?;
+        let response = self
+            .send(Method::POST, wire::PATH_EXECUTE_STREAM, Some(body))
+            .await?;
+        let response = self
+            .check_status(wire::PATH_EXECUTE_STREAM, response)
+            .await?;
+        Ok(ChunkStream::new(
+            self.plugin.clone(),
+            response.into_body(),
+            self.process.clone(),
+            files,
+            self.log_path.clone(),
+            self.log_start,
+        ))
+    }
+
+    pub async fn config_schema(&self) -> Result<Value, ProxyError> {
+        self.request_json(Method::GET, wire::PATH_CONFIG_SCHEMA, None)
+            .await
+    }
+
+    pub async fn current_config(&self) -> Result<Value, ProxyError> {
+        self.request_json(Method::GET, wire::PATH_CONFIG, None)
+            .await
+    }
+
+    /// Memory of the worker's process tree and its CPU load.
+    pub async fn stats(&self) -> Result<StatsResponse, ProxyError> {
+        self.request_json(Method::GET, wire::PATH_STATS, None).await
+    }
+
+    /// Stop the worker in order: the plugin's `/cleanup`, then SIGTERM to its process
+    /// group, then SIGKILL if it has not exited in time. Safe to call more than once.
+    pub async fn shutdown(&self) {
+        if self.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if !self.has_exited() {
+            let cleanup =
+                self.request_json::<Value>(Method::POST, wire::PATH_CLEANUP, Some(Bytes::new()));
+            match tokio::time::timeout(CLEANUP_TIMEOUT, cleanup).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => tracing::warn!("{err}"),
+                Err(_) => tracing::warn!(
+                    "plugin {}: cleanup took longer than {CLEANUP_TIMEOUT:?}; terminating",
+                    self.plugin
+                ),
+            }
+        }
+        self.process.signal_group(libc::SIGTERM);
+        if !self.process.wait_exit(TERMINATE_GRACE).await {
+            tracing::warn!(
+                "plugin {}: worker did not exit within {TERMINATE_GRACE:?} of SIGTERM; killing it",
+                self.plugin
+            );
+            self.process.signal_group(libc::SIGKILL);
+            self.process.wait_exit(TERMINATE_GRACE).await;
+        }
+        // Whatever the plugin started and left behind in the group goes too.
+        self.process.signal_group(libc::SIGKILL);
+    }
+
+    /// Kill the worker's process group at once, without cleanup.
+    pub fn kill(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.process.signal_group(libc::SIGKILL);
+    }
+
+    fn block_on<T>(
+        &self,
+        future: impl std::future::Future<Output = Result<T, ProxyError>>,
+    ) -> Result<T, ProxyError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(ProxyError::BlockingInAsync {
+                plugin: self.plugin.clone(),
+            });
+        }
+        self.runtime.block_on(future)
+    }
+
+    async fn prepare_call(&self, call: CallArgs) -> Result<(Bytes, TempFiles), ProxyError> {
+        let (args, kwargs, files) = if call.has_files() {
+            // Writing files (possibly large) must not stall the runtime's threads.
+            let plugin = self.plugin.clone();
+            let dir = self.temp_dir.clone();
+            tokio::task::spawn_blocking(move || files::materialize(&plugin, call, &dir))
+                .await
+                .map_err(|err| ProxyError::InvalidResponse {
+                    plugin: self.plugin.clone(),
+                    endpoint: wire::PATH_EXECUTE,
+                    reason: format!("writing file arguments failed: {err}"),
+                })??
+        } else {
+            files::materialize(&self.plugin, call, &self.temp_dir)?
+        };
+        let body = self.encode(wire::PATH_EXECUTE, &ExecuteRequest { args, kwargs })?;
+        Ok((body, files))
+    }
+
+    fn encode<T: serde::Serialize>(
+        &self,
+        endpoint: &'static str,
+        value: &T,
+    ) -> Result<Bytes, ProxyError> {
+        serde_json::to_vec(value)
+            .map(Bytes::from)
+            .map_err(|err| ProxyError::InvalidResponse {
+                plugin: self.plugin.clone(),
+                endpoint,
+                reason: format!("cannot encode request: {err}"),
+            })
+    }
+
+    async fn request_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        endpoint: &'static str,
+        body: Option<Bytes>,
+    ) -> Result<T, ProxyError> {
+        let response = self.send(method, endpoint, body).await?;
+        let response = self.check_status(endpoint, response).await?;
+        let bytes = self
+            .until_exit(endpoint, transport::read_body(response))
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|err| ProxyError::InvalidResponse {
+            plugin: self.plugin.clone(),
+            endpoint,
+            reason: err.to_string(),
+        })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        endpoint: &'static str,
+        body: Option<Bytes>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        if self.stopped.load(Ordering::SeqCst) {
+            return Err(ProxyError::NotRunning {
+                plugin: self.plugin.clone(),
+            });
+        }
+        self.until_exit(endpoint, self.transport.send(method, endpoint, body))
+            .await
+    }
+
+    /// Run a transport step, but end it the moment the worker process exits: a dead
+    /// worker is an error at once, never a hang.
+    async fn until_exit<T>(
+        &self,
+        endpoint: &'static str,
+        step: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Result<T, ProxyError> {
+        if let Some(status) = self.process.exit_status() {
+            return Err(self.died(endpoint, status));
+        }
+        tokio::select! {
+            biased;
+            result = step => result.map_err(|reason| match self.process.exit_status() {
+                Some(status) => self.died(endpoint, status),
+                None => ProxyError::Transport { plugin: self.plugin.clone(), endpoint, reason },
+            }),
+            status = self.process.exited() => Err(self.died(endpoint, status)),
+        }
+    }
+
+    fn died(&self, endpoint: &'static str, status: Option<std::process::ExitStatus>) -> ProxyError {
+        if self.stopped.load(Ordering::SeqCst) {
+            return ProxyError::NotRunning {
+                plugin: self.plugin.clone(),
+            };
+        }
+        ProxyError::WorkerDied {
+            plugin: self.plugin.clone(),
+            endpoint,
+            status,
+            log_tail: self.log_tail(TAIL_LINES),
+        }
+    }
+
+    /// Pass a success through; turn an error status into [`ProxyError::Http`] with the
+    /// worker's `detail`.
+    async fn check_status(
+        &self,
+        endpoint: &'static str,
+        response: Response<Incoming>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = self
+            .until_exit(endpoint, transport::read_body(response))
+            .await?;
+        let (detail, kind) = match serde_json::from_slice::<ErrorResponse>(&body) {
+            Ok(error) => (error.detail, error.kind),
+            Err(_) => {
+                let text = String::from_utf8_lossy(&body);
+                let text = if text.trim().is_empty() {
+                    status.canonical_reason().unwrap_or("no detail").to_owned()
+                } else {
+                    text.chars().take(2000).collect()
+                };
+                (text, None)
+            }
+        };
+        Err(ProxyError::Http {
+            plugin: self.plugin.clone(),
+            endpoint,
+            status: status.as_u16(),
+            detail,
+            kind,
+        })
+    }
+}
+
+impl Drop for RemotePluginProxy {
+    fn drop(&mut self) {
+        if !self.stopped.load(Ordering::SeqCst) {
+            tracing::debug!(
+                "plugin {}: proxy dropped without shutdown; killing its worker",
+                self.plugin
+            );
+            self.process.signal_group(libc::SIGKILL);
+        }
+    }
+}

@@ -1,0 +1,100 @@
+use std::fmt;
+
+/// The worker's command line: `[plugin args..] --port P [--ppid PID] | --manifest`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerArgs {
+    pub port: Option<u16>,
+    pub ppid: Option<u32>,
+    pub manifest: bool,
+    /// Everything else (the manifest's `args`), for the plugin itself.
+    pub plugin_args: Vec<String>,
+}
+
+/// A worker argument that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerArgsError {
+    pub flag: &'static str,
+    pub value: Option<String>,
+}
+
+impl fmt::Display for WorkerArgsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(value) => write!(f, "invalid value {value:?} for {}", self.flag),
+            None => write!(f, "{} needs a value", self.flag),
+        }
+    }
+}
+
+impl std::error::Error for WorkerArgsError {}
+
+impl WorkerArgs {
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, WorkerArgsError> {
+        let mut parsed = WorkerArgs::default();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let (flag, inline_value) = match arg.split_once('=') {
+                Some((flag, value)) if flag.starts_with("--") => {
+                    (flag.to_owned(), Some(value.to_owned()))
+                }
+                _ => (arg.clone(), None),
+            };
+            match flag.as_str() {
+                "--port" => {
+                    let value = inline_value.or_else(|| args.next());
+                    parsed.port = Some(parse_number(value, "--port")?);
+                }
+                "--ppid" => {
+                    let value = inline_value.or_else(|| args.next());
+                    parsed.ppid = Some(parse_number(value, "--ppid")?);
+                }
+                "--manifest" => parsed.manifest = true,
+                _ => parsed.plugin_args.push(arg),
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(
+    value: Option<String>,
+    flag: &'static str,
+) -> Result<T, WorkerArgsError> {
+    let value = value.ok_or(WorkerArgsError { flag, value: None })?;
+    value.parse().map_err(|_| WorkerArgsError {
+        flag,
+        value: Some(value),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<WorkerArgs, WorkerArgsError> {
+        WorkerArgs::parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn separates_worker_flags_from_plugin_args() {
+        let args = parse(&["--model", "tiny", "--port", "4100", "--ppid=77"]).unwrap();
+        assert_eq!(args.port, Some(4100));
+        assert_eq!(args.ppid, Some(77));
+        assert!(!args.manifest);
+        assert_eq!(args.plugin_args, ["--model", "tiny"]);
+        assert!(parse(&["--manifest"]).unwrap().manifest);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        assert_eq!(
+            parse(&["--port", "http"]).unwrap_err().to_string(),
+            "invalid value \"http\" for --port"
+        );
+        assert_eq!(parse(&["--port", "70000"]).unwrap_err().flag, "--port");
+        assert_eq!(
+            parse(&["--ppid"]).unwrap_err().to_string(),
+            "--ppid needs a value"
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! The plugin instance and the rules for calling it: `&self` methods share it, `&mut
+//! self` methods have it alone, and a panic becomes an error instead of a dead worker.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use cjm_interface::{Plugin, PluginError};
+
+pub(crate) struct PluginHost {
+    plugin: RwLock<Box<dyn Plugin>>,
+    name: String,
+    version: String,
+}
+
+impl PluginHost {
+    pub(crate) fn new(plugin: Box<dyn Plugin>) -> Self {
+        let name = plugin.name().to_owned();
+        let version = plugin.version().to_owned();
+        PluginHost {
+            plugin: RwLock::new(plugin),
+            name,
+            version,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Shared access. Panics inside plugin calls are caught before they can unwind
+    /// through a guard, so poisoning only follows a panic in our own code; the plugin
+    /// is still usable then.
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Box<dyn Plugin>> {
+        self.plugin
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Box<dyn Plugin>> {
+        self.plugin
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// What a plugin call ended with, panics included.
+#[derive(Debug)]
+pub(crate) enum CallFailure {
+    Plugin(PluginError),
+    Panic(String),
+}
+
+impl std::fmt::Display for CallFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallFailure::Plugin(err) => write!(f, "{err}"),
+            CallFailure::Panic(message) => write!(f, "plugin panicked: {message}"),
+        }
+    }
+}
+
+/// Run one plugin call, turning a panic into [`CallFailure::Panic`] with its message.
+pub(crate) fn guarded<T>(call: impl FnOnce() -> Result<T, PluginError>) -> Result<T, CallFailure> {
+    match catch_unwind(AssertUnwindSafe(call)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(CallFailure::Plugin(err)),
+        Err(payload) => Err(CallFailure::Panic(panic_message(payload.as_ref()))),
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        String::from("(panic payload is not a string)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panics_become_failures_with_their_message() {
+        let failure = guarded::<()>(|| panic!("model file {} is corrupt", "x.bin")).unwrap_err();
+        assert_eq!(
+            failure.to_string(),
+            "plugin panicked: model file x.bin is corrupt"
+        );
+        let failure = guarded::<()>(|| Err(PluginError::failed("no"))).unwrap_err();
+        assert_eq!(failure.to_string(), "no");
+        assert_eq!(guarded(|| Ok(3)).unwrap(), 3);
+    }
+}

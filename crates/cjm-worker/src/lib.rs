@@ -1,0 +1,126 @@
+//! Serve one [`Plugin`] over the worker protocol: the `main` of every plugin binary.
+//!
+//! ```no_run
+//! use cjm_interface::{Call, ConfigMap, Plugin, PluginError};
+//! use serde_json::{json, Value};
+//!
+//! struct Hello;
+//!
+//! impl Plugin for Hello {
+//!     fn name(&self) -> &str { "hello" }
+//!     fn version(&self) -> &str { "0.1.0" }
+//!     fn initialize(&mut self, _config: ConfigMap) -> Result<(), PluginError> { Ok(()) }
+//!     fn execute(&self, call: Call) -> Result<Value, PluginError> {
+//!         let who: String = call.required(0, "who")?;
+//!         Ok(json!({ "greeting": format!("hello, {who}") }))
+//!     }
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     cjm_worker::main(cjm_worker::About::default(), |_plugin_args| Ok(Hello))
+//! }
+//! ```
+//!
+//! The binary then understands `--port P --ppid PID` (serve on `127.0.0.1:P`, exit
+//! when process `PID` ends) and `--manifest` (print the manifest fields and exit).
+
+mod args;
+mod body;
+mod handler;
+mod host;
+mod listener;
+mod parent;
+mod proc_stats;
+mod server;
+
+use std::process::ExitCode;
+
+use cjm_interface::{Plugin, PluginError};
+use cjm_metadata::ResourceRequirements;
+use serde_json::{json, Value};
+
+pub use args::{WorkerArgs, WorkerArgsError};
+pub use server::{serve, ServeError, ServeOptions};
+
+/// What a plugin says about itself in its manifest, beyond name and version (which
+/// the [`Plugin`] reports).
+#[derive(Debug, Clone, Default)]
+pub struct About {
+    pub description: String,
+    pub author: String,
+    pub package_name: String,
+    /// Such as `"transcription"`.
+    pub category: String,
+    /// Fully qualified interface name, for hosts that group plugins by interface.
+    pub interface: String,
+    pub resources: ResourceRequirements,
+}
+
+/// The manifest fields `<binary> --manifest` prints: everything but the launch form,
+/// which the installer adds.
+pub fn manifest_fields(plugin: &dyn Plugin, about: &About) -> Value {
+    json!({
+        "name": plugin.name(),
+        "version": plugin.version(),
+        "description": about.description,
+        "author": about.author,
+        "package_name": about.package_name,
+        "category": about.category,
+        "interface": about.interface,
+        "config_schema": plugin.config_schema(),
+        "resources": about.resources,
+    })
+}
+
+/// The whole `main` of a plugin binary: installs logging (`RUST_LOG`, to stderr, which
+/// the host appends to the plugin's log), parses the worker arguments, builds the
+/// plugin with `make_plugin` (given the arguments the worker does not know) and
+/// serves it until the host stops it or dies.
+pub fn main<P, F>(about: About, make_plugin: F) -> ExitCode
+where
+    P: Plugin,
+    F: FnOnce(&[String]) -> Result<P, PluginError>,
+{
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    match run(about, make_plugin) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run<P, F>(about: About, make_plugin: F) -> Result<(), String>
+where
+    P: Plugin,
+    F: FnOnce(&[String]) -> Result<P, PluginError>,
+{
+    let args = WorkerArgs::parse(std::env::args().skip(1)).map_err(|err| err.to_string())?;
+    let plugin = make_plugin(&args.plugin_args)
+        .map_err(|err| format!("plugin construction failed: {err}"))?;
+    if args.manifest {
+        let fields = manifest_fields(&plugin, &about);
+        let text = serde_json::to_string(&fields).map_err(|err| err.to_string())?;
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        return writeln!(stdout, "{text}")
+            .and_then(|()| stdout.flush())
+            .map_err(|err| format!("cannot print the manifest: {err}"));
+    }
+    let port = args
+        .port
+        .ok_or_else(|| String::from("--port is required (or --manifest)"))?;
+    let options = ServeOptions {
+        port,
+        parent_pid: args.ppid,
+        ..ServeOptions::default()
+    };
+    serve(plugin, options).map_err(|err| err.to_string())
+}
