@@ -10,7 +10,8 @@ pub struct PluginError {
     message: String,
 }
 
-/// The broad class of a [`PluginError`]; it decides the HTTP status the worker answers.
+/// The broad class of a [`PluginError`]. It travels as the `kind` field of the error
+/// body; the status stays the original's (400 from `/initialize`, 500 from `/execute`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {

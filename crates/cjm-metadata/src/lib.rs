@@ -3,12 +3,14 @@
 //! plugin, and the [`ResourceRequirements`] the scheduler admits executions against.
 
 mod error;
+mod home;
 mod manifest;
 mod meta;
 mod name;
 mod resources;
 
 pub use error::{ManifestError, ManifestErrorKind};
+pub use home::{CjmHome, HomeError};
 pub use manifest::{Launch, Manifest};
 pub use meta::PluginMeta;
 pub use name::{validate_name, NameError};

@@ -51,6 +51,11 @@ impl WorkerProcess {
         status
     }
 
+    /// Wait up to `limit` for the process to end: `Some(status)` if it did.
+    pub(crate) async fn exit_within(&self, limit: Duration) -> Option<Option<ExitStatus>> {
+        tokio::time::timeout(limit, self.exited()).await.ok()
+    }
+
     /// Wait up to `limit` for the process to end; whether it did.
     pub(crate) async fn wait_exit(&self, limit: Duration) -> bool {
         tokio::time::timeout(limit, self.exited()).await.is_ok()

@@ -27,6 +27,9 @@ const TERMINATE_GRACE: Duration = Duration::from_secs(3);
 /// Readiness retries (only while the worker binds its own port) start fast and back
 /// off to this interval.
 const MAX_READY_RETRY: Duration = Duration::from_millis(25);
+/// A broken connection usually means the worker is dying; the notice of its exit
+/// (SIGCHLD, then the reaper task) can trail the socket error by a moment.
+pub(crate) const EXIT_NOTICE_WAIT: Duration = Duration::from_millis(250);
 /// `is_alive` gives a worker this long to answer `/health`.
 const ALIVE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -253,8 +256,19 @@ impl RemotePluginProxy {
             return;
         }
         if !self.has_exited() {
-            let cleanup =
-                self.request_json::<Value>(Method::POST, wire::PATH_CLEANUP, Some(Bytes::new()));
+            // Not through `send`: the proxy already counts as stopped for callers.
+            let cleanup = async {
+                let response = self
+                    .until_exit(
+                        wire::PATH_CLEANUP,
+                        self.transport
+                            .send(Method::POST, wire::PATH_CLEANUP, Some(Bytes::new())),
+                    )
+                    .await?;
+                self.check_status(wire::PATH_CLEANUP, response)
+                    .await
+                    .map(drop)
+            };
             match tokio::time::timeout(CLEANUP_TIMEOUT, cleanup).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(err)) => tracing::warn!("{err}"),
@@ -368,16 +382,26 @@ impl RemotePluginProxy {
         endpoint: &'static str,
         step: impl std::future::Future<Output = Result<T, String>>,
     ) -> Result<T, ProxyError> {
-        if let Some(status) = self.process.exit_status() {
-            return Err(self.died(endpoint, status));
+        if self.process.has_exited() {
+            return Err(ProxyError::NotRunning {
+                plugin: self.plugin.clone(),
+            });
         }
-        tokio::select! {
+        let failure = tokio::select! {
             biased;
-            result = step => result.map_err(|reason| match self.process.exit_status() {
-                Some(status) => self.died(endpoint, status),
-                None => ProxyError::Transport { plugin: self.plugin.clone(), endpoint, reason },
+            result = step => match result {
+                Ok(value) => return Ok(value),
+                Err(reason) => reason,
+            },
+            status = self.process.exited() => return Err(self.died(endpoint, status)),
+        };
+        match self.process.exit_within(EXIT_NOTICE_WAIT).await {
+            Some(status) => Err(self.died(endpoint, status)),
+            None => Err(ProxyError::Transport {
+                plugin: self.plugin.clone(),
+                endpoint,
+                reason: failure,
             }),
-            status = self.process.exited() => Err(self.died(endpoint, status)),
         }
     }
 

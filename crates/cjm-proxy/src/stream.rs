@@ -73,7 +73,7 @@ impl ChunkStream {
                     }
                     Some(Err(err)) => {
                         self.finished = true;
-                        return Some(Err(self.broken(err.to_string())));
+                        return Some(Err(self.broken(err.to_string()).await));
                     }
                     None => {
                         self.finished = true;
@@ -143,8 +143,12 @@ impl ChunkStream {
         }
     }
 
-    fn broken(&self, reason: String) -> ProxyError {
-        match self.process.exit_status() {
+    async fn broken(&self, reason: String) -> ProxyError {
+        match self
+            .process
+            .exit_within(crate::proxy::EXIT_NOTICE_WAIT)
+            .await
+        {
             Some(status) => ProxyError::WorkerDied {
                 plugin: self.plugin.clone(),
                 endpoint: wire::PATH_EXECUTE_STREAM,

@@ -1,0 +1,135 @@
+//! The manager for code without an async runtime, like the original's synchronous
+//! `execute_plugin` beside `execute_plugin_async`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+
+use cjm_interface::wire::StatsResponse;
+use cjm_interface::{CallArgs, ConfigMap};
+use cjm_metadata::PluginMeta;
+use cjm_proxy::ProxyError;
+use serde_json::Value;
+use tokio::runtime::Runtime;
+
+use crate::{ManagerError, ManagerOptions, PluginManager, PluginStream};
+
+/// A [`PluginManager`] with a runtime of its own; every method blocks. Must not be
+/// used from inside an async runtime (use [`PluginManager`] there). Dropping it stops
+/// every worker.
+#[derive(Debug)]
+pub struct BlockingPluginManager {
+    manager: PluginManager,
+    runtime: Runtime,
+}
+
+impl BlockingPluginManager {
+    pub fn new(options: ManagerOptions) -> std::io::Result<Self> {
+        // Two threads: one keeps the transport moving while another waits on a stream.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cjm-manager")
+            .enable_all()
+            .build()?;
+        let manager = runtime.block_on(async { PluginManager::new(options) });
+        Ok(BlockingPluginManager { manager, runtime })
+    }
+
+    /// The async manager underneath, for anything this facade does not wrap.
+    pub fn manager(&self) -> &PluginManager {
+        &self.manager
+    }
+
+    /// Run any future of the async API to completion.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    pub fn discover_manifests(&self) -> Vec<PluginMeta> {
+        self.manager.discover_manifests()
+    }
+
+    pub fn list_plugins(&self) -> Vec<PluginMeta> {
+        self.manager.list_plugins()
+    }
+
+    pub fn load_plugin(&self, name: &str, config: Option<ConfigMap>) -> Result<(), ManagerError> {
+        self.block_on(self.manager.load_plugin(name, config))
+    }
+
+    pub fn load_all(
+        &self,
+        configs: HashMap<String, ConfigMap>,
+    ) -> BTreeMap<String, Result<(), ManagerError>> {
+        self.block_on(self.manager.load_all(configs))
+    }
+
+    pub fn unload_plugin(&self, name: &str) -> Result<(), ManagerError> {
+        self.block_on(self.manager.unload_plugin(name))
+    }
+
+    pub fn unload_all(&self) {
+        self.block_on(self.manager.unload_all())
+    }
+
+    pub fn reload_plugin(&self, name: &str, config: Option<ConfigMap>) -> Result<(), ManagerError> {
+        self.block_on(self.manager.reload_plugin(name, config))
+    }
+
+    pub fn execute_plugin(&self, name: &str, call: CallArgs) -> Result<Value, ManagerError> {
+        self.block_on(self.manager.execute_plugin(name, call))
+    }
+
+    /// The chunks of a streaming execution as a blocking iterator.
+    pub fn execute_plugin_stream(
+        &self,
+        name: &str,
+        call: CallArgs,
+    ) -> Result<BlockingStream<'_>, ManagerError> {
+        let stream = self.block_on(self.manager.execute_plugin_stream(name, call))?;
+        Ok(BlockingStream {
+            stream,
+            runtime: &self.runtime,
+        })
+    }
+
+    pub fn plugin_config(&self, name: &str) -> Result<Value, ManagerError> {
+        self.block_on(self.manager.plugin_config(name))
+    }
+
+    pub fn update_plugin_config(&self, name: &str, config: ConfigMap) -> Result<(), ManagerError> {
+        self.block_on(self.manager.update_plugin_config(name, config))
+    }
+
+    pub fn plugin_config_schema(&self, name: &str) -> Result<Value, ManagerError> {
+        self.block_on(self.manager.plugin_config_schema(name))
+    }
+
+    pub fn plugin_stats(&self, name: &str) -> Result<StatsResponse, ManagerError> {
+        self.block_on(self.manager.plugin_stats(name))
+    }
+
+    pub fn plugin_logs(&self, name: &str, lines: usize) -> Result<String, ManagerError> {
+        self.manager.plugin_logs(name, lines)
+    }
+}
+
+impl Drop for BlockingPluginManager {
+    fn drop(&mut self) {
+        self.runtime.block_on(self.manager.shutdown());
+    }
+}
+
+/// A [`PluginStream`] as an [`Iterator`].
+#[derive(Debug)]
+pub struct BlockingStream<'a> {
+    stream: PluginStream,
+    runtime: &'a Runtime,
+}
+
+impl Iterator for BlockingStream<'_> {
+    type Item = Result<Value, ProxyError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.runtime.block_on(self.stream.next())
+    }
+}

@@ -1,0 +1,163 @@
+//! Finding plugins: every `*.json` manifest in the search paths, first name wins.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use cjm_metadata::{Manifest, PluginMeta};
+
+/// A plugin found through its manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscoveredPlugin {
+    pub meta: PluginMeta,
+    pub manifest: Manifest,
+    /// The manifest file.
+    pub path: PathBuf,
+}
+
+/// A manifest that was skipped, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestProblem {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl fmt::Display for ManifestProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+/// A manifest hidden by one of the same name earlier in the search order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shadowed {
+    pub name: String,
+    pub path: PathBuf,
+    pub shadowed_by: PathBuf,
+}
+
+/// The outcome of one discovery pass.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Discovery {
+    pub plugins: Vec<DiscoveredPlugin>,
+    pub problems: Vec<ManifestProblem>,
+    pub shadowed: Vec<Shadowed>,
+}
+
+/// Read every manifest in `search_paths`. Broken manifests are reported (and logged)
+/// and skipped; a missing folder is simply empty.
+pub fn discover(search_paths: &[PathBuf]) -> Discovery {
+    let mut discovery = Discovery::default();
+    let mut first_seen: HashMap<String, PathBuf> = HashMap::new();
+    for dir in search_paths {
+        for path in manifest_files(dir, &mut discovery.problems) {
+            let manifest = match Manifest::load(&path) {
+                Ok(manifest) => manifest,
+                Err(err) => {
+                    tracing::warn!("skipping {err}");
+                    discovery.problems.push(ManifestProblem {
+                        path,
+                        reason: err.reason(),
+                    });
+                    continue;
+                }
+            };
+            if let Some(earlier) = first_seen.get(&manifest.name) {
+                tracing::debug!(
+                    "{} shadowed by {} (plugin {})",
+                    path.display(),
+                    earlier.display(),
+                    manifest.name
+                );
+                discovery.shadowed.push(Shadowed {
+                    name: manifest.name,
+                    path,
+                    shadowed_by: earlier.clone(),
+                });
+                continue;
+            }
+            first_seen.insert(manifest.name.clone(), path.clone());
+            discovery.plugins.push(DiscoveredPlugin {
+                meta: PluginMeta::from(&manifest),
+                manifest,
+                path,
+            });
+        }
+    }
+    discovery
+}
+
+/// The `*.json` files of `dir`, sorted so that discovery is deterministic.
+fn manifest_files(dir: &Path, problems: &mut Vec<ManifestProblem>) -> Vec<PathBuf> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(err) => {
+            tracing::warn!("cannot read manifest folder {}: {err}", dir.display());
+            problems.push(ManifestProblem {
+                path: dir.to_owned(),
+                reason: format!("cannot read folder: {err}"),
+            });
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json") && path.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn write(dir: &Path, file: &str, value: serde_json::Value) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(file), value.to_string()).unwrap();
+    }
+
+    #[test]
+    fn earlier_paths_shadow_later_ones_and_broken_files_are_reported() {
+        let root = tempfile::tempdir().unwrap();
+        let local = root.path().join("local");
+        let global = root.path().join("global");
+        write(
+            &local,
+            "echo.json",
+            json!({"name": "echo", "version": "2.0.0", "command": "/bin/a"}),
+        );
+        write(
+            &global,
+            "echo.json",
+            json!({"name": "echo", "version": "1.0.0", "command": "/bin/b"}),
+        );
+        write(
+            &global,
+            "other.json",
+            json!({"name": "other", "command": "/bin/c", "category": "x"}),
+        );
+        write(&global, "nameless.json", json!({"command": "/bin/d"}));
+        std::fs::write(global.join("garbage.json"), "{{{").unwrap();
+        std::fs::write(global.join("notes.txt"), "not a manifest").unwrap();
+
+        let found = discover(&[local.clone(), global.clone(), root.path().join("absent")]);
+        let names: Vec<(&str, &str)> = found
+            .plugins
+            .iter()
+            .map(|p| (p.meta.name.as_str(), p.meta.version.as_str()))
+            .collect();
+        assert_eq!(names, [("echo", "2.0.0"), ("other", "0.0.0")]);
+        assert_eq!(found.shadowed.len(), 1);
+        assert_eq!(found.shadowed[0].path, global.join("echo.json"));
+        assert_eq!(found.shadowed[0].shadowed_by, local.join("echo.json"));
+        let problems: Vec<String> = found.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("garbage.json") && problems[0].contains("not valid JSON"));
+        assert!(problems[1].contains("nameless.json") && problems[1].contains("no \"name\""));
+    }
+}

@@ -1,0 +1,96 @@
+use std::fmt;
+use std::path::PathBuf;
+
+use cjm_proxy::ProxyError;
+use cjm_scheduling::{Refusal, StatsError};
+
+/// What went wrong in a manager operation; every variant names the plugin.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ManagerError {
+    /// No discovered manifest has this name.
+    NotDiscovered { name: String, known: Vec<String> },
+    /// The plugin is not loaded (never was, was unloaded, or failed to load).
+    NotLoaded { name: String },
+    /// A worker for this plugin is running or starting already.
+    AlreadyLoaded { name: String },
+    /// Another load, unload or reload of this plugin is under way.
+    Busy { name: String },
+    /// The plugin is disabled; enable it first.
+    Disabled { name: String },
+    /// The scheduler did not admit the execution.
+    Refused(Refusal),
+    /// Talking to the worker failed.
+    Plugin(ProxyError),
+    /// The plugin's log could not be read.
+    Log {
+        name: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// System statistics could not be read.
+    Stats(StatsError),
+}
+
+impl fmt::Display for ManagerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ManagerError::NotDiscovered { name, known } if known.is_empty() => {
+                write!(
+                    f,
+                    "plugin {name} not found: no plugin manifests were discovered"
+                )
+            }
+            ManagerError::NotDiscovered { name, known } => {
+                write!(
+                    f,
+                    "plugin {name} not found; discovered: {}",
+                    known.join(", ")
+                )
+            }
+            ManagerError::NotLoaded { name } => write!(f, "plugin {name} is not loaded"),
+            ManagerError::AlreadyLoaded { name } => write!(f, "plugin {name} is already loaded"),
+            ManagerError::Busy { name } => {
+                write!(
+                    f,
+                    "plugin {name} is being loaded, unloaded or reloaded; try again"
+                )
+            }
+            ManagerError::Disabled { name } => write!(f, "plugin {name} is disabled"),
+            ManagerError::Refused(refusal) => write!(f, "{refusal}"),
+            ManagerError::Plugin(err) => write!(f, "{err}"),
+            ManagerError::Log { name, path, source } => {
+                write!(
+                    f,
+                    "plugin {name}: cannot read log {}: {source}",
+                    path.display()
+                )
+            }
+            ManagerError::Stats(err) => write!(f, "{err}"),
+        }
+    }
+}
+
+impl std::error::Error for ManagerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ManagerError::Refused(refusal) => Some(refusal),
+            ManagerError::Plugin(err) => Some(err),
+            ManagerError::Log { source, .. } => Some(source),
+            ManagerError::Stats(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+impl From<ProxyError> for ManagerError {
+    fn from(err: ProxyError) -> Self {
+        ManagerError::Plugin(err)
+    }
+}
+
+impl From<Refusal> for ManagerError {
+    fn from(refusal: Refusal) -> Self {
+        ManagerError::Refused(refusal)
+    }
+}

@@ -1,0 +1,27 @@
+//! The host side of cjm-plugin-system: [`PluginManager`] discovers plugins through
+//! their manifests, starts each in its own worker process, admits executions through a
+//! [`ResourceScheduler`](cjm_scheduling::ResourceScheduler), forwards calls and stops
+//! every worker it started.
+//!
+//! The API is async (tokio); [`BlockingPluginManager`] offers the same for code
+//! without a runtime.
+
+mod blocking;
+mod discovery;
+mod error;
+mod launch;
+mod loaded;
+mod manager;
+mod options;
+mod stream;
+
+pub use blocking::{BlockingPluginManager, BlockingStream};
+pub use discovery::{DiscoveredPlugin, Discovery, ManifestProblem, Shadowed};
+pub use error::ManagerError;
+pub use manager::PluginManager;
+pub use options::ManagerOptions;
+pub use stream::PluginStream;
+
+pub use cjm_interface::{Arg, CallArgs, ConfigMap, FileBacked};
+pub use cjm_metadata::{CjmHome, Manifest, PluginMeta};
+pub use cjm_proxy::{ProxyError, RemotePluginProxy};

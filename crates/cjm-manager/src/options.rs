@@ -1,0 +1,38 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cjm_metadata::{CjmHome, HomeError};
+use cjm_scheduling::{PermissiveScheduler, ResourceScheduler};
+
+/// How a [`PluginManager`](crate::PluginManager) finds, starts and admits plugins.
+#[derive(Debug, Clone)]
+pub struct ManagerOptions {
+    /// Where logs go (and, by default, where manifests come from).
+    pub home: CjmHome,
+    /// Manifest folders in priority order: a name found earlier shadows later ones.
+    pub search_paths: Vec<PathBuf>,
+    pub scheduler: Arc<dyn ResourceScheduler>,
+    /// How long a worker may take to become ready.
+    pub start_timeout: Duration,
+    /// Where file-backed arguments are written for the duration of a call.
+    pub temp_dir: PathBuf,
+}
+
+impl ManagerOptions {
+    /// `CJM_HOME` (or `~/.cjm`), its default search paths, the permissive scheduler.
+    pub fn from_env() -> Result<Self, HomeError> {
+        Ok(Self::with_home(CjmHome::from_env()?))
+    }
+
+    /// Defaults for the given home folder.
+    pub fn with_home(home: CjmHome) -> Self {
+        ManagerOptions {
+            search_paths: home.default_search_paths(),
+            home,
+            scheduler: Arc::new(PermissiveScheduler),
+            start_timeout: Duration::from_secs(30),
+            temp_dir: std::env::temp_dir(),
+        }
+    }
+}

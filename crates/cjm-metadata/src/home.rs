@@ -1,0 +1,75 @@
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The folder holding everything the system writes: `$CJM_HOME`, by default `~/.cjm`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CjmHome {
+    root: PathBuf,
+}
+
+/// Neither `CJM_HOME` nor `HOME` is set, so there is no place for manifests and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HomeError;
+
+impl fmt::Display for HomeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "neither CJM_HOME nor HOME is set; set CJM_HOME to the folder for plugins and logs",
+        )
+    }
+}
+
+impl std::error::Error for HomeError {}
+
+impl CjmHome {
+    /// `$CJM_HOME`, else `$HOME/.cjm`.
+    pub fn from_env() -> Result<Self, HomeError> {
+        let non_empty = |name| std::env::var_os(name).filter(|value| !value.is_empty());
+        if let Some(root) = non_empty("CJM_HOME") {
+            return Ok(CjmHome::at(root));
+        }
+        non_empty("HOME")
+            .map(|home| CjmHome::at(PathBuf::from(home).join(".cjm")))
+            .ok_or(HomeError)
+    }
+
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        CjmHome { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Global manifests: `plugins/<name>.json`.
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.root.join("plugins")
+    }
+
+    /// Worker logs: `logs/<name>.log`.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    /// Isolated environments: `envs/<env_name>/`.
+    pub fn envs_dir(&self) -> PathBuf {
+        self.root.join("envs")
+    }
+
+    pub fn manifest_path(&self, name: &str) -> PathBuf {
+        self.plugins_dir().join(format!("{name}.json"))
+    }
+
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.logs_dir().join(format!("{name}.log"))
+    }
+
+    /// Where manifests are looked for, first match wins: the project's
+    /// `./.cjm/plugins`, then the global `plugins/`.
+    pub fn default_search_paths(&self) -> Vec<PathBuf> {
+        let local = std::env::current_dir()
+            .map(|dir| dir.join(".cjm").join("plugins"))
+            .unwrap_or_else(|_| PathBuf::from(".cjm/plugins"));
+        vec![local, self.plugins_dir()]
+    }
+}

@@ -1,0 +1,96 @@
+#![allow(clippy::print_stderr)] // a fixture: its stderr is the log the test reads back
+//! A plugin that misbehaves on request, for fault tests: `execute(action, ..)` with
+//! action `panic`, `sleep` (ms), `exit` (code), `spawn_child` (starts `sleep` and
+//! returns its pid), `pid`. With plugin argument `--crash-at-start` it exits before
+//! serving; with `--never-ready` it hangs before serving.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cjm_interface::{Call, ChunkIter, ConfigMap, Plugin, PluginError};
+use serde_json::{json, Value};
+
+#[derive(Debug, Default)]
+struct Faulty {
+    config: ConfigMap,
+}
+
+impl Plugin for Faulty {
+    fn name(&self) -> &str {
+        "faulty"
+    }
+
+    fn version(&self) -> &str {
+        "0.0.1"
+    }
+
+    fn initialize(&mut self, config: ConfigMap) -> Result<(), PluginError> {
+        if config.contains_key("refuse") {
+            return Err(PluginError::invalid_config("refusing this configuration"));
+        }
+        self.config = config;
+        Ok(())
+    }
+
+    fn execute(&self, call: Call) -> Result<Value, PluginError> {
+        let action: String = call.required(0, "action")?;
+        match action.as_str() {
+            "panic" => panic!("deliberate panic in faulty plugin"),
+            "sleep" => {
+                let ms: u64 = call.required(1, "ms")?;
+                std::thread::sleep(Duration::from_millis(ms));
+                Ok(json!({"slept_ms": ms}))
+            }
+            "exit" => std::process::exit(call.or(1, "code", 3)?),
+            "spawn_child" => {
+                let child = std::process::Command::new("sleep")
+                    .arg("1000")
+                    .spawn()
+                    .map_err(|err| PluginError::failed(err.to_string()))?;
+                Ok(json!({"child_pid": child.id()}))
+            }
+            "pid" => Ok(json!({"pid": std::process::id()})),
+            other => Err(PluginError::invalid_argument(format!(
+                "unknown action {other}"
+            ))),
+        }
+    }
+
+    fn execute_stream(&self, call: Call) -> Result<ChunkIter<'_>, PluginError> {
+        let fail_after: u64 = call.or(0, "fail_after", 2)?;
+        Ok(Box::new((0..=fail_after).map(move |i| {
+            if i == fail_after {
+                Err(PluginError::failed(format!(
+                    "stream broke after {i} chunks"
+                )))
+            } else {
+                Ok(json!({"chunk": i}))
+            }
+        })))
+    }
+
+    fn cleanup(&mut self) -> Result<(), PluginError> {
+        // Tests check that cleanup really runs when a plugin is unloaded.
+        if let Some(Value::String(marker)) = self.config.get("cleanup_marker") {
+            std::fs::write(marker, "cleaned")?;
+        }
+        Ok(())
+    }
+
+    fn current_config(&self) -> Value {
+        Value::Object(self.config.clone())
+    }
+}
+
+fn main() -> ExitCode {
+    cjm_worker::main(cjm_worker::About::default(), |args| {
+        if args.iter().any(|arg| arg == "--crash-at-start") {
+            eprintln!("faulty: crashing at start as asked");
+            std::process::exit(7);
+        }
+        if args.iter().any(|arg| arg == "--never-ready") {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+        Ok(Faulty::default())
+    })
+}

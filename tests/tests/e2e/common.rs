@@ -1,0 +1,110 @@
+//! What every end-to-end test needs: a temporary CJM_HOME with manifests pointing at
+//! the fixture binaries, and ways to watch processes come and go.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cjm_manager::{CjmHome, ManagerOptions, PluginManager};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+pub const ECHO: &str = env!("CARGO_BIN_EXE_e2e-echo");
+pub const WORDCOUNT: &str = env!("CARGO_BIN_EXE_e2e-wordcount");
+pub const FAULTY: &str = env!("CARGO_BIN_EXE_e2e-faulty");
+pub const HOST: &str = env!("CARGO_BIN_EXE_e2e-host");
+pub const CTL: &str = env!("CARGO_BIN_EXE_e2e-ctl");
+
+pub struct TestHome {
+    pub dir: TempDir,
+}
+
+impl TestHome {
+    pub fn new() -> Self {
+        TestHome {
+            dir: tempfile::tempdir().expect("temporary CJM_HOME"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.path().join("plugins")
+    }
+
+    /// Where file-backed arguments go, so tests can see that they are removed.
+    pub fn temp_dir(&self) -> PathBuf {
+        let dir = self.path().join("tmp");
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    /// Write `plugins/<name>.json` for a native plugin.
+    pub fn native_manifest(&self, name: &str, binary: &str, args: &[&str]) -> PathBuf {
+        self.write_manifest(
+            name,
+            json!({
+                "name": name,
+                "version": "0.1.0",
+                "category": "test",
+                "command": binary,
+                "args": args,
+            }),
+        )
+    }
+
+    pub fn write_manifest(&self, file_stem: &str, manifest: Value) -> PathBuf {
+        std::fs::create_dir_all(self.plugins_dir()).expect("plugins dir");
+        let path = self.plugins_dir().join(format!("{file_stem}.json"));
+        std::fs::write(&path, manifest.to_string()).expect("manifest written");
+        path
+    }
+
+    pub fn options(&self) -> ManagerOptions {
+        let mut options = ManagerOptions::with_home(CjmHome::at(self.path()));
+        options.search_paths = vec![self.plugins_dir()];
+        options.temp_dir = self.temp_dir();
+        options
+    }
+
+    pub fn manager(&self) -> PluginManager {
+        PluginManager::new(self.options())
+    }
+}
+
+/// Whether `pid` is a live process (zombies count as gone).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Wait up to `limit` for `pid` to be gone; how long it took, or None.
+pub fn wait_gone(pid: u32, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if !alive(pid) {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
+}
+
+pub fn sigkill(pid: u32) {
+    // SAFETY: sending SIGKILL to a process this test started.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+}
+
+/// Files left in a folder.
+pub fn entries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,115 @@
+//! `cjm-ctl list` and `cjm-ctl exec` as a user runs them.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::common::*;
+
+fn ctl(home: &TestHome, args: &[&str]) -> Output {
+    Command::new(CTL)
+        .args(args)
+        .env("CJM_HOME", home.path())
+        // The project-local ./.cjm/plugins is looked up from the working folder.
+        .current_dir(home.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn list_and_exec_work_from_the_command_line() {
+    let home = TestHome::new();
+    home.native_manifest("cjm-echo", ECHO, &[]);
+    std::fs::create_dir_all(home.path().join(".cjm/plugins")).unwrap();
+    std::fs::write(
+        home.path().join(".cjm/plugins/cjm-echo.json"),
+        serde_json::json!({"name": "cjm-echo", "version": "9.9.9", "command": ECHO}).to_string(),
+    )
+    .unwrap();
+
+    let listed = ctl(&home, &["list"]);
+    assert!(listed.status.success(), "{listed:?}");
+    let stdout = text(&listed.stdout);
+    assert!(
+        stdout.contains("cjm-echo") && stdout.contains("9.9.9"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("shadowed: cjm-echo"), "{stdout}");
+
+    let listed = ctl(&home, &["list", "--json"]);
+    let report: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(report["plugins"][0]["launch"], "native");
+    assert_eq!(report["shadowed"].as_array().unwrap().len(), 1);
+
+    let run = ctl(
+        &home,
+        &[
+            "exec",
+            "cjm-echo",
+            "--args",
+            r#"["hi", 2]"#,
+            "--config",
+            r#"{"prefix": "+"}"#,
+        ],
+    );
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let result: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(result["result"], "+hihi");
+
+    let run = ctl(
+        &home,
+        &[
+            "exec",
+            "cjm-echo",
+            "--stream",
+            "--kwargs",
+            r#"{"count": 3}"#,
+        ],
+    );
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let lines: Vec<Value> = text(&run.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[2]["chunk"], 2);
+}
+
+#[test]
+fn exec_failures_exit_non_zero_with_a_clear_message() {
+    let home = TestHome::new();
+    home.native_manifest("cjm-echo", ECHO, &[]);
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["exec", "nope"],
+            "plugin nope not found; discovered: cjm-echo",
+        ),
+        (
+            &["exec", "cjm-echo", "--args", "[1,"],
+            "--args is not valid JSON",
+        ),
+        (
+            &["exec", "cjm-echo", "--args", "{}"],
+            "--args must be a JSON array",
+        ),
+        (
+            &["exec", "cjm-echo", "--config", r#"{"colour": 1}"#],
+            "unknown configuration key 'colour'",
+        ),
+    ];
+    for (args, expected) in cases {
+        let run = ctl(&home, args);
+        assert!(!run.status.success(), "{args:?} succeeded");
+        assert!(
+            text(&run.stderr).contains(expected),
+            "{args:?}: {}",
+            text(&run.stderr)
+        );
+        assert!(run.stdout.is_empty(), "{args:?}: {}", text(&run.stdout));
+    }
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests: a manager in this process, plugins in real worker processes,
+//! HTTP over loopback, a temporary CJM_HOME. Run with `cargo xtask e2e` or as part of
+//! `cargo test --workspace`.
+
+// Test helpers may panic: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod ctl;
+mod faults;
+mod protocol;
+mod scenario;

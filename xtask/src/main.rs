@@ -1,0 +1,136 @@
+//! `cargo xtask <task>`: development tasks as Rust code.
+//!
+//! - `e2e`: build the end-to-end fixtures and run the tests that spawn real workers.
+//! - `demo`: build the example plugins, install their manifests into a `CJM_HOME`
+//!   (default `target/demo-home`) and run them through `cjm-ctl`.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+const EXAMPLE_PLUGINS: [&str; 2] = ["cjm-echo", "cjm-wordcount"];
+
+fn main() -> Result<()> {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    match task.as_str() {
+        "e2e" => e2e(),
+        "demo" => demo(),
+        _ => {
+            eprintln!("usage: cargo xtask <e2e|demo>");
+            bail!("unknown task {task:?}")
+        }
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent folder")
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    eprintln!("$ {command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn e2e() -> Result<()> {
+    let root = workspace_root()?;
+    run(cargo().current_dir(&root).args([
+        "test",
+        "--package",
+        "cjm-tests",
+        "--",
+        "--test-threads=2",
+    ]))
+}
+
+fn demo() -> Result<()> {
+    let root = workspace_root()?;
+    let mut build = cargo();
+    build
+        .current_dir(&root)
+        .args(["build", "--release", "--package", "cjm-ctl"]);
+    for plugin in EXAMPLE_PLUGINS {
+        build.args(["--package", plugin]);
+    }
+    run(&mut build)?;
+    let bin_dir = root.join("target/release");
+    let home = match std::env::var_os("CJM_HOME") {
+        Some(home) => PathBuf::from(home),
+        None => root.join("target/demo-home"),
+    };
+    let plugins_dir = home.join("plugins");
+    std::fs::create_dir_all(&plugins_dir)
+        .with_context(|| format!("cannot create {}", plugins_dir.display()))?;
+    for plugin in EXAMPLE_PLUGINS {
+        install_manifest(&bin_dir.join(plugin), &plugins_dir)?;
+    }
+    let text_file = home.join("demo-input.txt");
+    std::fs::write(
+        &text_file,
+        "the quick brown fox\njumps over\nthe lazy dog\n".repeat(10_000),
+    )
+    .with_context(|| format!("cannot write {}", text_file.display()))?;
+    let text_arg = serde_json::to_string(&[text_file.to_string_lossy()])?;
+    let ctl = bin_dir.join("cjm-ctl");
+    let steps: [&[&str]; 4] = [
+        &["list"],
+        &[
+            "exec",
+            "cjm-echo",
+            "--args",
+            r#"["hello from the host", 2]"#,
+            "--config",
+            r#"{"prefix": "> "}"#,
+        ],
+        &["exec", "cjm-echo", "--stream", "--args", "[3]"],
+        &["exec", "cjm-wordcount", "--args", &text_arg],
+    ];
+    for step in steps {
+        run(Command::new(&ctl).args(step).env("CJM_HOME", &home))?;
+    }
+    eprintln!("demo done; CJM_HOME={}", home.display());
+    Ok(())
+}
+
+/// Ask a plugin binary for its manifest fields and write its manifest, as
+/// `cjm-ctl install-all` does for a prebuilt executable.
+fn install_manifest(binary: &Path, plugins_dir: &Path) -> Result<()> {
+    let output = Command::new(binary)
+        .arg("--manifest")
+        .output()
+        .with_context(|| format!("cannot run {}", binary.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} --manifest failed: {}",
+            binary.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let mut manifest: Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("{} --manifest printed no JSON", binary.display()))?;
+    let name = manifest["name"]
+        .as_str()
+        .context("manifest without a name")?
+        .to_owned();
+    manifest["command"] = Value::from(binary.to_string_lossy().into_owned());
+    let path = plugins_dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&manifest)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("installed {name} -> {}", path.display());
+    Ok(())
+}
