@@ -3,6 +3,8 @@
 //! - `e2e`: build the end-to-end fixtures and run the tests that spawn real workers.
 //! - `demo`: build the example plugins, install their manifests into a `CJM_HOME`
 //!   (default `target/demo-home`) and run them through `cjm-ctl`.
+//! - `bench [--quick] [--only METRIC]`: the benchmark, ours beside the machine's
+//!   floor and the Python original; writes `target/bench/results.json`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
@@ -18,8 +20,9 @@ fn main() -> Result<()> {
     match task.as_str() {
         "e2e" => e2e(),
         "demo" => demo(),
+        "bench" => bench(std::env::args().skip(2).collect()),
         _ => {
-            eprintln!("usage: cargo xtask <e2e|demo>");
+            eprintln!("usage: cargo xtask <e2e|demo|bench [--quick] [--only METRIC]>");
             bail!("unknown task {task:?}")
         }
     }
@@ -56,6 +59,65 @@ fn e2e() -> Result<()> {
         "--",
         "--test-threads=2",
     ]))
+}
+
+/// The original's version the benchmark compares against.
+const ORIGINAL: &str = "cjm_plugin_system==0.0.20";
+
+fn bench(passthrough: Vec<String>) -> Result<()> {
+    let root = workspace_root()?;
+    run(cargo().current_dir(&root).args([
+        "build",
+        "--release",
+        "--package",
+        "cjm-bench",
+        "--package",
+        "cjm-echo",
+        "--package",
+        "cjm-wordcount",
+    ]))?;
+    let bench_dir = root.join("target/bench");
+    std::fs::create_dir_all(&bench_dir)?;
+    let mut command = Command::new(root.join("target/release/cjm-bench"));
+    command
+        .arg("run")
+        .arg("--bin-dir")
+        .arg(root.join("target/release"))
+        .arg("--out")
+        .arg(bench_dir.join("results.json"))
+        .args(&passthrough);
+    match original_venv(&bench_dir.join("venv")) {
+        Ok(python) => command.arg("--python").arg(python),
+        Err(reason) => command.arg("--python-skip").arg(format!("{reason:#}")),
+    };
+    run(&mut command)
+}
+
+/// A venv with the Python original, made once and reused; its interpreter.
+fn original_venv(venv: &Path) -> Result<PathBuf> {
+    let python = venv.join("bin/python");
+    let installed = Command::new(&python)
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.version('cjm_plugin_system'))",
+        ])
+        .output()
+        .map(|out| out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "0.0.20")
+        .unwrap_or(false);
+    if installed {
+        return Ok(python);
+    }
+    let system_python = std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into());
+    run(Command::new(system_python).arg("-m").arg("venv").arg(venv))
+        .context("cannot create a Python venv for the original")?;
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        ORIGINAL,
+    ]))
+    .context("cannot install the Python original from PyPI")?;
+    Ok(python)
 }
 
 fn demo() -> Result<()> {

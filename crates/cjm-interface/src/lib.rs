@@ -9,6 +9,7 @@
 mod args;
 mod error;
 mod file_backed;
+pub mod json;
 mod plugin;
 pub mod wire;
 

@@ -73,11 +73,11 @@ impl fmt::Display for ManagerError {
 
 impl std::error::Error for ManagerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // Wrapped errors are displayed in full above, so the chain continues with
+        // their causes, not with them again.
         match self {
-            ManagerError::Refused(refusal) => Some(refusal),
-            ManagerError::Plugin(err) => Some(err),
+            ManagerError::Plugin(err) => err.source(),
             ManagerError::Log { source, .. } => Some(source),
-            ManagerError::Stats(err) => Some(err),
             _ => None,
         }
     }

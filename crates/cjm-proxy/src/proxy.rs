@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cjm_interface::wire::{self, ErrorResponse, ExecuteRequest, HealthResponse, StatsResponse};
-use cjm_interface::{CallArgs, ConfigMap};
+use cjm_interface::wire::{self, ErrorResponse, HealthResponse, StatsResponse};
+use cjm_interface::{json, CallArgs, ConfigMap};
 use hyper::body::Incoming;
 use hyper::{Method, Response};
 use serde::de::DeserializeOwned;
@@ -194,7 +194,9 @@ impl RemotePluginProxy {
     /// Configure the plugin. A refused configuration is a [`ProxyError::Http`] with
     /// status 400 and the worker's reason; the plugin keeps its previous one.
     pub async fn initialize(&self, config: ConfigMap) -> Result<(), ProxyError> {
-        let body = self.encode(wire::PATH_INITIALIZE, &config)?;
+        let mut body = Vec::new();
+        json::write_object(&mut body, &config);
+        let body = Bytes::from(body);
         self.request_json::<Value>(Method::POST, wire::PATH_INITIALIZE, Some(body))
             .await
             .map(drop)
@@ -324,22 +326,13 @@ impl RemotePluginProxy {
         } else {
             files::materialize(&self.plugin, call, &self.temp_dir)?
         };
-        let body = self.encode(wire::PATH_EXECUTE, &ExecuteRequest { args, kwargs })?;
-        Ok((body, files))
-    }
-
-    fn encode<T: serde::Serialize>(
-        &self,
-        endpoint: &'static str,
-        value: &T,
-    ) -> Result<Bytes, ProxyError> {
-        serde_json::to_vec(value)
-            .map(Bytes::from)
-            .map_err(|err| ProxyError::InvalidResponse {
-                plugin: self.plugin.clone(),
-                endpoint,
-                reason: format!("cannot encode request: {err}"),
-            })
+        let mut body = Vec::with_capacity(64);
+        body.extend_from_slice(b"{\"args\":");
+        json::write_value(&mut body, &Value::Array(args));
+        body.extend_from_slice(b",\"kwargs\":");
+        json::write_object(&mut body, &kwargs);
+        body.push(b'}');
+        Ok((Bytes::from(body), files))
     }
 
     async fn request_json<T: DeserializeOwned>(

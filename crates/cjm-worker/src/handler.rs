@@ -3,26 +3,19 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
-use cjm_interface::wire::{self, ErrorResponse, HealthResponse, StatusResponse, StreamError};
-use cjm_interface::{Call, ConfigMap, ErrorKind};
+use bytes::Bytes;
+use cjm_interface::wire::{self, ErrorResponse, HealthResponse, StatusResponse};
+use cjm_interface::{json, Call, ConfigMap, ErrorKind};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use serde_json::Value;
 
-use crate::body::{ChannelBody, ResponseBody};
+use crate::body::ResponseBody;
 use crate::host::{guarded, CallFailure, PluginHost};
 use crate::proc_stats::CpuSampler;
-
-/// Chunks buffered between the producing thread and the socket. Small, so a slow
-/// client holds the producer back (backpressure) and a gone client stops it soon.
-const STREAM_CHANNEL_DEPTH: usize = 8;
-/// Above this many buffered bytes the producer waits for the socket instead of
-/// batching more.
-const STREAM_BATCH_BYTES: usize = 64 * 1024;
 
 pub(crate) struct Worker {
     pub(crate) host: PluginHost,
@@ -155,124 +148,30 @@ async fn initialize(worker: Arc<Worker>, config: ConfigMap) -> Response<Response
 /// Run a plugin call on the blocking pool (so that `/health` and `/stats` stay
 /// responsive during a long execution) and answer its JSON result. The result is
 /// serialised on that thread too: a large result must not stall the event loop.
-async fn blocking<T, F>(call: F) -> Response<ResponseBody>
+async fn blocking<F>(call: F) -> Response<ResponseBody>
 where
-    T: Serialize,
-    F: FnOnce() -> Result<T, CallFailure> + Send + 'static,
+    F: FnOnce() -> Result<Value, CallFailure> + Send + 'static,
 {
-    let result = tokio::task::spawn_blocking(move || {
-        call().map(|value| serde_json::to_vec(&value).map_err(|err| err.to_string()))
-    })
-    .await;
+    let result =
+        tokio::task::spawn_blocking(move || call().map(|value| json::to_vec(&value))).await;
     match result {
-        Ok(Ok(Ok(body))) => {
-            bytes_response(StatusCode::OK, wire::CONTENT_TYPE_JSON, Bytes::from(body))
-        }
-        Ok(Ok(Err(reason))) => internal_error(format!("plugin result is not valid JSON: {reason}")),
+        Ok(Ok(body)) => bytes_response(StatusCode::OK, wire::CONTENT_TYPE_JSON, Bytes::from(body)),
         Ok(Err(failure)) => failure_response(StatusCode::INTERNAL_SERVER_ERROR, &failure),
         Err(join) => internal_error(format!("plugin task failed: {join}")),
     }
 }
 
-/// Start a stream: the plugin's iterator runs on a blocking thread, writing NDJSON
-/// lines into batches that a channel carries to the socket. A failure before the first
-/// chunk is an ordinary error response; after it, a final `{"error": ..}` line.
 async fn execute_stream(worker: Arc<Worker>, call: Call) -> Response<ResponseBody> {
-    let (chunk_sender, chunk_receiver) = mpsc::channel::<Bytes>(STREAM_CHANNEL_DEPTH);
-    let (started_sender, started_receiver) = oneshot::channel::<Result<(), CallFailure>>();
-    tokio::task::spawn_blocking(move || {
-        let plugin = worker.host.read();
-        let mut chunks = match guarded(|| plugin.execute_stream(call)) {
-            Ok(chunks) => chunks,
-            Err(failure) => {
-                let _ = started_sender.send(Err(failure));
-                return;
-            }
-        };
-        if started_sender.send(Ok(())).is_err() {
-            return;
-        }
-        let mut pending = BytesMut::with_capacity(4096);
-        loop {
-            let next = guarded(|| Ok(chunks.next()));
-            let finished = match next {
-                Ok(Some(Ok(chunk))) => {
-                    match serde_json::to_writer(BytesMutWriter(&mut pending), &chunk) {
-                        Ok(()) => {
-                            pending.extend_from_slice(b"\n");
-                            false
-                        }
-                        Err(err) => {
-                            push_error_line(
-                                &mut pending,
-                                &format!("chunk is not valid JSON: {err}"),
-                            );
-                            true
-                        }
-                    }
-                }
-                Ok(Some(Err(err))) => {
-                    push_error_line(&mut pending, err.message());
-                    true
-                }
-                Ok(None) => true,
-                Err(failure) => {
-                    push_error_line(&mut pending, &failure.to_string());
-                    true
-                }
-            };
-            if finished {
-                break;
-            }
-            // Send at once while the socket keeps up (low latency for slow producers);
-            // batch while it does not (throughput for fast ones).
-            let keep_batching = chunk_sender.capacity() == 0 && pending.len() < STREAM_BATCH_BYTES;
-            if !keep_batching
-                && chunk_sender
-                    .blocking_send(pending.split().freeze())
-                    .is_err()
-            {
-                tracing::debug!("stream consumer went away; stopping the plugin's stream");
-                return;
-            }
-        }
-        if !pending.is_empty() {
-            let _ = chunk_sender.blocking_send(pending.split().freeze());
-        }
-    });
-    match started_receiver.await {
-        Ok(Ok(())) => {
-            let mut response = Response::new(Either::Right(ChannelBody::new(chunk_receiver)));
+    match crate::stream::start(worker, call).await {
+        Ok(body) => {
+            let mut response = Response::new(Either::Right(body));
             response.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static(wire::CONTENT_TYPE_NDJSON),
             );
             response
         }
-        Ok(Err(failure)) => failure_response(StatusCode::INTERNAL_SERVER_ERROR, &failure),
-        Err(_) => internal_error(String::from("stream task ended before starting")),
-    }
-}
-
-fn push_error_line(pending: &mut BytesMut, message: &str) {
-    let line = StreamError {
-        error: message.to_owned(),
-    };
-    if serde_json::to_writer(BytesMutWriter(pending), &line).is_ok() {
-        pending.extend_from_slice(b"\n");
-    }
-}
-
-struct BytesMutWriter<'a>(&'a mut BytesMut);
-
-impl std::io::Write for BytesMutWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        Err(failure) => failure_response(StatusCode::INTERNAL_SERVER_ERROR, &failure),
     }
 }
 

@@ -32,6 +32,7 @@ mod listener;
 mod parent;
 mod proc_stats;
 mod server;
+mod stream;
 
 use std::process::ExitCode;
 

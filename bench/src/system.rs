@@ -1,0 +1,338 @@
+//! Our system's figures, measured through the public manager API as a host would.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use cjm_manager::{CallArgs, CjmHome, ManagerOptions, PluginManager};
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+
+use crate::measure::{alive, median_ms, percentiles_us, rss_mib};
+use crate::report::Results;
+use crate::Options;
+
+/// A fresh CJM_HOME with manifests named `echo`, `echo-1`.. pointing at cjm-echo, and
+/// `wordcount`.
+#[derive(Debug)]
+struct BenchHome {
+    root: PathBuf,
+}
+
+impl BenchHome {
+    fn new(options: &Options, label: &str, echo_copies: usize) -> Result<Self> {
+        let root = options.out.with_file_name(format!("home-{label}"));
+        let _ = std::fs::remove_dir_all(&root);
+        let plugins = root.join("plugins");
+        std::fs::create_dir_all(&plugins)?;
+        let echo = options.bin_dir.join("cjm-echo");
+        for index in 0..echo_copies {
+            let name = if index == 0 {
+                String::from("echo")
+            } else {
+                format!("echo-{index}")
+            };
+            write_manifest(&plugins, &name, &echo)?;
+        }
+        write_manifest(
+            &plugins,
+            "wordcount",
+            &options.bin_dir.join("cjm-wordcount"),
+        )?;
+        Ok(BenchHome { root })
+    }
+
+    fn manager(&self) -> PluginManager {
+        let mut options = ManagerOptions::with_home(CjmHome::at(&self.root));
+        options.search_paths = vec![self.root.join("plugins")];
+        options.temp_dir = self.root.clone();
+        let manager = PluginManager::new(options);
+        manager.discover_manifests();
+        manager
+    }
+}
+
+fn write_manifest(dir: &Path, name: &str, command: &Path) -> Result<()> {
+    let manifest = json!({"name": name, "version": "0.1.0", "command": command});
+    std::fs::write(dir.join(format!("{name}.json")), manifest.to_string())?;
+    Ok(())
+}
+
+pub async fn measure_all(options: &Options, results: &mut Results) -> Result<()> {
+    let reps = |full: usize, quick: usize| if options.quick { quick } else { full };
+    let home = BenchHome::new(options, "main", 4)?;
+    let manager = home.manager();
+
+    if options.wants(&["spawn_ready_ms"]) {
+        let mut spawn = Vec::new();
+        for _ in 0..reps(30, 5) {
+            let start = Instant::now();
+            manager.load_plugin("echo", None).await?;
+            spawn.push(start.elapsed());
+            manager.unload_plugin("echo").await?;
+        }
+        results.insert("spawn_ready_ms", median_ms(spawn), "ms");
+    }
+    manager.load_plugin("echo", None).await?;
+    if options.wants(&["worker_idle_rss_mib"]) {
+        let pid = manager.get_plugin("echo").context("echo not loaded")?.pid();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        results.insert(
+            "worker_idle_rss_mib",
+            rss_mib(pid).unwrap_or(f64::NAN),
+            "MiB",
+        );
+    }
+    if options.wants(&["start_failure_ms"]) {
+        start_failure(options, results, reps(10, 3)).await?;
+    }
+    if options.wants(&["exec_p50_us", "exec_p99_us"]) {
+        sequential_exec(&manager, results, reps(20_000, 2_000)).await?;
+    }
+    let window = Duration::from_millis(if options.quick { 500 } else { 3_000 });
+    if options.wants(&["exec_rps_c32"]) {
+        let rps = concurrent_rps(&manager, &["echo"], 32, window).await?;
+        results.insert("exec_rps_c32", rps, "calls/s");
+    }
+    if options.wants(&["exec_rps_c32_4w"]) {
+        for name in ["echo-1", "echo-2", "echo-3"] {
+            manager.load_plugin(name, None).await?;
+        }
+        let rps = concurrent_rps(
+            &manager,
+            &["echo", "echo-1", "echo-2", "echo-3"],
+            32,
+            window,
+        )
+        .await?;
+        results.insert("exec_rps_c32_4w", rps, "calls/s");
+    }
+    if options.wants(&["stream_chunks_per_s"]) {
+        stream(&manager, results).await?;
+    }
+    for (mib, key) in [(1, "payload_1mib_mib_s"), (10, "payload_10mib_mib_s")] {
+        if options.wants(&[key]) {
+            results.insert(key, payload(&manager, mib, reps(20, 3)).await?, "MiB/s");
+        }
+    }
+    if options.wants(&["filebacked_100mib_ms"]) {
+        manager.load_plugin("wordcount", None).await?;
+        results.insert(
+            "filebacked_100mib_ms",
+            file_backed(&manager, reps(5, 1)).await?,
+            "ms",
+        );
+    }
+    manager.shutdown().await;
+
+    if options.wants(&["load_all_100_ms", "host_rss_100_mib"]) {
+        load_all_100(options, results).await?;
+    }
+    if options.wants(&["parent_death_ms"]) {
+        parent_death(options, results, reps(10, 3))?;
+    }
+    Ok(())
+}
+
+async fn start_failure(options: &Options, results: &mut Results, reps: usize) -> Result<()> {
+    let home = BenchHome::new(options, "failure", 0)?;
+    write_manifest(&home.root.join("plugins"), "fails", Path::new("/bin/false"))?;
+    let manager = home.manager();
+    let mut samples = Vec::new();
+    for _ in 0..reps {
+        let start = Instant::now();
+        if manager.load_plugin("fails", None).await.is_ok() {
+            bail!("a worker that exits at once was reported ready");
+        }
+        samples.push(start.elapsed());
+    }
+    results.insert("start_failure_ms", median_ms(samples), "ms");
+    Ok(())
+}
+
+async fn sequential_exec(
+    manager: &PluginManager,
+    results: &mut Results,
+    calls: usize,
+) -> Result<()> {
+    let mut samples = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let start = Instant::now();
+        manager
+            .execute_plugin("echo", CallArgs::new().arg("hi"))
+            .await?;
+        samples.push(start.elapsed());
+    }
+    let (p50, p99) = percentiles_us(samples);
+    results.insert("exec_p50_us", p50, "us");
+    results.insert("exec_p99_us", p99, "us");
+    Ok(())
+}
+
+/// Calls per second with `in_flight` calls outstanding at all times, spread round-robin
+/// over `plugins`.
+async fn concurrent_rps(
+    manager: &PluginManager,
+    plugins: &[&str],
+    in_flight: usize,
+    window: Duration,
+) -> Result<f64> {
+    let deadline = Instant::now() + window;
+    let names: Arc<Vec<String>> = Arc::new(plugins.iter().map(|name| name.to_string()).collect());
+    let mut tasks = JoinSet::new();
+    for lane in 0..in_flight {
+        let manager = manager.clone();
+        let names = Arc::clone(&names);
+        tasks.spawn(async move {
+            let name = &names[lane % names.len()];
+            let mut done = 0u64;
+            while Instant::now() < deadline {
+                manager
+                    .execute_plugin(name, CallArgs::new().arg("hi"))
+                    .await?;
+                done += 1;
+            }
+            Ok::<u64, cjm_manager::ManagerError>(done)
+        });
+    }
+    let start = Instant::now();
+    let mut total = 0;
+    while let Some(joined) = tasks.join_next().await {
+        total += joined??;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn stream(manager: &PluginManager, results: &mut Results) -> Result<()> {
+    const CHUNKS: u64 = 100_000;
+    let start = Instant::now();
+    let mut stream = manager
+        .execute_plugin_stream("echo", CallArgs::new().arg(CHUNKS))
+        .await?;
+    let mut received = 0u64;
+    while let Some(chunk) = stream.next().await {
+        chunk?;
+        received += 1;
+    }
+    if received != CHUNKS {
+        bail!("stream delivered {received} of {CHUNKS} chunks");
+    }
+    results.insert(
+        "stream_chunks_per_s",
+        CHUNKS as f64 / start.elapsed().as_secs_f64(),
+        "chunks/s",
+    );
+    Ok(())
+}
+
+/// A string of `mib` MiB in and back, inline JSON; MiB of payload per second.
+async fn payload(manager: &PluginManager, mib: usize, reps: usize) -> Result<f64> {
+    let text = "x".repeat(mib * 1024 * 1024);
+    let mut samples = Vec::new();
+    for _ in 0..reps {
+        let start = Instant::now();
+        let result = manager
+            .execute_plugin("echo", CallArgs::new().arg(text.as_str()))
+            .await?;
+        samples.push(start.elapsed());
+        if result["result"].as_str().map(str::len) != Some(text.len()) {
+            bail!("payload came back altered");
+        }
+    }
+    Ok(mib as f64 / (median_ms(samples) / 1000.0))
+}
+
+async fn file_backed(manager: &PluginManager, reps: usize) -> Result<f64> {
+    let text = "lorem ipsum dolor sit amet\n".repeat(100 * 1024 * 1024 / 27);
+    let mut samples = Vec::new();
+    for _ in 0..reps {
+        let start = Instant::now();
+        let result = manager
+            .execute_plugin("wordcount", CallArgs::new().file_arg(text.clone()))
+            .await?;
+        samples.push(start.elapsed());
+        if result["bytes"].as_u64() != Some(text.len() as u64) {
+            bail!("wordcount read {} of {} bytes", result["bytes"], text.len());
+        }
+    }
+    Ok(median_ms(samples))
+}
+
+async fn load_all_100(options: &Options, results: &mut Results) -> Result<()> {
+    let home = BenchHome::new(options, "hundred", 100)?;
+    std::fs::remove_file(home.root.join("plugins/wordcount.json"))?;
+    let manager = home.manager();
+    let start = Instant::now();
+    let loaded = manager.load_all(HashMap::new()).await;
+    let elapsed = start.elapsed();
+    let failed: Vec<&String> = loaded
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(name, _)| name)
+        .collect();
+    if loaded.len() != 100 || !failed.is_empty() {
+        bail!(
+            "load_all loaded {} plugins; failed: {failed:?}",
+            loaded.len()
+        );
+    }
+    results.insert("load_all_100_ms", elapsed.as_secs_f64() * 1000.0, "ms");
+    results.insert(
+        "host_rss_100_mib",
+        rss_mib(std::process::id()).unwrap_or(f64::NAN),
+        "MiB",
+    );
+    manager.shutdown().await;
+    Ok(())
+}
+
+/// A host process SIGKILLed -> its worker gone.
+fn parent_death(options: &Options, results: &mut Results, reps: usize) -> Result<()> {
+    let home = BenchHome::new(options, "death", 1)?;
+    let mut samples = Vec::new();
+    for _ in 0..reps {
+        let mut host = Command::new(std::env::current_exe()?)
+            .arg("host-child")
+            .arg(&home.root)
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        BufReader::new(host.stdout.take().context("no stdout")?).read_line(&mut line)?;
+        let worker: u32 = line
+            .trim()
+            .parse()
+            .with_context(|| format!("host said {line:?}"))?;
+        let start = Instant::now();
+        host.kill()?;
+        while alive(worker) {
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!("worker {worker} outlived its host by 10 s");
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        samples.push(start.elapsed());
+        host.wait()?;
+    }
+    results.insert("parent_death_ms", median_ms(samples), "ms");
+    Ok(())
+}
+
+/// Keys of the Python script's output that are figures of the original.
+pub fn python_keys(value: &Value) -> Vec<(String, f64, String)> {
+    value
+        .as_object()
+        .map(|map| {
+            map.iter()
+                .filter_map(|(key, entry)| {
+                    let number = entry.get("value")?.as_f64()?;
+                    let unit = entry.get("unit")?.as_str()?.to_owned();
+                    Some((key.clone(), number, unit))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

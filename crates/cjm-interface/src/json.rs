@@ -1,0 +1,198 @@
+//! A JSON writer for [`Value`]s that produces exactly serde_json's compact output, but
+//! scans strings eight bytes at a time for characters that need escaping instead of
+//! one byte at a time. Large string payloads (transcripts, base64 audio) cross the
+//! process boundary twice per call; this keeps them near memory-copy speed.
+
+use serde_json::{Map, Value};
+
+/// `value` as compact JSON, byte for byte what `serde_json::to_vec` writes.
+pub fn to_vec(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(estimated_len(value));
+    write_value(&mut out, value);
+    out
+}
+
+/// Append `value` as compact JSON.
+pub fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(number) => {
+            // Writing into a Vec cannot fail, and a Number is always representable.
+            let _ = serde_json::to_writer(&mut *out, number);
+        }
+        Value::String(text) => write_str(out, text),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => write_object(out, map),
+    }
+}
+
+/// Append a JSON object.
+pub fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) {
+    out.push(b'{');
+    for (index, (key, item)) in map.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_str(out, key);
+        out.push(b':');
+        write_value(out, item);
+    }
+    out.push(b'}');
+}
+
+/// Append a JSON string: clean runs are copied whole, found eight bytes at a time.
+pub fn write_str(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    let mut index = 0;
+    while index < bytes.len() {
+        index += clean_prefix_len(&bytes[index..]);
+        if index >= bytes.len() {
+            break;
+        }
+        out.extend_from_slice(&bytes[start..index]);
+        write_escape(out, bytes[index]);
+        index += 1;
+        start = index;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// How many leading bytes need no escaping.
+fn clean_prefix_len(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGHS: u64 = ONES * 0x80;
+    let mut offset = 0;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let mut array = [0u8; 8];
+        array.copy_from_slice(word);
+        let x = u64::from_le_bytes(array);
+        // Mycroft's trick: a high bit marks a byte below 0x20, equal to '"' or to '\'.
+        let below_space = x.wrapping_sub(ONES * 0x20) & !x;
+        let quote =
+            (x ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES) & !(x ^ (ONES * u64::from(b'"')));
+        let backslash =
+            (x ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES) & !(x ^ (ONES * u64::from(b'\\')));
+        if (below_space | quote | backslash) & HIGHS != 0 {
+            break;
+        }
+        offset += 8;
+    }
+    offset
+        + bytes[offset..]
+            .iter()
+            .take_while(|&&b| !needs_escape(b))
+            .count()
+}
+
+fn needs_escape(byte: u8) -> bool {
+    byte < 0x20 || byte == b'"' || byte == b'\\'
+}
+
+fn write_escape(out: &mut Vec<u8>, byte: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match byte {
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        0x08 => out.extend_from_slice(b"\\b"),
+        0x0c => out.extend_from_slice(b"\\f"),
+        _ => out.extend_from_slice(&[
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[usize::from(byte >> 4)],
+            HEX[usize::from(byte & 0xf)],
+        ]),
+    }
+}
+
+/// A size hint for the output buffer, so that large documents are not regrown.
+fn estimated_len(value: &Value) -> usize {
+    match value {
+        Value::String(text) => text.len() + 2,
+        Value::Array(items) => items.iter().map(estimated_len).sum::<usize>() + items.len() + 2,
+        Value::Object(map) => {
+            map.iter()
+                .map(|(key, item)| key.len() + 4 + estimated_len(item))
+                .sum::<usize>()
+                + 2
+        }
+        _ => 8,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn same_as_serde(value: &Value) {
+        assert_eq!(
+            String::from_utf8(to_vec(value)).unwrap(),
+            serde_json::to_string(value).unwrap(),
+            "{value:?}"
+        );
+    }
+
+    #[test]
+    fn output_equals_serde_json_for_every_kind_of_value() {
+        same_as_serde(&json!(null));
+        same_as_serde(&json!([
+            true,
+            false,
+            0,
+            -17,
+            18446744073709551615u64,
+            1.5,
+            -0.0,
+            1e300
+        ]));
+        same_as_serde(&json!({"a": {"b": [1, {"c": "d"}]}, "": "", "k\"ey": "v\\al"}));
+        same_as_serde(&json!("plain ascii text that is longer than eight bytes"));
+        same_as_serde(&json!("ünïcödé 漢字 🎉 mixed with ascii"));
+    }
+
+    #[test]
+    fn every_byte_that_needs_escaping_is_escaped_at_every_position() {
+        let specials: Vec<char> = (0u8..0x20)
+            .map(char::from)
+            .chain(['"', '\\', '\u{7f}', 'é'])
+            .collect();
+        for special in specials {
+            for position in 0..20 {
+                let mut text: String = "abcdefghijklmnopqrst".chars().take(position).collect();
+                text.push(special);
+                text.push_str("tail-after-the-special");
+                same_as_serde(&Value::String(text));
+            }
+        }
+    }
+
+    #[test]
+    fn large_strings_round_trip() {
+        let text = "x".repeat(1 << 20) + "\n\"end\"";
+        let written = to_vec(&json!({"args": [text.clone()]}));
+        let back: Value = serde_json::from_slice(&written).unwrap();
+        assert_eq!(back["args"][0], text);
+    }
+}
