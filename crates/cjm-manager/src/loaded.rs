@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use cjm_interface::ConfigMap;
 use cjm_metadata::{Manifest, PluginMeta};
 use cjm_proxy::RemotePluginProxy;
-use cjm_scheduling::ResourceScheduler;
+use cjm_scheduling::{Reservation, ResourceScheduler};
 
 #[derive(Debug)]
 pub(crate) struct LoadedPlugin {
@@ -74,19 +74,29 @@ impl LoadedPlugin {
 }
 
 /// One admitted execution. Dropping it, however the execution ended (success, error,
-/// a dropped future or stream), releases it with the scheduler.
+/// a dropped future or stream), releases it with the scheduler: the finish hook runs,
+/// then the reservation is returned.
 #[derive(Debug)]
 pub(crate) struct ExecutionGuard {
     plugin: Arc<LoadedPlugin>,
     scheduler: Arc<dyn ResourceScheduler>,
+    _reservation: Reservation,
 }
 
 impl ExecutionGuard {
-    pub(crate) fn begin(plugin: Arc<LoadedPlugin>, scheduler: Arc<dyn ResourceScheduler>) -> Self {
+    pub(crate) fn begin(
+        plugin: Arc<LoadedPlugin>,
+        scheduler: Arc<dyn ResourceScheduler>,
+        reservation: Reservation,
+    ) -> Self {
         plugin.active_executions.fetch_add(1, Ordering::SeqCst);
         plugin.mark_executed();
         scheduler.on_execution_start(&plugin.meta());
-        ExecutionGuard { plugin, scheduler }
+        ExecutionGuard {
+            plugin,
+            scheduler,
+            _reservation: reservation,
+        }
     }
 }
 

@@ -403,8 +403,8 @@ impl PluginManager {
         }
         let meta = plugin.meta();
         let scheduler = Arc::clone(&self.shared.options.scheduler);
-        scheduler.allocate(&meta, self.stats_source()).await?;
-        let guard = ExecutionGuard::begin(Arc::clone(&plugin), scheduler);
+        let reservation = scheduler.allocate(&meta, self.stats_source()).await?;
+        let guard = ExecutionGuard::begin(Arc::clone(&plugin), scheduler, reservation);
         Ok((plugin, guard))
     }
 
@@ -533,6 +533,7 @@ fn last_lines(text: &str, count: usize) -> String {
 
 /// Stands in when the platform offers no statistics: reports nothing, so only
 /// schedulers that need figures refuse.
+#[derive(Debug)]
 struct NoStats;
 
 impl StatsSource for NoStats {
