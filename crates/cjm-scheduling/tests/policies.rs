@@ -206,7 +206,8 @@ async fn fifty_concurrent_requests_never_exceed_capacity() {
             let reservation = scheduler.allocate(&meta, &stats).await.unwrap();
             let now = in_use.fetch_add(need, Ordering::SeqCst) + need;
             peak.fetch_max(now, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            // Long enough that the early admissions surely overlap.
+            tokio::time::sleep(Duration::from_millis(20)).await;
             in_use.fetch_sub(need, Ordering::SeqCst);
             drop(reservation);
         }));
