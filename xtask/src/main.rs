@@ -13,7 +13,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-const EXAMPLE_PLUGINS: [&str; 2] = ["cjm-echo", "cjm-wordcount"];
+const EXAMPLE_PLUGINS: [&str; 3] = ["cjm-echo", "cjm-wordcount", "cjm-sysmon"];
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -149,7 +149,7 @@ fn demo() -> Result<()> {
     .with_context(|| format!("cannot write {}", text_file.display()))?;
     let text_arg = serde_json::to_string(&[text_file.to_string_lossy()])?;
     let ctl = bin_dir.join("cjm-ctl");
-    let steps: [&[&str]; 4] = [
+    let steps: [&[&str]; 5] = [
         &["list"],
         &[
             "exec",
@@ -161,6 +161,7 @@ fn demo() -> Result<()> {
         ],
         &["exec", "cjm-echo", "--stream", "--args", "[3]"],
         &["exec", "cjm-wordcount", "--args", &text_arg],
+        &["exec", "cjm-sysmon", "--args", r#"["get_system_status"]"#],
     ];
     for step in steps {
         run(Command::new(&ctl).args(step).env("CJM_HOME", &home))?;

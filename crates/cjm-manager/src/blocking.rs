@@ -8,6 +8,7 @@ use cjm_interface::wire::StatsResponse;
 use cjm_interface::{CallArgs, ConfigMap};
 use cjm_metadata::PluginMeta;
 use cjm_proxy::ProxyError;
+use cjm_scheduling::SystemStats;
 use serde_json::Value;
 use tokio::runtime::Runtime;
 
@@ -110,6 +111,18 @@ impl BlockingPluginManager {
 
     pub fn plugin_logs(&self, name: &str, lines: usize) -> Result<String, ManagerError> {
         self.manager.plugin_logs(name, lines)
+    }
+
+    pub fn register_system_monitor(&self, name: &str) -> Result<(), ManagerError> {
+        self.manager.register_system_monitor(name)
+    }
+
+    pub fn system_stats(&self) -> Result<SystemStats, ManagerError> {
+        self.block_on(self.manager.system_stats())
+    }
+
+    pub fn plugin_gpu_memory_mb(&self, name: &str) -> Result<Option<f64>, ManagerError> {
+        self.manager.plugin_gpu_memory_mb(name)
     }
 }
 

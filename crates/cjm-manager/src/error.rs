@@ -20,6 +20,15 @@ pub enum ManagerError {
     Disabled { name: String },
     /// The scheduler did not admit the execution.
     Refused(Refusal),
+    /// Refused for GPU memory, and restarting idle GPU plugins (least recently used
+    /// first) did not free enough.
+    NotEnoughGpuMemory {
+        refusal: Box<Refusal>,
+        /// Plugins restarted to free memory, in the order they were.
+        evicted: Vec<String>,
+        /// GPU plugins left alone because they were executing.
+        busy: Vec<String>,
+    },
     /// Talking to the worker failed.
     Plugin(ProxyError),
     /// The plugin's log could not be read.
@@ -58,6 +67,26 @@ impl fmt::Display for ManagerError {
             }
             ManagerError::Disabled { name } => write!(f, "plugin {name} is disabled"),
             ManagerError::Refused(refusal) => write!(f, "{refusal}"),
+            ManagerError::NotEnoughGpuMemory {
+                refusal,
+                evicted,
+                busy,
+            } => {
+                write!(f, "{refusal}; ")?;
+                if evicted.is_empty() {
+                    write!(f, "no idle GPU plugin could be evicted")?;
+                } else {
+                    write!(
+                        f,
+                        "evicting idle GPU plugins {} did not free enough",
+                        evicted.join(", ")
+                    )?;
+                }
+                if !busy.is_empty() {
+                    write!(f, " (executing, not evicted: {})", busy.join(", "))?;
+                }
+                Ok(())
+            }
             ManagerError::Plugin(err) => write!(f, "{err}"),
             ManagerError::Log { name, path, source } => {
                 write!(

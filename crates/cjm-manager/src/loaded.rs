@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use cjm_interface::ConfigMap;
 use cjm_metadata::{Manifest, PluginMeta};
 use cjm_proxy::RemotePluginProxy;
-use cjm_scheduling::ResourceScheduler;
+use cjm_scheduling::{Reservation, ResourceScheduler};
 
 #[derive(Debug)]
 pub(crate) struct LoadedPlugin {
@@ -19,6 +19,9 @@ pub(crate) struct LoadedPlugin {
     /// The configuration the worker last accepted, to restart it with.
     config: Mutex<ConfigMap>,
     active_executions: AtomicUsize,
+    /// Executions asked for and not finished, those still waiting for admission
+    /// included: a plugin with any is never evicted.
+    claims: AtomicUsize,
 }
 
 /// Lock a mutex whose data stays consistent even if a holder panicked (plain values,
@@ -44,6 +47,7 @@ impl LoadedPlugin {
             meta: Mutex::new(meta),
             config: Mutex::new(config),
             active_executions: AtomicUsize::new(0),
+            claims: AtomicUsize::new(0),
         }
     }
 
@@ -68,25 +72,64 @@ impl LoadedPlugin {
         self.active_executions.load(Ordering::SeqCst)
     }
 
+    /// Executions asked for and not finished, waiting ones included.
+    pub(crate) fn claims(&self) -> usize {
+        self.claims.load(Ordering::SeqCst)
+    }
+
     fn mark_executed(&self) {
         lock(&self.meta).mark_executed(SystemTime::now());
     }
 }
 
 /// One admitted execution. Dropping it, however the execution ended (success, error,
-/// a dropped future or stream), releases it with the scheduler.
+/// a dropped future or stream), releases it with the scheduler: the finish hook runs,
+/// then the reservation is returned.
 #[derive(Debug)]
 pub(crate) struct ExecutionGuard {
     plugin: Arc<LoadedPlugin>,
     scheduler: Arc<dyn ResourceScheduler>,
+    _reservation: Reservation,
+    _claim: ExecutionClaim,
 }
 
 impl ExecutionGuard {
-    pub(crate) fn begin(plugin: Arc<LoadedPlugin>, scheduler: Arc<dyn ResourceScheduler>) -> Self {
+    pub(crate) fn begin(
+        claim: ExecutionClaim,
+        scheduler: Arc<dyn ResourceScheduler>,
+        reservation: Reservation,
+    ) -> Self {
+        let plugin = Arc::clone(&claim.plugin);
         plugin.active_executions.fetch_add(1, Ordering::SeqCst);
         plugin.mark_executed();
         scheduler.on_execution_start(&plugin.meta());
-        ExecutionGuard { plugin, scheduler }
+        ExecutionGuard {
+            plugin,
+            scheduler,
+            _reservation: reservation,
+            _claim: claim,
+        }
+    }
+}
+
+/// An execution asked for, from before admission to its end. Taken while the plugin
+/// table is locked for reading, so that eviction (which checks claims with the table
+/// locked for writing) never restarts a plugin an execution is about to use.
+#[derive(Debug)]
+pub(crate) struct ExecutionClaim {
+    plugin: Arc<LoadedPlugin>,
+}
+
+impl ExecutionClaim {
+    pub(crate) fn new(plugin: Arc<LoadedPlugin>) -> Self {
+        plugin.claims.fetch_add(1, Ordering::SeqCst);
+        ExecutionClaim { plugin }
+    }
+}
+
+impl Drop for ExecutionClaim {
+    fn drop(&mut self) {
+        self.plugin.claims.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

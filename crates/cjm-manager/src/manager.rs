@@ -7,14 +7,19 @@ use cjm_interface::wire::StatsResponse;
 use cjm_interface::{CallArgs, ConfigMap};
 use cjm_metadata::PluginMeta;
 use cjm_proxy::RemotePluginProxy;
-use cjm_scheduling::{LocalMonitor, StatsSource};
+use cjm_scheduling::{LocalMonitor, Resource};
 use serde_json::Value;
 use tokio::task::JoinSet;
 
 use crate::discovery::{self, DiscoveredPlugin, Discovery, ManifestProblem};
 use crate::launch::launch_spec;
-use crate::loaded::{ExecutionGuard, LoadedPlugin};
+use crate::loaded::{ExecutionClaim, ExecutionGuard, LoadedPlugin};
 use crate::{ManagerError, ManagerOptions, PluginStream};
+
+mod eviction;
+mod telemetry;
+
+use telemetry::ManagerStats;
 
 /// Manages plugin discovery, loading and execution, each plugin in its own worker
 /// process.
@@ -35,7 +40,11 @@ struct Shared {
     /// cannot both start a worker.
     busy: Mutex<HashSet<String>>,
     disabled: Mutex<HashSet<String>>,
-    stats_source: Option<LocalMonitor>,
+    /// This machine's figures: the default source, and always the source of a
+    /// worker's GPU memory.
+    local_monitor: Option<LocalMonitor>,
+    /// A loaded plugin answering `get_system_status`, when one is registered.
+    system_monitor: RwLock<Option<String>>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -67,7 +76,7 @@ impl Drop for BusyName<'_> {
 
 impl PluginManager {
     pub fn new(options: ManagerOptions) -> Self {
-        let stats_source = match LocalMonitor::new() {
+        let local_monitor = match LocalMonitor::new() {
             Ok(monitor) => Some(monitor),
             Err(err) => {
                 tracing::warn!("{err}");
@@ -81,7 +90,8 @@ impl PluginManager {
                 loaded: RwLock::new(HashMap::new()),
                 busy: Mutex::new(HashSet::new()),
                 disabled: Mutex::new(HashSet::new()),
-                stats_source,
+                local_monitor,
+                system_monitor: RwLock::new(None),
             }),
         }
     }
@@ -323,14 +333,7 @@ impl PluginManager {
             None => self.config_to_keep(&old).await,
         };
         write(&self.shared.loaded).remove(name);
-        old.proxy.shutdown().await;
-        let discovered = DiscoveredPlugin {
-            meta: old.meta(),
-            manifest: old.manifest.clone(),
-            path: old.manifest_path.clone(),
-        };
-        let loaded = self.start(discovered, config).await?;
-        write(&self.shared.loaded).insert(name.to_owned(), Arc::new(loaded));
+        self.restart(name, &old, config).await?;
         tracing::info!("reloaded plugin {name}");
         Ok(())
     }
@@ -394,8 +397,10 @@ impl PluginManager {
         Ok(PluginStream::new(chunks, execution))
     }
 
+    /// Ask the scheduler; when it refuses for GPU memory, evict idle GPU plugins
+    /// first; let a waiting policy wait only when that does not help.
     async fn admit(&self, name: &str) -> Result<(Arc<LoadedPlugin>, ExecutionGuard), ManagerError> {
-        let plugin = self.loaded(name)?;
+        let (plugin, claim) = self.claim_execution(name)?;
         if lock(&self.shared.disabled).contains(name) {
             return Err(ManagerError::Disabled {
                 name: name.to_owned(),
@@ -403,16 +408,29 @@ impl PluginManager {
         }
         let meta = plugin.meta();
         let scheduler = Arc::clone(&self.shared.options.scheduler);
-        scheduler.allocate(&meta, self.stats_source()).await?;
-        let guard = ExecutionGuard::begin(Arc::clone(&plugin), scheduler);
+        let stats = self.stats_source();
+        let reservation = match scheduler.try_allocate(&meta, &stats).await {
+            Ok(reservation) => reservation,
+            Err(refusal) if refusal.is_short_of(Resource::GpuMemory) => {
+                self.evict_for(&meta, scheduler.as_ref(), &stats).await?
+            }
+            Err(_) => scheduler.allocate(&meta, &stats).await?,
+        };
+        let guard = ExecutionGuard::begin(claim, scheduler, reservation);
         Ok((plugin, guard))
     }
 
-    fn stats_source(&self) -> &dyn StatsSource {
-        match &self.shared.stats_source {
-            Some(monitor) => monitor,
-            None => &NoStats,
-        }
+    /// The plugin and a claim on it, taken under the table's read lock (see
+    /// [`ExecutionClaim`]).
+    fn claim_execution(
+        &self,
+        name: &str,
+    ) -> Result<(Arc<LoadedPlugin>, ExecutionClaim), ManagerError> {
+        let loaded = read(&self.shared.loaded);
+        let plugin = loaded.get(name).ok_or_else(|| ManagerError::NotLoaded {
+            name: name.to_owned(),
+        })?;
+        Ok((Arc::clone(plugin), ExecutionClaim::new(Arc::clone(plugin))))
     }
 
     // ---- configuration, telemetry, logs ----------------------------------------------
@@ -529,21 +547,4 @@ fn categories(metas: Vec<PluginMeta>) -> Vec<String> {
 fn last_lines(text: &str, count: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(count)..].join("\n")
-}
-
-/// Stands in when the platform offers no statistics: reports nothing, so only
-/// schedulers that need figures refuse.
-struct NoStats;
-
-impl StatsSource for NoStats {
-    fn system_stats(
-        &self,
-    ) -> cjm_scheduling::BoxFuture<
-        '_,
-        Result<cjm_scheduling::SystemStats, cjm_scheduling::StatsError>,
-    > {
-        Box::pin(std::future::ready(Ok(
-            cjm_scheduling::SystemStats::default(),
-        )))
-    }
 }

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cjm_metadata::{CjmHome, HomeError};
-use cjm_scheduling::{PermissiveScheduler, ResourceScheduler};
+use cjm_scheduling::{PermissiveScheduler, ResourceScheduler, StatsSource};
 
 /// How a [`PluginManager`](crate::PluginManager) finds, starts and admits plugins.
 #[derive(Debug, Clone)]
@@ -13,6 +13,11 @@ pub struct ManagerOptions {
     /// Manifest folders in priority order: a name found earlier shadows later ones.
     pub search_paths: Vec<PathBuf>,
     pub scheduler: Arc<dyn ResourceScheduler>,
+    /// Where the scheduler's figures come from; `None`: the built-in local monitor
+    /// (sysinfo, NVML). A plugin registered with
+    /// [`register_system_monitor`](crate::PluginManager::register_system_monitor)
+    /// takes precedence over both.
+    pub stats_source: Option<Arc<dyn StatsSource>>,
     /// How long a worker may take to become ready.
     pub start_timeout: Duration,
     /// Where file-backed arguments are written for the duration of a call.
@@ -31,6 +36,7 @@ impl ManagerOptions {
             search_paths: home.default_search_paths(),
             home,
             scheduler: Arc::new(PermissiveScheduler),
+            stats_source: None,
             start_timeout: Duration::from_secs(30),
             temp_dir: std::env::temp_dir(),
         }

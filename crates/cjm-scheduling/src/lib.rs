@@ -1,13 +1,54 @@
 //! Admission of plugin executions against the machine's resources.
 //!
 //! A [`ResourceScheduler`] decides, before each execution, whether a plugin may run,
-//! from its declared [`ResourceRequirements`](cjm_metadata::ResourceRequirements) and
-//! the [`SystemStats`] a [`StatsSource`] reports.
+//! from its declared [`ResourceRequirements`](cjm_metadata::ResourceRequirements)
+//! (turned into a [`Demand`]) and the [`SystemStats`] a [`StatsSource`] reports.
+//!
+//! # Policies
+//!
+//! - [`PermissiveScheduler`] admits everything without looking (the default).
+//! - [`SafetyScheduler`] admits what fits now and refuses the rest at once; the
+//!   [`Refusal`] names each resource that was short, what was needed and what was free.
+//! - [`QueueScheduler`] waits up to a timeout for the needs to fit, then refuses.
+//!
+//! # Reservations
+//!
+//! Admission returns a [`Reservation`] that holds the plugin's declared needs until it
+//! is dropped. Those needs are subtracted from the free figures the source reports
+//! (a [`ReservationLedger`]), and the check and the reservation happen under one
+//! lock, so concurrent admissions never oversubscribe: two executions that each need
+//! 6 GB on 8 GB free cannot both run. This is conservative: memory an execution
+//! really uses shows in the reported figures and is subtracted again.
+//!
+//! # Waiting and fairness
+//!
+//! The queue policy is strict FIFO: only the oldest waiting request is considered,
+//! so a large request is never starved by small ones arriving after it (the small
+//! ones wait behind it instead). Requests that declare no needs skip the queue. A
+//! release wakes the head of the queue at once (event-driven, no poll tick); the
+//! statistics are also re-read every poll interval, for memory freed outside the
+//! scheduler.
+//!
+//! # Telemetry keys
+//!
+//! `memory_available_mb`, `memory_total_mb`, `cpu_percent`, `gpu_free_memory_mb` and
+//! `gpu_total_memory_mb` (the GPU with the most free memory), and `gpus` (per device:
+//! `index`, `name`, `free_memory_mb`, `total_memory_mb`, `used_memory_mb`,
+//! `utilization_percent`). A figure that cannot be measured is absent.
 
+mod demand;
+mod gpu;
+mod ledger;
 mod monitor;
+mod queue;
+mod safety;
 mod scheduler;
 mod stats;
 
+pub use demand::{Demand, Refusal, Resource, Shortfall};
+pub use ledger::{Reservation, ReservationLedger};
 pub use monitor::LocalMonitor;
-pub use scheduler::{BoxFuture, PermissiveScheduler, Refusal, ResourceScheduler};
-pub use stats::{StatsError, StatsSource, SystemStats};
+pub use queue::QueueScheduler;
+pub use safety::SafetyScheduler;
+pub use scheduler::{BoxFuture, PermissiveScheduler, ResourceScheduler};
+pub use stats::{GpuStats, ManualStats, StatsError, StatsSource, SystemStats};

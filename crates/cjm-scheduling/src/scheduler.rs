@@ -4,44 +4,41 @@ use std::pin::Pin;
 
 use cjm_metadata::PluginMeta;
 
-use crate::StatsSource;
+use crate::{Refusal, Reservation, StatsSource};
 
 /// A boxed future, so that schedulers can be used as trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Why an execution was not admitted: what was needed and what was free.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub plugin: String,
-    pub reason: String,
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "execution of {} not admitted: {}",
-            self.plugin, self.reason
-        )
-    }
-}
-
-impl std::error::Error for Refusal {}
-
 /// A policy deciding whether a plugin may execute now.
+///
+/// Admission and reservation are one step: the [`Reservation`] an admission returns
+/// holds the plugin's declared needs until it is dropped, so that concurrent
+/// admissions cannot count the same free memory twice.
 pub trait ResourceScheduler: Send + Sync + fmt::Debug {
     /// Admit or refuse one execution of `plugin`; may wait (asynchronously) for
-    /// resources, depending on the policy.
+    /// resources, depending on the policy. Hold the reservation for the whole
+    /// execution.
     fn allocate<'a>(
         &'a self,
         plugin: &'a PluginMeta,
         stats: &'a dyn StatsSource,
-    ) -> BoxFuture<'a, Result<(), Refusal>>;
+    ) -> BoxFuture<'a, Result<Reservation, Refusal>>;
+
+    /// Admit now or refuse, never waiting. The manager uses it to find out whether
+    /// evicting idle plugins would help before it lets a waiting policy wait.
+    fn try_allocate<'a>(
+        &'a self,
+        plugin: &'a PluginMeta,
+        stats: &'a dyn StatsSource,
+    ) -> BoxFuture<'a, Result<Reservation, Refusal>> {
+        self.allocate(plugin, stats)
+    }
 
     /// An admitted execution started.
     fn on_execution_start(&self, _plugin: &PluginMeta) {}
 
-    /// An execution ended, successfully or not.
+    /// An execution ended, successfully or not (its reservation is released right
+    /// after).
     fn on_execution_finish(&self, _plugin: &PluginMeta) {}
 }
 
@@ -54,7 +51,7 @@ impl ResourceScheduler for PermissiveScheduler {
         &'a self,
         _plugin: &'a PluginMeta,
         _stats: &'a dyn StatsSource,
-    ) -> BoxFuture<'a, Result<(), Refusal>> {
-        Box::pin(std::future::ready(Ok(())))
+    ) -> BoxFuture<'a, Result<Reservation, Refusal>> {
+        Box::pin(std::future::ready(Ok(Reservation::unreserved())))
     }
 }

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -16,13 +17,45 @@ pub struct SystemStats {
     pub memory_total_mb: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_percent: Option<f64>,
+    /// Free memory of the GPU with the most of it: one execution runs on one device,
+    /// so free memory summed over several GPUs would admit what fits on none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_free_memory_mb: Option<f64>,
+    /// Total memory of that same GPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_total_memory_mb: Option<f64>,
+    /// Every GPU the source sees, in device order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<GpuStats>,
     /// Whatever else the source reported, kept as it came.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// One GPU's figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuStats {
+    pub index: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub free_memory_mb: f64,
+    pub total_memory_mb: f64,
+    pub used_memory_mb: f64,
+    /// Percent of the last sample period in which a kernel ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utilization_percent: Option<f64>,
+}
+
+impl SystemStats {
+    /// Set the aggregate GPU keys from `gpus`: the device with the most free memory.
+    pub fn aggregate_gpus(&mut self) {
+        let roomiest = self
+            .gpus
+            .iter()
+            .max_by(|a, b| a.free_memory_mb.total_cmp(&b.free_memory_mb));
+        self.gpu_free_memory_mb = roomiest.map(|gpu| gpu.free_memory_mb);
+        self.gpu_total_memory_mb = roomiest.map(|gpu| gpu.total_memory_mb);
+    }
 }
 
 /// Why fresh statistics could not be had.
@@ -46,6 +79,119 @@ impl std::error::Error for StatsError {}
 
 /// Where fresh statistics come from: the local monitor, or a plugin registered as the
 /// system monitor.
-pub trait StatsSource: Send + Sync {
+pub trait StatsSource: Send + Sync + fmt::Debug {
     fn system_stats(&self) -> BoxFuture<'_, Result<SystemStats, StatsError>>;
+}
+
+/// Statistics set by hand: for tests, benchmarks, and hosts that measure the machine
+/// some other way. Clones share the same figures.
+#[derive(Debug, Clone)]
+pub struct ManualStats {
+    current: Arc<Mutex<Result<SystemStats, String>>>,
+}
+
+impl Default for ManualStats {
+    fn default() -> Self {
+        ManualStats::new(SystemStats::default())
+    }
+}
+
+impl ManualStats {
+    pub fn new(stats: SystemStats) -> Self {
+        ManualStats {
+            current: Arc::new(Mutex::new(Ok(stats))),
+        }
+    }
+
+    /// Only GPU and system memory free, in MB.
+    pub fn with_free(gpu_free_memory_mb: Option<f64>, memory_available_mb: Option<f64>) -> Self {
+        Self::new(SystemStats {
+            gpu_free_memory_mb,
+            memory_available_mb,
+            ..SystemStats::default()
+        })
+    }
+
+    pub fn set(&self, stats: SystemStats) {
+        *self.lock() = Ok(stats);
+    }
+
+    /// Change the figures in place.
+    pub fn update(&self, change: impl FnOnce(&mut SystemStats)) {
+        let mut current = self.lock();
+        match &mut *current {
+            Ok(stats) => change(stats),
+            Err(_) => {
+                let mut stats = SystemStats::default();
+                change(&mut stats);
+                *current = Ok(stats);
+            }
+        }
+    }
+
+    /// Make every following read fail with `reason`, until the next `set`.
+    pub fn fail(&self, reason: impl Into<String>) {
+        *self.lock() = Err(reason.into());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Result<SystemStats, String>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl StatsSource for ManualStats {
+    fn system_stats(&self) -> BoxFuture<'_, Result<SystemStats, StatsError>> {
+        let current = self.lock().clone().map_err(|reason| StatsError {
+            source_name: String::from("manual statistics"),
+            reason,
+        });
+        Box::pin(std::future::ready(current))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn original_keys_parse_and_unknown_ones_are_kept() {
+        let stats: SystemStats = serde_json::from_value(json!({
+            "gpu_free_memory_mb": 2048.5,
+            "memory_available_mb": 1000,
+            "gpu_temperature_c": 61
+        }))
+        .unwrap();
+        assert_eq!(stats.gpu_free_memory_mb, Some(2048.5));
+        assert_eq!(stats.memory_available_mb, Some(1000.0));
+        assert_eq!(stats.extra["gpu_temperature_c"], 61);
+        assert!(stats.gpus.is_empty());
+        let back = serde_json::to_value(&stats).unwrap();
+        assert_eq!(back["gpu_free_memory_mb"], 2048.5);
+        assert!(back.get("gpus").is_none() && back.get("cpu_percent").is_none());
+    }
+
+    #[test]
+    fn aggregate_keys_come_from_the_roomiest_gpu() {
+        let gpu = |index, free, total| GpuStats {
+            index,
+            free_memory_mb: free,
+            total_memory_mb: total,
+            used_memory_mb: total - free,
+            ..GpuStats::default()
+        };
+        let mut stats = SystemStats {
+            gpus: vec![gpu(0, 1000.0, 8000.0), gpu(1, 5000.0, 24000.0)],
+            ..SystemStats::default()
+        };
+        stats.aggregate_gpus();
+        assert_eq!(stats.gpu_free_memory_mb, Some(5000.0));
+        assert_eq!(stats.gpu_total_memory_mb, Some(24000.0));
+        stats.gpus.clear();
+        stats.aggregate_gpus();
+        assert_eq!(stats.gpu_free_memory_mb, None);
+    }
 }

@@ -11,6 +11,7 @@ use tempfile::TempDir;
 pub const ECHO: &str = env!("CARGO_BIN_EXE_e2e-echo");
 pub const WORDCOUNT: &str = env!("CARGO_BIN_EXE_e2e-wordcount");
 pub const FAULTY: &str = env!("CARGO_BIN_EXE_e2e-faulty");
+pub const SYSMON: &str = env!("CARGO_BIN_EXE_e2e-sysmon");
 pub const HOST: &str = env!("CARGO_BIN_EXE_e2e-host");
 pub const CTL: &str = env!("CARGO_BIN_EXE_e2e-ctl");
 

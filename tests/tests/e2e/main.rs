@@ -10,3 +10,4 @@ mod ctl;
 mod faults;
 mod protocol;
 mod scenario;
+mod scheduling;

@@ -1,0 +1,118 @@
+//! Where the scheduler's figures come from: a registered system monitor plugin, the
+//! configured source, or the built-in local monitor.
+
+use cjm_interface::CallArgs;
+use cjm_scheduling::{BoxFuture, StatsError, StatsSource, SystemStats};
+use serde_json::Value;
+
+use super::{read, write, PluginManager};
+use crate::ManagerError;
+
+/// What a system monitor plugin is asked, as the original asks it.
+const GET_SYSTEM_STATUS: &str = "get_system_status";
+
+/// The manager's current source of statistics, as the scheduler sees it.
+#[derive(Debug)]
+pub(super) struct ManagerStats<'a> {
+    pub(super) manager: &'a PluginManager,
+}
+
+impl StatsSource for ManagerStats<'_> {
+    fn system_stats(&self) -> BoxFuture<'_, Result<SystemStats, StatsError>> {
+        Box::pin(self.manager.read_system_stats())
+    }
+}
+
+impl PluginManager {
+    /// Make a loaded plugin the source of the scheduler's figures: before admissions,
+    /// it is asked `execute("get_system_status")` and its answer read with the
+    /// telemetry keys (`gpu_free_memory_mb`, `memory_available_mb`, ...).
+    pub fn register_system_monitor(&self, name: &str) -> Result<(), ManagerError> {
+        self.loaded(name)?;
+        *write(&self.shared.system_monitor) = Some(name.to_owned());
+        tracing::info!("plugin {name} is the system monitor");
+        Ok(())
+    }
+
+    /// Go back to the configured source or the local monitor; the plugin that was the
+    /// system monitor, if any.
+    pub fn unregister_system_monitor(&self) -> Option<String> {
+        write(&self.shared.system_monitor).take()
+    }
+
+    /// The plugin registered as the system monitor.
+    pub fn system_monitor(&self) -> Option<String> {
+        read(&self.shared.system_monitor).clone()
+    }
+
+    /// The figures the scheduler would see now.
+    pub async fn system_stats(&self) -> Result<SystemStats, ManagerError> {
+        self.read_system_stats().await.map_err(ManagerError::Stats)
+    }
+
+    /// GPU memory used by the plugin's worker and its descendants, in MB, as the
+    /// NVIDIA driver reports it on this machine; `None` where it reports nothing (no
+    /// GPU, no driver, or no GPU memory in use).
+    pub fn plugin_gpu_memory_mb(&self, name: &str) -> Result<Option<f64>, ManagerError> {
+        let pid = self.loaded(name)?.proxy.pid();
+        Ok(self
+            .shared
+            .local_monitor
+            .as_ref()
+            .and_then(|monitor| monitor.gpu_memory_of_process_tree(pid)))
+    }
+
+    pub(super) fn stats_source(&self) -> ManagerStats<'_> {
+        ManagerStats { manager: self }
+    }
+
+    async fn read_system_stats(&self) -> Result<SystemStats, StatsError> {
+        if let Some(monitor) = self.system_monitor() {
+            return self.ask_monitor_plugin(&monitor).await;
+        }
+        if let Some(source) = &self.shared.options.stats_source {
+            return source.system_stats().await;
+        }
+        match &self.shared.local_monitor {
+            Some(monitor) => Ok(monitor.snapshot()),
+            // The platform offers no figures: report none, so that only policies that
+            // need figures refuse.
+            None => Ok(SystemStats::default()),
+        }
+    }
+
+    async fn ask_monitor_plugin(&self, name: &str) -> Result<SystemStats, StatsError> {
+        let failed = |reason: String| StatsError {
+            source_name: format!("system monitor plugin {name}"),
+            reason,
+        };
+        let plugin = self
+            .loaded(name)
+            .map_err(|_| failed(String::from("it is not loaded")))?;
+        let answer = plugin
+            .proxy
+            // Positionally, exactly as the original's manager asks its monitor plugins.
+            .execute(CallArgs::new().arg(GET_SYSTEM_STATUS))
+            .await
+            .map_err(|err| failed(err.to_string()))?;
+        if !answer.is_object() {
+            return Err(failed(format!(
+                "{GET_SYSTEM_STATUS} answered {}, not an object",
+                kind_of(&answer)
+            )));
+        }
+        serde_json::from_value(answer)
+            .map_err(|err| failed(format!("{GET_SYSTEM_STATUS} answer unreadable: {err}")))
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
