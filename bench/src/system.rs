@@ -135,6 +135,9 @@ pub async fn measure_all(options: &Options, results: &mut Results) -> Result<()>
     if options.wants(&["parent_death_ms"]) {
         parent_death(options, results, reps(10, 3))?;
     }
+    if options.wants(&["queue_wake_ms"]) {
+        queue_wake(options, results).await?;
+    }
     Ok(())
 }
 
@@ -335,4 +338,41 @@ pub fn python_keys(value: &Value) -> Vec<(String, f64, String)> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// QueueScheduler: one execution holds the GPU memory a waiter needs; the time from
+/// its release to the waiter's admission. The poll interval is long, so only the
+/// release notification can explain a fast admission.
+pub async fn queue_wake(options: &Options, results: &mut Results) -> Result<()> {
+    use cjm_manager::{ManualStats, PluginMeta, QueueScheduler, ResourceScheduler};
+
+    let scheduler = Arc::new(QueueScheduler::new(Duration::from_secs(30)).with_poll_interval(Duration::from_secs(10)));
+    let stats = Arc::new(ManualStats::with_free(Some(8000.0), None));
+    let mut meta = PluginMeta::from(&cjm_manager::Manifest::native("needy", "0", PathBuf::from("/bin/true")));
+    meta.resources.requires_gpu = true;
+    meta.resources.min_gpu_vram_mb = 6000;
+    let meta = Arc::new(meta);
+    let mut samples = Vec::new();
+    for _ in 0..if options.quick { 20 } else { 200 } {
+        let holder = scheduler.allocate(&meta, stats.as_ref()).await?;
+        let waiter = {
+            let (scheduler, stats, meta) = (Arc::clone(&scheduler), Arc::clone(&stats), Arc::clone(&meta));
+            tokio::spawn(async move {
+                let reservation = scheduler.allocate(&meta, stats.as_ref()).await;
+                (Instant::now(), reservation)
+            })
+        };
+        while scheduler.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Let the waiter park on its notification.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let released = Instant::now();
+        drop(holder);
+        let (admitted, reservation) = waiter.await?;
+        drop(reservation?);
+        samples.push(admitted.duration_since(released));
+    }
+    results.insert("queue_wake_ms", median_ms(samples), "ms");
+    Ok(())
 }
