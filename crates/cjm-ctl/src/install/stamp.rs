@@ -3,15 +3,17 @@
 //!
 //! The fingerprint covers cjm-ctl's version, the entry's source as validated
 //! (absolute path, git URL and ref, crate and version, bin) and, for a local path,
-//! the contents of every local package the build uses (the package and its path
-//! dependencies and workspace members, as `cargo metadata` reports them; `target/`
-//! and hidden folders excluded). A git branch or a version requirement is taken as
+//! the contents of every local package the binary is built from (the package and
+//! the path dependencies it needs, transitively, as `cargo metadata` reports them;
+//! `target/` and hidden folders excluded). A git branch or a version requirement is taken as
 //! written: a new commit on the branch or a new release needs `--force`.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::config::{PluginEntry, Source};
 
@@ -102,11 +104,64 @@ pub fn local_packages(
         return None;
     }
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
-    let mut dirs: Vec<PathBuf> = metadata
-        .get("packages")?
+    let manifest = package_dir.join("Cargo.toml");
+    local_dirs_in_build(&metadata, &manifest)
+}
+
+/// From `cargo metadata` output: the folders of the packages without a registry or
+/// git source that the package at `manifest` needs to build (normal and build
+/// dependencies, transitively; dev-dependencies do not go into the binary).
+fn local_dirs_in_build(metadata: &Value, manifest: &Path) -> Option<Vec<PathBuf>> {
+    let packages = metadata.get("packages")?.as_array()?;
+    let root_id = packages
+        .iter()
+        .find(|package| {
+            package
+                .get("manifest_path")
+                .and_then(Value::as_str)
+                .is_some_and(|path| Path::new(path) == manifest)
+        })?
+        .get("id")?
+        .as_str()?;
+    let nodes: HashMap<&str, &Value> = metadata
+        .get("resolve")?
+        .get("nodes")?
         .as_array()?
         .iter()
-        .filter(|package| package.get("source").is_none_or(serde_json::Value::is_null))
+        .filter_map(|node| Some((node.get("id")?.as_str()?, node)))
+        .collect();
+    let mut needed: HashSet<&str> = HashSet::from([root_id]);
+    let mut pending = vec![root_id];
+    while let Some(id) = pending.pop() {
+        let deps = nodes
+            .get(id)
+            .and_then(|node| node.get("deps"))
+            .and_then(Value::as_array);
+        for dep in deps.into_iter().flatten() {
+            let not_only_dev = dep
+                .get("dep_kinds")
+                .and_then(Value::as_array)
+                .is_none_or(|kinds| {
+                    kinds
+                        .iter()
+                        .any(|kind| kind.get("kind").and_then(Value::as_str) != Some("dev"))
+                });
+            if let Some(dep_id) = dep.get("pkg").and_then(Value::as_str) {
+                if not_only_dev && needed.insert(dep_id) {
+                    pending.push(dep_id);
+                }
+            }
+        }
+    }
+    let mut dirs: Vec<PathBuf> = packages
+        .iter()
+        .filter(|package| package.get("source").is_none_or(Value::is_null))
+        .filter(|package| {
+            package
+                .get("id")
+                .and_then(Value::as_str)
+                .is_some_and(|id| needed.contains(id))
+        })
         .filter_map(|package| package.get("manifest_path")?.as_str())
         .filter_map(|manifest| Path::new(manifest).parent().map(Path::to_path_buf))
         .collect();
@@ -180,6 +235,39 @@ mod tests {
         assert_eq!(fingerprint(&entry, &packages), first);
         std::fs::write(dir.path().join("src/main.rs"), "fn main() { }").unwrap();
         assert_ne!(fingerprint(&entry, &packages), first);
+    }
+
+    #[test]
+    fn only_local_packages_the_binary_is_built_from_count() {
+        let metadata = serde_json::json!({
+            "packages": [
+                {"id": "plugin", "source": null, "manifest_path": "/w/plugin/Cargo.toml"},
+                {"id": "worker", "source": null, "manifest_path": "/w/worker/Cargo.toml"},
+                {"id": "build-helper", "source": null, "manifest_path": "/w/helper/Cargo.toml"},
+                {"id": "test-util", "source": null, "manifest_path": "/w/test-util/Cargo.toml"},
+                {"id": "unrelated", "source": null, "manifest_path": "/w/unrelated/Cargo.toml"},
+                {"id": "serde", "source": "registry+https://github.com/rust-lang/crates.io-index",
+                 "manifest_path": "/registry/serde/Cargo.toml"}
+            ],
+            "resolve": {"nodes": [
+                {"id": "plugin", "deps": [
+                    {"pkg": "worker", "dep_kinds": [{"kind": null}]},
+                    {"pkg": "build-helper", "dep_kinds": [{"kind": "build"}]},
+                    {"pkg": "test-util", "dep_kinds": [{"kind": "dev"}]}
+                ]},
+                {"id": "worker", "deps": [{"pkg": "serde", "dep_kinds": [{"kind": null}]}]},
+                {"id": "unrelated", "deps": []}
+            ]}
+        });
+        let dirs = local_dirs_in_build(&metadata, Path::new("/w/plugin/Cargo.toml")).unwrap();
+        assert_eq!(
+            dirs,
+            [
+                PathBuf::from("/w/helper"),
+                PathBuf::from("/w/plugin"),
+                PathBuf::from("/w/worker")
+            ]
+        );
     }
 
     #[test]
