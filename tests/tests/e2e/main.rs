@@ -8,5 +8,6 @@
 mod common;
 mod ctl;
 mod faults;
+mod install;
 mod protocol;
 mod scenario;
