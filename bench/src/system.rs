@@ -346,9 +346,15 @@ pub fn python_keys(value: &Value) -> Vec<(String, f64, String)> {
 pub async fn queue_wake(options: &Options, results: &mut Results) -> Result<()> {
     use cjm_manager::{ManualStats, PluginMeta, QueueScheduler, ResourceScheduler};
 
-    let scheduler = Arc::new(QueueScheduler::new(Duration::from_secs(30)).with_poll_interval(Duration::from_secs(10)));
+    let scheduler = Arc::new(
+        QueueScheduler::new(Duration::from_secs(30)).with_poll_interval(Duration::from_secs(10)),
+    );
     let stats = Arc::new(ManualStats::with_free(Some(8000.0), None));
-    let mut meta = PluginMeta::from(&cjm_manager::Manifest::native("needy", "0", PathBuf::from("/bin/true")));
+    let mut meta = PluginMeta::from(&cjm_manager::Manifest::native(
+        "needy",
+        "0",
+        PathBuf::from("/bin/true"),
+    ));
     meta.resources.requires_gpu = true;
     meta.resources.min_gpu_vram_mb = 6000;
     let meta = Arc::new(meta);
@@ -356,7 +362,11 @@ pub async fn queue_wake(options: &Options, results: &mut Results) -> Result<()> 
     for _ in 0..if options.quick { 20 } else { 200 } {
         let holder = scheduler.allocate(&meta, stats.as_ref()).await?;
         let waiter = {
-            let (scheduler, stats, meta) = (Arc::clone(&scheduler), Arc::clone(&stats), Arc::clone(&meta));
+            let (scheduler, stats, meta) = (
+                Arc::clone(&scheduler),
+                Arc::clone(&stats),
+                Arc::clone(&meta),
+            );
             tokio::spawn(async move {
                 let reservation = scheduler.allocate(&meta, stats.as_ref()).await;
                 (Instant::now(), reservation)

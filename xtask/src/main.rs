@@ -1,8 +1,9 @@
 //! `cargo xtask <task>`: development tasks as Rust code.
 //!
 //! - `e2e`: build the end-to-end fixtures and run the tests that spawn real workers.
-//! - `demo`: build the example plugins, install their manifests into a `CJM_HOME`
-//!   (default `target/demo-home`) and run them through `cjm-ctl`.
+//! - `demo`: build `cjm-ctl`, install the plugins of the repository's `plugins.yaml`
+//!   with `cjm-ctl install-all` into a `CJM_HOME` (default `target/demo-home`) and run
+//!   them through `cjm-ctl`.
 //! - `bench [--quick] [--only METRIC]`: the benchmark, ours beside the machine's
 //!   floor and the Python original; writes `target/bench/results.json`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -11,9 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
-
-const EXAMPLE_PLUGINS: [&str; 3] = ["cjm-echo", "cjm-wordcount", "cjm-sysmon"];
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -122,25 +120,24 @@ fn original_venv(venv: &Path) -> Result<PathBuf> {
 
 fn demo() -> Result<()> {
     let root = workspace_root()?;
-    let mut build = cargo();
-    build
+    run(cargo()
         .current_dir(&root)
-        .args(["build", "--release", "--package", "cjm-ctl"]);
-    for plugin in EXAMPLE_PLUGINS {
-        build.args(["--package", plugin]);
-    }
-    run(&mut build)?;
-    let bin_dir = root.join("target/release");
+        .args(["build", "--release", "--package", "cjm-ctl"]))?;
+    let ctl = root.join("target/release/cjm-ctl");
     let home = match std::env::var_os("CJM_HOME") {
         Some(home) => PathBuf::from(home),
         None => root.join("target/demo-home"),
     };
-    let plugins_dir = home.join("plugins");
-    std::fs::create_dir_all(&plugins_dir)
-        .with_context(|| format!("cannot create {}", plugins_dir.display()))?;
-    for plugin in EXAMPLE_PLUGINS {
-        install_manifest(&bin_dir.join(plugin), &plugins_dir)?;
-    }
+    // The plugins' builds share the workspace's target folder, where cjm-ctl's
+    // release build has just compiled most of their dependencies.
+    let target_dir = std::env::var_os("CJM_CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    run(Command::new(&ctl)
+        .current_dir(&root)
+        .args(["install-all", "--config", "plugins.yaml", "--locked"])
+        .env("CJM_HOME", &home)
+        .env("CJM_CARGO_TARGET_DIR", &target_dir))?;
     let text_file = home.join("demo-input.txt");
     std::fs::write(
         &text_file,
@@ -148,7 +145,6 @@ fn demo() -> Result<()> {
     )
     .with_context(|| format!("cannot write {}", text_file.display()))?;
     let text_arg = serde_json::to_string(&[text_file.to_string_lossy()])?;
-    let ctl = bin_dir.join("cjm-ctl");
     let steps: [&[&str]; 5] = [
         &["list"],
         &[
@@ -167,33 +163,5 @@ fn demo() -> Result<()> {
         run(Command::new(&ctl).args(step).env("CJM_HOME", &home))?;
     }
     eprintln!("demo done; CJM_HOME={}", home.display());
-    Ok(())
-}
-
-/// Ask a plugin binary for its manifest fields and write its manifest, as
-/// `cjm-ctl install-all` does for a prebuilt executable.
-fn install_manifest(binary: &Path, plugins_dir: &Path) -> Result<()> {
-    let output = Command::new(binary)
-        .arg("--manifest")
-        .output()
-        .with_context(|| format!("cannot run {}", binary.display()))?;
-    if !output.status.success() {
-        bail!(
-            "{} --manifest failed: {}",
-            binary.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let mut manifest: Value = serde_json::from_slice(&output.stdout)
-        .with_context(|| format!("{} --manifest printed no JSON", binary.display()))?;
-    let name = manifest["name"]
-        .as_str()
-        .context("manifest without a name")?
-        .to_owned();
-    manifest["command"] = Value::from(binary.to_string_lossy().into_owned());
-    let path = plugins_dir.join(format!("{name}.json"));
-    std::fs::write(&path, serde_json::to_string_pretty(&manifest)?)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    eprintln!("installed {name} -> {}", path.display());
     Ok(())
 }

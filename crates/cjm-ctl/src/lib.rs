@@ -3,7 +3,13 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod exec;
+mod install;
 mod list;
+mod logs;
+mod remove;
+mod stats;
+mod table;
+mod validate;
 
 use std::process::ExitCode;
 
@@ -22,6 +28,11 @@ struct Cli {
 enum Command {
     List(list::ListCommand),
     Exec(exec::ExecCommand),
+    InstallAll(install::InstallAllCommand),
+    Remove(remove::RemoveCommand),
+    Validate(validate::ValidateCommand),
+    Logs(logs::LogsCommand),
+    Stats(stats::StatsCommand),
 }
 
 /// The whole program: parse the command line, run the command, map errors to a
@@ -38,6 +49,11 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::List(command) => list::run(command),
         Command::Exec(command) => exec::run(command),
+        Command::InstallAll(command) => install::run(command),
+        Command::Remove(command) => remove::run(command),
+        Command::Validate(command) => validate::run(command),
+        Command::Logs(command) => logs::run(command),
+        Command::Stats(command) => stats::run(command),
     };
     match result {
         Ok(code) => code,

@@ -5,6 +5,8 @@ use argh::FromArgs;
 use cjm_manager::{ManagerOptions, PluginManager};
 use serde_json::json;
 
+use crate::table::print_table;
+
 /// List discovered plugins (which manifest shadows which, and broken manifests).
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "list")]
@@ -83,25 +85,4 @@ pub fn run(command: ListCommand) -> Result<ExitCode> {
         eprintln!("skipped: {problem}");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        println!("{}", padded.join("  ").trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
 }

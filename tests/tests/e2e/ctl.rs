@@ -113,3 +113,47 @@ fn exec_failures_exit_non_zero_with_a_clear_message() {
         assert!(run.stdout.is_empty(), "{args:?}: {}", text(&run.stdout));
     }
 }
+
+#[test]
+fn logs_shows_the_end_and_follows_until_ctrl_c() {
+    use std::io::{BufRead, BufReader, Write};
+
+    let home = TestHome::new();
+    std::fs::create_dir_all(home.path().join("logs")).unwrap();
+    let log = home.path().join("logs/cjm-echo.log");
+    std::fs::write(&log, "one\ntwo\nthree\n").unwrap();
+
+    let shown = ctl(&home, &["logs", "cjm-echo", "-n", "2"]);
+    assert!(shown.status.success(), "{}", text(&shown.stderr));
+    assert_eq!(text(&shown.stdout), "two\nthree\n");
+    let missing = ctl(&home, &["logs", "nope"]);
+    assert!(!missing.status.success());
+    assert!(text(&missing.stderr).contains("no log for plugin nope"));
+
+    let mut follower = Command::new(CTL)
+        .args(["logs", "cjm-echo", "-n", "1", "--follow"])
+        .env("CJM_HOME", home.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "three");
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    writeln!(file, "four").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "four");
+    // SAFETY: interrupting the process this test started, as Ctrl-C would.
+    unsafe { libc::kill(follower.id() as libc::pid_t, libc::SIGINT) };
+    let status = follower.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn stats_reports_the_schedulers_figures() {
+    let home = TestHome::new();
+    let shown = ctl(&home, &["stats", "--json"]);
+    assert!(shown.status.success(), "{}", text(&shown.stderr));
+    let stats: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert!(stats["memory_total_mb"].as_f64().unwrap() > 0.0, "{stats}");
+    let shown = ctl(&home, &["stats"]);
+    assert!(text(&shown.stdout).contains("memory_available_mb"));
+}

@@ -8,6 +8,7 @@
 mod common;
 mod ctl;
 mod faults;
+mod install;
 mod protocol;
 mod scenario;
 mod scheduling;

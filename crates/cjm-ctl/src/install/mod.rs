@@ -1,0 +1,178 @@
+//! `cjm-ctl install-all`: install every plugin of a plugins.yaml into its own
+//! environment under `$CJM_HOME/envs/` and write its manifest.
+
+mod cargo;
+pub mod config;
+mod manifest_writer;
+mod native;
+mod prebuilt;
+mod probe;
+mod progress;
+mod stamp;
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use argh::FromArgs;
+use cjm_metadata::CjmHome;
+
+use self::cargo::CargoSettings;
+use self::config::{PluginEntry, PluginsFile, Source};
+use self::progress::{Outcome, Progress, StepError};
+
+/// Install the plugins of a plugins.yaml, each into its own environment under
+/// $CJM_HOME/envs, and write their manifests. CJM_CARGO_TARGET_DIR overrides the
+/// shared cargo target folder ($CJM_HOME/cache/cargo-target).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "install-all")]
+pub struct InstallAllCommand {
+    /// the plugins file (default: plugins.yaml)
+    #[argh(option, default = "PathBuf::from(\"plugins.yaml\")")]
+    config: PathBuf,
+    /// reinstall even when an environment is installed and unchanged
+    #[argh(switch)]
+    force: bool,
+    /// install only this plugin (repeatable)
+    #[argh(option)]
+    only: Vec<String>,
+    /// pass --offline to cargo
+    #[argh(switch)]
+    offline: bool,
+    /// pass --locked to cargo
+    #[argh(switch)]
+    locked: bool,
+}
+
+/// What every entry's install shares.
+#[derive(Debug)]
+pub(crate) struct Installer {
+    home: CjmHome,
+    cargo: CargoSettings,
+    force: bool,
+}
+
+/// A successful install: the manifest written, or found current.
+#[derive(Debug)]
+pub(crate) enum Installed {
+    Fresh(PathBuf),
+    Unchanged(PathBuf),
+}
+
+impl Installer {
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.home.logs_dir().join(format!("install-{name}.log"))
+    }
+
+    /// The plugin's install log, emptied: it holds the latest install only.
+    fn open_log(&self, name: &str) -> Result<File, StepError> {
+        let path = self.log_path(name);
+        std::fs::create_dir_all(self.home.logs_dir())
+            .and_then(|()| File::create(&path))
+            .map_err(|err| StepError::new("starting", format!("{}: {err}", path.display())))
+    }
+
+    fn install(&self, entry: &PluginEntry, progress: &Progress) -> Result<Installed, StepError> {
+        match &entry.source {
+            Source::Cargo { crate_source, bin } => {
+                native::install(self, entry, crate_source, bin.as_deref(), progress)
+            }
+            Source::Executable(executable) => {
+                prebuilt::install(self, entry, executable, progress).map(Installed::Fresh)
+            }
+            Source::Python(_) => Err(StepError::new(
+                "starting",
+                "Python installation is not supported yet (it comes with Python interop)",
+            )),
+        }
+    }
+}
+
+pub fn run(command: InstallAllCommand) -> Result<ExitCode> {
+    let file = PluginsFile::load(&command.config)?;
+    let entries = select(&file, &command.only)?;
+    let home = CjmHome::from_env()?;
+    let root = std::path::absolute(home.root())
+        .with_context(|| format!("cannot resolve {}", home.root().display()))?;
+    let home = CjmHome::at(root);
+    let target_dir = match std::env::var_os("CJM_CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => home.root().join("cache").join("cargo-target"),
+    };
+    let installer = Installer {
+        cargo: CargoSettings {
+            program: std::env::var_os("CARGO")
+                .filter(|v| !v.is_empty())
+                .map_or_else(|| PathBuf::from("cargo"), PathBuf::from),
+            target_dir,
+            offline: command.offline,
+            locked: command.locked,
+        },
+        home,
+        force: command.force,
+    };
+    let total = entries.len();
+    let mut outcomes = Vec::with_capacity(total);
+    for (index, entry) in entries.into_iter().enumerate() {
+        let progress = Progress {
+            index: index + 1,
+            total,
+            name: entry.name.clone(),
+        };
+        let started = Instant::now();
+        let result = installer.install(entry, &progress);
+        let (result, manifest) = match result {
+            Ok(Installed::Fresh(path)) => {
+                progress.note("installed");
+                (progress::Result::Installed, Some(path))
+            }
+            Ok(Installed::Unchanged(path)) => {
+                progress.note("unchanged, skipped (--force reinstalls)");
+                (progress::Result::Skipped, Some(path))
+            }
+            Err(err) => {
+                progress.note(&format!("failed while {}: {}", err.step, err.reason));
+                (progress::Result::Failed(err), None)
+            }
+        };
+        outcomes.push(Outcome {
+            name: entry.name.clone(),
+            result,
+            elapsed: started.elapsed(),
+            manifest,
+            log: installer.log_path(&entry.name),
+        });
+    }
+    progress::print_summary(&outcomes);
+    Ok(if outcomes.iter().any(Outcome::failed) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The entries to install: all, or those `--only` names (every one must exist).
+fn select<'a>(file: &'a PluginsFile, only: &[String]) -> Result<Vec<&'a PluginEntry>> {
+    if only.is_empty() {
+        return Ok(file.entries.iter().collect());
+    }
+    let unknown: Vec<&str> = only
+        .iter()
+        .filter(|name| !file.entries.iter().any(|entry| &entry.name == *name))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        bail!(
+            "--only names plugins that {} does not list: {}",
+            file.path.display(),
+            unknown.join(", ")
+        );
+    }
+    Ok(file
+        .entries
+        .iter()
+        .filter(|entry| only.contains(&entry.name))
+        .collect())
+}

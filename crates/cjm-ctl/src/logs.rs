@@ -1,0 +1,110 @@
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use argh::FromArgs;
+use cjm_metadata::{validate_name, CjmHome};
+
+/// How often `--follow` looks for new output.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Show the end of a plugin's worker log ($CJM_HOME/logs/NAME.log).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "logs")]
+pub struct LogsCommand {
+    /// name of the plugin
+    #[argh(positional)]
+    name: String,
+    /// how many lines to show (default 50)
+    #[argh(option, short = 'n', default = "50")]
+    lines: usize,
+    /// keep printing what is appended, until Ctrl-C
+    #[argh(switch, short = 'f')]
+    follow: bool,
+}
+
+pub fn run(command: LogsCommand) -> Result<ExitCode> {
+    validate_name(&command.name)?;
+    let path = CjmHome::from_env()?.log_path(&command.name);
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "no log for plugin {} at {} (is it installed and was it started?)",
+            command.name,
+            path.display()
+        )
+    })?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(tail(&bytes, command.lines))?;
+    stdout.flush()?;
+    drop(stdout);
+    if !command.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        tokio::select! {
+            result = follow(&path, bytes.len() as u64) => result.map(|()| ExitCode::SUCCESS),
+            _ = tokio::signal::ctrl_c() => Ok(ExitCode::SUCCESS),
+        }
+    })
+}
+
+/// The last `lines` lines of `bytes` (a final line without a newline counts).
+fn tail(bytes: &[u8], lines: usize) -> &[u8] {
+    if lines == 0 {
+        return &[];
+    }
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let start = body
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, byte)| **byte == b'\n')
+        .nth(lines - 1)
+        .map_or(0, |(index, _)| index + 1);
+    &bytes[start..]
+}
+
+/// Print what is appended after `offset`, polling the file's length. A file that
+/// shrinks (truncated or replaced) is read again from its start.
+async fn follow(path: &Path, mut offset: u64) -> Result<()> {
+    loop {
+        tokio::time::sleep(POLL_INTERVAL).await;
+        let Ok(mut file) = std::fs::File::open(path) else {
+            continue;
+        };
+        let len = file.metadata()?.len();
+        if len < offset {
+            offset = 0;
+        }
+        if len == offset {
+            continue;
+        }
+        file.seek(SeekFrom::Start(offset))?;
+        let mut appended = Vec::new();
+        file.take(len - offset).read_to_end(&mut appended)?;
+        offset += appended.len() as u64;
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(&appended)?;
+        stdout.flush()?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail(b"a\nb\nc\n", 2), b"b\nc\n");
+        assert_eq!(tail(b"a\nb\nc", 2), b"b\nc");
+        assert_eq!(tail(b"a\nb\n", 5), b"a\nb\n");
+        assert_eq!(tail(b"a\nb\n", 0), b"");
+        assert_eq!(tail(b"", 3), b"");
+    }
+}
