@@ -186,6 +186,17 @@ impl ConfigValidator {
         Err(InvalidConfig::new(violations))
     }
 
+    /// [`validate`](Self::validate) for a configuration held as a map, handed back
+    /// when valid (no copy is made either way).
+    pub fn validate_map(&self, config: ConfigMap) -> Result<ConfigMap, InvalidConfig> {
+        let config = Value::Object(config);
+        self.validate(&config)?;
+        match config {
+            Value::Object(config) => Ok(config),
+            _ => unreachable!("wrapped as an object above"),
+        }
+    }
+
     /// Check the configuration that `update` makes of `current` (see
     /// [`merge_update`]), and return it.
     pub fn validate_update(
@@ -193,12 +204,7 @@ impl ConfigValidator {
         current: &ConfigMap,
         update: &ConfigMap,
     ) -> Result<ConfigMap, InvalidConfig> {
-        let merged = Value::Object(merge_update(current, update));
-        self.validate(&merged)?;
-        match merged {
-            Value::Object(merged) => Ok(merged),
-            _ => unreachable!("built as an object above"),
-        }
+        self.validate_map(merge_update(current, update))
     }
 
     /// Check one field's value, as a form does while it is being filled in: the value

@@ -99,7 +99,7 @@ fn exec_failures_exit_non_zero_with_a_clear_message() {
         ),
         (
             &["exec", "cjm-echo", "--config", r#"{"colour": 1}"#],
-            "unknown configuration key 'colour'",
+            "colour: unknown key; known keys: prefix",
         ),
     ];
     for (args, expected) in cases {
