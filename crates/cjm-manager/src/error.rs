@@ -3,6 +3,7 @@ use std::path::PathBuf;
 
 use cjm_proxy::ProxyError;
 use cjm_scheduling::{Refusal, StatsError};
+use cjm_validation::InvalidConfig;
 
 /// What went wrong in a manager operation; every variant names the plugin.
 #[derive(Debug)]
@@ -18,6 +19,9 @@ pub enum ManagerError {
     Busy { name: String },
     /// The plugin is disabled; enable it first.
     Disabled { name: String },
+    /// The configuration breaks the plugin's config schema; nothing was started or
+    /// sent. `errors` holds every violation.
+    InvalidConfig { name: String, errors: InvalidConfig },
     /// The scheduler did not admit the execution.
     Refused(Refusal),
     /// Talking to the worker failed.
@@ -57,6 +61,7 @@ impl fmt::Display for ManagerError {
                 )
             }
             ManagerError::Disabled { name } => write!(f, "plugin {name} is disabled"),
+            ManagerError::InvalidConfig { name, errors } => write!(f, "plugin {name}: {errors}"),
             ManagerError::Refused(refusal) => write!(f, "{refusal}"),
             ManagerError::Plugin(err) => write!(f, "{err}"),
             ManagerError::Log { name, path, source } => {
@@ -74,6 +79,7 @@ impl fmt::Display for ManagerError {
 impl std::error::Error for ManagerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
+            ManagerError::InvalidConfig { errors, .. } => Some(errors),
             ManagerError::Refused(refusal) => Some(refusal),
             ManagerError::Plugin(err) => Some(err),
             ManagerError::Log { source, .. } => Some(source),

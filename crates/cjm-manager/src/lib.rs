@@ -25,3 +25,4 @@ pub use stream::PluginStream;
 pub use cjm_interface::{Arg, CallArgs, ConfigMap, FileBacked};
 pub use cjm_metadata::{CjmHome, Manifest, PluginMeta};
 pub use cjm_proxy::{ProxyError, RemotePluginProxy};
+pub use cjm_validation::{ConfigValidator, InvalidConfig, Violation};

@@ -113,3 +113,32 @@ fn exec_failures_exit_non_zero_with_a_clear_message() {
         assert!(run.stdout.is_empty(), "{args:?}: {}", text(&run.stdout));
     }
 }
+
+#[test]
+fn exec_lists_every_violation_of_the_config_schema() {
+    let home = TestHome::new();
+    home.installed_manifest("cjm-wordcount", WORDCOUNT, &[]);
+    let run = ctl(
+        &home,
+        &[
+            "exec",
+            "cjm-wordcount",
+            "--args",
+            r#"["/dev/null"]"#,
+            "--config",
+            r#"{"chunk_bytes": 1, "chunkbytes": 4096, "speed": 2}"#,
+        ],
+    );
+    assert!(!run.status.success());
+    let stderr = text(&run.stderr);
+    for expected in [
+        "plugin cjm-wordcount: invalid configuration: ",
+        "chunk_bytes: 1 is less than the minimum of 4096",
+        r#"chunkbytes: unknown key, did you mean "chunk_bytes"?"#,
+        "speed: unknown key; known keys: chunk_bytes",
+    ] {
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+    // Refused before a worker started: there is no log.
+    assert!(!home.path().join("logs/cjm-wordcount.log").exists());
+}
