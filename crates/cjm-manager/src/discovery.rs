@@ -3,8 +3,10 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use cjm_metadata::{Manifest, PluginMeta};
+use cjm_validation::ConfigValidator;
 
 /// A plugin found through its manifest.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,6 +15,9 @@ pub struct DiscoveredPlugin {
     pub manifest: Manifest,
     /// The manifest file.
     pub path: PathBuf,
+    /// The manifest's `config_schema`, compiled: configurations are checked with it
+    /// before they reach a worker.
+    pub config_validator: Arc<ConfigValidator>,
 }
 
 /// A manifest that was skipped, and why.
@@ -44,8 +49,9 @@ pub struct Discovery {
     pub shadowed: Vec<Shadowed>,
 }
 
-/// Read every manifest in `search_paths`. Broken manifests are reported (and logged)
-/// and skipped; a missing folder is simply empty.
+/// Read every manifest in `search_paths`. Broken manifests (a `config_schema` that is
+/// not a valid JSON Schema included) are reported (and logged) and skipped; a missing
+/// folder is simply empty.
 pub fn discover(search_paths: &[PathBuf]) -> Discovery {
     let mut discovery = Discovery::default();
     let mut first_seen: HashMap<String, PathBuf> = HashMap::new();
@@ -59,6 +65,15 @@ pub fn discover(search_paths: &[PathBuf]) -> Discovery {
                         path,
                         reason: err.reason(),
                     });
+                    continue;
+                }
+            };
+            let config_validator = match ConfigValidator::new(&manifest.config_schema) {
+                Ok(validator) => Arc::new(validator),
+                Err(err) => {
+                    let reason = format!("\"config_schema\" is {err}");
+                    tracing::warn!("skipping {}: {reason}", path.display());
+                    discovery.problems.push(ManifestProblem { path, reason });
                     continue;
                 }
             };
@@ -81,6 +96,7 @@ pub fn discover(search_paths: &[PathBuf]) -> Discovery {
                 meta: PluginMeta::from(&manifest),
                 manifest,
                 path,
+                config_validator,
             });
         }
     }
@@ -142,6 +158,12 @@ mod tests {
             json!({"name": "other", "command": "/bin/c", "category": "x"}),
         );
         write(&global, "nameless.json", json!({"command": "/bin/d"}));
+        write(
+            &global,
+            "wrong-schema.json",
+            json!({"name": "bad-schema", "command": "/bin/e",
+                   "config_schema": {"properties": {"n": {"type": "integr"}}}}),
+        );
         std::fs::write(global.join("garbage.json"), "{{{").unwrap();
         std::fs::write(global.join("notes.txt"), "not a manifest").unwrap();
 
@@ -156,8 +178,16 @@ mod tests {
         assert_eq!(found.shadowed[0].path, global.join("echo.json"));
         assert_eq!(found.shadowed[0].shadowed_by, local.join("echo.json"));
         let problems: Vec<String> = found.problems.iter().map(ToString::to_string).collect();
-        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(problems[0].contains("garbage.json") && problems[0].contains("not valid JSON"));
         assert!(problems[1].contains("nameless.json") && problems[1].contains("no \"name\""));
+        assert_eq!(found.problems[2].path, global.join("wrong-schema.json"));
+        assert!(
+            found.problems[2]
+                .reason
+                .starts_with("\"config_schema\" is not a valid config schema: ")
+                && found.problems[2].reason.contains("integr"),
+            "{problems:?}"
+        );
     }
 }

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 
 use cjm_proxy::ProxyError;
 use cjm_scheduling::{Refusal, StatsError};
+use cjm_validation::InvalidConfig;
 
 /// What went wrong in a manager operation; every variant names the plugin.
 #[derive(Debug)]
@@ -18,6 +19,9 @@ pub enum ManagerError {
     Busy { name: String },
     /// The plugin is disabled; enable it first.
     Disabled { name: String },
+    /// The configuration breaks the plugin's config schema; nothing was started or
+    /// sent. `errors` holds every violation.
+    InvalidConfig { name: String, errors: InvalidConfig },
     /// The scheduler did not admit the execution.
     Refused(Refusal),
     /// Refused for GPU memory, and restarting idle GPU plugins (least recently used
@@ -66,6 +70,7 @@ impl fmt::Display for ManagerError {
                 )
             }
             ManagerError::Disabled { name } => write!(f, "plugin {name} is disabled"),
+            ManagerError::InvalidConfig { name, errors } => write!(f, "plugin {name}: {errors}"),
             ManagerError::Refused(refusal) => write!(f, "{refusal}"),
             ManagerError::NotEnoughGpuMemory {
                 refusal,
@@ -105,6 +110,7 @@ impl std::error::Error for ManagerError {
         // Wrapped errors are displayed in full above, so the chain continues with
         // their causes, not with them again.
         match self {
+            ManagerError::InvalidConfig { errors, .. } => Some(errors),
             ManagerError::Plugin(err) => err.source(),
             ManagerError::Log { source, .. } => Some(source),
             _ => None,

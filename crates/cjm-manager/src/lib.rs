@@ -29,3 +29,4 @@ pub use cjm_scheduling::{
     GpuStats, LocalMonitor, ManualStats, PermissiveScheduler, QueueScheduler, Refusal,
     ResourceScheduler, SafetyScheduler, StatsSource, SystemStats,
 };
+pub use cjm_validation::{ConfigValidator, InvalidConfig, Violation};

@@ -9,12 +9,15 @@ use cjm_interface::ConfigMap;
 use cjm_metadata::{Manifest, PluginMeta};
 use cjm_proxy::RemotePluginProxy;
 use cjm_scheduling::{Reservation, ResourceScheduler};
+use cjm_validation::ConfigValidator;
 
 #[derive(Debug)]
 pub(crate) struct LoadedPlugin {
     pub(crate) proxy: Arc<RemotePluginProxy>,
     pub(crate) manifest: Manifest,
     pub(crate) manifest_path: PathBuf,
+    /// The manifest's config schema, compiled at discovery.
+    pub(crate) config_validator: Arc<ConfigValidator>,
     meta: Mutex<PluginMeta>,
     /// The configuration the worker last accepted, to restart it with.
     config: Mutex<ConfigMap>,
@@ -37,6 +40,7 @@ impl LoadedPlugin {
         proxy: RemotePluginProxy,
         manifest: Manifest,
         manifest_path: PathBuf,
+        config_validator: Arc<ConfigValidator>,
         meta: PluginMeta,
         config: ConfigMap,
     ) -> Self {
@@ -44,6 +48,7 @@ impl LoadedPlugin {
             proxy: Arc::new(proxy),
             manifest,
             manifest_path,
+            config_validator,
             meta: Mutex::new(meta),
             config: Mutex::new(config),
             active_executions: AtomicUsize::new(0),

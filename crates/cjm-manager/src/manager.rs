@@ -8,6 +8,7 @@ use cjm_interface::{CallArgs, ConfigMap};
 use cjm_metadata::PluginMeta;
 use cjm_proxy::RemotePluginProxy;
 use cjm_scheduling::{LocalMonitor, Resource};
+use cjm_validation::{ConfigValidator, InvalidConfig};
 use serde_json::Value;
 use tokio::task::JoinSet;
 
@@ -200,8 +201,10 @@ impl PluginManager {
 
     // ---- lifecycle --------------------------------------------------------------
 
-    /// Start the worker of a discovered plugin and initialize it with `config` (`{}`
-    /// when none is given). On failure no worker is left running.
+    /// Start the worker of a discovered plugin and initialize it with `config`, or
+    /// with the defaults of its config schema when none is given. The configuration is
+    /// checked against the manifest's `config_schema` first: an invalid one starts no
+    /// process. On failure no worker is left running.
     pub async fn load_plugin(
         &self,
         name: &str,
@@ -221,7 +224,9 @@ impl PluginManager {
         let discovered = self
             .discovered_plugin(name)
             .ok_or_else(|| self.not_discovered(name))?;
-        let loaded = self.start(discovered, config.unwrap_or_default()).await?;
+        let config = config.unwrap_or_else(|| discovered.config_validator.defaults().clone());
+        let config = checked(name, &discovered.config_validator, config)?;
+        let loaded = self.start(discovered, config).await?;
         write(&self.shared.loaded).insert(name.to_owned(), Arc::new(loaded));
         tracing::info!("loaded plugin {name}");
         Ok(())
@@ -242,6 +247,7 @@ impl PluginManager {
             proxy,
             discovered.manifest,
             discovered.path,
+            discovered.config_validator,
             discovered.meta,
             config,
         ))
@@ -315,7 +321,7 @@ impl PluginManager {
 
     /// Restart a plugin's worker, with `config` or else the configuration it had.
     /// The old worker is stopped first, so that its memory (GPU memory above all) is
-    /// free for the new one.
+    /// free for the new one; a given `config` is checked before anything is stopped.
     pub async fn reload_plugin(
         &self,
         name: &str,
@@ -329,7 +335,7 @@ impl PluginManager {
                 name: name.to_owned(),
             })?;
         let config = match config {
-            Some(config) => config,
+            Some(config) => checked(name, &old.config_validator, config)?,
             None => self.config_to_keep(&old).await,
         };
         write(&self.shared.loaded).remove(name);
@@ -440,14 +446,20 @@ impl PluginManager {
         Ok(self.loaded(name)?.proxy.current_config().await?)
     }
 
-    /// Re-configure a running plugin without restarting it. A refused configuration
-    /// leaves the old one in force.
+    /// Re-configure a running plugin without restarting it. `update` is partial: its
+    /// keys replace those of the configuration last given, the others stay. The
+    /// result is checked against the config schema before it is sent; a refused
+    /// configuration leaves the old one in force.
     pub async fn update_plugin_config(
         &self,
         name: &str,
-        config: ConfigMap,
+        update: ConfigMap,
     ) -> Result<(), ManagerError> {
         let plugin = self.loaded(name)?;
+        let config = plugin
+            .config_validator
+            .validate_update(&plugin.config(), &update)
+            .map_err(|errors| invalid_config(name, errors))?;
         plugin.proxy.initialize(config.clone()).await?;
         plugin.set_config(config);
         Ok(())
@@ -531,6 +543,24 @@ impl PluginManager {
     fn with_enabled(&self, mut meta: PluginMeta) -> PluginMeta {
         meta.enabled = !lock(&self.shared.disabled).contains(&meta.name);
         meta
+    }
+}
+
+/// `config`, if it satisfies the plugin's config schema.
+fn checked(
+    name: &str,
+    validator: &ConfigValidator,
+    config: ConfigMap,
+) -> Result<ConfigMap, ManagerError> {
+    validator
+        .validate_map(config)
+        .map_err(|errors| invalid_config(name, errors))
+}
+
+fn invalid_config(name: &str, errors: InvalidConfig) -> ManagerError {
+    ManagerError::InvalidConfig {
+        name: name.to_owned(),
+        errors,
     }
 }
 

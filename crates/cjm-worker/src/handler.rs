@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use cjm_interface::wire::{self, ErrorResponse, HealthResponse, StatusResponse};
-use cjm_interface::{json, Call, ConfigMap, ErrorKind};
+use cjm_interface::{json, Call, ConfigMap, ErrorKind, PluginError};
+use cjm_validation::ConfigValidator;
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
@@ -20,15 +21,23 @@ use crate::proc_stats::CpuSampler;
 pub(crate) struct Worker {
     pub(crate) host: PluginHost,
     pub(crate) max_body_bytes: usize,
+    /// The plugin's config schema, compiled once: `/initialize` checks with it before
+    /// the plugin sees a configuration.
+    config_validator: ConfigValidator,
     cpu: Mutex<CpuSampler>,
     cleaned_up: AtomicBool,
 }
 
 impl Worker {
-    pub(crate) fn new(host: PluginHost, max_body_bytes: usize) -> Self {
+    pub(crate) fn new(
+        host: PluginHost,
+        max_body_bytes: usize,
+        config_validator: ConfigValidator,
+    ) -> Self {
         Worker {
             host,
             max_body_bytes,
+            config_validator,
             cpu: Mutex::new(CpuSampler::new()),
             cleaned_up: AtomicBool::new(false),
         }
@@ -126,6 +135,14 @@ async fn stats(worker: Arc<Worker>) -> Response<ResponseBody> {
 
 async fn initialize(worker: Arc<Worker>, config: ConfigMap) -> Response<ResponseBody> {
     let result = tokio::task::spawn_blocking(move || {
+        // Checked before taking the plugin: a refused configuration never waits for
+        // running calls, and never reaches the plugin, which keeps its previous one.
+        let config = worker
+            .config_validator
+            .validate_map(config)
+            .map_err(|invalid| {
+                CallFailure::Plugin(PluginError::invalid_config(invalid.to_string()))
+            })?;
         let mut plugin = worker.host.write();
         guarded(|| plugin.initialize(config))
     })

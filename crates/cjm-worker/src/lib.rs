@@ -21,11 +21,18 @@
 //! }
 //! ```
 //!
+//! A plugin with a configuration declares it as a typed struct: see [`config`].
+//! Whatever the plugin does itself, `/initialize` checks every configuration against
+//! the plugin's [`config_schema`](Plugin::config_schema) first (compiled once, when
+//! the worker starts) and answers 400 with every violation, leaving the plugin's
+//! configuration as it was.
+//!
 //! The binary then understands `--port P --ppid PID` (serve on `127.0.0.1:P`, exit
 //! when process `PID` ends) and `--manifest` (print the manifest fields and exit).
 
 mod args;
 mod body;
+pub mod config;
 mod handler;
 mod host;
 mod listener;
@@ -42,6 +49,9 @@ use serde_json::{json, Value};
 
 pub use args::{WorkerArgs, WorkerArgsError};
 pub use server::{serve, ServeError, ServeOptions};
+
+/// The schema and validation crate, for what [`config`] does not cover.
+pub use cjm_validation;
 
 /// What a plugin says about itself in its manifest, beyond name and version (which
 /// the [`Plugin`] reports).

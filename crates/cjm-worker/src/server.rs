@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cjm_interface::Plugin;
+use cjm_validation::{ConfigValidator, SchemaError};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -40,9 +41,18 @@ impl Default for ServeOptions {
 
 /// Why a worker could not serve.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ServeError {
-    Listen { port: u16, source: std::io::Error },
+    Listen {
+        port: u16,
+        source: std::io::Error,
+    },
     Runtime(std::io::Error),
+    /// The plugin's own `config_schema` cannot be used to check configurations.
+    ConfigSchema {
+        plugin: String,
+        source: SchemaError,
+    },
 }
 
 impl fmt::Display for ServeError {
@@ -52,6 +62,12 @@ impl fmt::Display for ServeError {
                 write!(f, "cannot listen on 127.0.0.1:{port}: {source}")
             }
             ServeError::Runtime(source) => write!(f, "cannot start the async runtime: {source}"),
+            ServeError::ConfigSchema { plugin, source } => {
+                write!(
+                    f,
+                    "plugin {plugin} cannot serve: its config schema is {source}"
+                )
+            }
         }
     }
 }
@@ -60,6 +76,7 @@ impl std::error::Error for ServeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ServeError::Listen { source, .. } | ServeError::Runtime(source) => Some(source),
+            ServeError::ConfigSchema { source, .. } => Some(source),
         }
     }
 }
@@ -75,6 +92,13 @@ enum Shutdown {
 /// One thread runs the event loop for every connection; plugin calls run on a pool of
 /// blocking threads, so a long `execute` never delays `/health` or `/stats`.
 pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeError> {
+    // Before listening: a plugin whose schema is broken must not look ready.
+    let config_validator = ConfigValidator::new(&plugin.config_schema()).map_err(|source| {
+        ServeError::ConfigSchema {
+            plugin: plugin.name().to_owned(),
+            source,
+        }
+    })?;
     let listener = crate::listener::open(options.port).map_err(|source| ServeError::Listen {
         port: options.port,
         source,
@@ -86,6 +110,7 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
     let worker = Arc::new(Worker::new(
         PluginHost::new(Box::new(plugin)),
         options.max_body_bytes,
+        config_validator,
     ));
     let port = options.port;
     let outcome = runtime.block_on(async {

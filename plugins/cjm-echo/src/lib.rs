@@ -6,6 +6,8 @@
 use cjm_interface::{Call, ChunkIter, ConfigMap, Plugin, PluginError};
 use cjm_metadata::ResourceRequirements;
 use cjm_worker::About;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 pub const NAME: &str = "cjm-echo";
@@ -20,8 +22,6 @@ pub const MAX_PREFIX_CHARS: usize = 100;
 pub const MAX_REPEAT: u64 = 1_000_000;
 pub const MAX_STREAM_COUNT: u64 = 10_000_000;
 
-const KEY_PREFIX: &str = "prefix";
-
 /// The manifest fields beyond name and version.
 pub fn about() -> About {
     About {
@@ -34,39 +34,16 @@ pub fn about() -> About {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What every result starts with
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+// Keys left out take their defaults, so that `{}` resets.
+#[serde(default)]
+#[schemars(rename = "cjm-echo", title = "Echo configuration")]
 pub struct EchoConfig {
+    /// Prepended to every result
+    // Characters, not bytes: JSON Schema's maxLength counts characters.
+    #[schemars(title = "Prefix", length(max = MAX_PREFIX_CHARS))]
     pub prefix: String,
-}
-
-impl EchoConfig {
-    /// A whole configuration: keys left out take their defaults, so that `{}` resets.
-    pub fn from_map(config: &ConfigMap) -> Result<Self, PluginError> {
-        if let Some(unknown) = config.keys().find(|key| key.as_str() != KEY_PREFIX) {
-            return Err(PluginError::invalid_config(format!(
-                "unknown configuration key '{unknown}'; known: ['{KEY_PREFIX}']"
-            )));
-        }
-        let mut parsed = EchoConfig::default();
-        if let Some(value) = config.get(KEY_PREFIX) {
-            let prefix = value.as_str().ok_or_else(|| {
-                PluginError::invalid_config(format!("'{KEY_PREFIX}' must be a string, got {value}"))
-            })?;
-            // Characters, not bytes: JSON Schema's maxLength counts characters.
-            let length = prefix.chars().count();
-            if length > MAX_PREFIX_CHARS {
-                return Err(PluginError::invalid_config(format!(
-                    "'{KEY_PREFIX}' must be at most {MAX_PREFIX_CHARS} characters, got {length}"
-                )));
-            }
-            parsed.prefix = prefix.to_owned();
-        }
-        Ok(parsed)
-    }
-
-    pub fn to_value(&self) -> Value {
-        json!({ KEY_PREFIX: self.prefix })
-    }
 }
 
 #[derive(Debug, Default)]
@@ -101,7 +78,7 @@ impl Plugin for EchoPlugin {
     fn initialize(&mut self, config: ConfigMap) -> Result<(), PluginError> {
         // Parsed completely before assigning, so a refused configuration leaves the
         // previous one in force, as the contract requires.
-        self.config = EchoConfig::from_map(&config)?;
+        self.config = cjm_worker::config::parse(&config)?;
         Ok(())
     }
 
@@ -156,24 +133,11 @@ impl Plugin for EchoPlugin {
     }
 
     fn config_schema(&self) -> Value {
-        json!({
-            "name": NAME,
-            "title": "Echo configuration",
-            "type": "object",
-            "properties": {
-                KEY_PREFIX: {
-                    "type": "string",
-                    "title": "Prefix",
-                    "description": "Prepended to every result",
-                    "default": "",
-                    "maxLength": MAX_PREFIX_CHARS,
-                }
-            }
-        })
+        cjm_worker::config::schema::<EchoConfig>()
     }
 
     fn current_config(&self) -> Value {
-        self.config.to_value()
+        cjm_worker::config::to_value(&self.config)
     }
 }
 
@@ -195,7 +159,7 @@ mod tests {
         serde_json::from_value(body).unwrap()
     }
 
-    fn config(value: Value) -> ConfigMap {
+    fn config_map(value: Value) -> ConfigMap {
         match value {
             Value::Object(map) => map,
             other => panic!("not an object: {other}"),
@@ -217,7 +181,9 @@ mod tests {
     #[test]
     fn repeat_defaults_to_one_and_prefix_applies() {
         let mut plugin = EchoPlugin::default();
-        plugin.initialize(config(json!({"prefix": ">> "}))).unwrap();
+        plugin
+            .initialize(config_map(json!({"prefix": ">> "})))
+            .unwrap();
         let out = plugin.execute(call(json!({"args": ["hi"]}))).unwrap();
         assert_eq!(out["result"], ">> hi");
         assert_eq!(out["config_used"], json!({"prefix": ">> "}));
@@ -314,32 +280,72 @@ mod tests {
     #[test]
     fn refused_config_keeps_the_previous_one() {
         let mut plugin = EchoPlugin::default();
-        plugin.initialize(config(json!({"prefix": "old"}))).unwrap();
+        plugin
+            .initialize(config_map(json!({"prefix": "old"})))
+            .unwrap();
         let refusals = [
-            (json!({"prefix": 5}), "must be a string"),
-            (json!({"prefix": null}), "must be a string"),
-            (json!({"prefix": "x".repeat(101)}), "at most 100"),
-            (json!({"prefix": "ok", "colour": "red"}), "colour"),
+            (json!({"prefix": 5}), r#"prefix: 5 is not of type "string""#),
+            (
+                json!({"prefix": null}),
+                r#"prefix: null is not of type "string""#,
+            ),
+            (
+                json!({"prefix": "x".repeat(101)}),
+                "(101 characters) is longer than 100 characters",
+            ),
+            (
+                json!({"prefix": "ok", "colour": "red"}),
+                "colour: unknown key; known keys: prefix",
+            ),
+            (
+                json!({"prefx": "ok"}),
+                r#"prefx: unknown key, did you mean "prefix"?"#,
+            ),
         ];
         for (bad, why) in refusals {
-            let err = plugin.initialize(config(bad.clone())).unwrap_err();
+            let err = plugin.initialize(config_map(bad.clone())).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{bad}");
             assert!(err.message().contains(why), "{bad}: {err}");
             assert_eq!(plugin.current_config(), json!({"prefix": "old"}), "{bad}");
         }
         // Exactly the limit, counted in characters rather than bytes.
         plugin
-            .initialize(config(json!({"prefix": "é".repeat(100)})))
+            .initialize(config_map(json!({"prefix": "é".repeat(100)})))
             .unwrap();
         plugin.initialize(ConfigMap::new()).unwrap();
         assert_eq!(plugin.config(), &EchoConfig::default());
     }
 
     #[test]
-    fn schema_describes_the_config() {
+    fn schema_is_derived_from_the_config_type() {
         let schema = EchoPlugin::default().config_schema();
-        assert_eq!(schema["name"], NAME);
-        assert_eq!(schema["properties"]["prefix"]["maxLength"], 100);
-        assert_eq!(schema["properties"]["prefix"]["default"], "");
+        assert_eq!(
+            schema,
+            json!({
+                "name": NAME,
+                "title": "Echo configuration",
+                "description": "What every result starts with",
+                "type": "object",
+                "properties": {
+                    "prefix": {
+                        "type": "string",
+                        "title": "Prefix",
+                        "description": "Prepended to every result",
+                        "default": "",
+                        "maxLength": 100,
+                    }
+                }
+            })
+        );
+        cjm_worker::cjm_validation::check_schema(&schema).unwrap();
+    }
+
+    #[test]
+    fn every_violation_is_named_at_once() {
+        let err = EchoPlugin::default()
+            .initialize(config_map(json!({"prefix": 5, "colour": "red"})))
+            .unwrap_err();
+        assert!(err.message().contains("prefix: 5 is not of type"), "{err}");
+        assert!(err.message().contains("colour: unknown key"), "{err}");
     }
 }

@@ -11,6 +11,8 @@ use std::io::{self, Read};
 use cjm_interface::{Call, ChunkIter, ConfigMap, Plugin, PluginError};
 use cjm_metadata::ResourceRequirements;
 use cjm_worker::About;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 pub const NAME: &str = "cjm-wordcount";
@@ -20,8 +22,6 @@ pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
 pub const MIN_CHUNK_BYTES: usize = 4096;
 /// The buffer is allocated whole for every call, and calls may run concurrently.
 pub const MAX_CHUNK_BYTES: usize = 64 << 20;
-
-const KEY_CHUNK_BYTES: &str = "chunk_bytes";
 
 /// The manifest fields beyond name and version.
 pub fn about() -> About {
@@ -35,8 +35,14 @@ pub fn about() -> About {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How the file is read
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+// Keys left out take their defaults, so that `{}` resets.
+#[serde(default)]
+#[schemars(rename = "cjm-wordcount", title = "Word count configuration")]
 pub struct WordCountConfig {
+    /// Bytes read from the file at a time; the stream reports progress after each chunk
+    #[schemars(title = "Chunk size", range(min = MIN_CHUNK_BYTES, max = MAX_CHUNK_BYTES))]
     pub chunk_bytes: usize,
 }
 
@@ -45,36 +51,6 @@ impl Default for WordCountConfig {
         WordCountConfig {
             chunk_bytes: DEFAULT_CHUNK_BYTES,
         }
-    }
-}
-
-impl WordCountConfig {
-    /// A whole configuration: keys left out take their defaults, so that `{}` resets.
-    pub fn from_map(config: &ConfigMap) -> Result<Self, PluginError> {
-        if let Some(unknown) = config.keys().find(|key| key.as_str() != KEY_CHUNK_BYTES) {
-            return Err(PluginError::invalid_config(format!(
-                "unknown configuration key '{unknown}'; known: ['{KEY_CHUNK_BYTES}']"
-            )));
-        }
-        let mut parsed = WordCountConfig::default();
-        if let Some(value) = config.get(KEY_CHUNK_BYTES) {
-            let chunk_bytes = value
-                .as_u64()
-                .and_then(|n| usize::try_from(n).ok())
-                .filter(|n| (MIN_CHUNK_BYTES..=MAX_CHUNK_BYTES).contains(n))
-                .ok_or_else(|| {
-                    PluginError::invalid_config(format!(
-                        "'{KEY_CHUNK_BYTES}' must be an integer between {MIN_CHUNK_BYTES} \
-                         and {MAX_CHUNK_BYTES}, got {value}"
-                    ))
-                })?;
-            parsed.chunk_bytes = chunk_bytes;
-        }
-        Ok(parsed)
-    }
-
-    pub fn to_value(&self) -> Value {
-        json!({ KEY_CHUNK_BYTES: self.chunk_bytes })
     }
 }
 
@@ -307,7 +283,7 @@ impl Plugin for WordCountPlugin {
     fn initialize(&mut self, config: ConfigMap) -> Result<(), PluginError> {
         // Parsed completely before assigning, so a refused configuration leaves the
         // previous one in force, as the contract requires.
-        self.config = WordCountConfig::from_map(&config)?;
+        self.config = cjm_worker::config::parse(&config)?;
         Ok(())
     }
 
@@ -320,25 +296,11 @@ impl Plugin for WordCountPlugin {
     }
 
     fn config_schema(&self) -> Value {
-        json!({
-            "name": NAME,
-            "title": "Word count configuration",
-            "type": "object",
-            "properties": {
-                KEY_CHUNK_BYTES: {
-                    "type": "integer",
-                    "title": "Chunk size",
-                    "description": "Bytes read from the file at a time; the stream reports progress after each chunk",
-                    "default": DEFAULT_CHUNK_BYTES,
-                    "minimum": MIN_CHUNK_BYTES,
-                    "maximum": MAX_CHUNK_BYTES,
-                }
-            }
-        })
+        cjm_worker::config::schema::<WordCountConfig>()
     }
 
     fn current_config(&self) -> Value {
-        self.config.to_value()
+        cjm_worker::config::to_value(&self.config)
     }
 }
 
@@ -597,16 +559,34 @@ mod tests {
             .initialize(config(json!({"chunk_bytes": 8192})))
             .unwrap();
         let refusals = [
-            json!({"chunk_bytes": MIN_CHUNK_BYTES - 1}),
-            json!({"chunk_bytes": MAX_CHUNK_BYTES + 1}),
-            json!({"chunk_bytes": -5}),
-            json!({"chunk_bytes": 8192.5}),
-            json!({"chunk_bytes": "8192"}),
-            json!({"chunk_bytes": 8192, "speed": 2}),
+            (
+                json!({"chunk_bytes": MIN_CHUNK_BYTES - 1}),
+                "chunk_bytes: 4095 is less than the minimum of 4096",
+            ),
+            (
+                json!({"chunk_bytes": MAX_CHUNK_BYTES + 1}),
+                "chunk_bytes: 67108865 is greater than the maximum of 67108864",
+            ),
+            (json!({"chunk_bytes": -5}), "chunk_bytes: -5 is less than"),
+            (
+                json!({"chunk_bytes": 8192.5}),
+                r#"8192.5 is not of type "integer""#,
+            ),
+            // Integral, so the schema passes it; the type does not.
+            (json!({"chunk_bytes": 8192.0}), "does not fit"),
+            (
+                json!({"chunk_bytes": "8192"}),
+                r#""8192" is not of type "integer""#,
+            ),
+            (
+                json!({"chunk_bytes": 8192, "speed": 2}),
+                "speed: unknown key; known keys: chunk_bytes",
+            ),
         ];
-        for bad in refusals {
+        for (bad, why) in refusals {
             let err = plugin.initialize(config(bad.clone())).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{bad}");
+            assert!(err.message().contains(why), "{bad}: {err}");
             assert_eq!(
                 plugin.current_config(),
                 json!({"chunk_bytes": 8192}),
@@ -622,5 +602,30 @@ mod tests {
             plugin.config_schema()["properties"]["chunk_bytes"]["default"],
             plugin.current_config()["chunk_bytes"]
         );
+    }
+
+    #[test]
+    fn schema_is_derived_from_the_config_type() {
+        let schema = WordCountPlugin::default().config_schema();
+        assert_eq!(
+            schema,
+            json!({
+                "name": NAME,
+                "title": "Word count configuration",
+                "description": "How the file is read",
+                "type": "object",
+                "properties": {
+                    "chunk_bytes": {
+                        "type": "integer",
+                        "title": "Chunk size",
+                        "description": "Bytes read from the file at a time; the stream reports progress after each chunk",
+                        "default": DEFAULT_CHUNK_BYTES,
+                        "minimum": MIN_CHUNK_BYTES,
+                        "maximum": MAX_CHUNK_BYTES,
+                    }
+                }
+            })
+        );
+        cjm_worker::cjm_validation::check_schema(&schema).unwrap();
     }
 }

@@ -2,7 +2,10 @@
 //! A plugin that misbehaves on request, for fault tests: `execute(action, ..)` with
 //! action `panic`, `sleep` (ms), `exit` (code), `spawn_child` (starts `sleep` and
 //! returns its pid), `pid`. With plugin argument `--crash-at-start` it exits before
-//! serving; with `--never-ready` it hangs before serving.
+//! serving; with `--never-ready` it hangs before serving. With `--schema` it declares a
+//! config schema (`level`: integer 0..=9) that its own `initialize` never checks, so
+//! only the worker can refuse a configuration; with `--broken-schema` it declares one
+//! that is not valid JSON Schema.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,6 +16,7 @@ use serde_json::{json, Value};
 #[derive(Debug, Default)]
 struct Faulty {
     config: ConfigMap,
+    schema: Option<Value>,
 }
 
 impl Plugin for Faulty {
@@ -80,6 +84,10 @@ impl Plugin for Faulty {
     fn current_config(&self) -> Value {
         Value::Object(self.config.clone())
     }
+
+    fn config_schema(&self) -> Value {
+        self.schema.clone().unwrap_or_else(|| json!({}))
+    }
 }
 
 fn main() -> ExitCode {
@@ -91,6 +99,22 @@ fn main() -> ExitCode {
         if args.iter().any(|arg| arg == "--never-ready") {
             std::thread::sleep(Duration::from_secs(3600));
         }
-        Ok(Faulty::default())
+        let schema = if args.iter().any(|arg| arg == "--schema") {
+            Some(json!({
+                "type": "object",
+                "properties": {
+                    "level": {"type": "integer", "minimum": 0, "maximum": 9, "default": 0},
+                    "cleanup_marker": {"type": "string"},
+                },
+            }))
+        } else if args.iter().any(|arg| arg == "--broken-schema") {
+            Some(json!({"properties": {"level": {"type": "integr"}}}))
+        } else {
+            None
+        };
+        Ok(Faulty {
+            schema,
+            ..Faulty::default()
+        })
     })
 }

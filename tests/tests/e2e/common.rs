@@ -55,6 +55,22 @@ impl TestHome {
         )
     }
 
+    /// Write `plugins/<name>.json` the way the installer does: the fields the binary
+    /// prints with `--manifest` (its config schema among them), plus how to start it.
+    pub fn installed_manifest(&self, name: &str, binary: &str, args: &[&str]) -> PathBuf {
+        let out = std::process::Command::new(binary)
+            .args(args)
+            .arg("--manifest")
+            .output()
+            .expect("the plugin prints its manifest");
+        assert!(out.status.success(), "{binary} --manifest: {out:?}");
+        let mut manifest: Value = serde_json::from_slice(&out.stdout).expect("manifest JSON");
+        manifest["name"] = json!(name);
+        manifest["command"] = json!(binary);
+        manifest["args"] = json!(args);
+        self.write_manifest(name, manifest)
+    }
+
     pub fn write_manifest(&self, file_stem: &str, manifest: Value) -> PathBuf {
         std::fs::create_dir_all(self.plugins_dir()).expect("plugins dir");
         let path = self.plugins_dir().join(format!("{file_stem}.json"));

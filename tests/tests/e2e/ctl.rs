@@ -99,7 +99,7 @@ fn exec_failures_exit_non_zero_with_a_clear_message() {
         ),
         (
             &["exec", "cjm-echo", "--config", r#"{"colour": 1}"#],
-            "unknown configuration key 'colour'",
+            "colour: unknown key; known keys: prefix",
         ),
     ];
     for (args, expected) in cases {
@@ -156,4 +156,33 @@ fn stats_reports_the_schedulers_figures() {
     assert!(stats["memory_total_mb"].as_f64().unwrap() > 0.0, "{stats}");
     let shown = ctl(&home, &["stats"]);
     assert!(text(&shown.stdout).contains("memory_available_mb"));
+}
+
+#[test]
+fn exec_lists_every_violation_of_the_config_schema() {
+    let home = TestHome::new();
+    home.installed_manifest("cjm-wordcount", WORDCOUNT, &[]);
+    let run = ctl(
+        &home,
+        &[
+            "exec",
+            "cjm-wordcount",
+            "--args",
+            r#"["/dev/null"]"#,
+            "--config",
+            r#"{"chunk_bytes": 1, "chunkbytes": 4096, "speed": 2}"#,
+        ],
+    );
+    assert!(!run.status.success());
+    let stderr = text(&run.stderr);
+    for expected in [
+        "plugin cjm-wordcount: invalid configuration: ",
+        "chunk_bytes: 1 is less than the minimum of 4096",
+        r#"chunkbytes: unknown key, did you mean "chunk_bytes"?"#,
+        "speed: unknown key; known keys: chunk_bytes",
+    ] {
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+    // Refused before a worker started: there is no log.
+    assert!(!home.path().join("logs/cjm-wordcount.log").exists());
 }

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod config;
 mod ctl;
 mod faults;
 mod install;

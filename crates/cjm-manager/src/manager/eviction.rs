@@ -131,6 +131,7 @@ impl PluginManager {
             meta: old.meta(),
             manifest: old.manifest.clone(),
             path: old.manifest_path.clone(),
+            config_validator: Arc::clone(&old.config_validator),
         };
         let loaded = self.start(discovered, config).await?;
         write(&self.shared.loaded).insert(name.to_owned(), Arc::new(loaded));
