@@ -57,6 +57,7 @@ pub(crate) async fn handle(
     worker: Arc<Worker>,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
+    crate::allocator::note_activity();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let get = method == Method::GET;
@@ -71,42 +72,35 @@ pub(crate) async fn handle(
                 version: worker.host.version().to_owned(),
             },
         ),
-        wire::PATH_STATS if get => stats(worker).await,
+        wire::PATH_STATS if get => stats(&worker),
         wire::PATH_CONFIG_SCHEMA if get => {
-            blocking(move || Ok(worker.host.read().config_schema())).await
+            answer(|| guarded(|| Ok(worker.host.read().config_schema())))
         }
-        wire::PATH_CONFIG if get => blocking(move || Ok(worker.host.read().current_config())).await,
+        wire::PATH_CONFIG if get => answer(|| guarded(|| Ok(worker.host.read().current_config()))),
         wire::PATH_INITIALIZE if post => match read_json::<ConfigMap>(&worker, request).await {
-            Ok(config) => initialize(worker, config).await,
+            Ok(config) => initialize(&worker, config),
             Err(response) => response,
         },
         wire::PATH_EXECUTE if post => match read_json::<Call>(&worker, request).await {
-            Ok(call) => {
-                blocking(move || {
-                    let plugin = worker.host.read();
-                    guarded(|| plugin.execute(call))
-                })
-                .await
-            }
+            Ok(call) => answer(|| {
+                let plugin = worker.host.read();
+                guarded(|| plugin.execute(call))
+            }),
             Err(response) => response,
         },
         wire::PATH_EXECUTE_STREAM if post => match read_json::<Call>(&worker, request).await {
             Ok(call) => execute_stream(worker, call).await,
             Err(response) => response,
         },
-        wire::PATH_CLEANUP if post => {
-            let result = tokio::task::spawn_blocking(move || worker.cleanup_once()).await;
-            match result {
-                Ok(Ok(())) => json_response(
-                    StatusCode::OK,
-                    &StatusResponse {
-                        status: String::from("cleaned"),
-                    },
-                ),
-                Ok(Err(failure)) => failure_response(StatusCode::INTERNAL_SERVER_ERROR, &failure),
-                Err(join) => internal_error(format!("cleanup task failed: {join}")),
-            }
-        }
+        wire::PATH_CLEANUP if post => match worker.cleanup_once() {
+            Ok(()) => json_response(
+                StatusCode::OK,
+                &StatusResponse {
+                    status: String::from("cleaned"),
+                },
+            ),
+            Err(failure) => failure_response(StatusCode::INTERNAL_SERVER_ERROR, &failure),
+        },
         wire::PATH_HEALTH | wire::PATH_STATS | wire::PATH_CONFIG_SCHEMA | wire::PATH_CONFIG => {
             method_not_allowed("GET")
         }
@@ -118,23 +112,19 @@ pub(crate) async fn handle(
     }
 }
 
-async fn stats(worker: Arc<Worker>) -> Response<ResponseBody> {
-    let result = tokio::task::spawn_blocking(move || {
-        let cpu_percent = match worker.cpu.lock() {
-            Ok(mut sampler) => sampler.sample(),
-            Err(poisoned) => poisoned.into_inner().sample(),
-        };
-        crate::proc_stats::worker_stats(cpu_percent)
-    })
-    .await;
-    match result {
-        Ok(stats) => json_response(StatusCode::OK, &stats),
-        Err(join) => internal_error(format!("stats task failed: {join}")),
-    }
+fn stats(worker: &Worker) -> Response<ResponseBody> {
+    let cpu_percent = match worker.cpu.lock() {
+        Ok(mut sampler) => sampler.sample(),
+        Err(poisoned) => poisoned.into_inner().sample(),
+    };
+    json_response(
+        StatusCode::OK,
+        &crate::proc_stats::worker_stats(cpu_percent),
+    )
 }
 
-async fn initialize(worker: Arc<Worker>, config: ConfigMap) -> Response<ResponseBody> {
-    let result = tokio::task::spawn_blocking(move || {
+fn initialize(worker: &Worker, config: ConfigMap) -> Response<ResponseBody> {
+    let result = (|| {
         // Checked before taking the plugin: a refused configuration never waits for
         // running calls, and never reaches the plugin, which keeps its previous one.
         let config = worker
@@ -145,36 +135,32 @@ async fn initialize(worker: Arc<Worker>, config: ConfigMap) -> Response<Response
             })?;
         let mut plugin = worker.host.write();
         guarded(|| plugin.initialize(config))
-    })
-    .await;
+    })();
     match result {
-        Ok(Ok(())) => json_response(
+        Ok(()) => json_response(
             StatusCode::OK,
             &StatusResponse {
                 status: String::from("ok"),
             },
         ),
-        Ok(Err(failure @ CallFailure::Plugin(_))) => {
+        Err(failure @ CallFailure::Plugin(_)) => {
             failure_response(StatusCode::BAD_REQUEST, &failure)
         }
-        Ok(Err(failure)) => failure_response(StatusCode::INTERNAL_SERVER_ERROR, &failure),
-        Err(join) => internal_error(format!("initialize task failed: {join}")),
+        Err(failure) => failure_response(StatusCode::INTERNAL_SERVER_ERROR, &failure),
     }
 }
 
-/// Run a plugin call on the blocking pool (so that `/health` and `/stats` stay
-/// responsive during a long execution) and answer its JSON result. The result is
-/// serialised on that thread too: a large result must not stall the event loop.
-async fn blocking<F>(call: F) -> Response<ResponseBody>
-where
-    F: FnOnce() -> Result<Value, CallFailure> + Send + 'static,
-{
-    let result =
-        tokio::task::spawn_blocking(move || call().map(|value| json::to_vec(&value))).await;
-    match result {
-        Ok(Ok(body)) => bytes_response(StatusCode::OK, wire::CONTENT_TYPE_JSON, Bytes::from(body)),
-        Ok(Err(failure)) => failure_response(StatusCode::INTERNAL_SERVER_ERROR, &failure),
-        Err(join) => internal_error(format!("plugin task failed: {join}")),
+/// Answer a plugin call's JSON result. The call runs right here: every connection
+/// has a thread of its own (see `server.rs`), so a long execution holds up only its
+/// own connection, never `/health` or `/stats` on another.
+fn answer(call: impl FnOnce() -> Result<Value, CallFailure>) -> Response<ResponseBody> {
+    match call() {
+        Ok(value) => bytes_response(
+            StatusCode::OK,
+            wire::CONTENT_TYPE_JSON,
+            Bytes::from(json::to_vec(&value)),
+        ),
+        Err(failure) => failure_response(StatusCode::INTERNAL_SERVER_ERROR, &failure),
     }
 }
 
@@ -259,11 +245,6 @@ fn failure_response(status: StatusCode, failure: &CallFailure) -> Response<Respo
         CallFailure::Panic(_) => "panic",
     };
     error_response(status, failure.to_string(), Some(kind))
-}
-
-fn internal_error(detail: String) -> Response<ResponseBody> {
-    tracing::error!("{detail}");
-    error_response(StatusCode::INTERNAL_SERVER_ERROR, detail, Some("internal"))
 }
 
 fn error_response(

@@ -30,6 +30,7 @@
 //! The binary then understands `--port P --ppid PID` (serve on `127.0.0.1:P`, exit
 //! when process `PID` ends) and `--manifest` (print the manifest fields and exit).
 
+mod allocator;
 mod args;
 mod body;
 pub mod config;
@@ -99,6 +100,7 @@ where
         )
         .with_writer(std::io::stderr)
         .try_init();
+    allocator::tune();
     match run(about, make_plugin) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

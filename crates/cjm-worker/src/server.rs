@@ -11,9 +11,19 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::handler::{handle, Worker};
 use crate::host::PluginHost;
+
+/// Connections served at once; more wait in the listen backlog. Each has a thread.
+const MAX_CONNECTIONS: usize = 512;
+/// Plugin code runs on connection threads; give it the stack a main thread would get.
+const CONNECTION_STACK_BYTES: usize = 8 * 1024 * 1024;
+
+/// How often the control loop checks whether the worker went idle (and gives freed
+/// memory back to the kernel).
+const IDLE_MEMORY_CHECK: Duration = Duration::from_secs(1);
 
 /// How long SIGTERM waits for the plugin's cleanup before the worker exits anyway.
 const CLEANUP_ON_SIGTERM_LIMIT: Duration = Duration::from_secs(5);
@@ -89,8 +99,8 @@ enum Shutdown {
 
 /// Serve `plugin` until SIGTERM/SIGINT or the death of `parent_pid`.
 ///
-/// One thread runs the event loop for every connection; plugin calls run on a pool of
-/// blocking threads, so a long `execute` never delays `/health` or `/stats`.
+/// One thread accepts connections and watches the host and signals; every connection
+/// is served on a thread of its own, where its plugin calls run.
 pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeError> {
     // Before listening: a plugin whose schema is broken must not look ready.
     let config_validator = ConfigValidator::new(&plugin.config_schema()).map_err(|source| {
@@ -125,6 +135,7 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
             }
         };
         tokio::pin!(parent_gone);
+        let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         if let Ok(address) = listener.local_addr() {
             tracing::info!(
                 "worker {} {} (pid {}) serving on http://{address}",
@@ -133,19 +144,19 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
                 std::process::id()
             );
         }
+        let mut idle_ticks = tokio::time::interval(IDLE_MEMORY_CHECK);
+        idle_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = loop {
             tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nodelay(true);
-                        tokio::spawn(serve_connection(Arc::clone(&worker), stream));
-                    }
+                accepted = accept(&listener, &connections) => match accepted {
+                    Ok((stream, permit)) => spawn_connection(Arc::clone(&worker), stream, permit),
                     Err(err) => {
                         // Out of descriptors, typically: back off instead of spinning.
                         tracing::warn!("accept failed: {err}");
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 },
+                _ = idle_ticks.tick() => crate::allocator::on_idle_tick(),
                 () = &mut parent_gone => break Shutdown::ParentGone,
                 _ = terminate.recv() => break Shutdown::Terminated,
                 _ = interrupt.recv() => break Shutdown::Terminated,
@@ -175,6 +186,64 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
     // Plugin calls still running on blocking threads must not hold the exit up.
     runtime.shutdown_background();
     outcome
+}
+
+/// Wait for a connection slot, then for a connection.
+async fn accept(
+    listener: &tokio::net::TcpListener,
+    connections: &Arc<Semaphore>,
+) -> std::io::Result<(tokio::net::TcpStream, OwnedSemaphorePermit)> {
+    let permit = Arc::clone(connections)
+        .acquire_owned()
+        .await
+        .map_err(|_| std::io::Error::other("connection limit closed"))?;
+    let (stream, _) = listener.accept().await?;
+    Ok((stream, permit))
+}
+
+/// Serve one connection on a thread of its own, with a runtime of its own.
+///
+/// Plugin calls then run right on that thread: no hand-over to a pool and back, so a
+/// call costs about one loopback round trip. A long call holds up only its own
+/// connection; the host opens another for concurrent calls, `/health` or `/stats`.
+fn spawn_connection(
+    worker: Arc<Worker>,
+    stream: tokio::net::TcpStream,
+    permit: OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(err) => {
+            tracing::warn!("cannot hand a connection to its thread: {err}");
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name(String::from("cjm-connection"))
+        .stack_size(CONNECTION_STACK_BYTES)
+        .spawn(move || {
+            let _permit = permit;
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    tracing::warn!("cannot start a connection's runtime: {err}");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => serve_connection(worker, stream).await,
+                    Err(err) => tracing::warn!("cannot register a connection: {err}"),
+                }
+            });
+        });
+    if let Err(err) = spawned {
+        tracing::warn!("cannot start a connection thread: {err}");
+    }
 }
 
 async fn serve_connection(worker: Arc<Worker>, stream: tokio::net::TcpStream) {
