@@ -191,3 +191,57 @@ fn manifest_launches(path: &Path, python: &Path) -> bool {
         Err(_) => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_with(dir: &Path, name: &str, file: &str) -> PathBuf {
+        let env = dir.join(name);
+        std::fs::create_dir_all(&env).unwrap();
+        std::fs::write(env.join(file), name).unwrap();
+        env
+    }
+
+    #[test]
+    fn an_interrupted_install_gets_the_previous_environment_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join("e");
+        // Killed after moving the old environment aside, before building anything.
+        let aside = env_with(dir.path(), ".e.old", "previous");
+        recover_interrupted(&env, &aside).unwrap();
+        assert!(env.join("previous").is_file() && !aside.exists());
+
+        // Killed halfway through building: no stamp yet in the new one.
+        std::fs::rename(&env, &aside).unwrap();
+        env_with(dir.path(), "e", "half-built");
+        recover_interrupted(&env, &aside).unwrap();
+        assert!(env.join("previous").is_file() && !env.join("half-built").exists());
+        assert!(!aside.exists());
+    }
+
+    #[test]
+    fn a_finished_install_drops_what_was_left_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_with(dir.path(), "e", "new");
+        Stamp {
+            fingerprint: "f".into(),
+            bin: STAMP_BIN.into(),
+        }
+        .write(&env)
+        .unwrap();
+        let aside = env_with(dir.path(), ".e.old", "previous");
+        recover_interrupted(&env, &aside).unwrap();
+        assert!(env.join("new").is_file() && !aside.exists());
+    }
+
+    #[test]
+    fn a_failed_install_puts_the_previous_environment_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_with(dir.path(), "e", "half-built");
+        let aside = env_with(dir.path(), ".e.old", "previous");
+        let mut log = File::create(dir.path().join("log")).unwrap();
+        restore(&env, &aside, &mut log);
+        assert!(env.join("previous").is_file() && !aside.exists());
+    }
+}
