@@ -27,6 +27,8 @@ const TERMINATE_GRACE: Duration = Duration::from_secs(3);
 /// Readiness retries (only while the worker binds its own port) start fast and back
 /// off to this interval.
 const MAX_READY_RETRY: Duration = Duration::from_millis(25);
+/// How many times a worker that found its port taken is started again.
+const PORT_TAKEN_RETRIES: usize = 4;
 /// A broken connection usually means the worker is dying; the notice of its exit
 /// (SIGCHLD, then the reaper task) can trail the socket error by a moment.
 pub(crate) const EXIT_NOTICE_WAIT: Duration = Duration::from_millis(250);
@@ -55,10 +57,34 @@ impl RemotePluginProxy {
     /// Start the worker and wait until it answers `/health`.
     ///
     /// Fails at once (not at the timeout) when the worker exits during start-up, with
-    /// the end of its log.
+    /// the end of its log. A worker that binds its own port and finds it taken (the
+    /// port was free when chosen, but another process bound it first) is started
+    /// again on a fresh port, a few times, within the same start timeout.
     pub async fn start(spec: LaunchSpec) -> Result<Self, ProxyError> {
         let started = Instant::now();
-        let spawned = launch::spawn(&spec)?;
+        let mut retries_left = PORT_TAKEN_RETRIES;
+        loop {
+            let result = Self::start_once(&spec, started).await;
+            if let Err(ProxyError::StartFailed { log_tail, .. }) = &result {
+                if spec.listen == ListenMode::WorkerBinds
+                    && retries_left > 0
+                    && port_was_taken(log_tail)
+                {
+                    retries_left -= 1;
+                    tracing::debug!(
+                        "plugin {}: its port was taken before the worker bound it; \
+                         starting it again on another",
+                        spec.plugin
+                    );
+                    continue;
+                }
+            }
+            return result;
+        }
+    }
+
+    async fn start_once(spec: &LaunchSpec, started: Instant) -> Result<Self, ProxyError> {
+        let spawned = launch::spawn(spec)?;
         let transport = Transport::new(spawned.port);
         let mut proxy = RemotePluginProxy {
             plugin: spec.plugin.clone(),
@@ -72,7 +98,7 @@ impl RemotePluginProxy {
             runtime: tokio::runtime::Handle::current(),
             stopped: AtomicBool::new(false),
         };
-        let health = proxy.wait_ready(&spec, started).await?;
+        let health = proxy.wait_ready(spec, started).await?;
         proxy.version = health.version;
         tracing::debug!(
             "plugin {} ready on port {} (pid {}) after {:?}",
@@ -101,8 +127,19 @@ impl RemotePluginProxy {
                     return Err(format!("health answered {}", response.status()));
                 }
                 let body = transport::read_body(response).await?;
-                serde_json::from_slice::<HealthResponse>(&body)
-                    .map_err(|err| format!("health answer: {err}"))
+                let health = serde_json::from_slice::<HealthResponse>(&body)
+                    .map_err(|err| format!("health answer: {err}"))?;
+                // A port the worker binds itself may have been taken by another
+                // worker, which would answer in its place: only ours counts.
+                if spec.listen == ListenMode::WorkerBinds
+                    && !in_process_group(health.pid, self.process.pid())
+                {
+                    return Err(format!(
+                        "port {} is answered by pid {}, not by this worker",
+                        self.port, health.pid
+                    ));
+                }
+                Ok(health)
             };
             tokio::select! {
                 biased;
@@ -457,5 +494,54 @@ impl Drop for RemotePluginProxy {
             );
             self.process.signal_group(libc::SIGKILL);
         }
+    }
+}
+
+/// Whether a failed start's log says the port could not be bound because another
+/// process had it (uvicorn: "[Errno 98] error while attempting to bind on address
+/// ..: address already in use").
+fn port_was_taken(log_tail: &str) -> bool {
+    log_tail
+        .to_ascii_lowercase()
+        .contains("address already in use")
+}
+
+/// Whether `pid` is the worker `leader` or runs in its process group (a worker
+/// started through a wrapper answers with its child's pid).
+fn in_process_group(pid: u32, leader: u32) -> bool {
+    if pid == leader {
+        return true;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The fields after the command name, which is in parentheses and may hold spaces:
+    // state, ppid, pgrp.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+        .and_then(|pgrp| pgrp.parse::<u32>().ok())
+        == Some(leader)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_a_taken_port_in_uvicorns_words() {
+        assert!(port_was_taken(
+            "ERROR: [Errno 98] error while attempting to bind on address \
+             ('127.0.0.1', 4242): Address already in use"
+        ));
+        assert!(!port_was_taken("ModuleNotFoundError: No module named 'x'"));
+    }
+
+    #[test]
+    fn a_process_belongs_to_its_own_group_only() {
+        let own = std::process::id();
+        assert!(in_process_group(own, own));
+        // No process group is led by a pid that cannot exist.
+        assert!(!in_process_group(own, u32::MAX));
+        assert!(!in_process_group(u32::MAX, own));
     }
 }

@@ -218,7 +218,7 @@ fn a_failing_plugin_does_not_stop_the_others_and_the_summary_says_why() {
 plugins:
   - name: whisper
     env_name: whisper
-    python_version: "3.11"
+    python_version: "0.0"
     package: cjm-transcription-plugin-whisper
     interface_libs: [cjm-transcription-plugin-system]
   - name: broken
@@ -234,7 +234,10 @@ plugins:
     let stderr = text(&run.stderr);
     let stdout = text(&run.stdout);
     assert!(
-        stderr.contains("whisper failed while starting: Python installation is not supported yet"),
+        stderr.contains(
+            "whisper failed while creating environment: python_version 0.0 asks for \
+             python0.0, which is not on PATH"
+        ),
         "{stderr}"
     );
     assert!(

@@ -11,5 +11,7 @@ mod ctl;
 mod faults;
 mod install;
 mod protocol;
+mod python_env;
+mod python_interop;
 mod scenario;
 mod scheduling;

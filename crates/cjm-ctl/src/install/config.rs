@@ -249,6 +249,21 @@ fn entry_label(value: &Value, index: usize) -> String {
     }
 }
 
+/// A package given as a relative folder (`./pkg`, `../pkg`, optionally after `-e `)
+/// resolves against the plugins file's folder, like a cargo `path`; anything else
+/// (a name, a requirement, a URL, an absolute path) is passed to pip as written.
+fn resolve_local_package(package: &str, base: &Path) -> String {
+    let (editable, spec) = match package.strip_prefix("-e ") {
+        Some(rest) => ("-e ", rest.trim_start()),
+        None => ("", package),
+    };
+    if spec.starts_with("./") || spec.starts_with("../") {
+        format!("{editable}{}", base.join(spec).display())
+    } else {
+        package.to_owned()
+    }
+}
+
 fn validate_entry(
     raw: RawEntry,
     base: &Path,
@@ -301,13 +316,20 @@ fn validate_entry(
         }
         Some(Source::Executable(executable))
     } else {
-        if raw.package.is_none() && raw.env_file.is_none() {
-            problems.push("a Python entry needs \"package\" or \"env_file\"".into());
+        if raw.package.is_none() {
+            // As in the original: the manifest comes from the package's module.
+            problems.push(
+                "a Python entry needs \"package\" (its meta.get_plugin_metadata() makes \
+                 the manifest)"
+                    .into(),
+            );
         }
         Some(Source::Python(PythonSpec {
             env_file: raw.env_file.map(|file| base.join(file)),
             python_version: raw.python_version,
-            package: raw.package,
+            package: raw
+                .package
+                .map(|package| resolve_local_package(&package, base)),
             interface_libs: raw.interface_libs.unwrap_or_default(),
         }))
     };
@@ -528,6 +550,16 @@ plugins:
     }
 
     #[test]
+    fn relative_python_packages_resolve_against_the_file() {
+        let base = Path::new("/cfg");
+        assert_eq!(resolve_local_package("./py/echo", base), "/cfg/./py/echo");
+        assert_eq!(resolve_local_package("-e ../echo", base), "-e /cfg/../echo");
+        for as_written in ["cjm-echo==1.0", "/abs/echo", "git+https://x.invalid/r.git"] {
+            assert_eq!(resolve_local_package(as_written, base), as_written);
+        }
+    }
+
+    #[test]
     fn each_bad_entry_is_reported_with_its_name() {
         let cases: &[(&str, &str)] = &[
             ("- {cargo: {path: pkg}}", "plugin #1: no \"name\""),
@@ -572,7 +604,7 @@ plugins:
             ("- {name: a, cargo: {path: pkg}, bin: 'a/b'}", "bin: invalid name"),
             ("- {name: a, executable: tool, bin: b}", "\"bin\" only applies"),
             ("- {name: a, executable: missing}", "is not a file"),
-            ("- {name: a, python_version: '3.11'}", "needs \"package\" or \"env_file\""),
+            ("- {name: a, python_version: '3.11'}", "needs \"package\""),
             ("- {name: a, package: 3}", "plugin a: package: invalid type"),
             ("- just a string", "plugin #1: must be a mapping of keys"),
             (

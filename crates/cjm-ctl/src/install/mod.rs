@@ -3,11 +3,14 @@
 
 mod cargo;
 pub mod config;
+mod introspect;
 mod manifest_writer;
 mod native;
 mod prebuilt;
 mod probe;
 mod progress;
+mod python;
+mod python_env;
 mod stamp;
 
 use std::fs::File;
@@ -82,10 +85,7 @@ impl Installer {
             Source::Executable(executable) => {
                 prebuilt::install(self, entry, executable, progress).map(Installed::Fresh)
             }
-            Source::Python(_) => Err(StepError::new(
-                "starting",
-                "Python installation is not supported yet (it comes with Python interop)",
-            )),
+            Source::Python(spec) => python::install(self, entry, spec, progress),
         }
     }
 }

@@ -97,7 +97,7 @@ fn manifest_launches(path: &Path, binary: &Path) -> bool {
     }
 }
 
-fn remove_if_present(dir: &Path) -> Result<(), String> {
+pub(super) fn remove_if_present(dir: &Path) -> Result<(), String> {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -68,9 +68,13 @@ pub fn fingerprint(entry: &PluginEntry, local_packages: &[PathBuf]) -> String {
     let mut hash = Fnv::new();
     hash.field(env!("CARGO_PKG_VERSION").as_bytes());
     hash.field(format!("{:?}", entry.source).as_bytes());
+    let is_output: fn(&str) -> bool = match entry.source {
+        Source::Python(_) => is_python_build_output,
+        _ => |name| name == "target",
+    };
     for dir in local_packages {
         hash.field(dir.as_os_str().as_encoded_bytes());
-        for file in files_under(dir) {
+        for file in files_under(dir, is_output) {
             hash.field(file.as_os_str().as_encoded_bytes());
             match std::fs::read(&file) {
                 Ok(contents) => hash.field(&contents),
@@ -170,8 +174,14 @@ fn local_dirs_in_build(metadata: &Value, manifest: &Path) -> Option<Vec<PathBuf>
     Some(dirs)
 }
 
-/// Every file under `dir`, sorted, skipping `target` and hidden entries.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
+/// What pip leaves in a local package folder it built (in-tree builds) and what
+/// Python writes beside imported sources: not sources themselves.
+fn is_python_build_output(name: &str) -> bool {
+    matches!(name, "build" | "dist" | "__pycache__") || name.ends_with(".egg-info")
+}
+
+/// Every file under `dir`, sorted, skipping hidden entries and build output.
+fn files_under(dir: &Path, is_output: fn(&str) -> bool) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(dir) = pending.pop() {
@@ -181,7 +191,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with('.') || name == "target" {
+            if name.starts_with('.') || is_output(&name) {
                 continue;
             }
             match entry.file_type() {
@@ -234,6 +244,32 @@ mod tests {
         std::fs::write(dir.path().join("target/release/x"), "build output").unwrap();
         assert_eq!(fingerprint(&entry, &packages), first);
         std::fs::write(dir.path().join("src/main.rs"), "fn main() { }").unwrap();
+        assert_ne!(fingerprint(&entry, &packages), first);
+    }
+
+    #[test]
+    fn a_python_package_changes_with_sources_but_not_with_what_pip_built() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("pkg")).unwrap();
+        std::fs::write(dir.path().join("pkg/plugin.py"), "x = 1").unwrap();
+        let entry = PluginEntry {
+            name: "p".into(),
+            env_name: "p".into(),
+            source: Source::Python(super::super::config::PythonSpec {
+                env_file: None,
+                python_version: None,
+                package: Some(dir.path().to_string_lossy().into_owned()),
+                interface_libs: Vec::new(),
+            }),
+        };
+        let packages = [dir.path().to_path_buf()];
+        let first = fingerprint(&entry, &packages);
+        for output in ["build/lib/pkg", "pkg.egg-info", "pkg/__pycache__"] {
+            std::fs::create_dir_all(dir.path().join(output)).unwrap();
+            std::fs::write(dir.path().join(output).join("f"), "built").unwrap();
+        }
+        assert_eq!(fingerprint(&entry, &packages), first);
+        std::fs::write(dir.path().join("pkg/plugin.py"), "x = 2").unwrap();
         assert_ne!(fingerprint(&entry, &packages), first);
     }
 

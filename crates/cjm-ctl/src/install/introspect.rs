@@ -1,0 +1,170 @@
+//! The manifest of a Python plugin, made as the original's installer makes it: the
+//! package's `meta.get_plugin_metadata()`, plus the config schema of a plugin
+//! instance when the metadata has none; then the launch fields of our environment.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use cjm_metadata::Manifest;
+use serde_json::Value;
+
+/// Run inside the plugin's environment with the top-level module as `sys.argv[1]`.
+/// What the plugin prints while it is imported goes to stderr (the install log), so
+/// that stdout carries the metadata alone. A failure to read the schema is not
+/// fatal, as in the original, but it is logged.
+const SCRIPT: &str = r#"
+import importlib, json, sys
+out, sys.stdout = sys.stdout, sys.stderr
+module_name = sys.argv[1]
+try:
+    import cjm_plugin_system.core.worker  # noqa: F401
+except Exception as e:
+    sys.exit("the environment cannot import cjm_plugin_system.core.worker, the "
+             "original's worker (add cjm_plugin_system to interface_libs): %r" % (e,))
+meta = importlib.import_module(module_name + ".meta").get_plugin_metadata()
+if not isinstance(meta, dict):
+    sys.exit("%s.meta.get_plugin_metadata() returned %s, not a dict"
+             % (module_name, type(meta).__name__))
+if "config_schema" not in meta:
+    try:
+        cls = getattr(importlib.import_module(meta.get("module", module_name + ".plugin")),
+                      meta.get("class", ""))
+        instance = cls()
+        if hasattr(instance, "get_config_schema"):
+            meta["config_schema"] = instance.get_config_schema()
+        if hasattr(instance, "cleanup"):
+            try:
+                instance.cleanup()
+            except Exception:
+                pass
+    except Exception as e:
+        print("config schema not captured: %r" % (e,), file=sys.stderr)
+out.write(json.dumps(meta, default=str))
+"#;
+
+/// The importable top-level module of a pip package argument, derived as the
+/// original's `_generate_manifest` derives it (last path or URL segment, `-` to
+/// `_`), with version specifiers and extras of a requirement dropped.
+pub fn module_name(package: &str) -> String {
+    let package = package.trim();
+    let last_segment = |text: &str| {
+        Path::new(text.trim_end_matches(['/', '\\']))
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let name = if let Some(url) = package.strip_prefix("git+") {
+        let repo = url.rsplit('/').next().unwrap_or_default();
+        repo.split(".git").next().unwrap_or_default().to_owned()
+    } else if let Some(path) = package.strip_prefix("-e ") {
+        last_segment(path.trim())
+    } else if package.contains('/') || package.contains('\\') {
+        last_segment(package)
+    } else {
+        package
+            .split(['=', '<', '>', '!', '~', '[', ';', '@', ' '])
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    name.replace('-', "_")
+}
+
+/// The manifest to write for a plugin installed in the environment of `python`:
+/// the metadata, with `python_path` (where the environment will be), `module` and
+/// `class` for our launcher and `env_name` for `cjm-ctl remove`. Checked to be a
+/// manifest discovery accepts, naming the plugin `expected_name`.
+pub fn manifest_of(
+    python: &Path,
+    final_python: &Path,
+    module: &str,
+    expected_name: &str,
+    env_name: &str,
+    log: &mut File,
+) -> Result<String, String> {
+    let mut command = Command::new(python);
+    command
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(module)
+        .stdin(Stdio::null());
+    let _ = writeln!(
+        log,
+        "$ {} -c <introspection script> {module}",
+        python.display()
+    );
+    if let Ok(stderr) = log.try_clone() {
+        command.stderr(stderr);
+    }
+    let output = command
+        .output()
+        .map_err(|err| format!("cannot run {}: {err}", python.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "reading {module}.meta.get_plugin_metadata() failed ({}); see the log",
+            output.status
+        ));
+    }
+    let _ = log.write_all(&output.stdout);
+    let _ = writeln!(log);
+    let mut meta: Value = serde_json::from_slice(&output.stdout)
+        .map_err(|err| format!("{module}.meta.get_plugin_metadata() gave no JSON: {err}"))?;
+    let Some(fields) = meta.as_object_mut() else {
+        return Err(format!(
+            "{module}.meta.get_plugin_metadata() is not a JSON object"
+        ));
+    };
+    if !fields.get("class").is_some_and(Value::is_string) {
+        return Err(format!(
+            "{module}.meta.get_plugin_metadata() names no \"class\" to run"
+        ));
+    }
+    if !fields.get("module").is_some_and(Value::is_string) {
+        fields.insert("module".into(), Value::from(format!("{module}.plugin")));
+    }
+    fields.insert(
+        "python_path".into(),
+        Value::from(final_python.to_string_lossy().into_owned()),
+    );
+    fields.insert("env_name".into(), Value::from(env_name));
+    let text = serde_json::to_string_pretty(&meta)
+        .map_err(|err| format!("cannot serialise the manifest: {err}"))?;
+    let manifest = Manifest::from_json(&text).map_err(|err| err.to_string())?;
+    if manifest.name != expected_name {
+        return Err(format!(
+            "the plugin calls itself {:?}, but plugins.yaml names it {expected_name:?}",
+            manifest.name
+        ));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_names_follow_the_original() {
+        let cases = [
+            (
+                "git+https://github.com/cj-mills/cjm-transcription-plugin-whisper.git",
+                "cjm_transcription_plugin_whisper",
+            ),
+            (
+                "git+https://example.invalid/a/my-plugin.git@v1",
+                "my_plugin",
+            ),
+            ("-e /src/cjm-echo-py", "cjm_echo_py"),
+            ("/src/cjm-echo-py/", "cjm_echo_py"),
+            ("../py/cjm-echo-py", "cjm_echo_py"),
+            ("cjm-echo-py", "cjm_echo_py"),
+            ("cjm-echo-py==0.1.0", "cjm_echo_py"),
+            ("cjm-echo-py[gpu]>=1", "cjm_echo_py"),
+        ];
+        for (package, module) in cases {
+            assert_eq!(module_name(package), module, "{package}");
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Creating the environment of a Python entry: a venv from the interpreter that
+//! `python_version` names, or a conda environment from its `env_file`.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::cargo::run_logged;
+use super::config::PythonSpec;
+
+/// The interpreter inside an environment (venv and conda alike).
+pub fn env_python(env: &Path) -> PathBuf {
+    env.join("bin").join("python")
+}
+
+/// Create the environment at `env` (which must not exist), writing what the tools
+/// print to `log`.
+pub fn create(spec: &PythonSpec, env: &Path, log: &mut File) -> Result<(), String> {
+    match &spec.env_file {
+        Some(env_file) => create_conda(env_file, env, log),
+        None => {
+            let python = base_interpreter(spec.python_version.as_deref())?;
+            let mut command = Command::new(&python);
+            command.arg("-m").arg("venv").arg(env).stdin(Stdio::null());
+            run_logged(&mut command, log)
+        }
+    }
+}
+
+/// `conda env create` or `micromamba create`, into `env` by prefix so that the
+/// environment lives under `$CJM_HOME/envs` like every other.
+fn create_conda(env_file: &Path, env: &Path, log: &mut File) -> Result<(), String> {
+    let (program, mut args): (PathBuf, Vec<OsString>) = if let Some(conda) = find_on_path("conda") {
+        (conda, vec!["env".into(), "create".into(), "--yes".into()])
+    } else if let Some(micromamba) = find_on_path("micromamba") {
+        (micromamba, vec!["create".into(), "--yes".into()])
+    } else {
+        return Err(format!(
+            "env_file {} needs conda or micromamba, and neither is on PATH \
+             (install one, or use python_version for a venv)",
+            env_file.display()
+        ));
+    };
+    args.extend([
+        "--file".into(),
+        env_file.into(),
+        "--prefix".into(),
+        env.into(),
+    ]);
+    let mut command = Command::new(program);
+    command.args(args).stdin(Stdio::null());
+    run_logged(&mut command, log)?;
+    let python = env_python(env);
+    if python.is_file() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the environment from {} has no Python ({} is missing): add python to its \
+             dependencies",
+            env_file.display(),
+            python.display()
+        ))
+    }
+}
+
+/// The interpreter that creates the venv: `python<version>` from PATH when a version
+/// is asked for (and it must really be that version), else `python3`.
+fn base_interpreter(version: Option<&str>) -> Result<PathBuf, String> {
+    let Some(version) = version else {
+        return find_on_path("python3")
+            .or_else(|| find_on_path("python"))
+            .ok_or_else(|| "no python3 on PATH to create the environment with".to_owned());
+    };
+    if version.is_empty() || !version.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!(
+            "python_version {version:?} is not a version like \"3.11\""
+        ));
+    }
+    let name = format!("python{version}");
+    let program = find_on_path(&name).ok_or_else(|| {
+        format!(
+            "python_version {version} asks for {name}, which is not on PATH (install \
+             that Python, or use env_file with conda)"
+        )
+    })?;
+    let output = Command::new(&program)
+        .args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|err| format!("cannot run {}: {err}", program.display()))?;
+    let reported = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(format!(
+            "python_version {version}: {} on PATH does not run: {}",
+            program.display(),
+            stderr.lines().next().unwrap_or("no message")
+        ));
+    }
+    if !version_matches(&reported, version) {
+        return Err(format!(
+            "python_version {version}: {} is Python {reported}",
+            program.display()
+        ));
+    }
+    Ok(program)
+}
+
+/// Whether the interpreter's `major.minor.micro` is the version asked for, compared
+/// component by component (`3.1` is not `3.11`).
+fn version_matches(reported: &str, wanted: &str) -> bool {
+    let reported: Vec<&str> = reported.split('.').collect();
+    let wanted: Vec<&str> = wanted.split('.').collect();
+    wanted.len() <= reported.len() && reported.iter().zip(&wanted).all(|(a, b)| a == b)
+}
+
+/// The first executable file called `name` in the folders of PATH.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_by_component() {
+        assert!(version_matches("3.11.7", "3.11"));
+        assert!(version_matches("3.11.7", "3"));
+        assert!(version_matches("3.11.7", "3.11.7"));
+        assert!(!version_matches("3.11.7", "3.1"));
+        assert!(!version_matches("3.11.7", "3.12"));
+        assert!(!version_matches("3.11", "3.11.7"));
+    }
+
+    #[test]
+    fn a_version_that_is_not_one_is_refused_before_anything_runs() {
+        for bad in ["", "3.x", "3.11; rm -rf ~", "../3"] {
+            let err = base_interpreter(Some(bad)).unwrap_err();
+            assert!(err.contains("not a version"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_missing_interpreter_is_named() {
+        let err = base_interpreter(Some("0.0.1")).unwrap_err();
+        assert!(
+            err.contains("python0.0.1") && err.contains("not on PATH"),
+            "{err}"
+        );
+    }
+}
