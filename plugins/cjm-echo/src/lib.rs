@@ -34,7 +34,7 @@ pub fn about() -> About {
     }
 }
 
-/// What every result starts with
+/// Configuration of the echo test plugin
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 // Keys left out take their defaults, so that `{}` resets.
 #[serde(default)]
@@ -324,7 +324,7 @@ mod tests {
             json!({
                 "name": NAME,
                 "title": "Echo configuration",
-                "description": "What every result starts with",
+                "description": "Configuration of the echo test plugin",
                 "type": "object",
                 "properties": {
                     "prefix": {
