@@ -58,8 +58,8 @@ impl RemotePluginProxy {
     /// the end of its log.
     pub async fn start(spec: LaunchSpec) -> Result<Self, ProxyError> {
         let started = Instant::now();
-        let spawned = launch::spawn(&spec)?;
-        let transport = Transport::new(spawned.port);
+        let spawned = launch::spawn(&spec).await?;
+        let transport = Transport::new(spawned.port, spawned.authorization);
         let mut proxy = RemotePluginProxy {
             plugin: spec.plugin.clone(),
             version: String::new(),

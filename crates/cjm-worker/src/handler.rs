@@ -8,11 +8,14 @@ use cjm_interface::wire::{self, ErrorResponse, HealthResponse, StatusResponse};
 use cjm_interface::{json, Call, ConfigMap, ErrorKind};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{
+    HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::auth::AccessToken;
 use crate::body::ResponseBody;
 use crate::host::{guarded, CallFailure, PluginHost};
 use crate::proc_stats::CpuSampler;
@@ -20,15 +23,22 @@ use crate::proc_stats::CpuSampler;
 pub(crate) struct Worker {
     pub(crate) host: PluginHost,
     pub(crate) max_body_bytes: usize,
+    /// `None`: started without a secret, every request is served.
+    access: Option<AccessToken>,
     cpu: Mutex<CpuSampler>,
     cleaned_up: AtomicBool,
 }
 
 impl Worker {
-    pub(crate) fn new(host: PluginHost, max_body_bytes: usize) -> Self {
+    pub(crate) fn new(
+        host: PluginHost,
+        max_body_bytes: usize,
+        access: Option<AccessToken>,
+    ) -> Self {
         Worker {
             host,
             max_body_bytes,
+            access,
             cpu: Mutex::new(CpuSampler::new()),
             cleaned_up: AtomicBool::new(false),
         }
@@ -48,6 +58,11 @@ pub(crate) async fn handle(
     worker: Arc<Worker>,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
+    if let Some(access) = &worker.access {
+        if !access.admits(request.headers().get(AUTHORIZATION)) {
+            return unauthorized();
+        }
+    }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let get = method == Method::GET;
@@ -222,6 +237,21 @@ fn too_large(limit: usize) -> Response<ResponseBody> {
         format!("request body exceeds the worker's limit of {limit} bytes"),
         None,
     )
+}
+
+fn unauthorized() -> Response<ResponseBody> {
+    let mut response = error_response(
+        StatusCode::UNAUTHORIZED,
+        String::from(
+            "missing or wrong access token: this worker serves only the host that started it",
+        ),
+        Some("unauthorized"),
+    );
+    response.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static(wire::AUTHORIZATION_SCHEME),
+    );
+    response
 }
 
 fn method_not_allowed(allowed: &'static str) -> Response<ResponseBody> {

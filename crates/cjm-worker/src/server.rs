@@ -11,14 +11,19 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::auth::AccessToken;
 use crate::handler::{handle, Worker};
 use crate::host::PluginHost;
 
 /// How long SIGTERM waits for the plugin's cleanup before the worker exits anyway.
 const CLEANUP_ON_SIGTERM_LIMIT: Duration = Duration::from_secs(5);
 
+/// Request bodies above this get 413 unless [`ServeOptions::max_body_bytes`] says
+/// otherwise.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024 * 1024;
+
 /// How a worker serves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeOptions {
     /// Port on 127.0.0.1 (or that of the socket the host handed over).
     pub port: u16,
@@ -26,6 +31,9 @@ pub struct ServeOptions {
     pub parent_pid: Option<u32>,
     /// Request bodies above this get 413.
     pub max_body_bytes: usize,
+    /// When set, every request must carry `Authorization: Bearer <token>` (401
+    /// otherwise); see [`wire::WORKER_TOKEN_ENV`](cjm_interface::wire::WORKER_TOKEN_ENV).
+    pub access_token: Option<String>,
 }
 
 impl Default for ServeOptions {
@@ -33,8 +41,24 @@ impl Default for ServeOptions {
         ServeOptions {
             port: 0,
             parent_pid: None,
-            max_body_bytes: 1024 * 1024 * 1024,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            access_token: None,
         }
+    }
+}
+
+// By hand, so that the secret never reaches a log.
+impl fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("port", &self.port)
+            .field("parent_pid", &self.parent_pid)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field(
+                "access_token",
+                &self.access_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
     }
 }
 
@@ -86,6 +110,7 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
     let worker = Arc::new(Worker::new(
         PluginHost::new(Box::new(plugin)),
         options.max_body_bytes,
+        options.access_token.as_deref().map(AccessToken::new),
     ));
     let port = options.port;
     let outcome = runtime.block_on(async {

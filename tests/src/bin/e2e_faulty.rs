@@ -82,7 +82,32 @@ impl Plugin for Faulty {
     }
 }
 
+/// Serve without following the host's pid (no pidfd, no poll), so that only the
+/// kernel's parent-death signal can end the worker when its host dies.
+fn serve_without_parent_watch() -> ExitCode {
+    let Ok(args) = cjm_worker::WorkerArgs::parse(std::env::args().skip(1)) else {
+        return ExitCode::FAILURE;
+    };
+    let access_token = std::env::var(cjm_interface::wire::WORKER_TOKEN_ENV).ok();
+    let options = cjm_worker::ServeOptions {
+        port: args.port.unwrap_or(0),
+        parent_pid: None,
+        access_token,
+        ..cjm_worker::ServeOptions::default()
+    };
+    match cjm_worker::serve(Faulty::default(), options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("faulty: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    if std::env::args().any(|arg| arg == "--no-parent-watch") {
+        return serve_without_parent_watch();
+    }
     cjm_worker::main(cjm_worker::About::default(), |args| {
         if args.iter().any(|arg| arg == "--crash-at-start") {
             eprintln!("faulty: crashing at start as asked");

@@ -5,6 +5,7 @@
 // Test helpers may panic: a failed setup step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod access;
 mod common;
 mod ctl;
 mod faults;
