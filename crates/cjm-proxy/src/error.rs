@@ -123,7 +123,7 @@ impl ProxyError {
     }
 }
 
-fn describe_status(status: &Option<ExitStatus>) -> String {
+pub(crate) fn describe_status(status: &Option<ExitStatus>) -> String {
     use std::os::unix::process::ExitStatusExt;
     match status {
         Some(status) => match (status.code(), status.signal()) {

@@ -174,6 +174,19 @@ impl RemotePluginProxy {
         self.process.has_exited()
     }
 
+    /// Neither exited nor stopped (killed, shut down) by the host.
+    pub fn is_running(&self) -> bool {
+        !self.has_exited() && !self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// How the worker process ended, such as "was killed by signal 9"; `None` while
+    /// it runs.
+    pub fn exit_description(&self) -> Option<String> {
+        self.process
+            .exit_status()
+            .map(|status| crate::error::describe_status(&status))
+    }
+
     /// Running and answering `/health`.
     pub async fn is_alive(&self) -> bool {
         if self.has_exited() || self.stopped.load(Ordering::SeqCst) {

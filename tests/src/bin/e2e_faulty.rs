@@ -1,8 +1,11 @@
 #![allow(clippy::print_stderr)] // a fixture: its stderr is the log the test reads back
 //! A plugin that misbehaves on request, for fault tests: `execute(action, ..)` with
 //! action `panic`, `sleep` (ms), `exit` (code), `spawn_child` (starts `sleep` and
-//! returns its pid), `pid`. With plugin argument `--crash-at-start` it exits before
-//! serving; with `--never-ready` it hangs before serving.
+//! returns its pid), `pid`, `nan` (a result holding NaN). `execute_stream` with kwarg
+//! `progress_file` streams without end, writing the count of chunks produced to that
+//! file, one chunk each `interval_ms`. With plugin argument `--crash-at-start` it
+//! exits before serving; with `--never-ready` it hangs before serving; with
+//! `--no-parent-watch` it does not follow its host's pid.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -50,6 +53,9 @@ impl Plugin for Faulty {
                 Ok(json!({"child_pid": child.id()}))
             }
             "pid" => Ok(json!({"pid": std::process::id()})),
+            // serde_json turns a NaN into null as the Value is built: what a native
+            // plugin returns is always serialisable.
+            "nan" => Ok(json!({"value": f64::NAN})),
             other => Err(PluginError::invalid_argument(format!(
                 "unknown action {other}"
             ))),
@@ -57,6 +63,14 @@ impl Plugin for Faulty {
     }
 
     fn execute_stream(&self, call: Call) -> Result<ChunkIter<'_>, PluginError> {
+        if let Some(progress) = call.optional::<String>(usize::MAX, "progress_file")? {
+            let interval = Duration::from_millis(call.or(usize::MAX, "interval_ms", 1)?);
+            return Ok(Box::new((0u64..).map(move |i| {
+                std::thread::sleep(interval);
+                std::fs::write(&progress, (i + 1).to_string())?;
+                Ok(json!({"chunk": i}))
+            })));
+        }
         let fail_after: u64 = call.or(0, "fail_after", 2)?;
         Ok(Box::new((0..=fail_after).map(move |i| {
             if i == fail_after {

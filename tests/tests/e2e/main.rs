@@ -11,5 +11,6 @@ mod ctl;
 mod faults;
 mod install;
 mod protocol;
+mod recovery;
 mod scenario;
 mod scheduling;
