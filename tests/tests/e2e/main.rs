@@ -9,6 +9,7 @@ mod access;
 mod common;
 mod ctl;
 mod faults;
+mod fuzz;
 mod install;
 mod protocol;
 mod recovery;

@@ -3,6 +3,8 @@
 
 mod cargo;
 pub mod config;
+#[cfg(test)]
+mod config_properties;
 mod manifest_writer;
 mod native;
 mod prebuilt;
