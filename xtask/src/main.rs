@@ -6,6 +6,9 @@
 //!   them through `cjm-ctl`.
 //! - `bench [--quick] [--only METRIC]`: the benchmark, ours beside the machine's
 //!   floor and the Python original; writes `target/bench/results.json`.
+//! - `soak [cjm-soak options]`: 100,000 calls, 1,000 load/unload cycles and 32
+//!   clients x 4 workers for 60 s, failing on any error or on memory or descriptor
+//!   growth; a few minutes.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
@@ -19,8 +22,11 @@ fn main() -> Result<()> {
         "e2e" => e2e(),
         "demo" => demo(),
         "bench" => bench(std::env::args().skip(2).collect()),
+        "soak" => soak(std::env::args().skip(2).collect()),
         _ => {
-            eprintln!("usage: cargo xtask <e2e|demo|bench [--quick] [--only METRIC]>");
+            eprintln!(
+                "usage: cargo xtask <e2e|demo|bench [--quick] [--only METRIC]|soak [OPTIONS]>"
+            );
             bail!("unknown task {task:?}")
         }
     }
@@ -57,6 +63,15 @@ fn e2e() -> Result<()> {
         "--",
         "--test-threads=2",
     ]))
+}
+
+fn soak(passthrough: Vec<String>) -> Result<()> {
+    let root = workspace_root()?;
+    run(cargo()
+        .current_dir(&root)
+        .args(["build", "--release", "--package", "cjm-soak"]))?;
+    // soak-echo is built beside cjm-soak, where it looks for it.
+    run(Command::new(root.join("target/release/cjm-soak")).args(&passthrough))
 }
 
 /// The original's version the benchmark compares against.

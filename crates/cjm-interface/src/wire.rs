@@ -24,6 +24,19 @@ pub const CONTENT_TYPE_NDJSON: &str = "application/x-ndjson";
 /// the host may connect before the worker is up (the kernel queues the connection).
 pub const LISTEN_FD_ENV: &str = "CJM_LISTEN_FD";
 
+/// Extension: a native worker started by our host gets a fresh secret (64 hex digits)
+/// in this environment variable and answers only requests carrying
+/// `Authorization: Bearer <secret>` ([`AUTHORIZATION_SCHEME`]). A worker started
+/// without it (by hand, or by the original's host) serves without this check.
+pub const WORKER_TOKEN_ENV: &str = "CJM_WORKER_TOKEN";
+
+/// The scheme of the `Authorization` header that carries the worker's secret.
+pub const AUTHORIZATION_SCHEME: &str = "Bearer";
+
+/// Extension: the largest request body a native worker accepts, in bytes (bigger
+/// ones get 413). Set it in a manifest's `env_vars` to change it for one plugin.
+pub const MAX_BODY_ENV: &str = "CJM_MAX_BODY_BYTES";
+
 /// Body of `POST /execute` and `POST /execute_stream`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExecuteRequest {

@@ -80,6 +80,26 @@ impl BlockingPluginManager {
         self.block_on(self.manager.execute_plugin(name, call))
     }
 
+    pub fn execute_plugin_with_timeout(
+        &self,
+        name: &str,
+        call: CallArgs,
+        timeout: std::time::Duration,
+    ) -> Result<Value, ManagerError> {
+        self.block_on(
+            self.manager
+                .execute_plugin_with_timeout(name, call, timeout),
+        )
+    }
+
+    pub fn plugin_status(&self, name: &str) -> Option<crate::PluginStatus> {
+        self.manager.plugin_status(name)
+    }
+
+    pub fn is_running(&self, name: &str) -> bool {
+        self.manager.is_running(name)
+    }
+
     /// The chunks of a streaming execution as a blocking iterator.
     pub fn execute_plugin_stream(
         &self,

@@ -1,5 +1,6 @@
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use cjm_proxy::ProxyError;
 use cjm_scheduling::{Refusal, StatsError};
@@ -32,6 +33,22 @@ pub enum ManagerError {
         evicted: Vec<String>,
         /// GPU plugins left alone because they were executing.
         busy: Vec<String>,
+    },
+    /// The plugin's worker is dead and the restart policy does not (or no longer)
+    /// bring it back; reload it.
+    NotRunning {
+        name: String,
+        /// How it died, such as "was killed by signal 9".
+        reason: String,
+        restarts: u32,
+        max_restarts: u32,
+    },
+    /// An execution took longer than its timeout.
+    Timeout {
+        name: String,
+        after: Duration,
+        /// Whether the worker was killed for it (see [`OnTimeout`](crate::OnTimeout)).
+        worker_killed: bool,
     },
     /// Talking to the worker failed.
     Plugin(ProxyError),
@@ -89,6 +106,36 @@ impl fmt::Display for ManagerError {
                 }
                 if !busy.is_empty() {
                     write!(f, " (executing, not evicted: {})", busy.join(", "))?;
+                }
+                Ok(())
+            }
+            ManagerError::NotRunning {
+                name,
+                reason,
+                restarts,
+                max_restarts,
+            } => {
+                write!(f, "plugin {name}: worker is not running (it {reason}); ")?;
+                if *max_restarts == 0 {
+                    write!(f, "reload it, or set a restart policy")
+                } else {
+                    write!(
+                        f,
+                        "gave up after {restarts} of {max_restarts} restarts; reload it"
+                    )
+                }
+            }
+            ManagerError::Timeout {
+                name,
+                after,
+                worker_killed,
+            } => {
+                write!(
+                    f,
+                    "plugin {name}: execution did not finish within {after:?}"
+                )?;
+                if *worker_killed {
+                    write!(f, "; its worker was killed")?;
                 }
                 Ok(())
             }

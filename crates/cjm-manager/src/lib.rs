@@ -13,6 +13,7 @@ mod launch;
 mod loaded;
 mod manager;
 mod options;
+mod policy;
 mod stream;
 
 pub use blocking::{BlockingPluginManager, BlockingStream};
@@ -20,6 +21,7 @@ pub use discovery::{DiscoveredPlugin, Discovery, ManifestProblem, Shadowed};
 pub use error::ManagerError;
 pub use manager::PluginManager;
 pub use options::ManagerOptions;
+pub use policy::{FaultPolicy, OnTimeout, PluginState, PluginStatus, RestartPolicy};
 pub use stream::PluginStream;
 
 pub use cjm_interface::{Arg, CallArgs, ConfigMap, FileBacked};

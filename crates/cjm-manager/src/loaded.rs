@@ -1,7 +1,7 @@
 //! A plugin with a running worker, and the bookkeeping of its executions.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -25,6 +25,13 @@ pub(crate) struct LoadedPlugin {
     /// Executions asked for and not finished, those still waiting for admission
     /// included: a plugin with any is never evicted.
     claims: AtomicUsize,
+    /// Restarts by the restart policy that led to this worker.
+    restarts: AtomicU32,
+    /// Why the host killed the worker, when it did (a call timed out).
+    killed_because: Mutex<Option<String>>,
+    /// One restart at a time: callers that find the worker dead together wait for the
+    /// first one's restart.
+    pub(crate) revive: tokio::sync::Mutex<()>,
 }
 
 /// Lock a mutex whose data stays consistent even if a holder panicked (plain values,
@@ -53,7 +60,39 @@ impl LoadedPlugin {
             config: Mutex::new(config),
             active_executions: AtomicUsize::new(0),
             claims: AtomicUsize::new(0),
+            restarts: AtomicU32::new(0),
+            killed_because: Mutex::new(None),
+            revive: tokio::sync::Mutex::new(()),
         }
+    }
+
+    pub(crate) fn restarts(&self) -> u32 {
+        self.restarts.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_restarts(&self, restarts: u32) {
+        self.restarts.store(restarts, Ordering::SeqCst);
+    }
+
+    /// Kill the worker at once, remembering why.
+    pub(crate) fn kill(&self, reason: String) {
+        *lock(&self.killed_because) = Some(reason);
+        self.proxy.kill();
+    }
+
+    /// Why the worker is dead; `None` while it runs.
+    pub(crate) fn failure(&self) -> Option<String> {
+        if let Some(reason) = lock(&self.killed_because).clone() {
+            return Some(reason);
+        }
+        if self.proxy.is_running() {
+            return None;
+        }
+        Some(
+            self.proxy
+                .exit_description()
+                .unwrap_or_else(|| String::from("was stopped")),
+        )
     }
 
     pub(crate) fn meta(&self) -> PluginMeta {
@@ -99,6 +138,10 @@ pub(crate) struct ExecutionGuard {
 }
 
 impl ExecutionGuard {
+    pub(crate) fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.plugin
+    }
+
     pub(crate) fn begin(
         claim: ExecutionClaim,
         scheduler: Arc<dyn ResourceScheduler>,

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
 
 use cjm_interface::wire::StatsResponse;
 use cjm_interface::{CallArgs, ConfigMap};
@@ -18,6 +19,7 @@ use crate::loaded::{ExecutionClaim, ExecutionGuard, LoadedPlugin};
 use crate::{ManagerError, ManagerOptions, PluginStream};
 
 mod eviction;
+mod recovery;
 mod telemetry;
 
 use telemetry::ManagerStats;
@@ -386,10 +388,39 @@ impl PluginManager {
 
     // ---- execution ----------------------------------------------------------------
 
-    /// Execute a plugin once, after the scheduler admits it.
+    /// Execute a plugin once, after the scheduler admits it, within the plugin's
+    /// call timeout if its [`FaultPolicy`](crate::FaultPolicy) sets one.
     pub async fn execute_plugin(&self, name: &str, call: CallArgs) -> Result<Value, ManagerError> {
+        self.execute_within(name, call, None).await
+    }
+
+    /// [`execute_plugin`](Self::execute_plugin) with this call's own time limit. Past
+    /// it the call fails with [`ManagerError::Timeout`], and the worker is killed or
+    /// left running as the plugin's [`OnTimeout`](crate::OnTimeout) says.
+    pub async fn execute_plugin_with_timeout(
+        &self,
+        name: &str,
+        call: CallArgs,
+        timeout: Duration,
+    ) -> Result<Value, ManagerError> {
+        self.execute_within(name, call, Some(timeout)).await
+    }
+
+    async fn execute_within(
+        &self,
+        name: &str,
+        call: CallArgs,
+        timeout: Option<Duration>,
+    ) -> Result<Value, ManagerError> {
+        self.revive_if_dead(name).await?;
         let (plugin, _execution) = self.admit(name).await?;
-        Ok(plugin.proxy.execute(call).await?)
+        let Some(limit) = self.call_timeout(name, timeout) else {
+            return Ok(plugin.proxy.execute(call).await?);
+        };
+        match tokio::time::timeout(limit, plugin.proxy.execute(call)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(self.timed_out(name, &plugin, limit)),
+        }
     }
 
     /// Execute a plugin and receive its results chunk by chunk.
@@ -398,9 +429,19 @@ impl PluginManager {
         name: &str,
         call: CallArgs,
     ) -> Result<PluginStream, ManagerError> {
+        self.revive_if_dead(name).await?;
         let (plugin, execution) = self.admit(name).await?;
-        let chunks = plugin.proxy.execute_stream(call).await?;
-        Ok(PluginStream::new(chunks, execution))
+        let limit = self.call_timeout(name, None);
+        let started = plugin.proxy.execute_stream(call);
+        let chunks = match limit {
+            None => started.await?,
+            Some(limit) => match tokio::time::timeout(limit, started).await {
+                Ok(chunks) => chunks?,
+                Err(_) => return Err(self.timed_out(name, &plugin, limit)),
+            },
+        };
+        let on_timeout = self.shared.options.fault_policy_for(name).on_timeout;
+        Ok(PluginStream::new(chunks, execution, limit, on_timeout))
     }
 
     /// Ask the scheduler; when it refuses for GPU memory, evict idle GPU plugins
@@ -487,9 +528,15 @@ impl PluginManager {
         configs
     }
 
-    /// Memory and CPU of the plugin's worker process tree.
+    /// Memory and CPU of the plugin's worker process tree, and (as `restarts` among
+    /// the extra fields) how often the restart policy has restarted it.
     pub async fn plugin_stats(&self, name: &str) -> Result<StatsResponse, ManagerError> {
-        Ok(self.loaded(name)?.proxy.stats().await?)
+        let plugin = self.loaded(name)?;
+        let mut stats = plugin.proxy.stats().await?;
+        stats
+            .extra
+            .insert(String::from("restarts"), Value::from(plugin.restarts()));
+        Ok(stats)
     }
 
     /// The last `lines` lines of the plugin's log (of every run, not only the current

@@ -1,9 +1,12 @@
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cjm_metadata::{CjmHome, HomeError};
 use cjm_scheduling::{PermissiveScheduler, ResourceScheduler, StatsSource};
+
+use crate::FaultPolicy;
 
 /// How a [`PluginManager`](crate::PluginManager) finds, starts and admits plugins.
 #[derive(Debug, Clone)]
@@ -22,6 +25,11 @@ pub struct ManagerOptions {
     pub start_timeout: Duration,
     /// Where file-backed arguments are written for the duration of a call.
     pub temp_dir: PathBuf,
+    /// Call timeouts and restarts, for plugins without an entry in
+    /// `plugin_fault_policies`. The default: no timeout, no restarts.
+    pub fault_policy: FaultPolicy,
+    /// Fault policies by plugin name.
+    pub plugin_fault_policies: HashMap<String, FaultPolicy>,
 }
 
 impl ManagerOptions {
@@ -39,6 +47,15 @@ impl ManagerOptions {
             stats_source: None,
             start_timeout: Duration::from_secs(30),
             temp_dir: std::env::temp_dir(),
+            fault_policy: FaultPolicy::default(),
+            plugin_fault_policies: HashMap::new(),
         }
+    }
+
+    /// The fault policy in force for `plugin`.
+    pub fn fault_policy_for(&self, plugin: &str) -> &FaultPolicy {
+        self.plugin_fault_policies
+            .get(plugin)
+            .unwrap_or(&self.fault_policy)
     }
 }

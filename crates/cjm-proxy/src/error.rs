@@ -20,6 +20,11 @@ pub enum ProxyError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// No secret could be made for the worker (the kernel's randomness unreadable).
+    Secret {
+        plugin: String,
+        source: std::io::Error,
+    },
     /// The listening socket for the worker could not be set up.
     Socket {
         plugin: String,
@@ -92,6 +97,7 @@ impl ProxyError {
             ProxyError::Spawn { plugin, .. }
             | ProxyError::Log { plugin, .. }
             | ProxyError::Socket { plugin, .. }
+            | ProxyError::Secret { plugin, .. }
             | ProxyError::StartFailed { plugin, .. }
             | ProxyError::StartTimeout { plugin, .. }
             | ProxyError::WorkerDied { plugin, .. }
@@ -117,7 +123,7 @@ impl ProxyError {
     }
 }
 
-fn describe_status(status: &Option<ExitStatus>) -> String {
+pub(crate) fn describe_status(status: &Option<ExitStatus>) -> String {
     use std::os::unix::process::ExitStatusExt;
     match status {
         Some(status) => match (status.code(), status.signal()) {
@@ -164,6 +170,10 @@ impl fmt::Display for ProxyError {
                     "plugin {plugin}: cannot open a loopback socket: {source}"
                 )
             }
+            ProxyError::Secret { plugin, source } => write!(
+                f,
+                "plugin {plugin}: cannot read /dev/urandom for the worker's access secret: {source}"
+            ),
             ProxyError::StartFailed {
                 plugin,
                 status,
@@ -262,6 +272,7 @@ impl std::error::Error for ProxyError {
             ProxyError::Spawn { source, .. }
             | ProxyError::Log { source, .. }
             | ProxyError::Socket { source, .. }
+            | ProxyError::Secret { source, .. }
             | ProxyError::TempFile { source, .. } => Some(source),
             _ => None,
         }

@@ -1,15 +1,16 @@
 //! Starting a worker process: its command line, environment, log and socket.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use cjm_interface::wire;
+use hyper::header::HeaderValue;
 
 use crate::process::WorkerProcess;
-use crate::{log, ProxyError};
+use crate::{log, secret, spawner, ProxyError};
 
 /// The descriptor number an inherited listening socket gets in the worker.
 const INHERITED_LISTEN_FD: i32 = 3;
@@ -68,9 +69,11 @@ pub(crate) struct Spawned {
     pub(crate) process: WorkerProcess,
     pub(crate) port: u16,
     pub(crate) log_start: u64,
+    /// `Bearer <secret>`, for a worker that was given one.
+    pub(crate) authorization: Option<HeaderValue>,
 }
 
-pub(crate) fn spawn(spec: &LaunchSpec) -> Result<Spawned, ProxyError> {
+pub(crate) async fn spawn(spec: &LaunchSpec) -> Result<Spawned, ProxyError> {
     let socket_error = |source| ProxyError::Socket {
         plugin: spec.plugin.clone(),
         source,
@@ -78,11 +81,19 @@ pub(crate) fn spawn(spec: &LaunchSpec) -> Result<Spawned, ProxyError> {
     let listener =
         TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).map_err(socket_error)?;
     let port = listener.local_addr().map_err(socket_error)?.port();
-    let inherited = match spec.listen {
-        ListenMode::InheritSocket => Some(listener),
+    // Only our own workers check a secret; the original's Python worker binds its
+    // own port and would ignore one.
+    let (inherited, secret) = match spec.listen {
+        ListenMode::InheritSocket => {
+            let secret = secret::generate().map_err(|source| ProxyError::Secret {
+                plugin: spec.plugin.clone(),
+                source,
+            })?;
+            (Some(listener), Some(secret))
+        }
         ListenMode::WorkerBinds => {
             drop(listener);
-            None
+            (None, None)
         }
     };
 
@@ -120,39 +131,87 @@ pub(crate) fn spawn(spec: &LaunchSpec) -> Result<Spawned, ProxyError> {
         // Its own process group, so that stopping the worker stops whatever it started.
         .process_group(0)
         .kill_on_drop(true);
-    if let Some(listener) = &inherited {
-        let fd = listener.as_raw_fd();
-        command.env(wire::LISTEN_FD_ENV, INHERITED_LISTEN_FD.to_string());
-        // SAFETY: the closure runs in the child between fork and exec and calls only
-        // async-signal-safe functions (dup2, fcntl). dup2 gives the child a copy of the
-        // socket without close-on-exec, so the worker, and only the worker, inherits it;
-        // the host's own copy stays close-on-exec for every other child.
-        unsafe {
-            command.pre_exec(move || {
-                let result = if fd == INHERITED_LISTEN_FD {
-                    libc::fcntl(fd, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(fd, INHERITED_LISTEN_FD)
-                };
-                if result < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+    // In the environment, never on the command line, which every local user can read.
+    if let Some(secret) = &secret {
+        command.env(wire::WORKER_TOKEN_ENV, secret);
     }
-    let child = command.spawn().map_err(|source| ProxyError::Spawn {
-        plugin: spec.plugin.clone(),
-        program: spec.program.clone(),
-        source,
-    })?;
+    let inherited_fd = inherited.as_ref().map(|listener| listener.as_raw_fd());
+    if inherited_fd.is_some() {
+        command.env(wire::LISTEN_FD_ENV, INHERITED_LISTEN_FD.to_string());
+    }
+    // SAFETY: the closure runs in the child between fork and exec and calls only
+    // async-signal-safe functions (dup2, fcntl, prctl, getppid) and allocates nothing.
+    unsafe {
+        command.pre_exec(move || in_child_before_exec(inherited_fd, host_pid));
+    }
+    let child = spawner::spawn(command)
+        .await
+        .map_err(|source| ProxyError::Spawn {
+            plugin: spec.plugin.clone(),
+            program: spec.program.clone(),
+            source,
+        })?;
     // Our copy must go now: once the worker dies, nothing may hold the socket open,
     // so that a pending connection fails at once instead of waiting in the backlog.
     drop(inherited);
     let process = WorkerProcess::watch(child)?;
+    let authorization = secret.and_then(|secret| {
+        let mut value =
+            HeaderValue::from_str(&format!("{} {secret}", wire::AUTHORIZATION_SCHEME)).ok()?;
+        value.set_sensitive(true);
+        Some(value)
+    });
     Ok(Spawned {
         process,
         port,
         log_start,
+        authorization,
     })
+}
+
+/// In the forked child: hand over the listening socket, and (Linux) ask the kernel to
+/// kill the worker when the host dies, even by SIGKILL.
+fn in_child_before_exec(inherited_fd: Option<RawFd>, host_pid: u32) -> std::io::Result<()> {
+    if let Some(fd) = inherited_fd {
+        // dup2 gives the child a copy of the socket without close-on-exec, so the
+        // worker, and only the worker, inherits it; the host's own copy stays
+        // close-on-exec for every other child.
+        // SAFETY: plain descriptor calls on a descriptor the host keeps open.
+        let result = unsafe {
+            if fd == INHERITED_LISTEN_FD {
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, INHERITED_LISTEN_FD)
+            }
+        };
+        if result < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number; getppid cannot fail.
+        let (result, parent) = unsafe {
+            (
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ),
+                libc::getppid(),
+            )
+        };
+        if result < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // The host may have died between fork and prctl; then no signal would come.
+        if libc::pid_t::try_from(host_pid) != Ok(parent) {
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = host_pid;
+    Ok(())
 }

@@ -11,6 +11,8 @@ mod launch;
 mod log;
 mod process;
 mod proxy;
+mod secret;
+mod spawner;
 mod stream;
 mod transport;
 

@@ -15,7 +15,12 @@ const TAIL_BYTES: u64 = 16 * 1024;
 /// offset where this run's output begins.
 pub(crate) fn open_for_run(path: &Path, header: &str) -> io::Result<(File, u64)> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(|err| {
+            io::Error::new(
+                err.kind(),
+                format!("cannot create its folder {}: {err}", dir.display()),
+            )
+        })?;
     }
     let mut file = OpenOptions::new().create(true).append(true).open(path)?;
     writeln!(

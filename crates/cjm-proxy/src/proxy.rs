@@ -84,8 +84,8 @@ impl RemotePluginProxy {
     }
 
     async fn start_once(spec: &LaunchSpec, started: Instant) -> Result<Self, ProxyError> {
-        let spawned = launch::spawn(spec)?;
-        let transport = Transport::new(spawned.port);
+        let spawned = launch::spawn(spec).await?;
+        let transport = Transport::new(spawned.port, spawned.authorization);
         let mut proxy = RemotePluginProxy {
             plugin: spec.plugin.clone(),
             version: String::new(),
@@ -209,6 +209,19 @@ impl RemotePluginProxy {
     /// Whether the worker process has ended.
     pub fn has_exited(&self) -> bool {
         self.process.has_exited()
+    }
+
+    /// Neither exited nor stopped (killed, shut down) by the host.
+    pub fn is_running(&self) -> bool {
+        !self.has_exited() && !self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// How the worker process ended, such as "was killed by signal 9"; `None` while
+    /// it runs.
+    pub fn exit_description(&self) -> Option<String> {
+        self.process
+            .exit_status()
+            .map(|status| crate::error::describe_status(&status))
     }
 
     /// Running and answering `/health`.

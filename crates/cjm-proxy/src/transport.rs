@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -15,10 +15,12 @@ use cjm_interface::wire;
 pub(crate) struct Transport {
     client: Client<HttpConnector, Full<Bytes>>,
     authority: String,
+    /// `Bearer <secret>` for a worker that requires it, sent on every request.
+    authorization: Option<HeaderValue>,
 }
 
 impl Transport {
-    pub(crate) fn new(port: u16) -> Self {
+    pub(crate) fn new(port: u16, authorization: Option<HeaderValue>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.enforce_http(true);
@@ -26,6 +28,7 @@ impl Transport {
         Transport {
             client,
             authority: format!("127.0.0.1:{port}"),
+            authorization,
         }
     }
 
@@ -39,6 +42,9 @@ impl Transport {
             .parse()
             .map_err(|err| format!("bad URI: {err}"))?;
         let mut builder = Request::builder().method(method).uri(uri);
+        if let Some(authorization) = &self.authorization {
+            builder = builder.header(AUTHORIZATION, authorization.clone());
+        }
         if body.is_some() {
             builder = builder.header(
                 CONTENT_TYPE,

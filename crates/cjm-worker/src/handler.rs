@@ -9,11 +9,14 @@ use cjm_interface::{json, Call, ConfigMap, ErrorKind, PluginError};
 use cjm_validation::ConfigValidator;
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{
+    HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::auth::AccessToken;
 use crate::body::ResponseBody;
 use crate::host::{guarded, CallFailure, PluginHost};
 use crate::proc_stats::CpuSampler;
@@ -24,6 +27,8 @@ pub(crate) struct Worker {
     /// The plugin's config schema, compiled once: `/initialize` checks with it before
     /// the plugin sees a configuration.
     config_validator: ConfigValidator,
+    /// `None`: started without a secret, every request is served.
+    access: Option<AccessToken>,
     cpu: Mutex<CpuSampler>,
     cleaned_up: AtomicBool,
 }
@@ -33,11 +38,13 @@ impl Worker {
         host: PluginHost,
         max_body_bytes: usize,
         config_validator: ConfigValidator,
+        access: Option<AccessToken>,
     ) -> Self {
         Worker {
             host,
             max_body_bytes,
             config_validator,
+            access,
             cpu: Mutex::new(CpuSampler::new()),
             cleaned_up: AtomicBool::new(false),
         }
@@ -58,6 +65,11 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     crate::allocator::note_activity();
+    if let Some(access) = &worker.access {
+        if !access.admits(request.headers().get(AUTHORIZATION)) {
+            return unauthorized();
+        }
+    }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let get = method == Method::GET;
@@ -225,6 +237,21 @@ fn too_large(limit: usize) -> Response<ResponseBody> {
         format!("request body exceeds the worker's limit of {limit} bytes"),
         None,
     )
+}
+
+fn unauthorized() -> Response<ResponseBody> {
+    let mut response = error_response(
+        StatusCode::UNAUTHORIZED,
+        String::from(
+            "missing or wrong access token: this worker serves only the host that started it",
+        ),
+        Some("unauthorized"),
+    );
+    response.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static(wire::AUTHORIZATION_SCHEME),
+    );
+    response
 }
 
 fn method_not_allowed(allowed: &'static str) -> Response<ResponseBody> {

@@ -32,6 +32,7 @@
 
 mod allocator;
 mod args;
+mod auth;
 mod body;
 pub mod config;
 mod handler;
@@ -44,12 +45,12 @@ mod stream;
 
 use std::process::ExitCode;
 
-use cjm_interface::{Plugin, PluginError};
+use cjm_interface::{wire, Plugin, PluginError};
 use cjm_metadata::ResourceRequirements;
 use serde_json::{json, Value};
 
 pub use args::{WorkerArgs, WorkerArgsError};
-pub use server::{serve, ServeError, ServeOptions};
+pub use server::{serve, ServeError, ServeOptions, DEFAULT_MAX_BODY_BYTES};
 
 /// The schema and validation crate, for what [`config`] does not cover.
 pub use cjm_validation;
@@ -115,6 +116,8 @@ where
     P: Plugin,
     F: FnOnce(&[String]) -> Result<P, PluginError>,
 {
+    // First, before the plugin can start anything that would inherit it.
+    let access_token = access_token_from_env()?;
     let args = WorkerArgs::parse(std::env::args().skip(1)).map_err(|err| err.to_string())?;
     let plugin = make_plugin(&args.plugin_args)
         .map_err(|err| format!("plugin construction failed: {err}"))?;
@@ -133,7 +136,38 @@ where
     let options = ServeOptions {
         port,
         parent_pid: args.ppid,
-        ..ServeOptions::default()
+        max_body_bytes: max_body_bytes_from_env()?,
+        access_token,
     };
     serve(plugin, options).map_err(|err| err.to_string())
+}
+
+/// The host's secret, taken out of the environment so that nothing the plugin starts
+/// inherits it.
+fn access_token_from_env() -> Result<Option<String>, String> {
+    let Some(token) = std::env::var_os(wire::WORKER_TOKEN_ENV) else {
+        return Ok(None);
+    };
+    // Still single-threaded here: nothing else reads the environment meanwhile.
+    std::env::remove_var(wire::WORKER_TOKEN_ENV);
+    match token.into_string() {
+        Ok(token) if !token.trim().is_empty() => Ok(Some(token)),
+        _ => Err(format!(
+            "{} is set but is not a usable secret (empty or not UTF-8)",
+            wire::WORKER_TOKEN_ENV
+        )),
+    }
+}
+
+fn max_body_bytes_from_env() -> Result<usize, String> {
+    match std::env::var(wire::MAX_BODY_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(DEFAULT_MAX_BODY_BYTES),
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| format!("{}={text:?} is not a number of bytes", wire::MAX_BODY_ENV)),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(format!("{} is not a number of bytes", wire::MAX_BODY_ENV))
+        }
+    }
 }

@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::auth::AccessToken;
 use crate::handler::{handle, Worker};
 use crate::host::PluginHost;
 
@@ -28,8 +29,12 @@ const IDLE_MEMORY_CHECK: Duration = Duration::from_secs(1);
 /// How long SIGTERM waits for the plugin's cleanup before the worker exits anyway.
 const CLEANUP_ON_SIGTERM_LIMIT: Duration = Duration::from_secs(5);
 
+/// Request bodies above this get 413 unless [`ServeOptions::max_body_bytes`] says
+/// otherwise.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024 * 1024;
+
 /// How a worker serves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeOptions {
     /// Port on 127.0.0.1 (or that of the socket the host handed over).
     pub port: u16,
@@ -37,6 +42,9 @@ pub struct ServeOptions {
     pub parent_pid: Option<u32>,
     /// Request bodies above this get 413.
     pub max_body_bytes: usize,
+    /// When set, every request must carry `Authorization: Bearer <token>` (401
+    /// otherwise); see [`wire::WORKER_TOKEN_ENV`](cjm_interface::wire::WORKER_TOKEN_ENV).
+    pub access_token: Option<String>,
 }
 
 impl Default for ServeOptions {
@@ -44,8 +52,24 @@ impl Default for ServeOptions {
         ServeOptions {
             port: 0,
             parent_pid: None,
-            max_body_bytes: 1024 * 1024 * 1024,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            access_token: None,
         }
+    }
+}
+
+// By hand, so that the secret never reaches a log.
+impl fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("port", &self.port)
+            .field("parent_pid", &self.parent_pid)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field(
+                "access_token",
+                &self.access_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
     }
 }
 
@@ -121,6 +145,7 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
         PluginHost::new(Box::new(plugin)),
         options.max_body_bytes,
         config_validator,
+        options.access_token.as_deref().map(AccessToken::new),
     ));
     let port = options.port;
     let outcome = runtime.block_on(async {

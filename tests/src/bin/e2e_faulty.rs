@@ -1,8 +1,11 @@
 #![allow(clippy::print_stderr)] // a fixture: its stderr is the log the test reads back
 //! A plugin that misbehaves on request, for fault tests: `execute(action, ..)` with
 //! action `panic`, `sleep` (ms), `exit` (code), `spawn_child` (starts `sleep` and
-//! returns its pid), `pid`. With plugin argument `--crash-at-start` it exits before
-//! serving; with `--never-ready` it hangs before serving. With `--schema` it declares a
+//! returns its pid), `pid`, `nan` (a result holding NaN). `execute_stream` with kwarg
+//! `progress_file` streams without end, writing the count of chunks produced to that
+//! file, one chunk each `interval_ms`. With plugin argument `--crash-at-start` it
+//! exits before serving; with `--never-ready` it hangs before serving; with
+//! `--no-parent-watch` it does not follow its host's pid. With `--schema` it declares a
 //! config schema (`level`: integer 0..=9) that its own `initialize` never checks, so
 //! only the worker can refuse a configuration; with `--broken-schema` it declares one
 //! that is not valid JSON Schema.
@@ -54,6 +57,9 @@ impl Plugin for Faulty {
                 Ok(json!({"child_pid": child.id()}))
             }
             "pid" => Ok(json!({"pid": std::process::id()})),
+            // serde_json turns a NaN into null as the Value is built: what a native
+            // plugin returns is always serialisable.
+            "nan" => Ok(json!({"value": f64::NAN})),
             other => Err(PluginError::invalid_argument(format!(
                 "unknown action {other}"
             ))),
@@ -61,6 +67,14 @@ impl Plugin for Faulty {
     }
 
     fn execute_stream(&self, call: Call) -> Result<ChunkIter<'_>, PluginError> {
+        if let Some(progress) = call.optional::<String>(usize::MAX, "progress_file")? {
+            let interval = Duration::from_millis(call.or(usize::MAX, "interval_ms", 1)?);
+            return Ok(Box::new((0u64..).map(move |i| {
+                std::thread::sleep(interval);
+                std::fs::write(&progress, (i + 1).to_string())?;
+                Ok(json!({"chunk": i}))
+            })));
+        }
         let fail_after: u64 = call.or(0, "fail_after", 2)?;
         Ok(Box::new((0..=fail_after).map(move |i| {
             if i == fail_after {
@@ -90,7 +104,32 @@ impl Plugin for Faulty {
     }
 }
 
+/// Serve without following the host's pid (no pidfd, no poll), so that only the
+/// kernel's parent-death signal can end the worker when its host dies.
+fn serve_without_parent_watch() -> ExitCode {
+    let Ok(args) = cjm_worker::WorkerArgs::parse(std::env::args().skip(1)) else {
+        return ExitCode::FAILURE;
+    };
+    let access_token = std::env::var(cjm_interface::wire::WORKER_TOKEN_ENV).ok();
+    let options = cjm_worker::ServeOptions {
+        port: args.port.unwrap_or(0),
+        parent_pid: None,
+        access_token,
+        ..cjm_worker::ServeOptions::default()
+    };
+    match cjm_worker::serve(Faulty::default(), options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("faulty: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    if std::env::args().any(|arg| arg == "--no-parent-watch") {
+        return serve_without_parent_watch();
+    }
     cjm_worker::main(cjm_worker::About::default(), |args| {
         if args.iter().any(|arg| arg == "--crash-at-start") {
             eprintln!("faulty: crashing at start as asked");

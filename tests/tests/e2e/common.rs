@@ -125,3 +125,63 @@ pub fn entries(dir: &Path) -> Vec<PathBuf> {
         .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
         .unwrap_or_default()
 }
+
+/// A worker started by hand, as the original's host or a developer would: it binds
+/// `--port` itself and has no access secret. Killed on drop.
+pub struct HandStartedWorker {
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl HandStartedWorker {
+    pub fn start(binary: &str, env: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|listener| listener.local_addr())
+            .expect("free port")
+            .port();
+        let child = std::process::Command::new(binary)
+            .arg("--port")
+            .arg(port.to_string())
+            .env_remove("CJM_WORKER_TOKEN")
+            .env_remove("CJM_LISTEN_FD")
+            .envs(env.iter().copied())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("worker started");
+        let worker = HandStartedWorker { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "worker never listened on {port}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        worker
+    }
+}
+
+impl Drop for HandStartedWorker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Send one raw HTTP request (closing the connection) and read the whole answer:
+/// its status and text.
+pub fn exchange(port: u16, request: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // The worker may answer (413, 401) and close before reading everything.
+    let _ = stream.write_all(request);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}

@@ -301,3 +301,64 @@ fn workers_exit_on_their_own_when_the_host_is_killed() {
         "{gone_after:?}"
     );
 }
+
+/// The worker below does not follow its host's pid: only PR_SET_PDEATHSIG ends it.
+#[test]
+fn the_kernel_kills_a_worker_whose_host_was_killed() {
+    let home = TestHome::new();
+    home.native_manifest("orphan", FAULTY, &["--no-parent-watch"]);
+    let mut host = Command::new(HOST)
+        .arg("orphan")
+        .env("CJM_HOME", home.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(host.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let worker: u32 = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("host said {line:?}"));
+    assert!(alive(worker));
+    host.kill().unwrap();
+    host.wait().unwrap();
+    let gone_after = wait_gone(worker, Duration::from_secs(5));
+    if gone_after.is_none() {
+        sigkill(worker);
+    }
+    assert!(gone_after.is_some(), "worker {worker} outlived its host");
+    assert!(
+        gone_after.unwrap() < Duration::from_millis(500),
+        "{gone_after:?}"
+    );
+}
+
+/// PR_SET_PDEATHSIG fires when the thread that forked the worker exits. Loading from
+/// a thread that then ends must not take the worker with it.
+#[test]
+fn a_worker_outlives_the_thread_that_loaded_it() {
+    let home = TestHome::new();
+    home.native_manifest("faulty", FAULTY, &[]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let manager = home.manager();
+    manager.discover_manifests();
+    let loader = {
+        let (manager, handle) = (manager.clone(), runtime.handle().clone());
+        std::thread::spawn(move || handle.block_on(manager.load_plugin("faulty", None)))
+    };
+    loader.join().unwrap().unwrap();
+    let pid = manager.get_plugin("faulty").unwrap().pid();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(pid), "worker died with the thread that loaded it");
+    let answer = runtime
+        .block_on(manager.execute_plugin("faulty", CallArgs::new().arg("pid")))
+        .unwrap();
+    assert_eq!(answer["pid"], pid);
+    runtime.block_on(manager.shutdown());
+}

@@ -5,13 +5,16 @@
 // Test helpers may panic: a failed setup step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod access;
 mod common;
 mod config;
 mod ctl;
 mod faults;
+mod fuzz;
 mod install;
 mod protocol;
 mod python_env;
 mod python_interop;
+mod recovery;
 mod scenario;
 mod scheduling;

@@ -1,40 +1,22 @@
 //! The worker's HTTP surface, spoken to byte by byte like any peer would.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
 use crate::common::*;
 
-fn exchange(port: u16, request: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+fn exchange_text(port: u16, request: &str) -> (u16, String) {
+    let (status, text) = exchange(port, request.as_bytes());
+    assert_ne!(status, 0, "no status line in {text:?}");
     (status, text)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_worker_answers_like_the_protocol_says() {
-    let home = TestHome::new();
-    home.native_manifest("cjm-echo", ECHO, &[]);
-    let manager = home.manager();
-    manager.discover_manifests();
-    manager.load_plugin("cjm-echo", None).await.unwrap();
-    let proxy = manager.get_plugin("cjm-echo").unwrap();
-    let port = proxy.port();
-    let pid = proxy.pid();
+/// Started by hand, the worker has no secret and answers anyone, as the original's.
+#[test]
+fn the_worker_answers_like_the_protocol_says() {
+    let worker = HandStartedWorker::start(ECHO, &[]);
+    let port = worker.port;
+    let pid = worker.child.id();
+    let exchange = exchange_text;
 
-    let answers = tokio::task::spawn_blocking(move || {
+    let answers = {
         let close = "Connection: close\r\n";
         vec![
             exchange(port, &format!("GET /health HTTP/1.1\r\nHost: x\r\n{close}\r\n")),
@@ -52,9 +34,7 @@ async fn the_worker_answers_like_the_protocol_says() {
             ),
             exchange(port, &format!("POST /execute HTTP/1.1\r\nHost: x\r\n{close}Content-Length: 0\r\n\r\n")),
         ]
-    })
-    .await
-    .unwrap();
+    };
     let (status, health) = &answers[0];
     assert_eq!(*status, 200);
     assert!(
@@ -88,5 +68,4 @@ async fn the_worker_answers_like_the_protocol_says() {
         "{}",
         answers[5].1
     );
-    manager.shutdown().await;
 }

@@ -3,6 +3,8 @@
 
 mod cargo;
 pub mod config;
+#[cfg(test)]
+mod config_properties;
 mod introspect;
 mod manifest_writer;
 mod native;

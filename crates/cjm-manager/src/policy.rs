@@ -1,0 +1,119 @@
+//! What the manager does when a worker dies or a call hangs.
+
+use std::time::Duration;
+
+/// Fault handling for one plugin (or, as [`ManagerOptions::fault_policy`], for all).
+///
+/// [`ManagerOptions::fault_policy`]: crate::ManagerOptions::fault_policy
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct FaultPolicy {
+    /// The longest an execution may take; `None`: no limit. A stream's limit applies
+    /// to the wait for each chunk. [`execute_plugin_with_timeout`] overrides it.
+    ///
+    /// [`execute_plugin_with_timeout`]: crate::PluginManager::execute_plugin_with_timeout
+    pub call_timeout: Option<Duration>,
+    /// What a timed-out call does to the worker.
+    pub on_timeout: OnTimeout,
+    /// Whether a dead worker is started again.
+    pub restart: RestartPolicy,
+}
+
+/// What happens to a worker after one of its calls timed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnTimeout {
+    /// Kill it: a plugin call cannot be cancelled inside the worker, and a hung one
+    /// may hold memory (GPU memory above all) for good. The restart policy decides
+    /// whether it comes back. Other calls in flight on it fail too.
+    #[default]
+    KillWorker,
+    /// Only end the caller's wait; the plugin's call runs on in the worker.
+    LeaveRunning,
+}
+
+/// Bringing a dead worker back. The restart happens on the next execution that finds
+/// the worker dead: that call waits the backoff, the worker is started again with
+/// the configuration it last accepted, and the call goes on. Restarts are counted
+/// from the last load or reload; past `max_restarts` executions fail with
+/// [`ManagerError::NotRunning`](crate::ManagerError::NotRunning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// 0: never restart.
+    pub max_restarts: u32,
+    /// Wait before the first restart; doubled for each further one.
+    pub backoff: Duration,
+    /// The longest wait before a restart.
+    pub max_backoff: Duration,
+}
+
+impl RestartPolicy {
+    /// No restarts (the default): a dead plugin stays dead until reloaded.
+    pub const NEVER: RestartPolicy = RestartPolicy {
+        max_restarts: 0,
+        backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(30),
+    };
+
+    /// Up to `max_restarts` restarts, the first after `backoff`.
+    pub fn up_to(max_restarts: u32, backoff: Duration) -> Self {
+        RestartPolicy {
+            max_restarts,
+            backoff,
+            ..RestartPolicy::NEVER
+        }
+    }
+
+    /// The wait before restart number `restart` (1 for the first).
+    pub fn delay_before(&self, restart: u32) -> Duration {
+        let doublings = restart.saturating_sub(1).min(31);
+        self.backoff
+            .saturating_mul(1u32 << doublings)
+            .min(self.max_backoff)
+    }
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy::NEVER
+    }
+}
+
+/// Whether a loaded plugin's worker is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginState {
+    Running,
+    /// The worker exited or was killed; see [`PluginStatus::last_failure`].
+    Dead,
+}
+
+/// A loaded plugin's worker, as [`PluginManager::plugin_status`] reports it.
+///
+/// [`PluginManager::plugin_status`]: crate::PluginManager::plugin_status
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginStatus {
+    pub state: PluginState,
+    /// Process id of the current (or last) worker.
+    pub pid: u32,
+    /// Restarts by the restart policy since the plugin was loaded or reloaded.
+    pub restarts: u32,
+    /// Why the worker is (or last was) dead, such as "was killed by signal 9".
+    pub last_failure: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let policy = RestartPolicy {
+            max_restarts: 10,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(500),
+        };
+        let delays: Vec<u128> = (1..=5)
+            .map(|n| policy.delay_before(n).as_millis())
+            .collect();
+        assert_eq!(delays, [100, 200, 400, 500, 500]);
+        assert_eq!(policy.delay_before(u32::MAX), Duration::from_millis(500));
+    }
+}

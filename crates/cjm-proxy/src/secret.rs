@@ -1,0 +1,27 @@
+//! The per-worker access secret: 256 random bits from the kernel, as hex.
+
+use std::fs::File;
+use std::io::{self, Read};
+
+const SECRET_BYTES: usize = 32;
+
+/// A fresh secret, 64 lowercase hex digits.
+pub(crate) fn generate() -> io::Result<String> {
+    let mut bytes = [0u8; SECRET_BYTES];
+    File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_long_hex_and_differ() {
+        let first = generate().unwrap();
+        let second = generate().unwrap();
+        assert_eq!(first.len(), 64);
+        assert!(first.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(first, second);
+    }
+}

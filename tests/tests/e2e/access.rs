@@ -1,0 +1,85 @@
+//! Who may talk to a worker: only the host that started it.
+
+use cjm_manager::CallArgs;
+
+use crate::common::*;
+
+/// The secret as the worker was started with it (its initial environment, readable
+/// only by its owner and root).
+fn initial_env_var(pid: u32, key: &str) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    environ
+        .split(|&b| b == 0)
+        .filter_map(|entry| std::str::from_utf8(entry).ok())
+        .find_map(|entry| entry.strip_prefix(&format!("{key}=")).map(str::to_owned))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_serves_only_requests_carrying_its_hosts_secret() {
+    let home = TestHome::new();
+    home.native_manifest("faulty", FAULTY, &[]);
+    let manager = home.manager();
+    manager.discover_manifests();
+    manager.load_plugin("faulty", None).await.unwrap();
+    let proxy = manager.get_plugin("faulty").unwrap();
+    let (port, pid) = (proxy.port(), proxy.pid());
+
+    let secret = initial_env_var(pid, "CJM_WORKER_TOKEN").expect("worker got a secret");
+    assert_eq!(secret.len(), 64);
+    assert!(secret.bytes().all(|b| b.is_ascii_hexdigit()));
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains(&secret),
+        "secret on the command line"
+    );
+
+    let answers = tokio::task::spawn_blocking(move || {
+        let request = |auth: &str| {
+            exchange(
+                port,
+                format!("GET /health HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+        };
+        let wrong = format!("{}0", &secret[..63]);
+        [
+            request(""),
+            request(&format!("Authorization: Bearer {wrong}\r\n")),
+            request(&format!("Authorization: {secret}\r\n")),
+            request(&format!("Authorization: Bearer {secret}\r\n")),
+        ]
+    })
+    .await
+    .unwrap();
+    for (status, text) in &answers[..3] {
+        assert_eq!(*status, 401, "{text}");
+        assert!(text.contains("missing or wrong access token"), "{text}");
+    }
+    assert_eq!(answers[3].0, 200, "{}", answers[3].1);
+
+    // The manager's own calls carry it; what the plugin starts does not inherit it.
+    let answer = manager
+        .execute_plugin("faulty", CallArgs::new().arg("spawn_child"))
+        .await
+        .unwrap();
+    let child = answer["child_pid"].as_u64().unwrap() as u32;
+    assert_eq!(initial_env_var(child, "CJM_WORKER_TOKEN"), None);
+    manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_worker_gets_its_own_secret() {
+    let home = TestHome::new();
+    home.native_manifest("one", ECHO, &[]);
+    home.native_manifest("two", ECHO, &[]);
+    let manager = home.manager();
+    manager.discover_manifests();
+    manager.load_plugin("one", None).await.unwrap();
+    manager.load_plugin("two", None).await.unwrap();
+    let secret = |name: &str| {
+        let pid = manager.get_plugin(name).unwrap().pid();
+        initial_env_var(pid, "CJM_WORKER_TOKEN").unwrap()
+    };
+    assert_ne!(secret("one"), secret("two"));
+    manager.shutdown().await;
+}
