@@ -9,6 +9,7 @@ mod measure;
 mod python;
 mod report;
 mod system;
+mod validation;
 
 use std::path::PathBuf;
 
@@ -95,6 +96,9 @@ fn run(options: &Options) -> Result<()> {
     let mut results = Results::new();
     if options.wants(&["floor_rtt_us"]) {
         results.insert("floor_rtt_us", floor::rtt_us(options)?, "us");
+    }
+    if options.wants(&["validate_config_us"]) {
+        validation::measure(options, &mut results)?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

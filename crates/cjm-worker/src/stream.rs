@@ -19,6 +19,10 @@ use tokio::sync::oneshot;
 use crate::handler::Worker;
 use crate::host::{guarded, CallFailure};
 
+/// A batch this large goes out without waiting for more.
+const BATCH_BYTES: usize = 16 * 1024;
+/// How many times the body yields its thread to let a small batch grow.
+const BATCH_WAITS: u32 = 8;
 /// Bytes buffered before the producer waits for the socket.
 const BUFFER_LIMIT: usize = 256 * 1024;
 
@@ -112,6 +116,21 @@ impl Body for NdjsonBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let mut pipe = self.shared.lock();
+        // A small batch of a producer still going: give it a few moments to add more
+        // before paying a write for it. Without this, a socket that is always faster than
+        // the producer gets one write (and one wake-up) per chunk. The wait is bounded
+        // to microseconds, so a slow producer's chunk still goes out at once.
+        let mut waits = 0;
+        while !pipe.buffer.is_empty()
+            && pipe.buffer.len() < BATCH_BYTES
+            && !pipe.closed
+            && waits < BATCH_WAITS
+        {
+            drop(pipe);
+            std::thread::yield_now();
+            waits += 1;
+            pipe = self.shared.lock();
+        }
         if !pipe.buffer.is_empty() {
             let frame = pipe.buffer.split().freeze();
             drop(pipe);
