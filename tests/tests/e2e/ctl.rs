@@ -186,3 +186,26 @@ fn exec_lists_every_violation_of_the_config_schema() {
     // Refused before a worker started: there is no log.
     assert!(!home.path().join("logs/cjm-wordcount.log").exists());
 }
+
+#[test]
+fn validate_reports_a_manifest_whose_config_schema_is_not_a_schema() {
+    let home = TestHome::new();
+    home.native_manifest("cjm-echo", ECHO, &[]);
+    let good = ctl(&home, &["validate"]);
+    assert!(good.status.success(), "{}", text(&good.stdout));
+    home.write_manifest(
+        "bad",
+        serde_json::json!({
+            "name": "bad",
+            "command": ECHO,
+            "config_schema": {"type": "object", "properties": {"x": {"type": "nonsense"}}}
+        }),
+    );
+    let bad = ctl(&home, &["validate"]);
+    assert!(!bad.status.success());
+    let stdout = text(&bad.stdout);
+    assert!(
+        stdout.contains("bad.json") && stdout.contains("is not a valid config schema"),
+        "{stdout}"
+    );
+}

@@ -329,3 +329,37 @@ fn an_interrupted_install_leaves_no_partial_manifest() {
     assert_eq!(manifest_files(&home), ["slow.json"]);
     assert!(!home.path().join("envs/built").exists());
 }
+
+#[test]
+fn a_conda_entry_without_conda_or_micromamba_fails_with_a_reason() {
+    let home = TestHome::new();
+    std::fs::write(
+        home.path().join("env.yml"),
+        "name: whisper\ndependencies: [python]\n",
+    )
+    .unwrap();
+    let config = write_yaml(
+        &home,
+        r#"
+plugins:
+  - name: whisper
+    env_file: env.yml
+    package: cjm-transcription-plugin-whisper
+"#,
+    );
+    // A PATH that holds neither conda nor micromamba (nor anything else of note).
+    let empty_bin = home.path().join("bin");
+    std::fs::create_dir_all(&empty_bin).unwrap();
+    let run = ctl_command(&home, &["install-all", "--config", &config])
+        .env("PATH", &empty_bin)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let output = format!("{}{}", text(&run.stdout), text(&run.stderr));
+    assert!(
+        output.contains("needs conda or micromamba, and neither is on PATH"),
+        "{output}"
+    );
+    assert!(manifest_files(&home).is_empty(), "{output}");
+    assert!(!home.path().join("envs/whisper").exists());
+}
