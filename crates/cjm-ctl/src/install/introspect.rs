@@ -7,8 +7,9 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use cjm_metadata::Manifest;
 use serde_json::Value;
+
+use super::manifest_writer;
 
 /// Run inside the plugin's environment with the top-level module as `sys.argv[1]`.
 /// What the plugin prints while it is imported goes to stderr (the install log), so
@@ -129,16 +130,7 @@ pub fn manifest_of(
         Value::from(final_python.to_string_lossy().into_owned()),
     );
     fields.insert("env_name".into(), Value::from(env_name));
-    let text = serde_json::to_string_pretty(&meta)
-        .map_err(|err| format!("cannot serialise the manifest: {err}"))?;
-    let manifest = Manifest::from_json(&text).map_err(|err| err.to_string())?;
-    if manifest.name != expected_name {
-        return Err(format!(
-            "the plugin calls itself {:?}, but plugins.yaml names it {expected_name:?}",
-            manifest.name
-        ));
-    }
-    Ok(text)
+    manifest_writer::checked_manifest_text(&meta, expected_name)
 }
 
 #[cfg(test)]

@@ -67,6 +67,24 @@ fn remove_stale_temp_files(target: &Path) {
     }
 }
 
+/// The manifest text to write: `fields` (a plugin's own metadata plus what the
+/// installer adds), checked to be a usable manifest of the plugin plugins.yaml names.
+pub fn checked_manifest_text(
+    fields: &serde_json::Value,
+    expected_name: &str,
+) -> Result<String, String> {
+    let text = serde_json::to_string_pretty(fields)
+        .map_err(|err| format!("cannot serialise the manifest: {err}"))?;
+    let manifest = cjm_metadata::Manifest::from_json(&text).map_err(|err| err.to_string())?;
+    if manifest.name != expected_name {
+        return Err(format!(
+            "the plugin calls itself {:?}, but plugins.yaml names it {expected_name:?}",
+            manifest.name
+        ));
+    }
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,9 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use cjm_metadata::Manifest;
 use serde_json::Value;
+
+use super::manifest_writer;
 
 /// Run `<binary> --manifest` (stderr into `log`) and return the manifest to write:
 /// the plugin's own fields plus `command` (absolute) and, for an installed
@@ -56,14 +57,5 @@ pub fn manifest_of(
     if let Some(env_name) = env_name {
         object.insert("env_name".into(), Value::from(env_name));
     }
-    let text = serde_json::to_string_pretty(&fields)
-        .map_err(|err| format!("cannot serialise the manifest: {err}"))?;
-    let manifest = Manifest::from_json(&text).map_err(|err| err.to_string())?;
-    if manifest.name != expected_name {
-        return Err(format!(
-            "the plugin calls itself {:?}, but plugins.yaml names it {expected_name:?}",
-            manifest.name
-        ));
-    }
-    Ok(text)
+    manifest_writer::checked_manifest_text(&fields, expected_name)
 }
