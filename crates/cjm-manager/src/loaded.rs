@@ -121,8 +121,8 @@ impl LoadedPlugin {
         self.claims.load(Ordering::SeqCst)
     }
 
-    fn mark_executed(&self) {
-        lock(&self.meta).mark_executed(SystemTime::now());
+    fn mark_executed(&self, at: SystemTime) {
+        lock(&self.meta).mark_executed(at);
     }
 }
 
@@ -132,6 +132,9 @@ impl LoadedPlugin {
 #[derive(Debug)]
 pub(crate) struct ExecutionGuard {
     plugin: Arc<LoadedPlugin>,
+    /// The metadata the scheduler admitted, handed to its hooks without cloning the
+    /// plugin's (config schema included) again on every call.
+    meta: PluginMeta,
     scheduler: Arc<dyn ResourceScheduler>,
     _reservation: Reservation,
     _claim: ExecutionClaim,
@@ -146,13 +149,17 @@ impl ExecutionGuard {
         claim: ExecutionClaim,
         scheduler: Arc<dyn ResourceScheduler>,
         reservation: Reservation,
+        mut meta: PluginMeta,
     ) -> Self {
         let plugin = Arc::clone(&claim.plugin);
         plugin.active_executions.fetch_add(1, Ordering::SeqCst);
-        plugin.mark_executed();
-        scheduler.on_execution_start(&plugin.meta());
+        let now = SystemTime::now();
+        plugin.mark_executed(now);
+        meta.mark_executed(now);
+        scheduler.on_execution_start(&meta);
         ExecutionGuard {
             plugin,
+            meta,
             scheduler,
             _reservation: reservation,
             _claim: claim,
@@ -183,8 +190,10 @@ impl Drop for ExecutionClaim {
 
 impl Drop for ExecutionGuard {
     fn drop(&mut self) {
-        self.plugin.mark_executed();
+        let now = SystemTime::now();
+        self.plugin.mark_executed(now);
+        self.meta.mark_executed(now);
         self.plugin.active_executions.fetch_sub(1, Ordering::SeqCst);
-        self.scheduler.on_execution_finish(&self.plugin.meta());
+        self.scheduler.on_execution_finish(&self.meta);
     }
 }

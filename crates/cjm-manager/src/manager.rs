@@ -463,7 +463,7 @@ impl PluginManager {
             }
             Err(_) => scheduler.allocate(&meta, &stats).await?,
         };
-        let guard = ExecutionGuard::begin(claim, scheduler, reservation);
+        let guard = ExecutionGuard::begin(claim, scheduler, reservation, meta);
         Ok((plugin, guard))
     }
 
