@@ -7,6 +7,7 @@
 //! process boundary.
 
 mod args;
+pub mod body;
 mod error;
 mod file_backed;
 pub mod json;

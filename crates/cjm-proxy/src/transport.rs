@@ -1,7 +1,7 @@
 //! HTTP/1.1 to one worker over loopback, on pooled keep-alive connections.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, Uri};
@@ -9,7 +9,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use cjm_interface::wire;
+use cjm_interface::{body, wire};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Transport {
@@ -61,13 +61,11 @@ impl Transport {
     }
 }
 
-/// The whole body of a response.
+/// The whole body of a response. A worker's answer is as large as its plugin made it:
+/// the host sets no limit of its own.
 pub(crate) async fn read_body(response: Response<Incoming>) -> Result<Bytes, String> {
-    response
-        .into_body()
-        .collect()
+    body::read_to_bytes(response.into_body(), usize::MAX)
         .await
-        .map(|collected| collected.to_bytes())
         .map_err(|err| err.to_string())
 }
 

@@ -4,14 +4,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use cjm_interface::body::{self, BodyError};
 use cjm_interface::wire::{self, ErrorResponse, HealthResponse, StatusResponse};
 use cjm_interface::{json, Call, ConfigMap, ErrorKind, PluginError};
 use cjm_validation::ConfigValidator;
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper::header::{
-    HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE,
-};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
@@ -197,18 +196,10 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     request: Request<Incoming>,
 ) -> Result<T, Response<ResponseBody>> {
     let limit = worker.max_body_bytes;
-    let declared = request
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(too_large(limit));
-    }
-    let bytes = match Limited::new(request.into_body(), limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => return Err(too_large(limit)),
-        Err(err) => {
+    let bytes = match body::read_to_bytes(request.into_body(), limit).await {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge { .. }) => return Err(too_large(limit)),
+        Err(BodyError::Read(err)) => {
             return Err(error_response(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read request body: {err}"),

@@ -1,0 +1,152 @@
+//! Reading a whole HTTP body (a request in the worker, a response in the host) into
+//! one buffer.
+//!
+//! `collect()` would keep every frame alive until the end and then copy them all into
+//! one buffer: the copy happens after the last byte arrived, on the critical path, and
+//! the frames pin the connection's read buffers, so every read of a large body lands
+//! in freshly faulted memory. Copying each frame as it arrives overlaps the copy with
+//! the transfer and lets the connection reuse its read buffer.
+
+use std::fmt;
+
+use bytes::{Buf, Bytes};
+use http_body::Body;
+use http_body_util::BodyExt;
+
+/// Why a body could not be read whole.
+#[derive(Debug)]
+pub enum BodyError<E> {
+    /// The body is longer than the reader's limit (bytes).
+    TooLarge { limit: usize },
+    /// The connection failed while the body was arriving.
+    Read(E),
+}
+
+impl<E: fmt::Display> fmt::Display for BodyError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyError::TooLarge { limit } => write!(f, "body exceeds the limit of {limit} bytes"),
+            BodyError::Read(err) => write!(f, "{err}"),
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> std::error::Error for BodyError<E> {}
+
+/// The whole of `body`, at most `limit` bytes. The body's size hint (hyper's comes
+/// from Content-Length) sizes the buffer once; it is never trusted beyond `limit`.
+pub async fn read_to_bytes<B>(mut body: B, limit: usize) -> Result<Bytes, BodyError<B::Error>>
+where
+    B: Body + Unpin,
+{
+    let declared_len = body.size_hint().exact();
+    if body.size_hint().lower() > limit as u64 {
+        return Err(BodyError::TooLarge { limit });
+    }
+    // A body that arrives in one frame (every small one) is passed on without a copy.
+    let mut first: Option<Bytes> = None;
+    let mut joined: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(mut data) = frame.map_err(BodyError::Read)?.into_data() else {
+            continue; // trailers carry nothing for us
+        };
+        let held = first.as_ref().map_or(0, Bytes::len) + joined.len();
+        if held + data.remaining() > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        if held == 0 {
+            first = Some(data.copy_to_bytes(data.remaining()));
+            continue;
+        }
+        if let Some(first) = first.take() {
+            let expected = declared_len.map_or(0, |len| len as usize);
+            joined.reserve_exact(expected.max(2 * (first.len() + data.remaining())));
+            joined.extend_from_slice(&first);
+        }
+        while data.has_remaining() {
+            let chunk = data.chunk();
+            let len = chunk.len();
+            joined.extend_from_slice(chunk);
+            data.advance(len);
+        }
+    }
+    Ok(first.unwrap_or_else(|| Bytes::from(joined)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::SizeHint;
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A body that arrives in the given frames, announcing `declared` bytes.
+    struct Frames {
+        parts: VecDeque<Bytes>,
+        declared: Option<u64>,
+    }
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+            Poll::Ready(
+                self.parts
+                    .pop_front()
+                    .map(|data| Ok(http_body::Frame::data(data))),
+            )
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            self.declared
+                .map_or_else(SizeHint::new, SizeHint::with_exact)
+        }
+    }
+
+    fn frames(parts: &[&'static str], declared: Option<u64>) -> Frames {
+        let parts = parts.iter().map(|part| Bytes::from_static(part.as_bytes()));
+        Frames {
+            parts: parts.collect(),
+            declared,
+        }
+    }
+
+    #[tokio::test]
+    async fn joins_frames_in_order() {
+        let body = read_to_bytes(frames(&["{\"a\":", "", "[1,", "2]}"], Some(12)), 100);
+        assert_eq!(body.await.unwrap(), &b"{\"a\":[1,2]}"[..]);
+        let body = read_to_bytes(frames(&["ab", "cd", "e"], None), 100);
+        assert_eq!(body.await.unwrap(), &b"abcde"[..]);
+    }
+
+    #[tokio::test]
+    async fn passes_a_single_frame_on_without_copying() {
+        let part = "one frame";
+        let body = read_to_bytes(frames(&[part], Some(9)), 100).await.unwrap();
+        assert_eq!(body.as_ptr(), part.as_ptr());
+        assert!(read_to_bytes(frames(&[], None), 0)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn refuses_bodies_over_the_limit_declared_or_not() {
+        // Refused on the declaration alone: no frame is read.
+        let declared = read_to_bytes(frames(&[], Some(5)), 4).await;
+        assert!(matches!(declared, Err(BodyError::TooLarge { limit: 4 })));
+        let undeclared = read_to_bytes(frames(&["ab", "cd", "e"], None), 4).await;
+        assert!(matches!(undeclared, Err(BodyError::TooLarge { limit: 4 })));
+        // A declaration that understates the body does not let more through.
+        let understated = read_to_bytes(frames(&["ab", "cdef"], Some(2)), 4).await;
+        assert!(matches!(understated, Err(BodyError::TooLarge { limit: 4 })));
+        let exact = read_to_bytes(frames(&["ab", "cd"], None), 4).await;
+        assert_eq!(exact.unwrap(), &b"abcd"[..]);
+    }
+}
