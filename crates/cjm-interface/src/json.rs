@@ -12,6 +12,25 @@ pub fn to_vec(value: &Value) -> Vec<u8> {
     out
 }
 
+/// The body of an `/execute` or `/execute_stream` request, in a buffer sized once:
+/// growing it by doubling would copy a large payload several times over.
+pub fn call_body(args: &[Value], kwargs: &Map<String, Value>) -> Vec<u8> {
+    let args_len = args.iter().map(estimated_len).sum::<usize>() + args.len() + 2;
+    let kwargs_len = estimated_len_of_object(kwargs);
+    let mut out = Vec::with_capacity(args_len + kwargs_len + 20);
+    out.extend_from_slice(b"{\"args\":[");
+    for (index, item) in args.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_value(&mut out, item);
+    }
+    out.extend_from_slice(b"],\"kwargs\":");
+    write_object(&mut out, kwargs);
+    out.push(b'}');
+    out
+}
+
 /// Append `value` as compact JSON.
 pub fn write_value(out: &mut Vec<u8>, value: &Value) {
     match value {
@@ -130,14 +149,16 @@ fn estimated_len(value: &Value) -> usize {
     match value {
         Value::String(text) => text.len() + 2,
         Value::Array(items) => items.iter().map(estimated_len).sum::<usize>() + items.len() + 2,
-        Value::Object(map) => {
-            map.iter()
-                .map(|(key, item)| key.len() + 4 + estimated_len(item))
-                .sum::<usize>()
-                + 2
-        }
+        Value::Object(map) => estimated_len_of_object(map),
         _ => 8,
     }
+}
+
+fn estimated_len_of_object(map: &Map<String, Value>) -> usize {
+    map.iter()
+        .map(|(key, item)| key.len() + 4 + estimated_len(item))
+        .sum::<usize>()
+        + 2
 }
 
 #[cfg(test)]
@@ -145,6 +166,18 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_call_body_is_the_wire_form_in_one_allocation() {
+        let args = vec![json!("x".repeat(10_000)), json!({"n": [1, 2.5, null]})];
+        let kwargs = json!({"repeat": 2, "file_path": "/tmp/a \"b\""});
+        let kwargs = kwargs.as_object().unwrap();
+        let body = call_body(&args, kwargs);
+        let expected = json!({"args": args, "kwargs": kwargs});
+        assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), expected);
+        assert!(body.capacity() >= body.len() && body.capacity() < body.len() + 64);
+        assert_eq!(call_body(&[], &Map::new()), br#"{"args":[],"kwargs":{}}"#);
+    }
 
     fn same_as_serde(value: &Value) {
         assert_eq!(

@@ -376,13 +376,7 @@ impl RemotePluginProxy {
         } else {
             files::materialize(&self.plugin, call, &self.temp_dir)?
         };
-        let mut body = Vec::with_capacity(64);
-        body.extend_from_slice(b"{\"args\":");
-        json::write_value(&mut body, &Value::Array(args));
-        body.extend_from_slice(b",\"kwargs\":");
-        json::write_object(&mut body, &kwargs);
-        body.push(b'}');
-        Ok((Bytes::from(body), files))
+        Ok((Bytes::from(json::call_body(&args, &kwargs)), files))
     }
 
     async fn request_json<T: DeserializeOwned>(
