@@ -27,23 +27,49 @@ impl Call {
         position: usize,
         name: &str,
     ) -> Result<Option<T>, PluginError> {
-        let positional = self.args.get(position);
-        let keyword = self.kwargs.get(name);
-        let value = match (positional, keyword) {
-            (Some(_), Some(_)) => {
-                return Err(PluginError::invalid_argument(format!(
-                    "got multiple values for argument '{name}'"
-                )))
-            }
+        let value = match (self.args.get(position), self.kwargs.get(name)) {
+            (Some(_), Some(_)) => return Err(multiple_values(name)),
             (Some(value), None) | (None, Some(value)) => value,
             (None, None) => return Ok(None),
         };
         if value.is_null() {
             return Ok(None);
         }
-        T::deserialize(value).map(Some).map_err(|err| {
-            PluginError::invalid_argument(format!("argument '{name}' ({value}): {err}"))
-        })
+        T::deserialize(value)
+            .map(Some)
+            .map_err(|err| bad_argument(name, &err))
+    }
+
+    /// [`optional`](Self::optional), moving the value out of the call instead of
+    /// copying it: a large string or array argument costs nothing to take. What is
+    /// left in its place reads as `null`.
+    pub fn take_optional<T: DeserializeOwned>(
+        &mut self,
+        position: usize,
+        name: &str,
+    ) -> Result<Option<T>, PluginError> {
+        let slot = match (self.args.get_mut(position), self.kwargs.get_mut(name)) {
+            (Some(_), Some(_)) => return Err(multiple_values(name)),
+            (Some(slot), None) | (None, Some(slot)) => slot,
+            (None, None) => return Ok(None),
+        };
+        if slot.is_null() {
+            return Ok(None);
+        }
+        serde_json::from_value(slot.take())
+            .map(Some)
+            .map_err(|err| bad_argument(name, &err))
+    }
+
+    /// [`required`](Self::required), moving the value out (see
+    /// [`take_optional`](Self::take_optional)).
+    pub fn take_required<T: DeserializeOwned>(
+        &mut self,
+        position: usize,
+        name: &str,
+    ) -> Result<T, PluginError> {
+        self.take_optional(position, name)?
+            .ok_or_else(|| missing(name))
     }
 
     /// A parameter that must be given.
@@ -52,9 +78,7 @@ impl Call {
         position: usize,
         name: &str,
     ) -> Result<T, PluginError> {
-        self.optional(position, name)?.ok_or_else(|| {
-            PluginError::invalid_argument(format!("missing required argument '{name}'"))
-        })
+        self.optional(position, name)?.ok_or_else(|| missing(name))
     }
 
     /// A parameter with a default.
@@ -174,6 +198,30 @@ impl CallArgs {
     }
 }
 
+fn missing(name: &str) -> PluginError {
+    PluginError::invalid_argument(format!("missing required argument '{name}'"))
+}
+
+fn multiple_values(name: &str) -> PluginError {
+    PluginError::invalid_argument(format!("got multiple values for argument '{name}'"))
+}
+
+/// An argument of the wrong shape. serde's message shows the value it got; a payload
+/// of megabytes is cut short.
+fn bad_argument(name: &str, err: &serde_json::Error) -> PluginError {
+    const SHOWN: usize = 200;
+    let mut reason = err.to_string();
+    if reason.len() > SHOWN {
+        let mut end = SHOWN;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push_str("...");
+    }
+    PluginError::invalid_argument(format!("argument '{name}': {reason}"))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -220,6 +268,40 @@ mod tests {
         assert!(missing
             .message()
             .contains("missing required argument 'text'"));
+    }
+
+    #[test]
+    fn taking_moves_the_value_out_without_copying_it() {
+        let mut c = call(json!({"args": ["x".repeat(1000)], "kwargs": {"n": 3}}));
+        let held = c.args[0].as_str().unwrap().as_ptr();
+        let text: String = c.take_required(0, "text").unwrap();
+        assert_eq!(text.as_ptr(), held);
+        assert_eq!(c.take_optional::<String>(0, "text").unwrap(), None);
+        assert_eq!(c.take_required::<u32>(1, "n").unwrap(), 3);
+        let missing = c.take_required::<u32>(1, "n").unwrap_err();
+        assert!(missing.message().contains("missing required argument 'n'"));
+    }
+
+    #[test]
+    fn taking_a_wrong_type_or_a_duplicate_names_the_argument() {
+        let mut c = call(json!({"args": [1, "a"], "kwargs": {"text": "b"}}));
+        let wrong = c.take_required::<String>(0, "count").unwrap_err();
+        assert_eq!(wrong.kind(), ErrorKind::InvalidArgument);
+        assert!(wrong.message().contains("argument 'count'"), "{wrong}");
+        assert!(wrong.message().contains("expected a string"), "{wrong}");
+        let twice = c.take_required::<String>(1, "text").unwrap_err();
+        assert!(twice
+            .message()
+            .contains("multiple values for argument 'text'"));
+        assert_eq!(c.args[1], "a", "a refused duplicate stays in place");
+    }
+
+    #[test]
+    fn a_huge_wrong_argument_is_shown_cut_short() {
+        let c = call(json!({"args": ["x".repeat(1_000_000)]}));
+        let err = c.required::<u32>(0, "count").unwrap_err();
+        assert!(err.message().len() < 400, "{}", err.message().len());
+        assert!(err.message().contains("xxx..."), "{err}");
     }
 
     #[test]

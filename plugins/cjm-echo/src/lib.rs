@@ -82,9 +82,10 @@ impl Plugin for EchoPlugin {
         Ok(())
     }
 
-    fn execute(&self, call: Call) -> Result<Value, PluginError> {
+    fn execute(&self, mut call: Call) -> Result<Value, PluginError> {
         call.reject_unknown_kwargs(&["text", "repeat", "file_path"])?;
-        let text: String = call.required(0, "text")?;
+        // Taken, not copied: the text may be megabytes, and it becomes the result.
+        let text: String = call.take_required(0, "text")?;
         let repeat: u64 = call.or(1, "repeat", 1u64)?;
         let file_path: Option<String> = call.optional(2, "file_path")?;
         if !(1..=MAX_REPEAT).contains(&repeat) {
@@ -105,9 +106,16 @@ impl Plugin for EchoPlugin {
                     "'text' repeated {repeat} times is too large"
                 ))
             })?;
-        let mut result = String::with_capacity(result_len);
-        result.push_str(&self.config.prefix);
-        result.extend(std::iter::repeat_n(text.as_str(), count));
+        let mut result = text.into_bytes();
+        let once = result.len();
+        result.reserve_exact(result_len - once);
+        for _ in 1..count {
+            result.extend_from_within(..once);
+        }
+        result.splice(0..0, self.config.prefix.bytes());
+        // Whole copies of valid UTF-8 behind a valid UTF-8 prefix.
+        let result = String::from_utf8(result)
+            .map_err(|err| PluginError::failed(format!("echo built invalid UTF-8: {err}")))?;
         let file_content_read = file_path.as_deref().map(read_file_lossy);
         Ok(json!({
             "result": result,
