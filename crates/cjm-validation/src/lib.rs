@@ -40,18 +40,20 @@
 //! violation is reported at once, each with its path, constraint and offending value.
 
 mod error;
+mod fingerprint;
 mod keys;
 mod schema;
 mod typed;
 mod validator;
 
 pub use error::{ConfigError, InvalidConfig, SchemaError, Violation};
+pub use fingerprint::schema_fingerprint;
 pub use schema::{schema_for, ConfigType};
 pub use typed::{
     config_to_dict, dict_to_config, extract_defaults, validate_field_value, validator_for,
     Validation,
 };
-pub use validator::{check_schema, merge_update, ConfigValidator, UnknownKeys};
+pub use validator::{check_schema, check_schema_root, merge_update, ConfigValidator, UnknownKeys};
 
 /// The original's names for the constraint keywords a field's schema may carry.
 pub mod keywords {

@@ -36,6 +36,7 @@ pub struct ConfigValidator {
     open: bool,
     defaults: ConfigMap,
     unknown_keys: UnknownKeys,
+    fingerprint: String,
 }
 
 impl fmt::Debug for ConfigValidator {
@@ -60,6 +61,27 @@ pub fn check_schema(schema: &Value) -> Result<(), SchemaError> {
     ConfigValidator::new(schema).map(drop)
 }
 
+/// What can be told of a configuration schema without compiling it: its root is a
+/// JSON object that can describe a JSON object. [`check_schema`] tells the rest.
+pub fn check_schema_root(schema: &Value) -> Result<&ConfigMap, SchemaError> {
+    let root = schema
+        .as_object()
+        .ok_or_else(|| SchemaError::new(format!("expected a JSON object, found {schema}")))?;
+    if let Some(kind) = root.get("type") {
+        let admits_object = match kind {
+            Value::String(kind) => kind == "object",
+            Value::Array(kinds) => kinds.iter().any(|kind| kind == "object"),
+            _ => true, // the meta-schema check refuses it
+        };
+        if !admits_object {
+            return Err(SchemaError::new(format!(
+                "a configuration is a JSON object, but the schema's root has \"type\": {kind}"
+            )));
+        }
+    }
+    Ok(root)
+}
+
 /// `update` laid over `current`: its keys replace theirs, the others stay.
 pub fn merge_update(current: &ConfigMap, update: &ConfigMap) -> ConfigMap {
     let mut merged = current.clone();
@@ -72,21 +94,7 @@ pub fn merge_update(current: &ConfigMap, update: &ConfigMap) -> ConfigMap {
 impl ConfigValidator {
     /// Compile `schema`; unknown keys are refused (see [`UnknownKeys`]).
     pub fn new(schema: &Value) -> Result<Self, SchemaError> {
-        let root = schema
-            .as_object()
-            .ok_or_else(|| SchemaError::new(format!("expected a JSON object, found {schema}")))?;
-        if let Some(kind) = root.get("type") {
-            let admits_object = match kind {
-                Value::String(kind) => kind == "object",
-                Value::Array(kinds) => kinds.iter().any(|kind| kind == "object"),
-                _ => true, // the meta-schema check below refuses it
-            };
-            if !admits_object {
-                return Err(SchemaError::new(format!(
-                    "a configuration is a JSON object, but the schema's root has \"type\": {kind}"
-                )));
-            }
-        }
+        let root = check_schema_root(schema)?;
         let compiled = compile(schema)?;
         let properties = root.get("properties").and_then(Value::as_object);
         let known_keys = properties
@@ -108,6 +116,7 @@ impl ConfigValidator {
             })
             .unwrap_or_default();
         Ok(ConfigValidator {
+            fingerprint: crate::schema_fingerprint(schema),
             schema: schema.clone(),
             compiled,
             known_keys,
@@ -125,6 +134,11 @@ impl ConfigValidator {
 
     pub fn schema(&self) -> &Value {
         &self.schema
+    }
+
+    /// The schema's [`schema_fingerprint`](crate::schema_fingerprint), computed once.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The keys the schema lists under `properties`.
