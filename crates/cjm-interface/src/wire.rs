@@ -33,6 +33,14 @@ pub const WORKER_TOKEN_ENV: &str = "CJM_WORKER_TOKEN";
 /// The scheme of the `Authorization` header that carries the worker's secret.
 pub const AUTHORIZATION_SCHEME: &str = "Bearer";
 
+/// Extension: on `POST /initialize`, the host names the schema it has already checked
+/// the configuration against (its fingerprint, `cjm_validation::schema_fingerprint`).
+/// A worker whose own config schema has that fingerprint, and that has checked the
+/// request's [`WORKER_TOKEN_ENV`] secret, does not check the configuration a second
+/// time: it was validated once, where it entered the system. Any other request is
+/// checked by the worker itself.
+pub const CONFIG_CHECKED_HEADER: &str = "x-cjm-config-checked";
+
 /// Extension: the largest request body a native worker accepts, in bytes (bigger
 /// ones get 413). Set it in a manifest's `env_vars` to change it for one plugin.
 pub const MAX_BODY_ENV: &str = "CJM_MAX_BODY_BYTES";

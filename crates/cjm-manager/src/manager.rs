@@ -241,7 +241,11 @@ impl PluginManager {
     ) -> Result<LoadedPlugin, ManagerError> {
         let spec = launch_spec(&discovered.manifest, &discovered.path, &self.shared.options);
         let proxy = RemotePluginProxy::start(spec).await?;
-        if let Err(err) = proxy.initialize(config.clone()).await {
+        let checked_against = discovered.config_validator.fingerprint();
+        if let Err(err) = proxy
+            .initialize_checked(config.clone(), checked_against)
+            .await
+        {
             proxy.shutdown().await;
             return Err(err.into());
         }
@@ -501,7 +505,11 @@ impl PluginManager {
             .config_validator
             .validate_update(&plugin.config(), &update)
             .map_err(|errors| invalid_config(name, errors))?;
-        plugin.proxy.initialize(config.clone()).await?;
+        let checked_against = plugin.config_validator.fingerprint();
+        plugin
+            .proxy
+            .initialize_checked(config.clone(), checked_against)
+            .await?;
         plugin.set_config(config);
         Ok(())
     }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use cjm_interface::wire::{self, ErrorResponse, HealthResponse, StatsResponse};
 use cjm_interface::{json, CallArgs, ConfigMap};
 use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Response};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -121,7 +122,7 @@ impl RemotePluginProxy {
             let attempt = async {
                 let response = self
                     .transport
-                    .send(Method::GET, wire::PATH_HEALTH, None)
+                    .send(Method::GET, wire::PATH_HEALTH, None, None)
                     .await?;
                 if !response.status().is_success() {
                     return Err(format!("health answered {}", response.status()));
@@ -244,10 +245,34 @@ impl RemotePluginProxy {
     /// Configure the plugin. A refused configuration is a [`ProxyError::Http`] with
     /// status 400 and the worker's reason; the plugin keeps its previous one.
     pub async fn initialize(&self, config: ConfigMap) -> Result<(), ProxyError> {
+        self.send_config(config, None).await
+    }
+
+    /// [`initialize`](Self::initialize) with a configuration the caller has already
+    /// validated against the schema whose fingerprint is `schema_fingerprint`: a
+    /// native worker whose own schema is that one does not validate it again (see
+    /// [`wire::CONFIG_CHECKED_HEADER`]).
+    pub async fn initialize_checked(
+        &self,
+        config: ConfigMap,
+        schema_fingerprint: &str,
+    ) -> Result<(), ProxyError> {
+        // A fingerprint that cannot be a header value is simply not claimed.
+        let claim = HeaderValue::from_str(schema_fingerprint)
+            .ok()
+            .map(|value| (HeaderName::from_static(wire::CONFIG_CHECKED_HEADER), value));
+        self.send_config(config, claim).await
+    }
+
+    async fn send_config(
+        &self,
+        config: ConfigMap,
+        claim: Option<(HeaderName, HeaderValue)>,
+    ) -> Result<(), ProxyError> {
         let mut body = Vec::new();
         json::write_object(&mut body, &config);
         let body = Bytes::from(body);
-        self.request_json::<Value>(Method::POST, wire::PATH_INITIALIZE, Some(body))
+        self.request_json_with::<Value>(Method::POST, wire::PATH_INITIALIZE, Some(body), claim)
             .await
             .map(drop)
     }
@@ -271,7 +296,7 @@ impl RemotePluginProxy {
     pub async fn execute_stream(&self, call: CallArgs) -> Result<ChunkStream, ProxyError> {
         let (body, files) = self.prepare_call(call).await?;
         let response = self
-            .send(Method::POST, wire::PATH_EXECUTE_STREAM, Some(body))
+            .send(Method::POST, wire::PATH_EXECUTE_STREAM, Some(body), None)
             .await?;
         let response = self
             .check_status(wire::PATH_EXECUTE_STREAM, response)
@@ -313,8 +338,12 @@ impl RemotePluginProxy {
                 let response = self
                     .until_exit(
                         wire::PATH_CLEANUP,
-                        self.transport
-                            .send(Method::POST, wire::PATH_CLEANUP, Some(Bytes::new())),
+                        self.transport.send(
+                            Method::POST,
+                            wire::PATH_CLEANUP,
+                            Some(Bytes::new()),
+                            None,
+                        ),
                     )
                     .await?;
                 self.check_status(wire::PATH_CLEANUP, response)
@@ -385,7 +414,17 @@ impl RemotePluginProxy {
         endpoint: &'static str,
         body: Option<Bytes>,
     ) -> Result<T, ProxyError> {
-        let response = self.send(method, endpoint, body).await?;
+        self.request_json_with(method, endpoint, body, None).await
+    }
+
+    async fn request_json_with<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        endpoint: &'static str,
+        body: Option<Bytes>,
+        extra_header: Option<(HeaderName, HeaderValue)>,
+    ) -> Result<T, ProxyError> {
+        let response = self.send(method, endpoint, body, extra_header).await?;
         let response = self.check_status(endpoint, response).await?;
         let bytes = self
             .until_exit(endpoint, transport::read_body(response))
@@ -402,14 +441,18 @@ impl RemotePluginProxy {
         method: Method,
         endpoint: &'static str,
         body: Option<Bytes>,
+        extra_header: Option<(HeaderName, HeaderValue)>,
     ) -> Result<Response<Incoming>, ProxyError> {
         if self.stopped.load(Ordering::SeqCst) {
             return Err(ProxyError::NotRunning {
                 plugin: self.plugin.clone(),
             });
         }
-        self.until_exit(endpoint, self.transport.send(method, endpoint, body))
-            .await
+        self.until_exit(
+            endpoint,
+            self.transport.send(method, endpoint, body, extra_header),
+        )
+        .await
     }
 
     /// Run a transport step, but end it the moment the worker process exits: a dead

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -37,6 +37,7 @@ impl Transport {
         method: Method,
         path: &'static str,
         body: Option<Bytes>,
+        extra_header: Option<(HeaderName, HeaderValue)>,
     ) -> Result<Response<Incoming>, String> {
         let uri: Uri = format!("http://{}{path}", self.authority)
             .parse()
@@ -44,6 +45,9 @@ impl Transport {
         let mut builder = Request::builder().method(method).uri(uri);
         if let Some(authorization) = &self.authorization {
             builder = builder.header(AUTHORIZATION, authorization.clone());
+        }
+        if let Some((name, value)) = extra_header {
+            builder = builder.header(name, value);
         }
         if body.is_some() {
             builder = builder.header(
