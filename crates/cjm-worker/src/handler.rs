@@ -7,7 +7,6 @@ use bytes::Bytes;
 use cjm_interface::body::{self, BodyError};
 use cjm_interface::wire::{self, ErrorResponse, HealthResponse, StatusResponse};
 use cjm_interface::{json, Call, ConfigMap, ErrorKind, PluginError};
-use cjm_validation::ConfigValidator;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -17,15 +16,16 @@ use serde_json::Value;
 
 use crate::auth::AccessToken;
 use crate::body::ResponseBody;
+use crate::config_check::ConfigCheck;
 use crate::host::{guarded, CallFailure, PluginHost};
 use crate::proc_stats::CpuSampler;
 
 pub(crate) struct Worker {
     pub(crate) host: PluginHost,
     pub(crate) max_body_bytes: usize,
-    /// The plugin's config schema, compiled once: `/initialize` checks with it before
-    /// the plugin sees a configuration.
-    config_validator: ConfigValidator,
+    /// The plugin's config schema: `/initialize` checks with it before the plugin
+    /// sees a configuration.
+    config_check: ConfigCheck,
     /// `None`: started without a secret, every request is served.
     access: Option<AccessToken>,
     cpu: Mutex<CpuSampler>,
@@ -36,13 +36,13 @@ impl Worker {
     pub(crate) fn new(
         host: PluginHost,
         max_body_bytes: usize,
-        config_validator: ConfigValidator,
+        config_check: ConfigCheck,
         access: Option<AccessToken>,
     ) -> Self {
         Worker {
             host,
             max_body_bytes,
-            config_validator,
+            config_check,
             access,
             cpu: Mutex::new(CpuSampler::new()),
             cleaned_up: AtomicBool::new(false),
@@ -88,10 +88,13 @@ pub(crate) async fn handle(
             answer(|| guarded(|| Ok(worker.host.read().config_schema())))
         }
         wire::PATH_CONFIG if get => answer(|| guarded(|| Ok(worker.host.read().current_config()))),
-        wire::PATH_INITIALIZE if post => match read_json::<ConfigMap>(&worker, request).await {
-            Ok(config) => initialize(&worker, config),
-            Err(response) => response,
-        },
+        wire::PATH_INITIALIZE if post => {
+            let claim = request.headers().get(wire::CONFIG_CHECKED_HEADER).cloned();
+            match read_json::<ConfigMap>(&worker, request).await {
+                Ok(config) => initialize(&worker, config, claim.as_ref()),
+                Err(response) => response,
+            }
+        }
         wire::PATH_EXECUTE if post => match read_json::<Call>(&worker, request).await {
             Ok(call) => answer(|| {
                 let plugin = worker.host.read();
@@ -134,19 +137,22 @@ fn stats(worker: &Worker) -> Response<ResponseBody> {
     )
 }
 
-fn initialize(worker: &Worker, config: ConfigMap) -> Response<ResponseBody> {
-    let result = (|| {
-        // Checked before taking the plugin: a refused configuration never waits for
-        // running calls, and never reaches the plugin, which keeps its previous one.
-        let config = worker
-            .config_validator
-            .validate_map(config)
-            .map_err(|invalid| {
-                CallFailure::Plugin(PluginError::invalid_config(invalid.to_string()))
-            })?;
+fn initialize(
+    worker: &Worker,
+    config: ConfigMap,
+    claim: Option<&HeaderValue>,
+) -> Response<ResponseBody> {
+    let config = match checked_config(worker, config, claim) {
+        Ok(config) => config,
+        Err(refusal) => return refusal.into_response(worker.host.name()),
+    };
+    let result = {
         let mut plugin = worker.host.write();
-        guarded(|| plugin.initialize(config))
-    })();
+        let checked_against = worker.config_check.fingerprint();
+        crate::config::with_config_checked_against(checked_against, || {
+            guarded(|| plugin.initialize(config))
+        })
+    };
     match result {
         Ok(()) => json_response(
             StatusCode::OK,
@@ -158,6 +164,53 @@ fn initialize(worker: &Worker, config: ConfigMap) -> Response<ResponseBody> {
             failure_response(StatusCode::BAD_REQUEST, &failure)
         }
         Err(failure) => failure_response(StatusCode::INTERNAL_SERVER_ERROR, &failure),
+    }
+}
+
+/// `config`, once it is known to fit the plugin's schema. Checked before taking the
+/// plugin: a refused configuration never waits for running calls, and never reaches
+/// the plugin, which keeps its previous one.
+fn checked_config(
+    worker: &Worker,
+    config: ConfigMap,
+    claim: Option<&HeaderValue>,
+) -> Result<ConfigMap, ConfigRefusal> {
+    // Only the host holding this worker's secret is believed when it says it has
+    // checked the configuration against this very schema.
+    if worker.access.is_some() && worker.config_check.is_checked_by(claim) {
+        return Ok(config);
+    }
+    let validator = worker
+        .config_check
+        .validator()
+        .map_err(|schema_error| ConfigRefusal::BrokenSchema(schema_error.to_string()))?;
+    validator
+        .validate_map(config)
+        .map_err(|invalid| ConfigRefusal::Invalid(invalid.to_string()))
+}
+
+enum ConfigRefusal {
+    /// The plugin's own schema cannot check anything: its fault (500).
+    BrokenSchema(String),
+    /// The configuration breaks the schema: the caller's fault (400).
+    Invalid(String),
+}
+
+impl ConfigRefusal {
+    fn into_response(self, plugin: &str) -> Response<ResponseBody> {
+        match self {
+            ConfigRefusal::BrokenSchema(reason) => error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "plugin {plugin} cannot check configurations: its config schema is {reason}"
+                ),
+                Some(ErrorKind::Failed.as_str()),
+            ),
+            ConfigRefusal::Invalid(violations) => failure_response(
+                StatusCode::BAD_REQUEST,
+                &CallFailure::Plugin(PluginError::invalid_config(violations)),
+            ),
+        }
     }
 }
 

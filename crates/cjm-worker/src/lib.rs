@@ -23,18 +23,22 @@
 //!
 //! A plugin with a configuration declares it as a typed struct: see [`config`].
 //! Whatever the plugin does itself, `/initialize` checks every configuration against
-//! the plugin's [`config_schema`](Plugin::config_schema) first (compiled once, when
-//! the worker starts) and answers 400 with every violation, leaving the plugin's
-//! configuration as it was.
+//! the plugin's [`config_schema`](Plugin::config_schema) first (compiled once, on
+//! first need) and answers 400 with every violation, leaving the plugin's
+//! configuration as it was. The one configuration not checked again is one our host
+//! has already checked against that same schema (`wire::CONFIG_CHECKED_HEADER`).
 //!
 //! The binary then understands `--port P --ppid PID` (serve on `127.0.0.1:P`, exit
 //! when process `PID` ends) and `--manifest` (print the manifest fields and exit).
+
+use std::io::IsTerminal;
 
 mod allocator;
 mod args;
 mod auth;
 mod body;
 pub mod config;
+mod config_check;
 mod handler;
 mod host;
 mod listener;
@@ -94,13 +98,7 @@ where
     P: Plugin,
     F: FnOnce(&[String]) -> Result<P, PluginError>,
 {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    init_logging();
     allocator::tune();
     match run(about, make_plugin) {
         Ok(()) => ExitCode::SUCCESS,
@@ -170,4 +168,24 @@ fn max_body_bytes_from_env() -> Result<usize, String> {
             Err(format!("{} is not a number of bytes", wire::MAX_BODY_ENV))
         }
     }
+}
+
+/// Logs go to stderr (the host appends them to the plugin's log file), at `info`
+/// unless `RUST_LOG` says otherwise. `RUST_LOG` directives are parsed only when it is
+/// set: parsing compiles regular expressions, which would add a millisecond and
+/// megabytes of touched code to every worker's start for nothing.
+fn init_logging() {
+    // Colours only for a person at a terminal, never into a log file.
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match std::env::var_os(tracing_subscriber::EnvFilter::DEFAULT_ENV) {
+        Some(_) => builder
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .try_init(),
+        None => builder.with_max_level(tracing::Level::INFO).try_init(),
+    };
 }

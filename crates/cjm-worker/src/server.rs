@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cjm_interface::Plugin;
-use cjm_validation::{ConfigValidator, SchemaError};
+use cjm_validation::SchemaError;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -14,6 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::AccessToken;
+use crate::config_check::ConfigCheck;
 use crate::handler::{handle, Worker};
 use crate::host::PluginHost;
 
@@ -126,13 +127,12 @@ enum Shutdown {
 /// One thread accepts connections and watches the host and signals; every connection
 /// is served on a thread of its own, where its plugin calls run.
 pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeError> {
-    // Before listening: a plugin whose schema is broken must not look ready.
-    let config_validator = ConfigValidator::new(&plugin.config_schema()).map_err(|source| {
-        ServeError::ConfigSchema {
+    // Before listening: a plugin whose schema is plainly broken must not look ready.
+    let config_check =
+        ConfigCheck::new(plugin.config_schema()).map_err(|source| ServeError::ConfigSchema {
             plugin: plugin.name().to_owned(),
             source,
-        }
-    })?;
+        })?;
     let listener = crate::listener::open(options.port).map_err(|source| ServeError::Listen {
         port: options.port,
         source,
@@ -144,7 +144,7 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
     let worker = Arc::new(Worker::new(
         PluginHost::new(Box::new(plugin)),
         options.max_body_bytes,
-        config_validator,
+        config_check,
         options.access_token.as_deref().map(AccessToken::new),
     ));
     let port = options.port;

@@ -4,16 +4,6 @@ use cjm_manager::CallArgs;
 
 use crate::common::*;
 
-/// The secret as the worker was started with it (its initial environment, readable
-/// only by its owner and root).
-fn initial_env_var(pid: u32, key: &str) -> Option<String> {
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    environ
-        .split(|&b| b == 0)
-        .filter_map(|entry| std::str::from_utf8(entry).ok())
-        .find_map(|entry| entry.strip_prefix(&format!("{key}=")).map(str::to_owned))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_serves_only_requests_carrying_its_hosts_secret() {
     let home = TestHome::new();

@@ -135,11 +135,16 @@ pub struct HandStartedWorker {
 
 impl HandStartedWorker {
     pub fn start(binary: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with_args(binary, &[], env)
+    }
+
+    pub fn start_with_args(binary: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind(("127.0.0.1", 0))
             .and_then(|listener| listener.local_addr())
             .expect("free port")
             .port();
         let child = std::process::Command::new(binary)
+            .args(args)
             .arg("--port")
             .arg(port.to_string())
             .env_remove("CJM_WORKER_TOKEN")
@@ -184,4 +189,14 @@ pub fn exchange(port: u16, request: &[u8]) -> (u16, String) {
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
     (status, text)
+}
+
+/// The secret as the worker was started with it (its initial environment, readable
+/// only by its owner and root).
+pub fn initial_env_var(pid: u32, key: &str) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    environ
+        .split(|&b| b == 0)
+        .filter_map(|entry| std::str::from_utf8(entry).ok())
+        .find_map(|entry| entry.strip_prefix(&format!("{key}=")).map(str::to_owned))
 }

@@ -103,18 +103,94 @@ async fn the_worker_refuses_an_invalid_config_with_400_and_keeps_the_old_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_whose_own_schema_is_broken_does_not_start() {
+async fn a_worker_whose_own_schema_is_broken_refuses_every_configuration() {
     let home = TestHome::new();
+    // No schema in the manifest: the manager cannot tell, only the worker can.
     home.native_manifest("faulty", FAULTY, &["--broken-schema"]);
     let manager = home.manager();
     manager.discover_manifests();
     let err = manager.load_plugin("faulty", None).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ManagerError::Plugin(ProxyError::Http { status: 500, .. })
+        ),
+        "{err:?}"
+    );
     let text = err.to_string();
     assert!(
-        text.contains("plugin faulty cannot serve: its config schema is not a valid config schema"),
+        text.contains("plugin faulty cannot check configurations: its config schema is not a valid config schema"),
         "{text}"
     );
     assert!(!manager.is_loaded("faulty"));
+}
+
+/// A raw `POST /initialize` of `body`, with the secret and the host's claim if given.
+fn initialize_raw(port: u16, token: Option<&str>, claim: Option<&str>, body: &str) -> u16 {
+    let mut headers = String::new();
+    if let Some(token) = token {
+        headers.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    if let Some(claim) = claim {
+        headers.push_str(&format!("x-cjm-config-checked: {claim}\r\n"));
+    }
+    let request = format!(
+        "POST /initialize HTTP/1.1\r\nHost: x\r\n{headers}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    exchange(port, request.as_bytes()).0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_believes_only_its_own_host_that_a_config_was_checked_against_its_schema() {
+    let home = TestHome::new();
+    home.installed_manifest("faulty", FAULTY, &["--schema"]);
+    let manager = home.manager();
+    manager.discover_manifests();
+    manager
+        .load_plugin("faulty", Some(config(json!({"level": 3}))))
+        .await
+        .unwrap();
+    let proxy = manager.get_plugin("faulty").unwrap();
+    let port = proxy.port();
+    let token = initial_env_var(proxy.pid(), "CJM_WORKER_TOKEN").unwrap();
+    let own = cjm_validation::schema_fingerprint(&proxy.config_schema().await.unwrap());
+    let other = cjm_validation::schema_fingerprint(&json!({"type": "object"}));
+
+    // level 12 breaks the schema's maximum of 9: only a claim that the host holding
+    // the secret checked it against this very schema gets it past the worker.
+    let statuses = tokio::task::spawn_blocking(move || {
+        let out_of_range = r#"{"level": 12}"#;
+        [
+            initialize_raw(port, Some(&token), None, out_of_range),
+            initialize_raw(port, Some(&token), Some(&other), out_of_range),
+            initialize_raw(port, Some(&token), Some(&own), out_of_range),
+        ]
+    })
+    .await
+    .unwrap();
+    assert_eq!(statuses, [400, 400, 200]);
+    assert_eq!(proxy.current_config().await.unwrap(), json!({"level": 12}));
+    manager.shutdown().await;
+
+    // A worker started by hand (as the original's host does) has no secret: nobody's
+    // claim is believed.
+    let worker = HandStartedWorker::start_with_args(FAULTY, &["--schema"], &[]);
+    let own = cjm_validation::schema_fingerprint(&json!({
+        "type": "object",
+        "properties": {
+            "level": {"type": "integer", "minimum": 0, "maximum": 9, "default": 0},
+            "cleanup_marker": {"type": "string"},
+        },
+    }));
+    let port = worker.port;
+    let status = tokio::task::spawn_blocking(move || {
+        initialize_raw(port, None, Some(&own), r#"{"level": 12}"#)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
