@@ -17,7 +17,8 @@ use crate::report::Results;
 use crate::Options;
 
 /// A fresh CJM_HOME with manifests named `echo`, `echo-1`.. pointing at cjm-echo, and
-/// `wordcount`.
+/// `wordcount`, written as `cjm-ctl install-all` writes them (the binary's own
+/// `--manifest`, config schema included).
 #[derive(Debug)]
 struct BenchHome {
     root: PathBuf,
@@ -30,19 +31,17 @@ impl BenchHome {
         let plugins = root.join("plugins");
         std::fs::create_dir_all(&plugins)?;
         let echo = options.bin_dir.join("cjm-echo");
+        let echo_manifest = own_manifest(&echo)?;
         for index in 0..echo_copies {
             let name = if index == 0 {
                 String::from("echo")
             } else {
                 format!("echo-{index}")
             };
-            write_manifest(&plugins, &name, &echo)?;
+            write_manifest(&plugins, &name, &echo, echo_manifest.clone())?;
         }
-        write_manifest(
-            &plugins,
-            "wordcount",
-            &options.bin_dir.join("cjm-wordcount"),
-        )?;
+        let wordcount = options.bin_dir.join("cjm-wordcount");
+        write_manifest(&plugins, "wordcount", &wordcount, own_manifest(&wordcount)?)?;
         Ok(BenchHome { root })
     }
 
@@ -56,8 +55,25 @@ impl BenchHome {
     }
 }
 
-fn write_manifest(dir: &Path, name: &str, command: &Path) -> Result<()> {
-    let manifest = json!({"name": name, "version": "0.1.0", "command": command});
+/// What `<binary> --manifest` prints: the plugin's metadata and config schema.
+fn own_manifest(binary: &Path) -> Result<Value> {
+    let output = Command::new(binary)
+        .arg("--manifest")
+        .output()
+        .with_context(|| format!("running {} --manifest", binary.display()))?;
+    if !output.status.success() {
+        bail!("{} --manifest failed: {}", binary.display(), output.status);
+    }
+    serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("the manifest printed by {}", binary.display()))
+}
+
+fn write_manifest(dir: &Path, name: &str, command: &Path, mut manifest: Value) -> Result<()> {
+    let Some(fields) = manifest.as_object_mut() else {
+        bail!("the manifest of {} is not a JSON object", command.display());
+    };
+    fields.insert(String::from("name"), json!(name));
+    fields.insert(String::from("command"), json!(command));
     std::fs::write(dir.join(format!("{name}.json")), manifest.to_string())?;
     Ok(())
 }
@@ -144,7 +160,13 @@ pub async fn measure_all(options: &Options, results: &mut Results) -> Result<()>
 
 async fn start_failure(options: &Options, results: &mut Results, reps: usize) -> Result<()> {
     let home = BenchHome::new(options, "failure", 0)?;
-    write_manifest(&home.root.join("plugins"), "fails", Path::new("/bin/false"))?;
+    let fails = json!({"version": "0.1.0"});
+    write_manifest(
+        &home.root.join("plugins"),
+        "fails",
+        Path::new("/bin/false"),
+        fails,
+    )?;
     let manager = home.manager();
     let mut samples = Vec::new();
     for _ in 0..reps {
