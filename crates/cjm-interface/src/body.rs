@@ -39,10 +39,7 @@ pub async fn read_to_bytes<B>(mut body: B, limit: usize) -> Result<Bytes, BodyEr
 where
     B: Body + Unpin,
 {
-    let declared_len = body.size_hint().exact();
-    if body.size_hint().lower() > limit as u64 {
-        return Err(BodyError::TooLarge { limit });
-    }
+    let declared_len = declared_len(&body, limit)?;
     // A body that arrives in one frame (every small one) is passed on without a copy.
     let mut first: Option<Bytes> = None;
     let mut joined: Vec<u8> = Vec::new();
@@ -59,18 +56,55 @@ where
             continue;
         }
         if let Some(first) = first.take() {
-            let expected = declared_len.map_or(0, |len| len as usize);
-            joined.reserve_exact(expected.max(2 * (first.len() + data.remaining())));
+            joined.reserve_exact(declared_len.max(2 * (first.len() + data.remaining())));
             joined.extend_from_slice(&first);
         }
-        while data.has_remaining() {
-            let chunk = data.chunk();
-            let len = chunk.len();
-            joined.extend_from_slice(chunk);
-            data.advance(len);
-        }
+        append(&mut joined, &mut data, limit)?;
     }
     Ok(first.unwrap_or_else(|| Bytes::from(joined)))
+}
+
+/// The whole of `body`, at most `limit` bytes, into `out` (emptied first). For a
+/// caller that keeps one large buffer for many bodies: memory already faulted in is
+/// reused instead of fresh memory being faulted in for every body.
+pub async fn read_into<B>(
+    mut body: B,
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(), BodyError<B::Error>>
+where
+    B: Body + Unpin,
+{
+    out.clear();
+    out.reserve(declared_len(&body, limit)?);
+    while let Some(frame) = body.frame().await {
+        if let Ok(mut data) = frame.map_err(BodyError::Read)?.into_data() {
+            append(out, &mut data, limit)?;
+        }
+    }
+    Ok(())
+}
+
+/// The length the body announces (0 when it does not), refused above `limit`.
+fn declared_len<B: Body>(body: &B, limit: usize) -> Result<usize, BodyError<B::Error>> {
+    let hint = body.size_hint();
+    if hint.lower() > limit as u64 {
+        return Err(BodyError::TooLarge { limit });
+    }
+    Ok(hint.exact().map_or(0, |len| len as usize))
+}
+
+fn append<D: Buf, E>(out: &mut Vec<u8>, data: &mut D, limit: usize) -> Result<(), BodyError<E>> {
+    if out.len() + data.remaining() > limit {
+        return Err(BodyError::TooLarge { limit });
+    }
+    while data.has_remaining() {
+        let chunk = data.chunk();
+        let len = chunk.len();
+        out.extend_from_slice(chunk);
+        data.advance(len);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -134,6 +168,22 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn reads_into_a_kept_buffer_replacing_what_it_held() {
+        let mut kept = Vec::with_capacity(64);
+        kept.extend_from_slice(b"previous body");
+        let held = kept.as_ptr();
+        read_into(frames(&["ab", "cd"], Some(4)), &mut kept, 100)
+            .await
+            .unwrap();
+        assert_eq!(kept, b"abcd");
+        assert_eq!(kept.as_ptr(), held, "the kept memory is reused");
+        let over = read_into(frames(&["abc", "de"], None), &mut kept, 4).await;
+        assert!(matches!(over, Err(BodyError::TooLarge { limit: 4 })));
+        let declared = read_into(frames(&[], Some(5)), &mut kept, 4).await;
+        assert!(matches!(declared, Err(BodyError::TooLarge { limit: 4 })));
     }
 
     #[tokio::test]

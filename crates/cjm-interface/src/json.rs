@@ -12,23 +12,22 @@ pub fn to_vec(value: &Value) -> Vec<u8> {
     out
 }
 
-/// The body of an `/execute` or `/execute_stream` request, in a buffer sized once:
-/// growing it by doubling would copy a large payload several times over.
-pub fn call_body(args: &[Value], kwargs: &Map<String, Value>) -> Vec<u8> {
+/// Append the body of an `/execute` or `/execute_stream` request to `out`, reserving
+/// room for it once: growing it by doubling would copy a large payload several times.
+pub fn write_call_body(out: &mut Vec<u8>, args: &[Value], kwargs: &Map<String, Value>) {
     let args_len = args.iter().map(estimated_len).sum::<usize>() + args.len() + 2;
     let kwargs_len = estimated_len_of_object(kwargs);
-    let mut out = Vec::with_capacity(args_len + kwargs_len + 20);
+    out.reserve(args_len + kwargs_len + 20);
     out.extend_from_slice(b"{\"args\":[");
     for (index, item) in args.iter().enumerate() {
         if index > 0 {
             out.push(b',');
         }
-        write_value(&mut out, item);
+        write_value(out, item);
     }
     out.extend_from_slice(b"],\"kwargs\":");
-    write_object(&mut out, kwargs);
+    write_object(out, kwargs);
     out.push(b'}');
-    out
 }
 
 /// Append `value` as compact JSON.
@@ -172,11 +171,14 @@ mod tests {
         let args = vec![json!("x".repeat(10_000)), json!({"n": [1, 2.5, null]})];
         let kwargs = json!({"repeat": 2, "file_path": "/tmp/a \"b\""});
         let kwargs = kwargs.as_object().unwrap();
-        let body = call_body(&args, kwargs);
+        let mut body = Vec::new();
+        write_call_body(&mut body, &args, kwargs);
         let expected = json!({"args": args, "kwargs": kwargs});
         assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), expected);
         assert!(body.capacity() >= body.len() && body.capacity() < body.len() + 64);
-        assert_eq!(call_body(&[], &Map::new()), br#"{"args":[],"kwargs":{}}"#);
+        let mut empty = Vec::new();
+        write_call_body(&mut empty, &[], &Map::new());
+        assert_eq!(empty, br#"{"args":[],"kwargs":{}}"#);
     }
 
     fn same_as_serde(value: &Value) {

@@ -5,6 +5,7 @@
 //! The proxy knows nothing of manifests: the manager turns a manifest into a
 //! [`LaunchSpec`].
 
+mod buffers;
 mod error;
 mod files;
 mod launch;

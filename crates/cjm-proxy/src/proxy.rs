@@ -13,6 +13,7 @@ use hyper::{Method, Response};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::buffers::BufferPool;
 use crate::files::{self, TempFiles};
 use crate::launch::{self, LaunchSpec, ListenMode};
 use crate::log::{self, TAIL_LINES};
@@ -50,6 +51,8 @@ pub struct RemotePluginProxy {
     port: u16,
     process: WorkerProcess,
     transport: Transport,
+    /// Large answers are read into buffers kept here (see `buffers.rs`).
+    buffers: BufferPool,
     runtime: tokio::runtime::Handle,
     stopped: AtomicBool,
 }
@@ -96,6 +99,7 @@ impl RemotePluginProxy {
             port: spawned.port,
             process: spawned.process,
             transport,
+            buffers: BufferPool::default(),
             runtime: tokio::runtime::Handle::current(),
             stopped: AtomicBool::new(false),
         };
@@ -405,7 +409,9 @@ impl RemotePluginProxy {
         } else {
             files::materialize(&self.plugin, call, &self.temp_dir)?
         };
-        Ok((Bytes::from(json::call_body(&args, &kwargs)), files))
+        let mut body = self.buffers.take();
+        json::write_call_body(&mut body, &args, &kwargs);
+        Ok((self.buffers.lend_as_bytes(body, &self.runtime), files))
     }
 
     async fn request_json<T: DeserializeOwned>(
@@ -426,14 +432,19 @@ impl RemotePluginProxy {
     ) -> Result<T, ProxyError> {
         let response = self.send(method, endpoint, body, extra_header).await?;
         let response = self.check_status(endpoint, response).await?;
-        let bytes = self
-            .until_exit(endpoint, transport::read_body(response))
-            .await?;
-        serde_json::from_slice(&bytes).map_err(|err| ProxyError::InvalidResponse {
-            plugin: self.plugin.clone(),
-            endpoint,
-            reason: err.to_string(),
-        })
+        let mut buffer = self.buffers.take();
+        let read = self
+            .until_exit(endpoint, transport::read_body_into(response, &mut buffer))
+            .await;
+        let parsed = read.and_then(|()| {
+            serde_json::from_slice(&buffer).map_err(|err| ProxyError::InvalidResponse {
+                plugin: self.plugin.clone(),
+                endpoint,
+                reason: err.to_string(),
+            })
+        });
+        self.buffers.give_back(buffer, &self.runtime);
+        parsed
     }
 
     async fn send(

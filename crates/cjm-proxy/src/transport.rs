@@ -73,6 +73,16 @@ pub(crate) async fn read_body(response: Response<Incoming>) -> Result<Bytes, Str
         .map_err(|err| err.to_string())
 }
 
+/// The whole body of a response, into `buffer` (see [`body::read_into`]).
+pub(crate) async fn read_body_into(
+    response: Response<Incoming>,
+    buffer: &mut Vec<u8>,
+) -> Result<(), String> {
+    body::read_into(response.into_body(), buffer, usize::MAX)
+        .await
+        .map_err(|err| err.to_string())
+}
+
 /// hyper-util's errors say little at the top level; the cause chain says what happened.
 fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
