@@ -159,7 +159,8 @@ mod tests {
         drop(body);
         assert_eq!(pool.kept(), 0, "still lent while any part of it lives");
         drop(part);
-        assert_eq!(pool.take().as_ptr(), held);
+        let kept = pool.take();
+        assert_eq!(kept.as_ptr(), held);
         // A small body is plain bytes, never kept.
         let small = pool.lend_as_bytes(b"{}".to_vec(), &runtime);
         drop(small);
