@@ -69,24 +69,27 @@ pub fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) {
     out.push(b'}');
 }
 
+/// Clean runs are found and copied a block at a time: the copy then reads what the
+/// scan has just brought into the cache, instead of reading a large string from
+/// memory twice.
+const SCAN_BLOCK: usize = 4096;
+
 /// Append a JSON string: clean runs are copied whole, found eight bytes at a time.
 pub fn write_str(out: &mut Vec<u8>, text: &str) {
     let bytes = text.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
-    let mut start = 0;
     let mut index = 0;
     while index < bytes.len() {
-        index += clean_prefix_len(&bytes[index..]);
-        if index >= bytes.len() {
-            break;
+        let block_end = (index + SCAN_BLOCK).min(bytes.len());
+        let clean = clean_prefix_len(&bytes[index..block_end]);
+        out.extend_from_slice(&bytes[index..index + clean]);
+        index += clean;
+        if index < block_end {
+            write_escape(out, bytes[index]);
+            index += 1;
         }
-        out.extend_from_slice(&bytes[start..index]);
-        write_escape(out, bytes[index]);
-        index += 1;
-        start = index;
     }
-    out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
 }
 
