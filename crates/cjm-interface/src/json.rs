@@ -211,6 +211,22 @@ mod tests {
     }
 
     #[test]
+    fn escapes_at_and_around_block_edges_are_written_once() {
+        for edge in [SCAN_BLOCK - 1, SCAN_BLOCK, SCAN_BLOCK + 1, 2 * SCAN_BLOCK] {
+            for escaped in ['"', '\\', '\n', '\u{1}'] {
+                let mut text: Vec<char> = "é".repeat(3 * SCAN_BLOCK).chars().collect();
+                text.truncate(3 * SCAN_BLOCK / 2);
+                let mut text: String = text.into_iter().collect();
+                text.extend(std::iter::repeat_n('a', 2 * SCAN_BLOCK));
+                let at = (0..=edge).rev().find(|&at| text.is_char_boundary(at)).unwrap();
+                text.insert(at, escaped);
+                same_as_serde(&Value::String(text));
+            }
+        }
+        same_as_serde(&Value::String("\"".repeat(3 * SCAN_BLOCK)));
+    }
+
+    #[test]
     fn every_byte_that_needs_escaping_is_escaped_at_every_position() {
         let specials: Vec<char> = (0u8..0x20)
             .map(char::from)
