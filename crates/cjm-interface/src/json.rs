@@ -218,7 +218,10 @@ mod tests {
                 text.truncate(3 * SCAN_BLOCK / 2);
                 let mut text: String = text.into_iter().collect();
                 text.extend(std::iter::repeat_n('a', 2 * SCAN_BLOCK));
-                let at = (0..=edge).rev().find(|&at| text.is_char_boundary(at)).unwrap();
+                let at = (0..=edge)
+                    .rev()
+                    .find(|&at| text.is_char_boundary(at))
+                    .unwrap();
                 text.insert(at, escaped);
                 same_as_serde(&Value::String(text));
             }
