@@ -17,7 +17,7 @@ pub(crate) fn launch_spec(
 ) -> LaunchSpec {
     let log_path = CjmHome::log_path(&options.home, &manifest.name);
     let (program, args, listen) = match manifest.resolved_launch(manifest_path.parent()) {
-        Launch::Native { command, args } => (command, args, ListenMode::InheritSocket),
+        Launch::Native { command, args } => (command, args, ListenMode::InheritUnixSocket),
         Launch::Python {
             python_path,
             module,
@@ -48,5 +48,6 @@ pub(crate) fn launch_spec(
         listen,
         start_timeout: options.start_timeout,
         temp_dir: options.temp_dir.clone(),
+        socket_dir: options.socket_dir.clone(),
     }
 }

@@ -26,7 +26,7 @@ pub use stream::PluginStream;
 
 pub use cjm_interface::{Arg, CallArgs, ConfigMap, FileBacked};
 pub use cjm_metadata::{CjmHome, Manifest, PluginMeta};
-pub use cjm_proxy::{ProxyError, RemotePluginProxy};
+pub use cjm_proxy::{Endpoint, ProxyError, RemotePluginProxy};
 pub use cjm_scheduling::{
     GpuStats, LocalMonitor, ManualStats, PermissiveScheduler, QueueScheduler, Refusal,
     ResourceScheduler, SafetyScheduler, StatsSource, SystemStats,

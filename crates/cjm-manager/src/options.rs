@@ -25,6 +25,10 @@ pub struct ManagerOptions {
     pub start_timeout: Duration,
     /// Where file-backed arguments are written for the duration of a call.
     pub temp_dir: PathBuf,
+    /// Where native workers' Unix sockets are made, each in a private folder of its
+    /// own. The default: `$XDG_RUNTIME_DIR` (the user's own), else the system's
+    /// temporary folder.
+    pub socket_dir: PathBuf,
     /// Call timeouts and restarts, for plugins without an entry in
     /// `plugin_fault_policies`. The default: no timeout, no restarts.
     pub fault_policy: FaultPolicy,
@@ -47,6 +51,7 @@ impl ManagerOptions {
             stats_source: None,
             start_timeout: Duration::from_secs(30),
             temp_dir: std::env::temp_dir(),
+            socket_dir: cjm_proxy::default_socket_dir(),
             fault_policy: FaultPolicy::default(),
             plugin_fault_policies: HashMap::new(),
         }

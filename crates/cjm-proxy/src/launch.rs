@@ -1,6 +1,5 @@
 //! Starting a worker process: its command line, environment, log and socket.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -9,6 +8,7 @@ use std::time::Duration;
 use cjm_interface::wire;
 use hyper::header::HeaderValue;
 
+use crate::endpoint::{self, Endpoint, PrivateFolder, WorkerSocket};
 use crate::process::WorkerProcess;
 use crate::{log, secret, spawner, ProxyError};
 
@@ -31,10 +31,13 @@ pub struct LaunchSpec {
     pub start_timeout: Duration,
     /// Where file-backed arguments are written.
     pub temp_dir: PathBuf,
+    /// Where a Unix socket for the worker is made, in a private folder of its own.
+    pub socket_dir: PathBuf,
 }
 
 impl LaunchSpec {
-    /// A spec with the defaults: inherited socket, 30 s to start, the system's
+    /// A spec with the defaults: an inherited Unix socket in
+    /// [`default_socket_dir`](crate::default_socket_dir), 30 s to start, the system's
     /// temporary folder.
     pub fn new(
         plugin: impl Into<String>,
@@ -47,9 +50,10 @@ impl LaunchSpec {
             args: Vec::new(),
             env: Vec::new(),
             log_path: log_path.into(),
-            listen: ListenMode::InheritSocket,
+            listen: ListenMode::InheritUnixSocket,
             start_timeout: Duration::from_secs(30),
             temp_dir: std::env::temp_dir(),
+            socket_dir: endpoint::default_socket_dir(),
         }
     }
 }
@@ -57,8 +61,13 @@ impl LaunchSpec {
 /// How the worker gets its listening socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenMode {
-    /// The host binds `127.0.0.1:0` and hands the socket over (native workers): no
-    /// port race, and the host can connect before the worker is up.
+    /// The host makes a Unix-domain socket in a private folder under the spec's
+    /// `socket_dir` and hands it over (native workers): faster than loopback TCP, and no
+    /// other local user can connect. Loopback TCP when that folder's path is too long
+    /// for a socket.
+    InheritUnixSocket,
+    /// The host binds `127.0.0.1:0` and hands the socket over: no port race, and the
+    /// host can connect before the worker is up.
     InheritSocket,
     /// The worker binds `--port` itself (the original's Python worker). The port is
     /// chosen free but could be taken before the worker binds it.
@@ -67,7 +76,9 @@ pub enum ListenMode {
 
 pub(crate) struct Spawned {
     pub(crate) process: WorkerProcess,
-    pub(crate) port: u16,
+    pub(crate) endpoint: Endpoint,
+    /// Holds a Unix socket's folder until the proxy is done with the worker.
+    pub(crate) socket_folder: Option<PrivateFolder>,
     pub(crate) log_start: u64,
     /// `Bearer <secret>`, for a worker that was given one.
     pub(crate) authorization: Option<HeaderValue>,
@@ -78,28 +89,41 @@ pub(crate) async fn spawn(spec: &LaunchSpec) -> Result<Spawned, ProxyError> {
         plugin: spec.plugin.clone(),
         source,
     };
-    let listener =
-        TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).map_err(socket_error)?;
-    let port = listener.local_addr().map_err(socket_error)?.port();
+    let socket = match spec.listen {
+        ListenMode::InheritUnixSocket => endpoint::unix_or_tcp(&spec.socket_dir, &spec.plugin),
+        ListenMode::InheritSocket | ListenMode::WorkerBinds => endpoint::tcp(),
+    }
+    .map_err(socket_error)?;
+    let WorkerSocket {
+        listener,
+        endpoint,
+        folder: socket_folder,
+    } = socket;
     // Only our own workers check a secret; the original's Python worker binds its
     // own port and would ignore one.
-    let (inherited, secret) = match spec.listen {
-        ListenMode::InheritSocket => {
+    let (inherited, secret, port) = match (spec.listen, &endpoint) {
+        (ListenMode::WorkerBinds, Endpoint::Tcp { port }) => {
+            // Free now; the worker binds it itself.
+            drop(listener);
+            (None, None, *port)
+        }
+        (_, endpoint) => {
             let secret = secret::generate().map_err(|source| ProxyError::Secret {
                 plugin: spec.plugin.clone(),
                 source,
             })?;
-            (Some(listener), Some(secret))
-        }
-        ListenMode::WorkerBinds => {
-            drop(listener);
-            (None, None)
+            // A worker on a Unix socket is told port 0: it serves what it inherits.
+            let port = match endpoint {
+                Endpoint::Tcp { port } => *port,
+                Endpoint::Unix { .. } => 0,
+            };
+            (Some(listener), Some(secret), port)
         }
     };
 
     let host_pid = std::process::id();
     let header = format!(
-        "starting {} (host pid {host_pid}, port {port}): {} {}",
+        "starting {} (host pid {host_pid}, on {endpoint}): {} {}",
         spec.plugin,
         spec.program.display(),
         spec.args.join(" ")
@@ -163,7 +187,8 @@ pub(crate) async fn spawn(spec: &LaunchSpec) -> Result<Spawned, ProxyError> {
     });
     Ok(Spawned {
         process,
-        port,
+        endpoint,
+        socket_folder,
         log_start,
         authorization,
     })

@@ -6,6 +6,7 @@
 //! [`LaunchSpec`].
 
 mod buffers;
+mod endpoint;
 mod error;
 mod files;
 mod launch;
@@ -17,6 +18,7 @@ mod spawner;
 mod stream;
 mod transport;
 
+pub use endpoint::{default_socket_dir, Endpoint};
 pub use error::ProxyError;
 pub use launch::{LaunchSpec, ListenMode};
 pub use proxy::RemotePluginProxy;

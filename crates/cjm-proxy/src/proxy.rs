@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::buffers::BufferPool;
+use crate::endpoint::{Endpoint, PrivateFolder};
 use crate::files::{self, TempFiles};
 use crate::launch::{self, LaunchSpec, ListenMode};
 use crate::log::{self, TAIL_LINES};
@@ -48,7 +50,9 @@ pub struct RemotePluginProxy {
     log_path: PathBuf,
     log_start: u64,
     temp_dir: PathBuf,
-    port: u16,
+    endpoint: Endpoint,
+    /// A Unix socket's private folder, removed once the worker is stopped.
+    socket_folder: Mutex<Option<PrivateFolder>>,
     process: WorkerProcess,
     transport: Transport,
     /// Large answers are read into buffers kept here (see `buffers.rs`).
@@ -89,14 +93,15 @@ impl RemotePluginProxy {
 
     async fn start_once(spec: &LaunchSpec, started: Instant) -> Result<Self, ProxyError> {
         let spawned = launch::spawn(spec).await?;
-        let transport = Transport::new(spawned.port, spawned.authorization);
+        let transport = Transport::new(&spawned.endpoint, spawned.authorization);
         let mut proxy = RemotePluginProxy {
             plugin: spec.plugin.clone(),
             version: String::new(),
             log_path: spec.log_path.clone(),
             log_start: spawned.log_start,
             temp_dir: spec.temp_dir.clone(),
-            port: spawned.port,
+            endpoint: spawned.endpoint,
+            socket_folder: Mutex::new(spawned.socket_folder),
             process: spawned.process,
             transport,
             buffers: BufferPool::default(),
@@ -106,9 +111,9 @@ impl RemotePluginProxy {
         let health = proxy.wait_ready(spec, started).await?;
         proxy.version = health.version;
         tracing::debug!(
-            "plugin {} ready on port {} (pid {}) after {:?}",
+            "plugin {} ready on {} (pid {}) after {:?}",
             proxy.plugin,
-            proxy.port,
+            proxy.endpoint,
             proxy.process.pid(),
             started.elapsed()
         );
@@ -140,8 +145,8 @@ impl RemotePluginProxy {
                     && !in_process_group(health.pid, self.process.pid())
                 {
                     return Err(format!(
-                        "port {} is answered by pid {}, not by this worker",
-                        self.port, health.pid
+                        "{} is answered by pid {}, not by this worker",
+                        self.endpoint, health.pid
                     ));
                 }
                 Ok(health)
@@ -198,8 +203,17 @@ impl RemotePluginProxy {
         self.process.pid()
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
+    /// The worker's TCP port; `None` when it listens on a Unix socket.
+    pub fn port(&self) -> Option<u16> {
+        match self.endpoint {
+            Endpoint::Tcp { port } => Some(port),
+            Endpoint::Unix { .. } => None,
+        }
+    }
+
+    /// How to reach the worker.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     pub fn log_path(&self) -> &Path {
@@ -374,12 +388,22 @@ impl RemotePluginProxy {
         }
         // Whatever the plugin started and left behind in the group goes too.
         self.process.signal_group(libc::SIGKILL);
+        self.remove_socket_folder();
     }
 
     /// Kill the worker's process group at once, without cleanup.
     pub fn kill(&self) {
         self.stopped.store(true, Ordering::SeqCst);
         self.process.signal_group(libc::SIGKILL);
+        self.remove_socket_folder();
+    }
+
+    fn remove_socket_folder(&self) {
+        let folder = match self.socket_folder.lock() {
+            Ok(mut folder) => folder.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        drop(folder);
     }
 
     fn block_on<T>(

@@ -7,7 +7,16 @@ const SECRET_BYTES: usize = 32;
 
 /// A fresh secret, 64 lowercase hex digits.
 pub(crate) fn generate() -> io::Result<String> {
-    let mut bytes = [0u8; SECRET_BYTES];
+    random_hex(SECRET_BYTES)
+}
+
+/// A short random name (16 hex digits), for folders that must not be guessed.
+pub(crate) fn generate_short() -> io::Result<String> {
+    random_hex(8)
+}
+
+fn random_hex(count: usize) -> io::Result<String> {
+    let mut bytes = vec![0u8; count];
     File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
 }

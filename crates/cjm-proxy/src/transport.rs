@@ -1,5 +1,11 @@
 //! HTTP/1.1 to one worker over loopback, on pooled keep-alive connections.
 
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -7,27 +13,48 @@ use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use cjm_interface::{body, wire};
 
+use crate::endpoint::Endpoint;
+
 #[derive(Debug, Clone)]
 pub(crate) struct Transport {
-    client: Client<HttpConnector, Full<Bytes>>,
-    authority: String,
+    client: WorkerClient,
     /// `Bearer <secret>` for a worker that requires it, sent on every request.
     authorization: Option<HeaderValue>,
 }
 
+/// hyper-util's pooled client, over the worker's kind of socket.
+#[derive(Debug, Clone)]
+enum WorkerClient {
+    Tcp {
+        client: Client<HttpConnector, Full<Bytes>>,
+        authority: String,
+    },
+    Unix(Client<UnixConnector, Full<Bytes>>),
+}
+
 impl Transport {
-    pub(crate) fn new(port: u16, authorization: Option<HeaderValue>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+    pub(crate) fn new(endpoint: &Endpoint, authorization: Option<HeaderValue>) -> Self {
+        let builder = Client::builder(TokioExecutor::new());
+        let client = match endpoint {
+            Endpoint::Tcp { port } => {
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                connector.enforce_http(true);
+                WorkerClient::Tcp {
+                    client: builder.build(connector),
+                    authority: format!("127.0.0.1:{port}"),
+                }
+            }
+            Endpoint::Unix { path } => WorkerClient::Unix(builder.build(UnixConnector {
+                path: Arc::from(path.as_path()),
+            })),
+        };
         Transport {
             client,
-            authority: format!("127.0.0.1:{port}"),
             authorization,
         }
     }
@@ -39,7 +66,12 @@ impl Transport {
         body: Option<Bytes>,
         extra_header: Option<(HeaderName, HeaderValue)>,
     ) -> Result<Response<Incoming>, String> {
-        let uri: Uri = format!("http://{}{path}", self.authority)
+        // Over a Unix socket the authority only fills the Host header.
+        let authority = match &self.client {
+            WorkerClient::Tcp { authority, .. } => authority.as_str(),
+            WorkerClient::Unix(_) => "localhost",
+        };
+        let uri: Uri = format!("http://{authority}{path}")
             .parse()
             .map_err(|err| format!("bad URI: {err}"))?;
         let mut builder = Request::builder().method(method).uri(uri);
@@ -58,10 +90,36 @@ impl Transport {
         let request = builder
             .body(Full::new(body.unwrap_or_default()))
             .map_err(|err| err.to_string())?;
-        self.client
-            .request(request)
-            .await
-            .map_err(|err| describe(&err))
+        match &self.client {
+            WorkerClient::Tcp { client, .. } => client.request(request).await,
+            WorkerClient::Unix(client) => client.request(request).await,
+        }
+        .map_err(|err| describe(&err))
+    }
+}
+
+/// Connects to the worker's Unix socket, whatever the URI says.
+#[derive(Debug, Clone)]
+struct UnixConnector {
+    path: Arc<Path>,
+}
+
+impl tower_service::Service<Uri> for UnixConnector {
+    type Response = TokioIo<tokio::net::UnixStream>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let path = Arc::clone(&self.path);
+        Box::pin(async move {
+            tokio::net::UnixStream::connect(&*path)
+                .await
+                .map(TokioIo::new)
+        })
     }
 }
 

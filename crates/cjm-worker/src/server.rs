@@ -17,6 +17,7 @@ use crate::auth::AccessToken;
 use crate::config_check::ConfigCheck;
 use crate::handler::{handle, Worker};
 use crate::host::PluginHost;
+use crate::listener::{AsyncListener, Connection};
 
 /// Connections served at once; more wait in the listen backlog. Each has a thread.
 const MAX_CONNECTIONS: usize = 512;
@@ -149,7 +150,8 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
     ));
     let port = options.port;
     let outcome = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::from_std(listener)
+        let listener = listener
+            .into_async()
             .map_err(|source| ServeError::Listen { port, source })?;
         let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Runtime)?;
         let mut interrupt = signal(SignalKind::interrupt()).map_err(ServeError::Runtime)?;
@@ -161,14 +163,13 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
         };
         tokio::pin!(parent_gone);
         let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        if let Ok(address) = listener.local_addr() {
-            tracing::info!(
-                "worker {} {} (pid {}) serving on http://{address}",
-                worker.host.name(),
-                worker.host.version(),
-                std::process::id()
-            );
-        }
+        tracing::info!(
+            "worker {} {} (pid {}) serving on {}",
+            worker.host.name(),
+            worker.host.version(),
+            std::process::id(),
+            listener.describe()
+        );
         let mut idle_ticks = tokio::time::interval(IDLE_MEMORY_CHECK);
         idle_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = loop {
@@ -215,15 +216,15 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
 
 /// Wait for a connection slot, then for a connection.
 async fn accept(
-    listener: &tokio::net::TcpListener,
+    listener: &AsyncListener,
     connections: &Arc<Semaphore>,
-) -> std::io::Result<(tokio::net::TcpStream, OwnedSemaphorePermit)> {
+) -> std::io::Result<(Connection, OwnedSemaphorePermit)> {
     let permit = Arc::clone(connections)
         .acquire_owned()
         .await
         .map_err(|_| std::io::Error::other("connection limit closed"))?;
-    let (stream, _) = listener.accept().await?;
-    Ok((stream, permit))
+    let connection = listener.accept().await?;
+    Ok((connection, permit))
 }
 
 /// Serve one connection on a thread of its own, with a runtime of its own.
@@ -231,19 +232,7 @@ async fn accept(
 /// Plugin calls then run right on that thread: no hand-over to a pool and back, so a
 /// call costs about one loopback round trip. A long call holds up only its own
 /// connection; the host opens another for concurrent calls, `/health` or `/stats`.
-fn spawn_connection(
-    worker: Arc<Worker>,
-    stream: tokio::net::TcpStream,
-    permit: OwnedSemaphorePermit,
-) {
-    let _ = stream.set_nodelay(true);
-    let stream = match stream.into_std() {
-        Ok(stream) => stream,
-        Err(err) => {
-            tracing::warn!("cannot hand a connection to its thread: {err}");
-            return;
-        }
-    };
+fn spawn_connection(worker: Arc<Worker>, connection: Connection, permit: OwnedSemaphorePermit) {
     let spawned = std::thread::Builder::new()
         .name(String::from("cjm-connection"))
         .stack_size(CONNECTION_STACK_BYTES)
@@ -260,10 +249,17 @@ fn spawn_connection(
                 }
             };
             runtime.block_on(async move {
-                match tokio::net::TcpStream::from_std(stream) {
-                    Ok(stream) => serve_connection(worker, stream).await,
-                    Err(err) => tracing::warn!("cannot register a connection: {err}"),
-                }
+                let registered = match connection {
+                    Connection::Tcp(stream) => match tokio::net::TcpStream::from_std(stream) {
+                        Ok(stream) => return serve_connection(worker, stream).await,
+                        Err(err) => err,
+                    },
+                    Connection::Unix(stream) => match tokio::net::UnixStream::from_std(stream) {
+                        Ok(stream) => return serve_connection(worker, stream).await,
+                        Err(err) => err,
+                    },
+                };
+                tracing::warn!("cannot register a connection: {registered}");
             });
         });
     if let Err(err) = spawned {
@@ -271,7 +267,10 @@ fn spawn_connection(
     }
 }
 
-async fn serve_connection(worker: Arc<Worker>, stream: tokio::net::TcpStream) {
+async fn serve_connection<S>(worker: Arc<Worker>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |request| {
         let worker = Arc::clone(&worker);
         async move { Ok::<_, Infallible>(handle(worker, request).await) }

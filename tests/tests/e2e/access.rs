@@ -1,6 +1,8 @@
 //! Who may talk to a worker: only the host that started it.
 
-use cjm_manager::CallArgs;
+use std::os::unix::fs::PermissionsExt;
+
+use cjm_manager::{CallArgs, Endpoint};
 
 use crate::common::*;
 
@@ -12,7 +14,14 @@ async fn a_worker_serves_only_requests_carrying_its_hosts_secret() {
     manager.discover_manifests();
     manager.load_plugin("faulty", None).await.unwrap();
     let proxy = manager.get_plugin("faulty").unwrap();
-    let (port, pid) = (proxy.port(), proxy.pid());
+    let (endpoint, pid) = (proxy.endpoint().clone(), proxy.pid());
+    // A worker of our host listens on a Unix socket in a folder only this user enters.
+    let Endpoint::Unix { path } = endpoint.clone() else {
+        panic!("expected a Unix socket, got {endpoint}");
+    };
+    let folder = path.parent().unwrap();
+    let mode = std::fs::metadata(folder).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{}", folder.display());
 
     let secret = initial_env_var(pid, "CJM_WORKER_TOKEN").expect("worker got a secret");
     assert_eq!(secret.len(), 64);
@@ -25,8 +34,8 @@ async fn a_worker_serves_only_requests_carrying_its_hosts_secret() {
 
     let answers = tokio::task::spawn_blocking(move || {
         let request = |auth: &str| {
-            exchange(
-                port,
+            exchange_at(
+                &endpoint,
                 format!("GET /health HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n")
                     .as_bytes(),
             )
@@ -57,6 +66,12 @@ async fn a_worker_serves_only_requests_carrying_its_hosts_secret() {
     let child = answer["child_pid"].as_u64().unwrap() as u32;
     assert_eq!(initial_env_var(child, "CJM_WORKER_TOKEN"), None);
     manager.shutdown().await;
+    // The socket's folder goes with the worker.
+    assert!(!path.exists());
+    assert_eq!(
+        entries(&home.socket_dir()),
+        Vec::<std::path::PathBuf>::new()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

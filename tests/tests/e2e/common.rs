@@ -82,7 +82,13 @@ impl TestHome {
         let mut options = ManagerOptions::with_home(CjmHome::at(self.path()));
         options.search_paths = vec![self.plugins_dir()];
         options.temp_dir = self.temp_dir();
+        options.socket_dir = self.socket_dir();
         options
+    }
+
+    /// Where this home's workers get their Unix sockets.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.path().join("run")
     }
 
     pub fn manager(&self) -> PluginManager {
@@ -170,14 +176,32 @@ impl Drop for HandStartedWorker {
     }
 }
 
-/// Send one raw HTTP request (closing the connection) and read the whole answer:
-/// its status and text.
+/// Send one raw HTTP request (closing the connection) to `127.0.0.1:port` and read
+/// the whole answer: its status and text.
 pub fn exchange(port: u16, request: &[u8]) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    exchange_on(stream, request)
+}
+
+/// [`exchange`] with a worker wherever it listens (a manager's workers listen on Unix
+/// sockets).
+pub fn exchange_at(endpoint: &cjm_manager::Endpoint, request: &[u8]) -> (u16, String) {
+    match endpoint {
+        cjm_manager::Endpoint::Tcp { port } => exchange(*port, request),
+        cjm_manager::Endpoint::Unix { path } => {
+            let stream = std::os::unix::net::UnixStream::connect(path).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            exchange_on(stream, request)
+        }
+    }
+}
+
+fn exchange_on(mut stream: impl std::io::Read + std::io::Write, request: &[u8]) -> (u16, String) {
     // The worker may answer (413, 401) and close before reading everything.
     let _ = stream.write_all(request);
     let mut response = Vec::new();

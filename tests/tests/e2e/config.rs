@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use cjm_manager::{ConfigMap, ManagerError, ProxyError};
+use cjm_manager::{ConfigMap, Endpoint, ManagerError, ProxyError};
 use serde_json::{json, Value};
 
 use crate::common::*;
@@ -126,7 +126,7 @@ async fn a_worker_whose_own_schema_is_broken_refuses_every_configuration() {
 }
 
 /// A raw `POST /initialize` of `body`, with the secret and the host's claim if given.
-fn initialize_raw(port: u16, token: Option<&str>, claim: Option<&str>, body: &str) -> u16 {
+fn initialize_raw(at: &Endpoint, token: Option<&str>, claim: Option<&str>, body: &str) -> u16 {
     let mut headers = String::new();
     if let Some(token) = token {
         headers.push_str(&format!("Authorization: Bearer {token}\r\n"));
@@ -139,7 +139,7 @@ fn initialize_raw(port: u16, token: Option<&str>, claim: Option<&str>, body: &st
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    exchange(port, request.as_bytes()).0
+    exchange_at(at, request.as_bytes()).0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,7 +153,7 @@ async fn a_worker_believes_only_its_own_host_that_a_config_was_checked_against_i
         .await
         .unwrap();
     let proxy = manager.get_plugin("faulty").unwrap();
-    let port = proxy.port();
+    let endpoint = proxy.endpoint().clone();
     let token = initial_env_var(proxy.pid(), "CJM_WORKER_TOKEN").unwrap();
     let own = cjm_validation::schema_fingerprint(&proxy.config_schema().await.unwrap());
     let other = cjm_validation::schema_fingerprint(&json!({"type": "object"}));
@@ -163,9 +163,9 @@ async fn a_worker_believes_only_its_own_host_that_a_config_was_checked_against_i
     let statuses = tokio::task::spawn_blocking(move || {
         let out_of_range = r#"{"level": 12}"#;
         [
-            initialize_raw(port, Some(&token), None, out_of_range),
-            initialize_raw(port, Some(&token), Some(&other), out_of_range),
-            initialize_raw(port, Some(&token), Some(&own), out_of_range),
+            initialize_raw(&endpoint, Some(&token), None, out_of_range),
+            initialize_raw(&endpoint, Some(&token), Some(&other), out_of_range),
+            initialize_raw(&endpoint, Some(&token), Some(&own), out_of_range),
         ]
     })
     .await
@@ -184,9 +184,9 @@ async fn a_worker_believes_only_its_own_host_that_a_config_was_checked_against_i
             "cleanup_marker": {"type": "string"},
         },
     }));
-    let port = worker.port;
+    let endpoint = Endpoint::Tcp { port: worker.port };
     let status = tokio::task::spawn_blocking(move || {
-        initialize_raw(port, None, Some(&own), r#"{"level": 12}"#)
+        initialize_raw(&endpoint, None, Some(&own), r#"{"level": 12}"#)
     })
     .await
     .unwrap();
