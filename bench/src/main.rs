@@ -21,7 +21,7 @@ fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
         // Helper processes of the benchmark itself.
-        Some("floor-server") => floor::serve(),
+        Some("floor-server") => floor::serve(args.next()),
         Some("host-child") => host_child::run(args.next().context("host-child needs a CJM_HOME")?),
         Some("run") => {
             let options = Options::parse(args)?;
@@ -94,8 +94,11 @@ impl Options {
 
 fn run(options: &Options) -> Result<()> {
     let mut results = Results::new();
-    if options.wants(&["floor_rtt_us"]) {
-        results.insert("floor_rtt_us", floor::rtt_us(options)?, "us");
+    if options.wants(&["floor_rtt_us", "exec_p50_us"]) {
+        results.insert("floor_rtt_us", floor::tcp_rtt_us(options)?, "us");
+    }
+    if options.wants(&["floor_rtt_unix_us", "exec_p50_us"]) {
+        results.insert("floor_rtt_unix_us", floor::unix_rtt_us(options)?, "us");
     }
     if options.wants(&["validate_config_us"]) {
         validation::measure(options, &mut results)?;

@@ -104,10 +104,13 @@ impl Results {
                     .unwrap_or_else(|| String::from("-")),
             );
         }
-        if let (Some(p50), Some(floor)) = (self.get("exec_p50_us"), self.get("floor_rtt_us")) {
-            let multiple = p50 / floor;
-            let met = if multiple <= 2.5 { "met" } else { "MISSED" };
-            println!("exec_p50_us is {multiple:.2} x floor_rtt_us (target <= 2.5: {met})");
+        // Our native workers talk over a Unix socket: that floor is the fair one.
+        for floor_name in ["floor_rtt_us", "floor_rtt_unix_us"] {
+            if let (Some(p50), Some(floor)) = (self.get("exec_p50_us"), self.get(floor_name)) {
+                let multiple = p50 / floor;
+                let met = if multiple <= 2.5 { "met" } else { "MISSED" };
+                println!("exec_p50_us is {multiple:.2} x {floor_name} (target <= 2.5: {met})");
+            }
         }
         println!("(ratio: how many times better ours is than the original)");
     }
