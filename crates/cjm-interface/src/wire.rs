@@ -41,6 +41,31 @@ pub const AUTHORIZATION_SCHEME: &str = "Bearer";
 /// checked by the worker itself.
 pub const CONFIG_CHECKED_HEADER: &str = "x-cjm-config-checked";
 
+/// Send buffer asked for on each end of a Unix-socket connection (the kernel caps it
+/// at `net.core.wmem_max`). A Unix stream's data in flight is bounded by the sender's
+/// buffer alone: with the default (~200 KiB) a 10 MiB body crosses in fifty
+/// hand-overs between the two processes, with 4 MiB in three (10 MiB each way: ~2.9 ms
+/// -> ~1.8 ms on the benchmark machine).
+pub const UNIX_SEND_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Ask for [`UNIX_SEND_BUFFER_BYTES`] of send buffer on a connected Unix socket. A
+/// refusal only costs speed, so it is not an error.
+pub fn widen_send_buffer(socket: std::os::fd::BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    let size = libc::c_int::try_from(UNIX_SEND_BUFFER_BYTES).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads an int of the given length from a valid pointer, on a
+    // descriptor the caller keeps open for the duration of the call.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            std::ptr::addr_of!(size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// Extension: the largest request body a native worker accepts, in bytes (bigger
 /// ones get 413). Set it in a manifest's `env_vars` to change it for one plugin.
 pub const MAX_BODY_ENV: &str = "CJM_MAX_BODY_BYTES";

@@ -1,6 +1,7 @@
 //! HTTP/1.1 to one worker over loopback, on pooled keep-alive connections.
 
 use std::future::Future;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -116,9 +117,9 @@ impl tower_service::Service<Uri> for UnixConnector {
     fn call(&mut self, _: Uri) -> Self::Future {
         let path = Arc::clone(&self.path);
         Box::pin(async move {
-            tokio::net::UnixStream::connect(&*path)
-                .await
-                .map(TokioIo::new)
+            let stream = tokio::net::UnixStream::connect(&*path).await?;
+            wire::widen_send_buffer(stream.as_fd());
+            Ok(TokioIo::new(stream))
         })
     }
 }

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsFd, FromRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 
 use cjm_interface::wire;
@@ -54,6 +54,7 @@ impl AsyncListener {
             }
             AsyncListener::Unix(listener) => {
                 let (stream, _) = listener.accept().await?;
+                wire::widen_send_buffer(stream.as_fd());
                 Ok(Connection::Unix(stream.into_std()?))
             }
         }
