@@ -106,16 +106,12 @@ impl Plugin for EchoPlugin {
                     "'text' repeated {repeat} times is too large"
                 ))
             })?;
-        let mut result = text.into_bytes();
-        let once = result.len();
-        result.reserve_exact(result_len - once);
-        for _ in 1..count {
-            result.extend_from_within(..once);
+        // The text itself when it is said once, else one allocation for the copies.
+        let mut result = if count == 1 { text } else { text.repeat(count) };
+        if !self.config.prefix.is_empty() {
+            result.insert_str(0, &self.config.prefix);
         }
-        result.splice(0..0, self.config.prefix.bytes());
-        // Whole copies of valid UTF-8 behind a valid UTF-8 prefix.
-        let result = String::from_utf8(result)
-            .map_err(|err| PluginError::failed(format!("echo built invalid UTF-8: {err}")))?;
+        debug_assert_eq!(result.len(), result_len);
         let file_content_read = file_path.as_deref().map(read_file_lossy);
         Ok(json!({
             "result": result,
