@@ -18,14 +18,9 @@ pub fn write_call_body(out: &mut Vec<u8>, args: &[Value], kwargs: &Map<String, V
     let args_len = args.iter().map(estimated_len).sum::<usize>() + args.len() + 2;
     let kwargs_len = estimated_len_of_object(kwargs);
     out.reserve(args_len + kwargs_len + 20);
-    out.extend_from_slice(b"{\"args\":[");
-    for (index, item) in args.iter().enumerate() {
-        if index > 0 {
-            out.push(b',');
-        }
-        write_value(out, item);
-    }
-    out.extend_from_slice(b"],\"kwargs\":");
+    out.extend_from_slice(b"{\"args\":");
+    write_array(out, args);
+    out.extend_from_slice(b",\"kwargs\":");
     write_object(out, kwargs);
     out.push(b'}');
 }
@@ -41,18 +36,21 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
             let _ = serde_json::to_writer(&mut *out, number);
         }
         Value::String(text) => write_str(out, text),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (index, item) in items.iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                write_value(out, item);
-            }
-            out.push(b']');
-        }
+        Value::Array(items) => write_array(out, items),
         Value::Object(map) => write_object(out, map),
     }
+}
+
+/// Append a JSON array.
+pub fn write_array(out: &mut Vec<u8>, items: &[Value]) {
+    out.push(b'[');
+    for (index, item) in items.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_value(out, item);
+    }
+    out.push(b']');
 }
 
 /// Append a JSON object.
