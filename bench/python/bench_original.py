@@ -240,6 +240,15 @@ def start_failure():
     put("start_failure_ms", (time.perf_counter() - start) * 1000.0, "ms")
 
 
+def anonymous_kib(pid):
+    """The process's own memory: anonymous pages, not code shared with the page cache."""
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            if line.startswith("Anonymous:"):
+                return float(line.split()[1])
+    return float("nan")
+
+
 def main():
     if ARGS.host_child:
         host_child()
@@ -251,6 +260,7 @@ def main():
     import psutil
 
     put("worker_idle_rss_mib", psutil.Process(proxy.process.pid).memory_info().rss / (1024 * 1024), "MiB")
+    put("worker_idle_anon_mib", anonymous_kib(proxy.process.pid) / 1024, "MiB")
     exec_figures(proxy, 50 if quick else 300)
     window = 1.0 if quick else 3.0
     put("exec_rps_c32", asyncio.run(rps([proxy], 32, window)), "calls/s")

@@ -28,6 +28,22 @@ pub fn rss_mib(pid: u32) -> Option<f64> {
     Some(pages * page / (1024.0 * 1024.0))
 }
 
+/// Memory of `pid` that is its own: anonymous pages (heap, stacks, relocated data),
+/// not the code and read-only data it shares with the page cache and with every other
+/// process running the same binary. What one more worker really costs.
+pub fn anonymous_mib(pid: u32) -> Option<f64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let kib: f64 = rollup
+        .lines()
+        .find_map(|line| line.strip_prefix("Anonymous:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
 /// Whether `pid` is alive and not a zombie.
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))

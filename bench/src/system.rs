@@ -12,7 +12,7 @@ use cjm_manager::{CallArgs, CjmHome, ManagerOptions, PluginManager};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
-use crate::measure::{alive, median_ms, percentiles_us, rss_mib};
+use crate::measure::{alive, anonymous_mib, median_ms, percentiles_us, rss_mib};
 use crate::report::Results;
 use crate::Options;
 
@@ -104,6 +104,11 @@ pub async fn measure_all(options: &Options, results: &mut Results) -> Result<()>
         results.insert(
             "worker_idle_rss_mib",
             rss_mib(pid).unwrap_or(f64::NAN),
+            "MiB",
+        );
+        results.insert(
+            "worker_idle_anon_mib",
+            anonymous_mib(pid).unwrap_or(f64::NAN),
             "MiB",
         );
     }
