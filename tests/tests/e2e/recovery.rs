@@ -274,6 +274,35 @@ fn progress(path: &std::path::Path) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_producers_chunk_arrives_before_its_next_one_is_made() {
+    let home = TestHome::new();
+    home.native_manifest("faulty", FAULTY, &[]);
+    let manager = home.manager();
+    load_faulty(&manager).await;
+    let progress_file = home.path().join("progress");
+    let mut stream = manager
+        .execute_plugin_stream(
+            "faulty",
+            CallArgs::new()
+                .kwarg(
+                    "progress_file",
+                    progress_file.to_string_lossy().into_owned(),
+                )
+                .kwarg("interval_ms", 300),
+        )
+        .await
+        .unwrap();
+    // Batching small chunks must never hold one back until the producer's next.
+    for made in 1..=3 {
+        let chunk = stream.next().await.unwrap().unwrap();
+        assert_eq!(chunk["chunk"], made - 1);
+        assert_eq!(progress(&progress_file), made, "chunk {made} was held back");
+    }
+    drop(stream);
+    manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_stops_producing_when_the_stream_consumer_goes_away() {
     let home = TestHome::new();
     home.native_manifest("faulty", FAULTY, &[]);
