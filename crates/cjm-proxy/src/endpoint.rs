@@ -81,10 +81,17 @@ pub(crate) fn unix_or_tcp(parent: &Path, plugin: &str) -> io::Result<WorkerSocke
         );
         return tcp();
     }
-    std::fs::create_dir_all(parent)?;
-    std::fs::DirBuilder::new().mode(0o700).create(&folder)?;
+    let at = |place: &Path| {
+        let place = place.display().to_string();
+        move |err: io::Error| io::Error::new(err.kind(), format!("{place}: {err}"))
+    };
+    std::fs::create_dir_all(parent).map_err(at(parent))?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&folder)
+        .map_err(at(&folder))?;
     let folder = PrivateFolder(folder);
-    let listener = UnixListener::bind(&path)?;
+    let listener = UnixListener::bind(&path).map_err(at(&path))?;
     Ok(WorkerSocket {
         listener: listener.into(),
         endpoint: Endpoint::Unix { path },
@@ -207,6 +214,15 @@ mod tests {
         let (dead_later, _) = made("cjm-00000000000000dd", false);
         drop(unix_or_tcp(parent.path(), "echo").unwrap());
         assert!(dead_later.exists());
+    }
+
+    #[test]
+    fn an_unusable_socket_folder_is_named_in_the_error() {
+        let parent = tempfile::tempdir().unwrap();
+        let blocked = parent.path().join("not-a-folder");
+        std::fs::write(&blocked, "").unwrap();
+        let err = unix_or_tcp(&blocked, "echo").unwrap_err();
+        assert!(err.to_string().contains("not-a-folder"), "{err}");
     }
 
     #[test]

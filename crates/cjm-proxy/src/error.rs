@@ -167,7 +167,7 @@ impl fmt::Display for ProxyError {
             ProxyError::Socket { plugin, source } => {
                 write!(
                     f,
-                    "plugin {plugin}: cannot open a loopback socket: {source}"
+                    "plugin {plugin}: cannot open a socket for the worker: {source}"
                 )
             }
             ProxyError::Secret { plugin, source } => write!(
