@@ -79,11 +79,15 @@ const ORIGINAL: &str = "cjm_plugin_system==0.0.20";
 
 fn bench(passthrough: Vec<String>) -> Result<()> {
     let root = workspace_root()?;
+    // The plugins apart from the bench: built together, cargo would give them the
+    // features the host side enables (tokio's multi-threaded runtime, among others),
+    // and they would not be the binaries `cjm-ctl install-all` builds.
+    run(cargo()
+        .current_dir(&root)
+        .args(["build", "--release", "--package", "cjm-bench"]))?;
     run(cargo().current_dir(&root).args([
         "build",
         "--release",
-        "--package",
-        "cjm-bench",
         "--package",
         "cjm-echo",
         "--package",
