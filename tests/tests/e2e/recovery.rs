@@ -288,12 +288,13 @@ async fn a_slow_producers_chunk_arrives_before_its_next_one_is_made() {
                     "progress_file",
                     progress_file.to_string_lossy().into_owned(),
                 )
-                .kwarg("interval_ms", 300),
+                .kwarg("interval_ms", 800),
         )
         .await
         .unwrap();
-    // Batching small chunks must never hold one back until the producer's next.
-    for made in 1..=3 {
+    // Batching small chunks must never hold one back until the producer's next (made
+    // 800 ms later: a margin no loaded test machine eats).
+    for made in 1..=2 {
         let chunk = stream.next().await.unwrap().unwrap();
         assert_eq!(chunk["chunk"], made - 1);
         assert_eq!(progress(&progress_file), made, "chunk {made} was held back");
