@@ -246,14 +246,8 @@ async fn a_stream_that_stalls_past_the_timeout_ends_with_a_timeout_error() {
         },
     );
     load_faulty(&manager).await;
-    let progress = home.path().join("progress");
-    let mut stream = manager
-        .execute_plugin_stream(
-            "faulty",
-            CallArgs::new()
-                .kwarg("progress_file", progress.to_string_lossy().into_owned())
-                .kwarg("interval_ms", 60_000),
-        )
+    let progress_file = home.path().join("progress");
+    let mut stream = progress_stream(&manager, &progress_file, 60_000)
         .await
         .unwrap();
     let err = stream.next().await.unwrap().unwrap_err();
@@ -264,6 +258,26 @@ async fn a_stream_that_stalls_past_the_timeout_ends_with_a_timeout_error() {
         PluginState::Dead
     );
     manager.shutdown().await;
+}
+
+/// The faulty plugin's endless stream, one chunk every `interval_ms`, counting the
+/// chunks it made in `progress_file`.
+async fn progress_stream(
+    manager: &PluginManager,
+    progress_file: &std::path::Path,
+    interval_ms: u64,
+) -> Result<cjm_manager::PluginStream, ManagerError> {
+    manager
+        .execute_plugin_stream(
+            "faulty",
+            CallArgs::new()
+                .kwarg(
+                    "progress_file",
+                    progress_file.to_string_lossy().into_owned(),
+                )
+                .kwarg("interval_ms", interval_ms),
+        )
+        .await
 }
 
 fn progress(path: &std::path::Path) -> u64 {
@@ -280,16 +294,7 @@ async fn a_slow_producers_chunk_arrives_before_its_next_one_is_made() {
     let manager = home.manager();
     load_faulty(&manager).await;
     let progress_file = home.path().join("progress");
-    let mut stream = manager
-        .execute_plugin_stream(
-            "faulty",
-            CallArgs::new()
-                .kwarg(
-                    "progress_file",
-                    progress_file.to_string_lossy().into_owned(),
-                )
-                .kwarg("interval_ms", 800),
-        )
+    let mut stream = progress_stream(&manager, &progress_file, 800)
         .await
         .unwrap();
     // Batching small chunks must never hold one back until the producer's next (made
@@ -310,16 +315,7 @@ async fn the_worker_stops_producing_when_the_stream_consumer_goes_away() {
     let manager = home.manager();
     load_faulty(&manager).await;
     let progress_file = home.path().join("progress");
-    let mut stream = manager
-        .execute_plugin_stream(
-            "faulty",
-            CallArgs::new().kwarg(
-                "progress_file",
-                progress_file.to_string_lossy().into_owned(),
-            ),
-        )
-        .await
-        .unwrap();
+    let mut stream = progress_stream(&manager, &progress_file, 1).await.unwrap();
     for i in 0..20 {
         assert_eq!(stream.next().await.unwrap().unwrap()["chunk"], i);
     }
