@@ -19,9 +19,10 @@ pub const CONTENT_TYPE_JSON: &str = "application/json";
 pub const CONTENT_TYPE_NDJSON: &str = "application/x-ndjson";
 
 /// Extension: the host hands a native worker its already-bound listening socket as
-/// this file descriptor number, named in this environment variable. The port can then
-/// never be taken by anyone else between choosing it and the worker binding it, and
-/// the host may connect before the worker is up (the kernel queues the connection).
+/// this file descriptor number, named in this environment variable: a Unix-domain
+/// socket in a folder only the user may enter, or a loopback TCP socket. No one else
+/// can take its address between choosing it and the worker listening, and the host may
+/// connect before the worker is up (the kernel queues the connection).
 pub const LISTEN_FD_ENV: &str = "CJM_LISTEN_FD";
 
 /// Extension: a native worker started by our host gets a fresh secret (64 hex digits)
