@@ -273,12 +273,11 @@ async fn broken_manifests_are_reported_and_the_good_ones_still_load() {
     manager.shutdown().await;
 }
 
-#[test]
-fn workers_exit_on_their_own_when_the_host_is_killed() {
-    let home = TestHome::new();
-    home.native_manifest("cjm-echo", ECHO, &[]);
+/// Start a host process that loads `plugin`, SIGKILL it once its worker is up, and
+/// return the worker's pid.
+fn worker_of_killed_host(home: &TestHome, plugin: &str) -> u32 {
     let mut host = Command::new(HOST)
-        .arg("cjm-echo")
+        .arg(plugin)
         .env("CJM_HOME", home.path())
         .stdout(Stdio::piped())
         .spawn()
@@ -294,6 +293,14 @@ fn workers_exit_on_their_own_when_the_host_is_killed() {
     assert!(alive(worker));
     host.kill().unwrap();
     host.wait().unwrap();
+    worker
+}
+
+#[test]
+fn workers_exit_on_their_own_when_the_host_is_killed() {
+    let home = TestHome::new();
+    home.native_manifest("cjm-echo", ECHO, &[]);
+    let worker = worker_of_killed_host(&home, "cjm-echo");
     let gone_after = wait_gone(worker, Duration::from_secs(5));
     assert!(gone_after.is_some(), "worker {worker} outlived its host");
     assert!(
@@ -307,23 +314,7 @@ fn workers_exit_on_their_own_when_the_host_is_killed() {
 fn the_kernel_kills_a_worker_whose_host_was_killed() {
     let home = TestHome::new();
     home.native_manifest("orphan", FAULTY, &["--no-parent-watch"]);
-    let mut host = Command::new(HOST)
-        .arg("orphan")
-        .env("CJM_HOME", home.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(host.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let worker: u32 = line
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("host said {line:?}"));
-    assert!(alive(worker));
-    host.kill().unwrap();
-    host.wait().unwrap();
+    let worker = worker_of_killed_host(&home, "orphan");
     let gone_after = wait_gone(worker, Duration::from_secs(5));
     if gone_after.is_none() {
         sigkill(worker);
