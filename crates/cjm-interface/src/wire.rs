@@ -52,19 +52,7 @@ pub const UNIX_SEND_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// Ask for [`UNIX_SEND_BUFFER_BYTES`] of send buffer on a connected Unix socket. A
 /// refusal only costs speed, so it is not an error.
 pub fn widen_send_buffer(socket: std::os::fd::BorrowedFd<'_>) {
-    use std::os::fd::AsRawFd;
-    let size = libc::c_int::try_from(UNIX_SEND_BUFFER_BYTES).unwrap_or(libc::c_int::MAX);
-    // SAFETY: setsockopt reads an int of the given length from a valid pointer, on a
-    // descriptor the caller keeps open for the duration of the call.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            std::ptr::addr_of!(size).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    let _ = rustix::net::sockopt::set_socket_send_buffer_size(socket, UNIX_SEND_BUFFER_BYTES);
 }
 
 /// Extension: the largest request body a native worker accepts, in bytes (bigger

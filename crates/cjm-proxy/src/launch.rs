@@ -1,6 +1,7 @@
 //! Starting a worker process: its command line, environment, log and socket.
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -141,7 +142,7 @@ pub(crate) async fn spawn(spec: &LaunchSpec) -> Result<Spawned, ProxyError> {
     };
     let stderr = log_file.try_clone().map_err(log_error)?;
 
-    let mut command = tokio::process::Command::new(&spec.program);
+    let mut command = std::process::Command::new(&spec.program);
     command
         .args(&spec.args)
         .arg("--port")
@@ -153,8 +154,7 @@ pub(crate) async fn spawn(spec: &LaunchSpec) -> Result<Spawned, ProxyError> {
         .stdout(Stdio::from(log_file))
         .stderr(Stdio::from(stderr))
         // Its own process group, so that stopping the worker stops whatever it started.
-        .process_group(0)
-        .kill_on_drop(true);
+        .process_group(0);
     // In the environment, never on the command line, which every local user can read.
     if let Some(secret) = &secret {
         command.env(wire::WORKER_TOKEN_ENV, secret);
@@ -168,17 +168,16 @@ pub(crate) async fn spawn(spec: &LaunchSpec) -> Result<Spawned, ProxyError> {
     unsafe {
         command.pre_exec(move || in_child_before_exec(inherited_fd, host_pid));
     }
-    let child = spawner::spawn(command)
-        .await
-        .map_err(|source| ProxyError::Spawn {
-            plugin: spec.plugin.clone(),
-            program: spec.program.clone(),
-            source,
-        })?;
+    let spawn_error = |source| ProxyError::Spawn {
+        plugin: spec.plugin.clone(),
+        program: spec.program.clone(),
+        source,
+    };
+    let (pid, pidfd) = spawner::spawn(command).await.map_err(spawn_error)?;
     // Our copy must go now: once the worker dies, nothing may hold the socket open,
     // so that a pending connection fails at once instead of waiting in the backlog.
     drop(inherited);
-    let process = WorkerProcess::watch(child)?;
+    let process = WorkerProcess::follow(pid, pidfd).map_err(spawn_error)?;
     let authorization = secret.and_then(|secret| {
         let mut value =
             HeaderValue::from_str(&format!("{} {secret}", wire::AUTHORIZATION_SCHEME)).ok()?;
@@ -200,7 +199,9 @@ fn in_child_before_exec(inherited_fd: Option<RawFd>, host_pid: u32) -> std::io::
     if let Some(fd) = inherited_fd {
         // dup2 gives the child a copy of the socket without close-on-exec, so the
         // worker, and only the worker, inherits it; the host's own copy stays
-        // close-on-exec for every other child.
+        // close-on-exec for every other child. Raw descriptors here: this is a forked
+        // child where nothing may be allocated or dropped, and rustix's `dup2` wants
+        // an owned target.
         // SAFETY: plain descriptor calls on a descriptor the host keeps open.
         let result = unsafe {
             if fd == INHERITED_LISTEN_FD {
@@ -213,30 +214,11 @@ fn in_child_before_exec(inherited_fd: Option<RawFd>, host_pid: u32) -> std::io::
             return Err(std::io::Error::last_os_error());
         }
     }
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number; getppid cannot fail.
-        let (result, parent) = unsafe {
-            (
-                libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ),
-                libc::getppid(),
-            )
-        };
-        if result < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // The host may have died between fork and prctl; then no signal would come.
-        if libc::pid_t::try_from(host_pid) != Ok(parent) {
-            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-        }
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+    // The host may have died between fork and prctl; then no signal would come.
+    let parent = rustix::process::getppid().map(|pid| pid.as_raw_nonzero().get());
+    if parent.and_then(|pid| u32::try_from(pid).ok()) != Some(host_pid) {
+        return Err(rustix::io::Errno::SRCH.into());
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = host_pid;
     Ok(())
 }

@@ -11,6 +11,7 @@ use cjm_interface::{json, CallArgs, ConfigMap};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Response};
+use rustix::process::Signal;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -377,24 +378,24 @@ impl RemotePluginProxy {
                 ),
             }
         }
-        self.process.signal_group(libc::SIGTERM);
+        self.process.signal_group(Signal::TERM);
         if !self.process.wait_exit(TERMINATE_GRACE).await {
             tracing::warn!(
                 "plugin {}: worker did not exit within {TERMINATE_GRACE:?} of SIGTERM; killing it",
                 self.plugin
             );
-            self.process.signal_group(libc::SIGKILL);
+            self.process.signal_group(Signal::KILL);
             self.process.wait_exit(TERMINATE_GRACE).await;
         }
         // Whatever the plugin started and left behind in the group goes too.
-        self.process.signal_group(libc::SIGKILL);
+        self.process.signal_group(Signal::KILL);
         self.remove_socket_folder();
     }
 
     /// Kill the worker's process group at once, without cleanup.
     pub fn kill(&self) {
         self.stopped.store(true, Ordering::SeqCst);
-        self.process.signal_group(libc::SIGKILL);
+        self.process.signal_group(Signal::KILL);
         self.remove_socket_folder();
     }
 
@@ -577,7 +578,7 @@ impl Drop for RemotePluginProxy {
                 "plugin {}: proxy dropped without shutdown; killing its worker",
                 self.plugin
             );
-            self.process.signal_group(libc::SIGKILL);
+            self.process.signal_group(Signal::KILL);
         }
     }
 }
@@ -594,18 +595,12 @@ fn port_was_taken(log_tail: &str) -> bool {
 /// Whether `pid` is the worker `leader` or runs in its process group (a worker
 /// started through a wrapper answers with its child's pid).
 fn in_process_group(pid: u32, leader: u32) -> bool {
+    use procfs_core::FromRead;
     if pid == leader {
         return true;
     }
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The fields after the command name, which is in parentheses and may hold spaces:
-    // state, ppid, pgrp.
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(2))
-        .and_then(|pgrp| pgrp.parse::<u32>().ok())
-        == Some(leader)
+    procfs_core::process::Stat::from_file(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| u32::try_from(stat.pgrp) == Ok(leader))
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
-//! The per-worker access secret: 256 random bits from the kernel, as hex.
+//! The per-worker access secret: 256 random bits from the operating system, as hex.
 
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 
 const SECRET_BYTES: usize = 32;
 
@@ -17,7 +16,7 @@ pub(crate) fn generate_short() -> io::Result<String> {
 
 fn random_hex(count: usize) -> io::Result<String> {
     let mut bytes = vec![0u8; count];
-    File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    getrandom::fill(&mut bytes).map_err(io::Error::from)?;
     Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 

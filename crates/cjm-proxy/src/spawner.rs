@@ -5,18 +5,19 @@
 //! should: the host is gone.
 
 use std::io;
+use std::os::fd::OwnedFd;
+use std::process::Command;
 use std::sync::mpsc;
 use std::sync::OnceLock;
 
-use tokio::process::{Child, Command};
-use tokio::runtime::Handle;
+use rustix::process::{pidfd_open, Pid, PidfdFlags};
 use tokio::sync::oneshot;
+
+type Spawned = io::Result<(Pid, OwnedFd)>;
 
 struct Job {
     command: Command,
-    /// The caller's runtime: the child is registered with its process driver.
-    runtime: Handle,
-    reply: oneshot::Sender<io::Result<Child>>,
+    reply: oneshot::Sender<Spawned>,
 }
 
 /// The spawner's queue; `None` if its thread could not be started. The static holds
@@ -31,8 +32,7 @@ fn spawner() -> Option<&'static mpsc::Sender<Job>> {
                 .name(String::from("cjm-spawner"))
                 .spawn(move || {
                     for mut job in jobs {
-                        let _runtime = job.runtime.enter();
-                        let _ = job.reply.send(job.command.spawn());
+                        let _ = job.reply.send(spawn_here(&mut job.command));
                     }
                 });
             match started {
@@ -49,23 +49,40 @@ fn spawner() -> Option<&'static mpsc::Sender<Job>> {
         .as_ref()
 }
 
-/// Spawn `command` from the spawner thread, on the current runtime.
-pub(crate) async fn spawn(command: Command) -> io::Result<Child> {
+/// Spawn `command` from the spawner thread: the child's pid and a pidfd of it. The
+/// child is left unreaped, for [`WorkerProcess`](crate::process::WorkerProcess) alone
+/// to reap.
+pub(crate) async fn spawn(command: Command) -> Spawned {
     let Some(spawner) = spawner() else {
         let mut command = command;
-        return command.spawn();
+        return spawn_here(&mut command);
     };
     let (reply, answer) = oneshot::channel();
-    let job = Job {
-        command,
-        runtime: Handle::current(),
-        reply,
-    };
-    if let Err(mpsc::SendError(job)) = spawner.send(job) {
+    if let Err(mpsc::SendError(job)) = spawner.send(Job { command, reply }) {
         let mut command = job.command;
-        return command.spawn();
+        return spawn_here(&mut command);
     }
     answer
         .await
         .unwrap_or_else(|_| Err(io::Error::other("the cjm-spawner thread is gone")))
+}
+
+fn spawn_here(command: &mut Command) -> Spawned {
+    let child = command.spawn()?;
+    let pid = Pid::from_child(&child);
+    // Nobody has reaped the child (std's `Child` never waits unless asked), so this
+    // pid is still ours even if the child has already exited.
+    match pidfd_open(pid, PidfdFlags::empty()) {
+        Ok(pidfd) => Ok((pid, pidfd)),
+        Err(err) => {
+            // Cannot follow it safely: do not leave it running unwatched.
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(io::Error::new(
+                err.kind(),
+                format!("cannot open a pidfd for the new worker: {err}"),
+            ))
+        }
+    }
 }

@@ -6,6 +6,9 @@
 //! of it in the kernel. Workers move large payloads over and over, so large buffers
 //! are kept for reuse instead, and returned to the kernel once the worker has been idle
 //! for a moment, so an idle worker stays small.
+//!
+//! Through `libc`: `mallopt` and `malloc_trim` are glibc functions, not system calls,
+//! so rustix has no binding for them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

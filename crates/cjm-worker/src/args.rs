@@ -1,11 +1,13 @@
 use std::fmt;
 
-/// The worker's command line: `[plugin args..] --port P [--ppid PID] | --manifest`.
+/// The worker's command line: `[plugin args..] --port P [--ppid PID] | --manifest | --help`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkerArgs {
     pub port: Option<u16>,
     pub ppid: Option<u32>,
     pub manifest: bool,
+    /// `-h` or `--help`: print the usage and exit.
+    pub help: bool,
     /// Everything else (the manifest's `args`), for the plugin itself.
     pub plugin_args: Vec<String>,
 }
@@ -49,6 +51,7 @@ impl WorkerArgs {
                     parsed.ppid = Some(parse_number(value, "--ppid")?);
                 }
                 "--manifest" => parsed.manifest = true,
+                "-h" | "--help" => parsed.help = true,
                 _ => parsed.plugin_args.push(arg),
             }
         }
@@ -83,6 +86,8 @@ mod tests {
         assert!(!args.manifest);
         assert_eq!(args.plugin_args, ["--model", "tiny"]);
         assert!(parse(&["--manifest"]).unwrap().manifest);
+        assert!(parse(&["-h"]).unwrap().help);
+        assert!(parse(&["--help"]).unwrap().help);
     }
 
     #[test]

@@ -40,6 +40,7 @@ mod body;
 pub mod config;
 mod config_check;
 mod handler;
+mod handover;
 mod host;
 mod listener;
 mod parent;
@@ -54,6 +55,7 @@ use cjm_metadata::ResourceRequirements;
 use serde_json::{json, Value};
 
 pub use args::{WorkerArgs, WorkerArgsError};
+pub use handover::{HandOver, HandOverError};
 pub use server::{serve, ServeError, ServeOptions, DEFAULT_MAX_BODY_BYTES};
 
 /// The schema and validation crate, for what [`config`] does not cover.
@@ -89,18 +91,21 @@ pub fn manifest_fields(plugin: &dyn Plugin, about: &About) -> Value {
     })
 }
 
-/// The whole `main` of a plugin binary: installs logging (`RUST_LOG`, to stderr, which
-/// the host appends to the plugin's log), parses the worker arguments, builds the
-/// plugin with `make_plugin` (given the arguments the worker does not know) and
-/// serves it until the host stops it or dies.
+/// The whole `main` of a plugin binary: takes the host's hand-over (socket and
+/// secret) out of the environment, installs logging (`RUST_LOG`, to stderr, which the
+/// host appends to the plugin's log), parses the worker arguments, builds the plugin
+/// with `make_plugin` (given the arguments the worker does not know) and serves it
+/// until the host stops it or dies.
 pub fn main<P, F>(about: About, make_plugin: F) -> ExitCode
 where
     P: Plugin,
     F: FnOnce(&[String]) -> Result<P, PluginError>,
 {
+    // First, before logging, the plugin or any thread exists (see `handover.rs`).
+    let hand_over = HandOver::take();
     init_logging();
     allocator::tune();
-    match run(about, make_plugin) {
+    match run(about, hand_over, make_plugin) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");
@@ -109,52 +114,95 @@ where
     }
 }
 
-fn run<P, F>(about: About, make_plugin: F) -> Result<(), String>
+fn run<P, F>(
+    about: About,
+    hand_over: Result<HandOver, HandOverError>,
+    make_plugin: F,
+) -> Result<(), String>
 where
     P: Plugin,
     F: FnOnce(&[String]) -> Result<P, PluginError>,
 {
-    // First, before the plugin can start anything that would inherit it.
-    let access_token = access_token_from_env()?;
+    let hand_over = hand_over.map_err(|err| err.to_string())?;
     let args = WorkerArgs::parse(std::env::args().skip(1)).map_err(|err| err.to_string())?;
+    if args.help {
+        return print_line(&usage(&about));
+    }
     let plugin = make_plugin(&args.plugin_args)
         .map_err(|err| format!("plugin construction failed: {err}"))?;
     if args.manifest {
         let fields = manifest_fields(&plugin, &about);
         let text = serde_json::to_string(&fields).map_err(|err| err.to_string())?;
-        use std::io::Write;
-        let mut stdout = std::io::stdout().lock();
-        return writeln!(stdout, "{text}")
-            .and_then(|()| stdout.flush())
-            .map_err(|err| format!("cannot print the manifest: {err}"));
+        return print_line(&text);
     }
-    let port = args
-        .port
-        .ok_or_else(|| String::from("--port is required (or --manifest)"))?;
-    let options = ServeOptions {
-        port,
-        parent_pid: args.ppid,
-        max_body_bytes: max_body_bytes_from_env()?,
-        access_token,
+    let Some(port) = args.port.or(hand_over.listener.as_ref().map(|_| 0)) else {
+        return Err(format!(
+            "nothing to serve on: give --port (or --manifest, or --help)\n{}",
+            usage(&about)
+        ));
     };
-    serve(plugin, options).map_err(|err| err.to_string())
+    let options = ServeOptions::new()
+        .port(port)
+        .parent_pid(args.ppid)
+        .max_body_bytes(max_body_bytes_from_env()?)
+        .hand_over(hand_over);
+    serve(plugin, options).map_err(|err| error_chain(&err))
 }
 
-/// The host's secret, taken out of the environment so that nothing the plugin starts
-/// inherits it.
-fn access_token_from_env() -> Result<Option<String>, String> {
-    let Some(token) = std::env::var_os(wire::WORKER_TOKEN_ENV) else {
-        return Ok(None);
+fn print_line(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{text}")
+        .and_then(|()| stdout.flush())
+        .map_err(|err| format!("cannot write to stdout: {err}"))
+}
+
+fn usage(about: &About) -> String {
+    let program = std::env::args()
+        .next()
+        .and_then(|path| {
+            std::path::Path::new(&path)
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| String::from("plugin"));
+    let description = if about.description.is_empty() {
+        String::new()
+    } else {
+        format!("{}\n\n", about.description)
     };
-    // Still single-threaded here: nothing else reads the environment meanwhile.
-    std::env::remove_var(wire::WORKER_TOKEN_ENV);
-    match token.into_string() {
-        Ok(token) if !token.trim().is_empty() => Ok(Some(token)),
-        _ => Err(format!(
-            "{} is set but is not a usable secret (empty or not UTF-8)",
-            wire::WORKER_TOKEN_ENV
-        )),
+    format!(
+        "{description}Usage: {program} [PLUGIN ARGS..] --port PORT [--ppid PID]
+       {program} --manifest
+       {program} --help
+
+A cjm plugin worker: serves one plugin over HTTP/JSON. Hosts (cjm-manager, cjm-ctl)
+start it; by hand, serve on a port and call it:
+  {program} --port 8765 &  curl -s localhost:8765/health
+
+Options:
+  --port PORT   serve on 127.0.0.1:PORT (0: any free port); not needed when the host
+                hands a socket over ({listen_fd})
+  --ppid PID    exit when process PID ends
+  --manifest    print the manifest fields (name, version, config schema, ..) as JSON
+  -h, --help    print this help
+
+Environment: RUST_LOG (log level), {max_body} (largest request body in bytes).",
+        listen_fd = wire::LISTEN_FD_ENV,
+        max_body = wire::MAX_BODY_ENV,
+    )
+}
+
+/// An error and its causes, each once, as `error: cause: cause`.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
     }
+    text
 }
 
 fn max_body_bytes_from_env() -> Result<usize, String> {

@@ -4,10 +4,11 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::os::fd::{AsFd, FromRawFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 
 use cjm_interface::wire;
+use rustix::net::AddressFamily;
 
 /// A listening socket of either kind, not yet registered with a runtime.
 #[derive(Debug)]
@@ -78,14 +79,11 @@ impl AsyncListener {
     }
 }
 
-pub(crate) fn open(port: u16) -> io::Result<Listener> {
-    let listener = match std::env::var(wire::LISTEN_FD_ENV) {
-        Ok(fd_text) => {
-            // Our own children must not mistake the variable for an offer of theirs.
-            std::env::remove_var(wire::LISTEN_FD_ENV);
-            inherited(&fd_text, port)?
-        }
-        Err(_) => Listener::Tcp(TcpListener::bind(SocketAddr::from((
+/// The socket the host handed over, or else one bound here on `127.0.0.1:port`.
+pub(crate) fn open(port: u16, inherited: Option<OwnedFd>) -> io::Result<Listener> {
+    let listener = match inherited {
+        Some(socket) => adopt(socket, port)?,
+        None => Listener::Tcp(TcpListener::bind(SocketAddr::from((
             Ipv4Addr::LOCALHOST,
             port,
         )))?),
@@ -97,38 +95,14 @@ pub(crate) fn open(port: u16) -> io::Result<Listener> {
     Ok(listener)
 }
 
-fn inherited(fd_text: &str, port: u16) -> io::Result<Listener> {
+fn adopt(socket: OwnedFd, port: u16) -> io::Result<Listener> {
     let invalid = |reason: String| io::Error::new(io::ErrorKind::InvalidInput, reason);
-    let fd: RawFd = fd_text.parse().map_err(|_| {
-        invalid(format!(
-            "{}={fd_text:?} is not a file descriptor",
-            wire::LISTEN_FD_ENV
-        ))
-    })?;
-    if fd < 3 {
-        return Err(invalid(format!(
-            "{}={fd} names a standard stream",
-            wire::LISTEN_FD_ENV
-        )));
+    let address = rustix::net::getsockname(&socket)
+        .map_err(|err| invalid(format!("the inherited descriptor is not a socket: {err}")))?;
+    if address.address_family() == AddressFamily::UNIX {
+        return Ok(Listener::Unix(UnixListener::from(socket)));
     }
-    // SAFETY: F_GETFD on any integer is harmless; it tells whether the descriptor is
-    // open before we take ownership of it.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(invalid(format!(
-            "{}={fd} is not an open descriptor",
-            wire::LISTEN_FD_ENV
-        )));
-    }
-    // SAFETY: setting close-on-exec on a descriptor the host handed to us alone; plugin
-    // subprocesses must not keep the listener open, or it would outlive the worker.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    if socket_family(fd)? == libc::AF_UNIX {
-        // SAFETY: the host handed this descriptor to us alone (it was duplicated onto
-        // this number in the child before exec), so nothing else in the process owns it.
-        return Ok(Listener::Unix(unsafe { UnixListener::from_raw_fd(fd) }));
-    }
-    // SAFETY: as above.
-    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    let listener = TcpListener::from(socket);
     let address = listener.local_addr()?;
     if !address.ip().is_loopback() {
         return Err(invalid(format!(
@@ -142,22 +116,4 @@ fn inherited(fd_text: &str, port: u16) -> io::Result<Listener> {
         )));
     }
     Ok(Listener::Tcp(listener))
-}
-
-fn socket_family(fd: RawFd) -> io::Result<libc::c_int> {
-    // SAFETY: getsockname writes at most `length` bytes into the zeroed storage.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut length = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: a valid pointer to storage of the length given.
-    let result = unsafe {
-        libc::getsockname(
-            fd,
-            std::ptr::addr_of_mut!(storage).cast::<libc::sockaddr>(),
-            &mut length,
-        )
-    };
-    if result < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(libc::c_int::from(storage.ss_family))
 }

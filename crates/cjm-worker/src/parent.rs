@@ -1,69 +1,52 @@
 //! Noticing that the host process is gone, so that no worker outlives its host.
 //!
-//! Linux: a pidfd of the host becomes readable the moment it exits (no polling, and
-//! unlike `PR_SET_PDEATHSIG` it follows the process, not the thread that forked us).
-//! Elsewhere, or where pidfds are refused: a poll of the host's pid.
+//! A pidfd of the host becomes readable the moment it exits (no polling, and unlike
+//! `PR_SET_PDEATHSIG` it follows the process, not the thread that forked us). Where
+//! pidfds are refused (old kernels, some sandboxes): a poll of the host's pid.
 
+use std::os::fd::OwnedFd;
 use std::time::Duration;
+
+use rustix::process::{Pid, PidfdFlags};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Resolves when process `pid` no longer exists.
 pub(crate) async fn exited(pid: u32) {
-    #[cfg(target_os = "linux")]
-    match pidfd::open(pid) {
-        Ok(fd) => {
-            pidfd::readable(fd).await;
-            return;
-        }
-        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => return,
-        Err(err) => tracing::debug!("pidfd of host {pid} unavailable ({err}); polling instead"),
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return;
+    };
+    match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
+        Ok(fd) => return readable(fd).await,
+        Err(rustix::io::Errno::SRCH) => return,
+        Err(err) => tracing::debug!("pidfd of host {pid:?} unavailable ({err}); polling instead"),
     }
     while alive(pid) {
         tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 
-fn alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only checks that the process exists.
-    let result = unsafe { libc::kill(pid, 0) };
-    result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+fn alive(pid: Pid) -> bool {
+    // Signal 0 only checks that the process exists; EPERM means it does.
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) | Err(rustix::io::Errno::PERM) => true,
+        Err(_) => false,
+    }
 }
 
-#[cfg(target_os = "linux")]
-mod pidfd {
-    use std::io;
-    use std::os::fd::{FromRawFd, OwnedFd};
-
-    use tokio::io::unix::AsyncFd;
-    use tokio::io::Interest;
-
-    pub(super) fn open(pid: u32) -> io::Result<OwnedFd> {
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
+async fn readable(fd: OwnedFd) {
+    // SAFETY: the AsyncFd owns the OwnedFd, which stays open and unchanged until the
+    // AsyncFd is dropped.
+    match unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
+        Ok(fd) => {
+            let _ = fd.readable().await;
         }
-        let fd = i32::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
-        // SAFETY: the kernel just returned this new descriptor; we are its only owner.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-
-    pub(super) async fn readable(fd: OwnedFd) {
-        // SAFETY: the AsyncFd owns the OwnedFd, which stays open and unchanged until
-        // the AsyncFd is dropped.
-        match unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
-            Ok(fd) => {
-                let _ = fd.readable().await;
-            }
-            Err(err) => {
-                let err = io::Error::from(err);
-                tracing::warn!("cannot watch the host's pidfd ({err}); not following its exit");
-                std::future::pending::<()>().await;
-            }
+        Err(err) => {
+            let err = std::io::Error::from(err);
+            tracing::warn!("cannot watch the host's pidfd ({err}); not following its exit");
+            std::future::pending::<()>().await;
         }
     }
 }
@@ -79,7 +62,7 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
-        assert!(alive(pid));
+        assert!(alive(Pid::from_child(&child)));
         let started = std::time::Instant::now();
         tokio::time::timeout(Duration::from_secs(5), exited(pid))
             .await

@@ -1,12 +1,14 @@
 //! `/stats`: memory of the worker's whole process tree and its own CPU load, read
-//! from `/proc` (cheaper than a general process library for a worker meant to idle in
-//! a few MiB).
+//! from `/proc` (with procfs-core's parsers: cheaper than a general process library
+//! for a worker meant to idle in a few MiB).
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use cjm_interface::wire::StatsResponse;
 use cjm_interface::ConfigMap;
+use procfs_core::process::{Stat, StatM};
+use procfs_core::FromRead;
 use serde_json::Value;
 
 const BYTES_PER_MB: f64 = 1024.0 * 1024.0;
@@ -28,20 +30,9 @@ pub(crate) fn worker_stats(cpu_percent: f64) -> StatsResponse {
 /// `root` and every descendant of it alive now.
 pub(crate) fn process_tree(root: u32) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|name| name.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if let Some(parent) =
-                stat_fields(pid).and_then(|fields| fields.get(1).and_then(|f| f.parse().ok()))
-            {
-                children.entry(parent).or_default().push(pid);
-            }
+    for (pid, stat) in all_processes() {
+        if let Ok(parent) = u32::try_from(stat.ppid) {
+            children.entry(parent).or_default().push(pid);
         }
     }
     let mut tree = vec![root];
@@ -55,33 +46,30 @@ pub(crate) fn process_tree(root: u32) -> Vec<u32> {
     tree
 }
 
-/// The fields of `/proc/<pid>/stat` after the command name, starting with the state
-/// (field 3). The name is skipped by its closing parenthesis, since it may hold spaces.
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    Some(after_name.split_whitespace().map(str::to_owned).collect())
+/// Every process visible in `/proc` now, with its `stat`.
+fn all_processes() -> impl Iterator<Item = (u32, Stat)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, stat(pid)?)))
+}
+
+/// `/proc/<pid>/stat`, `None` once the process is gone.
+pub(crate) fn stat(pid: u32) -> Option<Stat> {
+    Stat::from_file(format!("/proc/{pid}/stat")).ok()
 }
 
 fn rss_bytes(pid: u32) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let resident_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(resident_pages * page_size())
-}
-
-fn page_size() -> u64 {
-    // SAFETY: sysconf only reads a system constant.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size).unwrap_or(4096)
+    let statm = StatM::from_file(format!("/proc/{pid}/statm")).ok()?;
+    Some(statm.resident * rustix::param::page_size() as u64)
 }
 
 fn clock_ticks_per_second() -> f64 {
-    // SAFETY: sysconf only reads a system constant.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 {
-        ticks as f64
-    } else {
-        100.0
+    match rustix::param::clock_ticks_per_second() {
+        0 => 100.0,
+        ticks => ticks as f64,
     }
 }
 
@@ -118,11 +106,8 @@ impl CpuSampler {
 }
 
 fn own_cpu_seconds() -> Option<f64> {
-    let fields = stat_fields(std::process::id())?;
-    // utime and stime are fields 14 and 15 of stat; the slice starts at field 3.
-    let user: f64 = fields.get(11)?.parse().ok()?;
-    let system: f64 = fields.get(12)?.parse().ok()?;
-    Some((user + system) / clock_ticks_per_second())
+    let stat = stat(std::process::id())?;
+    Some((stat.utime + stat.stime) as f64 / clock_ticks_per_second())
 }
 
 #[cfg(test)]

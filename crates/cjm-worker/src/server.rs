@@ -1,7 +1,6 @@
 //! The accept loop and the worker's life: serve until the host stops us or dies.
 
 use std::convert::Infallible;
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::auth::AccessToken;
 use crate::config_check::ConfigCheck;
 use crate::handler::{handle, Worker};
+use crate::handover::HandOver;
 use crate::host::PluginHost;
 use crate::listener::{AsyncListener, Connection};
 
@@ -35,18 +35,14 @@ const CLEANUP_ON_SIGTERM_LIMIT: Duration = Duration::from_secs(5);
 /// otherwise.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024 * 1024;
 
-/// How a worker serves.
-#[derive(Clone)]
+/// How a worker serves: [`ServeOptions::new`], then the setters. Fields may be added
+/// in later releases without breaking callers.
+#[derive(Debug)]
 pub struct ServeOptions {
-    /// Port on 127.0.0.1 (or that of the socket the host handed over).
-    pub port: u16,
-    /// Exit when this process ends.
-    pub parent_pid: Option<u32>,
-    /// Request bodies above this get 413.
-    pub max_body_bytes: usize,
-    /// When set, every request must carry `Authorization: Bearer <token>` (401
-    /// otherwise); see [`wire::WORKER_TOKEN_ENV`](cjm_interface::wire::WORKER_TOKEN_ENV).
-    pub access_token: Option<String>,
+    port: u16,
+    parent_pid: Option<u32>,
+    max_body_bytes: usize,
+    hand_over: HandOver,
 }
 
 impl Default for ServeOptions {
@@ -55,66 +51,69 @@ impl Default for ServeOptions {
             port: 0,
             parent_pid: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            access_token: None,
+            hand_over: HandOver::default(),
         }
     }
 }
 
-// By hand, so that the secret never reaches a log.
-impl fmt::Debug for ServeOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServeOptions")
-            .field("port", &self.port)
-            .field("parent_pid", &self.parent_pid)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field(
-                "access_token",
-                &self.access_token.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
+impl ServeOptions {
+    /// Serve on an ephemeral loopback port, follow no parent, accept bodies up to
+    /// [`DEFAULT_MAX_BODY_BYTES`], require no secret.
+    pub fn new() -> Self {
+        ServeOptions::default()
+    }
+
+    /// The loopback port to bind when no socket is handed over (0: any free one).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Exit when this process ends (the host).
+    pub fn parent_pid(mut self, parent_pid: Option<u32>) -> Self {
+        self.parent_pid = parent_pid;
+        self
+    }
+
+    /// Request bodies above this many bytes get 413.
+    pub fn max_body_bytes(mut self, max_body_bytes: usize) -> Self {
+        self.max_body_bytes = max_body_bytes;
+        self
+    }
+
+    /// The socket to serve on and the secret every request must carry, as the host
+    /// handed them over (see [`HandOver::take`]).
+    pub fn hand_over(mut self, hand_over: HandOver) -> Self {
+        self.hand_over = hand_over;
+        self
     }
 }
 
 /// Why a worker could not serve.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
+    /// The listening socket could not be opened or used.
+    #[error("cannot listen on {on}")]
     Listen {
-        port: u16,
+        /// Where: `127.0.0.1:<port>` or the socket the host handed over.
+        on: String,
+        /// Why.
+        #[source]
         source: std::io::Error,
     },
-    Runtime(std::io::Error),
+    /// The async runtime (or its signal handling) could not be started.
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
     /// The plugin's own `config_schema` cannot be used to check configurations.
+    #[error("plugin {plugin} cannot serve: its config schema is broken")]
     ConfigSchema {
+        /// The plugin's name.
         plugin: String,
+        /// What is wrong with the schema.
+        #[source]
         source: SchemaError,
     },
-}
-
-impl fmt::Display for ServeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ServeError::Listen { port, source } => {
-                write!(f, "cannot listen on 127.0.0.1:{port}: {source}")
-            }
-            ServeError::Runtime(source) => write!(f, "cannot start the async runtime: {source}"),
-            ServeError::ConfigSchema { plugin, source } => {
-                write!(
-                    f,
-                    "plugin {plugin} cannot serve: its config schema is {source}"
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for ServeError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ServeError::Listen { source, .. } | ServeError::Runtime(source) => Some(source),
-            ServeError::ConfigSchema { source, .. } => Some(source),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -134,10 +133,19 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
             plugin: plugin.name().to_owned(),
             source,
         })?;
-    let listener = crate::listener::open(options.port).map_err(|source| ServeError::Listen {
-        port: options.port,
-        source,
-    })?;
+    let HandOver {
+        listener: inherited,
+        access_token,
+    } = options.hand_over;
+    let listening_on = match inherited {
+        Some(_) => String::from("the socket the host handed over"),
+        None => format!("127.0.0.1:{}", options.port),
+    };
+    let listener =
+        crate::listener::open(options.port, inherited).map_err(|source| ServeError::Listen {
+            on: listening_on.clone(),
+            source,
+        })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -146,13 +154,13 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
         PluginHost::new(Box::new(plugin)),
         options.max_body_bytes,
         config_check,
-        options.access_token.as_deref().map(AccessToken::new),
+        access_token.as_deref().map(AccessToken::new),
     ));
-    let port = options.port;
     let outcome = runtime.block_on(async {
-        let listener = listener
-            .into_async()
-            .map_err(|source| ServeError::Listen { port, source })?;
+        let listener = listener.into_async().map_err(|source| ServeError::Listen {
+            on: listening_on,
+            source,
+        })?;
         let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Runtime)?;
         let mut interrupt = signal(SignalKind::interrupt()).map_err(ServeError::Runtime)?;
         let parent_gone = async {
@@ -284,12 +292,27 @@ where
 }
 
 /// Processes the plugin started must not outlive the worker.
+///
+/// Each descendant found in `/proc` is opened as a pidfd first and checked to be a
+/// descendant still (its parent among the tree) before it is signalled through that
+/// pidfd: a pid seen in the scan may have been reused by a stranger since.
 fn stop_descendants() {
     let own_pid = std::process::id();
-    for pid in crate::proc_stats::process_tree(own_pid).into_iter().skip(1) {
-        if let Ok(pid) = libc::pid_t::try_from(pid) {
-            // SAFETY: sending a signal to a pid we just saw among our descendants.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+    let tree = crate::proc_stats::process_tree(own_pid);
+    for &pid in &tree[1..] {
+        let Some(process) = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        else {
+            continue;
+        };
+        let Ok(pidfd) = rustix::process::pidfd_open(process, rustix::process::PidfdFlags::empty())
+        else {
+            continue; // gone already
+        };
+        let parent = crate::proc_stats::stat(pid).and_then(|stat| u32::try_from(stat.ppid).ok());
+        if parent.is_some_and(|parent| tree.contains(&parent)) {
+            let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::TERM);
         }
     }
 }

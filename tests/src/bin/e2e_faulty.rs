@@ -107,16 +107,15 @@ impl Plugin for Faulty {
 /// Serve without following the host's pid (no pidfd, no poll), so that only the
 /// kernel's parent-death signal can end the worker when its host dies.
 fn serve_without_parent_watch() -> ExitCode {
+    let Ok(hand_over) = cjm_worker::HandOver::take() else {
+        return ExitCode::FAILURE;
+    };
     let Ok(args) = cjm_worker::WorkerArgs::parse(std::env::args().skip(1)) else {
         return ExitCode::FAILURE;
     };
-    let access_token = std::env::var(cjm_interface::wire::WORKER_TOKEN_ENV).ok();
-    let options = cjm_worker::ServeOptions {
-        port: args.port.unwrap_or(0),
-        parent_pid: None,
-        access_token,
-        ..cjm_worker::ServeOptions::default()
-    };
+    let options = cjm_worker::ServeOptions::new()
+        .port(args.port.unwrap_or(0))
+        .hand_over(hand_over);
     match cjm_worker::serve(Faulty::default(), options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -1,0 +1,147 @@
+//! What the host hands a worker through its environment: the listening socket
+//! ([`wire::LISTEN_FD_ENV`]) and the access secret ([`wire::WORKER_TOKEN_ENV`]).
+//!
+//! Both are taken first thing in `main`, before logging, the plugin or any thread
+//! exists: the variables are removed while nothing else can read the environment,
+//! and the socket is owned and made close-on-exec before anything could start a
+//! process that would inherit it (and keep it open after the worker is gone).
+
+use std::fmt;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use cjm_interface::wire;
+use rustix::io::FdFlags;
+
+/// The host's hand-over, taken out of the environment.
+#[derive(Default)]
+pub struct HandOver {
+    pub(crate) listener: Option<OwnedFd>,
+    pub(crate) access_token: Option<String>,
+}
+
+// By hand, so that the secret never reaches a log.
+impl fmt::Debug for HandOver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandOver")
+            .field("listener", &self.listener)
+            .field(
+                "access_token",
+                &self.access_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// A hand-over that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandOverError {
+    /// The secret variable is set but empty or not UTF-8.
+    #[error(
+        "{} is set but is not a usable secret (empty or not UTF-8)",
+        wire::WORKER_TOKEN_ENV
+    )]
+    BadSecret,
+    /// The socket variable does not name an open descriptor above the standard ones.
+    #[error("{}={value:?} {reason}", wire::LISTEN_FD_ENV)]
+    BadListener {
+        /// The variable's value.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+impl HandOver {
+    /// Take the hand-over out of the environment. Call it before any other thread
+    /// starts; both variables are gone afterwards, whatever the outcome.
+    pub fn take() -> Result<HandOver, HandOverError> {
+        let token = std::env::var_os(wire::WORKER_TOKEN_ENV);
+        let listen_fd = std::env::var_os(wire::LISTEN_FD_ENV);
+        // Still single-threaded here: nothing else reads the environment meanwhile.
+        std::env::remove_var(wire::WORKER_TOKEN_ENV);
+        std::env::remove_var(wire::LISTEN_FD_ENV);
+        let access_token = match token.map(|token| token.into_string()) {
+            None => None,
+            Some(Ok(token)) if !token.trim().is_empty() => Some(token),
+            Some(_) => return Err(HandOverError::BadSecret),
+        };
+        let listener = match listen_fd {
+            None => None,
+            Some(value) => Some(own_descriptor(&value.to_string_lossy())?),
+        };
+        Ok(HandOver {
+            listener,
+            access_token,
+        })
+    }
+
+    /// A hand-over of a socket the caller owns (tests, embedding).
+    pub fn with_listener(mut self, listener: OwnedFd) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    /// A hand-over requiring this secret (tests, embedding).
+    pub fn with_access_token(mut self, token: impl Into<String>) -> Self {
+        self.access_token = Some(token.into());
+        self
+    }
+}
+
+fn own_descriptor(value: &str) -> Result<OwnedFd, HandOverError> {
+    let bad = |reason| HandOverError::BadListener {
+        value: value.to_owned(),
+        reason,
+    };
+    let fd: RawFd = value
+        .trim()
+        .parse()
+        .map_err(|_| bad("is not a file descriptor"))?;
+    if fd < 3 {
+        return Err(bad("names a standard stream"));
+    }
+    // SAFETY: only borrowed for the F_GETFD check, which any integer survives; the
+    // descriptor is owned below only once it is known to be open.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    rustix::io::fcntl_getfd(borrowed).map_err(|_| bad("is not an open descriptor"))?;
+    // Plugin subprocesses must not keep the listener open, or it would outlive us.
+    rustix::io::fcntl_setfd(borrowed, FdFlags::CLOEXEC)
+        .map_err(|_| bad("cannot be made close-on-exec"))?;
+    // SAFETY: the host duplicated this descriptor onto this number in our process
+    // alone, for us to own; nothing else in the process refers to it yet.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_descriptor_must_be_open_and_not_a_standard_stream() {
+        for (value, reason) in [
+            ("x", "is not a file descriptor"),
+            ("1", "names a standard stream"),
+            ("987654", "is not an open descriptor"),
+        ] {
+            let err = own_descriptor(value).unwrap_err();
+            assert_eq!(
+                err,
+                HandOverError::BadListener {
+                    value: value.to_owned(),
+                    reason
+                }
+            );
+            assert!(err.to_string().starts_with(wire::LISTEN_FD_ENV));
+        }
+    }
+
+    #[test]
+    fn an_owned_descriptor_is_close_on_exec() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(file);
+        let owned = own_descriptor(&raw.to_string()).unwrap();
+        let flags = rustix::io::fcntl_getfd(&owned).unwrap();
+        assert!(flags.contains(FdFlags::CLOEXEC));
+    }
+}
