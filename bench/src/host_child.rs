@@ -16,7 +16,7 @@ pub fn run(home: String) -> Result<()> {
         let manager = PluginManager::new(ManagerOptions::with_home(CjmHome::at(&home)));
         manager.discover_manifests();
         manager.load_plugin("echo", None).await?;
-        let pid = manager.get_plugin("echo").context("not loaded")?.pid();
+        let pid = manager.worker_info("echo").context("not loaded")?.pid;
         let mut stdout = std::io::stdout();
         writeln!(stdout, "{pid}")?;
         stdout.flush()?;

@@ -99,7 +99,7 @@ pub async fn measure_all(options: &Options, results: &mut Results) -> Result<()>
     }
     manager.load_plugin("echo", None).await?;
     if options.wants(&["worker_idle_rss_mib"]) {
-        let pid = manager.get_plugin("echo").context("echo not loaded")?.pid();
+        let pid = manager.worker_info("echo").context("echo not loaded")?.pid;
         tokio::time::sleep(Duration::from_millis(200)).await;
         results.insert(
             "worker_idle_rss_mib",

@@ -119,9 +119,9 @@ fn usage(pid: Option<u32>) -> Result<Usage> {
 
 fn worker_pid(manager: &PluginManager, name: &str) -> Result<u32> {
     Ok(manager
-        .get_plugin(name)
+        .worker_info(name)
         .with_context(|| format!("{name} not loaded"))?
-        .pid())
+        .pid)
 }
 
 async fn call(manager: &PluginManager, name: &str, i: u64) -> Result<()> {

@@ -1,4 +1,3 @@
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -6,173 +5,208 @@ use cjm_proxy::ProxyError;
 use cjm_scheduling::{Refusal, StatsError};
 use cjm_validation::InvalidConfig;
 
-/// What went wrong in a manager operation; every variant names the plugin.
-#[derive(Debug)]
+/// What went wrong in a manager operation; every variant names the plugin. Each cause
+/// is either part of the message or its [`source`](std::error::Error::source), never
+/// both.
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManagerError {
     /// No discovered manifest has this name.
-    NotDiscovered { name: String, known: Vec<String> },
+    #[error("plugin {name} not found{}", known_plugins(known))]
+    NotDiscovered {
+        /// The name asked for.
+        name: String,
+        /// The names that were discovered.
+        known: Vec<String>,
+    },
     /// The plugin is not loaded (never was, was unloaded, or failed to load).
-    NotLoaded { name: String },
+    #[error("plugin {name} is not loaded")]
+    NotLoaded {
+        /// The plugin's name.
+        name: String,
+    },
     /// A worker for this plugin is running or starting already.
-    AlreadyLoaded { name: String },
-    /// Another load, unload or reload of this plugin is under way.
-    Busy { name: String },
+    #[error("plugin {name} is already loaded")]
+    AlreadyLoaded {
+        /// The plugin's name.
+        name: String,
+    },
+    /// Another load of this plugin is under way.
+    #[error("plugin {name} is being loaded; try again")]
+    Busy {
+        /// The plugin's name.
+        name: String,
+    },
     /// The plugin is disabled; enable it first.
-    Disabled { name: String },
+    #[error("plugin {name} is disabled")]
+    Disabled {
+        /// The plugin's name.
+        name: String,
+    },
     /// The configuration breaks the plugin's config schema; nothing was started or
     /// sent. `errors` holds every violation.
-    InvalidConfig { name: String, errors: InvalidConfig },
+    #[error("plugin {name}: {errors}")]
+    InvalidConfig {
+        /// The plugin's name.
+        name: String,
+        /// Every violation.
+        errors: InvalidConfig,
+    },
     /// The scheduler did not admit the execution.
+    #[error(transparent)]
     Refused(Refusal),
-    /// Refused for GPU memory, and restarting idle GPU plugins (least recently used
+    /// Refused for GPU memory, and stopping idle GPU plugins (least recently used
     /// first) did not free enough.
+    #[error("{refusal}; {}", eviction_summary(evicted, busy))]
     NotEnoughGpuMemory {
+        /// The scheduler's last refusal.
         refusal: Box<Refusal>,
-        /// Plugins restarted to free memory, in the order they were.
+        /// Plugins stopped to free memory, in the order they were.
         evicted: Vec<String>,
         /// GPU plugins left alone because they were executing.
         busy: Vec<String>,
     },
     /// The plugin's worker is dead and the restart policy does not (or no longer)
     /// bring it back; reload it.
+    #[error("plugin {name}: worker is not running (it {reason}); {}", restart_advice(*restarts, *max_restarts))]
     NotRunning {
+        /// The plugin's name.
         name: String,
         /// How it died, such as "was killed by signal 9".
         reason: String,
+        /// Restarts since the last load or reload.
         restarts: u32,
+        /// The restart policy's limit.
         max_restarts: u32,
     },
     /// An execution took longer than its timeout.
+    #[error("plugin {name}: execution did not finish within {after:?}{}", if *worker_killed { "; its worker was killed" } else { "" })]
     Timeout {
+        /// The plugin's name.
         name: String,
+        /// The limit.
         after: Duration,
         /// Whether the worker was killed for it (see [`OnTimeout`](crate::OnTimeout)).
         worker_killed: bool,
     },
     /// Talking to the worker failed.
-    Plugin(ProxyError),
+    #[error(transparent)]
+    Plugin(#[from] ProxyError),
     /// The plugin's log could not be read.
+    #[error("plugin {name}: cannot read its log {}", path.display())]
     Log {
+        /// The plugin's name.
         name: String,
+        /// The log file.
         path: PathBuf,
+        /// Why.
+        #[source]
         source: std::io::Error,
     },
     /// System statistics could not be read.
+    #[error(transparent)]
     Stats(StatsError),
 }
 
-impl fmt::Display for ManagerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ManagerError::NotDiscovered { name, known } if known.is_empty() => {
-                write!(
-                    f,
-                    "plugin {name} not found: no plugin manifests were discovered"
-                )
-            }
-            ManagerError::NotDiscovered { name, known } => {
-                write!(
-                    f,
-                    "plugin {name} not found; discovered: {}",
-                    known.join(", ")
-                )
-            }
-            ManagerError::NotLoaded { name } => write!(f, "plugin {name} is not loaded"),
-            ManagerError::AlreadyLoaded { name } => write!(f, "plugin {name} is already loaded"),
-            ManagerError::Busy { name } => {
-                write!(
-                    f,
-                    "plugin {name} is being loaded, unloaded or reloaded; try again"
-                )
-            }
-            ManagerError::Disabled { name } => write!(f, "plugin {name} is disabled"),
-            ManagerError::InvalidConfig { name, errors } => write!(f, "plugin {name}: {errors}"),
-            ManagerError::Refused(refusal) => write!(f, "{refusal}"),
-            ManagerError::NotEnoughGpuMemory {
-                refusal,
-                evicted,
-                busy,
-            } => {
-                write!(f, "{refusal}; ")?;
-                if evicted.is_empty() {
-                    write!(f, "no idle GPU plugin could be evicted")?;
-                } else {
-                    write!(
-                        f,
-                        "evicting idle GPU plugins {} did not free enough",
-                        evicted.join(", ")
-                    )?;
-                }
-                if !busy.is_empty() {
-                    write!(f, " (executing, not evicted: {})", busy.join(", "))?;
-                }
-                Ok(())
-            }
-            ManagerError::NotRunning {
-                name,
-                reason,
-                restarts,
-                max_restarts,
-            } => {
-                write!(f, "plugin {name}: worker is not running (it {reason}); ")?;
-                if *max_restarts == 0 {
-                    write!(f, "reload it, or set a restart policy")
-                } else {
-                    write!(
-                        f,
-                        "gave up after {restarts} of {max_restarts} restarts; reload it"
-                    )
-                }
-            }
-            ManagerError::Timeout {
-                name,
-                after,
-                worker_killed,
-            } => {
-                write!(
-                    f,
-                    "plugin {name}: execution did not finish within {after:?}"
-                )?;
-                if *worker_killed {
-                    write!(f, "; its worker was killed")?;
-                }
-                Ok(())
-            }
-            ManagerError::Plugin(err) => write!(f, "{err}"),
-            ManagerError::Log { name, path, source } => {
-                write!(
-                    f,
-                    "plugin {name}: cannot read log {}: {source}",
-                    path.display()
-                )
-            }
-            ManagerError::Stats(err) => write!(f, "{err}"),
-        }
+fn known_plugins(known: &[String]) -> String {
+    if known.is_empty() {
+        String::from(": no plugin manifests were discovered")
+    } else {
+        format!("; discovered: {}", known.join(", "))
     }
 }
 
-impl std::error::Error for ManagerError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        // Wrapped errors are displayed in full above, so the chain continues with
-        // their causes, not with them again.
-        match self {
-            ManagerError::InvalidConfig { errors, .. } => Some(errors),
-            ManagerError::Plugin(err) => err.source(),
-            ManagerError::Log { source, .. } => Some(source),
-            _ => None,
-        }
+fn eviction_summary(evicted: &[String], busy: &[String]) -> String {
+    let mut text = if evicted.is_empty() {
+        String::from("no idle GPU plugin could be evicted")
+    } else {
+        format!(
+            "evicting idle GPU plugins {} did not free enough",
+            evicted.join(", ")
+        )
+    };
+    if !busy.is_empty() {
+        text.push_str(&format!(" (executing, not evicted: {})", busy.join(", ")));
     }
+    text
 }
 
-impl From<ProxyError> for ManagerError {
-    fn from(err: ProxyError) -> Self {
-        ManagerError::Plugin(err)
+fn restart_advice(restarts: u32, max_restarts: u32) -> String {
+    if max_restarts == 0 {
+        String::from("reload it, or set a restart policy")
+    } else {
+        format!("gave up after {restarts} of {max_restarts} restarts; reload it")
     }
 }
 
 impl From<Refusal> for ManagerError {
     fn from(refusal: Refusal) -> Self {
         ManagerError::Refused(refusal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+
+    /// The message as `{:#}` of anyhow prints it: the error, then each cause.
+    fn chain(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        let mut clauses = vec![err.to_string()];
+        let mut source = err.source();
+        while let Some(cause) = source {
+            clauses.push(cause.to_string());
+            source = cause.source();
+        }
+        clauses
+    }
+
+    fn assert_said_once(err: &(dyn std::error::Error + 'static)) {
+        let text = chain(err).join(": ");
+        let clauses: Vec<&str> = text.split(": ").collect();
+        for (at, clause) in clauses.iter().enumerate() {
+            assert!(
+                !clauses[at + 1..].contains(clause),
+                "{clause:?} repeats in {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_cause_is_said_once() {
+        let missing = || io::Error::new(io::ErrorKind::NotFound, "No such file or directory");
+        let errors = [
+            ManagerError::Log {
+                name: "echo".into(),
+                path: "/x/echo.log".into(),
+                source: missing(),
+            },
+            ManagerError::Plugin(ProxyError::Spawn {
+                plugin: "echo".into(),
+                program: "/bin/echo-plugin".into(),
+                source: missing(),
+            }),
+            ManagerError::Plugin(ProxyError::TempFile {
+                plugin: "echo".into(),
+                path: "/tmp/x".into(),
+                source: missing(),
+            }),
+            ManagerError::NotRunning {
+                name: "echo".into(),
+                reason: "was killed by signal 9".into(),
+                restarts: 1,
+                max_restarts: 1,
+            },
+        ];
+        for err in &errors {
+            assert_said_once(err);
+        }
+        // The I/O cause is reachable for callers that look for it.
+        assert!(std::error::Error::source(&errors[0]).is_some());
+        assert_eq!(
+            chain(&errors[1]).join(": "),
+            "plugin echo: cannot start /bin/echo-plugin: No such file or directory"
+        );
     }
 }

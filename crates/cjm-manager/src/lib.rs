@@ -19,14 +19,14 @@ mod stream;
 pub use blocking::{BlockingPluginManager, BlockingStream};
 pub use discovery::{DiscoveredPlugin, Discovery, ManifestProblem, Shadowed};
 pub use error::ManagerError;
-pub use manager::PluginManager;
+pub use manager::{PluginManager, WorkerInfo};
 pub use options::ManagerOptions;
 pub use policy::{FaultPolicy, OnTimeout, PluginState, PluginStatus, RestartPolicy};
 pub use stream::PluginStream;
 
 pub use cjm_interface::{Arg, CallArgs, ConfigMap, FileBacked};
 pub use cjm_metadata::{CjmHome, Manifest, PluginMeta};
-pub use cjm_proxy::{Endpoint, ProxyError, RemotePluginProxy};
+pub use cjm_proxy::{Endpoint, ProxyError};
 pub use cjm_scheduling::{
     GpuStats, LocalMonitor, ManualStats, PermissiveScheduler, QueueScheduler, Refusal,
     ResourceScheduler, SafetyScheduler, StatsSource, SystemStats,

@@ -1,8 +1,10 @@
-//! A plugin with a running worker, and the bookkeeping of its executions.
+//! A loaded plugin: what stays while its worker comes and goes (manifest, schema,
+//! configuration, counters), the worker of the moment, and the bookkeeping of its
+//! executions.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use cjm_interface::ConfigMap;
@@ -10,10 +12,15 @@ use cjm_metadata::{Manifest, PluginMeta};
 use cjm_proxy::RemotePluginProxy;
 use cjm_scheduling::{Reservation, ResourceScheduler};
 use cjm_validation::ConfigValidator;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
 
+/// A plugin in the manager's table. It stays there from load to unload, whatever
+/// happens to its worker: a worker that dies, or whose restart fails, leaves the
+/// plugin listed as dead with the reason, never gone.
 #[derive(Debug)]
 pub(crate) struct LoadedPlugin {
-    pub(crate) proxy: Arc<RemotePluginProxy>,
+    name: String,
     pub(crate) manifest: Manifest,
     pub(crate) manifest_path: PathBuf,
     /// The manifest's config schema, compiled at discovery.
@@ -21,25 +28,50 @@ pub(crate) struct LoadedPlugin {
     meta: Mutex<PluginMeta>,
     /// The configuration the worker last accepted, to restart it with.
     config: Mutex<ConfigMap>,
+    slot: Mutex<WorkerSlot>,
+    /// Wakes executions waiting for a restart to finish.
+    slot_changed: Notify,
+    /// One restart (or stop) of this plugin's worker at a time.
+    pub(crate) lifecycle: tokio::sync::Mutex<()>,
     active_executions: AtomicUsize,
-    /// Executions asked for and not finished, those still waiting for admission
-    /// included: a plugin with any is never evicted.
-    claims: AtomicUsize,
-    /// Restarts by the restart policy that led to this worker.
+    /// Restarts by the restart policy since the last load or reload.
     restarts: AtomicU32,
-    /// Why the host killed the worker, when it did (a call timed out).
-    killed_because: Mutex<Option<String>>,
-    /// One restart at a time: callers that find the worker dead together wait for the
-    /// first one's restart.
-    pub(crate) revive: tokio::sync::Mutex<()>,
 }
 
-/// Lock a mutex whose data stays consistent even if a holder panicked (plain values,
-/// replaced whole).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The worker of the moment and the executions that may use it. One lock for both,
+/// so that an execution's claim and an idle-only restart's check cannot interleave.
+#[derive(Debug)]
+struct WorkerSlot {
+    state: WorkerState,
+    /// Executions asked for and not finished, those waiting for admission included: a
+    /// plugin with any is never restarted for being idle.
+    claims: usize,
+}
+
+#[derive(Debug)]
+enum WorkerState {
+    Up {
+        proxy: Arc<RemotePluginProxy>,
+        /// Why the host killed this worker, when it did (a call timed out).
+        killed_because: Option<String>,
+    },
+    /// Being stopped and started again; executions wait for the outcome.
+    Restarting,
+    /// Stopped on purpose while idle (to free its memory); the next execution starts
+    /// it again with its configuration.
+    Stopped { reason: String },
+    /// No worker: the last start failed.
+    Down { reason: String },
+}
+
+/// What an execution finds when it looks at the plugin's worker.
+#[derive(Debug, Clone)]
+pub(crate) enum Worker {
+    Running(Arc<RemotePluginProxy>),
+    /// Stopped while idle, and why; to be started on demand.
+    Stopped(String),
+    /// Dead, and why ("was killed by signal 9", "restart failed: ..").
+    Dead(String),
 }
 
 impl LoadedPlugin {
@@ -52,17 +84,113 @@ impl LoadedPlugin {
         config: ConfigMap,
     ) -> Self {
         LoadedPlugin {
-            proxy: Arc::new(proxy),
+            name: meta.name.clone(),
             manifest,
             manifest_path,
             config_validator,
             meta: Mutex::new(meta),
             config: Mutex::new(config),
+            slot: Mutex::new(WorkerSlot {
+                state: WorkerState::Up {
+                    proxy: Arc::new(proxy),
+                    killed_because: None,
+                },
+                claims: 0,
+            }),
+            slot_changed: Notify::new(),
+            lifecycle: tokio::sync::Mutex::new(()),
             active_executions: AtomicUsize::new(0),
-            claims: AtomicUsize::new(0),
             restarts: AtomicU32::new(0),
-            killed_because: Mutex::new(None),
-            revive: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The current worker, waiting while it is being restarted.
+    pub(crate) async fn worker(&self) -> Worker {
+        loop {
+            let changed = self.slot_changed.notified();
+            tokio::pin!(changed);
+            // Registered before looking, so that a restart ending in between wakes us.
+            changed.as_mut().enable();
+            if let Some(worker) = self.worker_now() {
+                return worker;
+            }
+            changed.await;
+        }
+    }
+
+    /// The current worker; `None` while it is being restarted.
+    pub(crate) fn worker_now(&self) -> Option<Worker> {
+        match &self.slot.lock().state {
+            WorkerState::Up {
+                proxy,
+                killed_because,
+            } => Some(match failure_of(proxy, killed_because.as_deref()) {
+                None => Worker::Running(Arc::clone(proxy)),
+                Some(reason) => Worker::Dead(reason),
+            }),
+            WorkerState::Restarting => None,
+            WorkerState::Stopped { reason } => Some(Worker::Stopped(reason.clone())),
+            WorkerState::Down { reason } => Some(Worker::Dead(reason.clone())),
+        }
+    }
+
+    /// The current worker's process, if one exists (running or dead).
+    pub(crate) fn proxy(&self) -> Option<Arc<RemotePluginProxy>> {
+        match &self.slot.lock().state {
+            WorkerState::Up { proxy, .. } => Some(Arc::clone(proxy)),
+            WorkerState::Restarting | WorkerState::Stopped { .. } | WorkerState::Down { .. } => {
+                None
+            }
+        }
+    }
+
+    /// Take the worker out for a restart, unless `only_if_idle` and an execution
+    /// claims it. From now until [`put_back`](Self::put_back), executions wait.
+    pub(crate) fn take_for_restart(
+        &self,
+        only_if_idle: bool,
+    ) -> Result<Option<Arc<RemotePluginProxy>>, Busy> {
+        let mut slot = self.slot.lock();
+        if only_if_idle && slot.claims > 0 {
+            return Err(Busy);
+        }
+        Ok(
+            match std::mem::replace(&mut slot.state, WorkerState::Restarting) {
+                WorkerState::Up { proxy, .. } => Some(proxy),
+                WorkerState::Restarting
+                | WorkerState::Stopped { .. }
+                | WorkerState::Down { .. } => None,
+            },
+        )
+    }
+
+    /// End a restart: the new worker, or why there is none; waiting executions go on.
+    pub(crate) fn put_back(&self, outcome: SlotOutcome) {
+        self.slot.lock().state = match outcome {
+            SlotOutcome::Started(proxy) => WorkerState::Up {
+                proxy,
+                killed_because: None,
+            },
+            SlotOutcome::Stopped(reason) => WorkerState::Stopped { reason },
+            SlotOutcome::Failed(reason) => WorkerState::Down { reason },
+        };
+        self.slot_changed.notify_waiters();
+    }
+
+    /// Kill the worker at once, remembering why.
+    pub(crate) fn kill(&self, reason: String) {
+        let mut slot = self.slot.lock();
+        if let WorkerState::Up {
+            proxy,
+            killed_because,
+        } = &mut slot.state
+        {
+            *killed_because = Some(reason);
+            proxy.kill();
         }
     }
 
@@ -74,41 +202,16 @@ impl LoadedPlugin {
         self.restarts.store(restarts, Ordering::SeqCst);
     }
 
-    /// Kill the worker at once, remembering why.
-    pub(crate) fn kill(&self, reason: String) {
-        *lock(&self.killed_because) = Some(reason);
-        self.proxy.kill();
-    }
-
-    /// Why the worker is dead; `None` while it runs.
-    pub(crate) fn failure(&self) -> Option<String> {
-        if let Some(reason) = lock(&self.killed_because).clone() {
-            return Some(reason);
-        }
-        if self.proxy.is_running() {
-            return None;
-        }
-        Some(
-            self.proxy
-                .exit_description()
-                .unwrap_or_else(|| String::from("was stopped")),
-        )
-    }
-
     pub(crate) fn meta(&self) -> PluginMeta {
-        lock(&self.meta).clone()
-    }
-
-    pub(crate) fn set_enabled(&self, enabled: bool) {
-        lock(&self.meta).enabled = enabled;
+        self.meta.lock().clone()
     }
 
     pub(crate) fn config(&self) -> ConfigMap {
-        lock(&self.config).clone()
+        self.config.lock().clone()
     }
 
     pub(crate) fn set_config(&self, config: ConfigMap) {
-        *lock(&self.config) = config;
+        *self.config.lock() = config;
     }
 
     /// Executions admitted and not yet finished.
@@ -118,12 +221,40 @@ impl LoadedPlugin {
 
     /// Executions asked for and not finished, waiting ones included.
     pub(crate) fn claims(&self) -> usize {
-        self.claims.load(Ordering::SeqCst)
+        self.slot.lock().claims
     }
 
     fn mark_executed(&self, at: SystemTime) {
-        lock(&self.meta).mark_executed(at);
+        self.meta.lock().mark_executed(at);
     }
+}
+
+/// How a restart (or stop) ended, for [`LoadedPlugin::put_back`].
+#[derive(Debug)]
+pub(crate) enum SlotOutcome {
+    Started(Arc<RemotePluginProxy>),
+    /// Left stopped on purpose, and why.
+    Stopped(String),
+    /// The start failed, and why.
+    Failed(String),
+}
+
+/// An idle-only restart found the plugin claimed by an execution.
+#[derive(Debug)]
+pub(crate) struct Busy;
+
+fn failure_of(proxy: &RemotePluginProxy, killed_because: Option<&str>) -> Option<String> {
+    if let Some(reason) = killed_because {
+        return Some(reason.to_owned());
+    }
+    if proxy.is_running() {
+        return None;
+    }
+    Some(
+        proxy
+            .exit_description()
+            .unwrap_or_else(|| String::from("was stopped")),
+    )
 }
 
 /// One admitted execution. Dropping it, however the execution ended (success, error,
@@ -131,18 +262,17 @@ impl LoadedPlugin {
 /// then the reservation is returned.
 #[derive(Debug)]
 pub(crate) struct ExecutionGuard {
-    plugin: Arc<LoadedPlugin>,
     /// The metadata the scheduler admitted, handed to its hooks without cloning the
     /// plugin's (config schema included) again on every call.
     meta: PluginMeta,
     scheduler: Arc<dyn ResourceScheduler>,
     _reservation: Reservation,
-    _claim: ExecutionClaim,
+    claim: ExecutionClaim,
 }
 
 impl ExecutionGuard {
     pub(crate) fn plugin(&self) -> &Arc<LoadedPlugin> {
-        &self.plugin
+        &self.claim.plugin
     }
 
     pub(crate) fn begin(
@@ -151,25 +281,34 @@ impl ExecutionGuard {
         reservation: Reservation,
         mut meta: PluginMeta,
     ) -> Self {
-        let plugin = Arc::clone(&claim.plugin);
+        let plugin = &claim.plugin;
         plugin.active_executions.fetch_add(1, Ordering::SeqCst);
         let now = SystemTime::now();
         plugin.mark_executed(now);
         meta.mark_executed(now);
         scheduler.on_execution_start(&meta);
         ExecutionGuard {
-            plugin,
             meta,
             scheduler,
             _reservation: reservation,
-            _claim: claim,
+            claim,
         }
     }
 }
 
-/// An execution asked for, from before admission to its end. Taken while the plugin
-/// table is locked for reading, so that eviction (which checks claims with the table
-/// locked for writing) never restarts a plugin an execution is about to use.
+impl Drop for ExecutionGuard {
+    fn drop(&mut self) {
+        let now = SystemTime::now();
+        let plugin = &self.claim.plugin;
+        plugin.mark_executed(now);
+        self.meta.mark_executed(now);
+        plugin.active_executions.fetch_sub(1, Ordering::SeqCst);
+        self.scheduler.on_execution_finish(&self.meta);
+    }
+}
+
+/// An execution asked for, from before admission to its end: while any exists, the
+/// plugin is not restarted for being idle (eviction, idle stop).
 #[derive(Debug)]
 pub(crate) struct ExecutionClaim {
     plugin: Arc<LoadedPlugin>,
@@ -177,23 +316,17 @@ pub(crate) struct ExecutionClaim {
 
 impl ExecutionClaim {
     pub(crate) fn new(plugin: Arc<LoadedPlugin>) -> Self {
-        plugin.claims.fetch_add(1, Ordering::SeqCst);
+        plugin.slot.lock().claims += 1;
         ExecutionClaim { plugin }
+    }
+
+    pub(crate) fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.plugin
     }
 }
 
 impl Drop for ExecutionClaim {
     fn drop(&mut self) {
-        self.plugin.claims.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl Drop for ExecutionGuard {
-    fn drop(&mut self) {
-        let now = SystemTime::now();
-        self.plugin.mark_executed(now);
-        self.meta.mark_executed(now);
-        self.plugin.active_executions.fetch_sub(1, Ordering::SeqCst);
-        self.scheduler.on_execution_finish(&self.meta);
+        self.plugin.slot.lock().claims -= 1;
     }
 }

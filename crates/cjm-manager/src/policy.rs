@@ -3,9 +3,12 @@
 use std::time::Duration;
 
 /// Fault handling for one plugin (or, as [`ManagerOptions::fault_policy`], for all).
+/// Built from [`FaultPolicy::default`] (no timeout, no restarts) with the `with_`
+/// methods; fields may be added in later releases.
 ///
 /// [`ManagerOptions::fault_policy`]: crate::ManagerOptions::fault_policy
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
 pub struct FaultPolicy {
     /// The longest an execution may take; `None`: no limit. A stream's limit applies
     /// to the wait for each chunk. [`execute_plugin_with_timeout`] overrides it.
@@ -16,6 +19,26 @@ pub struct FaultPolicy {
     pub on_timeout: OnTimeout,
     /// Whether a dead worker is started again.
     pub restart: RestartPolicy,
+}
+
+impl FaultPolicy {
+    /// This policy with a limit on every execution (a stream's: on each chunk).
+    pub fn with_call_timeout(mut self, limit: Duration) -> Self {
+        self.call_timeout = Some(limit);
+        self
+    }
+
+    /// This policy with `on_timeout` for calls past their limit.
+    pub fn with_on_timeout(mut self, on_timeout: OnTimeout) -> Self {
+        self.on_timeout = on_timeout;
+        self
+    }
+
+    /// This policy with `restart` for dead workers.
+    pub fn with_restart(mut self, restart: RestartPolicy) -> Self {
+        self.restart = restart;
+        self
+    }
 }
 
 /// What happens to a worker after one of its calls timed out.
@@ -36,6 +59,7 @@ pub enum OnTimeout {
 /// from the last load or reload; past `max_restarts` executions fail with
 /// [`ManagerError::NotRunning`](crate::ManagerError::NotRunning).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RestartPolicy {
     /// 0: never restart.
     pub max_restarts: u32,
@@ -62,6 +86,12 @@ impl RestartPolicy {
         }
     }
 
+    /// This policy with waits capped at `max_backoff`.
+    pub fn with_max_backoff(mut self, max_backoff: Duration) -> Self {
+        self.max_backoff = max_backoff;
+        self
+    }
+
     /// The wait before restart number `restart` (1 for the first).
     pub fn delay_before(&self, restart: u32) -> Duration {
         let doublings = restart.saturating_sub(1).min(31);
@@ -79,9 +109,18 @@ impl Default for RestartPolicy {
 
 /// Whether a loaded plugin's worker is up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PluginState {
+    /// The worker runs and takes executions.
     Running,
-    /// The worker exited or was killed; see [`PluginStatus::last_failure`].
+    /// Being replaced (reload, restart); executions wait for it.
+    Restarting,
+    /// Stopped while idle (to free GPU memory for another plugin); the next execution
+    /// starts it again with its configuration. [`PluginStatus::last_failure`] says why.
+    Stopped,
+    /// The worker exited, was killed, or could not be started; see
+    /// [`PluginStatus::last_failure`]. The restart policy decides whether an
+    /// execution brings it back.
     Dead,
 }
 
@@ -89,13 +128,16 @@ pub enum PluginState {
 ///
 /// [`PluginManager::plugin_status`]: crate::PluginManager::plugin_status
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PluginStatus {
+    /// Up, restarting, stopped or dead.
     pub state: PluginState,
-    /// Process id of the current (or last) worker.
-    pub pid: u32,
+    /// Process id of the current (or last, if dead) worker; `None` when there is no
+    /// worker (stopped, restarting, or its start failed).
+    pub pid: Option<u32>,
     /// Restarts by the restart policy since the plugin was loaded or reloaded.
     pub restarts: u32,
-    /// Why the worker is (or last was) dead, such as "was killed by signal 9".
+    /// Why the worker is dead or stopped, such as "was killed by signal 9".
     pub last_failure: Option<String>,
 }
 
@@ -105,11 +147,8 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_its_cap() {
-        let policy = RestartPolicy {
-            max_restarts: 10,
-            backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_millis(500),
-        };
+        let policy = RestartPolicy::up_to(10, Duration::from_millis(100))
+            .with_max_backoff(Duration::from_millis(500));
         let delays: Vec<u128> = (1..=5)
             .map(|n| policy.delay_before(n).as_millis())
             .collect();

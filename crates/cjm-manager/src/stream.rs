@@ -1,21 +1,27 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use cjm_interface::wire;
 use cjm_proxy::{ChunkStream, ProxyError};
+use futures_core::Stream;
 use serde_json::Value;
+use tokio::time::{Instant, Sleep};
 
 use crate::loaded::ExecutionGuard;
 use crate::OnTimeout;
 
-/// The chunks of a streaming execution through the manager. The execution counts as
-/// running (for the scheduler and `last_executed`) until the stream ends or is
-/// dropped.
+/// The chunks of a streaming execution through the manager: a [`Stream`] of JSON
+/// values. The execution counts as running (for the scheduler and `last_executed`)
+/// until the stream ends or is dropped.
 #[derive(Debug)]
 pub struct PluginStream {
     chunks: ChunkStream,
     guard: Option<ExecutionGuard>,
-    /// The longest wait for one chunk, from the plugin's fault policy.
-    chunk_timeout: Option<Duration>,
+    /// The longest wait for one chunk, from the plugin's fault policy, and the timer
+    /// of the current wait.
+    chunk_timeout: Option<(Duration, Pin<Box<Sleep>>)>,
     on_timeout: OnTimeout,
     ended: bool,
 }
@@ -30,7 +36,7 @@ impl PluginStream {
         PluginStream {
             chunks,
             guard: Some(guard),
-            chunk_timeout,
+            chunk_timeout: chunk_timeout.map(|limit| (limit, Box::pin(tokio::time::sleep(limit)))),
             on_timeout,
             ended: false,
         }
@@ -39,28 +45,13 @@ impl PluginStream {
     /// The next chunk; `None` at the end. An error ends the stream; so does a wait
     /// for a chunk longer than the plugin's call timeout ([`ProxyError::Timeout`]).
     pub async fn next(&mut self) -> Option<Result<Value, ProxyError>> {
-        if self.ended {
-            return None;
-        }
-        let chunk = match self.chunk_timeout {
-            Some(limit) => match tokio::time::timeout(limit, self.chunks.next()).await {
-                Ok(chunk) => chunk,
-                Err(_) => Some(Err(self.timed_out(limit))),
-            },
-            _ => self.chunks.next().await,
-        };
-        if !matches!(chunk, Some(Ok(_))) {
-            // Finished: release the execution now, not when the caller drops the stream.
-            self.guard.take();
-            self.ended = true;
-        }
-        chunk
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }
 
     fn timed_out(&self, after: Duration) -> ProxyError {
         let plugin = self.guard.as_ref().map(ExecutionGuard::plugin);
         let name = plugin
-            .map(|plugin| plugin.proxy.name().to_owned())
+            .map(|plugin| plugin.name().to_owned())
             .unwrap_or_default();
         if let (Some(plugin), OnTimeout::KillWorker) = (plugin, self.on_timeout) {
             tracing::warn!("plugin {name}: no stream chunk within {after:?}; killing its worker");
@@ -82,5 +73,38 @@ impl PluginStream {
             chunks.push(chunk?);
         }
         Ok(chunks)
+    }
+
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Value, ProxyError>>> {
+        if let Poll::Ready(chunk) = Pin::new(&mut self.chunks).poll_next(cx) {
+            if let Some((limit, timer)) = &mut self.chunk_timeout {
+                timer.as_mut().reset(Instant::now() + *limit);
+            }
+            return Poll::Ready(chunk);
+        }
+        let Some((limit, timer)) = &mut self.chunk_timeout else {
+            return Poll::Pending;
+        };
+        let limit = *limit;
+        ready!(timer.as_mut().poll(cx));
+        Poll::Ready(Some(Err(self.timed_out(limit))))
+    }
+}
+
+impl Stream for PluginStream {
+    type Item = Result<Value, ProxyError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let chunk = ready!(this.poll_chunk(cx));
+        if !matches!(chunk, Some(Ok(_))) {
+            // Finished: release the execution now, not when the caller drops the stream.
+            this.guard.take();
+            this.ended = true;
+        }
+        Poll::Ready(chunk)
     }
 }

@@ -1,93 +1,172 @@
-use std::fmt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
 /// Everything that can go wrong between the host and one worker. Each variant names
-/// the plugin; failures of the worker process carry the end of its log.
-#[derive(Debug)]
+/// the plugin; failures of the worker process carry the end of its log. An I/O cause
+/// is the error's [`source`](std::error::Error::source), not repeated in its text.
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProxyError {
     /// The worker program could not be started at all (missing, not executable).
+    #[error("plugin {plugin}: cannot start {}", program.display())]
     Spawn {
+        /// The plugin's name.
         plugin: String,
+        /// The program that was to be run.
         program: PathBuf,
+        /// Why it could not be run.
+        #[source]
         source: std::io::Error,
     },
     /// The log file could not be opened or written.
+    #[error("plugin {plugin}: cannot open its log file {}", path.display())]
     Log {
+        /// The plugin's name.
         plugin: String,
+        /// The log file.
         path: PathBuf,
+        /// Why.
+        #[source]
         source: std::io::Error,
     },
-    /// No secret could be made for the worker (the kernel's randomness unreadable).
+    /// No secret could be made for the worker (the system's randomness unreadable).
+    #[error("plugin {plugin}: cannot make the worker's access secret")]
     Secret {
+        /// The plugin's name.
         plugin: String,
+        /// Why.
+        #[source]
         source: std::io::Error,
     },
     /// The listening socket for the worker could not be set up.
+    #[error("plugin {plugin}: cannot open a socket for the worker")]
     Socket {
+        /// The plugin's name.
         plugin: String,
+        /// Why.
+        #[source]
         source: std::io::Error,
     },
     /// The worker exited before it became ready.
+    #[error(
+        "plugin {plugin}: worker {} before it was ready{}",
+        describe_status(status),
+        with_log(log_tail)
+    )]
     StartFailed {
+        /// The plugin's name.
         plugin: String,
+        /// How the worker ended, if known.
         status: Option<ExitStatus>,
+        /// The end of the worker's log for this start.
         log_tail: String,
     },
     /// The worker did not become ready in time (it has been stopped).
+    #[error(
+        "plugin {plugin}: worker not ready after {waited:?}, stopped it{}",
+        with_log(log_tail)
+    )]
     StartTimeout {
+        /// The plugin's name.
         plugin: String,
+        /// How long the host waited.
         waited: Duration,
+        /// The end of the worker's log for this start.
         log_tail: String,
     },
     /// The worker process ended while a call was in flight.
+    #[error(
+        "plugin {plugin}: worker {} during {endpoint}{}",
+        describe_status(status),
+        with_log(log_tail)
+    )]
     WorkerDied {
+        /// The plugin's name.
         plugin: String,
+        /// The endpoint of the call in flight.
         endpoint: &'static str,
+        /// How the worker ended, if known.
         status: Option<ExitStatus>,
+        /// The end of the worker's log for this run.
         log_tail: String,
     },
     /// The worker is not running (it ended earlier, or was stopped).
-    NotRunning { plugin: String },
-    /// The worker answered with an error status; `detail` is its explanation.
-    Http {
+    #[error("plugin {plugin}: worker is not running")]
+    NotRunning {
+        /// The plugin's name.
         plugin: String,
+    },
+    /// The worker answered with an error status; `detail` is its explanation.
+    #[error("plugin {plugin}: {endpoint} failed ({status}): {detail}")]
+    Http {
+        /// The plugin's name.
+        plugin: String,
+        /// The endpoint that failed.
         endpoint: &'static str,
+        /// The HTTP status.
         status: u16,
+        /// The worker's explanation (`detail` of its error body).
         detail: String,
+        /// The error's class (`kind` of our workers' error bodies).
         kind: Option<String>,
     },
-    /// A stream failed after it started (its final `{"error": ..}` line).
-    Stream { plugin: String, detail: String },
-    /// The connection to the worker failed.
-    Transport {
+    /// A stream failed after it started (its final error line).
+    #[error("plugin {plugin}: stream failed: {detail}")]
+    Stream {
+        /// The plugin's name.
         plugin: String,
+        /// The worker's explanation.
+        detail: String,
+    },
+    /// The connection to the worker failed.
+    #[error("plugin {plugin}: {endpoint}: connection to worker failed: {reason}")]
+    Transport {
+        /// The plugin's name.
+        plugin: String,
+        /// The endpoint of the call.
         endpoint: &'static str,
+        /// What the connection reported.
         reason: String,
     },
     /// The worker answered something that is not what the protocol says.
+    #[error("plugin {plugin}: {endpoint}: invalid answer from worker: {reason}")]
     InvalidResponse {
+        /// The plugin's name.
         plugin: String,
+        /// The endpoint of the call.
         endpoint: &'static str,
+        /// What was wrong with the answer.
         reason: String,
     },
     /// The call did not finish in the time allowed.
+    #[error("plugin {plugin}: {endpoint} did not finish within {after:?}")]
     Timeout {
+        /// The plugin's name.
         plugin: String,
+        /// The endpoint of the call.
         endpoint: &'static str,
+        /// The limit.
         after: Duration,
     },
     /// A file-backed argument could not be written to its temporary file.
+    #[error("plugin {plugin}: cannot write a file-backed argument to {}", path.display())]
     TempFile {
+        /// The plugin's name.
         plugin: String,
+        /// The file.
         path: PathBuf,
+        /// Why.
+        #[source]
         source: std::io::Error,
     },
     /// A blocking method was called from inside an async runtime, where it would
     /// stall the runtime; use the async method there.
-    BlockingInAsync { plugin: String },
+    #[error("plugin {plugin}: blocking call made inside an async runtime; use the async method")]
+    BlockingInAsync {
+        /// The plugin's name.
+        plugin: String,
+    },
 }
 
 impl ProxyError {
@@ -140,141 +219,5 @@ fn with_log(log_tail: &str) -> String {
         String::from(" (its log is empty)")
     } else {
         format!("; last lines of its log:\n{log_tail}")
-    }
-}
-
-impl fmt::Display for ProxyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ProxyError::Spawn {
-                plugin,
-                program,
-                source,
-            } => {
-                write!(
-                    f,
-                    "plugin {plugin}: cannot start {}: {source}",
-                    program.display()
-                )
-            }
-            ProxyError::Log {
-                plugin,
-                path,
-                source,
-            } => {
-                write!(f, "plugin {plugin}: log file {}: {source}", path.display())
-            }
-            ProxyError::Socket { plugin, source } => {
-                write!(
-                    f,
-                    "plugin {plugin}: cannot open a socket for the worker: {source}"
-                )
-            }
-            ProxyError::Secret { plugin, source } => write!(
-                f,
-                "plugin {plugin}: cannot read /dev/urandom for the worker's access secret: {source}"
-            ),
-            ProxyError::StartFailed {
-                plugin,
-                status,
-                log_tail,
-            } => write!(
-                f,
-                "plugin {plugin}: worker {} before it was ready{}",
-                describe_status(status),
-                with_log(log_tail)
-            ),
-            ProxyError::StartTimeout {
-                plugin,
-                waited,
-                log_tail,
-            } => write!(
-                f,
-                "plugin {plugin}: worker not ready after {waited:?}, stopped it{}",
-                with_log(log_tail)
-            ),
-            ProxyError::WorkerDied {
-                plugin,
-                endpoint,
-                status,
-                log_tail,
-            } => write!(
-                f,
-                "plugin {plugin}: worker {} during {endpoint}{}",
-                describe_status(status),
-                with_log(log_tail)
-            ),
-            ProxyError::NotRunning { plugin } => {
-                write!(f, "plugin {plugin}: worker is not running")
-            }
-            ProxyError::Http {
-                plugin,
-                endpoint,
-                status,
-                detail,
-                ..
-            } => {
-                write!(f, "plugin {plugin}: {endpoint} failed ({status}): {detail}")
-            }
-            ProxyError::Stream { plugin, detail } => {
-                write!(f, "plugin {plugin}: stream failed: {detail}")
-            }
-            ProxyError::Transport {
-                plugin,
-                endpoint,
-                reason,
-            } => {
-                write!(
-                    f,
-                    "plugin {plugin}: {endpoint}: connection to worker failed: {reason}"
-                )
-            }
-            ProxyError::InvalidResponse {
-                plugin,
-                endpoint,
-                reason,
-            } => {
-                write!(
-                    f,
-                    "plugin {plugin}: {endpoint}: invalid answer from worker: {reason}"
-                )
-            }
-            ProxyError::Timeout {
-                plugin,
-                endpoint,
-                after,
-            } => {
-                write!(
-                    f,
-                    "plugin {plugin}: {endpoint} did not finish within {after:?}"
-                )
-            }
-            ProxyError::TempFile {
-                plugin,
-                path,
-                source,
-            } => write!(
-                f,
-                "plugin {plugin}: cannot write file-backed argument to {}: {source}",
-                path.display()
-            ),
-            ProxyError::BlockingInAsync { plugin } => write!(
-                f,
-                "plugin {plugin}: blocking call made inside an async runtime; use the async method"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for ProxyError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ProxyError::Spawn { source, .. }
-            | ProxyError::Log { source, .. }
-            | ProxyError::Socket { source, .. }
-            | ProxyError::Secret { source, .. }
-            | ProxyError::TempFile { source, .. } => Some(source),
-            _ => None,
-        }
     }
 }

@@ -132,7 +132,9 @@ mod tests {
             .file_arg(b"first".to_vec())
             .file_arg(Failing);
         let err = materialize("echo", call, dir.path()).unwrap_err();
-        assert!(err.to_string().contains("disk full"), "{err}");
+        let cause = std::error::Error::source(&err).map(ToString::to_string);
+        assert_eq!(cause.as_deref(), Some("disk full"), "{err}");
+        assert!(err.to_string().contains("file-backed argument"), "{err}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -1,11 +1,14 @@
 //! Reading a worker's NDJSON stream chunk by chunk.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use bytes::BytesMut;
 use cjm_interface::wire::{self, StreamError};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use futures_core::Stream;
+use hyper::body::{Body, Incoming};
 use serde_json::Value;
 
 use crate::files::TempFiles;
@@ -13,19 +16,34 @@ use crate::log::{self, TAIL_LINES};
 use crate::process::WorkerProcess;
 use crate::ProxyError;
 
-/// The chunks of one streaming execution, in order. Holds the call's temporary files
-/// until the stream is done or dropped; dropping it mid-way closes the connection,
-/// which stops the worker's producer.
-#[derive(Debug)]
+/// The chunks of one streaming execution, in order: a [`Stream`] of JSON values.
+/// Holds the call's temporary files until the stream is done or dropped; dropping it
+/// mid-way closes the connection, which stops the worker's producer.
 pub struct ChunkStream {
     plugin: String,
     body: Incoming,
-    buffer: BytesMut,
+    lines: LineBuffer,
+    /// Resolves when the worker process ends: a dead worker ends the stream at once.
+    worker_exit: BoxFuture<Option<std::process::ExitStatus>>,
+    /// The error being settled after the connection broke (was it the worker dying?).
+    breaking: Option<BoxFuture<ProxyError>>,
     process: WorkerProcess,
     files: TempFiles,
     log_path: PathBuf,
     log_start: u64,
     finished: bool,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl std::fmt::Debug for ChunkStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkStream")
+            .field("plugin", &self.plugin)
+            .field("pid", &self.process.pid())
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ChunkStream {
@@ -37,10 +55,13 @@ impl ChunkStream {
         log_path: PathBuf,
         log_start: u64,
     ) -> Self {
+        let watched = process.clone();
         ChunkStream {
             plugin,
             body,
-            buffer: BytesMut::new(),
+            lines: LineBuffer::default(),
+            worker_exit: Box::pin(async move { watched.exited().await }),
+            breaking: None,
             process,
             files,
             log_path,
@@ -51,50 +72,7 @@ impl ChunkStream {
 
     /// The next chunk; `None` at the end. An error ends the stream.
     pub async fn next(&mut self) -> Option<Result<Value, ProxyError>> {
-        loop {
-            if self.finished {
-                return None;
-            }
-            if let Some(newline) = self.buffer.iter().position(|&b| b == b'\n') {
-                let line = self.buffer.split_to(newline + 1);
-                let line = &line[..newline];
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                return Some(self.parse(line));
-            }
-            tokio::select! {
-                biased;
-                frame = self.body.frame() => match frame {
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            self.buffer.extend_from_slice(&data);
-                        }
-                    }
-                    Some(Err(err)) => {
-                        self.finished = true;
-                        return Some(Err(self.broken(err.to_string()).await));
-                    }
-                    None => {
-                        self.finished = true;
-                        let rest = self.buffer.split();
-                        if rest.iter().all(u8::is_ascii_whitespace) {
-                            return None;
-                        }
-                        return Some(self.parse(&rest));
-                    }
-                },
-                status = self.process.exited() => {
-                    self.finished = true;
-                    return Some(Err(ProxyError::WorkerDied {
-                        plugin: self.plugin.clone(),
-                        endpoint: wire::PATH_EXECUTE_STREAM,
-                        status,
-                        log_tail: log::tail_since(&self.log_path, self.log_start, TAIL_LINES),
-                    }));
-                }
-            }
-        }
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }
 
     /// Read the whole stream into a vector, stopping at the first error.
@@ -143,24 +121,120 @@ impl ChunkStream {
         }
     }
 
-    async fn broken(&self, reason: String) -> ProxyError {
-        match self
-            .process
-            .exit_within(crate::proxy::EXIT_NOTICE_WAIT)
-            .await
-        {
-            Some(status) => ProxyError::WorkerDied {
-                plugin: self.plugin.clone(),
-                endpoint: wire::PATH_EXECUTE_STREAM,
-                status,
-                log_tail: log::tail_since(&self.log_path, self.log_start, TAIL_LINES),
-            },
-            None => ProxyError::Transport {
-                plugin: self.plugin.clone(),
-                endpoint: wire::PATH_EXECUTE_STREAM,
-                reason,
-            },
+    /// The connection broke: the worker dying is the likely cause, and the notice of
+    /// its exit may trail the socket error by a moment.
+    fn broken(&self, reason: String) -> BoxFuture<ProxyError> {
+        let process = self.process.clone();
+        let plugin = self.plugin.clone();
+        let (log_path, log_start) = (self.log_path.clone(), self.log_start);
+        Box::pin(async move {
+            match process.exit_within(crate::proxy::EXIT_NOTICE_WAIT).await {
+                Some(status) => ProxyError::WorkerDied {
+                    plugin,
+                    endpoint: wire::PATH_EXECUTE_STREAM,
+                    status,
+                    log_tail: log::tail_since(&log_path, log_start, TAIL_LINES),
+                },
+                None => ProxyError::Transport {
+                    plugin,
+                    endpoint: wire::PATH_EXECUTE_STREAM,
+                    reason,
+                },
+            }
+        })
+    }
+
+    fn worker_died(&self, status: Option<std::process::ExitStatus>) -> ProxyError {
+        ProxyError::WorkerDied {
+            plugin: self.plugin.clone(),
+            endpoint: wire::PATH_EXECUTE_STREAM,
+            status,
+            log_tail: log::tail_since(&self.log_path, self.log_start, TAIL_LINES),
         }
+    }
+}
+
+impl Stream for ChunkStream {
+    type Item = Result<Value, ProxyError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(breaking) = &mut this.breaking {
+                let error = ready!(breaking.as_mut().poll(cx));
+                this.breaking = None;
+                return Poll::Ready(Some(Err(error)));
+            }
+            if this.finished {
+                return Poll::Ready(None);
+            }
+            if let Some(line) = this.lines.next_line() {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return Poll::Ready(Some(this.parse(&line)));
+            }
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        this.lines.push(&data);
+                    }
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    this.finished = true;
+                    this.breaking = Some(this.broken(err.to_string()));
+                }
+                Poll::Ready(None) => {
+                    this.finished = true;
+                    let rest = this.lines.rest();
+                    if rest.iter().all(u8::is_ascii_whitespace) {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(this.parse(&rest)));
+                }
+                Poll::Pending => {
+                    let status = ready!(this.worker_exit.as_mut().poll(cx));
+                    this.finished = true;
+                    return Poll::Ready(Some(Err(this.worker_died(status))));
+                }
+            }
+        }
+    }
+}
+
+/// Bytes received and not yet split into lines.
+#[derive(Debug, Default)]
+struct LineBuffer {
+    pending: BytesMut,
+    /// Bytes at the start of `pending` known to hold no newline: a line larger than
+    /// one frame is scanned once, not again with every frame that adds to it.
+    scanned: usize,
+}
+
+impl LineBuffer {
+    fn push(&mut self, data: &[u8]) {
+        self.pending.extend_from_slice(data);
+    }
+
+    /// The next whole line, without its newline.
+    fn next_line(&mut self) -> Option<BytesMut> {
+        let Some(offset) = self.pending[self.scanned..]
+            .iter()
+            .position(|&byte| byte == b'\n')
+        else {
+            self.scanned = self.pending.len();
+            return None;
+        };
+        let mut line = self.pending.split_to(self.scanned + offset + 1);
+        self.scanned = 0;
+        line.truncate(line.len() - 1);
+        Some(line)
+    }
+
+    /// Whatever is left at the end of the stream.
+    fn rest(&mut self) -> BytesMut {
+        self.scanned = 0;
+        self.pending.split()
     }
 }
 
@@ -185,5 +259,42 @@ impl Iterator for BlockingChunks {
             }));
         }
         self.runtime.block_on(self.stream.next())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_split_whatever_the_frames() {
+        let mut lines = LineBuffer::default();
+        lines.push(b"{\"a\"");
+        assert!(lines.next_line().is_none());
+        lines.push(b":1}\n[2]\n\n3");
+        assert_eq!(&lines.next_line().unwrap()[..], b"{\"a\":1}");
+        assert_eq!(&lines.next_line().unwrap()[..], b"[2]");
+        assert_eq!(&lines.next_line().unwrap()[..], b"");
+        assert!(lines.next_line().is_none());
+        lines.push(b"4\n");
+        assert_eq!(&lines.next_line().unwrap()[..], b"34");
+        lines.push(b"tail");
+        assert!(lines.next_line().is_none());
+        assert_eq!(&lines.rest()[..], b"tail");
+    }
+
+    #[test]
+    fn a_line_over_many_frames_is_scanned_once() {
+        let mut lines = LineBuffer::default();
+        let frame = [b'x'; 1024];
+        for _ in 0..1000 {
+            lines.push(&frame);
+            assert!(lines.next_line().is_none());
+            // Everything received so far is known to hold no newline.
+            assert_eq!(lines.scanned, lines.pending.len());
+        }
+        lines.push(b"\n");
+        assert_eq!(lines.next_line().unwrap().len(), 1024 * 1000);
+        assert_eq!(lines.scanned, 0);
     }
 }

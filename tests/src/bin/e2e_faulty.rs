@@ -4,7 +4,8 @@
 //! returns its pid), `pid`, `nan` (a result holding NaN). `execute_stream` with kwarg
 //! `progress_file` streams without end, writing the count of chunks produced to that
 //! file, one chunk each `interval_ms`. With plugin argument `--crash-at-start` it
-//! exits before serving; with `--never-ready` it hangs before serving; with
+//! exits before serving, with `--crash-at-start-if PATH` only while PATH exists;
+//! with `--never-ready` it hangs before serving; with
 //! `--no-parent-watch` it does not follow its host's pid. With `--schema` it declares a
 //! config schema (`level`: integer 0..=9) that its own `initialize` never checks, so
 //! only the worker can refuse a configuration; with `--broken-schema` it declares one
@@ -133,6 +134,16 @@ fn main() -> ExitCode {
         if args.iter().any(|arg| arg == "--crash-at-start") {
             eprintln!("faulty: crashing at start as asked");
             std::process::exit(7);
+        }
+        if let Some(marker) = args
+            .iter()
+            .position(|arg| arg == "--crash-at-start-if")
+            .and_then(|at| args.get(at + 1))
+        {
+            if std::path::Path::new(marker).exists() {
+                eprintln!("faulty: crashing at start as {marker} exists");
+                std::process::exit(7);
+            }
         }
         if args.iter().any(|arg| arg == "--never-ready") {
             std::thread::sleep(Duration::from_secs(3600));

@@ -12,10 +12,10 @@ async fn main() -> anyhow::Result<()> {
     let manager = PluginManager::new(ManagerOptions::from_env()?);
     manager.discover_manifests();
     manager.load_plugin(&name, None).await?;
-    let proxy = manager.get_plugin(&name).context("plugin vanished")?;
+    let worker = manager.worker_info(&name).context("plugin vanished")?;
     #[allow(clippy::print_stdout)]
     {
-        println!("{}", proxy.pid());
+        println!("{}", worker.pid);
     }
     loop {
         tokio::time::sleep(Duration::from_secs(3600)).await;

@@ -13,8 +13,8 @@ async fn a_worker_serves_only_requests_carrying_its_hosts_secret() {
     let manager = home.manager();
     manager.discover_manifests();
     manager.load_plugin("faulty", None).await.unwrap();
-    let proxy = manager.get_plugin("faulty").unwrap();
-    let (endpoint, pid) = (proxy.endpoint().clone(), proxy.pid());
+    let worker = manager.worker_info("faulty").unwrap();
+    let (endpoint, pid) = (worker.endpoint.clone(), worker.pid);
     // A worker of our host listens on a Unix socket in a folder only this user enters.
     let Endpoint::Unix { path } = endpoint.clone() else {
         panic!("expected a Unix socket, got {endpoint}");
@@ -84,7 +84,7 @@ async fn every_worker_gets_its_own_secret() {
     manager.load_plugin("one", None).await.unwrap();
     manager.load_plugin("two", None).await.unwrap();
     let secret = |name: &str| {
-        let pid = manager.get_plugin(name).unwrap().pid();
+        let pid = manager.worker_info(name).unwrap().pid;
         initial_env_var(pid, "CJM_WORKER_TOKEN").unwrap()
     };
     assert_ne!(secret("one"), secret("two"));

@@ -224,3 +224,46 @@ pub fn initial_env_var(pid: u32, key: &str) -> Option<String> {
         .filter_map(|entry| std::str::from_utf8(entry).ok())
         .find_map(|entry| entry.strip_prefix(&format!("{key}=")).map(str::to_owned))
 }
+
+/// The live processes of process group `pgid` (zombies count as gone).
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    entries(Path::new("/proc"))
+        .iter()
+        .filter_map(|path| path.file_name()?.to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                let fields: Vec<&str> = stat
+                    .rsplit_once(')')
+                    .map(|(_, rest)| rest.split_whitespace().collect())
+                    .unwrap_or_default();
+                fields
+                    .first()
+                    .is_some_and(|state| *state != "Z" && *state != "X")
+                    && fields.get(2) == Some(&pgid.to_string().as_str())
+            })
+        })
+        .collect()
+}
+
+pub fn wait_group_gone(pgid: u32, limit: Duration) -> Vec<u32> {
+    let start = Instant::now();
+    loop {
+        let members = group_members(pgid);
+        if members.is_empty() || start.elapsed() > limit {
+            return members;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An error and its causes, as `cjm-ctl` (anyhow's `{:#}`) prints them.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -41,18 +41,17 @@ async fn the_worker_refuses_an_invalid_config_with_400_and_keeps_the_old_one() {
         .load_plugin("faulty", Some(config(json!({"level": 1}))))
         .await
         .unwrap();
-    let proxy = manager.get_plugin("faulty").unwrap();
 
-    let err = proxy
-        .initialize(config(json!({"level": 12, "colour": "red"})))
+    let err = manager
+        .update_plugin_config("faulty", config(json!({"level": 12, "colour": "red"})))
         .await
         .unwrap_err();
-    let ProxyError::Http {
+    let ManagerError::Plugin(ProxyError::Http {
         status,
         detail,
         kind,
         ..
-    } = &err
+    }) = &err
     else {
         panic!("unexpected {err:?}");
     };
@@ -67,7 +66,10 @@ async fn the_worker_refuses_an_invalid_config_with_400_and_keeps_the_old_one() {
             || detail.contains("colour: unknown key; known keys: cleanup_marker, level"),
         "{detail}"
     );
-    assert_eq!(proxy.current_config().await.unwrap(), json!({"level": 1}));
+    assert_eq!(
+        manager.plugin_config("faulty").await.unwrap(),
+        json!({"level": 1})
+    );
 
     // Through the manager too: the worker's refusal comes back whole, and the
     // configuration the manager remembers does not change either.
@@ -152,10 +154,11 @@ async fn a_worker_believes_only_its_own_host_that_a_config_was_checked_against_i
         .load_plugin("faulty", Some(config(json!({"level": 3}))))
         .await
         .unwrap();
-    let proxy = manager.get_plugin("faulty").unwrap();
-    let endpoint = proxy.endpoint().clone();
-    let token = initial_env_var(proxy.pid(), "CJM_WORKER_TOKEN").unwrap();
-    let own = cjm_validation::schema_fingerprint(&proxy.config_schema().await.unwrap());
+    let worker = manager.worker_info("faulty").unwrap();
+    let endpoint = worker.endpoint.clone();
+    let token = initial_env_var(worker.pid, "CJM_WORKER_TOKEN").unwrap();
+    let own =
+        cjm_validation::schema_fingerprint(&manager.plugin_config_schema("faulty").await.unwrap());
     let other = cjm_validation::schema_fingerprint(&json!({"type": "object"}));
 
     // level 12 breaks the schema's maximum of 9: only a claim that the host holding
@@ -171,7 +174,10 @@ async fn a_worker_believes_only_its_own_host_that_a_config_was_checked_against_i
     .await
     .unwrap();
     assert_eq!(statuses, [400, 400, 200]);
-    assert_eq!(proxy.current_config().await.unwrap(), json!({"level": 12}));
+    assert_eq!(
+        manager.plugin_config("faulty").await.unwrap(),
+        json!({"level": 12})
+    );
     manager.shutdown().await;
 
     // A worker started by hand (as the original's host does) has no secret: nobody's
@@ -231,7 +237,7 @@ async fn the_manager_spawns_nothing_for_an_invalid_config() {
         manager.plugin_config("cjm-echo").await.unwrap(),
         json!({"prefix": ""})
     );
-    let pid = manager.get_plugin("cjm-echo").unwrap().pid();
+    let pid = manager.worker_info("cjm-echo").unwrap().pid;
     assert_eq!(processes_mentioning(home.path()), [pid]);
 
     // Updates are partial, merged over the current configuration, and checked
@@ -264,7 +270,7 @@ async fn the_manager_spawns_nothing_for_an_invalid_config() {
         err.to_string().contains("is longer than 100 characters"),
         "{err}"
     );
-    assert_eq!(manager.get_plugin("cjm-echo").unwrap().pid(), pid);
+    assert_eq!(manager.worker_info("cjm-echo").unwrap().pid, pid);
     assert!(alive(pid));
     manager.shutdown().await;
 }

@@ -40,7 +40,7 @@ async fn a_panicking_plugin_answers_500_and_keeps_serving() {
         .execute_plugin("faulty", CallArgs::new().arg("pid"))
         .await
         .unwrap();
-    assert_eq!(pid["pid"], manager.get_plugin("faulty").unwrap().pid());
+    assert_eq!(pid["pid"], manager.worker_info("faulty").unwrap().pid);
     manager.shutdown().await;
 }
 
@@ -51,7 +51,7 @@ async fn a_worker_killed_mid_call_is_an_error_at_once_and_reload_brings_it_back(
     let manager = home.manager();
     manager.discover_manifests();
     manager.load_plugin("faulty", None).await.unwrap();
-    let pid = manager.get_plugin("faulty").unwrap().pid();
+    let pid = manager.worker_info("faulty").unwrap().pid;
 
     let call = {
         let manager = manager.clone();
@@ -113,7 +113,7 @@ async fn a_long_execute_does_not_block_health_or_stats() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     manager.plugin_stats("faulty").await.unwrap();
-    assert!(manager.get_plugin("faulty").unwrap().is_alive().await);
+    assert!(manager.is_running("faulty"));
     assert!(
         started.elapsed() < Duration::from_millis(500),
         "{:?}",
@@ -344,7 +344,7 @@ fn a_worker_outlives_the_thread_that_loaded_it() {
         std::thread::spawn(move || handle.block_on(manager.load_plugin("faulty", None)))
     };
     loader.join().unwrap().unwrap();
-    let pid = manager.get_plugin("faulty").unwrap().pid();
+    let pid = manager.worker_info("faulty").unwrap().pid;
     std::thread::sleep(Duration::from_millis(300));
     assert!(alive(pid), "worker died with the thread that loaded it");
     let answer = runtime

@@ -32,7 +32,7 @@ async fn a_crash_mid_call_is_a_typed_error_within_100ms_and_marks_the_plugin_dea
     home.native_manifest("faulty", FAULTY, &[]);
     let manager = home.manager();
     load_faulty(&manager).await;
-    let pid = manager.get_plugin("faulty").unwrap().pid();
+    let pid = manager.worker_info("faulty").unwrap().pid;
     assert!(manager.is_running("faulty"));
 
     let call = {
@@ -86,13 +86,10 @@ async fn the_restart_policy_brings_a_dead_plugin_back_with_its_config_until_its_
     home.native_manifest("faulty", FAULTY, &[]);
     let manager = manager_with(
         &home,
-        FaultPolicy {
-            restart: RestartPolicy::up_to(2, Duration::from_millis(50)),
-            ..FaultPolicy::default()
-        },
+        FaultPolicy::default().with_restart(RestartPolicy::up_to(2, Duration::from_millis(50))),
     );
     load_faulty(&manager).await;
-    let mut pids = vec![manager.get_plugin("faulty").unwrap().pid()];
+    let mut pids = vec![manager.worker_info("faulty").unwrap().pid];
     for restart in 1..=2u32 {
         let err = manager
             .execute_plugin("faulty", CallArgs::new().arg("exit").arg(5))
@@ -147,14 +144,12 @@ async fn a_hung_call_times_out_and_its_worker_is_killed_then_restarted() {
     home.native_manifest("faulty", FAULTY, &[]);
     let manager = manager_with(
         &home,
-        FaultPolicy {
-            call_timeout: Some(Duration::from_millis(300)),
-            restart: RestartPolicy::up_to(1, Duration::ZERO),
-            ..FaultPolicy::default()
-        },
+        FaultPolicy::default()
+            .with_call_timeout(Duration::from_millis(300))
+            .with_restart(RestartPolicy::up_to(1, Duration::ZERO)),
     );
     load_faulty(&manager).await;
-    let pid = manager.get_plugin("faulty").unwrap().pid();
+    let pid = manager.worker_info("faulty").unwrap().pid;
     let started = Instant::now();
     let err = manager
         .execute_plugin("faulty", CallArgs::new().arg("sleep").arg(60_000))
@@ -200,13 +195,10 @@ async fn a_per_call_timeout_overrides_the_policy_and_may_leave_the_worker_runnin
     home.native_manifest("faulty", FAULTY, &[]);
     let manager = manager_with(
         &home,
-        FaultPolicy {
-            on_timeout: OnTimeout::LeaveRunning,
-            ..FaultPolicy::default()
-        },
+        FaultPolicy::default().with_on_timeout(OnTimeout::LeaveRunning),
     );
     load_faulty(&manager).await;
-    let pid = manager.get_plugin("faulty").unwrap().pid();
+    let pid = manager.worker_info("faulty").unwrap().pid;
     let err = manager
         .execute_plugin_with_timeout(
             "faulty",
@@ -240,10 +232,7 @@ async fn a_stream_that_stalls_past_the_timeout_ends_with_a_timeout_error() {
     home.native_manifest("faulty", FAULTY, &[]);
     let manager = manager_with(
         &home,
-        FaultPolicy {
-            call_timeout: Some(Duration::from_millis(300)),
-            ..FaultPolicy::default()
-        },
+        FaultPolicy::default().with_call_timeout(Duration::from_millis(300)),
     );
     load_faulty(&manager).await;
     let progress_file = home.path().join("progress");
@@ -344,9 +333,9 @@ async fn an_unusable_log_folder_is_a_clear_error_and_starts_nothing() {
     let manager = home.manager();
     manager.discover_manifests();
     let err = manager.load_plugin("faulty", None).await.unwrap_err();
-    let text = err.to_string();
+    let text = error_chain(&err);
     assert!(
-        text.starts_with("plugin faulty: log file ")
+        text.starts_with("plugin faulty: cannot open its log file ")
             && text.contains(&format!("cannot create its folder {}", logs.display())),
         "{text}"
     );
@@ -383,9 +372,9 @@ async fn a_full_disk_for_a_temp_file_is_a_clear_error_that_leaves_no_file() {
         )
         .await
         .unwrap_err();
-    let text = err.to_string();
+    let text = error_chain(&err);
     assert!(
-        text.contains("cannot write file-backed argument") && text.contains("No space left"),
+        text.contains("cannot write a file-backed argument") && text.contains("No space left"),
         "{text}"
     );
     assert!(entries(&home.temp_dir()).is_empty());
@@ -443,4 +432,152 @@ async fn a_nan_in_a_native_result_arrives_as_null() {
         .unwrap();
     assert_eq!(answer, json!({"value": null}));
     manager.shutdown().await;
+}
+
+/// A faulty plugin whose worker cannot start while the returned marker file exists.
+fn startable_until_marked(home: &TestHome) -> std::path::PathBuf {
+    let marker = home.path().join("no-start");
+    let marker_arg = marker.to_str().unwrap().to_owned();
+    home.native_manifest("faulty", FAULTY, &["--crash-at-start-if", &marker_arg]);
+    marker
+}
+
+fn assert_dead_because_start_failed(manager: &PluginManager) {
+    assert!(manager.is_loaded("faulty"), "the plugin vanished");
+    assert!(manager
+        .list_plugins()
+        .iter()
+        .any(|meta| meta.name == "faulty"));
+    let status = manager.plugin_status("faulty").unwrap();
+    assert_eq!(status.state, PluginState::Dead, "{status:?}");
+    assert_eq!(status.pid, None, "{status:?}");
+    let reason = status.last_failure.unwrap();
+    assert!(reason.contains("could not be started"), "{reason}");
+    assert!(reason.contains("crashing at start"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_cannot_start_leaves_the_plugin_dead_with_the_reason() {
+    let home = TestHome::new();
+    let marker = startable_until_marked(&home);
+    let manager = home.manager();
+    load_faulty(&manager).await;
+    let old = manager.worker_info("faulty").unwrap().pid;
+
+    std::fs::write(&marker, "").unwrap();
+    let err = manager.reload_plugin("faulty", None).await.unwrap_err();
+    assert!(
+        matches!(err, ManagerError::Plugin(ProxyError::StartFailed { .. })),
+        "{err}"
+    );
+    assert!(wait_gone(old, Duration::from_secs(5)).is_some());
+    assert_dead_because_start_failed(&manager);
+    let err = manager
+        .execute_plugin("faulty", CallArgs::new().arg("pid"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ManagerError::NotRunning { .. }), "{err}");
+
+    // Once it can start again, a reload brings it back with its configuration.
+    std::fs::remove_file(&marker).unwrap();
+    manager.reload_plugin("faulty", None).await.unwrap();
+    assert!(manager.is_running("faulty"));
+    assert_eq!(
+        manager.plugin_config("faulty").await.unwrap(),
+        json!({"level": 1})
+    );
+    manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_that_cannot_start_leaves_the_plugin_dead_and_counts_towards_the_limit() {
+    let home = TestHome::new();
+    let marker = startable_until_marked(&home);
+    let manager = manager_with(
+        &home,
+        FaultPolicy::default().with_restart(RestartPolicy::up_to(2, Duration::from_millis(10))),
+    );
+    load_faulty(&manager).await;
+    std::fs::write(&marker, "").unwrap();
+    sigkill(manager.worker_info("faulty").unwrap().pid);
+    while manager.is_running("faulty") {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let err = manager
+        .execute_plugin("faulty", CallArgs::new().arg("pid"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ManagerError::Plugin(ProxyError::StartFailed { .. })),
+        "{err}"
+    );
+    assert_dead_because_start_failed(&manager);
+    assert_eq!(manager.plugin_status("faulty").unwrap().restarts, 1);
+
+    // The second restart of two works once the plugin can start.
+    std::fs::remove_file(&marker).unwrap();
+    let answer = manager
+        .execute_plugin("faulty", CallArgs::new().arg("pid"))
+        .await
+        .unwrap();
+    assert_eq!(answer["pid"], manager.worker_info("faulty").unwrap().pid);
+    let status = manager.plugin_status("faulty").unwrap();
+    assert_eq!((status.state, status.restarts), (PluginState::Running, 2));
+    manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_dies_on_its_own_leaves_nothing_behind_and_unloads_later() {
+    let home = TestHome::new();
+    home.native_manifest("faulty", FAULTY, &[]);
+    let manager = home.manager();
+    load_faulty(&manager).await;
+    let pid = manager.worker_info("faulty").unwrap().pid;
+    let child = manager
+        .execute_plugin("faulty", CallArgs::new().arg("spawn_child"))
+        .await
+        .unwrap()["child_pid"]
+        .as_u64()
+        .unwrap() as u32;
+    assert!(alive(child));
+
+    let err = manager
+        .execute_plugin("faulty", CallArgs::new().arg("exit").arg(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ManagerError::Plugin(ProxyError::WorkerDied { .. })),
+        "{err}"
+    );
+    // The worker was reaped (no zombie) and what it left in its group was killed
+    // with it, before anything else could take its process group id.
+    assert!(
+        wait_gone(pid, Duration::from_secs(5)).is_some(),
+        "worker left"
+    );
+    assert!(wait_group_gone(pid, Duration::from_secs(5)).is_empty());
+    assert!(
+        wait_gone(child, Duration::from_secs(5)).is_some(),
+        "child left"
+    );
+    let status = manager.plugin_status("faulty").unwrap();
+    assert_eq!(status.state, PluginState::Dead);
+    assert!(
+        status
+            .last_failure
+            .as_deref()
+            .is_some_and(|why| why.contains("exit")),
+        "{status:?}"
+    );
+
+    // Unloaded later: nothing left to signal, and it goes at once.
+    let started = Instant::now();
+    manager.unload_plugin("faulty").await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!manager.is_loaded("faulty"));
 }

@@ -33,7 +33,7 @@ async fn original_scenario_through_the_manager() {
         .load_plugin("cjm-echo", Some(config(json!({"prefix": "> "}))))
         .await
         .unwrap();
-    let pid = manager.get_plugin("cjm-echo").unwrap().pid();
+    let pid = manager.worker_info("cjm-echo").unwrap().pid;
     assert_ne!(pid, std::process::id());
     assert_eq!(manager.loaded_categories(), ["test"]);
     assert_eq!(manager.plugins_by_category("test").len(), 1);
@@ -140,7 +140,7 @@ fn blocking_facade_executes_streams_and_stops_workers_on_drop() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(chunks.len(), 2);
-    let pid = manager.manager().get_plugin("cjm-echo").unwrap().pid();
+    let pid = manager.manager().worker_info("cjm-echo").unwrap().pid;
     drop(manager);
     assert!(wait_gone(pid, Duration::from_secs(5)).is_some());
 }
@@ -152,7 +152,7 @@ async fn thirty_two_concurrent_executes_on_one_worker() {
     let manager = home.manager();
     manager.discover_manifests();
     manager.load_plugin("cjm-echo", None).await.unwrap();
-    let pid = manager.get_plugin("cjm-echo").unwrap().pid();
+    let pid = manager.worker_info("cjm-echo").unwrap().pid;
     let mut calls = JoinSet::new();
     for i in 0..32 {
         let manager = manager.clone();
@@ -194,9 +194,9 @@ async fn load_all_starts_every_plugin_and_reload_keeps_the_config() {
     assert_eq!(results.len(), 2);
     assert!(results.values().all(Result::is_ok), "{results:?}");
 
-    let old_pid = manager.get_plugin("cjm-echo").unwrap().pid();
+    let old_pid = manager.worker_info("cjm-echo").unwrap().pid;
     manager.reload_plugin("cjm-echo", None).await.unwrap();
-    let new_pid = manager.get_plugin("cjm-echo").unwrap().pid();
+    let new_pid = manager.worker_info("cjm-echo").unwrap().pid;
     assert_ne!(old_pid, new_pid);
     assert!(wait_gone(old_pid, Duration::from_secs(5)).is_some());
     let result = manager
@@ -231,7 +231,7 @@ async fn load_all_starts_every_plugin_and_reload_keeps_the_config() {
 
     let pids: Vec<u32> = ["cjm-echo", "cjm-wordcount"]
         .iter()
-        .map(|name| manager.get_plugin(name).unwrap().pid())
+        .map(|name| manager.worker_info(name).unwrap().pid)
         .collect();
     manager.unload_all().await;
     for pid in pids {

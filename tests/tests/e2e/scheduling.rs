@@ -1,11 +1,15 @@
 //! Admission with real workers: eviction of idle GPU plugins (least recently used
-//! first, never a busy one, never the requester) and a plugin as the system monitor.
+//! first, never a busy one, never the requester: stopped, and started again on their
+//! next execution) and a plugin as the system monitor.
 //! GPU memory comes from a fake source in which each plugin's first worker holds its
 //! share until that process is gone, as a driver would report it.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use cjm_manager::{CallArgs, ManagerError, ManualStats, PluginManager, SafetyScheduler};
+use cjm_manager::{
+    CallArgs, ManagerError, ManualStats, PluginManager, PluginState, SafetyScheduler,
+};
 use cjm_scheduling::{BoxFuture, StatsError, StatsSource, SystemStats};
 use serde_json::json;
 
@@ -85,15 +89,28 @@ async fn gpu_box(requester_mb: u64) -> (TestHome, PluginManager) {
 }
 
 fn pid(manager: &PluginManager, name: &str) -> u32 {
-    manager.get_plugin(name).unwrap().pid()
+    manager.worker_info(name).unwrap().pid
 }
 
-fn pids(manager: &PluginManager) -> Vec<u32> {
+/// The current workers' pids; `None` for a plugin whose worker was stopped.
+fn pids(manager: &PluginManager) -> Vec<Option<u32>> {
     IDLE_PLUGINS
         .into_iter()
         .chain([REQUESTER])
-        .map(|name| pid(manager, name))
+        .map(|name| manager.worker_info(name).map(|worker| worker.pid))
         .collect()
+}
+
+fn assert_stopped(manager: &PluginManager, name: &str) {
+    let status = manager.plugin_status(name).unwrap();
+    assert_eq!(status.state, PluginState::Stopped, "{name}: {status:?}");
+    assert!(
+        status
+            .last_failure
+            .as_deref()
+            .is_some_and(|why| why.contains("to free GPU memory for gpu-r")),
+        "{status:?}"
+    );
 }
 
 async fn run(manager: &PluginManager, name: &str) -> Result<serde_json::Value, ManagerError> {
@@ -101,24 +118,34 @@ async fn run(manager: &PluginManager, name: &str) -> Result<serde_json::Value, M
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_the_least_recently_used_idle_plugin_is_restarted_when_it_frees_enough() {
+async fn only_the_least_recently_used_idle_plugin_is_stopped_when_it_frees_enough() {
     let (_home, manager) = gpu_box(5_000).await;
     for name in ["gpu-b", "gpu-a", "gpu-c"] {
         run(&manager, name).await.unwrap();
     }
     let before = pids(&manager);
     let result = run(&manager, REQUESTER).await.unwrap();
-    assert_eq!(result["processed_by_pid"], before[3]);
+    assert_eq!(result["processed_by_pid"], before[3].unwrap());
     let after = pids(&manager);
-    assert_eq!(after[0], before[0], "gpu-a was restarted");
-    assert_ne!(
-        after[1], before[1],
-        "gpu-b, the least recently used, was kept"
-    );
-    assert_eq!(after[2], before[2], "gpu-c was restarted");
-    assert_eq!(after[3], before[3], "the requester was restarted");
-    // Restarted with its history: it stays the least recently used.
+    assert_eq!(after[0], before[0], "gpu-a was stopped");
+    assert_eq!(after[1], None, "gpu-b, the least recently used, was kept");
+    assert_stopped(&manager, "gpu-b");
+    assert!(wait_group_gone(before[1].unwrap(), Duration::from_secs(10)).is_empty());
+    assert_eq!(after[2], before[2], "gpu-c was stopped");
+    assert_eq!(after[3], before[3], "the requester was stopped");
+    // Stopped with its history: it stays the least recently used.
     assert!(manager.plugin_meta("gpu-b").unwrap().last_executed > 0.0);
+
+    // Its next execution starts it again, transparently, with its configuration.
+    let result = run(&manager, "gpu-b").await.unwrap();
+    let restarted = pid(&manager, "gpu-b");
+    assert_eq!(result["processed_by_pid"], restarted);
+    assert_ne!(Some(restarted), before[1]);
+    assert_eq!(
+        manager.plugin_status("gpu-b").unwrap().state,
+        PluginState::Running
+    );
+    assert_eq!(manager.plugin_status("gpu-b").unwrap().restarts, 0);
     manager.shutdown().await;
 }
 
@@ -131,11 +158,13 @@ async fn eviction_goes_on_in_lru_order_until_enough_is_free() {
     let before = pids(&manager);
     run(&manager, REQUESTER).await.unwrap();
     let after = pids(&manager);
-    assert_ne!(after[1], before[1], "gpu-b kept");
-    assert_ne!(after[0], before[0], "gpu-a kept");
+    assert_eq!(after[1], None, "gpu-b kept");
+    assert_eq!(after[0], None, "gpu-a kept");
+    assert_stopped(&manager, "gpu-a");
+    assert_stopped(&manager, "gpu-b");
     assert_eq!(
         after[2], before[2],
-        "gpu-c, the most recently used, was restarted"
+        "gpu-c, the most recently used, was stopped"
     );
     assert_eq!(after[3], before[3]);
     manager.shutdown().await;
@@ -177,8 +206,8 @@ async fn a_busy_plugin_is_never_evicted_and_not_enough_is_a_clear_error() {
     assert!(text.contains("executing, not evicted: gpu-c"), "{text}");
 
     let after = pids(&manager);
-    assert_eq!(after[2], before[2], "the busy plugin was restarted");
-    assert_eq!(after[3], before[3], "the requester was restarted");
+    assert_eq!(after[2], before[2], "the busy plugin was stopped");
+    assert_eq!(after[3], before[3], "the requester was stopped");
     assert_eq!(stream.next().await.unwrap().unwrap()["chunk"], 1);
     drop(stream);
     manager.shutdown().await;

@@ -1,5 +1,6 @@
-//! Freeing GPU memory for a refused execution by restarting idle GPU plugins, least
-//! recently used first.
+//! Freeing GPU memory for a refused execution by stopping idle GPU plugins, least
+//! recently used first. A stopped plugin stays loaded, with its configuration, and
+//! starts again on its next execution.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -7,12 +8,13 @@ use std::sync::Arc;
 use cjm_metadata::PluginMeta;
 use cjm_scheduling::{Reservation, Resource, ResourceScheduler};
 
-use super::{read, write, ManagerStats, PluginManager};
+use super::lifecycle::{Replaced, Replacement};
+use super::{ManagerStats, PluginManager};
 use crate::loaded::LoadedPlugin;
 use crate::ManagerError;
 
 impl PluginManager {
-    /// After `meta`'s execution was refused for GPU memory: restart idle GPU plugins
+    /// After `meta`'s execution was refused for GPU memory: stop idle GPU plugins
     /// (never the requester, never one with executions asked for), least recently
     /// used first, asking the scheduler again after each. When that is not enough the
     /// policy gets its say (a waiting one waits), then the error names what was done.
@@ -25,22 +27,16 @@ impl PluginManager {
         let mut evicted = Vec::new();
         let mut tried = HashSet::new();
         while let Some(victim) = self.least_recently_used_idle_gpu_plugin(&meta.name, &tried) {
-            tried.insert(victim.clone());
-            match self.restart_if_idle(&victim).await {
-                Ok(true) => {
-                    tracing::info!(
-                        "restarted idle GPU plugin {victim} to free memory for {}",
-                        meta.name
-                    );
-                    evicted.push(victim);
-                }
-                Ok(false) => continue,
-                Err(err) => {
-                    // Its old worker is gone either way, and with it its memory.
-                    tracing::warn!("evicting {victim}: {err}");
-                    evicted.push(victim);
-                }
+            tried.insert(victim.name().to_owned());
+            if !self.stop_if_idle(&victim, &meta.name).await {
+                continue;
             }
+            tracing::info!(
+                "stopped idle GPU plugin {} to free memory for {}",
+                victim.name(),
+                meta.name
+            );
+            evicted.push(victim.name().to_owned());
             match scheduler.try_allocate(meta, stats).await {
                 Ok(reservation) => return Ok(reservation),
                 Err(refusal) if refusal.is_short_of(Resource::GpuMemory) => {}
@@ -61,80 +57,73 @@ impl PluginManager {
         }
     }
 
+    /// Running GPU plugins nobody claims, least recently used first.
     fn least_recently_used_idle_gpu_plugin(
         &self,
         requester: &str,
         tried: &HashSet<String>,
-    ) -> Option<String> {
-        read(&self.shared.loaded)
-            .iter()
-            .filter(|(name, plugin)| {
-                name.as_str() != requester
-                    && !tried.contains(name.as_str())
+    ) -> Option<Arc<LoadedPlugin>> {
+        self.shared
+            .loaded
+            .read()
+            .values()
+            .filter(|plugin| {
+                plugin.name() != requester
+                    && !tried.contains(plugin.name())
                     && plugin.claims() == 0
+                    && plugin.proxy().is_some_and(|proxy| proxy.is_running())
                     && plugin.meta().resources.requires_gpu
             })
-            .map(|(name, plugin)| (plugin.meta().last_executed, name))
-            .min_by(|(a_time, a_name), (b_time, b_name)| {
-                a_time.total_cmp(b_time).then_with(|| a_name.cmp(b_name))
+            .map(|plugin| (plugin.meta().last_executed, plugin))
+            .min_by(|(a_time, a), (b_time, b)| {
+                a_time
+                    .total_cmp(b_time)
+                    .then_with(|| a.name().cmp(b.name()))
             })
-            .map(|(_, name)| name.clone())
+            .map(|(_, plugin)| Arc::clone(plugin))
     }
 
     fn busy_gpu_plugins(&self, requester: &str) -> Vec<String> {
-        let mut busy: Vec<String> = read(&self.shared.loaded)
-            .iter()
-            .filter(|(name, plugin)| {
-                name.as_str() != requester
+        let mut busy: Vec<String> = self
+            .shared
+            .loaded
+            .read()
+            .values()
+            .filter(|plugin| {
+                plugin.name() != requester
                     && plugin.claims() > 0
                     && plugin.meta().resources.requires_gpu
             })
-            .map(|(name, _)| name.clone())
+            .map(|plugin| plugin.name().to_owned())
             .collect();
         busy.sort();
         busy
     }
 
-    /// Restart `name` with its configuration if nothing is asked of it; whether it was.
-    async fn restart_if_idle(&self, name: &str) -> Result<bool, ManagerError> {
-        let _busy = self.claim(name)?;
-        let Some(old) = read(&self.shared.loaded).get(name).cloned() else {
-            return Ok(false);
+    /// Stop `plugin`'s worker if nothing is asked of it (checked again at the moment
+    /// of the stop); whether it was stopped.
+    async fn stop_if_idle(&self, plugin: &LoadedPlugin, requester: &str) -> bool {
+        // A plugin whose worker is being replaced right now is not idle.
+        let Ok(_one_at_a_time) = plugin.lifecycle.try_lock() else {
+            return false;
         };
-        if old.claims() > 0 {
-            return Ok(false);
+        if plugin.claims() > 0 || !self.is_loaded(plugin.name()) {
+            return false;
         }
-        let config = self.config_to_keep(&old).await;
-        {
-            let mut loaded = write(&self.shared.loaded);
-            // Again under the write lock: executions claim under the read lock, so
-            // none can slip in between this check and the removal.
-            let current = loaded.get(name).is_some_and(|now| Arc::ptr_eq(now, &old));
-            if !current || old.claims() > 0 {
-                return Ok(false);
-            }
-            loaded.remove(name);
-        }
-        self.restart(name, &old, config).await?;
-        Ok(true)
-    }
-
-    /// Stop `old` (already out of the table) and start it anew with `config`.
-    pub(super) async fn restart(
-        &self,
-        name: &str,
-        old: &LoadedPlugin,
-        config: cjm_interface::ConfigMap,
-    ) -> Result<(), ManagerError> {
-        old.proxy.shutdown().await;
-        let discovered = crate::DiscoveredPlugin {
-            meta: old.meta(),
-            manifest: old.manifest.clone(),
-            path: old.manifest_path.clone(),
-            config_validator: Arc::clone(&old.config_validator),
-        };
-        let loaded = self.start(discovered, config).await?;
-        write(&self.shared.loaded).insert(name.to_owned(), Arc::new(loaded));
-        Ok(())
+        let config = self.config_to_keep(plugin).await;
+        let stopped = self
+            .replace_worker(
+                plugin,
+                Replacement {
+                    config,
+                    only_if_idle: true,
+                    kill_old: false,
+                    leave_stopped: Some(format!(
+                        "was stopped while idle to free GPU memory for {requester}"
+                    )),
+                },
+            )
+            .await;
+        matches!(stopped, Ok(Replaced::Done))
     }
 }

@@ -1,24 +1,29 @@
-//! Dead workers and hung calls: restarting by policy, call timeouts, status.
+//! Workers that are not running when an execution needs them (dead, or stopped while
+//! idle), hung calls, and the status the manager reports.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{write, PluginManager};
-use crate::loaded::LoadedPlugin;
+use cjm_proxy::RemotePluginProxy;
+
+use super::lifecycle::Replacement;
+use super::PluginManager;
+use crate::loaded::{LoadedPlugin, Worker};
 use crate::{ManagerError, OnTimeout, PluginState, PluginStatus};
 
 impl PluginManager {
-    /// Whether a loaded plugin's worker is up (`None`: not loaded).
+    /// Whether a loaded plugin's worker is up, stopped or dead (`None`: not loaded).
     pub fn plugin_status(&self, name: &str) -> Option<PluginStatus> {
         let plugin = self.loaded(name).ok()?;
-        let last_failure = plugin.failure();
+        let (state, last_failure) = match plugin.worker_now() {
+            Some(Worker::Running(_)) => (PluginState::Running, None),
+            Some(Worker::Stopped(reason)) => (PluginState::Stopped, Some(reason)),
+            Some(Worker::Dead(reason)) => (PluginState::Dead, Some(reason)),
+            None => (PluginState::Restarting, None),
+        };
         Some(PluginStatus {
-            state: if last_failure.is_none() {
-                PluginState::Running
-            } else {
-                PluginState::Dead
-            },
-            pid: plugin.proxy.pid(),
+            state,
+            pid: plugin.proxy().map(|proxy| proxy.pid()),
             restarts: plugin.restarts(),
             last_failure,
         })
@@ -30,25 +35,49 @@ impl PluginManager {
             .is_some_and(|status| status.state == PluginState::Running)
     }
 
-    /// Before an execution: if the plugin's worker is dead, start it again when the
-    /// restart policy allows (after its backoff), else fail with
-    /// [`ManagerError::NotRunning`]. Not loaded: nothing to do here.
-    pub(super) async fn revive_if_dead(&self, name: &str) -> Result<(), ManagerError> {
-        let Ok(plugin) = self.loaded(name) else {
-            return Ok(());
+    /// The plugin's running worker for an execution: a stopped one is started again,
+    /// a dead one restarted when the restart policy allows (after its backoff), else
+    /// the execution fails with [`ManagerError::NotRunning`].
+    pub(super) async fn ready_worker(
+        &self,
+        plugin: &Arc<LoadedPlugin>,
+    ) -> Result<Arc<RemotePluginProxy>, ManagerError> {
+        loop {
+            let worker = plugin.worker().await;
+            let proxy = match worker {
+                Worker::Running(proxy) => return Ok(proxy),
+                Worker::Stopped(_) | Worker::Dead(_) => self.bring_back(plugin).await?,
+            };
+            if let Some(proxy) = proxy {
+                return Ok(proxy);
+            }
+        }
+    }
+
+    /// One caller at a time brings the worker back; the others find it running when
+    /// they get the lock. `Ok(None)`: look again.
+    async fn bring_back(
+        &self,
+        plugin: &Arc<LoadedPlugin>,
+    ) -> Result<Option<Arc<RemotePluginProxy>>, ManagerError> {
+        let name = plugin.name();
+        let _one_at_a_time = plugin.lifecycle.lock().await;
+        if !self.is_loaded(name) {
+            return Err(ManagerError::NotLoaded {
+                name: name.to_owned(),
+            });
+        }
+        let reason = match plugin.worker_now() {
+            Some(Worker::Running(proxy)) => return Ok(Some(proxy)),
+            None => return Ok(None),
+            Some(Worker::Stopped(reason)) => {
+                tracing::info!("plugin {name}: starting its worker again (it {reason})");
+                self.replace_worker(plugin, start_with(plugin.config()))
+                    .await?;
+                return Ok(None);
+            }
+            Some(Worker::Dead(reason)) => reason,
         };
-        if plugin.proxy.is_running() {
-            return Ok(());
-        }
-        let _one_at_a_time = plugin.revive.lock().await;
-        // Brought back (or reloaded, or unloaded) while this caller waited.
-        match self.loaded(name) {
-            Ok(current) if Arc::ptr_eq(&current, &plugin) => {}
-            _ => return Ok(()),
-        }
-        let reason = plugin
-            .failure()
-            .unwrap_or_else(|| String::from("was stopped"));
         let policy = self.shared.options.fault_policy_for(name).restart;
         let restart = plugin.restarts() + 1;
         if restart > policy.max_restarts {
@@ -65,36 +94,13 @@ impl PluginManager {
             policy.max_restarts
         );
         tokio::time::sleep(delay).await;
-        let _busy = self.claim(name)?;
-        {
-            let mut loaded = write(&self.shared.loaded);
-            if !loaded
-                .get(name)
-                .is_some_and(|current| Arc::ptr_eq(current, &plugin))
-            {
-                return Ok(());
-            }
-            loaded.remove(name);
-        }
-        match self.restart(name, &plugin, plugin.config()).await {
-            Ok(()) => {
-                if let Ok(revived) = self.loaded(name) {
-                    revived.set_restarts(restart);
-                }
-                tracing::info!("plugin {name}: restarted (restart {restart})");
-                Ok(())
-            }
-            Err(err) => {
-                // Keep the dead entry, so that the next execution may try again (and
-                // the count keeps growing towards the limit).
-                plugin.set_restarts(restart);
-                write(&self.shared.loaded)
-                    .entry(name.to_owned())
-                    .or_insert_with(|| Arc::clone(&plugin));
-                tracing::warn!("plugin {name}: restart {restart} failed: {err}");
-                Err(err)
-            }
-        }
+        // Counted whether or not it works, so that a plugin that cannot start runs
+        // into the limit instead of being retried for ever.
+        plugin.set_restarts(restart);
+        self.replace_worker(plugin, start_with(plugin.config()))
+            .await?;
+        tracing::info!("plugin {name}: restarted (restart {restart})");
+        Ok(None)
     }
 
     /// The limit on one execution: the caller's, else the plugin's policy.
@@ -131,5 +137,15 @@ impl PluginManager {
             after,
             worker_killed,
         }
+    }
+}
+
+/// Start a new worker with `config`, replacing whatever is there.
+fn start_with(config: cjm_interface::ConfigMap) -> Replacement {
+    Replacement {
+        config,
+        only_if_idle: false,
+        kill_old: false,
+        leave_stopped: None,
     }
 }

@@ -5,7 +5,7 @@ use cjm_interface::CallArgs;
 use cjm_scheduling::{BoxFuture, StatsError, StatsSource, SystemStats};
 use serde_json::Value;
 
-use super::{read, write, PluginManager};
+use super::PluginManager;
 use crate::ManagerError;
 
 /// What a system monitor plugin is asked, as the original asks it.
@@ -29,7 +29,7 @@ impl PluginManager {
     /// telemetry keys (`gpu_free_memory_mb`, `memory_available_mb`, ...).
     pub fn register_system_monitor(&self, name: &str) -> Result<(), ManagerError> {
         self.loaded(name)?;
-        *write(&self.shared.system_monitor) = Some(name.to_owned());
+        *self.shared.system_monitor.write() = Some(name.to_owned());
         tracing::info!("plugin {name} is the system monitor");
         Ok(())
     }
@@ -37,12 +37,12 @@ impl PluginManager {
     /// Go back to the configured source or the local monitor; the plugin that was the
     /// system monitor, if any.
     pub fn unregister_system_monitor(&self) -> Option<String> {
-        write(&self.shared.system_monitor).take()
+        self.shared.system_monitor.write().take()
     }
 
     /// The plugin registered as the system monitor.
     pub fn system_monitor(&self) -> Option<String> {
-        read(&self.shared.system_monitor).clone()
+        self.shared.system_monitor.read().clone()
     }
 
     /// The figures the scheduler would see now.
@@ -52,9 +52,11 @@ impl PluginManager {
 
     /// GPU memory used by the plugin's worker and its descendants, in MB, as the
     /// NVIDIA driver reports it on this machine; `None` where it reports nothing (no
-    /// GPU, no driver, or no GPU memory in use).
+    /// GPU, no driver, no GPU memory in use, or no worker now).
     pub fn plugin_gpu_memory_mb(&self, name: &str) -> Result<Option<f64>, ManagerError> {
-        let pid = self.loaded(name)?.proxy.pid();
+        let Some(pid) = self.loaded(name)?.proxy().map(|proxy| proxy.pid()) else {
+            return Ok(None);
+        };
         Ok(self
             .shared
             .local_monitor
@@ -86,11 +88,11 @@ impl PluginManager {
             source_name: format!("system monitor plugin {name}"),
             reason,
         };
-        let plugin = self
-            .loaded(name)
-            .map_err(|_| failed(String::from("it is not loaded")))?;
-        let answer = plugin
-            .proxy
+        let worker = self.running_worker(name).await.map_err(|err| match err {
+            ManagerError::NotLoaded { .. } => failed(String::from("it is not loaded")),
+            err => failed(err.to_string()),
+        })?;
+        let answer = worker
             // Positionally, exactly as the original's manager asks its monitor plugins.
             .execute(CallArgs::new().arg(GET_SYSTEM_STATUS))
             .await

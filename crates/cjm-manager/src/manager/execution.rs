@@ -1,0 +1,104 @@
+//! One execution: claim the plugin, make sure its worker runs, admit it through the
+//! scheduler (evicting idle GPU plugins when memory is short), call the worker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cjm_interface::CallArgs;
+use cjm_proxy::RemotePluginProxy;
+use cjm_scheduling::Resource;
+use serde_json::Value;
+
+use super::PluginManager;
+use crate::loaded::{ExecutionClaim, ExecutionGuard};
+use crate::{ManagerError, PluginStream};
+
+impl PluginManager {
+    /// Execute a plugin once, after the scheduler admits it, within the plugin's
+    /// call timeout if its [`FaultPolicy`](crate::FaultPolicy) sets one.
+    pub async fn execute_plugin(&self, name: &str, call: CallArgs) -> Result<Value, ManagerError> {
+        self.execute_within(name, call, None).await
+    }
+
+    /// [`execute_plugin`](Self::execute_plugin) with this call's own time limit. Past
+    /// it the call fails with [`ManagerError::Timeout`], and the worker is killed or
+    /// left running as the plugin's [`OnTimeout`](crate::OnTimeout) says.
+    pub async fn execute_plugin_with_timeout(
+        &self,
+        name: &str,
+        call: CallArgs,
+        timeout: Duration,
+    ) -> Result<Value, ManagerError> {
+        self.execute_within(name, call, Some(timeout)).await
+    }
+
+    async fn execute_within(
+        &self,
+        name: &str,
+        call: CallArgs,
+        timeout: Option<Duration>,
+    ) -> Result<Value, ManagerError> {
+        let (proxy, execution) = self.begin_execution(name).await?;
+        let Some(limit) = self.call_timeout(name, timeout) else {
+            return Ok(proxy.execute(call).await?);
+        };
+        match tokio::time::timeout(limit, proxy.execute(call)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(self.timed_out(name, execution.plugin(), limit)),
+        }
+    }
+
+    /// Execute a plugin and receive its results chunk by chunk.
+    pub async fn execute_plugin_stream(
+        &self,
+        name: &str,
+        call: CallArgs,
+    ) -> Result<PluginStream, ManagerError> {
+        let (proxy, execution) = self.begin_execution(name).await?;
+        let limit = self.call_timeout(name, None);
+        let started = proxy.execute_stream(call);
+        let chunks = match limit {
+            None => started.await?,
+            Some(limit) => match tokio::time::timeout(limit, started).await {
+                Ok(chunks) => chunks?,
+                Err(_) => return Err(self.timed_out(name, execution.plugin(), limit)),
+            },
+        };
+        let on_timeout = self.shared.options.fault_policy_for(name).on_timeout;
+        Ok(PluginStream::new(chunks, execution, limit, on_timeout))
+    }
+
+    /// Claim the plugin, have the execution admitted, and bring its worker up if it is
+    /// stopped or dead (as its restart policy allows). Admission comes first: a worker
+    /// started now takes memory the admission has reserved for it.
+    async fn begin_execution(
+        &self,
+        name: &str,
+    ) -> Result<(Arc<RemotePluginProxy>, ExecutionGuard), ManagerError> {
+        let claim = ExecutionClaim::new(self.loaded(name)?);
+        if self.is_disabled(name) {
+            return Err(ManagerError::Disabled {
+                name: name.to_owned(),
+            });
+        }
+        let execution = self.admit(claim).await?;
+        let proxy = self.ready_worker(execution.plugin()).await?;
+        Ok((proxy, execution))
+    }
+
+    /// Ask the scheduler; when it refuses for GPU memory, evict idle GPU plugins
+    /// first; let a waiting policy wait only when that does not help.
+    async fn admit(&self, claim: ExecutionClaim) -> Result<ExecutionGuard, ManagerError> {
+        let meta = claim.plugin().meta();
+        let scheduler = Arc::clone(&self.shared.options.scheduler);
+        let stats = self.stats_source();
+        let reservation = match scheduler.try_allocate(&meta, &stats).await {
+            Ok(reservation) => reservation,
+            Err(refusal) if refusal.is_short_of(Resource::GpuMemory) => {
+                self.evict_for(&meta, scheduler.as_ref(), &stats).await?
+            }
+            Err(_) => scheduler.allocate(&meta, &stats).await?,
+        };
+        Ok(ExecutionGuard::begin(claim, scheduler, reservation, meta))
+    }
+}

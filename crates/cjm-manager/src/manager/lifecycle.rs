@@ -1,0 +1,306 @@
+//! Loading and unloading plugins, and the one path by which a loaded plugin's worker
+//! is replaced: reload, recovery after a crash, stopping idle workers (eviction) and
+//! starting them again on demand all go through [`PluginManager::replace_worker`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use cjm_interface::ConfigMap;
+use cjm_proxy::RemotePluginProxy;
+use serde_json::Value;
+use tokio::task::JoinSet;
+
+use super::{checked, PluginManager};
+use crate::discovery::DiscoveredPlugin;
+use crate::launch::launch_spec;
+use crate::loaded::{LoadedPlugin, SlotOutcome};
+use crate::ManagerError;
+
+/// What becomes of a plugin's worker in [`PluginManager::replace_worker`].
+#[derive(Debug)]
+pub(super) struct Replacement {
+    /// What the new worker is initialized with (and what is kept for later starts).
+    pub(super) config: ConfigMap,
+    /// Leave the plugin alone if an execution claims it (eviction, idle stop).
+    pub(super) only_if_idle: bool,
+    /// Kill the old worker at once instead of asking it to clean up first.
+    pub(super) kill_old: bool,
+    /// `None`: start a new worker now. `Some(reason)`: leave the plugin stopped; the
+    /// next execution starts it.
+    pub(super) leave_stopped: Option<String>,
+}
+
+/// What [`PluginManager::replace_worker`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Replaced {
+    /// Done as asked.
+    Done,
+    /// Left alone: an execution claims the plugin (only with `only_if_idle`).
+    Busy,
+}
+
+/// Holds a plugin name in `loading` while its first worker starts.
+struct LoadingName<'a> {
+    manager: &'a PluginManager,
+    name: String,
+}
+
+impl Drop for LoadingName<'_> {
+    fn drop(&mut self) {
+        self.manager.shared.loading.lock().remove(&self.name);
+    }
+}
+
+impl PluginManager {
+    /// Start the worker of a discovered plugin and initialize it with `config`, or
+    /// with the defaults of its config schema when none is given. The configuration is
+    /// checked against the manifest's `config_schema` first: an invalid one starts no
+    /// process. On failure no worker is left running.
+    pub async fn load_plugin(
+        &self,
+        name: &str,
+        config: Option<ConfigMap>,
+    ) -> Result<(), ManagerError> {
+        let _loading = self.claim_load(name)?;
+        if self.is_loaded(name) {
+            return Err(ManagerError::AlreadyLoaded {
+                name: name.to_owned(),
+            });
+        }
+        if self.is_disabled(name) {
+            return Err(ManagerError::Disabled {
+                name: name.to_owned(),
+            });
+        }
+        let discovered = self
+            .discovered_plugin(name)
+            .ok_or_else(|| self.not_discovered(name))?;
+        let config = config.unwrap_or_else(|| discovered.config_validator.defaults().clone());
+        let config = checked(name, &discovered.config_validator, config)?;
+        let proxy = self
+            .start_worker(
+                name,
+                &discovered.manifest,
+                &discovered.path,
+                &discovered.config_validator,
+                &config,
+            )
+            .await?;
+        let DiscoveredPlugin {
+            meta,
+            manifest,
+            path,
+            config_validator,
+        } = discovered;
+        let loaded = LoadedPlugin::new(proxy, manifest, path, config_validator, meta, config);
+        self.shared
+            .loaded
+            .write()
+            .insert(name.to_owned(), Arc::new(loaded));
+        tracing::info!("loaded plugin {name}");
+        Ok(())
+    }
+
+    /// Discover, then load every enabled plugin that is not loaded yet, all workers
+    /// starting at once. `configs` gives initial configurations by name.
+    pub async fn load_all(
+        &self,
+        configs: HashMap<String, ConfigMap>,
+    ) -> BTreeMap<String, Result<(), ManagerError>> {
+        let mut configs = configs;
+        let mut loads = JoinSet::new();
+        for meta in self.discover_manifests() {
+            if !meta.enabled || self.is_loaded(&meta.name) {
+                continue;
+            }
+            let manager = self.clone();
+            let config = configs.remove(&meta.name);
+            loads.spawn(async move {
+                let result = manager.load_plugin(&meta.name, config).await;
+                (meta.name, result)
+            });
+        }
+        let mut results = BTreeMap::new();
+        while let Some(joined) = loads.join_next().await {
+            match joined {
+                Ok((name, result)) => {
+                    if let Err(err) = &result {
+                        tracing::warn!("{err}");
+                    }
+                    results.insert(name, result);
+                }
+                Err(err) => tracing::error!("a plugin load task failed: {err}"),
+            }
+        }
+        results
+    }
+
+    /// Stop a plugin's worker (cleanup first) and forget the plugin.
+    pub async fn unload_plugin(&self, name: &str) -> Result<(), ManagerError> {
+        let plugin =
+            self.shared
+                .loaded
+                .write()
+                .remove(name)
+                .ok_or_else(|| ManagerError::NotLoaded {
+                    name: name.to_owned(),
+                })?;
+        stop_for_good(&plugin).await;
+        tracing::info!("unloaded plugin {name}");
+        Ok(())
+    }
+
+    /// Stop every worker, all at once.
+    pub async fn unload_all(&self) {
+        let plugins: Vec<Arc<LoadedPlugin>> = self
+            .shared
+            .loaded
+            .write()
+            .drain()
+            .map(|(_, plugin)| plugin)
+            .collect();
+        let mut stops = JoinSet::new();
+        for plugin in plugins {
+            stops.spawn(async move { stop_for_good(&plugin).await });
+        }
+        while stops.join_next().await.is_some() {}
+    }
+
+    /// Stop every worker; the same as [`unload_all`](Self::unload_all).
+    pub async fn shutdown(&self) {
+        self.unload_all().await;
+    }
+
+    /// Restart a plugin's worker, with `config` or else the configuration it had.
+    /// The old worker is stopped first, so that its memory (GPU memory above all) is
+    /// free for the new one; a given `config` is checked before anything is stopped.
+    /// If the new worker cannot start, the plugin stays loaded, dead, with the reason
+    /// (see [`plugin_status`](Self::plugin_status)); a later execution or reload may
+    /// start it again.
+    pub async fn reload_plugin(
+        &self,
+        name: &str,
+        config: Option<ConfigMap>,
+    ) -> Result<(), ManagerError> {
+        let plugin = self.loaded(name)?;
+        let config = match config {
+            Some(config) => checked(name, &plugin.config_validator, config)?,
+            None => self.config_to_keep(&plugin).await,
+        };
+        let _one_at_a_time = plugin.lifecycle.lock().await;
+        plugin.set_restarts(0);
+        self.replace_worker(
+            &plugin,
+            Replacement {
+                config,
+                only_if_idle: false,
+                kill_old: false,
+                leave_stopped: None,
+            },
+        )
+        .await?;
+        tracing::info!("reloaded plugin {name}");
+        Ok(())
+    }
+
+    /// The one way a loaded plugin's worker is replaced. The caller holds the plugin's
+    /// `lifecycle` lock. Executions arriving meanwhile wait for the outcome. Whatever
+    /// happens, the plugin stays in the table: a failed start leaves it dead with the
+    /// reason.
+    pub(super) async fn replace_worker(
+        &self,
+        plugin: &LoadedPlugin,
+        replacement: Replacement,
+    ) -> Result<Replaced, ManagerError> {
+        let Ok(old) = plugin.take_for_restart(replacement.only_if_idle) else {
+            return Ok(Replaced::Busy);
+        };
+        if let Some(old) = old {
+            if replacement.kill_old {
+                old.kill();
+            } else {
+                old.shutdown().await;
+            }
+        }
+        if let Some(reason) = replacement.leave_stopped {
+            plugin.set_config(replacement.config);
+            plugin.put_back(SlotOutcome::Stopped(reason));
+            return Ok(Replaced::Done);
+        }
+        let started = self
+            .start_worker(
+                plugin.name(),
+                &plugin.manifest,
+                &plugin.manifest_path,
+                &plugin.config_validator,
+                &replacement.config,
+            )
+            .await;
+        match started {
+            Ok(proxy) => {
+                plugin.set_config(replacement.config);
+                plugin.put_back(SlotOutcome::Started(Arc::new(proxy)));
+                Ok(Replaced::Done)
+            }
+            Err(err) => {
+                plugin.put_back(SlotOutcome::Failed(format!("could not be started: {err}")));
+                Err(err)
+            }
+        }
+    }
+
+    /// Start a worker and initialize it with `config` (already checked against the
+    /// schema); on failure nothing is left running.
+    async fn start_worker(
+        &self,
+        name: &str,
+        manifest: &cjm_metadata::Manifest,
+        manifest_path: &std::path::Path,
+        validator: &cjm_validation::ConfigValidator,
+        config: &ConfigMap,
+    ) -> Result<RemotePluginProxy, ManagerError> {
+        let spec = launch_spec(manifest, manifest_path, &self.shared.options);
+        let proxy = RemotePluginProxy::start(spec).await?;
+        if let Err(err) = proxy
+            .initialize_checked(config.clone(), validator.fingerprint())
+            .await
+        {
+            proxy.shutdown().await;
+            return Err(err.into());
+        }
+        tracing::debug!("plugin {name}: worker {} started", proxy.pid());
+        Ok(proxy)
+    }
+
+    /// The running configuration if the worker can still say it, else the one it was
+    /// last given.
+    pub(super) async fn config_to_keep(&self, plugin: &LoadedPlugin) -> ConfigMap {
+        if let Some(proxy) = plugin.proxy().filter(|proxy| proxy.is_running()) {
+            if let Ok(Value::Object(config)) = proxy.current_config().await {
+                return config;
+            }
+        }
+        plugin.config()
+    }
+
+    fn claim_load(&self, name: &str) -> Result<LoadingName<'_>, ManagerError> {
+        if !self.shared.loading.lock().insert(name.to_owned()) {
+            return Err(ManagerError::Busy {
+                name: name.to_owned(),
+            });
+        }
+        Ok(LoadingName {
+            manager: self,
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// Stop an unloaded plugin's worker, after any restart under way.
+async fn stop_for_good(plugin: &LoadedPlugin) {
+    let _one_at_a_time = plugin.lifecycle.lock().await;
+    if let Ok(Some(proxy)) = plugin.take_for_restart(false) {
+        proxy.shutdown().await;
+    }
+    plugin.put_back(SlotOutcome::Failed(String::from("was unloaded")));
+}
