@@ -24,6 +24,8 @@ pub struct BlockingPluginManager {
 }
 
 impl BlockingPluginManager {
+    /// A manager with a two-thread runtime of its own; fails only when the runtime
+    /// cannot be started.
     pub fn new(options: ManagerOptions) -> std::io::Result<Self> {
         // Two threads: one keeps the transport moving while another waits on a stream.
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -45,18 +47,22 @@ impl BlockingPluginManager {
         self.runtime.block_on(future)
     }
 
+    /// [`PluginManager::discover_manifests`], blocking.
     pub fn discover_manifests(&self) -> Vec<PluginMeta> {
         self.manager.discover_manifests()
     }
 
+    /// [`PluginManager::list_plugins`], blocking.
     pub fn list_plugins(&self) -> Vec<PluginMeta> {
         self.manager.list_plugins()
     }
 
+    /// [`PluginManager::load_plugin`], blocking.
     pub fn load_plugin(&self, name: &str, config: Option<ConfigMap>) -> Result<(), ManagerError> {
         self.block_on(self.manager.load_plugin(name, config))
     }
 
+    /// [`PluginManager::load_all`], blocking.
     pub fn load_all(
         &self,
         configs: HashMap<String, ConfigMap>,
@@ -64,22 +70,27 @@ impl BlockingPluginManager {
         self.block_on(self.manager.load_all(configs))
     }
 
+    /// [`PluginManager::unload_plugin`], blocking.
     pub fn unload_plugin(&self, name: &str) -> Result<(), ManagerError> {
         self.block_on(self.manager.unload_plugin(name))
     }
 
+    /// [`PluginManager::unload_all`], blocking.
     pub fn unload_all(&self) {
         self.block_on(self.manager.unload_all())
     }
 
+    /// [`PluginManager::reload_plugin`], blocking.
     pub fn reload_plugin(&self, name: &str, config: Option<ConfigMap>) -> Result<(), ManagerError> {
         self.block_on(self.manager.reload_plugin(name, config))
     }
 
+    /// [`PluginManager::execute_plugin`], blocking.
     pub fn execute_plugin(&self, name: &str, call: CallArgs) -> Result<Value, ManagerError> {
         self.block_on(self.manager.execute_plugin(name, call))
     }
 
+    /// [`PluginManager::execute_plugin_with_timeout`], blocking.
     pub fn execute_plugin_with_timeout(
         &self,
         name: &str,
@@ -92,10 +103,12 @@ impl BlockingPluginManager {
         )
     }
 
+    /// [`PluginManager::plugin_status`], blocking.
     pub fn plugin_status(&self, name: &str) -> Option<crate::PluginStatus> {
         self.manager.plugin_status(name)
     }
 
+    /// [`PluginManager::is_running`], blocking.
     pub fn is_running(&self, name: &str) -> bool {
         self.manager.is_running(name)
     }
@@ -113,34 +126,42 @@ impl BlockingPluginManager {
         })
     }
 
+    /// [`PluginManager::plugin_config`], blocking.
     pub fn plugin_config(&self, name: &str) -> Result<Value, ManagerError> {
         self.block_on(self.manager.plugin_config(name))
     }
 
+    /// [`PluginManager::update_plugin_config`], blocking.
     pub fn update_plugin_config(&self, name: &str, config: ConfigMap) -> Result<(), ManagerError> {
         self.block_on(self.manager.update_plugin_config(name, config))
     }
 
+    /// [`PluginManager::plugin_config_schema`], blocking.
     pub fn plugin_config_schema(&self, name: &str) -> Result<Value, ManagerError> {
         self.block_on(self.manager.plugin_config_schema(name))
     }
 
+    /// [`PluginManager::plugin_stats`], blocking.
     pub fn plugin_stats(&self, name: &str) -> Result<StatsResponse, ManagerError> {
         self.block_on(self.manager.plugin_stats(name))
     }
 
+    /// [`PluginManager::plugin_logs`], blocking.
     pub fn plugin_logs(&self, name: &str, lines: usize) -> Result<String, ManagerError> {
         self.manager.plugin_logs(name, lines)
     }
 
+    /// [`PluginManager::register_system_monitor`], blocking.
     pub fn register_system_monitor(&self, name: &str) -> Result<(), ManagerError> {
         self.manager.register_system_monitor(name)
     }
 
+    /// [`PluginManager::system_stats`], blocking.
     pub fn system_stats(&self) -> Result<SystemStats, ManagerError> {
         self.block_on(self.manager.system_stats())
     }
 
+    /// [`PluginManager::plugin_gpu_memory_mb`], blocking.
     pub fn plugin_gpu_memory_mb(&self, name: &str) -> Result<Option<f64>, ManagerError> {
         self.manager.plugin_gpu_memory_mb(name)
     }

@@ -11,7 +11,9 @@ use cjm_validation::ConfigValidator;
 /// A plugin found through its manifest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiscoveredPlugin {
+    /// Name, version, resources and the rest, as the manifest says.
     pub meta: PluginMeta,
+    /// The manifest itself, with its launch form.
     pub manifest: Manifest,
     /// The manifest file.
     pub path: PathBuf,
@@ -23,7 +25,9 @@ pub struct DiscoveredPlugin {
 /// A manifest that was skipped, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestProblem {
+    /// The manifest file.
     pub path: PathBuf,
+    /// Why it was skipped.
     pub reason: String,
 }
 
@@ -36,16 +40,22 @@ impl fmt::Display for ManifestProblem {
 /// A manifest hidden by one of the same name earlier in the search order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shadowed {
+    /// The plugin name both manifests use.
     pub name: String,
+    /// The manifest not used.
     pub path: PathBuf,
+    /// The manifest used instead, found earlier in the search paths.
     pub shadowed_by: PathBuf,
 }
 
 /// The outcome of one discovery pass.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Discovery {
+    /// The plugins found, one per name.
     pub plugins: Vec<DiscoveredPlugin>,
+    /// Manifests skipped, and why.
     pub problems: Vec<ManifestProblem>,
+    /// Manifests hidden by another of the same name earlier in the search paths.
     pub shadowed: Vec<Shadowed>,
 }
 

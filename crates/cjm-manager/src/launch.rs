@@ -35,19 +35,16 @@ pub(crate) fn launch_spec(
             ListenMode::WorkerBinds,
         ),
     };
-    LaunchSpec {
-        plugin: manifest.name.clone(),
-        program,
-        args,
-        env: manifest
-            .env_vars
-            .iter()
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect(),
-        log_path,
-        listen,
-        start_timeout: options.start_timeout,
-        temp_dir: options.temp_dir.clone(),
-        socket_dir: options.socket_dir.clone(),
-    }
+    let mut spec = LaunchSpec::new(manifest.name.clone(), program, log_path);
+    spec.args = args;
+    spec.env = manifest
+        .env_vars
+        .iter()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    spec.listen = listen;
+    spec.start_timeout = options.start_timeout;
+    spec.temp_dir = options.temp_dir.clone();
+    spec.socket_dir = options.socket_dir.clone();
+    spec
 }

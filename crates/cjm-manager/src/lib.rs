@@ -5,6 +5,7 @@
 //!
 //! The API is async (tokio); [`BlockingPluginManager`] offers the same for code
 //! without a runtime.
+#![warn(missing_docs)]
 
 mod blocking;
 mod discovery;

@@ -9,12 +9,16 @@ use cjm_scheduling::{PermissiveScheduler, ResourceScheduler, StatsSource};
 use crate::FaultPolicy;
 
 /// How a [`PluginManager`](crate::PluginManager) finds, starts and admits plugins.
+/// Made with [`from_env`](Self::from_env) or [`with_home`](Self::with_home), then
+/// adjusted field by field; fields may be added in later releases.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ManagerOptions {
     /// Where logs go (and, by default, where manifests come from).
     pub home: CjmHome,
     /// Manifest folders in priority order: a name found earlier shadows later ones.
     pub search_paths: Vec<PathBuf>,
+    /// Admits executions (see the README's "Scheduling"); the default admits all.
     pub scheduler: Arc<dyn ResourceScheduler>,
     /// Where the scheduler's figures come from; `None`: the built-in local monitor
     /// (sysinfo, NVML). A plugin registered with

@@ -21,9 +21,15 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     /// `127.0.0.1:<port>`.
-    Tcp { port: u16 },
+    Tcp {
+        /// The port.
+        port: u16,
+    },
     /// A Unix-domain stream socket at this path.
-    Unix { path: PathBuf },
+    Unix {
+        /// The socket's path.
+        path: PathBuf,
+    },
 }
 
 impl fmt::Display for Endpoint {

@@ -17,16 +17,21 @@ use crate::{log, secret, spawner, ProxyError};
 const INHERITED_LISTEN_FD: i32 = 3;
 
 /// Everything needed to start one worker. The proxy appends `--port P --ppid PID`.
+/// Made with [`LaunchSpec::new`]; fields may be added in later releases.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct LaunchSpec {
     /// The plugin's name, for errors and the log header.
     pub plugin: String,
+    /// The program to run (never through a shell).
     pub program: PathBuf,
+    /// Its arguments, before the `--port` and `--ppid` the proxy adds.
     pub args: Vec<String>,
     /// Added to the inherited environment.
     pub env: Vec<(String, String)>,
     /// stdout and stderr of the worker are appended here.
     pub log_path: PathBuf,
+    /// How the worker gets its listening socket.
     pub listen: ListenMode,
     /// How long the worker may take to answer `/health` before it is stopped.
     pub start_timeout: Duration,

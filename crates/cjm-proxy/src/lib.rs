@@ -4,6 +4,7 @@
 //!
 //! The proxy knows nothing of manifests: the manager turns a manifest into a
 //! [`LaunchSpec`].
+#![warn(missing_docs)]
 
 mod buffers;
 mod endpoint;

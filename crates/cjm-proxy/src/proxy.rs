@@ -190,6 +190,7 @@ impl RemotePluginProxy {
         }
     }
 
+    /// The plugin's name.
     pub fn name(&self) -> &str {
         &self.plugin
     }
@@ -217,6 +218,7 @@ impl RemotePluginProxy {
         &self.endpoint
     }
 
+    /// The log the worker's output is appended to.
     pub fn log_path(&self) -> &Path {
         &self.log_path
     }
@@ -256,6 +258,7 @@ impl RemotePluginProxy {
         )
     }
 
+    /// `GET /health`: status, pid, name and version.
     pub async fn health(&self) -> Result<HealthResponse, ProxyError> {
         self.request_json(Method::GET, wire::PATH_HEALTH, None)
             .await
@@ -330,11 +333,13 @@ impl RemotePluginProxy {
         ))
     }
 
+    /// `GET /config_schema`: the JSON Schema of the configuration (`{}` if none).
     pub async fn config_schema(&self) -> Result<Value, ProxyError> {
         self.request_json(Method::GET, wire::PATH_CONFIG_SCHEMA, None)
             .await
     }
 
+    /// `GET /config`: the configuration in force (`{}` if none).
     pub async fn current_config(&self) -> Result<Value, ProxyError> {
         self.request_json(Method::GET, wire::PATH_CONFIG, None)
             .await

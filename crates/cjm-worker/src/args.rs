@@ -3,8 +3,11 @@ use std::fmt;
 /// The worker's command line: `[plugin args..] --port P [--ppid PID] | --manifest | --help`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkerArgs {
+    /// `--port P`: serve on `127.0.0.1:P`.
     pub port: Option<u16>,
+    /// `--ppid PID`: exit when that process ends.
     pub ppid: Option<u32>,
+    /// `--manifest`: print the manifest fields and exit.
     pub manifest: bool,
     /// `-h` or `--help`: print the usage and exit.
     pub help: bool,
@@ -15,7 +18,9 @@ pub struct WorkerArgs {
 /// A worker argument that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerArgsError {
+    /// The flag, such as `--port`.
     pub flag: &'static str,
+    /// The value given; `None` when it was missing.
     pub value: Option<String>,
 }
 
@@ -31,6 +36,7 @@ impl fmt::Display for WorkerArgsError {
 impl std::error::Error for WorkerArgsError {}
 
 impl WorkerArgs {
+    /// Parse the arguments after the program name; unknown ones go to `plugin_args`.
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, WorkerArgsError> {
         let mut parsed = WorkerArgs::default();
         let mut args = args.into_iter();

@@ -30,6 +30,7 @@
 //!
 //! The binary then understands `--port P --ppid PID` (serve on `127.0.0.1:P`, exit
 //! when process `PID` ends) and `--manifest` (print the manifest fields and exit).
+#![warn(missing_docs)]
 
 use std::io::IsTerminal;
 
@@ -62,17 +63,74 @@ pub use server::{serve, ServeError, ServeOptions, DEFAULT_MAX_BODY_BYTES};
 pub use cjm_validation;
 
 /// What a plugin says about itself in its manifest, beyond name and version (which
-/// the [`Plugin`] reports).
+/// the [`Plugin`] reports). Built with [`About::new`] and the setters; fields may be
+/// added in later releases.
+///
+/// ```
+/// let about = cjm_worker::About::new()
+///     .description("Transcribes audio")
+///     .category("transcription");
+/// assert_eq!(about.category, "transcription");
+/// ```
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct About {
+    /// One line on what the plugin does.
     pub description: String,
+    /// Who wrote it.
     pub author: String,
+    /// The package it comes from (a crate's name, usually `env!("CARGO_PKG_NAME")`).
     pub package_name: String,
     /// Such as `"transcription"`.
     pub category: String,
     /// Fully qualified interface name, for hosts that group plugins by interface.
     pub interface: String,
+    /// What an execution needs (GPU, GPU memory, system memory), for the host's
+    /// scheduler.
     pub resources: ResourceRequirements,
+}
+
+impl About {
+    /// Everything empty; no resource needs.
+    pub fn new() -> Self {
+        About::default()
+    }
+
+    /// With this description.
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = description.into();
+        self
+    }
+
+    /// With this author.
+    pub fn author(mut self, author: impl Into<String>) -> Self {
+        self.author = author.into();
+        self
+    }
+
+    /// With this package name.
+    pub fn package_name(mut self, package_name: impl Into<String>) -> Self {
+        self.package_name = package_name.into();
+        self
+    }
+
+    /// With this category.
+    pub fn category(mut self, category: impl Into<String>) -> Self {
+        self.category = category.into();
+        self
+    }
+
+    /// With this interface name.
+    pub fn interface(mut self, interface: impl Into<String>) -> Self {
+        self.interface = interface.into();
+        self
+    }
+
+    /// With these resource needs.
+    pub fn resources(mut self, resources: ResourceRequirements) -> Self {
+        self.resources = resources;
+        self
+    }
 }
 
 /// The manifest fields `<binary> --manifest` prints: everything but the launch form,

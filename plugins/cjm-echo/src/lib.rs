@@ -24,14 +24,12 @@ pub const MAX_STREAM_COUNT: u64 = 10_000_000;
 
 /// The manifest fields beyond name and version.
 pub fn about() -> About {
-    About {
-        description: "Echo test plugin: repeats text, reads a file, streams chunks".into(),
-        package_name: env!("CARGO_PKG_NAME").into(),
-        category: "test".into(),
+    About::new()
+        .description("Echo test plugin: repeats text, reads a file, streams chunks")
+        .package_name(env!("CARGO_PKG_NAME"))
+        .category("test")
         // Said explicitly: hosts schedule by this, and echo must run anywhere.
-        resources: ResourceRequirements::default(),
-        ..About::default()
-    }
+        .resources(ResourceRequirements::default())
 }
 
 /// Configuration of the echo test plugin

@@ -14,13 +14,11 @@ pub const NAME: &str = "cjm-sysmon";
 pub const GET_SYSTEM_STATUS: &str = "get_system_status";
 
 pub fn about() -> About {
-    About {
-        description: "System monitor: memory, CPU and NVIDIA GPU figures for scheduling".into(),
-        package_name: env!("CARGO_PKG_NAME").into(),
-        category: "system_monitor".into(),
-        resources: ResourceRequirements::default(),
-        ..About::default()
-    }
+    About::new()
+        .description("System monitor: memory, CPU and NVIDIA GPU figures for scheduling")
+        .package_name(env!("CARGO_PKG_NAME"))
+        .category("system_monitor")
+        .resources(ResourceRequirements::default())
 }
 
 #[derive(Debug)]

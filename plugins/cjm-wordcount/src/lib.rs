@@ -25,14 +25,12 @@ pub const MAX_CHUNK_BYTES: usize = 64 << 20;
 
 /// The manifest fields beyond name and version.
 pub fn about() -> About {
-    About {
-        description: "Counts lines, words and bytes of a text file, streaming progress".into(),
-        package_name: env!("CARGO_PKG_NAME").into(),
-        category: "text".into(),
+    About::new()
+        .description("Counts lines, words and bytes of a text file, streaming progress")
+        .package_name(env!("CARGO_PKG_NAME"))
+        .category("text")
         // Said explicitly: hosts schedule by this, and counting needs no GPU.
-        resources: ResourceRequirements::default(),
-        ..About::default()
-    }
+        .resources(ResourceRequirements::default())
 }
 
 /// How the file is read
