@@ -1,6 +1,6 @@
 //! The host side of cjm-plugin-system: [`PluginManager`] discovers plugins through
 //! their manifests, starts each in its own worker process, admits executions through a
-//! [`ResourceScheduler`](cjm_scheduling::ResourceScheduler), forwards calls and stops
+//! [`ResourceScheduler`], forwards calls and stops
 //! every worker it started.
 //!
 //! The API is async (tokio); [`BlockingPluginManager`] offers the same for code
