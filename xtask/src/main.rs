@@ -6,6 +6,8 @@
 //!   them through `cjm-ctl`.
 //! - `bench [--quick] [--only METRIC]`: the benchmark, ours beside the machine's
 //!   floor and the Python original; writes `target/bench/results.json`.
+//! - `readme`: copy the files the README shows (blocks after `<!-- file: PATH -->`)
+//!   into it again, after they changed; the e2e tests fail until they agree.
 //! - `soak [cjm-soak options]`: 100,000 calls, 1,000 load/unload cycles and 32
 //!   clients x 4 workers for 60 s, failing on any error or on memory or descriptor
 //!   growth; a few minutes.
@@ -23,9 +25,10 @@ fn main() -> Result<()> {
         "demo" => demo(),
         "bench" => bench(std::env::args().skip(2).collect()),
         "soak" => soak(std::env::args().skip(2).collect()),
+        "readme" => readme(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <e2e|demo|bench [--quick] [--only METRIC]|soak [OPTIONS]>"
+                "usage: cargo xtask <e2e|demo|bench [--quick] [--only METRIC]|soak [OPTIONS]|readme>"
             );
             bail!("unknown task {task:?}")
         }
@@ -182,5 +185,48 @@ fn demo() -> Result<()> {
         run(Command::new(&ctl).args(step).env("CJM_HOME", &home))?;
     }
     eprintln!("demo done; CJM_HOME={}", home.display());
+    Ok(())
+}
+
+/// The README's marked blocks, refreshed from the files they show (up to the file's
+/// own tests, which the README leaves out).
+fn readme() -> Result<()> {
+    const MARKER: &str = "<!-- file: ";
+    let root = workspace_root()?;
+    let path = root.join("README.md");
+    let text = std::fs::read_to_string(&path).context("cannot read README.md")?;
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find(MARKER) {
+        let (before, marked) = rest.split_at(at + MARKER.len());
+        out.push_str(before);
+        let (file, after) = marked
+            .split_once(" -->\n")
+            .context("a file marker without its closing ` -->`")?;
+        let fence_end = after
+            .find('\n')
+            .filter(|_| after.starts_with("```"))
+            .with_context(|| format!("no code block after the marker of {file}"))?;
+        let code_end = after[fence_end..]
+            .find("\n```")
+            .with_context(|| format!("the code block of {file} never ends"))?
+            + fence_end;
+        let content = std::fs::read_to_string(root.join(file))
+            .with_context(|| format!("cannot read {file}"))?;
+        let content = match content.find("#[cfg(test)]") {
+            Some(tests) => content[..tests].trim_end(),
+            None => content.trim_end(),
+        };
+        out.push_str(file);
+        out.push_str(" -->\n");
+        out.push_str(&after[..=fence_end]);
+        out.push_str(content);
+        rest = &after[code_end..];
+    }
+    out.push_str(rest);
+    if out != text {
+        std::fs::write(&path, out).context("cannot write README.md")?;
+        eprintln!("README.md updated");
+    }
     Ok(())
 }

@@ -93,6 +93,32 @@ fn checked_already(schema: &Value) -> bool {
     })
 }
 
+/// Whether `T::default()` satisfies `T`'s own schema; the violations if not. Call it in
+/// a test of every plugin with a typed configuration: a plugin loaded without a
+/// configuration starts on the schema's defaults, which come from `Default`, and a
+/// `#[derive(Default)]` easily breaks a `length(min = 1)` or `range(min = 1)`.
+///
+/// ```
+/// # use schemars::JsonSchema;
+/// # use serde::{Deserialize, Serialize};
+/// #[derive(Default, Serialize, Deserialize, JsonSchema)]
+/// #[serde(default)]
+/// struct Config {
+///     #[schemars(range(min = 1))]
+///     repeat: u32,
+/// }
+/// let err = cjm_worker::config::check_defaults::<Config>().unwrap_err();
+/// assert!(err.contains("repeat: 0 is less than the minimum of 1"), "{err}");
+/// ```
+pub fn check_defaults<T: ConfigType + Default>() -> Result<(), String> {
+    let validator = cjm_validation::validator_for::<T>().map_err(|err| err.to_string())?;
+    let defaults = cjm_validation::config_to_dict(&T::default()).map_err(|err| err.to_string())?;
+    validator
+        .validate_map(defaults)
+        .map(drop)
+        .map_err(|invalid| invalid.to_string())
+}
+
 /// `T`'s JSON Schema, for [`Plugin::config_schema`](cjm_interface::Plugin::config_schema).
 pub fn schema<T: ConfigType>() -> Value {
     cjm_validation::schema_for::<T>()

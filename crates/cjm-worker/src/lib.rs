@@ -194,9 +194,8 @@ where
         return print_line(&text);
     }
     let Some(port) = args.port.or(hand_over.listener.as_ref().map(|_| 0)) else {
-        return Err(format!(
-            "nothing to serve on: give --port (or --manifest, or --help)\n{}",
-            usage(&about)
+        return Err(String::from(
+            "nothing to serve on: give --port PORT (see --help)",
         ));
     };
     let options = ServeOptions::new()

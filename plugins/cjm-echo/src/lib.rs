@@ -157,6 +157,11 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn the_defaults_satisfy_the_schema() {
+        cjm_worker::config::check_defaults::<EchoConfig>().unwrap();
+    }
+
     fn call(body: Value) -> Call {
         serde_json::from_value(body).unwrap()
     }

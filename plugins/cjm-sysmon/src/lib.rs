@@ -92,6 +92,14 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn its_empty_configuration_satisfies_its_schema() {
+        let plugin = SysmonPlugin::new().unwrap();
+        let validator =
+            cjm_worker::cjm_validation::ConfigValidator::new(&plugin.config_schema()).unwrap();
+        validator.validate(&plugin.current_config()).unwrap();
+    }
+
     fn call(body: Value) -> Call {
         serde_json::from_value(body).unwrap()
     }

@@ -316,6 +316,11 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn the_defaults_satisfy_the_schema() {
+        cjm_worker::config::check_defaults::<WordCountConfig>().unwrap();
+    }
+
     const CHUNK: usize = MIN_CHUNK_BYTES;
 
     fn call(body: Value) -> Call {

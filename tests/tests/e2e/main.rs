@@ -15,6 +15,7 @@ mod install;
 mod protocol;
 mod python_env;
 mod python_interop;
+mod readme;
 mod recovery;
 mod scenario;
 mod scheduling;

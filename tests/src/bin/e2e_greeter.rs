@@ -1,0 +1,2 @@
+// The README's plugin binary, as plugins/cjm-greeter builds it.
+include!("../../../plugins/cjm-greeter/src/main.rs");
