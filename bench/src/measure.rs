@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use procfs_core::process::{SmapsRollup, Stat, StatM};
+use procfs_core::FromRead;
+
 /// Median and 99th percentile of `samples`, in microseconds.
 pub fn percentiles_us(mut samples: Vec<Duration>) -> (f64, f64) {
     if samples.is_empty() {
@@ -21,38 +24,25 @@ pub fn median_ms(samples: Vec<Duration>) -> f64 {
 
 /// Resident memory of a process, from /proc.
 pub fn rss_mib(pid: u32) -> Option<f64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf reads a constant.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64;
-    Some(pages * page / (1024.0 * 1024.0))
+    let statm = StatM::from_file(format!("/proc/{pid}/statm")).ok()?;
+    let page = rustix::param::page_size() as f64;
+    Some(statm.resident as f64 * page / (1024.0 * 1024.0))
 }
 
 /// Memory of `pid` that is its own: anonymous pages (heap, stacks, relocated data),
 /// not the code and read-only data it shares with the page cache and with every other
 /// process running the same binary. What one more worker really costs.
 pub fn anonymous_mib(pid: u32) -> Option<f64> {
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    let kib: f64 = rollup
-        .lines()
-        .find_map(|line| line.strip_prefix("Anonymous:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
+    let rollup = SmapsRollup::from_file(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let bytes = rollup
+        .memory_map_rollup
+        .iter()
+        .filter_map(|map| map.extension.map.get("Anonymous"))
+        .sum::<u64>();
+    Some(bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// Whether `pid` is alive and not a zombie.
 pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().next())
-                .map(|state| state != "Z" && state != "X")
-        })
-        .unwrap_or(false)
+    Stat::from_file(format!("/proc/{pid}/stat")).is_ok_and(|stat| !matches!(stat.state, 'Z' | 'X'))
 }

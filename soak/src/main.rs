@@ -227,15 +227,9 @@ async fn cycles_phase(options: &Options, problems: &mut Vec<String>) -> Result<(
 
 /// Alive and not a zombie.
 fn process_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().next())
-                .map(|state| state != "Z" && state != "X")
-        })
-        .unwrap_or(false)
+    use procfs_core::FromRead;
+    procfs_core::process::Stat::from_file(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !matches!(stat.state, 'Z' | 'X'))
 }
 
 async fn load_phase(options: &Options, problems: &mut Vec<String>) -> Result<()> {

@@ -2,6 +2,9 @@
 
 use std::fmt;
 
+use procfs_core::process::Status;
+use procfs_core::FromRead;
+
 /// One reading of a process's resources.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Usage {
@@ -16,12 +19,8 @@ impl Usage {
             Some(pid) => format!("/proc/{pid}"),
             None => String::from("/proc/self"),
         };
-        let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
-        let rss_kib = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kib| kib.parse().ok())?;
+        let status = Status::from_file(format!("{dir}/status")).ok()?;
+        let rss_kib = status.vmrss?;
         let fds = std::fs::read_dir(format!("{dir}/fd")).ok()?.count();
         Some(Usage { rss_kib, fds })
     }

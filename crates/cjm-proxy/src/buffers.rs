@@ -8,7 +8,9 @@
 //! allocator once the proxy has gone a moment without large traffic, so an idle host
 //! keeps nothing it does not need.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 use std::time::Duration;
@@ -92,9 +94,7 @@ impl BufferPool {
     }
 
     fn lock(&self) -> MutexGuard<'_, Spares> {
-        self.spares
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.spares.lock()
     }
 
     #[cfg(test)]

@@ -14,8 +14,9 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 /// How to reach a running worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,9 +117,7 @@ const SETUP_GRACE: Duration = Duration::from_secs(60);
 fn sweep_once(parent: &Path) {
     static SWEPT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
     {
-        let mut swept = SWEPT
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut swept = SWEPT.lock();
         if swept.iter().any(|done| done == parent) {
             return;
         }

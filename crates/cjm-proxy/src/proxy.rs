@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,6 +10,7 @@ use cjm_interface::{json, CallArgs, ConfigMap};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Response};
+use parking_lot::Mutex;
 use rustix::process::Signal;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -405,10 +405,7 @@ impl RemotePluginProxy {
     }
 
     fn remove_socket_folder(&self) {
-        let folder = match self.socket_folder.lock() {
-            Ok(mut folder) => folder.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
+        let folder = self.socket_folder.lock().take();
         drop(folder);
     }
 

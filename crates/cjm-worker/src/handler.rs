@@ -1,7 +1,7 @@
 //! One HTTP request in, one response out: routing and the protocol's endpoints.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use cjm_interface::body::{self, BodyError};
@@ -11,6 +11,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -127,10 +128,7 @@ pub(crate) async fn handle(
 }
 
 fn stats(worker: &Worker) -> Response<ResponseBody> {
-    let cpu_percent = match worker.cpu.lock() {
-        Ok(mut sampler) => sampler.sample(),
-        Err(poisoned) => poisoned.into_inner().sample(),
-    };
+    let cpu_percent = worker.cpu.lock().sample();
     json_response(
         StatusCode::OK,
         &crate::proc_stats::worker_stats(cpu_percent),

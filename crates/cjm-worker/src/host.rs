@@ -1,9 +1,9 @@
 //! The plugin instance and the rules for calling it: `&self` methods share it, `&mut
 //! self` methods have it alone, and a panic becomes an error instead of a dead worker.
 
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cjm_interface::{Plugin, PluginError};
 
@@ -32,19 +32,14 @@ impl PluginHost {
         &self.version
     }
 
-    /// Shared access. Panics inside plugin calls are caught before they can unwind
-    /// through a guard, so poisoning only follows a panic in our own code; the plugin
-    /// is still usable then.
+    /// Shared access, for `&self` methods.
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, Box<dyn Plugin>> {
-        self.plugin
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.plugin.read()
     }
 
+    /// Sole access, for `&mut self` methods: waits for every call in flight.
     pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Box<dyn Plugin>> {
-        self.plugin
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.plugin.write()
     }
 }
 

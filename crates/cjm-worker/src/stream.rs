@@ -7,13 +7,14 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use cjm_interface::{json, Call};
 use hyper::body::{Body, Frame};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -53,9 +54,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Pipe> {
-        self.pipe
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.pipe.lock()
     }
 }
 
@@ -73,11 +72,7 @@ impl LineWriter {
         self.scratch.push(b'\n');
         let mut pipe = self.shared.lock();
         while pipe.buffer.len() >= BUFFER_LIMIT && !pipe.abandoned {
-            pipe = self
-                .shared
-                .drained
-                .wait(pipe)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            self.shared.drained.wait(&mut pipe);
         }
         if pipe.abandoned {
             return false;
@@ -144,10 +139,7 @@ impl Body for NdjsonBody {
         {
             let before = pipe.buffer.len();
             pipe.batch_waiting = true;
-            pipe = match self.shared.batch_ready.wait_timeout(pipe, GROWTH_WAIT) {
-                Ok((pipe, _)) => pipe,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
+            self.shared.batch_ready.wait_for(&mut pipe, GROWTH_WAIT);
             pipe.batch_waiting = false;
             if pipe.buffer.len() == before {
                 break;

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cjm_manager::{CjmHome, ManagerOptions, PluginManager};
+use procfs_core::process::Stat;
+use procfs_core::FromRead;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -100,14 +102,15 @@ impl TestHome {
 
 /// Whether `pid` is a live process (zombies count as gone).
 pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    stat(pid).is_some_and(|stat| is_live(&stat))
+}
+
+fn stat(pid: u32) -> Option<Stat> {
+    Stat::from_file(format!("/proc/{pid}/stat")).ok()
+}
+
+fn is_live(stat: &Stat) -> bool {
+    !matches!(stat.state, 'Z' | 'X')
 }
 
 /// Wait up to `limit` for `pid` to be gone; how long it took, or None.
@@ -123,8 +126,9 @@ pub fn wait_gone(pid: u32, limit: Duration) -> Option<Duration> {
 }
 
 pub fn sigkill(pid: u32) {
-    // SAFETY: sending SIGKILL to a process this test started.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
 }
 
 /// Files left in a folder.
@@ -232,17 +236,8 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
     entries(Path::new("/proc"))
         .iter()
         .filter_map(|path| path.file_name()?.to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                let fields: Vec<&str> = stat
-                    .rsplit_once(')')
-                    .map(|(_, rest)| rest.split_whitespace().collect())
-                    .unwrap_or_default();
-                fields
-                    .first()
-                    .is_some_and(|state| *state != "Z" && *state != "X")
-                    && fields.get(2) == Some(&pgid.to_string().as_str())
-            })
+        .filter(|&pid| {
+            stat(pid).is_some_and(|stat| is_live(&stat) && u32::try_from(stat.pgrp) == Ok(pgid))
         })
         .collect()
 }

@@ -4,7 +4,6 @@
 //! original the tests fail and say why.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -52,9 +51,9 @@ fn own_venv() -> PathBuf {
     let dir = workspace_root().join("target/python-interop");
     std::fs::create_dir_all(&dir).unwrap();
     let lock = File::create(dir.join("lock")).unwrap();
-    // SAFETY: flock on a descriptor this function owns; released when `lock` drops.
-    let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(locked, 0, "cannot lock {}", dir.join("lock").display());
+    // Released when `lock` drops.
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .unwrap_or_else(|err| panic!("cannot lock {}: {err}", dir.join("lock").display()));
     let venv = dir.join("venv");
     let python = venv.join("bin/python");
     let ready = venv.join(".cjm-ready");
