@@ -5,19 +5,77 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{ConfigMap, FileBacked, PluginError};
+use crate::{CallControl, ConfigMap, FileBacked, PluginError};
 
-/// The arguments of one execution as a plugin receives them: positional `args` and
-/// keyword `kwargs`, as a Python caller of the original would pass them.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// One execution as a plugin receives it: positional `args` and keyword `kwargs`, as
+/// a Python caller of the original would pass them, and the call's [`CallControl`]
+/// for reporting progress and noticing cancellation.
+///
+/// ```
+/// use cjm_interface::{Call, PluginError};
+/// use serde_json::{json, Value};
+///
+/// fn execute(call: Call) -> Result<Value, PluginError> {
+///     let steps: u32 = call.or(0, "steps", 3)?;
+///     for step in 0..steps {
+///         call.check_cancelled()?; // stops here once the host cancels
+///         call.report_progress(f64::from(step) / f64::from(steps), format!("step {step}"));
+///     }
+///     Ok(json!({"done": steps}))
+/// }
+/// assert_eq!(execute(Call::default()).unwrap(), json!({"done": 3}));
+/// ```
+#[derive(Debug, Clone, Default)]
 pub struct Call {
+    /// Positional arguments.
     pub args: Vec<Value>,
+    /// Keyword arguments.
     pub kwargs: ConfigMap,
+    control: CallControl,
+}
+
+impl PartialEq for Call {
+    /// Equal arguments; the controls do not count.
+    fn eq(&self, other: &Self) -> bool {
+        self.args == other.args && self.kwargs == other.kwargs
+    }
 }
 
 impl Call {
+    /// A call with these arguments and a control nobody watches.
     pub fn new(args: Vec<Value>, kwargs: ConfigMap) -> Self {
-        Call { args, kwargs }
+        Call {
+            args,
+            kwargs,
+            control: CallControl::default(),
+        }
+    }
+
+    /// This call, run under `control` (the worker gives every call one).
+    pub fn with_control(mut self, control: CallControl) -> Self {
+        self.control = control;
+        self
+    }
+
+    /// A handle on this call's progress and cancellation, to move into threads or
+    /// keep in a stream's iterator.
+    pub fn control(&self) -> CallControl {
+        self.control.clone()
+    }
+
+    /// Report how far the call has got (see [`CallControl::report_progress`]).
+    pub fn report_progress(&self, fraction: f64, message: impl Into<String>) {
+        self.control.report_progress(fraction, message);
+    }
+
+    /// `Err` once the host asked the call to stop; propagate it with `?`.
+    pub fn check_cancelled(&self) -> Result<(), PluginError> {
+        self.control.check_cancelled()
+    }
+
+    /// Whether the host asked the call to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.control.is_cancelled()
     }
 
     /// The parameter at `position` or named `name`, as Python binds `def f(a, b=..)`.
@@ -113,10 +171,7 @@ impl Call {
 impl<'de> Deserialize<'de> for Call {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let request = crate::wire::ExecuteRequest::deserialize(deserializer)?;
-        Ok(Call {
-            args: request.args,
-            kwargs: request.kwargs,
-        })
+        Ok(Call::new(request.args, request.kwargs))
     }
 }
 

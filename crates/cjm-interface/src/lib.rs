@@ -8,6 +8,7 @@
 
 mod args;
 pub mod body;
+mod control;
 mod error;
 mod file_backed;
 pub mod json;
@@ -15,7 +16,8 @@ mod plugin;
 pub mod wire;
 
 pub use args::{Arg, Call, CallArgs};
-pub use error::{ErrorKind, PluginError};
+pub use control::{CallControl, Progress};
+pub use error::{ErrorCategory, ErrorKind, PluginError};
 pub use file_backed::FileBacked;
 pub use plugin::{ChunkIter, Plugin};
 

@@ -14,6 +14,15 @@ pub const PATH_CONFIG: &str = "/config";
 pub const PATH_EXECUTE: &str = "/execute";
 pub const PATH_EXECUTE_STREAM: &str = "/execute_stream";
 pub const PATH_CLEANUP: &str = "/cleanup";
+/// `POST`: ask calls in flight to stop (0.0.21 on).
+pub const PATH_CANCEL: &str = "/cancel";
+/// `GET`: how far calls have got (0.0.21 on).
+pub const PATH_PROGRESS: &str = "/progress";
+
+/// Extension: the id a host gives one call (`/execute`, `/execute_stream`), so that
+/// it can ask for that call's progress and cancel that call alone. Ids are the
+/// host's choice; a call sent without one gets one from the worker.
+pub const CALL_ID_HEADER: &str = "x-cjm-call-id";
 
 pub const CONTENT_TYPE_JSON: &str = "application/json";
 pub const CONTENT_TYPE_NDJSON: &str = "application/x-ndjson";
@@ -94,27 +103,171 @@ pub struct StatusResponse {
     pub status: String,
 }
 
-/// Error body, in FastAPI's shape, plus our optional `kind`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Error body: FastAPI's `detail`, our `kind`, and the original's typed error
+/// (`_job_error`, 0.0.21 on). The original's 0.0.46 worker sends only `_job_error`
+/// with a 500, and only `detail` with a 409; ours sends all three.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorResponse {
+    /// What went wrong, in words.
+    #[serde(default)]
     pub detail: String,
+    /// Our class of the error ([`ErrorKind::as_str`](crate::ErrorKind::as_str)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// The original's typed error.
+    #[serde(
+        rename = "_job_error",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub job_error: Option<JobError>,
 }
 
-/// The final line of a stream that failed after it started.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The original's typed error (its `JobError` dataclass, as the worker sends it in
+/// an error body and as the last line of a failed stream).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobError {
+    /// `user_input`, `transient`, `resource` or `fatal`.
+    pub category: String,
+    /// What went wrong, in words.
+    #[serde(default)]
+    pub message: String,
+    /// Whether trying again may help.
+    #[serde(default)]
+    pub retriable: bool,
+    /// The exception as the plugin raised it (`PluginCancelledError(..)` marks a
+    /// cancelled call in a stream).
+    #[serde(default)]
+    pub original_exc_repr: String,
+    /// A hint of how long to wait before trying again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<f64>,
+    /// The inputs that were wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields_invalid: Option<Vec<String>>,
+    /// The plugin that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_name: Option<String>,
+    /// Everything else the peer sent (the original's `traceback`, `occurred_at`,
+    /// `resource_shortfall`, ..), kept as it came.
+    #[serde(flatten)]
+    pub extra: ConfigMap,
+}
+
+impl JobError {
+    /// The typed error of `err`, raised by plugin `plugin`.
+    pub fn from_plugin_error(err: &crate::PluginError, plugin: &str) -> Self {
+        JobError {
+            category: err.category().as_str().to_owned(),
+            message: err.message().to_owned(),
+            retriable: err.retriable(),
+            original_exc_repr: match err.kind() {
+                crate::ErrorKind::Cancelled => format!("PluginCancelledError({plugin:?})"),
+                kind => format!("PluginError({}: {:?})", kind.as_str(), err.message()),
+            },
+            retry_after_seconds: err.retry_after_seconds(),
+            fields_invalid: (!err.fields_invalid().is_empty())
+                .then(|| err.fields_invalid().to_vec()),
+            plugin_name: Some(plugin.to_owned()),
+            extra: ConfigMap::new(),
+        }
+    }
+
+    /// The category, when it is one the original defines.
+    pub fn category(&self) -> Option<crate::ErrorCategory> {
+        crate::ErrorCategory::from_name(&self.category)
+    }
+
+    /// Whether it reports a cancelled call rather than a failure.
+    pub fn is_cancellation(&self) -> bool {
+        self.original_exc_repr.starts_with("PluginCancelledError")
+    }
+}
+
+/// The final line of a stream that failed after it started: the original 0.0.20's
+/// `{"error": ..}` and 0.0.46's `{"_job_error": ..}` in one object, so that hosts of
+/// either version recognise it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamError {
+    /// What went wrong, in words (0.0.20's key).
     pub error: String,
+    /// The typed error (0.0.46's key).
+    #[serde(
+        rename = "_job_error",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub job_error: Option<JobError>,
 }
 
 impl StreamError {
-    /// Recognise the error line among a stream's chunks: an object whose only key is
-    /// `error`, holding a string.
-    pub fn from_chunk(chunk: &Value) -> Option<&str> {
-        match chunk {
-            Value::Object(map) if map.len() == 1 => map.get("error").and_then(Value::as_str),
+    /// Recognise the error line among a stream's chunks: an object with a
+    /// `_job_error` (0.0.21 on), or one whose only key is `error`, holding a string
+    /// (0.0.20). Plugin chunks never carry `_job_error`.
+    pub fn from_chunk(chunk: &Value) -> Option<StreamError> {
+        let Value::Object(map) = chunk else {
+            return None;
+        };
+        if let Some(job_error) = map.get("_job_error") {
+            let job_error: Option<JobError> = serde_json::from_value(job_error.clone()).ok();
+            let error = map
+                .get("error")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .or_else(|| job_error.as_ref().map(|error| error.message.clone()))
+                .unwrap_or_else(|| String::from("the stream failed"));
+            return Some(StreamError { error, job_error });
+        }
+        match map.get("error") {
+            Some(Value::String(error)) if map.len() == 1 => Some(StreamError {
+                error: error.clone(),
+                job_error: None,
+            }),
             _ => None,
         }
     }
+}
+
+/// Body of `POST /cancel`: the call to stop; none stops every call in flight (the
+/// original's behaviour).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelRequest {
+    /// The id the call was sent with ([`CALL_ID_HEADER`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+}
+
+/// Answer of `POST /cancel`: `status` is `cancelled`, `not_supported` or `error`
+/// (with `detail`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelResponse {
+    /// `cancelled`, `not_supported` or `error`.
+    pub status: String,
+    /// Why, for `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Answer of `GET /progress`: the original's `progress` and `message`, and (ours)
+/// which call, the report's number and whether the call has ended.
+///
+/// Ours takes `?call=ID` (that call; else the one that reported last), `after=SEQ`
+/// and `wait_ms=MS`: the answer waits up to `wait_ms` for a report numbered above
+/// `SEQ`, so a host sees each report the moment it is made without polling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgressResponse {
+    /// 0.0 to 1.0; negative: cannot tell.
+    pub progress: f64,
+    /// What the call is doing.
+    #[serde(default)]
+    pub message: String,
+    /// The call reported on (ours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    /// Reports so far (ours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// The call has ended (ours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<bool>,
 }

@@ -2,6 +2,9 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
+use cjm_interface::wire::JobError;
+use cjm_interface::{ErrorCategory, ErrorKind};
+
 /// Everything that can go wrong between the host and one worker. Each variant names
 /// the plugin; failures of the worker process carry the end of its log. An I/O cause
 /// is the error's [`source`](std::error::Error::source), not repeated in its text.
@@ -110,6 +113,19 @@ pub enum ProxyError {
         detail: String,
         /// The error's class (`kind` of our workers' error bodies).
         kind: Option<String>,
+        /// The typed error (`_job_error`) of workers that send one.
+        job_error: Option<Box<JobError>>,
+    },
+    /// The call was cancelled and stopped (the worker answered 409, or its stream
+    /// ended with a cancellation).
+    #[error("plugin {plugin}: {endpoint} was cancelled: {detail}")]
+    Cancelled {
+        /// The plugin's name.
+        plugin: String,
+        /// The endpoint of the call.
+        endpoint: &'static str,
+        /// The worker's words.
+        detail: String,
     },
     /// A stream failed after it started (its final error line).
     #[error("plugin {plugin}: stream failed: {detail}")]
@@ -118,6 +134,8 @@ pub enum ProxyError {
         plugin: String,
         /// The worker's explanation.
         detail: String,
+        /// The typed error (`_job_error`) of workers that send one.
+        job_error: Option<Box<JobError>>,
     },
     /// The connection to the worker failed.
     #[error("plugin {plugin}: {endpoint}: connection to worker failed: {reason}")]
@@ -182,6 +200,7 @@ impl ProxyError {
             | ProxyError::WorkerDied { plugin, .. }
             | ProxyError::NotRunning { plugin }
             | ProxyError::Http { plugin, .. }
+            | ProxyError::Cancelled { plugin, .. }
             | ProxyError::Stream { plugin, .. }
             | ProxyError::Transport { plugin, .. }
             | ProxyError::InvalidResponse { plugin, .. }
@@ -189,6 +208,53 @@ impl ProxyError {
             | ProxyError::TempFile { plugin, .. }
             | ProxyError::BlockingInAsync { plugin } => plugin,
         }
+    }
+
+    /// What kind of failure this is, in the original's categories: the worker's own
+    /// word when it sent a typed error; else the caller's mistake for a 400,
+    /// `resource` for a worker killed by SIGKILL (the kernel's OOM killer sends it),
+    /// `transient` for a broken connection, a timeout or another death, `fatal` for
+    /// the rest. `None` for a cancelled call, which is no failure.
+    pub fn category(&self) -> Option<ErrorCategory> {
+        use std::os::unix::process::ExitStatusExt;
+        let typed = |job_error: &Option<Box<JobError>>| {
+            job_error
+                .as_ref()
+                .and_then(|job_error| job_error.category())
+        };
+        Some(match self {
+            ProxyError::Cancelled { .. } => return None,
+            ProxyError::Http { job_error, .. } | ProxyError::Stream { job_error, .. }
+                if typed(job_error).is_some() =>
+            {
+                return typed(job_error);
+            }
+            ProxyError::Http { kind, status, .. } => {
+                match kind.as_deref().and_then(ErrorKind::from_name) {
+                    Some(kind) => kind.category(),
+                    None if (400..500).contains(status) => ErrorCategory::UserInput,
+                    None => ErrorCategory::Fatal,
+                }
+            }
+            ProxyError::WorkerDied { status, .. }
+                if status.and_then(|status| status.signal()) == Some(9) =>
+            {
+                ErrorCategory::Resource
+            }
+            ProxyError::WorkerDied { .. }
+            | ProxyError::Transport { .. }
+            | ProxyError::Timeout { .. }
+            | ProxyError::NotRunning { .. } => ErrorCategory::Transient,
+            ProxyError::TempFile { .. } | ProxyError::Log { .. } => ErrorCategory::Resource,
+            ProxyError::Spawn { .. }
+            | ProxyError::Secret { .. }
+            | ProxyError::Socket { .. }
+            | ProxyError::StartFailed { .. }
+            | ProxyError::StartTimeout { .. }
+            | ProxyError::Stream { .. }
+            | ProxyError::InvalidResponse { .. }
+            | ProxyError::BlockingInAsync { .. } => ErrorCategory::Fatal,
+        })
     }
 
     /// Whether the worker process is gone (so the plugin needs a restart).

@@ -5,11 +5,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cjm_interface::wire::{self, ErrorResponse, HealthResponse, StatsResponse};
+use cjm_interface::wire::{
+    self, CancelRequest, CancelResponse, ErrorResponse, HealthResponse, ProgressResponse,
+    StatsResponse,
+};
 use cjm_interface::{json, CallArgs, ConfigMap};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
-use hyper::{Method, Response};
+use hyper::Response;
 use parking_lot::Mutex;
 use rustix::process::Signal;
 use serde::de::DeserializeOwned;
@@ -22,7 +25,7 @@ use crate::launch::{self, LaunchSpec, ListenMode};
 use crate::log::{self, TAIL_LINES};
 use crate::process::WorkerProcess;
 use crate::stream::ChunkStream;
-use crate::transport::{self, Transport};
+use crate::transport::{self, Outgoing, Transport};
 use crate::ProxyError;
 
 /// How long `/cleanup` may take before the worker is terminated regardless.
@@ -132,7 +135,7 @@ impl RemotePluginProxy {
             let attempt = async {
                 let response = self
                     .transport
-                    .send(Method::GET, wire::PATH_HEALTH, None, None)
+                    .send(Outgoing::get(wire::PATH_HEALTH))
                     .await?;
                 if !response.status().is_success() {
                     return Err(format!("health answered {}", response.status()));
@@ -251,7 +254,7 @@ impl RemotePluginProxy {
         if self.has_exited() || self.stopped.load(Ordering::SeqCst) {
             return false;
         }
-        let probe = self.request_json::<HealthResponse>(Method::GET, wire::PATH_HEALTH, None);
+        let probe = self.request_json::<HealthResponse>(Outgoing::get(wire::PATH_HEALTH));
         matches!(
             tokio::time::timeout(ALIVE_PROBE_TIMEOUT, probe).await,
             Ok(Ok(_))
@@ -260,8 +263,7 @@ impl RemotePluginProxy {
 
     /// `GET /health`: status, pid, name and version.
     pub async fn health(&self) -> Result<HealthResponse, ProxyError> {
-        self.request_json(Method::GET, wire::PATH_HEALTH, None)
-            .await
+        self.request_json(Outgoing::get(wire::PATH_HEALTH)).await
     }
 
     /// Configure the plugin. A refused configuration is a [`ProxyError::Http`] with
@@ -293,18 +295,29 @@ impl RemotePluginProxy {
     ) -> Result<(), ProxyError> {
         let mut body = Vec::new();
         json::write_object(&mut body, &config);
-        let body = Bytes::from(body);
-        self.request_json_with::<Value>(Method::POST, wire::PATH_INITIALIZE, Some(body), claim)
-            .await
-            .map(drop)
+        let mut request = Outgoing::post(wire::PATH_INITIALIZE, Bytes::from(body));
+        if let Some((name, value)) = claim {
+            request = request.header(name, value);
+        }
+        self.request_json::<Value>(request).await.map(drop)
     }
 
     /// Run the plugin once. File-backed arguments are written to temporary files for
     /// the duration of the call.
     pub async fn execute(&self, call: CallArgs) -> Result<Value, ProxyError> {
+        self.execute_as(call, None).await
+    }
+
+    /// [`execute`](Self::execute) under the call id `call_id`, by which
+    /// [`cancel`](Self::cancel) and [`progress`](Self::progress) name it.
+    pub async fn execute_as(
+        &self,
+        call: CallArgs,
+        call_id: Option<&str>,
+    ) -> Result<Value, ProxyError> {
         let (body, _files) = self.prepare_call(call).await?;
-        self.request_json(Method::POST, wire::PATH_EXECUTE, Some(body))
-            .await
+        let request = with_call_id(Outgoing::post(wire::PATH_EXECUTE, body), call_id);
+        self.request_json(request).await
     }
 
     /// [`execute`](Self::execute) for callers outside any async runtime. The proxy
@@ -316,10 +329,18 @@ impl RemotePluginProxy {
     /// Run the plugin, receiving its results chunk by chunk. Dropping the stream
     /// closes the connection, and the worker stops producing.
     pub async fn execute_stream(&self, call: CallArgs) -> Result<ChunkStream, ProxyError> {
+        self.execute_stream_as(call, None).await
+    }
+
+    /// [`execute_stream`](Self::execute_stream) under the call id `call_id`.
+    pub async fn execute_stream_as(
+        &self,
+        call: CallArgs,
+        call_id: Option<&str>,
+    ) -> Result<ChunkStream, ProxyError> {
         let (body, files) = self.prepare_call(call).await?;
-        let response = self
-            .send(Method::POST, wire::PATH_EXECUTE_STREAM, Some(body), None)
-            .await?;
+        let request = with_call_id(Outgoing::post(wire::PATH_EXECUTE_STREAM, body), call_id);
+        let response = self.send(request).await?;
         let response = self
             .check_status(wire::PATH_EXECUTE_STREAM, response)
             .await?;
@@ -333,21 +354,67 @@ impl RemotePluginProxy {
         ))
     }
 
+    /// `POST /cancel`: ask call `call_id` (or, with `None`, every call in flight) to
+    /// stop. A worker without `/cancel` (the original 0.0.20) answers
+    /// `not_supported`.
+    pub async fn cancel(&self, call_id: Option<&str>) -> Result<CancelResponse, ProxyError> {
+        let request = CancelRequest {
+            call_id: call_id.map(str::to_owned),
+        };
+        let body = serde_json::to_vec(&request).unwrap_or_default();
+        match self
+            .request_json(Outgoing::post(wire::PATH_CANCEL, Bytes::from(body)))
+            .await
+        {
+            Err(ProxyError::Http { status: 404, .. }) => Ok(CancelResponse {
+                status: String::from("not_supported"),
+                detail: None,
+            }),
+            answer => answer,
+        }
+    }
+
+    /// `GET /progress`: how far call `call_id` has got (`None`: the call the worker
+    /// reported on last). With `after` and `wait`, our worker answers once a report
+    /// numbered above `after` exists, or after `wait`; the original answers at once.
+    /// A worker without `/progress` (0.0.20) gives [`ProxyError::Http`] 404.
+    pub async fn progress(
+        &self,
+        call_id: Option<&str>,
+        after: Option<u64>,
+        wait: Option<Duration>,
+    ) -> Result<ProgressResponse, ProxyError> {
+        let mut query = Vec::new();
+        if let Some(id) = call_id {
+            query.push(format!("call={}", percent_encode(id)));
+        }
+        if let Some(after) = after {
+            query.push(format!("after={after}"));
+        }
+        if let Some(wait) = wait {
+            query.push(format!("wait_ms={}", wait.as_millis()));
+        }
+        let mut request = Outgoing::get(wire::PATH_PROGRESS);
+        if !query.is_empty() {
+            request = request.query(query.join("&"));
+        }
+        self.request_json(request).await
+    }
+
     /// `GET /config_schema`: the JSON Schema of the configuration (`{}` if none).
     pub async fn config_schema(&self) -> Result<Value, ProxyError> {
-        self.request_json(Method::GET, wire::PATH_CONFIG_SCHEMA, None)
+        self.request_json(Outgoing::get(wire::PATH_CONFIG_SCHEMA))
             .await
     }
 
     /// `GET /config`: the configuration in force (`{}` if none).
     pub async fn current_config(&self) -> Result<Value, ProxyError> {
-        self.request_json(Method::GET, wire::PATH_CONFIG, None)
-            .await
+        self.request_json(Outgoing::get(wire::PATH_CONFIG)).await
     }
 
     /// Memory of the worker's process tree and its CPU load.
     pub async fn stats(&self) -> Result<StatsResponse, ProxyError> {
-        self.request_json(Method::GET, wire::PATH_STATS, None).await
+        self.request_json(Outgoing::get(wire::PATH_STATS)).await
     }
 
     /// Stop the worker in order: the plugin's `/cleanup`, then SIGTERM to its process
@@ -362,12 +429,8 @@ impl RemotePluginProxy {
                 let response = self
                     .until_exit(
                         wire::PATH_CLEANUP,
-                        self.transport.send(
-                            Method::POST,
-                            wire::PATH_CLEANUP,
-                            Some(Bytes::new()),
-                            None,
-                        ),
+                        self.transport
+                            .send(Outgoing::post(wire::PATH_CLEANUP, Bytes::new())),
                     )
                     .await?;
                 self.check_status(wire::PATH_CLEANUP, response)
@@ -441,23 +504,9 @@ impl RemotePluginProxy {
         Ok((self.buffers.lend_as_bytes(body, &self.runtime), files))
     }
 
-    async fn request_json<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        endpoint: &'static str,
-        body: Option<Bytes>,
-    ) -> Result<T, ProxyError> {
-        self.request_json_with(method, endpoint, body, None).await
-    }
-
-    async fn request_json_with<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        endpoint: &'static str,
-        body: Option<Bytes>,
-        extra_header: Option<(HeaderName, HeaderValue)>,
-    ) -> Result<T, ProxyError> {
-        let response = self.send(method, endpoint, body, extra_header).await?;
+    async fn request_json<T: DeserializeOwned>(&self, request: Outgoing) -> Result<T, ProxyError> {
+        let endpoint = request.endpoint;
+        let response = self.send(request).await?;
         let response = self.check_status(endpoint, response).await?;
         let mut buffer = self.buffers.take();
         let read = self
@@ -474,23 +523,15 @@ impl RemotePluginProxy {
         parsed
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        endpoint: &'static str,
-        body: Option<Bytes>,
-        extra_header: Option<(HeaderName, HeaderValue)>,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    async fn send(&self, request: Outgoing) -> Result<Response<Incoming>, ProxyError> {
         if self.stopped.load(Ordering::SeqCst) {
             return Err(ProxyError::NotRunning {
                 plugin: self.plugin.clone(),
             });
         }
-        self.until_exit(
-            endpoint,
-            self.transport.send(method, endpoint, body, extra_header),
-        )
-        .await
+        let endpoint = request.endpoint;
+        self.until_exit(endpoint, self.transport.send(request))
+            .await
     }
 
     /// Run a transport step, but end it the moment the worker process exits: a dead
@@ -551,24 +592,40 @@ impl RemotePluginProxy {
         let body = self
             .until_exit(endpoint, transport::read_body(response))
             .await?;
-        let (detail, kind) = match serde_json::from_slice::<ErrorResponse>(&body) {
-            Ok(error) => (error.detail, error.kind),
-            Err(_) => {
-                let text = String::from_utf8_lossy(&body);
-                let text = if text.trim().is_empty() {
-                    status.canonical_reason().unwrap_or("no detail").to_owned()
-                } else {
-                    text.chars().take(2000).collect()
-                };
-                (text, None)
+        let no_detail = || {
+            let text = String::from_utf8_lossy(&body);
+            if text.trim().is_empty() {
+                status.canonical_reason().unwrap_or("no detail").to_owned()
+            } else {
+                text.chars().take(2000).collect()
             }
         };
+        let (detail, kind, job_error) = match serde_json::from_slice::<ErrorResponse>(&body) {
+            Ok(error) => {
+                // The original 0.0.46 sends only `_job_error` with a 500.
+                let detail = match (&error.job_error, error.detail.is_empty()) {
+                    (Some(job_error), true) => job_error.message.clone(),
+                    (None, true) => no_detail(),
+                    (_, false) => error.detail,
+                };
+                (detail, error.kind, error.job_error)
+            }
+            Err(_) => (no_detail(), None, None),
+        };
+        if status == hyper::StatusCode::CONFLICT {
+            return Err(ProxyError::Cancelled {
+                plugin: self.plugin.clone(),
+                endpoint,
+                detail,
+            });
+        }
         Err(ProxyError::Http {
             plugin: self.plugin.clone(),
             endpoint,
             status: status.as_u16(),
             detail,
             kind,
+            job_error: job_error.map(Box::new),
         })
     }
 }
@@ -583,6 +640,27 @@ impl Drop for RemotePluginProxy {
             self.process.signal_group(Signal::KILL);
         }
     }
+}
+
+/// `request` naming its call, when the caller gave the call an id.
+fn with_call_id(request: Outgoing, call_id: Option<&str>) -> Outgoing {
+    match call_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        Some(id) => request.header(HeaderName::from_static(wire::CALL_ID_HEADER), id),
+        None => request,
+    }
+}
+
+/// `text` safe in a query value: everything but unreserved characters escaped.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// Whether a failed start's log says the port could not be bound because another

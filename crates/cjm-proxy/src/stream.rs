@@ -101,11 +101,24 @@ impl ChunkStream {
     fn parse(&mut self, line: &[u8]) -> Result<Value, ProxyError> {
         match serde_json::from_slice::<Value>(line) {
             Ok(chunk) => match StreamError::from_chunk(&chunk) {
-                Some(detail) => {
+                Some(failure) => {
                     self.finished = true;
-                    Err(ProxyError::Stream {
-                        plugin: self.plugin.clone(),
-                        detail: detail.to_owned(),
+                    let cancelled = failure
+                        .job_error
+                        .as_ref()
+                        .is_some_and(|job_error| job_error.is_cancellation());
+                    Err(if cancelled {
+                        ProxyError::Cancelled {
+                            plugin: self.plugin.clone(),
+                            endpoint: wire::PATH_EXECUTE_STREAM,
+                            detail: failure.error,
+                        }
+                    } else {
+                        ProxyError::Stream {
+                            plugin: self.plugin.clone(),
+                            detail: failure.error,
+                            job_error: failure.job_error.map(Box::new),
+                        }
                     })
                 }
                 None => Ok(chunk),

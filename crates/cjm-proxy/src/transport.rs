@@ -20,6 +20,47 @@ use cjm_interface::{body, wire};
 
 use crate::endpoint::Endpoint;
 
+/// One request to the worker: the endpoint it is about (named in errors), with an
+/// optional query, body and extra headers.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) method: Method,
+    pub(crate) endpoint: &'static str,
+    pub(crate) query: Option<String>,
+    pub(crate) body: Option<Bytes>,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Outgoing {
+    pub(crate) fn get(endpoint: &'static str) -> Self {
+        Outgoing {
+            method: Method::GET,
+            endpoint,
+            query: None,
+            body: None,
+            headers: Vec::new(),
+        }
+    }
+
+    pub(crate) fn post(endpoint: &'static str, body: Bytes) -> Self {
+        Outgoing {
+            method: Method::POST,
+            body: Some(body),
+            ..Outgoing::get(endpoint)
+        }
+    }
+
+    pub(crate) fn query(mut self, query: String) -> Self {
+        self.query = Some(query);
+        self
+    }
+
+    pub(crate) fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Transport {
     client: WorkerClient,
@@ -60,26 +101,30 @@ impl Transport {
         }
     }
 
-    pub(crate) async fn send(
-        &self,
-        method: Method,
-        path: &'static str,
-        body: Option<Bytes>,
-        extra_header: Option<(HeaderName, HeaderValue)>,
-    ) -> Result<Response<Incoming>, String> {
+    pub(crate) async fn send(&self, outgoing: Outgoing) -> Result<Response<Incoming>, String> {
+        let Outgoing {
+            method,
+            endpoint: path,
+            query,
+            body,
+            headers,
+        } = outgoing;
         // Over a Unix socket the authority only fills the Host header.
         let authority = match &self.client {
             WorkerClient::Tcp { authority, .. } => authority.as_str(),
             WorkerClient::Unix(_) => "localhost",
         };
-        let uri: Uri = format!("http://{authority}{path}")
-            .parse()
-            .map_err(|err| format!("bad URI: {err}"))?;
+        let uri: Uri = match query {
+            Some(query) => format!("http://{authority}{path}?{query}"),
+            None => format!("http://{authority}{path}"),
+        }
+        .parse()
+        .map_err(|err| format!("bad URI: {err}"))?;
         let mut builder = Request::builder().method(method).uri(uri);
         if let Some(authorization) = &self.authorization {
             builder = builder.header(AUTHORIZATION, authorization.clone());
         }
-        if let Some((name, value)) = extra_header {
+        for (name, value) in headers {
             builder = builder.header(name, value);
         }
         if body.is_some() {

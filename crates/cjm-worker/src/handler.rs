@@ -5,21 +5,24 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cjm_interface::body::{self, BodyError};
-use cjm_interface::wire::{self, ErrorResponse, HealthResponse, StatusResponse};
-use cjm_interface::{json, Call, ConfigMap, ErrorKind, PluginError};
-use http_body_util::{Either, Full};
+use cjm_interface::wire::{self, HealthResponse, StatusResponse};
+use cjm_interface::{json, ConfigMap, ErrorKind, PluginError};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, AUTHORIZATION};
 use hyper::{Method, Request, Response, StatusCode};
 use parking_lot::Mutex;
-use serde::Serialize;
 use serde_json::Value;
 
 use crate::auth::AccessToken;
 use crate::body::ResponseBody;
+use crate::calls::Calls;
 use crate::config_check::ConfigCheck;
 use crate::host::{guarded, CallFailure, PluginHost};
 use crate::proc_stats::CpuSampler;
+use crate::respond::{
+    bytes_response, error_response, failure_response, failure_response_with, json_response,
+    method_not_allowed, too_large, unauthorized,
+};
 
 pub(crate) struct Worker {
     pub(crate) host: PluginHost,
@@ -31,6 +34,8 @@ pub(crate) struct Worker {
     access: Option<AccessToken>,
     cpu: Mutex<CpuSampler>,
     cleaned_up: AtomicBool,
+    /// The calls in flight, for `/cancel` and `/progress`.
+    pub(crate) calls: Arc<Calls>,
 }
 
 impl Worker {
@@ -47,6 +52,7 @@ impl Worker {
             access,
             cpu: Mutex::new(CpuSampler::new()),
             cleaned_up: AtomicBool::new(false),
+            calls: Arc::default(),
         }
     }
 
@@ -85,10 +91,8 @@ pub(crate) async fn handle(
             },
         ),
         wire::PATH_STATS if get => stats(&worker),
-        wire::PATH_CONFIG_SCHEMA if get => {
-            answer(|| guarded(|| Ok(worker.host.read().config_schema())))
-        }
-        wire::PATH_CONFIG if get => answer(|| guarded(|| Ok(worker.host.read().current_config()))),
+        wire::PATH_CONFIG_SCHEMA if get => plugin_value(&worker, |plugin| plugin.config_schema()),
+        wire::PATH_CONFIG if get => plugin_value(&worker, |plugin| plugin.current_config()),
         wire::PATH_INITIALIZE if post => {
             let claim = request.headers().get(wire::CONFIG_CHECKED_HEADER).cloned();
             match read_json::<ConfigMap>(&worker, request).await {
@@ -96,17 +100,10 @@ pub(crate) async fn handle(
                 Err(response) => response,
             }
         }
-        wire::PATH_EXECUTE if post => match read_json::<Call>(&worker, request).await {
-            Ok(call) => answer(|| {
-                let plugin = worker.host.read();
-                guarded(|| plugin.execute(call))
-            }),
-            Err(response) => response,
-        },
-        wire::PATH_EXECUTE_STREAM if post => match read_json::<Call>(&worker, request).await {
-            Ok(call) => execute_stream(worker, call).await,
-            Err(response) => response,
-        },
+        wire::PATH_EXECUTE if post => crate::task::execute(worker, request).await,
+        wire::PATH_EXECUTE_STREAM if post => crate::task::execute_stream(worker, request).await,
+        wire::PATH_CANCEL if post => crate::task::cancel(worker, request).await,
+        wire::PATH_PROGRESS if get => crate::task::progress(worker, request).await,
         wire::PATH_CLEANUP if post => match worker.cleanup_once() {
             Ok(()) => json_response(
                 StatusCode::OK,
@@ -114,14 +111,17 @@ pub(crate) async fn handle(
                     status: String::from("cleaned"),
                 },
             ),
-            Err(failure) => failure_response(StatusCode::INTERNAL_SERVER_ERROR, &failure),
+            Err(failure) => failure_response(worker.host.name(), &failure),
         },
-        wire::PATH_HEALTH | wire::PATH_STATS | wire::PATH_CONFIG_SCHEMA | wire::PATH_CONFIG => {
-            method_not_allowed("GET")
-        }
+        wire::PATH_HEALTH
+        | wire::PATH_STATS
+        | wire::PATH_CONFIG_SCHEMA
+        | wire::PATH_CONFIG
+        | wire::PATH_PROGRESS => method_not_allowed("GET"),
         wire::PATH_INITIALIZE
         | wire::PATH_EXECUTE
         | wire::PATH_EXECUTE_STREAM
+        | wire::PATH_CANCEL
         | wire::PATH_CLEANUP => method_not_allowed("POST"),
         _ => error_response(StatusCode::NOT_FOUND, format!("no endpoint {path}"), None),
     }
@@ -159,9 +159,9 @@ fn initialize(
             },
         ),
         Err(failure @ CallFailure::Plugin(_)) => {
-            failure_response(StatusCode::BAD_REQUEST, &failure)
+            failure_response_with(StatusCode::BAD_REQUEST, worker.host.name(), &failure)
         }
-        Err(failure) => failure_response(StatusCode::INTERNAL_SERVER_ERROR, &failure),
+        Err(failure) => failure_response(worker.host.name(), &failure),
     }
 }
 
@@ -205,44 +205,31 @@ impl ConfigRefusal {
                 Some(ErrorKind::Failed.as_str()),
             ),
             ConfigRefusal::Invalid(violations) => failure_response(
-                StatusCode::BAD_REQUEST,
+                plugin,
                 &CallFailure::Plugin(PluginError::invalid_config(violations)),
             ),
         }
     }
 }
 
-/// Answer a plugin call's JSON result. The call runs right here: every connection
-/// has a thread of its own (see `server.rs`), so a long execution holds up only its
-/// own connection, never `/health` or `/stats` on another.
-fn answer(call: impl FnOnce() -> Result<Value, CallFailure>) -> Response<ResponseBody> {
-    match call() {
+/// A value the plugin reports (its schema, its configuration), as JSON.
+fn plugin_value(
+    worker: &Worker,
+    report: impl FnOnce(&dyn cjm_interface::Plugin) -> Value,
+) -> Response<ResponseBody> {
+    match guarded(|| Ok(report(worker.host.read().as_ref()))) {
         Ok(value) => bytes_response(
             StatusCode::OK,
             wire::CONTENT_TYPE_JSON,
             Bytes::from(json::to_vec(&value)),
         ),
-        Err(failure) => failure_response(StatusCode::INTERNAL_SERVER_ERROR, &failure),
-    }
-}
-
-async fn execute_stream(worker: Arc<Worker>, call: Call) -> Response<ResponseBody> {
-    match crate::stream::start(worker, call).await {
-        Ok(body) => {
-            let mut response = Response::new(Either::Right(body));
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(wire::CONTENT_TYPE_NDJSON),
-            );
-            response
-        }
-        Err(failure) => failure_response(StatusCode::INTERNAL_SERVER_ERROR, &failure),
+        Err(failure) => failure_response(worker.host.name(), &failure),
     }
 }
 
 /// Read a whole request body as JSON of type `T`, refusing bodies over the limit
 /// (413) and bodies that are not valid JSON for `T` (400).
-async fn read_json<T: serde::de::DeserializeOwned>(
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     worker: &Worker,
     request: Request<Incoming>,
 ) -> Result<T, Response<ResponseBody>> {
@@ -271,85 +258,4 @@ async fn read_json<T: serde::de::DeserializeOwned>(
             Some(ErrorKind::InvalidArgument.as_str()),
         )
     })
-}
-
-fn too_large(limit: usize) -> Response<ResponseBody> {
-    error_response(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request body exceeds the worker's limit of {limit} bytes"),
-        None,
-    )
-}
-
-fn unauthorized() -> Response<ResponseBody> {
-    let mut response = error_response(
-        StatusCode::UNAUTHORIZED,
-        String::from(
-            "missing or wrong access token: this worker serves only the host that started it",
-        ),
-        Some("unauthorized"),
-    );
-    response.headers_mut().insert(
-        WWW_AUTHENTICATE,
-        HeaderValue::from_static(wire::AUTHORIZATION_SCHEME),
-    );
-    response
-}
-
-fn method_not_allowed(allowed: &'static str) -> Response<ResponseBody> {
-    let mut response = error_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("method not allowed; use {allowed}"),
-        None,
-    );
-    response
-        .headers_mut()
-        .insert(ALLOW, HeaderValue::from_static(allowed));
-    response
-}
-
-fn failure_response(status: StatusCode, failure: &CallFailure) -> Response<ResponseBody> {
-    let kind = match failure {
-        CallFailure::Plugin(err) => err.kind().as_str(),
-        CallFailure::Panic(_) => "panic",
-    };
-    error_response(status, failure.to_string(), Some(kind))
-}
-
-fn error_response(
-    status: StatusCode,
-    detail: String,
-    kind: Option<&str>,
-) -> Response<ResponseBody> {
-    json_response(
-        status,
-        &ErrorResponse {
-            detail,
-            kind: kind.map(str::to_owned),
-        },
-    )
-}
-
-fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response<ResponseBody> {
-    match serde_json::to_vec(value) {
-        Ok(body) => bytes_response(status, wire::CONTENT_TYPE_JSON, Bytes::from(body)),
-        Err(err) => bytes_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "text/plain",
-            Bytes::from(format!("cannot serialise response: {err}")),
-        ),
-    }
-}
-
-fn bytes_response(
-    status: StatusCode,
-    content_type: &'static str,
-    body: Bytes,
-) -> Response<ResponseBody> {
-    let mut response = Response::new(Either::Left(Full::new(body)));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
 }

@@ -59,6 +59,16 @@ impl std::fmt::Display for CallFailure {
     }
 }
 
+impl CallFailure {
+    /// The failure as a plugin error (a panic is a `fatal` one), and its `kind`.
+    pub(crate) fn as_plugin_error(&self) -> (PluginError, &'static str) {
+        match self {
+            CallFailure::Plugin(err) => (err.clone(), err.kind().as_str()),
+            CallFailure::Panic(_) => (PluginError::failed(self.to_string()), "panic"),
+        }
+    }
+}
+
 /// Run one plugin call, turning a panic into [`CallFailure::Panic`] with its message.
 pub(crate) fn guarded<T>(call: impl FnOnce() -> Result<T, PluginError>) -> Result<T, CallFailure> {
     match catch_unwind(AssertUnwindSafe(call)) {

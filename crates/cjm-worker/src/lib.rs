@@ -38,6 +38,7 @@ mod allocator;
 mod args;
 mod auth;
 mod body;
+mod calls;
 pub mod config;
 mod config_check;
 mod handler;
@@ -46,8 +47,10 @@ mod host;
 mod listener;
 mod parent;
 mod proc_stats;
+mod respond;
 mod server;
 mod stream;
+mod task;
 
 use std::process::ExitCode;
 

@@ -12,12 +12,14 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use cjm_interface::{json, Call};
+use cjm_interface::wire::{JobError, StreamError};
+use cjm_interface::{json, Call, CallControl};
 use hyper::body::{Body, Frame};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use crate::calls::Running;
 use crate::handler::Worker;
 use crate::host::{guarded, CallFailure};
 
@@ -46,6 +48,8 @@ struct Pipe {
 #[derive(Debug, Default)]
 struct Shared {
     pipe: Mutex<Pipe>,
+    /// The call's control: cancelled when the client goes away.
+    control: CallControl,
     /// The body took what was buffered: a producer over the limit may go on.
     drained: Condvar,
     /// A waiting batch is full, or the producer has finished.
@@ -92,10 +96,20 @@ impl LineWriter {
         true
     }
 
-    fn push_error(&mut self, message: &str) {
-        let mut line = serde_json::Map::new();
-        line.insert(String::from("error"), Value::String(message.to_owned()));
-        self.push(&Value::Object(line));
+    /// The stream's last line when it fails: both the original 0.0.20's `error` and
+    /// 0.0.46's `_job_error`, so that hosts of either version see a failure.
+    fn push_failure(&mut self, plugin: &str, failure: &CallFailure) {
+        let (err, _) = failure.as_plugin_error();
+        let line = StreamError {
+            error: failure.to_string(),
+            job_error: Some(JobError::from_plugin_error(&err, plugin)),
+        };
+        match serde_json::to_value(&line) {
+            Ok(line) => {
+                self.push(&line);
+            }
+            Err(err) => tracing::error!("cannot write a stream's error line: {err}"),
+        }
     }
 }
 
@@ -163,19 +177,33 @@ impl Drop for NdjsonBody {
     fn drop(&mut self) {
         self.shared.lock().abandoned = true;
         self.shared.drained.notify_one();
+        // A plugin between chunks (or one that checks) stops at once, not at its
+        // next chunk.
+        self.shared.control.cancel();
     }
 }
 
 /// Start the plugin's stream on a blocking thread. Resolves once the plugin has
-/// started it (`Ok(body)`) or refused it before any chunk (`Err`).
-pub(crate) async fn start(worker: Arc<Worker>, call: Call) -> Result<NdjsonBody, CallFailure> {
-    let shared = Arc::new(Shared::default());
+/// started it (`Ok(body)`) or refused it before any chunk (`Err`). The call counts as
+/// running until the plugin's iterator is done; a client that goes away cancels it.
+pub(crate) async fn start(
+    worker: Arc<Worker>,
+    call: Call,
+    running: Running,
+) -> Result<NdjsonBody, CallFailure> {
+    let shared = Arc::new(Shared {
+        control: running.control(),
+        ..Shared::default()
+    });
+    let call = call.with_control(running.control());
     let mut writer = LineWriter {
         shared: Arc::clone(&shared),
         scratch: Vec::with_capacity(256),
     };
     let (started_sender, started) = oneshot::channel::<Result<(), CallFailure>>();
     tokio::task::spawn_blocking(move || {
+        let _running = running;
+        let name = worker.host.name().to_owned();
         let plugin = worker.host.read();
         let mut chunks = match guarded(|| plugin.execute_stream(call)) {
             Ok(chunks) => chunks,
@@ -195,9 +223,11 @@ pub(crate) async fn start(worker: Arc<Worker>, call: Call) -> Result<NdjsonBody,
                         return;
                     }
                 }
-                Ok(Some(Err(err))) => return writer.push_error(err.message()),
+                Ok(Some(Err(err))) => {
+                    return writer.push_failure(&name, &CallFailure::Plugin(err));
+                }
                 Ok(None) => return,
-                Err(failure) => return writer.push_error(&failure.to_string()),
+                Err(failure) => return writer.push_failure(&name, &failure),
             }
         }
     });

@@ -61,11 +61,20 @@ fn the_worker_answers_like_the_protocol_says() {
         stream.contains("{\"chunk\":1,\"status\":\"streaming\"}\n"),
         "{stream}"
     );
-    // An empty body is an empty call: text is missing, which the plugin reports.
-    assert_eq!(answers[5].0, 500);
+    // An empty body is an empty call: text is missing, which the plugin reports as
+    // the caller's mistake: 400, with the original's typed error beside `detail`.
+    let (status, missing) = &answers[5];
+    assert_eq!(*status, 400);
     assert!(
-        answers[5].1.contains("missing required argument 'text'"),
-        "{}",
-        answers[5].1
+        missing.contains("missing required argument 'text'"),
+        "{missing}"
+    );
+    assert!(
+        missing.contains(r#""_job_error":{"category":"user_input""#),
+        "{missing}"
+    );
+    assert!(
+        missing.contains(r#""kind":"invalid_argument""#),
+        "{missing}"
     );
 }
