@@ -4,6 +4,7 @@
 
 mod exec;
 mod install;
+mod jobs;
 mod list;
 mod logs;
 mod remove;
@@ -33,6 +34,7 @@ enum Command {
     Validate(validate::ValidateCommand),
     Logs(logs::LogsCommand),
     Stats(stats::StatsCommand),
+    Jobs(jobs::JobsCommand),
 }
 
 /// The whole program: parse the command line, run the command, map errors to a
@@ -54,6 +56,7 @@ pub fn main() -> ExitCode {
         Command::Validate(command) => validate::run(command),
         Command::Logs(command) => logs::run(command),
         Command::Stats(command) => stats::run(command),
+        Command::Jobs(command) => jobs::run(command),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cjm_interface::ErrorCategory;
 use cjm_proxy::ProxyError;
 use cjm_scheduling::{Refusal, StatsError};
 use cjm_validation::InvalidConfig;
@@ -106,6 +107,49 @@ pub enum ManagerError {
     /// System statistics could not be read.
     #[error(transparent)]
     Stats(StatsError),
+}
+
+impl ManagerError {
+    /// The failure's category, in the original's words; `None` for a cancelled call,
+    /// which is no failure. What a host does about it: fix the input (`user_input`),
+    /// try again (`transient`), free resources or wait (`resource`), or give up
+    /// (`fatal`). A worker killed by SIGKILL (the kernel's OOM killer sends it) is
+    /// `resource`; a scheduler's refusal is `resource`; an invalid configuration or
+    /// an unknown plugin is `user_input`.
+    pub fn category(&self) -> Option<ErrorCategory> {
+        Some(match self {
+            ManagerError::Plugin(err) => return err.category(),
+            ManagerError::NotDiscovered { .. }
+            | ManagerError::NotLoaded { .. }
+            | ManagerError::Disabled { .. }
+            | ManagerError::InvalidConfig { .. }
+            | ManagerError::AlreadyLoaded { .. } => ErrorCategory::UserInput,
+            ManagerError::Busy { .. } | ManagerError::Timeout { .. } => ErrorCategory::Transient,
+            ManagerError::Refused(_)
+            | ManagerError::NotEnoughGpuMemory { .. }
+            | ManagerError::Stats(_) => ErrorCategory::Resource,
+            ManagerError::NotRunning { .. } | ManagerError::Log { .. } => ErrorCategory::Fatal,
+        })
+    }
+
+    /// Whether trying again may help: the worker's own word when it sent a typed
+    /// error, else the original's default for the category (all but `fatal`).
+    pub fn retriable(&self) -> bool {
+        if let ManagerError::Plugin(ProxyError::Http {
+            job_error: Some(job_error),
+            ..
+        }) = self
+        {
+            return job_error.retriable;
+        }
+        self.category()
+            .is_some_and(ErrorCategory::retriable_by_default)
+    }
+
+    /// Whether the call was cancelled (and stopped), rather than failed.
+    pub fn is_cancellation(&self) -> bool {
+        matches!(self, ManagerError::Plugin(ProxyError::Cancelled { .. }))
+    }
 }
 
 fn known_plugins(known: &[String]) -> String {

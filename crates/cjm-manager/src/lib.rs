@@ -10,6 +10,7 @@
 mod blocking;
 mod discovery;
 mod error;
+pub mod jobs;
 mod launch;
 mod loaded;
 mod manager;
@@ -22,10 +23,10 @@ pub use discovery::{DiscoveredPlugin, Discovery, ManifestProblem, Shadowed};
 pub use error::ManagerError;
 pub use manager::{PluginManager, WorkerInfo};
 pub use options::ManagerOptions;
-pub use policy::{FaultPolicy, OnTimeout, PluginState, PluginStatus, RestartPolicy};
+pub use policy::{FaultPolicy, OnTimeout, PluginState, PluginStatus, RestartPolicy, RetryPolicy};
 pub use stream::PluginStream;
 
-pub use cjm_interface::{Arg, CallArgs, ConfigMap, FileBacked};
+pub use cjm_interface::{Arg, CallArgs, ConfigMap, ErrorCategory, FileBacked};
 pub use cjm_metadata::{CjmHome, Manifest, PluginMeta};
 pub use cjm_proxy::{Endpoint, ProxyError};
 pub use cjm_scheduling::{

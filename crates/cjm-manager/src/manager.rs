@@ -19,10 +19,12 @@ use crate::{ManagerError, ManagerOptions};
 
 mod eviction;
 mod execution;
+mod for_jobs;
 mod lifecycle;
 mod recovery;
 mod telemetry;
 
+pub(crate) use for_jobs::JobExecution;
 use telemetry::ManagerStats;
 
 /// Manages plugin discovery, loading and execution, each plugin in its own worker

@@ -19,6 +19,9 @@ pub struct FaultPolicy {
     pub on_timeout: OnTimeout,
     /// Whether a dead worker is started again.
     pub restart: RestartPolicy,
+    /// Whether a call that failed with a `transient` error (the plugin said so, or
+    /// the connection broke) is made again.
+    pub retry: RetryPolicy,
 }
 
 impl FaultPolicy {
@@ -38,6 +41,50 @@ impl FaultPolicy {
     pub fn with_restart(mut self, restart: RestartPolicy) -> Self {
         self.restart = restart;
         self
+    }
+
+    /// This policy with `retry` for calls that failed with a transient error.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+}
+
+/// Making a call again after a `transient` failure (never after other ones: a
+/// caller's mistake or a plugin's bug fails the same way again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetryPolicy {
+    /// Attempts after the first (0: none, the default).
+    pub attempts: u32,
+    /// Wait before the first retry; doubled for each further one.
+    pub backoff: Duration,
+}
+
+impl RetryPolicy {
+    /// No retries (the default).
+    pub const NEVER: RetryPolicy = RetryPolicy {
+        attempts: 0,
+        backoff: Duration::from_millis(100),
+    };
+
+    /// Up to `attempts` retries, the first after `backoff`.
+    pub fn up_to(attempts: u32, backoff: Duration) -> Self {
+        RetryPolicy { attempts, backoff }
+    }
+
+    /// The wait before retry number `retry` (1 for the first), at most a minute.
+    pub fn delay_before(&self, retry: u32) -> Duration {
+        let doublings = retry.saturating_sub(1).min(31);
+        self.backoff
+            .saturating_mul(1u32 << doublings)
+            .min(Duration::from_secs(60))
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy::NEVER
     }
 }
 

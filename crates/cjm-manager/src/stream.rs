@@ -1,10 +1,11 @@
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use cjm_interface::wire;
-use cjm_proxy::{ChunkStream, ProxyError};
+use cjm_proxy::{ChunkStream, ProxyError, RemotePluginProxy};
 use futures_core::Stream;
 use serde_json::Value;
 use tokio::time::{Instant, Sleep};
@@ -24,6 +25,9 @@ pub struct PluginStream {
     chunk_timeout: Option<(Duration, Pin<Box<Sleep>>)>,
     on_timeout: OnTimeout,
     ended: bool,
+    /// The worker and the call's id there, for `cancel`.
+    proxy: Arc<RemotePluginProxy>,
+    call_id: String,
 }
 
 impl PluginStream {
@@ -32,6 +36,8 @@ impl PluginStream {
         guard: ExecutionGuard,
         chunk_timeout: Option<Duration>,
         on_timeout: OnTimeout,
+        proxy: Arc<RemotePluginProxy>,
+        call_id: String,
     ) -> Self {
         PluginStream {
             chunks,
@@ -39,7 +45,22 @@ impl PluginStream {
             chunk_timeout: chunk_timeout.map(|limit| (limit, Box::pin(tokio::time::sleep(limit)))),
             on_timeout,
             ended: false,
+            proxy,
+            call_id,
         }
+    }
+
+    /// Ask the plugin to stop producing: a plugin that checks ends the stream with a
+    /// [`ProxyError::Cancelled`] (dropping the stream also stops it, without waiting
+    /// for it to say so). Whether the worker could be asked.
+    pub async fn cancel(&self) -> Result<bool, ProxyError> {
+        let answer = self.proxy.cancel(Some(&self.call_id)).await?;
+        Ok(answer.status == "cancelled")
+    }
+
+    /// The id of the stream's call on its worker.
+    pub fn call_id(&self) -> &str {
+        &self.call_id
     }
 
     /// The next chunk; `None` at the end. An error ends the stream; so does a wait

@@ -64,6 +64,11 @@ impl CjmHome {
         self.logs_dir().join(format!("{name}.log"))
     }
 
+    /// The job journal (SQLite): every job submitted, and how it ended.
+    pub fn journal_path(&self) -> PathBuf {
+        self.root.join("jobs.sqlite3")
+    }
+
     /// Where manifests are looked for, first match wins: the project's
     /// `./.cjm/plugins`, then the global `plugins/`.
     pub fn default_search_paths(&self) -> Vec<PathBuf> {

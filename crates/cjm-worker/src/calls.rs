@@ -1,7 +1,7 @@
 //! The calls in flight on this worker, by id: what `/cancel` stops and `/progress`
 //! reports on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -14,9 +14,15 @@ pub(crate) struct Calls {
     /// The call that started last, running or not: what `/progress` without an id
     /// reports on, as the original's plugin-wide progress does.
     latest: Mutex<Option<CallControl>>,
+    /// Calls that ended lately, so that a watcher asking just after the end still
+    /// gets the last report and learns that the call has ended.
+    ended: Mutex<VecDeque<CallControl>>,
     /// For calls sent without an id.
     next_anonymous: AtomicU64,
 }
+
+/// Ended calls remembered.
+const ENDED_KEPT: usize = 64;
 
 /// A call in flight. Dropping it (however the call ended) marks the call finished
 /// and forgets it.
@@ -36,6 +42,11 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.control.finish();
         self.calls.in_flight.lock().remove(self.control.id());
+        let mut ended = self.calls.ended.lock();
+        if ended.len() == ENDED_KEPT {
+            ended.pop_front();
+        }
+        ended.push_back(self.control.clone());
     }
 }
 
@@ -83,12 +94,21 @@ impl Calls {
         Cancelled::Calls(count)
     }
 
-    /// The call `id` if it is in flight, else (no id) the latest call.
+    /// The call `id` if it is in flight or ended lately, else (no id) the latest
+    /// call.
     pub(crate) fn find(&self, id: Option<&str>) -> Option<CallControl> {
-        match id {
-            Some(id) => self.in_flight.lock().get(id).cloned(),
-            None => self.latest.lock().clone(),
+        let Some(id) = id else {
+            return self.latest.lock().clone();
+        };
+        if let Some(control) = self.in_flight.lock().get(id) {
+            return Some(control.clone());
         }
+        self.ended
+            .lock()
+            .iter()
+            .rev()
+            .find(|control| control.id() == id)
+            .cloned()
     }
 }
 
@@ -112,7 +132,15 @@ mod tests {
         assert_eq!(calls.cancel(None), Cancelled::Calls(2));
         assert!(second.control().is_cancelled());
         drop(first);
-        assert!(calls.find(Some("a")).is_none());
+        // Ended: still found for a while, as ended.
+        assert!(calls
+            .find(Some("a"))
+            .is_some_and(|control| control.progress().finished));
+        assert_eq!(
+            calls.cancel(Some("a")),
+            Cancelled::Unknown(String::from("a"))
+        );
+        assert!(calls.find(Some("never")).is_none());
         // The latest call is still reported on after it ended.
         drop(second);
         assert!(calls

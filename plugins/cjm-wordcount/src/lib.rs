@@ -2,13 +2,14 @@
 //!
 //! It is the example of a plugin doing real work on a file-backed input: the host
 //! passes only the file's path, and the plugin reads the file a chunk at a time, so
-//! memory stays bounded by `chunk_bytes` however large the file is. The streaming form
-//! reports progress after every chunk.
+//! memory stays bounded by `chunk_bytes` however large the file is. After every chunk
+//! it reports its progress to the host (and the streaming form yields it as a chunk
+//! too), and it stops there when the host has cancelled the call.
 
 use std::fs::File;
 use std::io::{self, Read};
 
-use cjm_interface::{Call, ChunkIter, ConfigMap, Plugin, PluginError};
+use cjm_interface::{Call, CallControl, ChunkIter, ConfigMap, Plugin, PluginError};
 use cjm_metadata::ResourceRequirements;
 use cjm_worker::About;
 use schemars::JsonSchema;
@@ -123,6 +124,8 @@ pub struct WordCountStream<R = File> {
     counter: Counter,
     total_bytes: u64,
     file_path: String,
+    /// The call's: progress goes there, and cancellation comes from there.
+    control: CallControl,
 }
 
 impl WordCountStream<File> {
@@ -159,7 +162,14 @@ impl<R: Read> WordCountStream<R> {
             counter: Counter::default(),
             total_bytes,
             file_path: file_path.to_owned(),
+            control: CallControl::default(),
         }
+    }
+
+    /// Report progress to, and stop when cancelled through, `control`.
+    pub fn with_control(mut self, control: CallControl) -> Self {
+        self.control = control;
+        self
     }
 
     /// Read and count the next chunk; `Ok(false)` at end of file. Ends the stream at
@@ -175,6 +185,21 @@ impl<R: Read> WordCountStream<R> {
             }
             Ok(n) => {
                 self.counter.feed(&self.buf[..n]);
+                let read = self.counter.counts().bytes;
+                let fraction = if self.total_bytes == 0 {
+                    -1.0
+                } else {
+                    read as f64 / self.total_bytes as f64
+                };
+                self.control.report_progress(
+                    fraction,
+                    format!("counted {read} of {} bytes", self.total_bytes),
+                );
+                // Between chunks is where stopping is safe and cheap.
+                if let Err(cancelled) = self.control.check_cancelled() {
+                    self.finish();
+                    return Err(cancelled);
+                }
                 Ok(true)
             }
             Err(err) => {
@@ -265,7 +290,10 @@ impl WordCountPlugin {
     fn open(&self, call: &Call) -> Result<WordCountStream, PluginError> {
         call.reject_unknown_kwargs(&["file_path"])?;
         let file_path: String = call.required(0, "file_path")?;
-        WordCountStream::open(&file_path, self.config.chunk_bytes)
+        Ok(
+            WordCountStream::open(&file_path, self.config.chunk_bytes)?
+                .with_control(call.control()),
+        )
     }
 }
 
@@ -319,6 +347,31 @@ mod tests {
     #[test]
     fn the_defaults_satisfy_the_schema() {
         cjm_worker::config::check_defaults::<WordCountConfig>().unwrap();
+    }
+
+    #[test]
+    fn reports_progress_per_chunk_and_stops_at_the_next_chunk_once_cancelled() {
+        let text = "abc ".repeat(CHUNK); // four chunks exactly
+        let control = CallControl::new("c");
+        let mut stream =
+            WordCountStream::from_reader(text.as_bytes(), text.len() as u64, "text", CHUNK)
+                .with_control(control.clone());
+        assert!(stream.next().unwrap().is_ok());
+        let first = control.progress();
+        assert_eq!((first.seq, first.fraction), (1, 0.25));
+        assert!(first.message.contains(&format!("of {} bytes", text.len())));
+        control.cancel();
+        let err = stream.next().unwrap().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Cancelled);
+        assert!(
+            stream.next().is_none(),
+            "the stream ends after the cancellation"
+        );
+        assert_eq!(
+            stream.counts().bytes,
+            2 * CHUNK as u64,
+            "one more chunk, not more"
+        );
     }
 
     const CHUNK: usize = MIN_CHUNK_BYTES;

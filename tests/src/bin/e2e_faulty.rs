@@ -1,7 +1,9 @@
 #![allow(clippy::print_stderr)] // a fixture: its stderr is the log the test reads back
 //! A plugin that misbehaves on request, for fault tests: `execute(action, ..)` with
-//! action `panic`, `sleep` (ms), `exit` (code), `spawn_child` (starts `sleep` and
-//! returns its pid), `pid`, `nan` (a result holding NaN). `execute_stream` with kwarg
+//! action `panic`, `sleep` (ms; deaf to cancellation), `exit` (code), `spawn_child`
+//! (starts `sleep` and returns its pid), `pid`, `nan` (a result holding NaN),
+//! `transient` / `resource` (fail with that category), `flaky` (file, n: fails
+//! transiently until called the n-th time, counting in the file). `execute_stream` with kwarg
 //! `progress_file` streams without end, writing the count of chunks produced to that
 //! file, one chunk each `interval_ms`. With plugin argument `--crash-at-start` it
 //! exits before serving, with `--crash-at-start-if PATH` only while PATH exists;
@@ -58,6 +60,22 @@ impl Plugin for Faulty {
                 Ok(json!({"child_pid": child.id()}))
             }
             "pid" => Ok(json!({"pid": std::process::id()})),
+            "transient" => Err(PluginError::transient("the service is busy").with_retry_after(0.5)),
+            "resource" => Err(PluginError::resource("out of GPU memory")),
+            "flaky" => {
+                let file: String = call.required(1, "file")?;
+                let succeed_at: u64 = call.required(2, "n")?;
+                let calls = std::fs::read_to_string(&file)
+                    .ok()
+                    .and_then(|text| text.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+                    + 1;
+                std::fs::write(&file, calls.to_string())?;
+                if calls < succeed_at {
+                    return Err(PluginError::transient(format!("busy (call {calls})")));
+                }
+                Ok(json!({"calls": calls}))
+            }
             // serde_json turns a NaN into null as the Value is built: what a native
             // plugin returns is always serialisable.
             "nan" => Ok(json!({"value": f64::NAN})),

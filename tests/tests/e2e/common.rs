@@ -17,6 +17,7 @@ pub const SYSMON: &str = env!("CARGO_BIN_EXE_e2e-sysmon");
 pub const HOST: &str = env!("CARGO_BIN_EXE_e2e-host");
 pub const CTL: &str = env!("CARGO_BIN_EXE_e2e-ctl");
 pub const GREETER: &str = env!("CARGO_BIN_EXE_e2e-greeter");
+pub const JOBS_HOST: &str = env!("CARGO_BIN_EXE_e2e-jobs-host");
 pub const README_HOST: &str = env!("CARGO_BIN_EXE_readme-host");
 
 pub struct TestHome {

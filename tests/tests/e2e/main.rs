@@ -12,6 +12,7 @@ mod ctl;
 mod faults;
 mod fuzz;
 mod install;
+mod jobs;
 mod protocol;
 mod python_env;
 mod python_interop;

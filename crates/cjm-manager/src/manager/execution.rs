@@ -56,7 +56,8 @@ impl PluginManager {
     ) -> Result<PluginStream, ManagerError> {
         let (proxy, execution) = self.begin_execution(name).await?;
         let limit = self.call_timeout(name, None);
-        let started = proxy.execute_stream(call);
+        let call_id = stream_call_id();
+        let started = proxy.execute_stream_as(call, Some(&call_id));
         let chunks = match limit {
             None => started.await?,
             Some(limit) => match tokio::time::timeout(limit, started).await {
@@ -65,13 +66,15 @@ impl PluginManager {
             },
         };
         let on_timeout = self.shared.options.fault_policy_for(name).on_timeout;
-        Ok(PluginStream::new(chunks, execution, limit, on_timeout))
+        Ok(PluginStream::new(
+            chunks, execution, limit, on_timeout, proxy, call_id,
+        ))
     }
 
     /// Claim the plugin, have the execution admitted, and bring its worker up if it is
     /// stopped or dead (as its restart policy allows). Admission comes first: a worker
     /// started now takes memory the admission has reserved for it.
-    async fn begin_execution(
+    pub(super) async fn begin_execution(
         &self,
         name: &str,
     ) -> Result<(Arc<RemotePluginProxy>, ExecutionGuard), ManagerError> {
@@ -101,4 +104,11 @@ impl PluginManager {
         };
         Ok(ExecutionGuard::begin(claim, scheduler, reservation, meta))
     }
+}
+
+/// A fresh id for a stream's call, by which [`PluginStream::cancel`] names it.
+fn stream_call_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("stream-{}-{n}", std::process::id())
 }

@@ -1,0 +1,507 @@
+//! The job journal: every submission and outcome in an SQLite file under `CJM_HOME`,
+//! so that a host that crashed can say which jobs were cut short, and `cjm-ctl jobs`
+//! can list recent ones.
+//!
+//! Writes never wait on the disk: they go to a thread of their own over a channel,
+//! which applies whatever has piled up in one transaction.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use super::model::{Cancellation, JobState};
+
+/// A journal that cannot be opened, written or read.
+#[derive(Debug, thiserror::Error)]
+#[error("job journal {}: {what}", path.display())]
+pub struct JournalError {
+    /// The journal file.
+    pub path: PathBuf,
+    /// What failed.
+    pub what: String,
+    /// Why.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// One job as the journal holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalEntry {
+    /// `<session>-<number>`: unique across hosts and restarts.
+    pub id: String,
+    /// The plugin it ran.
+    pub plugin: String,
+    /// Its priority.
+    pub priority: i32,
+    /// Its last known state.
+    pub state: JobState,
+    /// Seconds since the Unix epoch.
+    pub submitted_at: f64,
+    /// When it was sent to the worker.
+    pub started_at: Option<f64>,
+    /// When it ended.
+    pub finished_at: Option<f64>,
+    /// `user_input`, `transient`, `resource` or `fatal`, for a failed job.
+    pub error_category: Option<String>,
+    /// The error, for a failed job.
+    pub error: Option<String>,
+    /// How it was cancelled, for a cancelled one.
+    pub cancellation: Option<String>,
+    /// The host process that ran it.
+    pub host_pid: u32,
+}
+
+impl JournalEntry {
+    /// How long it ran (from start, or from submission if it never started).
+    pub fn duration(&self) -> Option<Duration> {
+        let end = self.finished_at?;
+        let from = self.started_at.unwrap_or(self.submitted_at);
+        Some(Duration::from_secs_f64((end - from).max(0.0)))
+    }
+}
+
+/// What the job queue records.
+#[derive(Debug)]
+pub(crate) enum Record {
+    Submitted {
+        id: String,
+        plugin: String,
+        priority: i32,
+        at: SystemTime,
+    },
+    State {
+        id: String,
+        state: JobState,
+        at: SystemTime,
+    },
+    Failed {
+        id: String,
+        category: String,
+        message: String,
+        at: SystemTime,
+    },
+    Cancelled {
+        id: String,
+        how: Cancellation,
+        at: SystemTime,
+    },
+    /// Answered once everything recorded before it is written.
+    Synced(std::sync::mpsc::SyncSender<()>),
+}
+
+/// The writing end; dropping it writes what is pending and closes the file.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    sender: Option<mpsc::Sender<Record>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    session TEXT NOT NULL,
+    host_pid INTEGER NOT NULL,
+    plugin TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    submitted_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    error_category TEXT,
+    error TEXT,
+    cancellation TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_by_submission ON jobs (submitted_at);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    host_pid INTEGER NOT NULL,
+    host_started TEXT NOT NULL
+);
+";
+
+/// A host's identity: its pid and when that process started, so that a reused pid
+/// is not mistaken for the same host.
+fn host_identity(pid: u32) -> Option<String> {
+    use procfs_core::FromRead;
+    let stat = procfs_core::process::Stat::from_file(format!("/proc/{pid}/stat")).ok()?;
+    Some(stat.starttime.to_string())
+}
+
+fn open(path: &Path, flags: OpenFlags) -> Result<Connection, JournalError> {
+    let failed = |what: &str| {
+        let what = what.to_owned();
+        move |source: rusqlite::Error| JournalError {
+            path: path.to_owned(),
+            what,
+            source: Box::new(source),
+        }
+    };
+    let connection = Connection::open_with_flags(path, flags).map_err(failed("cannot open it"))?;
+    // Several hosts (a server, `cjm-ctl exec`) may share one CJM_HOME.
+    connection
+        .busy_timeout(Duration::from_secs(5))
+        .map_err(failed("cannot set its busy timeout"))?;
+    Ok(connection)
+}
+
+impl Journal {
+    /// Open (creating it if needed) the journal at `path` for session `session`, and
+    /// mark the jobs of hosts that are gone, left queued or running, as interrupted.
+    /// Returns the journal and those jobs.
+    pub(crate) fn open(
+        path: &Path,
+        session: &str,
+    ) -> Result<(Journal, Vec<JournalEntry>), JournalError> {
+        if let Some(folder) = path.parent() {
+            // A missing folder shows in the open error below.
+            let _ = std::fs::create_dir_all(folder);
+        }
+        let mut connection = open(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
+        let failed = |what: &str| {
+            let what = what.to_owned();
+            move |source: rusqlite::Error| JournalError {
+                path: path.to_owned(),
+                what,
+                source: Box::new(source),
+            }
+        };
+        connection
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .and_then(|()| connection.execute_batch(SCHEMA))
+            .map_err(failed("cannot set it up"))?;
+        let interrupted = mark_interrupted(&mut connection).map_err(failed(
+            "cannot mark the jobs of hosts that are gone as interrupted",
+        ))?;
+        let pid = std::process::id();
+        connection
+            .execute(
+                "INSERT OR REPLACE INTO sessions (id, host_pid, host_started) VALUES (?1, ?2, ?3)",
+                params![session, pid, host_identity(pid).unwrap_or_default()],
+            )
+            .map_err(failed("cannot record this host's session"))?;
+        let (sender, records) = mpsc::channel();
+        let session = session.to_owned();
+        let writer = std::thread::Builder::new()
+            .name(String::from("cjm-journal"))
+            .spawn(move || write_loop(connection, &session, pid, &records))
+            .map_err(|source| JournalError {
+                path: path.to_owned(),
+                what: String::from("cannot start its writer thread"),
+                source: Box::new(source),
+            })?;
+        Ok((
+            Journal {
+                sender: Some(sender),
+                writer: Some(writer),
+            },
+            interrupted,
+        ))
+    }
+
+    /// Wait until everything recorded so far is written (on a blocking thread).
+    pub(crate) async fn sync(&self) {
+        let (written, wait) = mpsc::sync_channel(1);
+        self.record(Record::Synced(written));
+        let _ = tokio::task::spawn_blocking(move || wait.recv()).await;
+    }
+
+    /// Record, without waiting for the disk.
+    pub(crate) fn record(&self, record: Record) {
+        if let Some(sender) = &self.sender {
+            if sender.send(record).is_err() {
+                tracing::warn!("the job journal's writer is gone; a record was lost");
+            }
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer once it has written everything.
+        drop(self.sender.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn write_loop(
+    mut connection: Connection,
+    session: &str,
+    pid: u32,
+    records: &mpsc::Receiver<Record>,
+) {
+    while let Ok(first) = records.recv() {
+        let mut batch = vec![first];
+        batch.extend(records.try_iter());
+        if let Err(err) = write_batch(&mut connection, session, pid, &batch) {
+            tracing::warn!(
+                "cannot write {} record(s) to the job journal: {err}",
+                batch.len()
+            );
+        }
+        for record in batch {
+            if let Record::Synced(written) = record {
+                let _ = written.send(());
+            }
+        }
+    }
+}
+
+fn seconds(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|since| since.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn write_batch(
+    connection: &mut Connection,
+    session: &str,
+    pid: u32,
+    batch: &[Record],
+) -> rusqlite::Result<()> {
+    let transaction = connection.transaction()?;
+    for record in batch {
+        match record {
+            Record::Submitted {
+                id,
+                plugin,
+                priority,
+                at,
+            } => {
+                transaction.execute(
+                    "INSERT OR REPLACE INTO jobs (id, session, host_pid, plugin, priority, state, submitted_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
+                    params![id, session, pid, plugin, priority, seconds(*at)],
+                )?;
+            }
+            Record::State { id, state, at } => {
+                let started = (*state == JobState::Running).then(|| seconds(*at));
+                let finished = state.is_final().then(|| seconds(*at));
+                transaction.execute(
+                    "UPDATE jobs SET state = ?2,
+                         started_at = COALESCE(?3, started_at),
+                         finished_at = COALESCE(?4, finished_at)
+                     WHERE id = ?1",
+                    params![id, state.as_str(), started, finished],
+                )?;
+            }
+            Record::Failed {
+                id,
+                category,
+                message,
+                at,
+            } => {
+                transaction.execute(
+                    "UPDATE jobs SET state = 'failed', error_category = ?2, error = ?3, finished_at = ?4
+                     WHERE id = ?1",
+                    params![id, category, message, seconds(*at)],
+                )?;
+            }
+            Record::Synced(_) => {}
+            Record::Cancelled { id, how, at } => {
+                transaction.execute(
+                    "UPDATE jobs SET state = 'cancelled', cancellation = ?2, finished_at = ?3
+                     WHERE id = ?1",
+                    params![id, how.as_str(), seconds(*at)],
+                )?;
+            }
+        }
+    }
+    transaction.commit()
+}
+
+/// Sessions whose host is gone: their unfinished jobs become `interrupted`.
+fn mark_interrupted(connection: &mut Connection) -> rusqlite::Result<Vec<JournalEntry>> {
+    let transaction = connection.transaction()?;
+    let sessions: Vec<(String, u32, String)> = transaction
+        .prepare("SELECT id, host_pid, host_started FROM sessions")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut interrupted = Vec::new();
+    let now = seconds(SystemTime::now());
+    for (session, pid, started) in sessions {
+        if host_identity(pid).is_some_and(|now_started| now_started == started) {
+            continue; // that host still runs
+        }
+        let unfinished: Vec<JournalEntry> = transaction
+            .prepare(&format!(
+                "{SELECT} WHERE session = ?1 AND state IN ('queued', 'admitted', 'running')"
+            ))?
+            .query_map(params![session], entry)?
+            .collect::<rusqlite::Result<_>>()?;
+        transaction.execute(
+            "UPDATE jobs SET state = 'interrupted', finished_at = ?2
+             WHERE session = ?1 AND state IN ('queued', 'admitted', 'running')",
+            params![session, now],
+        )?;
+        transaction.execute("DELETE FROM sessions WHERE id = ?1", params![session])?;
+        interrupted.extend(unfinished.into_iter().map(|mut job| {
+            job.state = JobState::Interrupted;
+            job.finished_at = Some(now);
+            job
+        }));
+    }
+    transaction.commit()?;
+    Ok(interrupted)
+}
+
+const SELECT: &str = "SELECT id, plugin, priority, state, submitted_at, started_at, finished_at,
+    error_category, error, cancellation, host_pid FROM jobs";
+
+fn entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<JournalEntry> {
+    let state: String = row.get(3)?;
+    Ok(JournalEntry {
+        id: row.get(0)?,
+        plugin: row.get(1)?,
+        priority: row.get(2)?,
+        state: JobState::from_name(&state).unwrap_or(JobState::Interrupted),
+        submitted_at: row.get(4)?,
+        started_at: row.get(5)?,
+        finished_at: row.get(6)?,
+        error_category: row.get(7)?,
+        error: row.get(8)?,
+        cancellation: row.get(9)?,
+        host_pid: row.get(10)?,
+    })
+}
+
+/// The `limit` most recent jobs of the journal at `path`, newest first; nothing
+/// when there is no journal yet. Read only: a running host's journal is untouched.
+pub fn recent_jobs(path: &Path, limit: usize) -> Result<Vec<JournalEntry>, JournalError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let connection = open(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let read = || -> rusqlite::Result<Vec<JournalEntry>> {
+        let has_jobs: Option<String> = connection
+            .query_row(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'jobs'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if has_jobs.is_none() {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        connection
+            .prepare(&format!(
+                "{SELECT} ORDER BY submitted_at DESC, rowid DESC LIMIT ?1"
+            ))?
+            .query_map(params![limit], entry)?
+            .collect()
+    };
+    read().map_err(|source| JournalError {
+        path: path.to_owned(),
+        what: String::from("cannot read it"),
+        source: Box::new(source),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_written_off_the_caller_and_read_back_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite3");
+        let (journal, interrupted) = Journal::open(&path, "s1").unwrap();
+        assert!(interrupted.is_empty());
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000);
+        for (n, plugin) in ["a", "b"].iter().enumerate() {
+            journal.record(Record::Submitted {
+                id: format!("s1-{n}"),
+                plugin: (*plugin).to_owned(),
+                priority: n as i32,
+                at: t0 + Duration::from_secs(n as u64),
+            });
+        }
+        journal.record(Record::State {
+            id: String::from("s1-0"),
+            state: JobState::Running,
+            at: t0 + Duration::from_secs(5),
+        });
+        journal.record(Record::Failed {
+            id: String::from("s1-0"),
+            category: String::from("transient"),
+            message: String::from("busy"),
+            at: t0 + Duration::from_secs(7),
+        });
+        drop(journal); // everything written
+        let jobs = recent_jobs(&path, 10).unwrap();
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[0].id, "s1-1");
+        assert_eq!(jobs[1].state, JobState::Failed);
+        assert_eq!(jobs[1].error_category.as_deref(), Some("transient"));
+        assert_eq!(jobs[1].duration(), Some(Duration::from_secs(2)));
+        assert_eq!(recent_jobs(&path, 1).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_unfinished_jobs_of_a_host_that_is_gone_are_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite3");
+        // A host that has exited: its session names a pid that no longer runs.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        gone.wait().unwrap();
+        {
+            let connection = Connection::open(&path).unwrap();
+            connection.execute_batch(SCHEMA).unwrap();
+            connection
+                .execute(
+                    "INSERT INTO sessions VALUES ('old', ?1, 'x')",
+                    params![gone_pid],
+                )
+                .unwrap();
+            for (id, state) in [
+                ("old-1", "running"),
+                ("old-2", "succeeded"),
+                ("old-3", "queued"),
+            ] {
+                connection
+                    .execute(
+                        "INSERT INTO jobs (id, session, host_pid, plugin, priority, state, submitted_at)
+                         VALUES (?1, 'old', ?2, 'p', 0, ?3, 1.0)",
+                        params![id, gone_pid, state],
+                    )
+                    .unwrap();
+            }
+        }
+        let (_journal, interrupted) = Journal::open(&path, "new").unwrap();
+        let mut ids: Vec<&str> = interrupted.iter().map(|job| job.id.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["old-1", "old-3"]);
+        let states: Vec<(String, JobState)> = recent_jobs(&path, 10)
+            .unwrap()
+            .into_iter()
+            .map(|job| (job.id, job.state))
+            .collect();
+        assert!(states.contains(&(String::from("old-2"), JobState::Succeeded)));
+        assert!(states.contains(&(String::from("old-1"), JobState::Interrupted)));
+        // A second host opening it now finds nothing more to mark.
+        let (_again, none) = Journal::open(&path, "newer").unwrap();
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_journal_that_cannot_be_opened_names_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocked = dir.path().join("file");
+        std::fs::write(&blocked, "").unwrap();
+        let err = Journal::open(&blocked.join("jobs.sqlite3"), "s").unwrap_err();
+        assert!(err.to_string().contains("jobs.sqlite3"), "{err}");
+        assert_eq!(
+            recent_jobs(&dir.path().join("none.sqlite3"), 5).unwrap(),
+            []
+        );
+    }
+}

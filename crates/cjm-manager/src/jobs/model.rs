@@ -1,0 +1,182 @@
+//! What a job is, as callers see it: its id, state, status and events.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use cjm_interface::ErrorCategory;
+use serde_json::Value;
+
+/// A job's number, unique within its [`Jobs`](super::Jobs); the journal adds the
+/// session to make it unique across hosts and restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(pub u64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "job-{}", self.0)
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum JobState {
+    /// Waiting for its turn (priority, the plugin's limit on jobs at once).
+    Queued,
+    /// Its turn came: being admitted by the scheduler and its worker made ready.
+    Admitted,
+    /// Sent to the worker.
+    Running,
+    /// Ended with a result.
+    Succeeded,
+    /// Ended with an error; see [`JobStatus::failure`].
+    Failed,
+    /// Cancelled; see [`JobStatus::cancelled`] for how.
+    Cancelled,
+    /// Was queued or running when its host ended (found in the journal).
+    Interrupted,
+}
+
+impl JobState {
+    /// The state's name, as the journal and `cjm-ctl jobs` show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Admitted => "admitted",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+            JobState::Interrupted => "interrupted",
+        }
+    }
+
+    /// The state of a name; `None` for one it does not know.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            JobState::Queued,
+            JobState::Admitted,
+            JobState::Running,
+            JobState::Succeeded,
+            JobState::Failed,
+            JobState::Cancelled,
+            JobState::Interrupted,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == name)
+    }
+
+    /// Whether the job has ended (for good).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled | JobState::Interrupted
+        )
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a job was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cancellation {
+    /// Before it started: it never ran.
+    WhileQueued,
+    /// The plugin stopped when asked.
+    Cooperative,
+    /// The plugin did not stop in time (or cannot be asked): its worker was killed
+    /// and started again with its configuration.
+    Forced,
+}
+
+impl Cancellation {
+    /// The name the journal uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cancellation::WhileQueued => "queued",
+            Cancellation::Cooperative => "cooperative",
+            Cancellation::Forced => "forced",
+        }
+    }
+}
+
+/// Why a job failed: what the manager or the plugin said, and what it means.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobFailure {
+    /// `user_input`, `transient`, `resource` or `fatal`.
+    pub category: ErrorCategory,
+    /// Whether trying again may help.
+    pub retriable: bool,
+    /// The error, with its causes.
+    pub message: String,
+}
+
+/// A job as [`Jobs::status`](super::Jobs::status) reports it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct JobStatus {
+    /// The job.
+    pub id: JobId,
+    /// The plugin it runs.
+    pub plugin: String,
+    /// Its priority as submitted (higher goes first).
+    pub priority: i32,
+    /// Where it is.
+    pub state: JobState,
+    /// Its latest progress report: fraction (negative: cannot tell) and message.
+    pub progress: Option<(f64, String)>,
+    /// When it was submitted, admitted, sent to the worker and ended.
+    pub submitted_at: SystemTime,
+    /// When its turn came.
+    pub admitted_at: Option<SystemTime>,
+    /// When it was sent to the worker.
+    pub started_at: Option<SystemTime>,
+    /// When it ended.
+    pub finished_at: Option<SystemTime>,
+    /// Attempts made (more than one after transient failures were retried).
+    pub attempts: u32,
+    /// Why it failed, when it did.
+    pub failure: Option<JobFailure>,
+    /// How it was cancelled, when it was.
+    pub cancelled: Option<Cancellation>,
+}
+
+/// A job's end, as [`Jobs::wait`](super::Jobs::wait) returns it: its final status and
+/// its result (`None` unless it succeeded).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobOutcome {
+    /// The final status.
+    pub status: JobStatus,
+    /// The plugin's result, when the job succeeded.
+    pub result: Option<Value>,
+}
+
+/// A change of a job, as [`Jobs::events`](super::Jobs::events) delivers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobEvent {
+    /// The job.
+    pub job: JobId,
+    /// Its plugin.
+    pub plugin: String,
+    /// What happened.
+    pub change: JobChange,
+}
+
+/// What happened to a job.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum JobChange {
+    /// It entered a new state (the status holds the details).
+    State(JobState),
+    /// It reported progress.
+    Progress {
+        /// 0.0 to 1.0; negative: cannot tell.
+        fraction: f64,
+        /// What it is doing.
+        message: String,
+    },
+}

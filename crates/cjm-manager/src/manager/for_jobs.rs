@@ -1,0 +1,133 @@
+//! The narrow interface the job queue (`crate::jobs`) uses: an admitted execution to
+//! run a call on, and the forced stop of a plugin's worker. Nothing else of the
+//! manager is the queue's business.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cjm_interface::CallArgs;
+use cjm_metadata::Launch;
+use cjm_proxy::{ProxyError, RemotePluginProxy};
+use serde_json::Value;
+
+use super::lifecycle::Replacement;
+use super::PluginManager;
+use crate::loaded::ExecutionGuard;
+use crate::{FaultPolicy, ManagerError};
+
+/// How a watcher learns of a call's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProgressFeed {
+    /// Our workers: `/progress` answers at the next report (long poll).
+    Push,
+    /// The original's Python worker: `/progress` answers at once; ask again.
+    Poll,
+}
+
+/// An execution the scheduler has admitted, on a running worker. The admission (and
+/// its reservation) lasts until this is dropped.
+#[derive(Debug)]
+pub(crate) struct JobExecution {
+    pub(crate) proxy: Arc<RemotePluginProxy>,
+    pub(crate) feed: ProgressFeed,
+    pub(crate) policy: FaultPolicy,
+    _guard: ExecutionGuard,
+}
+
+impl JobExecution {
+    /// The plugin it runs on.
+    pub(crate) fn plugin(&self) -> &str {
+        self.proxy.name()
+    }
+
+    /// Run `call` as call `call_id`, within the plugin's call timeout if it has one.
+    pub(crate) async fn run(&self, call: CallArgs, call_id: &str) -> Result<Value, ManagerError> {
+        let running = self.proxy.execute_as(call, Some(call_id));
+        match self.policy.call_timeout {
+            None => Ok(running.await?),
+            Some(limit) => match tokio::time::timeout(limit, running).await {
+                Ok(result) => Ok(result?),
+                Err(_) => Err(ManagerError::Timeout {
+                    name: self.proxy.name().to_owned(),
+                    after: limit,
+                    worker_killed: false,
+                }),
+            },
+        }
+    }
+
+    /// Ask call `call_id` to stop; `false` when the worker cannot be asked (no
+    /// `/cancel`, as the original 0.0.20's) and only a forced stop will do.
+    pub(crate) async fn ask_to_cancel(&self, call_id: &str) -> bool {
+        match self.proxy.cancel(Some(call_id)).await {
+            Ok(answer) => answer.status != "not_supported",
+            Err(err) => {
+                tracing::warn!("{err}");
+                true
+            }
+        }
+    }
+
+    /// The call's progress: the next report after `after` (waiting up to `wait` for
+    /// it, with our workers), as `(seq, fraction, message, finished)`.
+    pub(crate) async fn progress(
+        &self,
+        call_id: &str,
+        after: u64,
+        wait: Duration,
+    ) -> Result<(Option<u64>, f64, String, bool), ProxyError> {
+        let answer = match self.feed {
+            ProgressFeed::Push => self.proxy.progress(Some(call_id), Some(after), Some(wait)),
+            ProgressFeed::Poll => self.proxy.progress(None, None, None),
+        }
+        .await?;
+        Ok((
+            answer.seq,
+            answer.progress,
+            answer.message,
+            answer.finished.unwrap_or(false),
+        ))
+    }
+}
+
+impl PluginManager {
+    /// Claim `name`, have the execution admitted (evicting as usual), and make sure
+    /// its worker runs: what [`execute_plugin`](Self::execute_plugin) does before it
+    /// sends the call.
+    pub(crate) async fn begin_job_execution(
+        &self,
+        name: &str,
+    ) -> Result<JobExecution, ManagerError> {
+        let (proxy, guard) = self.begin_execution(name).await?;
+        let feed = match guard.plugin().manifest.launch {
+            Launch::Native { .. } => ProgressFeed::Push,
+            _ => ProgressFeed::Poll,
+        };
+        Ok(JobExecution {
+            proxy,
+            feed,
+            policy: *self.shared.options.fault_policy_for(name),
+            _guard: guard,
+        })
+    }
+
+    /// Kill `name`'s worker at once and start it again with its configuration: the
+    /// forced end of a call that would not stop. Other calls on that worker end too.
+    pub(crate) async fn force_restart(&self, name: &str, why: &str) -> Result<(), ManagerError> {
+        let plugin = self.loaded(name)?;
+        tracing::warn!("plugin {name}: killing its worker ({why}) and starting it again");
+        let _one_at_a_time = plugin.lifecycle.lock().await;
+        let config = plugin.config();
+        self.replace_worker(
+            &plugin,
+            Replacement {
+                config,
+                only_if_idle: false,
+                kill_old: true,
+                leave_stopped: None,
+            },
+        )
+        .await
+        .map(drop)
+    }
+}
