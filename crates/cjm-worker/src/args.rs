@@ -1,12 +1,21 @@
 use std::fmt;
 
-/// The worker's command line: `[plugin args..] --port P [--ppid PID] | --manifest | --help`.
+/// The worker's command line: `[plugin args..] (--port P | --fd N) [--ppid PID] |
+/// --manifest | --help`.
+///
+/// The original 0.0.46 host starts a plugin as `<python_path> -m
+/// cjm_plugin_system.core.worker --module M --class C --fd N --ppid P [--adapters
+/// A]`; with our binary as `python_path` those Python-worker arguments are accepted
+/// and ignored, so that host can run our workers unchanged.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkerArgs {
     /// `--port P`: serve on `127.0.0.1:P`.
     pub port: Option<u16>,
     /// `--ppid PID`: exit when that process ends.
     pub ppid: Option<u32>,
+    /// `--fd N`: serve on the listening socket inherited as descriptor N (the
+    /// original 0.0.46 host's way of handing one over).
+    pub fd: Option<i32>,
     /// `--manifest`: print the manifest fields and exit.
     pub manifest: bool,
     /// `-h` or `--help`: print the usage and exit.
@@ -56,6 +65,16 @@ impl WorkerArgs {
                     let value = inline_value.or_else(|| args.next());
                     parsed.ppid = Some(parse_number(value, "--ppid")?);
                 }
+                "--fd" => {
+                    let value = inline_value.or_else(|| args.next());
+                    parsed.fd = Some(parse_number(value, "--fd")?);
+                }
+                // The original's Python worker's own arguments: nothing for us.
+                "-m" | "--module" | "--class" | "--adapters" => {
+                    if inline_value.is_none() {
+                        args.next();
+                    }
+                }
                 "--manifest" => parsed.manifest = true,
                 "-h" | "--help" => parsed.help = true,
                 _ => parsed.plugin_args.push(arg),
@@ -94,6 +113,28 @@ mod tests {
         assert!(parse(&["--manifest"]).unwrap().manifest);
         assert!(parse(&["-h"]).unwrap().help);
         assert!(parse(&["--help"]).unwrap().help);
+    }
+
+    #[test]
+    fn the_original_hosts_python_worker_arguments_are_ignored() {
+        let args = parse(&[
+            "-m",
+            "cjm_plugin_system.core.worker",
+            "--module",
+            "cjm_echo.plugin",
+            "--class",
+            "EchoPlugin",
+            "--fd",
+            "5",
+            "--ppid",
+            "77",
+            "--adapters",
+            "a.b:C",
+        ])
+        .unwrap();
+        assert_eq!(args.fd, Some(5));
+        assert_eq!(args.ppid, Some(77));
+        assert!(args.plugin_args.is_empty(), "{:?}", args.plugin_args);
     }
 
     #[test]

@@ -42,10 +42,13 @@ pub enum HandOverError {
         wire::WORKER_TOKEN_ENV
     )]
     BadSecret,
-    /// The socket variable does not name an open descriptor above the standard ones.
-    #[error("{}={value:?} {reason}", wire::LISTEN_FD_ENV)]
+    /// The socket's descriptor (from the environment or `--fd`) is not an open one
+    /// above the standard streams.
+    #[error("{given_as}={value:?} {reason}")]
     BadListener {
-        /// The variable's value.
+        /// `CJM_LISTEN_FD` or `--fd`.
+        given_as: &'static str,
+        /// The descriptor as given.
         value: String,
         /// What is wrong with it.
         reason: &'static str,
@@ -68,12 +71,24 @@ impl HandOver {
         };
         let listener = match listen_fd {
             None => None,
-            Some(value) => Some(own_descriptor(&value.to_string_lossy())?),
+            Some(value) => Some(own_descriptor(
+                wire::LISTEN_FD_ENV,
+                &value.to_string_lossy(),
+            )?),
         };
         Ok(HandOver {
             listener,
             access_token,
         })
+    }
+
+    /// Take descriptor `fd` as the listening socket (`--fd`), unless the environment
+    /// already handed one over.
+    pub fn with_inherited_fd(mut self, fd: i32) -> Result<Self, HandOverError> {
+        if self.listener.is_none() {
+            self.listener = Some(own_descriptor("--fd", &fd.to_string())?);
+        }
+        Ok(self)
     }
 
     /// A hand-over of a socket the caller owns (tests, embedding).
@@ -89,8 +104,9 @@ impl HandOver {
     }
 }
 
-fn own_descriptor(value: &str) -> Result<OwnedFd, HandOverError> {
+fn own_descriptor(given_as: &'static str, value: &str) -> Result<OwnedFd, HandOverError> {
     let bad = |reason| HandOverError::BadListener {
+        given_as,
         value: value.to_owned(),
         reason,
     };
@@ -124,10 +140,11 @@ mod tests {
             ("1", "names a standard stream"),
             ("987654", "is not an open descriptor"),
         ] {
-            let err = own_descriptor(value).unwrap_err();
+            let err = own_descriptor(wire::LISTEN_FD_ENV, value).unwrap_err();
             assert_eq!(
                 err,
                 HandOverError::BadListener {
+                    given_as: wire::LISTEN_FD_ENV,
                     value: value.to_owned(),
                     reason
                 }
@@ -140,7 +157,7 @@ mod tests {
     fn an_owned_descriptor_is_close_on_exec() {
         let file = std::fs::File::open("/dev/null").unwrap();
         let raw = std::os::fd::IntoRawFd::into_raw_fd(file);
-        let owned = own_descriptor(&raw.to_string()).unwrap();
+        let owned = own_descriptor("--fd", &raw.to_string()).unwrap();
         let flags = rustix::io::fcntl_getfd(&owned).unwrap();
         assert!(flags.contains(FdFlags::CLOEXEC));
     }

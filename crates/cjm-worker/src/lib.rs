@@ -186,6 +186,12 @@ where
 {
     let hand_over = hand_over.map_err(|err| err.to_string())?;
     let args = WorkerArgs::parse(std::env::args().skip(1)).map_err(|err| err.to_string())?;
+    let hand_over = match args.fd {
+        Some(fd) => hand_over
+            .with_inherited_fd(fd)
+            .map_err(|err| err.to_string())?,
+        None => hand_over,
+    };
     if args.help {
         return print_line(&usage(&about));
     }
@@ -198,7 +204,7 @@ where
     }
     let Some(port) = args.port.or(hand_over.listener.as_ref().map(|_| 0)) else {
         return Err(String::from(
-            "nothing to serve on: give --port PORT (see --help)",
+            "nothing to serve on: give --port PORT or --fd N (see --help)",
         ));
     };
     let options = ServeOptions::new()
@@ -232,7 +238,7 @@ fn usage(about: &About) -> String {
         format!("{}\n\n", about.description)
     };
     format!(
-        "{description}Usage: {program} [PLUGIN ARGS..] --port PORT [--ppid PID]
+        "{description}Usage: {program} [PLUGIN ARGS..] (--port PORT | --fd N) [--ppid PID]
        {program} --manifest
        {program} --help
 
@@ -243,6 +249,7 @@ start it; by hand, serve on a port and call it:
 Options:
   --port PORT   serve on 127.0.0.1:PORT (0: any free port); not needed when the host
                 hands a socket over ({listen_fd})
+  --fd N        serve on the listening socket inherited as descriptor N
   --ppid PID    exit when process PID ends
   --manifest    print the manifest fields (name, version, config schema, ..) as JSON
   -h, --help    print this help

@@ -14,6 +14,7 @@ mod fuzz;
 mod install;
 mod jobs;
 mod protocol;
+mod python046;
 mod python_env;
 mod python_interop;
 mod readme;

@@ -95,8 +95,9 @@ fn a_python_plugin_installed_by_install_all_runs_every_capability_under_our_mana
         &yaml,
         format!(
             "plugins:\n  - name: {PY_ECHO}\n    python_version: \"3\"\n    package: {}\n    \
-             interface_libs: [\"{ORIGINAL}\"]\n",
-            package.display()
+             interface_libs: [\"{}\"]\n",
+            package.display(),
+            ORIGINAL.requirement
         ),
     )
     .unwrap();

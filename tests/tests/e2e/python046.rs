@@ -1,0 +1,184 @@
+//! The newest original (0.0.46, from PyPI) both ways, for long-running work: its
+//! Python plugins' progress, cancellation and typed errors through our host and job
+//! queue, and its host driving one of our workers.
+
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cjm_manager::jobs::{Cancellation, JobChange, JobOptions, JobState, Jobs};
+use cjm_manager::{CallArgs, ErrorCategory, PluginManager};
+use serde_json::{json, Value};
+
+use crate::common::*;
+use crate::python_env::{self, ORIGINAL_046};
+
+const STEPS: &str = "cjm-steps-py";
+
+/// A manager with the 0.0.46 steps plugin (run by the original's own worker).
+async fn steps_manager(home: &TestHome) -> PluginManager {
+    home.write_manifest(
+        STEPS,
+        json!({
+            "name": STEPS,
+            "version": "0.1.0",
+            "python_path": python_env::python_046(),
+            "module": "cjm_jobs_py.plugin",
+            "class": "StepsPlugin",
+            "env_vars": {
+                "PYTHONPATH": python_env::fixture_dir_046(),
+                // The original's worker writes its diagnostics under $HOME/.cjm.
+                "HOME": home.path(),
+            },
+        }),
+    );
+    let manager = home.manager();
+    manager.discover_manifests();
+    manager.load_plugin(STEPS, None).await.unwrap();
+    manager
+}
+
+fn steps(count: u32, step_ms: u32) -> CallArgs {
+    CallArgs::new()
+        .kwarg("steps", count)
+        .kwarg("step_ms", step_ms)
+}
+
+fn options(home: &TestHome) -> JobOptions {
+    JobOptions::default()
+        .journal(home.path().join("jobs.sqlite3"))
+        .progress_poll(Duration::from_millis(20))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_046_plugins_progress_reaches_our_jobs_and_it_stops_when_cancelled() {
+    let home = TestHome::new();
+    let manager = steps_manager(&home).await;
+    let jobs = Jobs::new(manager.clone(), options(&home)).unwrap();
+
+    let job = jobs.submit(STEPS, steps(8, 60), 0).unwrap();
+    let mut events = jobs.events_for(job);
+    let mut reports = Vec::new();
+    loop {
+        match events.next().await.unwrap().unwrap().change {
+            JobChange::Progress { fraction, message } => reports.push((fraction, message)),
+            JobChange::State(state) if state.is_final() => break,
+            _ => {}
+        }
+    }
+    let ended = jobs.wait(job).await.unwrap();
+    assert_eq!(ended.result, Some(json!({"steps": 8})));
+    assert!(reports.len() >= 3, "{reports:?}");
+    assert!(
+        reports.windows(2).all(|pair| pair[0].0 < pair[1].0),
+        "{reports:?}"
+    );
+    assert!(reports.last().unwrap().1.contains("of 8"), "{reports:?}");
+
+    // Cancelled while running: its check_cancel() stops it at the next step, and
+    // the worker (with the model it would hold) stays.
+    let pid = manager.worker_info(STEPS).unwrap().pid;
+    let job = jobs.submit(STEPS, steps(1000, 20), 0).unwrap();
+    let mut events = jobs.events_for(job);
+    while !matches!(
+        events.next().await.unwrap().unwrap().change,
+        JobChange::Progress { .. }
+    ) {}
+    let asked = Instant::now();
+    jobs.cancel(job).unwrap();
+    let ended = jobs.wait(job).await.unwrap();
+    assert_eq!(
+        ended.status.cancelled,
+        Some(Cancellation::Cooperative),
+        "{ended:?}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(manager.worker_info(STEPS).unwrap().pid, pid);
+    manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_046_plugins_typed_errors_arrive_with_their_category() {
+    let home = TestHome::new();
+    let manager = steps_manager(&home).await;
+    let jobs = Jobs::new(manager.clone(), options(&home)).unwrap();
+    for (fail, category, retriable) in [
+        ("user_input", ErrorCategory::UserInput, true),
+        ("transient", ErrorCategory::Transient, true),
+        ("resource", ErrorCategory::Resource, true),
+        ("fatal", ErrorCategory::Fatal, false),
+    ] {
+        let job = jobs
+            .submit(STEPS, CallArgs::new().kwarg("fail", fail), 0)
+            .unwrap();
+        let ended = jobs.wait(job).await.unwrap();
+        assert_eq!(ended.status.state, JobState::Failed);
+        let failure = ended.status.failure.unwrap();
+        assert_eq!(
+            (failure.category, failure.retriable),
+            (category, retriable),
+            "{fail}"
+        );
+        // The message, not the traceback the original sends beside it.
+        assert!(
+            !failure.message.contains("Traceback"),
+            "{}",
+            failure.message
+        );
+    }
+    // Directly too: the typed error of a plain execution.
+    let err = manager
+        .execute_plugin(STEPS, CallArgs::new().kwarg("fail", "transient"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), Some(ErrorCategory::Transient), "{err}");
+    assert!(err.to_string().contains("the service is busy"), "{err}");
+    manager.shutdown().await;
+}
+
+#[test]
+fn the_046_host_drives_our_worker_with_progress_cancel_and_typed_errors() {
+    let home = TestHome::new();
+    let small = home.path().join("small.txt");
+    std::fs::write(&small, "a b c\n").unwrap();
+    let big = home.path().join("big.txt");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+    for _ in 0..2_000_000 {
+        file.write_all(b"the quick brown fox jumps\n").unwrap();
+    }
+    drop(file);
+    let output = Command::new(python_env::python_046())
+        .arg(python_env::fixture_dir_046().join("original046_host.py"))
+        .arg(WORDCOUNT)
+        .arg(&big)
+        .arg(&small)
+        // The original's host writes its journal and diagnostics under $HOME/.cjm.
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{} failed: {stdout}\n{}",
+        ORIGINAL_046.requirement,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(report["small"]["words"], 3);
+    let seen = &report["progress_seen"];
+    assert!(seen["progress"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(
+        seen["message"].as_str().unwrap().contains("bytes"),
+        "{report}"
+    );
+    assert_eq!(report["cancel_sent"], true);
+    assert!(report["big"]["cancelled"].is_string(), "{report}");
+    assert_eq!(report["typed_error"]["category"], "user_input", "{report}");
+    // Its host stopped our worker on cleanup.
+    let pid = report["worker_pid"].as_u64().unwrap() as u32;
+    assert!(wait_gone(pid, Duration::from_secs(5)).is_some());
+}
