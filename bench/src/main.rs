@@ -5,6 +5,7 @@
 
 mod floor;
 mod host_child;
+mod jobs;
 mod measure;
 mod python;
 mod report;
@@ -23,6 +24,7 @@ fn main() -> Result<()> {
         // Helper processes of the benchmark itself.
         Some("floor-server") => floor::serve(args.next()),
         Some("host-child") => host_child::run(args.next().context("host-child needs a CJM_HOME")?),
+        Some("jobs-child") => jobs::child(args.next().context("jobs-child needs a CJM_HOME")?),
         Some("run") => {
             let options = Options::parse(args)?;
             run(&options)
@@ -108,6 +110,7 @@ fn run(options: &Options) -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(system::measure_all(options, &mut results))?;
+    runtime.block_on(jobs::measure(options, &mut results))?;
     drop(runtime);
     match (&options.python, &options.python_skip_reason) {
         _ if options.only.is_some() => {}

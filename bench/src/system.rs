@@ -20,12 +20,12 @@ use crate::Options;
 /// `wordcount`, written as `cjm-ctl install-all` writes them (the binary's own
 /// `--manifest`, config schema included).
 #[derive(Debug)]
-struct BenchHome {
-    root: PathBuf,
+pub(crate) struct BenchHome {
+    pub(crate) root: PathBuf,
 }
 
 impl BenchHome {
-    fn new(options: &Options, label: &str, echo_copies: usize) -> Result<Self> {
+    pub(crate) fn new(options: &Options, label: &str, echo_copies: usize) -> Result<Self> {
         let root = options.out.with_file_name(format!("home-{label}"));
         let _ = std::fs::remove_dir_all(&root);
         let plugins = root.join("plugins");
@@ -42,10 +42,12 @@ impl BenchHome {
         }
         let wordcount = options.bin_dir.join("cjm-wordcount");
         write_manifest(&plugins, "wordcount", &wordcount, own_manifest(&wordcount)?)?;
+        let ticker = options.bin_dir.join("bench-ticker");
+        write_manifest(&plugins, "ticker", &ticker, own_manifest(&ticker)?)?;
         Ok(BenchHome { root })
     }
 
-    fn manager(&self) -> PluginManager {
+    pub(crate) fn manager(&self) -> PluginManager {
         let mut options = ManagerOptions::with_home(CjmHome::at(&self.root));
         options.search_paths = vec![self.root.join("plugins")];
         options.temp_dir = self.root.clone();

@@ -18,6 +18,33 @@ pub const PATH_CLEANUP: &str = "/cleanup";
 pub const PATH_CANCEL: &str = "/cancel";
 /// `GET`: how far calls have got (0.0.21 on).
 pub const PATH_PROGRESS: &str = "/progress";
+/// `POST {"old_config", "new_config"}`: re-configure (0.0.46).
+pub const PATH_RECONFIGURE: &str = "/reconfigure";
+/// `POST`: the host enabled the plugin (0.0.46).
+pub const PATH_ON_ENABLE: &str = "/on_enable";
+/// `POST`: the host disabled the plugin (0.0.46).
+pub const PATH_ON_DISABLE: &str = "/on_disable";
+/// `POST`: acquire ahead of calls (0.0.46).
+pub const PATH_PREFETCH: &str = "/prefetch";
+/// `GET`: live configuration choices (0.0.46).
+pub const PATH_CONFIG_OPTIONS: &str = "/config_options";
+/// `GET`: the plugin's methods, properties and attributes (0.0.46).
+pub const PATH_STRUCTURAL_SURFACE: &str = "/structural_surface";
+/// `POST`: a monitor plugin's figures (0.0.46).
+pub const PATH_GET_SYSTEM_STATUS: &str = "/get_system_status";
+/// `POST`: a monitor plugin's processes (0.0.46).
+pub const PATH_LIST_PROCESSES: &str = "/list_processes";
+
+/// Body of `POST /reconfigure`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReconfigureRequest {
+    /// The configuration in force.
+    #[serde(default)]
+    pub old_config: Option<ConfigMap>,
+    /// The configuration wanted.
+    #[serde(default)]
+    pub new_config: Option<ConfigMap>,
+}
 
 /// Extension: the id a host gives one call (`/execute`, `/execute_stream`), so that
 /// it can ask for that call's progress and cancel that call alone. Ids are the

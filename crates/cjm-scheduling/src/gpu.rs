@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::Nvml;
 
-use crate::GpuStats;
+use crate::{GpuProcess, GpuStats};
 
 const BYTES_PER_MB: f64 = 1024.0 * 1024.0;
 
@@ -61,12 +61,16 @@ pub(crate) fn devices() -> Vec<GpuStats> {
         .collect()
 }
 
-/// GPU memory used by the processes in `pids`, over all GPUs, as the driver reports
-/// it. `None` without a driver, or when it reports no figure for any of them.
-pub(crate) fn memory_of(pids: &HashSet<u32>) -> Option<f64> {
-    let nvml = nvml()?;
-    let count = nvml.device_count().ok()?;
-    let mut total = None;
+/// Every process using a GPU, once per device, with the memory the driver reports
+/// for it; empty without a driver.
+pub(crate) fn processes() -> Vec<GpuProcess> {
+    let Some(nvml) = nvml() else {
+        return Vec::new();
+    };
+    let Ok(count) = nvml.device_count() else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
     for index in 0..count {
         let Ok(device) = nvml.device_by_index(index) else {
             continue;
@@ -74,20 +78,36 @@ pub(crate) fn memory_of(pids: &HashSet<u32>) -> Option<f64> {
         // A process with both a compute and a graphics context is listed twice with
         // the same figure: count each pid once per device.
         let mut seen = HashSet::new();
-        let processes = [
+        let listed = [
             device.running_compute_processes(),
             device.running_graphics_processes(),
         ];
-        for process in processes.into_iter().flatten().flatten() {
-            if !pids.contains(&process.pid) || !seen.insert(process.pid) {
+        for process in listed.into_iter().flatten().flatten() {
+            if !seen.insert(process.pid) {
                 continue;
             }
-            if let UsedGpuMemory::Used(bytes) = process.used_gpu_memory {
-                *total.get_or_insert(0.0) += mb(bytes);
-            }
+            found.push(GpuProcess {
+                pid: process.pid,
+                gpu_index: index,
+                gpu_memory_mb: match process.used_gpu_memory {
+                    UsedGpuMemory::Used(bytes) => Some(mb(bytes)),
+                    UsedGpuMemory::Unavailable => None,
+                },
+            });
         }
     }
-    total
+    found
+}
+
+/// GPU memory used by the processes in `pids`, over all GPUs, as the driver reports
+/// it. `None` without a driver, or when it reports no figure for any of them.
+pub(crate) fn memory_of(pids: &HashSet<u32>) -> Option<f64> {
+    nvml()?;
+    processes()
+        .into_iter()
+        .filter(|process| pids.contains(&process.pid))
+        .filter_map(|process| process.gpu_memory_mb)
+        .fold(None, |total, mb| Some(total.unwrap_or(0.0) + mb))
 }
 
 /// Whether NVML could be loaded (a driver is present).

@@ -51,4 +51,4 @@ pub use monitor::LocalMonitor;
 pub use queue::QueueScheduler;
 pub use safety::SafetyScheduler;
 pub use scheduler::{BoxFuture, PermissiveScheduler, ResourceScheduler};
-pub use stats::{GpuStats, ManualStats, StatsError, StatsSource, SystemStats};
+pub use stats::{GpuProcess, GpuStats, ManualStats, StatsError, StatsSource, SystemStats};

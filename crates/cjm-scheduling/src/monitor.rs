@@ -77,6 +77,13 @@ impl LocalMonitor {
         gpu::memory_of(&self.process_tree(root))
     }
 
+    /// Every process using a GPU, with its device and the memory the driver reports
+    /// for it (what a monitor plugin's `list_processes` answers); empty without a
+    /// driver.
+    pub fn gpu_processes(&self) -> Vec<crate::GpuProcess> {
+        gpu::processes()
+    }
+
     /// `root` and every process descending from it.
     pub fn process_tree(&self, root: u32) -> HashSet<u32> {
         let mut system = self.system();

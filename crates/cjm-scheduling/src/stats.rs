@@ -32,6 +32,18 @@ pub struct SystemStats {
     pub extra: Map<String, Value>,
 }
 
+/// A process using a GPU, as the driver reports it (the original's `ProcessStats`
+/// fields a host reads: `pid`, `gpu_index`, `gpu_memory_mb`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuProcess {
+    /// The process.
+    pub pid: u32,
+    /// The device it uses.
+    pub gpu_index: u32,
+    /// Its memory on that device, in MB; `None` where the driver does not say.
+    pub gpu_memory_mb: Option<f64>,
+}
+
 /// One GPU's figures.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GpuStats {

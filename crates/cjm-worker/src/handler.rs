@@ -6,9 +6,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cjm_interface::body::{self, BodyError};
 use cjm_interface::wire::{self, HealthResponse, StatusResponse};
-use cjm_interface::{json, ConfigMap, ErrorKind, PluginError};
+use cjm_interface::{json, ErrorKind};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION};
+use hyper::header::AUTHORIZATION;
 use hyper::{Method, Request, Response, StatusCode};
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -20,8 +20,8 @@ use crate::config_check::ConfigCheck;
 use crate::host::{guarded, CallFailure, PluginHost};
 use crate::proc_stats::CpuSampler;
 use crate::respond::{
-    bytes_response, error_response, failure_response, failure_response_with, json_response,
-    method_not_allowed, too_large, unauthorized,
+    bytes_response, error_response, failure_response, json_response, method_not_allowed, too_large,
+    unauthorized,
 };
 
 pub(crate) struct Worker {
@@ -29,9 +29,9 @@ pub(crate) struct Worker {
     pub(crate) max_body_bytes: usize,
     /// The plugin's config schema: `/initialize` checks with it before the plugin
     /// sees a configuration.
-    config_check: ConfigCheck,
+    pub(crate) config_check: ConfigCheck,
     /// `None`: started without a secret, every request is served.
-    access: Option<AccessToken>,
+    pub(crate) access: Option<AccessToken>,
     cpu: Mutex<CpuSampler>,
     cleaned_up: AtomicBool,
     /// The calls in flight, for `/cancel` and `/progress`.
@@ -93,12 +93,20 @@ pub(crate) async fn handle(
         wire::PATH_STATS if get => stats(&worker),
         wire::PATH_CONFIG_SCHEMA if get => plugin_value(&worker, |plugin| plugin.config_schema()),
         wire::PATH_CONFIG if get => plugin_value(&worker, |plugin| plugin.current_config()),
-        wire::PATH_INITIALIZE if post => {
-            let claim = request.headers().get(wire::CONFIG_CHECKED_HEADER).cloned();
-            match read_json::<ConfigMap>(&worker, request).await {
-                Ok(config) => initialize(&worker, config, claim.as_ref()),
-                Err(response) => response,
-            }
+        wire::PATH_INITIALIZE if post => crate::configure::initialize(worker, request).await,
+        wire::PATH_RECONFIGURE if post => crate::configure::reconfigure(worker, request).await,
+        wire::PATH_ON_ENABLE if post => crate::lifecycle::on_enable(&worker),
+        wire::PATH_ON_DISABLE if post => crate::lifecycle::on_disable(&worker),
+        wire::PATH_PREFETCH if post => crate::lifecycle::prefetch(worker, request).await,
+        wire::PATH_CONFIG_OPTIONS if get => plugin_value(&worker, |plugin| plugin.config_options()),
+        wire::PATH_STRUCTURAL_SURFACE if get => {
+            json_response(StatusCode::OK, &crate::lifecycle::structural_surface())
+        }
+        wire::PATH_GET_SYSTEM_STATUS if post => {
+            crate::lifecycle::monitor(&worker, |plugin| plugin.system_status())
+        }
+        wire::PATH_LIST_PROCESSES if post => {
+            crate::lifecycle::monitor(&worker, |plugin| plugin.list_processes())
         }
         wire::PATH_EXECUTE if post => crate::task::execute(worker, request).await,
         wire::PATH_EXECUTE_STREAM if post => crate::task::execute_stream(worker, request).await,
@@ -117,12 +125,20 @@ pub(crate) async fn handle(
         | wire::PATH_STATS
         | wire::PATH_CONFIG_SCHEMA
         | wire::PATH_CONFIG
-        | wire::PATH_PROGRESS => method_not_allowed("GET"),
+        | wire::PATH_PROGRESS
+        | wire::PATH_CONFIG_OPTIONS
+        | wire::PATH_STRUCTURAL_SURFACE => method_not_allowed("GET"),
         wire::PATH_INITIALIZE
+        | wire::PATH_RECONFIGURE
         | wire::PATH_EXECUTE
         | wire::PATH_EXECUTE_STREAM
         | wire::PATH_CANCEL
-        | wire::PATH_CLEANUP => method_not_allowed("POST"),
+        | wire::PATH_CLEANUP
+        | wire::PATH_ON_ENABLE
+        | wire::PATH_ON_DISABLE
+        | wire::PATH_PREFETCH
+        | wire::PATH_GET_SYSTEM_STATUS
+        | wire::PATH_LIST_PROCESSES => method_not_allowed("POST"),
         _ => error_response(StatusCode::NOT_FOUND, format!("no endpoint {path}"), None),
     }
 }
@@ -135,85 +151,8 @@ fn stats(worker: &Worker) -> Response<ResponseBody> {
     )
 }
 
-fn initialize(
-    worker: &Worker,
-    config: ConfigMap,
-    claim: Option<&HeaderValue>,
-) -> Response<ResponseBody> {
-    let config = match checked_config(worker, config, claim) {
-        Ok(config) => config,
-        Err(refusal) => return refusal.into_response(worker.host.name()),
-    };
-    let result = {
-        let mut plugin = worker.host.write();
-        let checked_against = worker.config_check.fingerprint();
-        crate::config::with_config_checked_against(checked_against, || {
-            guarded(|| plugin.initialize(config))
-        })
-    };
-    match result {
-        Ok(()) => json_response(
-            StatusCode::OK,
-            &StatusResponse {
-                status: String::from("ok"),
-            },
-        ),
-        Err(failure @ CallFailure::Plugin(_)) => {
-            failure_response_with(StatusCode::BAD_REQUEST, worker.host.name(), &failure)
-        }
-        Err(failure) => failure_response(worker.host.name(), &failure),
-    }
-}
-
-/// `config`, once it is known to fit the plugin's schema. Checked before taking the
-/// plugin: a refused configuration never waits for running calls, and never reaches
-/// the plugin, which keeps its previous one.
-fn checked_config(
-    worker: &Worker,
-    config: ConfigMap,
-    claim: Option<&HeaderValue>,
-) -> Result<ConfigMap, ConfigRefusal> {
-    // Only the host holding this worker's secret is believed when it says it has
-    // checked the configuration against this very schema.
-    if worker.access.is_some() && worker.config_check.is_checked_by(claim) {
-        return Ok(config);
-    }
-    let validator = worker
-        .config_check
-        .validator()
-        .map_err(|schema_error| ConfigRefusal::BrokenSchema(schema_error.to_string()))?;
-    validator
-        .validate_map(config)
-        .map_err(|invalid| ConfigRefusal::Invalid(invalid.to_string()))
-}
-
-enum ConfigRefusal {
-    /// The plugin's own schema cannot check anything: its fault (500).
-    BrokenSchema(String),
-    /// The configuration breaks the schema: the caller's fault (400).
-    Invalid(String),
-}
-
-impl ConfigRefusal {
-    fn into_response(self, plugin: &str) -> Response<ResponseBody> {
-        match self {
-            ConfigRefusal::BrokenSchema(reason) => error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!(
-                    "plugin {plugin} cannot check configurations: its config schema is {reason}"
-                ),
-                Some(ErrorKind::Failed.as_str()),
-            ),
-            ConfigRefusal::Invalid(violations) => failure_response(
-                plugin,
-                &CallFailure::Plugin(PluginError::invalid_config(violations)),
-            ),
-        }
-    }
-}
-
 /// A value the plugin reports (its schema, its configuration), as JSON.
-fn plugin_value(
+pub(crate) fn plugin_value(
     worker: &Worker,
     report: impl FnOnce(&dyn cjm_interface::Plugin) -> Value,
 ) -> Response<ResponseBody> {

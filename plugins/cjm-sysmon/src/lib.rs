@@ -27,6 +27,11 @@ pub struct SysmonPlugin {
 }
 
 impl SysmonPlugin {
+    fn figures(&self) -> Result<Value, PluginError> {
+        serde_json::to_value(self.monitor.snapshot())
+            .map_err(|err| PluginError::failed(format!("cannot encode the figures: {err}")))
+    }
+
     pub fn new() -> Result<Self, PluginError> {
         let monitor = LocalMonitor::new().map_err(|err| PluginError::failed(err.to_string()))?;
         // The first reading only primes the CPU figure (load is measured between two).
@@ -61,8 +66,7 @@ impl Plugin for SysmonPlugin {
                 "unknown command '{command}'; known: ['{GET_SYSTEM_STATUS}']"
             )));
         }
-        serde_json::to_value(self.monitor.snapshot())
-            .map_err(|err| PluginError::failed(format!("cannot encode the figures: {err}")))
+        self.figures()
     }
 
     fn config_schema(&self) -> Value {
@@ -76,6 +80,17 @@ impl Plugin for SysmonPlugin {
 
     fn current_config(&self) -> Value {
         serde_json::json!({})
+    }
+
+    fn system_status(&self) -> Option<Result<Value, PluginError>> {
+        Some(self.figures())
+    }
+
+    fn list_processes(&self) -> Option<Result<Value, PluginError>> {
+        Some(
+            serde_json::to_value(self.monitor.gpu_processes())
+                .map_err(|err| PluginError::failed(format!("cannot encode the processes: {err}"))),
+        )
     }
 }
 

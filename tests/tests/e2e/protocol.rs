@@ -78,3 +78,93 @@ fn the_worker_answers_like_the_protocol_says() {
         "{missing}"
     );
 }
+
+fn post(port: u16, path: &str, body: &str) -> (u16, String) {
+    exchange_text(
+        port,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+fn get(port: u16, path: &str) -> (u16, String) {
+    exchange_text(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// The JSON body of a raw answer.
+fn body(answer: &str) -> serde_json::Value {
+    let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+    serde_json::from_str(body).unwrap_or_else(|err| panic!("{err}: {answer}"))
+}
+
+/// The endpoints the original 0.0.46 added, answered as its worker answers them.
+#[test]
+fn the_worker_answers_the_046_lifecycle_endpoints() {
+    let worker = HandStartedWorker::start(ECHO, &[]);
+    let port = worker.port;
+
+    let (status, options) = get(port, "/config_options");
+    assert_eq!((status, body(&options)), (200, serde_json::json!({})));
+    let (status, surface) = get(port, "/structural_surface");
+    assert_eq!(status, 200);
+    let methods: Vec<String> = body(&surface)["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|method| method["name"].as_str().unwrap().to_owned())
+        .collect();
+    for expected in ["execute", "reconfigure", "on_enable", "prefetch", "cancel"] {
+        assert!(methods.iter().any(|name| name == expected), "{methods:?}");
+    }
+    for (path, status) in [
+        ("/on_disable", "disabled"),
+        ("/on_enable", "enabled"),
+        ("/prefetch", "prefetched"),
+    ] {
+        let (code, answer) = post(port, path, "");
+        assert_eq!(
+            (code, body(&answer)["status"].as_str()),
+            (200, Some(status)),
+            "{answer}"
+        );
+    }
+
+    // Reconfigure: the new configuration is checked, then in force.
+    let (code, answer) = post(
+        port,
+        "/reconfigure",
+        r#"{"old_config": {"prefix": ""}, "new_config": {"prefix": "> "}}"#,
+    );
+    assert_eq!(
+        (code, body(&answer)["status"].as_str()),
+        (200, Some("reconfigured")),
+        "{answer}"
+    );
+    assert_eq!(body(&get(port, "/config").1)["prefix"], "> ");
+    let (code, answer) = post(port, "/reconfigure", r#"{"new_config": {"prefix": 7}}"#);
+    assert_eq!(code, 400, "{answer}");
+    assert!(answer.contains("prefix"), "{answer}");
+    assert_eq!(
+        body(&get(port, "/config").1)["prefix"],
+        "> ",
+        "a refused one changed it"
+    );
+
+    // Not a monitor: 404, as the original answers for a plugin without the accessor.
+    assert_eq!(post(port, "/get_system_status", "").0, 404);
+    assert_eq!(post(port, "/list_processes", "").0, 404);
+    assert_eq!(get(port, "/reconfigure").0, 405);
+
+    let monitor = HandStartedWorker::start(SYSMON, &[]);
+    let (code, figures) = post(monitor.port, "/get_system_status", "");
+    assert_eq!(code, 200, "{figures}");
+    assert!(body(&figures)["memory_available_mb"].as_f64().unwrap() > 0.0);
+    let (code, processes) = post(monitor.port, "/list_processes", "");
+    assert_eq!(code, 200, "{processes}");
+    assert!(body(&processes).is_array(), "{processes}");
+}
