@@ -103,6 +103,25 @@ impl BlockingPluginManager {
         )
     }
 
+    /// [`PluginManager::enable_plugin`], blocking.
+    pub fn enable_plugin(&self, name: &str) -> bool {
+        self.block_on(self.manager.enable_plugin(name))
+    }
+
+    /// [`PluginManager::disable_plugin`], blocking.
+    pub fn disable_plugin(&self, name: &str) -> bool {
+        self.block_on(self.manager.disable_plugin(name))
+    }
+
+    /// [`PluginManager::prefetch_plugin`], blocking.
+    pub fn prefetch_plugin(
+        &self,
+        name: &str,
+        stall_after: std::time::Duration,
+    ) -> Result<bool, ManagerError> {
+        self.block_on(self.manager.prefetch_plugin(name, stall_after))
+    }
+
     /// [`PluginManager::plugin_status`], blocking.
     pub fn plugin_status(&self, name: &str) -> Option<crate::PluginStatus> {
         self.manager.plugin_status(name)

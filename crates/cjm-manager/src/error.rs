@@ -107,6 +107,23 @@ pub enum ManagerError {
     /// System statistics could not be read.
     #[error(transparent)]
     Stats(StatsError),
+    /// A prefetch's progress did not change for its stall time: its worker was
+    /// killed and started again.
+    #[error("plugin {name}: prefetch made no progress for {after:?}; its worker was restarted")]
+    PrefetchStalled {
+        /// The plugin's name.
+        name: String,
+        /// The stall time.
+        after: Duration,
+    },
+    /// The plugin's prefetch hook failed.
+    #[error("plugin {name}: prefetch failed: {reason}")]
+    PrefetchFailed {
+        /// The plugin's name.
+        name: String,
+        /// What the worker said.
+        reason: String,
+    },
 }
 
 impl ManagerError {
@@ -128,7 +145,10 @@ impl ManagerError {
             ManagerError::Refused(_)
             | ManagerError::NotEnoughGpuMemory { .. }
             | ManagerError::Stats(_) => ErrorCategory::Resource,
-            ManagerError::NotRunning { .. } | ManagerError::Log { .. } => ErrorCategory::Fatal,
+            ManagerError::PrefetchStalled { .. } => ErrorCategory::Transient,
+            ManagerError::NotRunning { .. }
+            | ManagerError::Log { .. }
+            | ManagerError::PrefetchFailed { .. } => ErrorCategory::Fatal,
         })
     }
 

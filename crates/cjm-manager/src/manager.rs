@@ -21,6 +21,7 @@ mod eviction;
 mod execution;
 mod for_jobs;
 mod lifecycle;
+mod prefetch;
 mod recovery;
 mod telemetry;
 
@@ -221,15 +222,50 @@ impl PluginManager {
 
     // ---- enabling ----------------------------------------------------------------
 
-    /// Allow executions again. Whether the plugin is known (discovered or loaded).
-    pub fn enable_plugin(&self, name: &str) -> bool {
-        self.set_enabled(name, true)
+    /// Allow executions again, and tell a running worker (its plugin's `on_enable`
+    /// hook, where it has one). Whether the plugin is known (discovered or loaded).
+    pub async fn enable_plugin(&self, name: &str) -> bool {
+        let known = self.set_enabled(name, true);
+        if known {
+            self.tell_worker(name, true).await;
+        }
+        known
     }
 
-    /// Refuse executions (and loads) without stopping the worker. Whether the plugin
-    /// is known.
-    pub fn disable_plugin(&self, name: &str) -> bool {
-        self.set_enabled(name, false)
+    /// Refuse executions (and loads) without stopping the worker, and tell a running
+    /// worker (its plugin's `on_disable` hook, which runs once the calls in flight
+    /// have ended and may release heavy resources). Whether the plugin is known.
+    pub async fn disable_plugin(&self, name: &str) -> bool {
+        let known = self.set_enabled(name, false);
+        if known {
+            self.tell_worker(name, false).await;
+        }
+        known
+    }
+
+    /// A worker without the hook (the original 0.0.20) is fine; a failing hook is
+    /// logged, the plugin's state is what the caller asked for either way.
+    async fn tell_worker(&self, name: &str, enabled: bool) {
+        let Some(proxy) = self
+            .loaded(name)
+            .ok()
+            .and_then(|plugin| plugin.proxy())
+            .filter(|proxy| proxy.is_running())
+        else {
+            return;
+        };
+        let told = if enabled {
+            proxy.on_enable().await
+        } else {
+            proxy.on_disable().await
+        };
+        match told {
+            Ok(cjm_proxy::HookOutcome::Failed(why)) => {
+                tracing::warn!("plugin {name}: its enable/disable hook failed: {why}");
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!("{err}"),
+        }
     }
 
     fn set_enabled(&self, name: &str, enabled: bool) -> bool {
@@ -279,12 +315,26 @@ impl PluginManager {
             .map_err(|errors| invalid_config(name, errors))?;
         let _one_at_a_time = plugin.lifecycle.lock().await;
         if let Some(proxy) = plugin.proxy().filter(|proxy| proxy.is_running()) {
-            proxy
-                .initialize_checked(config.clone(), plugin.config_validator.fingerprint())
+            let fingerprint = plugin.config_validator.fingerprint();
+            // The plugin's own reconfigure where it has one (it may keep a loaded
+            // model), else a fresh initialize.
+            let reconfigured = proxy
+                .reconfigure(plugin.config(), config.clone(), fingerprint)
                 .await?;
+            if reconfigured == cjm_proxy::HookOutcome::NotSupported {
+                proxy
+                    .initialize_checked(config.clone(), fingerprint)
+                    .await?;
+            }
         }
         plugin.set_config(config);
         Ok(())
+    }
+
+    /// The live domains of the plugin's configuration fields (the models present,
+    /// the devices), as its worker tells them; `{}` when it has none to tell.
+    pub async fn plugin_config_options(&self, name: &str) -> Result<Value, ManagerError> {
+        Ok(self.running_worker(name).await?.config_options().await?)
     }
 
     /// The config schema the plugin's worker reports.

@@ -504,7 +504,10 @@ impl RemotePluginProxy {
         Ok((self.buffers.lend_as_bytes(body, &self.runtime), files))
     }
 
-    async fn request_json<T: DeserializeOwned>(&self, request: Outgoing) -> Result<T, ProxyError> {
+    pub(crate) async fn request_json<T: DeserializeOwned>(
+        &self,
+        request: Outgoing,
+    ) -> Result<T, ProxyError> {
         let endpoint = request.endpoint;
         let response = self.send(request).await?;
         let response = self.check_status(endpoint, response).await?;

@@ -11,7 +11,9 @@
 //! `--no-parent-watch` it does not follow its host's pid. With `--schema` it declares a
 //! config schema (`level`: integer 0..=9) that its own `initialize` never checks, so
 //! only the worker can refuse a configuration; with `--broken-schema` it declares one
-//! that is not valid JSON Schema.
+//! that is not valid JSON Schema. Its lifecycle hooks note themselves in the file
+//! named by the configuration's `hook_log`; its prefetch reports `prefetch_steps`
+//! steps, or stalls with `prefetch_stall`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,6 +25,22 @@ use serde_json::{json, Value};
 struct Faulty {
     config: ConfigMap,
     schema: Option<Value>,
+}
+
+impl Faulty {
+    /// Append `what` to the file named by the configuration's `hook_log`.
+    fn note(&self, what: &str) {
+        if let Some(Value::String(log)) = self.config.get("hook_log") {
+            use std::io::Write;
+            if let Ok(mut file) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+            {
+                let _ = writeln!(file, "{what}");
+            }
+        }
+    }
 }
 
 impl Plugin for Faulty {
@@ -104,6 +122,49 @@ impl Plugin for Faulty {
                 Ok(json!({"chunk": i}))
             }
         })))
+    }
+
+    fn reconfigure(&mut self, old: ConfigMap, new: ConfigMap) -> Result<(), PluginError> {
+        self.note(&format!(
+            "reconfigure {} -> {}",
+            Value::Object(old),
+            Value::Object(new.clone())
+        ));
+        self.initialize(new)
+    }
+
+    fn on_enable(&mut self) -> Result<(), PluginError> {
+        self.note("on_enable");
+        Ok(())
+    }
+
+    fn on_disable(&mut self) -> Result<(), PluginError> {
+        self.note("on_disable");
+        Ok(())
+    }
+
+    /// `prefetch_steps` reports, 20 ms apart; with `prefetch_stall`, one report and
+    /// then silence.
+    fn prefetch(&self, control: &cjm_interface::CallControl) -> Result<(), PluginError> {
+        self.note("prefetch");
+        if self.config.contains_key("prefetch_stall") {
+            control.report_progress(0.1, "started");
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+        let steps = self
+            .config
+            .get("prefetch_steps")
+            .and_then(Value::as_u64)
+            .unwrap_or(3);
+        for step in 1..=steps {
+            std::thread::sleep(Duration::from_millis(20));
+            control.report_progress(step as f64 / steps as f64, format!("file {step}"));
+        }
+        Ok(())
+    }
+
+    fn config_options(&self) -> Value {
+        json!({"model": {"options": [{"value": "tiny", "label": "Tiny"}], "constraints": {}}})
     }
 
     fn cleanup(&mut self) -> Result<(), PluginError> {

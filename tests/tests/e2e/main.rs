@@ -13,6 +13,7 @@ mod faults;
 mod fuzz;
 mod install;
 mod jobs;
+mod lifecycle;
 mod protocol;
 mod python046;
 mod python_env;

@@ -215,19 +215,19 @@ async fn load_all_starts_every_plugin_and_reload_keeps_the_config() {
         .unwrap();
     assert_eq!(result["result"], "new:x");
 
-    assert!(manager.disable_plugin("cjm-echo"));
+    assert!(manager.disable_plugin("cjm-echo").await);
     let err = manager
         .execute_plugin("cjm-echo", CallArgs::new().arg("x"))
         .await
         .unwrap_err();
     assert_eq!(err.to_string(), "plugin cjm-echo is disabled");
     assert!(!manager.plugin_meta("cjm-echo").unwrap().enabled);
-    assert!(manager.enable_plugin("cjm-echo"));
+    assert!(manager.enable_plugin("cjm-echo").await);
     manager
         .execute_plugin("cjm-echo", CallArgs::new().arg("x"))
         .await
         .unwrap();
-    assert!(!manager.enable_plugin("no-such-plugin"));
+    assert!(!manager.enable_plugin("no-such-plugin").await);
 
     let pids: Vec<u32> = ["cjm-echo", "cjm-wordcount"]
         .iter()

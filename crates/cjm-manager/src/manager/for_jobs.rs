@@ -24,6 +24,16 @@ pub(crate) enum ProgressFeed {
     Poll,
 }
 
+impl ProgressFeed {
+    /// How the worker of `manifest` reports progress.
+    pub(crate) fn of(manifest: &cjm_metadata::Manifest) -> Self {
+        match manifest.launch {
+            Launch::Native { .. } => ProgressFeed::Push,
+            _ => ProgressFeed::Poll,
+        }
+    }
+}
+
 /// An execution the scheduler has admitted, on a running worker. The admission (and
 /// its reservation) lasts until this is dropped.
 #[derive(Debug)]
@@ -99,10 +109,7 @@ impl PluginManager {
         name: &str,
     ) -> Result<JobExecution, ManagerError> {
         let (proxy, guard) = self.begin_execution(name).await?;
-        let feed = match guard.plugin().manifest.launch {
-            Launch::Native { .. } => ProgressFeed::Push,
-            _ => ProgressFeed::Poll,
-        };
+        let feed = ProgressFeed::of(&guard.plugin().manifest);
         Ok(JobExecution {
             proxy,
             feed,

@@ -1,0 +1,94 @@
+//! Prefetch: a plugin acquires ahead of its calls what they will need (downloads a
+//! model, warms a cache), and the host watches that it keeps moving.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cjm_proxy::{HookOutcome, ProxyError};
+use tokio::time::Instant;
+
+use super::for_jobs::ProgressFeed;
+use super::PluginManager;
+use crate::ManagerError;
+
+/// A poll of a worker that cannot push its progress (the original's) comes at least
+/// this often.
+const MAX_POLL: Duration = Duration::from_millis(250);
+
+impl PluginManager {
+    /// Have the plugin acquire what its calls will need (its `prefetch` hook). It
+    /// must report progress, and a prefetch whose progress (fraction and message)
+    /// has not changed for `stall_after` counts as failed: its worker is killed and
+    /// started again, and the error says so (the original's stall rule). A worker or
+    /// plugin without the hook is no error. Returns whether a prefetch ran.
+    pub async fn prefetch_plugin(
+        &self,
+        name: &str,
+        stall_after: Duration,
+    ) -> Result<bool, ManagerError> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let proxy = self.running_worker(name).await?;
+        let feed = ProgressFeed::of(&self.loaded(name)?.manifest);
+        let call_id = format!(
+            "prefetch-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let prefetch = proxy.prefetch(&call_id);
+        tokio::pin!(prefetch);
+        let mut last = None;
+        let mut changed_at = Instant::now();
+        let mut after = 0u64;
+        loop {
+            let wait = stall_after.saturating_sub(changed_at.elapsed());
+            let look = async {
+                match feed {
+                    ProgressFeed::Push => {
+                        proxy
+                            .progress(Some(&call_id), Some(after), Some(wait))
+                            .await
+                    }
+                    ProgressFeed::Poll => {
+                        tokio::time::sleep(wait.min(MAX_POLL)).await;
+                        proxy.progress(None, None, None).await
+                    }
+                }
+            };
+            tokio::select! {
+                outcome = &mut prefetch => {
+                    return match outcome? {
+                        HookOutcome::NotSupported => Ok(false),
+                        HookOutcome::Done => Ok(true),
+                        HookOutcome::Failed(why) => Err(ManagerError::PrefetchFailed {
+                            name: name.to_owned(),
+                            reason: why,
+                        }),
+                    };
+                }
+                progress = look => match progress {
+                    Ok(progress) => {
+                        after = progress.seq.unwrap_or(after);
+                        let now = (progress.progress.to_bits(), progress.message, progress.seq);
+                        if last.as_ref() != Some(&now) {
+                            last = Some(now);
+                            changed_at = Instant::now();
+                        }
+                    }
+                    // No /progress (0.0.20): nothing to watch but the clock.
+                    Err(ProxyError::Http { status: 404, .. }) => {
+                        tokio::time::sleep(wait.min(MAX_POLL)).await;
+                    }
+                    Err(err) => return Err(err.into()),
+                },
+            }
+            if changed_at.elapsed() >= stall_after {
+                self.force_restart(name, &format!("its prefetch stalled for {stall_after:?}"))
+                    .await?;
+                return Err(ManagerError::PrefetchStalled {
+                    name: name.to_owned(),
+                    after: stall_after,
+                });
+            }
+        }
+    }
+}
