@@ -18,6 +18,29 @@ pub const PATH_CLEANUP: &str = "/cleanup";
 pub const PATH_CANCEL: &str = "/cancel";
 /// `GET`: how far calls have got (0.0.21 on).
 pub const PATH_PROGRESS: &str = "/progress";
+/// Extension: on the answer to `/execute`, the call's last progress report
+/// ([`ProgressResponse`] as JSON, non-ASCII escaped), so that a host learns it without
+/// another request. Absent when the call reported none.
+pub const PROGRESS_HEADER: &str = "x-cjm-progress";
+
+/// `value` as JSON with every non-ASCII character escaped (`\uXXXX`), fit for a
+/// header value.
+pub fn ascii_json<T: Serialize>(value: &T) -> Option<String> {
+    let text = serde_json::to_string(value).ok()?;
+    let mut ascii = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii() {
+            ascii.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                ascii.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    Some(ascii)
+}
+
 /// `POST {"old_config", "new_config"}`: re-configure (0.0.46).
 pub const PATH_RECONFIGURE: &str = "/reconfigure";
 /// `POST`: the host enabled the plugin (0.0.46).
@@ -297,4 +320,33 @@ pub struct ProgressResponse {
     /// The call has ended (ours).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ascii_json_escapes_what_a_header_cannot_hold_and_parses_back() {
+        let value = serde_json::json!({"message": "zählt 5 € 🎉"});
+        let text = ascii_json(&value).unwrap();
+        assert!(text.is_ascii(), "{text}");
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), value);
+    }
+
+    #[test]
+    fn stream_error_lines_of_both_originals_are_recognised() {
+        let old = serde_json::json!({"error": "boom"});
+        assert_eq!(StreamError::from_chunk(&old).unwrap().error, "boom");
+        let new = serde_json::json!({"_job_error": {"category": "transient", "message": "busy"}});
+        let parsed = StreamError::from_chunk(&new).unwrap();
+        assert_eq!(parsed.error, "busy");
+        assert_eq!(
+            parsed.job_error.unwrap().category(),
+            Some(crate::ErrorCategory::Transient)
+        );
+        // A plugin's own chunk with an "error" field among others is no error line.
+        let chunk = serde_json::json!({"error": "none", "count": 3});
+        assert!(StreamError::from_chunk(&chunk).is_none());
+    }
 }

@@ -315,9 +315,27 @@ impl RemotePluginProxy {
         call: CallArgs,
         call_id: Option<&str>,
     ) -> Result<Value, ProxyError> {
+        Ok(self.execute_reporting(call, call_id).await?.0)
+    }
+
+    /// [`execute_as`](Self::execute_as), with the call's last progress report where
+    /// the worker sends it along ([`wire::PROGRESS_HEADER`]).
+    pub async fn execute_reporting(
+        &self,
+        call: CallArgs,
+        call_id: Option<&str>,
+    ) -> Result<(Value, Option<ProgressResponse>), ProxyError> {
         let (body, _files) = self.prepare_call(call).await?;
         let request = with_call_id(Outgoing::post(wire::PATH_EXECUTE, body), call_id);
-        self.request_json(request).await
+        let mut progress = None;
+        let value = self
+            .request_json_reading(request, |headers| {
+                progress = headers
+                    .get(wire::PROGRESS_HEADER)
+                    .and_then(|value| serde_json::from_slice(value.as_bytes()).ok());
+            })
+            .await?;
+        Ok((value, progress))
     }
 
     /// [`execute`](Self::execute) for callers outside any async runtime. The proxy
@@ -508,8 +526,18 @@ impl RemotePluginProxy {
         &self,
         request: Outgoing,
     ) -> Result<T, ProxyError> {
+        self.request_json_reading(request, |_| {}).await
+    }
+
+    /// [`request_json`](Self::request_json), showing `headers` the answer's headers.
+    async fn request_json_reading<T: DeserializeOwned>(
+        &self,
+        request: Outgoing,
+        headers: impl FnOnce(&hyper::HeaderMap),
+    ) -> Result<T, ProxyError> {
         let endpoint = request.endpoint;
         let response = self.send(request).await?;
+        headers(response.headers());
         let response = self.check_status(endpoint, response).await?;
         let mut buffer = self.buffers.take();
         let read = self

@@ -9,7 +9,7 @@ use cjm_interface::wire::{self, CancelRequest, CancelResponse, ProgressResponse}
 use cjm_interface::{json, Call, Progress};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
 use crate::body::ResponseBody;
@@ -43,20 +43,33 @@ pub(crate) async fn execute(
         Err(response) => return response,
     };
     let running = worker.calls.start(id);
+    let control = running.control();
     let call = call.with_control(running.control());
     let result = {
         let plugin = worker.host.read();
         guarded(|| plugin.execute(call))
     };
     drop(running);
-    match result {
+    let mut response = match result {
         Ok(value) => bytes_response(
             StatusCode::OK,
             wire::CONTENT_TYPE_JSON,
             Bytes::from(json::to_vec(&value)),
         ),
         Err(failure) => failure_response(worker.host.name(), &failure),
+    };
+    // The last report rides on the answer: a watcher need not ask for it.
+    let last = control.progress();
+    if last.seq > 0 {
+        let header = wire::ascii_json(&answer(control.id(), last))
+            .and_then(|text| HeaderValue::from_str(&text).ok());
+        if let Some(header) = header {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static(wire::PROGRESS_HEADER), header);
+        }
     }
+    response
 }
 
 pub(crate) async fn execute_stream(

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use cjm_interface::wire::ProgressResponse;
 use cjm_interface::ErrorCategory;
 use cjm_proxy::ProxyError;
 use serde_json::Value;
@@ -23,6 +24,8 @@ const PROGRESS_WAIT: Duration = Duration::from_secs(25);
 const PROGRESS_RETRY: Duration = Duration::from_millis(10);
 /// How long a job's end waits for its watcher's last look at its progress.
 const LAST_REPORT_WAIT: Duration = Duration::from_millis(500);
+/// A call running longer than this gets a progress watcher.
+const WATCH_AFTER: Duration = Duration::from_millis(2);
 
 /// Start every job whose turn has come, as long as the queue lives.
 pub(super) async fn dispatch(inner: Arc<Inner>) {
@@ -122,25 +125,47 @@ async fn attempts(inner: &Arc<Inner>, id: JobId) -> Ending {
             });
         }
         let (ended, call_ended) = watch::channel(false);
-        let mut watcher = tokio::spawn(watch_progress(
-            Arc::clone(inner),
-            Arc::clone(&execution),
-            Watched {
-                id,
-                plugin: plugin.clone(),
-                call_id: call_id.clone(),
-                call_ended,
-            },
-        ));
-        let result = execution.run(call.clone(), &call_id).await;
-        // The last report comes before the job's end.
+        let watch = Watched {
+            id,
+            plugin: plugin.clone(),
+            call_id: call_id.clone(),
+            call_ended,
+        };
+        // A call that ends at once needs no watcher: its last report comes with the
+        // answer. Longer ones get one, and see each report as it is made.
+        let (result, watcher) = {
+            let running = execution.run(call.clone(), &call_id);
+            tokio::pin!(running);
+            tokio::select! {
+                result = &mut running => (result, None),
+                () = tokio::time::sleep(WATCH_AFTER) => {
+                    let watcher = tokio::spawn(watch_progress(
+                        Arc::clone(inner),
+                        Arc::clone(&execution),
+                        watch,
+                    ));
+                    ((&mut running).await, Some(watcher))
+                }
+            }
+        };
         let _ = ended.send(true);
-        if tokio::time::timeout(LAST_REPORT_WAIT, &mut watcher)
-            .await
-            .is_err()
-        {
-            watcher.abort();
+        if let Some(mut watcher) = watcher {
+            if tokio::time::timeout(LAST_REPORT_WAIT, &mut watcher)
+                .await
+                .is_err()
+            {
+                watcher.abort();
+            }
         }
+        let result = match result {
+            Ok((value, last)) => {
+                if let Some(last) = last {
+                    report_last(inner, id, &plugin, last);
+                }
+                Ok(value)
+            }
+            Err(err) => Err(err),
+        };
         let (cancel, retry) = {
             let mut book = inner.book.lock();
             let entry = book.jobs.get_mut(&id);
@@ -250,6 +275,34 @@ async fn watch_progress(inner: Arc<Inner>, execution: Arc<JobExecution>, watched
                 poll_pause(inner.options.progress_poll.max(PROGRESS_RETRY), &call_ended).await;
             }
         }
+    }
+}
+
+/// The report that came with the call's answer, if the watcher had not seen it.
+fn report_last(inner: &Inner, id: JobId, plugin: &str, last: ProgressResponse) {
+    let news = {
+        let mut book = inner.book.lock();
+        let Some(entry) = book.jobs.get_mut(&id) else {
+            return;
+        };
+        let known = entry.status.progress.as_ref();
+        let news = known.is_none_or(|(fraction, message)| {
+            *fraction != last.progress || *message != last.message
+        });
+        if news {
+            entry.status.progress = Some((last.progress, last.message.clone()));
+        }
+        news
+    };
+    if news {
+        inner.emit(
+            id,
+            plugin,
+            JobChange::Progress {
+                fraction: last.progress,
+                message: last.message,
+            },
+        );
     }
 }
 

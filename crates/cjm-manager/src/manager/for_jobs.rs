@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use cjm_interface::wire::ProgressResponse;
 use cjm_interface::CallArgs;
 use cjm_metadata::Launch;
 use cjm_proxy::{ProxyError, RemotePluginProxy};
@@ -50,9 +51,14 @@ impl JobExecution {
         self.proxy.name()
     }
 
-    /// Run `call` as call `call_id`, within the plugin's call timeout if it has one.
-    pub(crate) async fn run(&self, call: CallArgs, call_id: &str) -> Result<Value, ManagerError> {
-        let running = self.proxy.execute_as(call, Some(call_id));
+    /// Run `call` as call `call_id`, within the plugin's call timeout if it has one:
+    /// its result, and its last progress report where the worker sent it along.
+    pub(crate) async fn run(
+        &self,
+        call: CallArgs,
+        call_id: &str,
+    ) -> Result<(Value, Option<ProgressResponse>), ManagerError> {
+        let running = self.proxy.execute_reporting(call, Some(call_id));
         match self.policy.call_timeout {
             None => Ok(running.await?),
             Some(limit) => match tokio::time::timeout(limit, running).await {
