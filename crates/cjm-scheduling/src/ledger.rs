@@ -2,7 +2,9 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
@@ -115,10 +117,7 @@ impl ReservationLedger {
     }
 
     fn lock(&self) -> MutexGuard<'_, LedgerState> {
-        // Plain counters, each update complete under the lock: poison carries no harm.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock()
     }
 }
 

@@ -1,5 +1,7 @@
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -134,10 +136,8 @@ impl ManualStats {
         *self.lock() = Err(reason.into());
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Result<SystemStats, String>> {
-        self.current
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Result<SystemStats, String>> {
+        self.current.lock()
     }
 }
 
@@ -192,6 +192,25 @@ mod tests {
         assert_eq!(stats.gpu_total_memory_mb, Some(24000.0));
         stats.gpus.clear();
         stats.aggregate_gpus();
+        assert_eq!(stats.gpu_free_memory_mb, None);
+    }
+
+    #[tokio::test]
+    async fn a_panic_inside_update_leaves_the_figures_readable() {
+        let manual = ManualStats::with_free(Some(100.0), None);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            manual.update(|stats| {
+                stats.gpu_free_memory_mb = Some(50.0);
+                panic!("a caller's bug while the lock is held");
+            })
+        }));
+        assert!(outcome.is_err());
+        // Later readers and writers are not locked out (no poisoning): they see the
+        // figures as the panicking change left them.
+        let stats = manual.system_stats().await.unwrap();
+        assert_eq!(stats.gpu_free_memory_mb, Some(50.0));
+        manual.set(SystemStats::default());
+        let stats = manual.system_stats().await.unwrap();
         assert_eq!(stats.gpu_free_memory_mb, None);
     }
 }

@@ -3,7 +3,9 @@
 
 use std::any::{type_name, TypeId};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -30,11 +32,7 @@ pub enum Validation {
 pub fn validator_for<T: ConfigType>() -> Result<Arc<ConfigValidator>, ConfigError> {
     static VALIDATORS: OnceLock<Mutex<HashMap<TypeId, Arc<ConfigValidator>>>> = OnceLock::new();
     let validators = VALIDATORS.get_or_init(Mutex::default);
-    let cached = validators
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .get(&TypeId::of::<T>())
-        .cloned();
+    let cached = validators.lock().get(&TypeId::of::<T>()).cloned();
     if let Some(validator) = cached {
         return Ok(validator);
     }
@@ -48,7 +46,6 @@ pub fn validator_for<T: ConfigType>() -> Result<Arc<ConfigValidator>, ConfigErro
         })?;
     validators
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
         .insert(TypeId::of::<T>(), Arc::clone(&validator));
     Ok(validator)
 }
