@@ -1,4 +1,3 @@
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// The folder holding everything the system writes: `$CJM_HOME`, by default `~/.cjm`.
@@ -8,18 +7,9 @@ pub struct CjmHome {
 }
 
 /// Neither `CJM_HOME` nor `HOME` is set, so there is no place for manifests and logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("neither CJM_HOME nor HOME is set; set CJM_HOME to the folder for plugins and logs")]
 pub struct HomeError;
-
-impl fmt::Display for HomeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "neither CJM_HOME nor HOME is set; set CJM_HOME to the folder for plugins and logs",
-        )
-    }
-}
-
-impl std::error::Error for HomeError {}
 
 impl CjmHome {
     /// `$CJM_HOME`, else `$HOME/.cjm`.

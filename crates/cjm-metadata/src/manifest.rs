@@ -81,22 +81,15 @@ impl Manifest {
 
     /// Parse a manifest from JSON text.
     pub fn from_json(text: &str) -> Result<Manifest, ManifestError> {
-        let raw: RawManifest = serde_json::from_str(text).map_err(|err| ManifestError {
-            path: None,
-            kind: ManifestErrorKind::Json(err),
-        })?;
+        let raw: RawManifest = serde_json::from_str(text)
+            .map_err(|err| ManifestError::new(ManifestErrorKind::Json(err)))?;
         Manifest::try_from(raw).map_err(ManifestError::invalid)
     }
 
     /// Read and parse a manifest file; errors name the file.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|err| {
-            ManifestError {
-                path: None,
-                kind: ManifestErrorKind::Read(err),
-            }
-            .at(path)
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| ManifestError::new(ManifestErrorKind::Read(err)).at(path))?;
         Manifest::from_json(&text).map_err(|err| err.at(path))
     }
 

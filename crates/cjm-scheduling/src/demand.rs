@@ -147,7 +147,12 @@ impl fmt::Display for Shortfall {
 }
 
 /// Why an execution was not admitted: what was needed and what was free.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Its message says every reason, the statistics' failure included, so it has no
+/// [`source`](std::error::Error::source).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("execution of {plugin} not admitted: {}", self.reasons())]
+#[non_exhaustive]
 pub struct Refusal {
     pub plugin: String,
     /// Each resource that did not suffice; empty when the refusal had another cause.
@@ -186,9 +191,9 @@ impl Refusal {
     }
 }
 
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "execution of {} not admitted: ", self.plugin)?;
+impl Refusal {
+    /// The reasons, `; ` between them, and how long it waited.
+    fn reasons(&self) -> String {
         let mut reasons: Vec<String> = self.shortfalls.iter().map(ToString::to_string).collect();
         if let Some(error) = &self.stats_error {
             reasons.push(error.to_string());
@@ -202,15 +207,13 @@ impl fmt::Display for Refusal {
         if reasons.is_empty() {
             reasons.push(String::from("the scheduler refused it"));
         }
-        f.write_str(&reasons.join("; "))?;
+        let mut text = reasons.join("; ");
         if let Some(waited) = self.waited {
-            write!(f, " (after waiting {:.1} s)", waited.as_secs_f64())?;
+            text.push_str(&format!(" (after waiting {:.1} s)", waited.as_secs_f64()));
         }
-        Ok(())
+        text
     }
 }
-
-impl std::error::Error for Refusal {}
 
 #[cfg(test)]
 mod tests {
@@ -270,5 +273,64 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("no gpu_free_memory_mb reported"), "{text}");
+    }
+
+    /// The error and each of its causes, joined as a chain printer (anyhow's `{:#}`)
+    /// joins them.
+    fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+        let mut text = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+
+    /// Every clause of the chain once: no cause is both named and returned.
+    fn assert_said_once(err: &(dyn std::error::Error + 'static)) -> String {
+        let text = chain(err);
+        let clauses: Vec<&str> = text.split(": ").collect();
+        for (at, clause) in clauses.iter().enumerate() {
+            assert!(
+                !clauses[at + 1..].contains(clause),
+                "{clause:?} repeats in {text:?}"
+            );
+        }
+        text
+    }
+
+    #[test]
+    fn every_cause_is_said_once() {
+        let stats_error = StatsError::new("local monitor", "no /proc");
+        assert_eq!(
+            assert_said_once(&stats_error),
+            "system statistics from local monitor unavailable: no /proc"
+        );
+        let mut unavailable = Refusal::stats_unavailable("whisper", stats_error);
+        unavailable.waited = Some(Duration::from_millis(1500));
+        assert_eq!(
+            assert_said_once(&unavailable),
+            "execution of whisper not admitted: system statistics from local monitor \
+             unavailable: no /proc (after waiting 1.5 s)"
+        );
+        let stats = SystemStats {
+            gpu_free_memory_mb: Some(1000.0),
+            memory_available_mb: Some(10.0),
+            ..SystemStats::default()
+        };
+        let demand = Demand {
+            system_ram_mb: 100,
+            ..gpu(6000)
+        };
+        let mut short = Refusal::new("llm", demand.shortfalls(&stats, Demand::default()));
+        short.queued_ahead = 2;
+        assert_eq!(
+            assert_said_once(&short),
+            "execution of llm not admitted: GPU memory needed 6000 MB, free 1000 MB; \
+             system memory needed 100 MB, free 10 MB; 2 earlier request(s) still waiting \
+             ahead of it"
+        );
     }
 }

@@ -26,10 +26,7 @@ impl LocalMonitor {
         let system = System::new_with_specifics(
             RefreshKind::nothing().with_memory(MemoryRefreshKind::nothing().with_ram()),
         )
-        .map_err(|err| StatsError {
-            source_name: String::from("local monitor"),
-            reason: err.to_string(),
-        })?;
+        .map_err(|err| StatsError::new("local monitor", err.to_string()))?;
         Ok(LocalMonitor {
             system: Mutex::new(system),
         })

@@ -2,7 +2,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
-
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -61,23 +60,29 @@ impl SystemStats {
 }
 
 /// Why fresh statistics could not be had.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The reason is text (a source's failure often crossed a process boundary as
+/// text), said in the message; there is no [`source`](std::error::Error::source).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("system statistics from {source_name} unavailable: {reason}")]
+#[non_exhaustive]
 pub struct StatsError {
+    /// The source that failed, such as `local monitor` or `system monitor plugin
+    /// sysmon`.
     pub source_name: String,
+    /// What went wrong.
     pub reason: String,
 }
 
-impl fmt::Display for StatsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "system statistics from {} unavailable: {}",
-            self.source_name, self.reason
-        )
+impl StatsError {
+    /// Statistics from `source_name` could not be had, because of `reason`.
+    pub fn new(source_name: impl Into<String>, reason: impl Into<String>) -> Self {
+        StatsError {
+            source_name: source_name.into(),
+            reason: reason.into(),
+        }
     }
 }
-
-impl std::error::Error for StatsError {}
 
 /// Where fresh statistics come from: the local monitor, or a plugin registered as the
 /// system monitor.
@@ -143,10 +148,10 @@ impl ManualStats {
 
 impl StatsSource for ManualStats {
     fn system_stats(&self) -> BoxFuture<'_, Result<SystemStats, StatsError>> {
-        let current = self.lock().clone().map_err(|reason| StatsError {
-            source_name: String::from("manual statistics"),
-            reason,
-        });
+        let current = self
+            .lock()
+            .clone()
+            .map_err(|reason| StatsError::new("manual statistics", reason));
         Box::pin(std::future::ready(current))
     }
 }

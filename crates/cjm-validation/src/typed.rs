@@ -40,9 +40,9 @@ pub fn validator_for<T: ConfigType>() -> Result<Arc<ConfigValidator>, ConfigErro
     // costs a little time once rather than serialising every caller behind one.
     let validator = ConfigValidator::new(&schema_for::<T>())
         .map(Arc::new)
-        .map_err(|source| ConfigError::Schema {
+        .map_err(|error| ConfigError::Schema {
             of: format!("config type {}", type_name::<T>()),
-            source,
+            error,
         })?;
     validators
         .lock()
@@ -117,9 +117,9 @@ pub fn validate_field_value(
     field_schema: &Value,
     field_name: &str,
 ) -> Result<(), ConfigError> {
-    let compiled = compile(field_schema).map_err(|source| ConfigError::Schema {
+    let compiled = compile(field_schema).map_err(|error| ConfigError::Schema {
         of: format!("field {field_name}"),
-        source,
+        error,
     })?;
     let violations: Vec<Violation> = compiled
         .iter_errors(value)
