@@ -11,6 +11,7 @@ use crate::{validate_name, ManifestError, ManifestErrorKind, ResourceRequirement
 /// Fields this version does not know are kept in `extra` and written back unchanged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawManifest", into = "RawManifest")]
+#[non_exhaustive]
 pub struct Manifest {
     pub name: String,
     pub version: String,

@@ -7,6 +7,7 @@ use crate::{Manifest, ResourceRequirements};
 
 /// Metadata about a plugin, discovered or loaded: the original's `PluginMeta`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PluginMeta {
     pub name: String,
     pub version: String,

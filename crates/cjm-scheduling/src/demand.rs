@@ -7,6 +7,7 @@ use crate::{StatsError, SystemStats};
 
 /// What one execution holds while it runs, from the manifest's `resources`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Demand {
     /// A GPU must be reported at all, even when no amount of memory is declared.
     pub requires_gpu: bool,
@@ -65,6 +66,7 @@ impl Demand {
 
 /// A resource a scheduler accounts for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Resource {
     /// `gpu_free_memory_mb` against `min_gpu_vram_mb`.
     GpuMemory,
@@ -93,6 +95,7 @@ impl fmt::Display for Resource {
 
 /// One resource that did not suffice.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Shortfall {
     pub resource: Resource,
     pub needed_mb: u64,
@@ -229,12 +232,9 @@ mod tests {
 
     #[test]
     fn gpu_memory_counts_only_for_gpu_plugins() {
-        let resources = ResourceRequirements {
-            requires_gpu: false,
-            min_gpu_vram_mb: 8000,
-            min_system_ram_mb: 100,
-            ..ResourceRequirements::default()
-        };
+        // GPU memory declared, but no GPU required.
+        let mut resources = ResourceRequirements::default().with_system_ram_mb(100);
+        resources.min_gpu_vram_mb = 8000;
         let demand = Demand::of(&resources);
         assert_eq!(demand.gpu_vram_mb, 0);
         let stats = SystemStats {

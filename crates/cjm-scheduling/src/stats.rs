@@ -11,6 +11,7 @@ use crate::BoxFuture;
 /// keys (`gpu_free_memory_mb`, `memory_available_mb`); a figure the source cannot
 /// measure is absent, never zero.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SystemStats {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_available_mb: Option<f64>,
@@ -35,6 +36,7 @@ pub struct SystemStats {
 
 /// One GPU's figures.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct GpuStats {
     pub index: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,6 +50,16 @@ pub struct GpuStats {
 }
 
 impl SystemStats {
+    /// Figures of free GPU memory (of the roomiest GPU) and available system memory
+    /// alone, in MiB; `None` for a figure not measured.
+    pub fn with_free(gpu_free_memory_mb: Option<f64>, memory_available_mb: Option<f64>) -> Self {
+        SystemStats {
+            gpu_free_memory_mb,
+            memory_available_mb,
+            ..SystemStats::default()
+        }
+    }
+
     /// Set the aggregate GPU keys from `gpus`: the device with the most free memory.
     pub fn aggregate_gpus(&mut self) {
         let roomiest = self
@@ -112,11 +124,10 @@ impl ManualStats {
 
     /// Only GPU and system memory free, in MB.
     pub fn with_free(gpu_free_memory_mb: Option<f64>, memory_available_mb: Option<f64>) -> Self {
-        Self::new(SystemStats {
+        Self::new(SystemStats::with_free(
             gpu_free_memory_mb,
             memory_available_mb,
-            ..SystemStats::default()
-        })
+        ))
     }
 
     pub fn set(&self, stats: SystemStats) {

@@ -17,6 +17,7 @@ use crate::ConfigMap;
 
 /// How [`dict_to_config`] treats the JSON object it is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Validation {
     /// Validate against the schema, and refuse unknown keys (naming the closest known
     /// one): for configurations people type.

@@ -13,6 +13,7 @@ use crate::ConfigMap;
 
 /// What to do with top-level keys the schema does not list.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum UnknownKeys {
     /// Refuse them, naming the known keys and the closest one (strict mode). Applies
     /// when the schema lists `properties` and allows no others through
