@@ -1,7 +1,8 @@
 //! A JSON writer for [`Value`]s that produces exactly serde_json's compact output, but
-//! scans strings eight bytes at a time for characters that need escaping instead of
-//! one byte at a time. Large string payloads (transcripts, base64 audio) cross the
-//! process boundary twice per call; this keeps them near memory-copy speed.
+//! scans strings sixteen bytes at a time (SSE2 on x86_64, eight bytes of integer
+//! arithmetic elsewhere) for characters that need escaping instead of one byte at a
+//! time. Large string payloads (transcripts, base64 audio) cross the process boundary
+//! twice per call; this keeps them near memory-copy speed.
 
 use serde_json::{Map, Value};
 

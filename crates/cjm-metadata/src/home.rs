@@ -23,10 +23,13 @@ impl CjmHome {
             .ok_or(HomeError)
     }
 
+    /// The home at `root`, whatever the environment says. Nothing is created: the
+    /// folders are made by whoever first writes into them.
     pub fn at(root: impl Into<PathBuf>) -> Self {
         CjmHome { root: root.into() }
     }
 
+    /// The folder itself.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -46,10 +49,15 @@ impl CjmHome {
         self.root.join("envs")
     }
 
+    /// Where plugin `name`'s global manifest is: `plugins/<name>.json`. `name` is
+    /// used as it is; check it with [`validate_name`](crate::validate_name) first
+    /// when it comes from outside.
     pub fn manifest_path(&self, name: &str) -> PathBuf {
         self.plugins_dir().join(format!("{name}.json"))
     }
 
+    /// Where plugin `name`'s worker logs: `logs/<name>.log` (same caveat as
+    /// [`manifest_path`](Self::manifest_path)).
     pub fn log_path(&self, name: &str) -> PathBuf {
         self.logs_dir().join(format!("{name}.log"))
     }

@@ -9,23 +9,41 @@ use crate::{validate_name, ManifestError, ManifestErrorKind, ResourceRequirement
 /// One plugin's manifest: what `cjm-ctl install-all` writes and discovery reads.
 ///
 /// Fields this version does not know are kept in `extra` and written back unchanged.
+/// Non-exhaustive, as the original adds manifest fields: build one in code with
+/// [`Manifest::native`] and set the fields wanted, or parse one with
+/// [`Manifest::from_json`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawManifest", into = "RawManifest")]
 #[non_exhaustive]
 pub struct Manifest {
+    /// The plugin's name: unique among discovered plugins, and a file name (see
+    /// [`validate_name`]).
     pub name: String,
+    /// The plugin's version, as it reports it (`0.0.0` when the manifest has none).
     pub version: String,
+    /// One line on what the plugin does; may be empty.
     pub description: String,
+    /// Who wrote it; may be empty.
     pub author: String,
+    /// The package the plugin comes from (a crate or a Python distribution); may be
+    /// empty.
     pub package_name: String,
+    /// What kind of plugin it is, such as `"transcription"` or `"system_monitor"`;
+    /// may be empty.
     pub category: String,
+    /// The fully qualified name of the interface it implements (the original's
+    /// Python class path); may be empty.
     pub interface: String,
+    /// How the host starts its worker.
     pub launch: Launch,
     /// Added to the worker's environment.
     pub env_vars: BTreeMap<String, String>,
+    /// What one execution needs from the machine.
     pub resources: ResourceRequirements,
     /// JSON Schema of the plugin's configuration; `{}` when it declares none.
     pub config_schema: Value,
+    /// Every other field of the file, kept as it came (the installer's `env_name`,
+    /// the original's `conda_env`, ..).
     pub extra: Map<String, Value>,
 }
 
@@ -34,15 +52,19 @@ pub struct Manifest {
 pub enum Launch {
     /// A binary built on `cjm-worker`: `<command> [args..] --port P --ppid PID`.
     Native {
-        /// Absolute, or relative to the manifest's folder.
+        /// The program: absolute, or relative to the manifest's folder.
         command: PathBuf,
+        /// Arguments before the ones the host adds.
         args: Vec<String>,
     },
     /// The original's universal worker:
     /// `<python_path> -m cjm_plugin_system.core.worker --module M --class C ..`.
     Python {
+        /// The Python interpreter of the plugin's environment.
         python_path: PathBuf,
+        /// The module that defines the plugin class.
         module: String,
+        /// The plugin class's name in `module`.
         class: String,
     },
 }

@@ -6,17 +6,23 @@ use cjm_metadata::ResourceRequirements;
 use crate::{StatsError, SystemStats};
 
 /// What one execution holds while it runs, from the manifest's `resources`.
+///
+/// Non-exhaustive, as more resources may be accounted for: made with
+/// [`Demand::of`], or [`Default`] (nothing) and its fields set.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Demand {
     /// A GPU must be reported at all, even when no amount of memory is declared.
     pub requires_gpu: bool,
-    /// Zero unless `requires_gpu`: GPU memory only counts for plugins that use one.
+    /// GPU memory, in MiB. Zero unless `requires_gpu`: GPU memory only counts for
+    /// plugins that use one.
     pub gpu_vram_mb: u64,
+    /// System memory, in MiB.
     pub system_ram_mb: u64,
 }
 
 impl Demand {
+    /// What a plugin declaring `resources` holds while it executes.
     pub fn of(resources: &ResourceRequirements) -> Self {
         Demand {
             requires_gpu: resources.requires_gpu,
@@ -97,7 +103,9 @@ impl fmt::Display for Resource {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Shortfall {
+    /// The resource.
     pub resource: Resource,
+    /// What the execution declared it needs, in MiB.
     pub needed_mb: u64,
     /// What the source reported free; `None` when it reported nothing.
     pub reported_free_mb: Option<f64>,
@@ -157,6 +165,7 @@ impl fmt::Display for Shortfall {
 #[error("execution of {plugin} not admitted: {}", self.reasons())]
 #[non_exhaustive]
 pub struct Refusal {
+    /// The plugin whose execution was refused.
     pub plugin: String,
     /// Each resource that did not suffice; empty when the refusal had another cause.
     pub shortfalls: Vec<Shortfall>,
@@ -169,6 +178,9 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// `plugin` was refused for `shortfalls` (empty: for no resource in
+    /// particular). Policies that wait set [`queued_ahead`](Self::queued_ahead) and
+    /// [`waited`](Self::waited) afterwards.
     pub fn new(plugin: impl Into<String>, shortfalls: Vec<Shortfall>) -> Self {
         Refusal {
             plugin: plugin.into(),
@@ -179,6 +191,8 @@ impl Refusal {
         }
     }
 
+    /// `plugin` was refused because the statistics could not be read, so nothing
+    /// could be checked.
     pub fn stats_unavailable(plugin: impl Into<String>, error: StatsError) -> Self {
         Refusal {
             stats_error: Some(error),

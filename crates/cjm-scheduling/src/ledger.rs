@@ -41,6 +41,7 @@ impl fmt::Debug for ReservationLedger {
 }
 
 impl ReservationLedger {
+    /// An empty ledger, shared: every [`Reservation`] holds on to it.
     pub fn new() -> Arc<Self> {
         Arc::new(ReservationLedger::default())
     }

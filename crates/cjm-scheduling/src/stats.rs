@@ -9,14 +9,20 @@ use crate::BoxFuture;
 
 /// The machine's state as a scheduler sees it. Key names are the original's telemetry
 /// keys (`gpu_free_memory_mb`, `memory_available_mb`); a figure the source cannot
-/// measure is absent, never zero.
+/// measure is absent, never zero. Memory figures are in MiB (the original's "MB").
+///
+/// Non-exhaustive, as sources report more figures over time: made with
+/// [`Default`] (nothing measured) or [`SystemStats::with_free`], then fields set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct SystemStats {
+    /// System memory available to new work (free plus reclaimable caches).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_available_mb: Option<f64>,
+    /// System memory in all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_total_mb: Option<f64>,
+    /// CPU load over all cores since the previous reading, 0 to 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_percent: Option<f64>,
     /// Free memory of the GPU with the most of it: one execution runs on one device,
@@ -34,15 +40,22 @@ pub struct SystemStats {
     pub extra: Map<String, Value>,
 }
 
-/// One GPU's figures.
+/// One GPU's figures; memory in MiB.
+///
+/// Non-exhaustive: made with [`Default`], then fields set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct GpuStats {
+    /// The device's index, as the driver numbers them.
     pub index: u32,
+    /// The device's name, such as `NVIDIA H200`, when the driver says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Memory free on the device.
     pub free_memory_mb: f64,
+    /// The device's memory in all.
     pub total_memory_mb: f64,
+    /// Memory in use on the device, by any process.
     pub used_memory_mb: f64,
     /// Percent of the last sample period in which a kernel ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -99,6 +112,8 @@ impl StatsError {
 /// Where fresh statistics come from: the local monitor, or a plugin registered as the
 /// system monitor.
 pub trait StatsSource: Send + Sync + fmt::Debug {
+    /// A fresh reading of the machine, or why none could be had. Schedulers call
+    /// it on every admission that has needs to check, so it should be quick.
     fn system_stats(&self) -> BoxFuture<'_, Result<SystemStats, StatsError>>;
 }
 
@@ -116,13 +131,15 @@ impl Default for ManualStats {
 }
 
 impl ManualStats {
+    /// A source that reports `stats` until told otherwise.
     pub fn new(stats: SystemStats) -> Self {
         ManualStats {
             current: Arc::new(Mutex::new(Ok(stats))),
         }
     }
 
-    /// Only GPU and system memory free, in MB.
+    /// A source that reports only GPU and system memory free, in MiB (see
+    /// [`SystemStats::with_free`]).
     pub fn with_free(gpu_free_memory_mb: Option<f64>, memory_available_mb: Option<f64>) -> Self {
         Self::new(SystemStats::with_free(
             gpu_free_memory_mb,
@@ -130,6 +147,7 @@ impl ManualStats {
         ))
     }
 
+    /// Report `stats` from now on (ending a [`fail`](Self::fail)).
     pub fn set(&self, stats: SystemStats) {
         *self.lock() = Ok(stats);
     }

@@ -127,12 +127,15 @@ impl ConfigValidator {
         })
     }
 
+    /// This validator, treating keys the schema does not list as `unknown_keys`
+    /// says.
     #[must_use]
     pub fn with_unknown_keys(mut self, unknown_keys: UnknownKeys) -> Self {
         self.unknown_keys = unknown_keys;
         self
     }
 
+    /// The schema, as it was given.
     pub fn schema(&self) -> &Value {
         &self.schema
     }
