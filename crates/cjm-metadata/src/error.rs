@@ -24,11 +24,12 @@ pub enum ManifestErrorKind {
     /// The file could not be read.
     #[error("cannot read: {0}")]
     Read(std::io::Error),
-    /// The text is not JSON (or nests deeper than the parser's recursion limit).
+    /// The text is not JSON: a syntax error, an early end, or nesting deeper than
+    /// the parser's recursion limit.
     #[error("not valid JSON: {0}")]
     Json(serde_json::Error),
-    /// Valid JSON that is not a usable manifest: the reason, such as `no "name"
-    /// field`.
+    /// Well-formed JSON that is not a usable manifest: the reason, such as `no
+    /// "name" field`, or a value of the wrong type.
     #[error("{0}")]
     Invalid(String),
 }

@@ -104,8 +104,18 @@ impl Manifest {
 
     /// Parse a manifest from JSON text.
     pub fn from_json(text: &str) -> Result<Manifest, ManifestError> {
-        let raw: RawManifest = serde_json::from_str(text)
-            .map_err(|err| ManifestError::new(ManifestErrorKind::Json(err)))?;
+        let raw: RawManifest = serde_json::from_str(text).map_err(|err| {
+            if !err.is_data() {
+                return ManifestError::new(ManifestErrorKind::Json(err));
+            }
+            // A value of the wrong type stops the parser before it has seen whether
+            // the rest is JSON at all: only a second pass tells well-formed JSON of
+            // the wrong shape (the manifest is wrong) from text that is not JSON.
+            match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Ok(_) => ManifestError::invalid(err.to_string()),
+                Err(syntax) => ManifestError::new(ManifestErrorKind::Json(syntax)),
+            }
+        })?;
         Manifest::try_from(raw).map_err(ManifestError::invalid)
     }
 
@@ -140,6 +150,7 @@ impl Manifest {
 /// The manifest as it is on disk: every field optional, so that one validation step
 /// can report what is missing or contradictory in words.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(expecting = "a JSON object of manifest fields")]
 struct RawManifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     name: Option<String>,
@@ -367,6 +378,23 @@ mod tests {
         for (value, expected) in cases {
             let err = parse(value.clone()).unwrap_err();
             assert!(err.contains(expected), "{value}: {err}");
+        }
+        // Well-formed JSON of the wrong shape is no JSON syntax error.
+        let wrong_shape = [
+            (
+                json!({"name": 5, "command": "/x"}),
+                "invalid type: integer `5`, expected a string",
+            ),
+            (json!([1]), "expected a JSON object of manifest fields"),
+            (json!("a"), "expected a JSON object of manifest fields"),
+        ];
+        for (value, expected) in wrong_shape {
+            let err = Manifest::from_json(&value.to_string()).unwrap_err();
+            assert!(
+                matches!(err.kind, ManifestErrorKind::Invalid(_)),
+                "{value}: {err}"
+            );
+            assert!(err.to_string().contains(expected), "{value}: {err}");
         }
         let err = Manifest::from_json("{not json").unwrap_err().to_string();
         assert!(err.contains("not valid JSON"), "{err}");
