@@ -272,6 +272,17 @@ mod tests {
             }
         }
         same_as_serde(&Value::String("\"".repeat(3 * SCAN_BLOCK)));
+        // One-byte text puts the escape on every byte around each edge, the last
+        // byte of a block included.
+        for edge in [SCAN_BLOCK, 2 * SCAN_BLOCK] {
+            for at in edge - 3..=edge + 2 {
+                for escaped in ['"', '\\', '\n', '\u{1f}'] {
+                    let mut text = "a".repeat(3 * SCAN_BLOCK);
+                    text.insert(at, escaped);
+                    same_as_serde(&Value::String(text));
+                }
+            }
+        }
     }
 
     #[test]
