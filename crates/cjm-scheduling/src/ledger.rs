@@ -5,7 +5,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
-
 use tokio::sync::Notify;
 
 use crate::{Demand, Shortfall, SystemStats};
