@@ -11,6 +11,10 @@
 //! - `soak [cjm-soak options]`: 100,000 calls, 1,000 load/unload cycles and 32
 //!   clients x 4 workers for 60 s, failing on any error or on memory or descriptor
 //!   growth; a few minutes.
+//! - `package [--verify]`: package every publishable crate as crates.io would get
+//!   it, offline, failing on any warning (missing metadata); `--verify` also builds
+//!   each package from its own files (minutes when cold). `.ci/run` runs the quick
+//!   form.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
@@ -26,9 +30,10 @@ fn main() -> Result<()> {
         "bench" => bench(std::env::args().skip(2).collect()),
         "soak" => soak(std::env::args().skip(2).collect()),
         "readme" => readme(),
+        "package" => package(std::env::args().skip(2).collect()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <e2e|demo|bench [--quick] [--only METRIC]|soak [OPTIONS]|readme>"
+                "usage: cargo xtask <e2e|demo|bench [--quick] [--only METRIC]|soak [OPTIONS]|readme|package [--verify]>"
             );
             bail!("unknown task {task:?}")
         }
@@ -229,4 +234,86 @@ fn readme() -> Result<()> {
         eprintln!("README.md updated");
     }
     Ok(())
+}
+
+/// Package every crate that may be published, together: cargo then resolves their
+/// dependencies on each other from the packages just made (a local overlay over
+/// crates.io), which `cargo package -p cjm-manager` alone cannot, as its siblings are
+/// not on crates.io. Offline: only what cargo has cached is used.
+fn package(args: Vec<String>) -> Result<()> {
+    let verify = match args.as_slice() {
+        [] => false,
+        [flag] if flag == "--verify" => true,
+        _ => bail!("usage: cargo xtask package [--verify]"),
+    };
+    let root = workspace_root()?;
+    let publishable = publishable_packages(&root)?;
+    if publishable.is_empty() {
+        bail!("no package of the workspace may be published");
+    }
+    let mut command = cargo();
+    // --allow-dirty: what is checked is the manifests as they are, committed or not.
+    command
+        .current_dir(&root)
+        .args(["package", "--offline", "--allow-dirty"]);
+    if !verify {
+        command.arg("--no-verify");
+    }
+    for name in &publishable {
+        command.args(["--package", name]);
+    }
+    eprintln!("$ {command:?}");
+    let output = command
+        .output()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    let log = String::from_utf8_lossy(&output.stderr);
+    eprint!("{log}");
+    if !output.status.success() {
+        bail!("cargo package failed: {}", output.status);
+    }
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|line| line.starts_with("warning:"))
+        .collect();
+    if !warnings.is_empty() {
+        bail!("cargo package warned: {}", warnings.join("; "));
+    }
+    eprintln!("packaged: {}", publishable.join(", "));
+    Ok(())
+}
+
+/// The workspace's packages without `publish = false`.
+fn publishable_packages(root: &Path) -> Result<Vec<String>> {
+    let output = cargo()
+        .current_dir(root)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .output()
+        .context("cannot run cargo metadata")?;
+    if !output.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("cargo metadata's output")?;
+    let packages = metadata["packages"]
+        .as_array()
+        .context("cargo metadata lists no packages")?;
+    Ok(packages
+        .iter()
+        // `publish` is null for any registry, [] for `publish = false`.
+        .filter(|package| {
+            package["publish"]
+                .as_array()
+                .is_none_or(|to| !to.is_empty())
+        })
+        .filter_map(|package| package["name"].as_str().map(str::to_owned))
+        .collect())
 }

@@ -206,11 +206,15 @@ impl<T: Into<Value>> From<T> for Arg {
 /// `CallArgs::new().arg("hello").kwarg("repeat", 2).file_kwarg("file_path", bytes)`.
 #[derive(Debug, Clone, Default)]
 pub struct CallArgs {
+    /// Positional arguments, in order.
     pub args: Vec<Arg>,
+    /// Keyword arguments, in the order given; a name given twice counts once, with
+    /// its last value.
     pub kwargs: Vec<(String, Arg)>,
 }
 
 impl CallArgs {
+    /// No arguments.
     pub fn new() -> Self {
         Self::default()
     }
@@ -226,20 +230,24 @@ impl CallArgs {
         }
     }
 
+    /// These arguments and one more positional one.
     pub fn arg(mut self, value: impl Into<Arg>) -> Self {
         self.args.push(value.into());
         self
     }
 
+    /// These arguments and keyword argument `name`.
     pub fn kwarg(mut self, name: impl Into<String>, value: impl Into<Arg>) -> Self {
         self.kwargs.push((name.into(), value.into()));
         self
     }
 
+    /// These arguments and one more positional one that travels as a file.
     pub fn file_arg(self, file: impl FileBacked + 'static) -> Self {
         self.arg(Arg::File(Arc::new(file)))
     }
 
+    /// These arguments and keyword argument `name`, travelling as a file.
     pub fn file_kwarg(self, name: impl Into<String>, file: impl FileBacked + 'static) -> Self {
         self.kwarg(name, Arg::File(Arc::new(file)))
     }

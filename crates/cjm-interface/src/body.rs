@@ -7,31 +7,24 @@
 //! in freshly faulted memory. Copying each frame as it arrives overlaps the copy with
 //! the transfer and lets the connection reuse its read buffer.
 
-use std::fmt;
-
 use bytes::{Buf, Bytes};
 use http_body::Body;
 use http_body_util::BodyExt;
 
 /// Why a body could not be read whole.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum BodyError<E> {
-    /// The body is longer than the reader's limit (bytes).
-    TooLarge { limit: usize },
-    /// The connection failed while the body was arriving.
+    /// The body is longer than the reader's limit.
+    #[error("body exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The connection failed while the body was arriving. It displays as the
+    /// transport's error, which is not also its `source`: said once.
+    #[error("{0}")]
     Read(E),
 }
-
-impl<E: fmt::Display> fmt::Display for BodyError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BodyError::TooLarge { limit } => write!(f, "body exceeds the limit of {limit} bytes"),
-            BodyError::Read(err) => write!(f, "{err}"),
-        }
-    }
-}
-
-impl<E: fmt::Debug + fmt::Display> std::error::Error for BodyError<E> {}
 
 /// The whole of `body`, at most `limit` bytes. The body's size hint (hyper's comes
 /// from Content-Length) sizes the buffer once; it is never trusted beyond `limit`.

@@ -16,6 +16,7 @@ use crate::PluginError;
 
 /// How far a call has got, as it last reported.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Progress {
     /// 0.0 to 1.0; negative for "cannot tell" (the original's -1.0).
     pub fraction: f64,

@@ -7,7 +7,12 @@ use std::fmt;
 /// whose `category` tells a host whether trying again may help. The status follows
 /// the category: 400 for the caller's mistakes, 409 for a cancelled call, 500 for
 /// the rest.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// It displays as its message alone and has no [`source`](std::error::Error::source):
+/// what caused it (an I/O error, a library's error) is part of the message, because
+/// only the message crosses the process boundary.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
 pub struct PluginError {
     kind: ErrorKind,
     message: String,
@@ -213,14 +218,6 @@ impl PluginError {
     }
 }
 
-impl fmt::Display for PluginError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for PluginError {}
-
 impl From<std::io::Error> for PluginError {
     /// By the original's table: a missing or unreadable file is the caller's
     /// (`user_input`), an interrupted or timed-out one `transient`, out of space
@@ -282,5 +279,47 @@ mod tests {
         );
         let full = std::io::Error::new(std::io::ErrorKind::StorageFull, "disk full");
         assert_eq!(PluginError::from(full).category(), ErrorCategory::Resource);
+    }
+
+    /// The error and each of its causes, joined as a chain printer (anyhow's `{:#}`)
+    /// joins them.
+    fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+        let mut text = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+
+    /// Every clause of the chain once: no cause is both named and returned.
+    fn assert_said_once(err: &(dyn std::error::Error + 'static)) -> String {
+        let text = chain(err);
+        let clauses: Vec<&str> = text.split(": ").collect();
+        for (at, clause) in clauses.iter().enumerate() {
+            assert!(
+                !clauses[at + 1..].contains(clause),
+                "{clause:?} repeats in {text:?}"
+            );
+        }
+        text
+    }
+
+    #[test]
+    fn every_cause_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "/data/a.wav: no such file");
+        let err = PluginError::from(io);
+        assert_eq!(assert_said_once(&err), "/data/a.wav: no such file");
+        let err = PluginError::invalid_argument("argument 'n': expected u32");
+        assert_eq!(assert_said_once(&err), "argument 'n': expected u32");
+        let read = crate::body::BodyError::Read(std::io::Error::other("connection reset"));
+        assert_eq!(assert_said_once(&read), "connection reset");
+        let too_large = crate::body::BodyError::<std::io::Error>::TooLarge { limit: 4 };
+        assert_eq!(
+            assert_said_once(&too_large),
+            "body exceeds the limit of 4 bytes"
+        );
     }
 }

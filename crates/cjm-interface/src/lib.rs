@@ -6,6 +6,8 @@
 //! be [`FileBacked`]: those travel as a temporary file and only its path crosses the
 //! process boundary.
 
+#![warn(missing_docs)]
+
 mod args;
 pub mod body;
 mod control;

@@ -6,13 +6,25 @@ use serde_json::Value;
 
 use crate::ConfigMap;
 
+/// `GET`: whether the worker serves, and which plugin ([`HealthResponse`]).
 pub const PATH_HEALTH: &str = "/health";
+/// `GET`: the worker's CPU and memory use ([`StatsResponse`]).
 pub const PATH_STATS: &str = "/stats";
+/// `POST` a configuration (a JSON object): the plugin's `initialize`
+/// ([`StatusResponse`] `ok`).
 pub const PATH_INITIALIZE: &str = "/initialize";
+/// `GET`: the plugin's configuration schema, JSON.
 pub const PATH_CONFIG_SCHEMA: &str = "/config_schema";
+/// `GET`: the configuration in force, JSON.
 pub const PATH_CONFIG: &str = "/config";
+/// `POST` an [`ExecuteRequest`]: the plugin's `execute`, its result as JSON.
 pub const PATH_EXECUTE: &str = "/execute";
+/// `POST` an [`ExecuteRequest`]: the plugin's `execute_stream`, one JSON value per
+/// line ([`CONTENT_TYPE_NDJSON`]); a failure after the start is a last line holding
+/// a [`StreamError`].
 pub const PATH_EXECUTE_STREAM: &str = "/execute_stream";
+/// `POST`: the plugin's `cleanup`, before the worker is stopped ([`StatusResponse`]
+/// `cleaned`).
 pub const PATH_CLEANUP: &str = "/cleanup";
 /// `POST`: ask calls in flight to stop (0.0.21 on).
 pub const PATH_CANCEL: &str = "/cancel";
@@ -74,7 +86,9 @@ pub struct ReconfigureRequest {
 /// host's choice; a call sent without one gets one from the worker.
 pub const CALL_ID_HEADER: &str = "x-cjm-call-id";
 
+/// The content type of every JSON body.
 pub const CONTENT_TYPE_JSON: &str = "application/json";
+/// The content type of a stream's answer: newline-delimited JSON.
 pub const CONTENT_TYPE_NDJSON: &str = "application/x-ndjson";
 
 /// Extension: the host hands a native worker its already-bound listening socket as
@@ -121,8 +135,10 @@ pub const MAX_BODY_ENV: &str = "CJM_MAX_BODY_BYTES";
 /// Body of `POST /execute` and `POST /execute_stream`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExecuteRequest {
+    /// Positional arguments; absent means none.
     #[serde(default)]
     pub args: Vec<Value>,
+    /// Keyword arguments; absent means none.
     #[serde(default)]
     pub kwargs: ConfigMap,
 }
@@ -130,17 +146,26 @@ pub struct ExecuteRequest {
 /// Answer of `GET /health`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthResponse {
+    /// `running` while the worker serves (the original's word).
     pub status: String,
+    /// The worker's process id.
     pub pid: u32,
+    /// The plugin's name.
     pub name: String,
+    /// The plugin's version.
     pub version: String,
 }
 
-/// Answer of `GET /stats`: the worker and all its descendants.
+/// Answer of `GET /stats`: memory of the worker and all its descendants, the
+/// worker's own CPU load.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatsResponse {
+    /// The worker's process id.
     pub pid: u32,
+    /// The worker process's CPU load since the previous `/stats`, in percent of one
+    /// core (as psutil reports it: above 100 on several cores); 0 the first time.
     pub cpu_percent: f64,
+    /// Resident memory of the worker and its descendants, in MiB.
     pub memory_rss_mb: f64,
     /// Fields a peer adds beyond the base protocol, kept as they came.
     #[serde(flatten)]
@@ -150,6 +175,7 @@ pub struct StatsResponse {
 /// `{"status": ..}` answers of `/initialize` (`"ok"`) and `/cleanup` (`"cleaned"`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusResponse {
+    /// `ok` or `cleaned`.
     pub status: String,
 }
 

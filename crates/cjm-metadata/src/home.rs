@@ -1,4 +1,3 @@
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// The folder holding everything the system writes: `$CJM_HOME`, by default `~/.cjm`.
@@ -8,18 +7,9 @@ pub struct CjmHome {
 }
 
 /// Neither `CJM_HOME` nor `HOME` is set, so there is no place for manifests and logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("neither CJM_HOME nor HOME is set; set CJM_HOME to the folder for plugins and logs")]
 pub struct HomeError;
-
-impl fmt::Display for HomeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "neither CJM_HOME nor HOME is set; set CJM_HOME to the folder for plugins and logs",
-        )
-    }
-}
-
-impl std::error::Error for HomeError {}
 
 impl CjmHome {
     /// `$CJM_HOME`, else `$HOME/.cjm`.
@@ -33,10 +23,13 @@ impl CjmHome {
             .ok_or(HomeError)
     }
 
+    /// The home at `root`, whatever the environment says. Nothing is created: the
+    /// folders are made by whoever first writes into them.
     pub fn at(root: impl Into<PathBuf>) -> Self {
         CjmHome { root: root.into() }
     }
 
+    /// The folder itself.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -56,10 +49,15 @@ impl CjmHome {
         self.root.join("envs")
     }
 
+    /// Where plugin `name`'s global manifest is: `plugins/<name>.json`. `name` is
+    /// used as it is; check it with [`validate_name`](crate::validate_name) first
+    /// when it comes from outside.
     pub fn manifest_path(&self, name: &str) -> PathBuf {
         self.plugins_dir().join(format!("{name}.json"))
     }
 
+    /// Where plugin `name`'s worker logs: `logs/<name>.log` (same caveat as
+    /// [`manifest_path`](Self::manifest_path)).
     pub fn log_path(&self, name: &str) -> PathBuf {
         self.logs_dir().join(format!("{name}.log"))
     }

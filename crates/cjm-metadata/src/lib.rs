@@ -2,6 +2,8 @@
 //! read from a JSON file, the [`PluginMeta`] kept for every discovered or loaded
 //! plugin, and the [`ResourceRequirements`] the scheduler admits executions against.
 
+#![warn(missing_docs)]
+
 mod error;
 mod home;
 mod manifest;

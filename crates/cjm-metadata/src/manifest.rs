@@ -9,22 +9,41 @@ use crate::{validate_name, ManifestError, ManifestErrorKind, ResourceRequirement
 /// One plugin's manifest: what `cjm-ctl install-all` writes and discovery reads.
 ///
 /// Fields this version does not know are kept in `extra` and written back unchanged.
+/// Non-exhaustive, as the original adds manifest fields: build one in code with
+/// [`Manifest::native`] and set the fields wanted, or parse one with
+/// [`Manifest::from_json`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawManifest", into = "RawManifest")]
+#[non_exhaustive]
 pub struct Manifest {
+    /// The plugin's name: unique among discovered plugins, and a file name (see
+    /// [`validate_name`]).
     pub name: String,
+    /// The plugin's version, as it reports it (`0.0.0` when the manifest has none).
     pub version: String,
+    /// One line on what the plugin does; may be empty.
     pub description: String,
+    /// Who wrote it; may be empty.
     pub author: String,
+    /// The package the plugin comes from (a crate or a Python distribution); may be
+    /// empty.
     pub package_name: String,
+    /// What kind of plugin it is, such as `"transcription"` or `"system_monitor"`;
+    /// may be empty.
     pub category: String,
+    /// The fully qualified name of the interface it implements (the original's
+    /// Python class path); may be empty.
     pub interface: String,
+    /// How the host starts its worker.
     pub launch: Launch,
     /// Added to the worker's environment.
     pub env_vars: BTreeMap<String, String>,
+    /// What one execution needs from the machine.
     pub resources: ResourceRequirements,
     /// JSON Schema of the plugin's configuration; `{}` when it declares none.
     pub config_schema: Value,
+    /// Every other field of the file, kept as it came (the installer's `env_name`,
+    /// the original's `conda_env`, ..).
     pub extra: Map<String, Value>,
 }
 
@@ -33,15 +52,19 @@ pub struct Manifest {
 pub enum Launch {
     /// A binary built on `cjm-worker`: `<command> [args..] --port P --ppid PID`.
     Native {
-        /// Absolute, or relative to the manifest's folder.
+        /// The program: absolute, or relative to the manifest's folder.
         command: PathBuf,
+        /// Arguments before the ones the host adds.
         args: Vec<String>,
     },
     /// The original's universal worker:
     /// `<python_path> -m cjm_plugin_system.core.worker --module M --class C ..`.
     Python {
+        /// The Python interpreter of the plugin's environment.
         python_path: PathBuf,
+        /// The module that defines the plugin class.
         module: String,
+        /// The plugin class's name in `module`.
         class: String,
     },
 }
@@ -81,22 +104,25 @@ impl Manifest {
 
     /// Parse a manifest from JSON text.
     pub fn from_json(text: &str) -> Result<Manifest, ManifestError> {
-        let raw: RawManifest = serde_json::from_str(text).map_err(|err| ManifestError {
-            path: None,
-            kind: ManifestErrorKind::Json(err),
+        let raw: RawManifest = serde_json::from_str(text).map_err(|err| {
+            if !err.is_data() {
+                return ManifestError::new(ManifestErrorKind::Json(err));
+            }
+            // A value of the wrong type stops the parser before it has seen whether
+            // the rest is JSON at all: only a second pass tells well-formed JSON of
+            // the wrong shape (the manifest is wrong) from text that is not JSON.
+            match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Ok(_) => ManifestError::invalid(err.to_string()),
+                Err(syntax) => ManifestError::new(ManifestErrorKind::Json(syntax)),
+            }
         })?;
         Manifest::try_from(raw).map_err(ManifestError::invalid)
     }
 
     /// Read and parse a manifest file; errors name the file.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|err| {
-            ManifestError {
-                path: None,
-                kind: ManifestErrorKind::Read(err),
-            }
-            .at(path)
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| ManifestError::new(ManifestErrorKind::Read(err)).at(path))?;
         Manifest::from_json(&text).map_err(|err| err.at(path))
     }
 
@@ -124,6 +150,7 @@ impl Manifest {
 /// The manifest as it is on disk: every field optional, so that one validation step
 /// can report what is missing or contradictory in words.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(expecting = "a JSON object of manifest fields")]
 struct RawManifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     name: Option<String>,
@@ -351,6 +378,23 @@ mod tests {
         for (value, expected) in cases {
             let err = parse(value.clone()).unwrap_err();
             assert!(err.contains(expected), "{value}: {err}");
+        }
+        // Well-formed JSON of the wrong shape is no JSON syntax error.
+        let wrong_shape = [
+            (
+                json!({"name": 5, "command": "/x"}),
+                "invalid type: integer `5`, expected a string",
+            ),
+            (json!([1]), "expected a JSON object of manifest fields"),
+            (json!("a"), "expected a JSON object of manifest fields"),
+        ];
+        for (value, expected) in wrong_shape {
+            let err = Manifest::from_json(&value.to_string()).unwrap_err();
+            assert!(
+                matches!(err.kind, ManifestErrorKind::Invalid(_)),
+                "{value}: {err}"
+            );
+            assert!(err.to_string().contains(expected), "{value}: {err}");
         }
         let err = Manifest::from_json("{not json").unwrap_err().to_string();
         assert!(err.contains("not valid JSON"), "{err}");

@@ -6,14 +6,23 @@ use serde_json::Value;
 use crate::{Manifest, ResourceRequirements};
 
 /// Metadata about a plugin, discovered or loaded: the original's `PluginMeta`.
+///
+/// Non-exhaustive: made from a [`Manifest`] (`PluginMeta::from(&manifest)`), then
+/// changed field by field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PluginMeta {
+    /// The plugin's name (its manifest's).
     pub name: String,
+    /// The plugin's version.
     pub version: String,
+    /// One line on what it does; may be empty.
     #[serde(default)]
     pub description: String,
+    /// Who wrote it; may be empty.
     #[serde(default)]
     pub author: String,
+    /// The package it comes from; may be empty.
     #[serde(default)]
     pub package_name: String,
     /// Such as `"transcription"` or `"system_monitor"`.
@@ -22,10 +31,13 @@ pub struct PluginMeta {
     /// Fully qualified interface name.
     #[serde(default)]
     pub interface: String,
+    /// JSON Schema of its configuration; `{}` when it declares none.
     #[serde(default)]
     pub config_schema: Value,
+    /// What one execution needs from the machine.
     #[serde(default)]
     pub resources: ResourceRequirements,
+    /// Whether it may be executed; a disabled plugin is refused.
     pub enabled: bool,
     /// Unix time of the last execution in seconds; 0.0 when never executed.
     #[serde(default)]

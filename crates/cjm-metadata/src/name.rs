@@ -1,19 +1,13 @@
-use std::fmt;
-
 /// Why a plugin or environment name was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid name {name:?}: {reason}")]
+#[non_exhaustive]
 pub struct NameError {
+    /// The name as it was given.
     pub name: String,
+    /// What is wrong with it, such as "it must not start with '.' or '-'".
     pub reason: &'static str,
 }
-
-impl fmt::Display for NameError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid name {:?}: {}", self.name, self.reason)
-    }
-}
-
-impl std::error::Error for NameError {}
 
 const MAX_NAME_LEN: usize = 128;
 

@@ -6,16 +6,23 @@ use cjm_metadata::ResourceRequirements;
 use crate::{StatsError, SystemStats};
 
 /// What one execution holds while it runs, from the manifest's `resources`.
+///
+/// Non-exhaustive, as more resources may be accounted for: made with
+/// [`Demand::of`], or [`Default`] (nothing) and its fields set.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Demand {
     /// A GPU must be reported at all, even when no amount of memory is declared.
     pub requires_gpu: bool,
-    /// Zero unless `requires_gpu`: GPU memory only counts for plugins that use one.
+    /// GPU memory, in MiB. Zero unless `requires_gpu`: GPU memory only counts for
+    /// plugins that use one.
     pub gpu_vram_mb: u64,
+    /// System memory, in MiB.
     pub system_ram_mb: u64,
 }
 
 impl Demand {
+    /// What a plugin declaring `resources` holds while it executes.
     pub fn of(resources: &ResourceRequirements) -> Self {
         Demand {
             requires_gpu: resources.requires_gpu,
@@ -65,6 +72,7 @@ impl Demand {
 
 /// A resource a scheduler accounts for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Resource {
     /// `gpu_free_memory_mb` against `min_gpu_vram_mb`.
     GpuMemory,
@@ -93,8 +101,11 @@ impl fmt::Display for Resource {
 
 /// One resource that did not suffice.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Shortfall {
+    /// The resource.
     pub resource: Resource,
+    /// What the execution declared it needs, in MiB.
     pub needed_mb: u64,
     /// What the source reported free; `None` when it reported nothing.
     pub reported_free_mb: Option<f64>,
@@ -147,8 +158,14 @@ impl fmt::Display for Shortfall {
 }
 
 /// Why an execution was not admitted: what was needed and what was free.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Its message says every reason, the statistics' failure included, so it has no
+/// [`source`](std::error::Error::source).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("execution of {plugin} not admitted: {}", self.reasons())]
+#[non_exhaustive]
 pub struct Refusal {
+    /// The plugin whose execution was refused.
     pub plugin: String,
     /// Each resource that did not suffice; empty when the refusal had another cause.
     pub shortfalls: Vec<Shortfall>,
@@ -161,6 +178,9 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// `plugin` was refused for `shortfalls` (empty: for no resource in
+    /// particular). Policies that wait set [`queued_ahead`](Self::queued_ahead) and
+    /// [`waited`](Self::waited) afterwards.
     pub fn new(plugin: impl Into<String>, shortfalls: Vec<Shortfall>) -> Self {
         Refusal {
             plugin: plugin.into(),
@@ -171,6 +191,8 @@ impl Refusal {
         }
     }
 
+    /// `plugin` was refused because the statistics could not be read, so nothing
+    /// could be checked.
     pub fn stats_unavailable(plugin: impl Into<String>, error: StatsError) -> Self {
         Refusal {
             stats_error: Some(error),
@@ -186,9 +208,9 @@ impl Refusal {
     }
 }
 
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "execution of {} not admitted: ", self.plugin)?;
+impl Refusal {
+    /// The reasons, `; ` between them, and how long it waited.
+    fn reasons(&self) -> String {
         let mut reasons: Vec<String> = self.shortfalls.iter().map(ToString::to_string).collect();
         if let Some(error) = &self.stats_error {
             reasons.push(error.to_string());
@@ -202,15 +224,13 @@ impl fmt::Display for Refusal {
         if reasons.is_empty() {
             reasons.push(String::from("the scheduler refused it"));
         }
-        f.write_str(&reasons.join("; "))?;
+        let mut text = reasons.join("; ");
         if let Some(waited) = self.waited {
-            write!(f, " (after waiting {:.1} s)", waited.as_secs_f64())?;
+            text.push_str(&format!(" (after waiting {:.1} s)", waited.as_secs_f64()));
         }
-        Ok(())
+        text
     }
 }
-
-impl std::error::Error for Refusal {}
 
 #[cfg(test)]
 mod tests {
@@ -226,12 +246,9 @@ mod tests {
 
     #[test]
     fn gpu_memory_counts_only_for_gpu_plugins() {
-        let resources = ResourceRequirements {
-            requires_gpu: false,
-            min_gpu_vram_mb: 8000,
-            min_system_ram_mb: 100,
-            ..ResourceRequirements::default()
-        };
+        // GPU memory declared, but no GPU required.
+        let mut resources = ResourceRequirements::default().with_system_ram_mb(100);
+        resources.min_gpu_vram_mb = 8000;
         let demand = Demand::of(&resources);
         assert_eq!(demand.gpu_vram_mb, 0);
         let stats = SystemStats {
@@ -270,5 +287,64 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("no gpu_free_memory_mb reported"), "{text}");
+    }
+
+    /// The error and each of its causes, joined as a chain printer (anyhow's `{:#}`)
+    /// joins them.
+    fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+        let mut text = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+
+    /// Every clause of the chain once: no cause is both named and returned.
+    fn assert_said_once(err: &(dyn std::error::Error + 'static)) -> String {
+        let text = chain(err);
+        let clauses: Vec<&str> = text.split(": ").collect();
+        for (at, clause) in clauses.iter().enumerate() {
+            assert!(
+                !clauses[at + 1..].contains(clause),
+                "{clause:?} repeats in {text:?}"
+            );
+        }
+        text
+    }
+
+    #[test]
+    fn every_cause_is_said_once() {
+        let stats_error = StatsError::new("local monitor", "no /proc");
+        assert_eq!(
+            assert_said_once(&stats_error),
+            "system statistics from local monitor unavailable: no /proc"
+        );
+        let mut unavailable = Refusal::stats_unavailable("whisper", stats_error);
+        unavailable.waited = Some(Duration::from_millis(1500));
+        assert_eq!(
+            assert_said_once(&unavailable),
+            "execution of whisper not admitted: system statistics from local monitor \
+             unavailable: no /proc (after waiting 1.5 s)"
+        );
+        let stats = SystemStats {
+            gpu_free_memory_mb: Some(1000.0),
+            memory_available_mb: Some(10.0),
+            ..SystemStats::default()
+        };
+        let demand = Demand {
+            system_ram_mb: 100,
+            ..gpu(6000)
+        };
+        let mut short = Refusal::new("llm", demand.shortfalls(&stats, Demand::default()));
+        short.queued_ahead = 2;
+        assert_eq!(
+            assert_said_once(&short),
+            "execution of llm not admitted: GPU memory needed 6000 MB, free 1000 MB; \
+             system memory needed 100 MB, free 10 MB; 2 earlier request(s) still waiting \
+             ahead of it"
+        );
     }
 }

@@ -2,8 +2,9 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use crate::{Demand, Shortfall, SystemStats};
@@ -39,6 +40,7 @@ impl fmt::Debug for ReservationLedger {
 }
 
 impl ReservationLedger {
+    /// An empty ledger, shared: every [`Reservation`] holds on to it.
     pub fn new() -> Arc<Self> {
         Arc::new(ReservationLedger::default())
     }
@@ -115,10 +117,7 @@ impl ReservationLedger {
     }
 
     fn lock(&self) -> MutexGuard<'_, LedgerState> {
-        // Plain counters, each update complete under the lock: poison carries no harm.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock()
     }
 }
 

@@ -36,6 +36,8 @@
 //! `index`, `name`, `free_memory_mb`, `total_memory_mb`, `used_memory_mb`,
 //! `utilization_percent`). A figure that cannot be measured is absent.
 
+#![warn(missing_docs)]
+
 mod demand;
 mod gpu;
 mod ledger;

@@ -1,7 +1,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::Mutex;
 
+use parking_lot::{Mutex, MutexGuard};
 use sysinfo::{MemoryRefreshKind, Pid, ProcessRefreshKind, ProcessesToUpdate, RefreshKind, System};
 
 use crate::{gpu, BoxFuture, StatsError, StatsSource, SystemStats};
@@ -26,20 +26,14 @@ impl LocalMonitor {
         let system = System::new_with_specifics(
             RefreshKind::nothing().with_memory(MemoryRefreshKind::nothing().with_ram()),
         )
-        .map_err(|err| StatsError {
-            source_name: String::from("local monitor"),
-            reason: err.to_string(),
-        })?;
+        .map_err(|err| StatsError::new("local monitor", err.to_string()))?;
         Ok(LocalMonitor {
             system: Mutex::new(system),
         })
     }
 
-    fn system(&self) -> std::sync::MutexGuard<'_, System> {
-        // sysinfo's tables are refreshed whole before each use: poison carries no harm.
-        self.system
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn system(&self) -> MutexGuard<'_, System> {
+        self.system.lock()
     }
 
     /// A fresh reading. CPU load is measured since the previous reading, so the first

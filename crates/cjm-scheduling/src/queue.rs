@@ -40,9 +40,15 @@ enum LastCheck {
 }
 
 impl QueueScheduler {
+    /// How long an execution waits before it is refused, unless told otherwise:
+    /// five minutes.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+    /// How often the head of the queue re-reads the statistics, unless told
+    /// otherwise: every second.
     pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
+    /// A queue whose executions wait up to `timeout` for their needs to fit, with a
+    /// ledger of its own.
     pub fn new(timeout: Duration) -> Self {
         QueueScheduler {
             ledger: ReservationLedger::new(),
@@ -52,16 +58,19 @@ impl QueueScheduler {
     }
 
     /// How often the head of the queue re-reads the statistics for changes made
-    /// outside the scheduler. Releases by other executions do not wait for it.
+    /// outside the scheduler. Releases by other executions do not wait for it. At
+    /// least a millisecond: a shorter interval is raised to that.
     pub fn with_poll_interval(mut self, poll_interval: Duration) -> Self {
         self.poll_interval = poll_interval.max(Duration::from_millis(1));
         self
     }
 
+    /// How long an execution waits before it is refused.
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
 
+    /// How often the head of the queue re-reads the statistics.
     pub fn poll_interval(&self) -> Duration {
         self.poll_interval
     }

@@ -15,6 +15,8 @@ pub struct SafetyScheduler {
 }
 
 impl SafetyScheduler {
+    /// A policy with a ledger of its own: executions admitted by other schedulers
+    /// are not counted.
     pub fn new() -> Self {
         SafetyScheduler::default()
     }

@@ -1,6 +1,7 @@
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -8,13 +9,20 @@ use crate::BoxFuture;
 
 /// The machine's state as a scheduler sees it. Key names are the original's telemetry
 /// keys (`gpu_free_memory_mb`, `memory_available_mb`); a figure the source cannot
-/// measure is absent, never zero.
+/// measure is absent, never zero. Memory figures are in MiB (the original's "MB").
+///
+/// Non-exhaustive, as sources report more figures over time: made with
+/// [`Default`] (nothing measured) or [`SystemStats::with_free`], then fields set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SystemStats {
+    /// System memory available to new work (free plus reclaimable caches).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_available_mb: Option<f64>,
+    /// System memory in all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_total_mb: Option<f64>,
+    /// CPU load over all cores since the previous reading, 0 to 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_percent: Option<f64>,
     /// Free memory of the GPU with the most of it: one execution runs on one device,
@@ -44,14 +52,22 @@ pub struct GpuProcess {
     pub gpu_memory_mb: Option<f64>,
 }
 
-/// One GPU's figures.
+/// One GPU's figures; memory in MiB.
+///
+/// Non-exhaustive: made with [`Default`], then fields set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct GpuStats {
+    /// The device's index, as the driver numbers them.
     pub index: u32,
+    /// The device's name, such as `NVIDIA H200`, when the driver says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Memory free on the device.
     pub free_memory_mb: f64,
+    /// The device's memory in all.
     pub total_memory_mb: f64,
+    /// Memory in use on the device, by any process.
     pub used_memory_mb: f64,
     /// Percent of the last sample period in which a kernel ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,6 +75,16 @@ pub struct GpuStats {
 }
 
 impl SystemStats {
+    /// Figures of free GPU memory (of the roomiest GPU) and available system memory
+    /// alone, in MiB; `None` for a figure not measured.
+    pub fn with_free(gpu_free_memory_mb: Option<f64>, memory_available_mb: Option<f64>) -> Self {
+        SystemStats {
+            gpu_free_memory_mb,
+            memory_available_mb,
+            ..SystemStats::default()
+        }
+    }
+
     /// Set the aggregate GPU keys from `gpus`: the device with the most free memory.
     pub fn aggregate_gpus(&mut self) {
         let roomiest = self
@@ -71,27 +97,35 @@ impl SystemStats {
 }
 
 /// Why fresh statistics could not be had.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The reason is text (a source's failure often crossed a process boundary as
+/// text), said in the message; there is no [`source`](std::error::Error::source).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("system statistics from {source_name} unavailable: {reason}")]
+#[non_exhaustive]
 pub struct StatsError {
+    /// The source that failed, such as `local monitor` or `system monitor plugin
+    /// sysmon`.
     pub source_name: String,
+    /// What went wrong.
     pub reason: String,
 }
 
-impl fmt::Display for StatsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "system statistics from {} unavailable: {}",
-            self.source_name, self.reason
-        )
+impl StatsError {
+    /// Statistics from `source_name` could not be had, because of `reason`.
+    pub fn new(source_name: impl Into<String>, reason: impl Into<String>) -> Self {
+        StatsError {
+            source_name: source_name.into(),
+            reason: reason.into(),
+        }
     }
 }
-
-impl std::error::Error for StatsError {}
 
 /// Where fresh statistics come from: the local monitor, or a plugin registered as the
 /// system monitor.
 pub trait StatsSource: Send + Sync + fmt::Debug {
+    /// A fresh reading of the machine, or why none could be had. Schedulers call
+    /// it on every admission that has needs to check, so it should be quick.
     fn system_stats(&self) -> BoxFuture<'_, Result<SystemStats, StatsError>>;
 }
 
@@ -109,21 +143,23 @@ impl Default for ManualStats {
 }
 
 impl ManualStats {
+    /// A source that reports `stats` until told otherwise.
     pub fn new(stats: SystemStats) -> Self {
         ManualStats {
             current: Arc::new(Mutex::new(Ok(stats))),
         }
     }
 
-    /// Only GPU and system memory free, in MB.
+    /// A source that reports only GPU and system memory free, in MiB (see
+    /// [`SystemStats::with_free`]).
     pub fn with_free(gpu_free_memory_mb: Option<f64>, memory_available_mb: Option<f64>) -> Self {
-        Self::new(SystemStats {
+        Self::new(SystemStats::with_free(
             gpu_free_memory_mb,
             memory_available_mb,
-            ..SystemStats::default()
-        })
+        ))
     }
 
+    /// Report `stats` from now on (ending a [`fail`](Self::fail)).
     pub fn set(&self, stats: SystemStats) {
         *self.lock() = Ok(stats);
     }
@@ -146,19 +182,17 @@ impl ManualStats {
         *self.lock() = Err(reason.into());
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Result<SystemStats, String>> {
-        self.current
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Result<SystemStats, String>> {
+        self.current.lock()
     }
 }
 
 impl StatsSource for ManualStats {
     fn system_stats(&self) -> BoxFuture<'_, Result<SystemStats, StatsError>> {
-        let current = self.lock().clone().map_err(|reason| StatsError {
-            source_name: String::from("manual statistics"),
-            reason,
-        });
+        let current = self
+            .lock()
+            .clone()
+            .map_err(|reason| StatsError::new("manual statistics", reason));
         Box::pin(std::future::ready(current))
     }
 }
@@ -204,6 +238,25 @@ mod tests {
         assert_eq!(stats.gpu_total_memory_mb, Some(24000.0));
         stats.gpus.clear();
         stats.aggregate_gpus();
+        assert_eq!(stats.gpu_free_memory_mb, None);
+    }
+
+    #[tokio::test]
+    async fn a_panic_inside_update_leaves_the_figures_readable() {
+        let manual = ManualStats::with_free(Some(100.0), None);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            manual.update(|stats| {
+                stats.gpu_free_memory_mb = Some(50.0);
+                panic!("a caller's bug while the lock is held");
+            })
+        }));
+        assert!(outcome.is_err());
+        // Later readers and writers are not locked out (no poisoning): they see the
+        // figures as the panicking change left them.
+        let stats = manual.system_stats().await.unwrap();
+        assert_eq!(stats.gpu_free_memory_mb, Some(50.0));
+        manual.set(SystemStats::default());
+        let stats = manual.system_stats().await.unwrap();
         assert_eq!(stats.gpu_free_memory_mb, None);
     }
 }

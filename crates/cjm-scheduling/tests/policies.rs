@@ -14,11 +14,7 @@ use cjm_scheduling::{
 
 fn gpu_plugin(name: &str, vram_mb: u64) -> PluginMeta {
     let mut meta = PluginMeta::from(&Manifest::native(name, "1.0.0", PathBuf::from("/x")));
-    meta.resources = ResourceRequirements {
-        requires_gpu: true,
-        min_gpu_vram_mb: vram_mb,
-        ..ResourceRequirements::default()
-    };
+    meta.resources = ResourceRequirements::default().with_gpu(vram_mb);
     meta
 }
 

@@ -4,7 +4,11 @@ use serde_json::Value;
 
 /// A schema that cannot serve as a configuration schema: not valid JSON Schema, a
 /// `$ref` that does not resolve offline, or a root that cannot describe an object.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// It displays as `not a valid config schema: <reason>`; the reason is the schema
+/// compiler's message, so there is no [`source`](std::error::Error::source).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid config schema: {reason}")]
 pub struct SchemaError {
     reason: String,
 }
@@ -22,16 +26,9 @@ impl SchemaError {
     }
 }
 
-impl fmt::Display for SchemaError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "not a valid config schema: {}", self.reason)
-    }
-}
-
-impl std::error::Error for SchemaError {}
-
 /// One way in which a configuration breaks its schema.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Violation {
     /// Where, as `key`, `key.sub` or `list[2]`; empty for the configuration itself.
     pub path: String,
@@ -54,9 +51,17 @@ impl fmt::Display for Violation {
 }
 
 /// A configuration refused by its schema, with every violation found.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// It displays as `invalid configuration: ` and the violations, `; ` between them.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid configuration: {}", join(violations))]
 pub struct InvalidConfig {
     violations: Vec<Violation>,
+}
+
+fn join(violations: &[Violation]) -> String {
+    let shown: Vec<String> = violations.iter().map(ToString::to_string).collect();
+    shown.join("; ")
 }
 
 impl InvalidConfig {
@@ -66,70 +71,117 @@ impl InvalidConfig {
         InvalidConfig { violations }
     }
 
+    /// Every violation, in the order the schema was checked.
     pub fn violations(&self) -> &[Violation] {
         &self.violations
     }
 
+    /// The violations, taken out.
     pub fn into_violations(self) -> Vec<Violation> {
         self.violations
     }
 }
 
-impl fmt::Display for InvalidConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("invalid configuration: ")?;
-        for (index, violation) in self.violations.iter().enumerate() {
-            if index > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{violation}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for InvalidConfig {}
-
 /// Why a typed configuration could not be made from JSON, or JSON from it.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Each variant says its cause in its own text and has no
+/// [`source`](std::error::Error::source): a chain printer says it once.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The configuration breaks the schema (or does not fit the type).
-    Invalid(InvalidConfig),
+    /// The configuration breaks the schema (or does not fit the type). Displays as
+    /// the [`InvalidConfig`] it holds.
+    #[error(transparent)]
+    Invalid(#[from] InvalidConfig),
     /// The schema of a config type or field does not compile: a bug in its
-    /// declaration. `of` names it (`config type X`, `field y`).
-    Schema { of: String, source: SchemaError },
+    /// declaration.
+    #[error("the schema of {of} is {error}")]
+    Schema {
+        /// Whose schema: `config type X` or `field y`.
+        of: String,
+        /// What is wrong with it.
+        error: SchemaError,
+    },
     /// The config type did not serialise to a JSON object.
-    NotAnObject { type_name: String, found: String },
+    #[error("config type {type_name} must serialise to a JSON object, got {found}")]
+    NotAnObject {
+        /// The Rust type's name.
+        type_name: String,
+        /// What it serialised to instead (or the serialiser's error).
+        found: String,
+    },
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Invalid(invalid) => write!(f, "{invalid}"),
-            ConfigError::Schema { of, source } => write!(f, "the schema of {of} is {source}"),
-            ConfigError::NotAnObject { type_name, found } => {
-                write!(
-                    f,
-                    "config type {type_name} must serialise to a JSON object, got {found}"
-                )
-            }
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use serde_json::json;
+
+    use crate::{check_schema, config_to_dict, validate_field_value, ConfigValidator};
+
+    /// The error and each of its causes, joined as a chain printer (anyhow's `{:#}`)
+    /// joins them.
+    fn chain(err: &(dyn Error + 'static)) -> String {
+        let mut text = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
         }
+        text
     }
-}
 
-impl std::error::Error for ConfigError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ConfigError::Invalid(invalid) => Some(invalid),
-            ConfigError::Schema { source, .. } => Some(source),
-            ConfigError::NotAnObject { .. } => None,
+    /// Every clause of the chain once: no cause is both named and returned.
+    fn assert_said_once(err: &(dyn Error + 'static)) -> String {
+        let text = chain(err);
+        let clauses: Vec<&str> = text.split(": ").collect();
+        for (at, clause) in clauses.iter().enumerate() {
+            assert!(
+                !clauses[at + 1..].contains(clause),
+                "{clause:?} repeats in {text:?}"
+            );
         }
+        text
     }
-}
 
-impl From<InvalidConfig> for ConfigError {
-    fn from(invalid: InvalidConfig) -> Self {
-        ConfigError::Invalid(invalid)
+    #[test]
+    fn every_cause_is_said_once() {
+        let validator = ConfigValidator::new(&json!({
+            "type": "object",
+            "properties": {"level": {"type": "integer", "maximum": 9}},
+        }))
+        .unwrap();
+        let invalid = validator.validate(&json!({"level": 12})).unwrap_err();
+        assert_eq!(
+            assert_said_once(&invalid),
+            "invalid configuration: level: 12 is greater than the maximum of 9"
+        );
+
+        let field = json!({"type": "integer", "maximum": 9});
+        let wrapped = validate_field_value(&json!(12), &field, "level").unwrap_err();
+        assert_eq!(
+            assert_said_once(&wrapped),
+            "invalid configuration: level: 12 is greater than the maximum of 9"
+        );
+
+        let schema = check_schema(&json!({"type": "string"})).unwrap_err();
+        let text = assert_said_once(&schema);
+        assert!(text.starts_with("not a valid config schema: "), "{text}");
+
+        let broken = validate_field_value(&json!(1), &json!({"type": 7}), "bad").unwrap_err();
+        let text = assert_said_once(&broken);
+        assert!(
+            text.starts_with("the schema of field bad is not a valid config schema: "),
+            "{text}"
+        );
+
+        let not_an_object = config_to_dict(&5).unwrap_err();
+        let text = assert_said_once(&not_an_object);
+        assert!(
+            text.ends_with("must serialise to a JSON object, got 5"),
+            "{text}"
+        );
     }
 }

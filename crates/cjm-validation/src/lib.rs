@@ -39,6 +39,8 @@
 //! Validation compiles a schema once ([`ConfigValidator::new`]) and reuses it; every
 //! violation is reported at once, each with its path, constraint and offending value.
 
+#![warn(missing_docs)]
+
 mod error;
 mod fingerprint;
 mod keys;
@@ -57,15 +59,25 @@ pub use validator::{check_schema, check_schema_root, merge_update, ConfigValidat
 
 /// The original's names for the constraint keywords a field's schema may carry.
 pub mod keywords {
+    /// A field's label, as a form shows it.
     pub const TITLE: &str = "title";
+    /// A field's explanation (a doc comment, when derived).
     pub const DESCRIPTION: &str = "description";
+    /// The smallest number allowed, inclusive.
     pub const MINIMUM: &str = "minimum";
+    /// The largest number allowed, inclusive.
     pub const MAXIMUM: &str = "maximum";
+    /// The only values allowed.
     pub const ENUM: &str = "enum";
+    /// The fewest characters a string may have.
     pub const MIN_LENGTH: &str = "minLength";
+    /// The most characters a string may have.
     pub const MAX_LENGTH: &str = "maxLength";
+    /// A regular expression a string must match.
     pub const PATTERN: &str = "pattern";
+    /// A named string format (`email`, `date`, `uri`, ..), checked.
     pub const FORMAT: &str = "format";
+    /// The value a field takes when the configuration leaves it out.
     pub const DEFAULT: &str = "default";
 }
 

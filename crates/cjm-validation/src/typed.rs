@@ -3,8 +3,9 @@
 
 use std::any::{type_name, TypeId};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -15,6 +16,7 @@ use crate::ConfigMap;
 
 /// How [`dict_to_config`] treats the JSON object it is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Validation {
     /// Validate against the schema, and refuse unknown keys (naming the closest known
     /// one): for configurations people type.
@@ -30,11 +32,7 @@ pub enum Validation {
 pub fn validator_for<T: ConfigType>() -> Result<Arc<ConfigValidator>, ConfigError> {
     static VALIDATORS: OnceLock<Mutex<HashMap<TypeId, Arc<ConfigValidator>>>> = OnceLock::new();
     let validators = VALIDATORS.get_or_init(Mutex::default);
-    let cached = validators
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .get(&TypeId::of::<T>())
-        .cloned();
+    let cached = validators.lock().get(&TypeId::of::<T>()).cloned();
     if let Some(validator) = cached {
         return Ok(validator);
     }
@@ -42,13 +40,12 @@ pub fn validator_for<T: ConfigType>() -> Result<Arc<ConfigValidator>, ConfigErro
     // costs a little time once rather than serialising every caller behind one.
     let validator = ConfigValidator::new(&schema_for::<T>())
         .map(Arc::new)
-        .map_err(|source| ConfigError::Schema {
+        .map_err(|error| ConfigError::Schema {
             of: format!("config type {}", type_name::<T>()),
-            source,
+            error,
         })?;
     validators
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
         .insert(TypeId::of::<T>(), Arc::clone(&validator));
     Ok(validator)
 }
@@ -120,9 +117,9 @@ pub fn validate_field_value(
     field_schema: &Value,
     field_name: &str,
 ) -> Result<(), ConfigError> {
-    let compiled = compile(field_schema).map_err(|source| ConfigError::Schema {
+    let compiled = compile(field_schema).map_err(|error| ConfigError::Schema {
         of: format!("field {field_name}"),
-        source,
+        error,
     })?;
     let violations: Vec<Violation> = compiled
         .iter_errors(value)

@@ -13,6 +13,7 @@ use crate::ConfigMap;
 
 /// What to do with top-level keys the schema does not list.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum UnknownKeys {
     /// Refuse them, naming the known keys and the closest one (strict mode). Applies
     /// when the schema lists `properties` and allows no others through
@@ -126,12 +127,15 @@ impl ConfigValidator {
         })
     }
 
+    /// This validator, treating keys the schema does not list as `unknown_keys`
+    /// says.
     #[must_use]
     pub fn with_unknown_keys(mut self, unknown_keys: UnknownKeys) -> Self {
         self.unknown_keys = unknown_keys;
         self
     }
 
+    /// The schema, as it was given.
     pub fn schema(&self) -> &Value {
         &self.schema
     }

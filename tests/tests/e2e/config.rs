@@ -157,8 +157,10 @@ async fn a_worker_believes_only_its_own_host_that_a_config_was_checked_against_i
     let worker = manager.worker_info("faulty").unwrap();
     let endpoint = worker.endpoint.clone();
     let token = initial_env_var(worker.pid, "CJM_WORKER_TOKEN").unwrap();
-    let own =
-        cjm_validation::schema_fingerprint(&manager.plugin_config_schema("faulty").await.unwrap());
+    let schema = manager.plugin_config_schema("faulty").await.unwrap();
+    // The premise of what follows: level 12 breaks the plugin's own schema.
+    assert_eq!(schema["properties"]["level"]["maximum"], 9, "{schema}");
+    let own = cjm_validation::schema_fingerprint(&schema);
     let other = cjm_validation::schema_fingerprint(&json!({"type": "object"}));
 
     // level 12 breaks the schema's maximum of 9: only a claim that the host holding
@@ -183,13 +185,18 @@ async fn a_worker_believes_only_its_own_host_that_a_config_was_checked_against_i
     // A worker started by hand (as the original's host does) has no secret: nobody's
     // claim is believed.
     let worker = HandStartedWorker::start_with_args(FAULTY, &["--schema"], &[]);
-    let own = cjm_validation::schema_fingerprint(&json!({
-        "type": "object",
-        "properties": {
-            "level": {"type": "integer", "minimum": 0, "maximum": 9, "default": 0},
-            "cleanup_marker": {"type": "string"},
-        },
-    }));
+    let (status, response) = exchange(
+        worker.port,
+        b"GET /config_schema HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200, "{response}");
+    let (_, body) = response.split_once("\r\n\r\n").unwrap();
+    let served: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        served, schema,
+        "the worker serves the schema its host was told of"
+    );
+    let own = cjm_validation::schema_fingerprint(&served);
     let endpoint = Endpoint::Tcp { port: worker.port };
     let status = tokio::task::spawn_blocking(move || {
         initialize_raw(&endpoint, None, Some(&own), r#"{"level": 12}"#)

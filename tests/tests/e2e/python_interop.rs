@@ -303,11 +303,10 @@ impl StatsSource for Vram {
             .filter(|(pid, _)| alive(*pid))
             .map(|(_, mb)| mb)
             .sum();
-        Box::pin(std::future::ready(Ok(SystemStats {
-            gpu_free_memory_mb: Some(self.capacity - held),
-            memory_available_mb: Some(64_000.0),
-            ..SystemStats::default()
-        })))
+        Box::pin(std::future::ready(Ok(SystemStats::with_free(
+            Some(self.capacity - held),
+            Some(64_000.0),
+        ))))
     }
 }
 

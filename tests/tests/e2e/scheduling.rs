@@ -43,11 +43,10 @@ impl StatsSource for VramBook {
             .filter(|(pid, _)| alive(*pid))
             .map(|(_, mb)| mb)
             .sum();
-        Box::pin(std::future::ready(Ok(SystemStats {
-            gpu_free_memory_mb: Some(CAPACITY_MB - held),
-            memory_available_mb: Some(64_000.0),
-            ..SystemStats::default()
-        })))
+        Box::pin(std::future::ready(Ok(SystemStats::with_free(
+            Some(CAPACITY_MB - held),
+            Some(64_000.0),
+        ))))
     }
 }
 

@@ -84,10 +84,8 @@ impl PluginManager {
     }
 
     async fn ask_monitor_plugin(&self, name: &str) -> Result<SystemStats, StatsError> {
-        let failed = |reason: String| StatsError {
-            source_name: format!("system monitor plugin {name}"),
-            reason,
-        };
+        let failed =
+            |reason: String| StatsError::new(format!("system monitor plugin {name}"), reason);
         let worker = self.running_worker(name).await.map_err(|err| match err {
             ManagerError::NotLoaded { .. } => failed(String::from("it is not loaded")),
             err => failed(err.to_string()),
