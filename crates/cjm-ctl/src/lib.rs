@@ -136,10 +136,28 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("cjm-ctl: {err:#}");
+            eprintln!("cjm-ctl: {}", error_message(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, `: `-separated like anyhow's `{:#}`, but a cause whose
+/// text the message already holds is not said again: some library errors both print
+/// their source and return it from `source()`.
+fn error_message(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
 }
 
 #[cfg(test)]
@@ -184,6 +202,35 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// An error that prints its source and also returns it, as some library errors do.
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cannot read x: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let missing = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let err = anyhow::Error::new(Wrapper(missing())).context("plugin p");
+        assert_eq!(format!("{err:#}").matches("not found").count(), 2);
+        assert_eq!(
+            error_message(&err),
+            "plugin p: cannot read x: entity not found"
+        );
+        let plain = anyhow::Error::new(missing()).context("cannot read x");
+        assert_eq!(error_message(&plain), "cannot read x: entity not found");
     }
 
     #[test]

@@ -243,6 +243,16 @@ fn list_shows_every_manifest_with_its_status_and_fails_when_one_is_not_ok() {
     // Said once, in the table: neither a log line nor a "skipped" line repeats it.
     assert!(!stderr.contains("broken.json"), "{stderr}");
 
+    let run = ctl(&home, &["exec", "broken"]);
+    assert!(!run.status.success());
+    let stderr = text(&run.stderr);
+    assert!(
+        stderr.contains("cjm-ctl: plugin broken: its manifest ")
+            && stderr.contains("broken.json cannot be used: not valid JSON"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not found"), "{stderr}");
+
     let listed = ctl(&home, &["list", "--json"]);
     assert!(!listed.status.success());
     let report: Value = serde_json::from_slice(&listed.stdout).unwrap();

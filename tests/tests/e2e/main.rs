@@ -9,6 +9,7 @@ mod access;
 mod common;
 mod config;
 mod ctl;
+mod errors;
 mod faults;
 mod fuzz;
 mod install;
