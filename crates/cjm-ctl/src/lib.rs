@@ -6,6 +6,7 @@ mod exec;
 mod install;
 mod list;
 mod logs;
+mod new;
 mod remove;
 mod stats;
 mod table;
@@ -37,6 +38,7 @@ enum Command {
     Validate(validate::ValidateCommand),
     Logs(logs::LogsCommand),
     Stats(stats::StatsCommand),
+    New(new::NewCommand),
 }
 
 /// What the command line asks for: a command to run, or words to print and an exit
@@ -132,6 +134,7 @@ pub fn main() -> ExitCode {
         Command::Validate(command) => validate::run(command),
         Command::Logs(command) => logs::run(command),
         Command::Stats(command) => stats::run(command),
+        Command::New(command) => new::run(command),
     };
     match result {
         Ok(code) => code,

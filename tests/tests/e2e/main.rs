@@ -13,6 +13,7 @@ mod errors;
 mod faults;
 mod fuzz;
 mod install;
+mod new;
 mod protocol;
 mod python_env;
 mod python_interop;

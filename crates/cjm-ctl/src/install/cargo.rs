@@ -1,6 +1,6 @@
-//! Building one entry, its output into the install log: `cargo install --root <env>`,
-//! or, for a member of a larger workspace, `cargo build` in that workspace (its
-//! target folder, its configuration, its lock file), the binary copied out.
+//! Building one entry, its output into the install log: for a path, `cargo build` in
+//! its workspace (its target folder, its configuration, its lock file) and the binary
+//! copied out; for git and crates.io, `cargo install --root <env>`.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -18,10 +18,11 @@ use super::stamp::PathPackage;
 pub struct CargoSettings {
     /// `$CARGO` (set when running under cargo), else `cargo` from PATH.
     pub program: PathBuf,
-    /// Shared by every plugin so that common dependencies compile once.
+    /// Shared by git and crates.io entries so that common dependencies compile once.
     pub target_dir: PathBuf,
-    /// When set, every build uses it; else workspace members build in their
-    /// workspace's target folder and everything else in `target_dir`.
+    /// When set, every build uses `target_dir`; else a path entry builds in its
+    /// workspace's target folder, where `cargo build` there builds, and git and
+    /// crates.io entries in `target_dir`.
     pub target_dir_override: bool,
     /// The cargo profile (`release` unless asked otherwise).
     pub profile: String,
@@ -98,10 +99,11 @@ pub fn build_args(manifest: &Path, bin: Option<&str>, settings: &CargoSettings) 
     args
 }
 
-/// Build a member of a larger workspace as `cargo build` in that workspace does
-/// (from its root, so that its `.cargo/config.toml` applies, into `target_dir`), so
-/// that what the workspace has built already is not built again; then copy the
-/// binary to `<root>/bin/`, where `cargo install` would have put it.
+/// Build the package of a path entry as `cargo build` in its workspace does (from the
+/// workspace's root, so that its `.cargo/config.toml` applies, into its target
+/// folder), so that what was built there already is not built again, and what the
+/// plugin's author builds next reuses this build; then copy the binary to
+/// `<root>/bin/`, where `cargo install` would have put it.
 pub fn build_in_workspace(
     package: &PathPackage,
     package_dir: &Path,

@@ -6,7 +6,7 @@ pub mod config;
 #[cfg(test)]
 mod config_properties;
 mod introspect;
-mod manifest_writer;
+pub(crate) mod manifest_writer;
 mod native;
 mod prebuilt;
 mod probe;
@@ -29,9 +29,9 @@ use self::config::{PluginEntry, PluginsFile, Source};
 use self::progress::{Outcome, Progress, StepError};
 
 /// Install the plugins of a plugins.yaml, each into its own environment under
-/// $CJM_HOME/envs, and write their manifests. Cargo builds share one target folder
-/// ($CJM_HOME/cache/cargo-target), except members of a larger workspace, which build
-/// in that workspace's; CJM_CARGO_TARGET_DIR overrides both.
+/// $CJM_HOME/envs, and write their manifests. A cargo path builds in its workspace's
+/// target folder, git and crates.io entries in $CJM_HOME/cache/cargo-target;
+/// CJM_CARGO_TARGET_DIR overrides both.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "install-all")]
 pub struct InstallAllCommand {

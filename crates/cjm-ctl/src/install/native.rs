@@ -1,5 +1,5 @@
 //! A cargo entry: check whether it changed, build it into a fresh staging folder
-//! (`cargo install`, or for a member of a larger workspace `cargo build` there),
+//! (`cargo build` in its workspace for a path, `cargo install` for the others),
 //! read its manifest, swap the staging folder in as the environment, write the
 //! manifest. A failure at any step leaves the previous environment and manifest as
 //! they were; an interrupted build leaves only the staging folder, removed on the
@@ -66,9 +66,11 @@ pub fn install(
     let staging = envs_dir.join(format!(".{}.staging", entry.env_name));
     remove_if_present(&staging).map_err(|reason| StepError::new("building", reason))?;
     match &path_package {
-        Some((dir, Ok(package))) if package.in_larger_workspace(dir) => {
+        Some((dir, Ok(package))) => {
             cargo::build_in_workspace(package, dir, bin, &staging, &installer.cargo, &mut log)
         }
+        // A path whose metadata cargo could not give is left to cargo install, whose
+        // message then says what is wrong with it.
         _ => cargo::install(source, bin, &staging, &installer.cargo, &mut log),
     }
     .map_err(|reason| StepError::new("building", reason))?;

@@ -141,15 +141,6 @@ pub struct PathPackage {
     pub target_dir: PathBuf,
 }
 
-impl PathPackage {
-    /// Whether the package is a member of a workspace with a root elsewhere: then it
-    /// is built there, as `cargo build` in that workspace builds it.
-    pub fn in_larger_workspace(&self, package_dir: &Path) -> bool {
-        let canonical = |path: &Path| std::fs::canonicalize(path).unwrap_or(path.to_path_buf());
-        canonical(&self.workspace_root) != canonical(package_dir)
-    }
-}
-
 /// Ask cargo about the package at `package_dir`, for the host platform only:
 /// without `--filter-platform`, cargo wants every platform's packages (windows-sys,
 /// wasm-bindgen, ...), and `--offline` fails on a machine whose cache lacks them.
@@ -424,8 +415,7 @@ mod tests {
             ]
         );
         assert_eq!(found.target_dir, Path::new("/w/target"));
-        assert!(found.in_larger_workspace(Path::new("/w/plugin")));
-        assert!(!found.in_larger_workspace(Path::new("/w")));
+        assert_eq!(found.workspace_root, Path::new("/w"));
         let missing = package_in(&metadata, Path::new("/elsewhere/Cargo.toml")).unwrap_err();
         assert!(missing.contains("/elsewhere/Cargo.toml"), "{missing}");
     }
