@@ -1,9 +1,10 @@
 //! `cargo xtask <task>`: development tasks as Rust code.
 //!
 //! - `e2e`: build the end-to-end fixtures and run the tests that spawn real workers.
-//! - `demo`: build `cjm-ctl`, install the plugins of the repository's `plugins.yaml`
-//!   with `cjm-ctl install-all` into a `CJM_HOME` (default `target/demo-home`) and run
-//!   them through `cjm-ctl`.
+//! - `demo [--release]`: build `cjm-ctl`, install the plugins of the repository's
+//!   `plugins.yaml` with `cjm-ctl install-all` into a `CJM_HOME` (default
+//!   `target/demo-home`) and run them through `cjm-ctl`. The dev profile unless
+//!   `--release`: `cargo test` afterwards reuses that build.
 //! - `bench [--quick] [--only METRIC]`: the benchmark, ours beside the machine's
 //!   floor and the Python original; writes `target/bench/results.json`.
 //! - `readme`: copy the files the README shows (blocks after `<!-- file: PATH -->`)
@@ -26,14 +27,14 @@ fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     match task.as_str() {
         "e2e" => e2e(),
-        "demo" => demo(),
+        "demo" => demo(std::env::args().skip(2).collect()),
         "bench" => bench(std::env::args().skip(2).collect()),
         "soak" => soak(std::env::args().skip(2).collect()),
         "readme" => readme(),
         "package" => package(std::env::args().skip(2).collect()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <e2e|demo|bench [--quick] [--only METRIC]|soak [OPTIONS]|readme|package [--verify]>"
+                "usage: cargo xtask <e2e|demo [--release]|bench [--quick] [--only METRIC]|soak [OPTIONS]|readme|package [--verify]>"
             );
             bail!("unknown task {task:?}")
         }
@@ -145,26 +146,42 @@ fn original_venv(venv: &Path) -> Result<PathBuf> {
     Ok(python)
 }
 
-fn demo() -> Result<()> {
+fn demo(options: Vec<String>) -> Result<()> {
+    let release = match options.as_slice() {
+        [] => false,
+        [flag] if flag == "--release" => true,
+        other => bail!("usage: cargo xtask demo [--release]; got {other:?}"),
+    };
+    // Dev by default: it compiles in about half the time of release, and `cargo test`
+    // after the demo finds what it needs compiled already.
+    let (profile, profile_dir) = if release {
+        ("release", "release")
+    } else {
+        ("dev", "debug")
+    };
     let root = workspace_root()?;
     run(cargo()
         .current_dir(&root)
-        .args(["build", "--release", "--package", "cjm-ctl"]))?;
-    let ctl = root.join("target/release/cjm-ctl");
+        .args(["build", "--package", "cjm-ctl", "--profile", profile]))?;
+    let ctl = root.join("target").join(profile_dir).join("cjm-ctl");
     let home = match std::env::var_os("CJM_HOME") {
         Some(home) => PathBuf::from(home),
         None => root.join("target/demo-home"),
     };
-    // The plugins' builds share the workspace's target folder, where cjm-ctl's
-    // release build has just compiled most of their dependencies.
-    let target_dir = std::env::var_os("CJM_CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    // The example plugins are members of this workspace, so install-all builds them
+    // here, in the workspace's target folder, with the profile cjm-ctl was built in:
+    // what that build compiled is not compiled again.
     run(Command::new(&ctl)
         .current_dir(&root)
-        .args(["install-all", "--config", "plugins.yaml", "--locked"])
         .env("CJM_HOME", &home)
-        .env("CJM_CARGO_TARGET_DIR", &target_dir))?;
+        .args([
+            "install-all",
+            "--config",
+            "plugins.yaml",
+            "--locked",
+            "--cargo-profile",
+            profile,
+        ]))?;
     let text_file = home.join("demo-input.txt");
     std::fs::write(
         &text_file,

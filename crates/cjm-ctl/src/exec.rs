@@ -47,7 +47,27 @@ pub fn run(command: ExecCommand) -> Result<ExitCode> {
     runtime.block_on(async {
         let manager = PluginManager::new(ManagerOptions::from_env()?);
         manager.discover_manifests();
-        for problem in manager.discovery_problems() {
+        let found = manager.discovery();
+        if !found
+            .plugins
+            .iter()
+            .any(|plugin| plugin.meta.name == command.name)
+        {
+            // "not found" would be wrong when its manifest is there but broken.
+            if let Some(problem) = found
+                .problems
+                .iter()
+                .find(|problem| problem.path.file_stem() == Some(command.name.as_ref()))
+            {
+                bail!(
+                    "plugin {}: its manifest {} cannot be used: {}",
+                    command.name,
+                    problem.path.display(),
+                    problem.reason
+                );
+            }
+        }
+        for problem in &found.problems {
             tracing::warn!("skipped manifest {problem}");
         }
         let work = run_plugin(

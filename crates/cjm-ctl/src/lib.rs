@@ -7,21 +7,26 @@ mod install;
 mod jobs;
 mod list;
 mod logs;
+mod new;
 mod remove;
 mod stats;
 mod table;
 mod validate;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use argh::FromArgs;
+use argh::{EarlyExit, FromArgs};
 
 /// Manage and run process-isolated cjm plugins. Honours CJM_HOME (default ~/.cjm)
 /// and the project-local ./.cjm/plugins; RUST_LOG sets the log level.
 #[derive(FromArgs, Debug)]
 struct Cli {
+    /// print the version and exit
+    #[argh(switch)]
+    version: bool,
     #[argh(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(FromArgs, Debug)]
@@ -35,20 +40,95 @@ enum Command {
     Logs(logs::LogsCommand),
     Stats(stats::StatsCommand),
     Jobs(jobs::JobsCommand),
+    New(new::NewCommand),
+}
+
+/// What the command line asks for: a command to run, or words to print and an exit
+/// status (help, the version, or why the command line is wrong).
+#[derive(Debug)]
+enum Parsed {
+    Run(Command),
+    Print { text: String, ok: bool },
+}
+
+/// Parse `args` (without the program name). argh knows only `--help`; a `-h` that
+/// argh refuses stands as a flag (a `-h` taken as an option's value parses fine), so
+/// it is read as `--help` on a second try.
+fn parse(program: &str, args: &[String]) -> Parsed {
+    let attempt = |args: &[&str]| Cli::from_args(&[program], args);
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match attempt(&words) {
+        Err(refused) if refused.status.is_err() && words.contains(&"-h") => {
+            let mut mapped = words.clone();
+            if let Some(flag) = mapped.iter_mut().find(|word| **word == "-h") {
+                *flag = "--help";
+            }
+            match attempt(&mapped) {
+                // Still refused: the first complaint is about what was typed.
+                Err(again) if again.status.is_err() => Err(refused),
+                other => other,
+            }
+        }
+        other => other,
+    };
+    match result {
+        Ok(Cli { version: true, .. }) => Parsed::Print {
+            text: format!("cjm-ctl {}", env!("CARGO_PKG_VERSION")),
+            ok: true,
+        },
+        Ok(Cli {
+            command: Some(command),
+            ..
+        }) => Parsed::Run(command),
+        Ok(Cli { command: None, .. }) => Parsed::Print {
+            text: format!("{program}: no command given; `{program} --help` lists them"),
+            ok: false,
+        },
+        Err(EarlyExit { output, status }) => Parsed::Print {
+            text: output.trim_end().to_owned(),
+            ok: status.is_ok(),
+        },
+    }
 }
 
 /// The whole program: parse the command line, run the command, map errors to a
 /// message on stderr and a non-zero exit code.
 pub fn main() -> ExitCode {
+    let stderr_is_terminal = std::io::stderr().is_terminal();
+    // cjm-ctl reports discovery problems itself (in list's table, validate's lines,
+    // one warning in exec); the manager's own log lines would say each twice.
+    let default_filter = "warn,cjm_manager::discovery=error";
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(stderr_is_terminal)
         .try_init();
-    let cli: Cli = argh::from_env();
-    let result = match cli.command {
+    let mut args = std::env::args();
+    let program = args
+        .next()
+        .as_deref()
+        .map(std::path::Path::new)
+        .and_then(std::path::Path::file_name)
+        .map_or_else(
+            || "cjm-ctl".to_owned(),
+            |name| name.to_string_lossy().into_owned(),
+        );
+    let args: Vec<String> = args.collect();
+    let command = match parse(&program, &args) {
+        Parsed::Run(command) => command,
+        Parsed::Print { text, ok: true } => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Parsed::Print { text, ok: false } => {
+            eprintln!("{text}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match command {
         Command::List(command) => list::run(command),
         Command::Exec(command) => exec::run(command),
         Command::InstallAll(command) => install::run(command),
@@ -57,12 +137,118 @@ pub fn main() -> ExitCode {
         Command::Logs(command) => logs::run(command),
         Command::Stats(command) => stats::run(command),
         Command::Jobs(command) => jobs::run(command),
+        Command::New(command) => new::run(command),
     };
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("cjm-ctl: {err:#}");
+            eprintln!("cjm-ctl: {}", error_message(&err));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, `: `-separated like anyhow's `{:#}`, but a cause whose
+/// text the message already holds is not said again: some library errors both print
+/// their source and return it from `source()`.
+fn error_message(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(args: &[&str]) -> Parsed {
+        let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+        parse("cjm-ctl", &args)
+    }
+
+    fn help_text(args: &[&str]) -> String {
+        match parsed(args) {
+            Parsed::Print { text, ok: true } => text,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dash_h_is_help_wherever_dash_dash_help_is() {
+        for (short, long) in [
+            (&["-h"][..], &["--help"][..]),
+            (&["exec", "-h"], &["exec", "--help"]),
+            (&["exec", "nope", "-h"], &["exec", "nope", "--help"]),
+            (
+                &["install-all", "--force", "-h"],
+                &["install-all", "--help"],
+            ),
+            (&["logs", "-h"], &["logs", "--help"]),
+        ] {
+            let text = help_text(short);
+            assert_eq!(text, help_text(long), "{short:?}");
+            assert!(text.starts_with("Usage: cjm-ctl"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_dash_h_that_is_an_options_value_stays_a_value() {
+        match parsed(&["exec", "echo", "--kwargs", "-h"]) {
+            Parsed::Run(Command::Exec(command)) => {
+                assert_eq!(format!("{command:?}").matches("\"-h\"").count(), 1)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// An error that prints its source and also returns it, as some library errors do.
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cannot read x: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let missing = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let err = anyhow::Error::new(Wrapper(missing())).context("plugin p");
+        assert_eq!(format!("{err:#}").matches("not found").count(), 2);
+        assert_eq!(
+            error_message(&err),
+            "plugin p: cannot read x: entity not found"
+        );
+        let plain = anyhow::Error::new(missing()).context("cannot read x");
+        assert_eq!(error_message(&plain), "cannot read x: entity not found");
+    }
+
+    #[test]
+    fn version_and_mistakes() {
+        assert_eq!(
+            help_text(&["--version"]),
+            format!("cjm-ctl {}", env!("CARGO_PKG_VERSION"))
+        );
+        assert!(matches!(parsed(&[]), Parsed::Print { ok: false, .. }));
+        match parsed(&["frobnicate"]) {
+            Parsed::Print { text, ok: false } => assert!(text.contains("frobnicate"), "{text}"),
+            other => panic!("{other:?}"),
         }
     }
 }

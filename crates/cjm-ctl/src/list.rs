@@ -1,13 +1,16 @@
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use argh::FromArgs;
-use cjm_manager::{ManagerOptions, PluginManager};
+use cjm_manager::{DiscoveredPlugin, ManagerOptions, ManifestProblem, PluginManager};
 use serde_json::json;
 
 use crate::table::print_table;
+use crate::validate::{launch_problem, LaunchProblem};
 
-/// List discovered plugins (which manifest shadows which, and broken manifests).
+/// List discovered plugins with their status (ok, broken manifests, missing
+/// commands) and which manifest shadows which; exit 1 when any is not ok.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "list")]
 pub struct ListCommand {
@@ -16,15 +19,47 @@ pub struct ListCommand {
     json: bool,
 }
 
+/// A plugin's STATUS cell: `ok`, `broken: <reason>` or `command missing: <path>`.
+fn plugin_status(plugin: &DiscoveredPlugin) -> String {
+    match launch_problem(plugin) {
+        None => "ok".to_owned(),
+        Some(LaunchProblem::Missing { path, .. }) => {
+            format!("command missing: {}", path.display())
+        }
+        Some(LaunchProblem::Unusable(reason)) => format!("broken: {reason}"),
+    }
+}
+
+fn problem_status(problem: &ManifestProblem) -> String {
+    format!("broken: {}", problem.reason)
+}
+
+/// A broken manifest has no name to read; its file stem is the name it would have
+/// had (the installer writes `<name>.json`).
+fn problem_name(path: &Path) -> String {
+    match (path.extension(), path.file_stem()) {
+        (Some(ext), Some(stem)) if ext == "json" => stem.to_string_lossy().into_owned(),
+        _ => "-".to_owned(),
+    }
+}
+
 pub fn run(command: ListCommand) -> Result<ExitCode> {
     let manager = PluginManager::new(ManagerOptions::from_env()?);
     manager.discover_manifests();
     let found = manager.discovery();
+    let statuses: Vec<String> = found.plugins.iter().map(plugin_status).collect();
+    let all_ok = found.problems.is_empty() && statuses.iter().all(|status| status == "ok");
+    let code = if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    };
     if command.json {
         let plugins: Vec<_> = found
             .plugins
             .iter()
-            .map(|plugin| {
+            .zip(&statuses)
+            .map(|(plugin, status)| {
                 json!({
                     "name": plugin.meta.name,
                     "version": plugin.meta.version,
@@ -32,6 +67,7 @@ pub fn run(command: ListCommand) -> Result<ExitCode> {
                     "launch": plugin.manifest.launch.kind_name(),
                     "manifest": plugin.path,
                     "description": plugin.meta.description,
+                    "status": status,
                 })
             })
             .collect();
@@ -43,33 +79,55 @@ pub fn run(command: ListCommand) -> Result<ExitCode> {
         let problems: Vec<_> = found
             .problems
             .iter()
-            .map(|p| json!({"manifest": p.path, "reason": p.reason}))
+            .map(|p| {
+                json!({
+                    "name": problem_name(&p.path),
+                    "manifest": p.path,
+                    "reason": p.reason,
+                    "status": problem_status(p),
+                })
+            })
             .collect();
         let report = json!({"plugins": plugins, "shadowed": shadowed, "problems": problems});
         println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
-    if found.plugins.is_empty() {
+    if found.plugins.is_empty() && found.problems.is_empty() {
         println!("no plugins found in:");
         for path in &manager.options().search_paths {
             println!("  {}", path.display());
         }
     } else {
-        let rows: Vec<[String; 5]> = found
+        let dash = || "-".to_owned();
+        let rows: Vec<[String; 6]> = found
             .plugins
             .iter()
-            .map(|plugin| {
+            .zip(statuses)
+            .map(|(plugin, status)| {
                 [
                     plugin.meta.name.clone(),
                     plugin.meta.version.clone(),
                     plugin.meta.category.clone(),
                     plugin.manifest.launch.kind_name().to_owned(),
+                    status,
                     plugin.path.display().to_string(),
                 ]
             })
+            .chain(found.problems.iter().map(|problem| {
+                [
+                    problem_name(&problem.path),
+                    dash(),
+                    dash(),
+                    dash(),
+                    problem_status(problem),
+                    problem.path.display().to_string(),
+                ]
+            }))
             .collect();
         print_table(
-            &["NAME", "VERSION", "CATEGORY", "LAUNCH", "MANIFEST"],
+            &[
+                "NAME", "VERSION", "CATEGORY", "LAUNCH", "STATUS", "MANIFEST",
+            ],
             &rows,
         );
     }
@@ -81,8 +139,5 @@ pub fn run(command: ListCommand) -> Result<ExitCode> {
             shadowed.shadowed_by.display()
         );
     }
-    for problem in &found.problems {
-        eprintln!("skipped: {problem}");
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }

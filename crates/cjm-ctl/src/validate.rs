@@ -71,20 +71,47 @@ pub fn run(command: ValidateCommand) -> Result<ExitCode> {
     })
 }
 
+/// What keeps a manifest that parses from launching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LaunchProblem {
+    /// The program (`command`, or a Python manifest's `python_path`) is not there.
+    Missing { field: &'static str, path: PathBuf },
+    /// It is there but cannot be run; the reason names it.
+    Unusable(String),
+}
+
+impl std::fmt::Display for LaunchProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LaunchProblem::Missing { field, path } => {
+                write!(f, "{field} {} does not exist", path.display())
+            }
+            LaunchProblem::Unusable(reason) => f.write_str(reason),
+        }
+    }
+}
+
 /// A manifest that parses can still point at a program that is not there.
-fn launch_problem(plugin: &DiscoveredPlugin) -> Option<String> {
+pub(crate) fn launch_problem(plugin: &DiscoveredPlugin) -> Option<LaunchProblem> {
     match plugin.manifest.resolved_launch(plugin.path.parent()) {
         Launch::Native { command, .. } => executable_problem("command", &command),
         Launch::Python { python_path, .. } => executable_problem("python_path", &python_path),
     }
 }
 
-fn executable_problem(field: &str, path: &Path) -> Option<String> {
+fn executable_problem(field: &'static str, path: &Path) -> Option<LaunchProblem> {
+    let unusable = |what: String| Some(LaunchProblem::Unusable(what));
     match std::fs::metadata(path) {
-        Err(err) => Some(format!("{field} {}: {err}", path.display())),
-        Ok(meta) if !meta.is_file() => Some(format!("{field} {} is not a file", path.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Some(LaunchProblem::Missing {
+            field,
+            path: path.to_owned(),
+        }),
+        Err(err) => unusable(format!("{field} {}: {err}", path.display())),
+        Ok(meta) if !meta.is_file() => {
+            unusable(format!("{field} {} is not a file", path.display()))
+        }
         Ok(meta) if meta.permissions().mode() & 0o111 == 0 => {
-            Some(format!("{field} {} is not executable", path.display()))
+            unusable(format!("{field} {} is not executable", path.display()))
         }
         Ok(_) => None,
     }

@@ -209,3 +209,115 @@ fn validate_reports_a_manifest_whose_config_schema_is_not_a_schema() {
         "{stdout}"
     );
 }
+
+#[test]
+fn list_shows_every_manifest_with_its_status_and_fails_when_one_is_not_ok() {
+    let home = TestHome::new();
+    home.native_manifest("cjm-echo", ECHO, &[]);
+    home.native_manifest("gone", "/nonexistent/cjm-gone", &[]);
+    std::fs::write(home.plugins_dir().join("broken.json"), "{\"name\": ").unwrap();
+
+    let listed = ctl(&home, &["list"]);
+    assert!(!listed.status.success(), "{listed:?}");
+    let stdout = text(&listed.stdout);
+    let stderr = text(&listed.stderr);
+    let row = |name: &str| {
+        stdout
+            .lines()
+            .find(|line| line.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{stdout}"))
+            .to_owned()
+    };
+    assert!(
+        stdout.lines().next().unwrap().contains(" STATUS "),
+        "{stdout}"
+    );
+    assert!(row("cjm-echo").contains(" ok "), "{stdout}");
+    assert!(
+        row("gone").contains(" command missing: /nonexistent/cjm-gone "),
+        "{stdout}"
+    );
+    let broken = row("broken");
+    assert!(broken.contains(" broken: "), "{stdout}");
+    assert!(broken.ends_with("broken.json"), "{stdout}");
+    // Said once, in the table: neither a log line nor a "skipped" line repeats it.
+    assert!(!stderr.contains("broken.json"), "{stderr}");
+
+    let run = ctl(&home, &["exec", "broken"]);
+    assert!(!run.status.success());
+    let stderr = text(&run.stderr);
+    assert!(
+        stderr.contains("cjm-ctl: plugin broken: its manifest ")
+            && stderr.contains("broken.json cannot be used: not valid JSON"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not found"), "{stderr}");
+
+    let listed = ctl(&home, &["list", "--json"]);
+    assert!(!listed.status.success());
+    let report: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let status = |name: &str| {
+        report["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(report["problems"].as_array().unwrap())
+            .find(|entry| entry["name"] == name)
+            .map(|entry| entry["status"].as_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("{name} not in {report}"))
+    };
+    assert_eq!(status("cjm-echo"), "ok");
+    assert_eq!(status("gone"), "command missing: /nonexistent/cjm-gone");
+    assert!(status("broken").starts_with("broken: "), "{report}");
+
+    std::fs::remove_file(home.plugins_dir().join("broken.json")).unwrap();
+    std::fs::remove_file(home.plugins_dir().join("gone.json")).unwrap();
+    let listed = ctl(&home, &["list"]);
+    assert!(listed.status.success(), "{listed:?}");
+}
+
+#[test]
+fn log_lines_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let home = TestHome::new();
+    home.native_manifest("cjm-echo", ECHO, &[]);
+    std::fs::write(home.plugins_dir().join("broken.json"), "[]").unwrap();
+    let listed = Command::new(CTL)
+        .args(["list"])
+        .env("CJM_HOME", home.path())
+        .current_dir(home.path())
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    let stderr = text(&listed.stderr);
+    // Asked for, the manager's own lines are there, and plain.
+    assert!(stderr.contains("broken.json"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}
+
+#[test]
+fn dash_h_is_help_everywhere_and_version_prints_the_version() {
+    let home = TestHome::new();
+    for (short, long) in [
+        (&["-h"][..], &["--help"][..]),
+        (&["list", "-h"], &["list", "--help"]),
+        (&["exec", "-h"], &["exec", "--help"]),
+        (&["exec", "cjm-echo", "--stream", "-h"], &["exec", "--help"]),
+        (&["install-all", "-h"], &["install-all", "--help"]),
+        (&["logs", "-h"], &["logs", "--help"]),
+    ] {
+        let short_run = ctl(&home, short);
+        let long_run = ctl(&home, long);
+        assert!(short_run.status.success(), "{short:?}: {short_run:?}");
+        assert_eq!(text(&short_run.stdout), text(&long_run.stdout), "{short:?}");
+        assert!(text(&short_run.stdout).starts_with("Usage: "), "{short:?}");
+    }
+    let version = ctl(&home, &["--version"]);
+    assert!(version.status.success());
+    assert_eq!(
+        text(&version.stdout),
+        format!("cjm-ctl {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let nothing = ctl(&home, &[]);
+    assert!(!nothing.status.success());
+    assert!(text(&nothing.stderr).contains("--help"), "{nothing:?}");
+}

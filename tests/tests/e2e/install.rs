@@ -18,18 +18,16 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// cjm-ctl with CJM_HOME in the test's home. Cargo builds go to one folder of the
-/// workspace's target (not the home's cache) so that test runs share compiled
-/// dependencies.
+/// cjm-ctl with CJM_HOME in the test's home. The example plugins are members of this
+/// workspace, so cjm-ctl builds them in its target folder: what `cargo test` (or
+/// `cargo xtask demo`) compiled there is not compiled again. (Cargo releases that
+/// folder's lock once the tests are built, so this nested build does not wait.)
 fn ctl_command(home: &TestHome, args: &[&str]) -> Command {
     let mut command = Command::new(CTL);
     command
         .args(args)
         .env("CJM_HOME", home.path())
-        .env(
-            "CJM_CARGO_TARGET_DIR",
-            workspace_root().join("target/e2e-install-target"),
-        )
+        .env_remove("CJM_CARGO_TARGET_DIR")
         .current_dir(home.path())
         .env_remove("RUST_LOG");
     command
@@ -72,7 +70,17 @@ fn install_all_builds_the_examples_then_they_list_run_skip_rebuild_and_go() {
     let home = TestHome::new();
     let config = workspace_root().join("plugins.yaml");
     let config = config.to_str().unwrap();
-    let install = ["install-all", "--config", config, "--offline", "--locked"];
+    // The dev profile, as `cargo test` builds: dependencies compiled for the tests
+    // with the same features are used as they are.
+    let install = [
+        "install-all",
+        "--config",
+        config,
+        "--offline",
+        "--locked",
+        "--cargo-profile",
+        "dev",
+    ];
 
     let first = ctl(&home, &install);
     let stderr = text(&first.stderr);
@@ -93,7 +101,12 @@ fn install_all_builds_the_examples_then_they_list_run_skip_rebuild_and_go() {
     .unwrap();
     assert_eq!(manifest["command"], echo_binary.to_str().unwrap());
     assert_eq!(manifest["env_name"], "cjm-echo");
-    assert!(home.path().join("logs/install-cjm-echo.log").is_file());
+    let log = std::fs::read_to_string(home.path().join("logs/install-cjm-echo.log")).unwrap();
+    // Built in the workspace (nothing in the home's own cargo cache), and not with a
+    // cargo metadata that wanted other platforms' packages.
+    assert!(log.contains("--filter-platform"), "{log}");
+    assert!(log.contains("/debug/cjm-echo to "), "{log}");
+    assert!(!home.path().join("cache/cargo-target").exists());
 
     let listed = ctl(&home, &["list", "--json"]);
     let report: Value = serde_json::from_slice(&listed.stdout).unwrap();
@@ -322,7 +335,7 @@ fn an_interrupted_install_leaves_no_partial_manifest() {
     let cargo = script(
         home.path(),
         "slow-cargo",
-        "[ \"$1\" = metadata ] && exit 1\nexec sleep 30",
+        "case \"$1\" in metadata|-vV) exit 1;; esac\nexec sleep 30",
     );
     let config = write_yaml(&home, "plugins:\n  - name: built\n    cargo: {path: pkg}\n");
     kill_during(&home, &config, "built: building", Some(&cargo));

@@ -1,4 +1,6 @@
-//! `cargo install --root <env>` for one entry, its output into the install log.
+//! Building one entry, its output into the install log: for a path, `cargo build` in
+//! its workspace (its target folder, its configuration, its lock file) and the binary
+//! copied out; for git and crates.io, `cargo install --root <env>`.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -6,18 +8,30 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use cargo_metadata::Message;
+
 use super::config::{CargoSource, GitRef};
+use super::stamp::PathPackage;
 
 /// How cargo is run for every entry of one `install-all`.
 #[derive(Debug, Clone)]
 pub struct CargoSettings {
     /// `$CARGO` (set when running under cargo), else `cargo` from PATH.
     pub program: PathBuf,
-    /// Shared by every plugin so that common dependencies compile once.
+    /// Shared by git and crates.io entries so that common dependencies compile once.
     pub target_dir: PathBuf,
+    /// When set, every build uses `target_dir`; else a path entry builds in its
+    /// workspace's target folder, where `cargo build` there builds, and git and
+    /// crates.io entries in `target_dir`.
+    pub target_dir_override: bool,
+    /// The cargo profile (`release` unless asked otherwise).
+    pub profile: String,
     pub offline: bool,
     pub locked: bool,
 }
+
+/// The profile `cargo install` uses when none is named.
+pub const DEFAULT_PROFILE: &str = "release";
 
 /// The arguments after `cargo`. Every value is its own argv element, attached with
 /// `=` where cargo allows it, so no value can be taken for a flag.
@@ -51,13 +65,112 @@ pub fn install_args(
     if let Some(bin) = bin {
         args.push(format!("--bin={bin}").into());
     }
+    if settings.profile != DEFAULT_PROFILE {
+        args.push(format!("--profile={}", settings.profile).into());
+    }
+    common_flags(settings, &mut args);
+    args
+}
+
+fn common_flags(settings: &CargoSettings, args: &mut Vec<OsString>) {
     if settings.offline {
         args.push("--offline".into());
     }
     if settings.locked {
         args.push("--locked".into());
     }
+}
+
+/// The arguments after `cargo` that build the package of `manifest` in its workspace.
+pub fn build_args(manifest: &Path, bin: Option<&str>, settings: &CargoSettings) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "build".into(),
+        "--manifest-path".into(),
+        manifest.into(),
+        format!("--profile={}", settings.profile).into(),
+        // Artifacts on stdout, for the binary's path; diagnostics rendered on stderr.
+        "--message-format=json-render-diagnostics".into(),
+    ];
+    match bin {
+        Some(bin) => args.push(format!("--bin={bin}").into()),
+        None => args.push("--bins".into()),
+    }
+    common_flags(settings, &mut args);
     args
+}
+
+/// Build the package of a path entry as `cargo build` in its workspace does (from the
+/// workspace's root, so that its `.cargo/config.toml` applies, into its target
+/// folder), so that what was built there already is not built again, and what the
+/// plugin's author builds next reuses this build; then copy the binary to
+/// `<root>/bin/`, where `cargo install` would have put it.
+pub fn build_in_workspace(
+    package: &PathPackage,
+    package_dir: &Path,
+    bin: Option<&str>,
+    root: &Path,
+    settings: &CargoSettings,
+    log: &mut File,
+) -> Result<(), String> {
+    let manifest = package_dir.join("Cargo.toml");
+    let target_dir = if settings.target_dir_override {
+        &settings.target_dir
+    } else {
+        &package.target_dir
+    };
+    let mut command = Command::new(&settings.program);
+    command
+        .args(build_args(&manifest, bin, settings))
+        .current_dir(&package.workspace_root)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let _ = writeln!(log, "$ {command:?}");
+    let stderr = log
+        .try_clone()
+        .map_err(|err| format!("cannot use the log: {err}"))?;
+    let program = command.get_program().to_string_lossy().into_owned();
+    let output = command
+        .stderr(stderr)
+        .output()
+        .map_err(|err| format!("cannot run {program}: {err}"))?;
+    if !output.status.success() {
+        return Err(format!("{program} failed ({})", output.status));
+    }
+    let binaries = built_binaries(&output.stdout, &manifest);
+    let bin_dir = root.join("bin");
+    std::fs::create_dir_all(&bin_dir)
+        .map_err(|err| format!("cannot create {}: {err}", bin_dir.display()))?;
+    for binary in &binaries {
+        let Some(name) = binary.file_name() else {
+            continue;
+        };
+        let to = bin_dir.join(name);
+        let _ = writeln!(log, "copying {} to {}", binary.display(), to.display());
+        std::fs::copy(binary, &to).map_err(|err| {
+            format!(
+                "cannot copy {} to {}: {err}",
+                binary.display(),
+                to.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The executables cargo reported building for the package of `manifest`.
+fn built_binaries(stdout: &[u8], manifest: &Path) -> Vec<PathBuf> {
+    Message::parse_stream(stdout)
+        .filter_map(Result::ok)
+        .filter_map(|message| match message {
+            Message::CompilerArtifact(artifact)
+                if artifact.manifest_path.as_std_path() == manifest && artifact.target.is_bin() =>
+            {
+                artifact.executable.map(|path| path.into_std_path_buf())
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Run `cargo install`, appending its output to `log`. The error says how it ended.
@@ -140,6 +253,8 @@ mod tests {
         CargoSettings {
             program: "cargo".into(),
             target_dir: "/t".into(),
+            target_dir_override: false,
+            profile: DEFAULT_PROFILE.into(),
             offline: true,
             locked: false,
         }
@@ -182,6 +297,73 @@ mod tests {
         assert_eq!(
             strings(install_args(&path, None, root, &settings()))[3..5],
             ["--path", "/src/p"]
+        );
+    }
+
+    #[test]
+    fn a_workspace_member_is_built_with_the_profile_asked_for() {
+        let mut settings = settings();
+        settings.profile = "dev".into();
+        settings.locked = true;
+        assert_eq!(
+            strings(build_args(Path::new("/w/p/Cargo.toml"), None, &settings)),
+            [
+                "build",
+                "--manifest-path",
+                "/w/p/Cargo.toml",
+                "--profile=dev",
+                "--message-format=json-render-diagnostics",
+                "--bins",
+                "--offline",
+                "--locked"
+            ]
+        );
+        assert!(
+            strings(build_args(Path::new("/p/Cargo.toml"), Some("b"), &settings))
+                .contains(&"--bin=b".to_owned())
+        );
+        let path = CargoSource::Path("/src/p".into());
+        assert!(
+            strings(install_args(&path, None, Path::new("/r"), &settings))
+                .contains(&"--profile=dev".to_owned())
+        );
+    }
+
+    #[test]
+    fn only_the_packages_own_binaries_are_taken_from_the_build_output() {
+        let artifact = |manifest: &str, kind: &str, executable: Option<&str>| {
+            serde_json::json!({
+                "reason": "compiler-artifact",
+                "package_id": "p",
+                "manifest_path": manifest,
+                "target": {"name": "x", "kind": [kind], "crate_types": [kind],
+                           "required_features": [], "src_path": "/x.rs",
+                           "edition": "2021", "doctest": false, "test": false,
+                           "doc": false},
+                "profile": {"opt_level": "3", "debuginfo": 0, "debug_assertions": false,
+                            "overflow_checks": false, "test": false},
+                "features": [],
+                "filenames": [],
+                "executable": executable,
+                "fresh": true
+            })
+            .to_string()
+        };
+        let stdout = [
+            artifact("/w/dep/Cargo.toml", "lib", None),
+            artifact("/w/p/Cargo.toml", "lib", None),
+            artifact("/w/p/Cargo.toml", "bin", Some("/w/target/release/p")),
+            artifact(
+                "/w/other/Cargo.toml",
+                "bin",
+                Some("/w/target/release/other"),
+            ),
+            r#"{"reason":"build-finished","success":true}"#.to_owned(),
+        ]
+        .join("\n");
+        assert_eq!(
+            built_binaries(stdout.as_bytes(), Path::new("/w/p/Cargo.toml")),
+            [PathBuf::from("/w/target/release/p")]
         );
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use cjm_metadata::validate_name;
 use serde::Deserialize;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 /// A validated `plugins.yaml`.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,7 +169,7 @@ impl PluginsFile {
 
     /// Validate YAML text; `base` is the folder relative paths resolve against.
     pub fn parse(text: &str, base: &Path) -> Result<Vec<PluginEntry>, Vec<EntryProblem>> {
-        let document: Value = serde_yaml::from_str(text)
+        let document: Value = serde_norway::from_str(text)
             .map_err(|err| vec![file_problem(format!("not valid YAML: {err}"))])?;
         let plugins = match document.get("plugins") {
             Some(Value::Sequence(plugins)) => plugins,
@@ -187,7 +187,7 @@ impl PluginsFile {
                     message,
                 })
             };
-            match serde_yaml::from_value::<RawEntry>(value.clone()) {
+            match serde_norway::from_value::<RawEntry>(value.clone()) {
                 Ok(raw) => {
                     if let Some(entry) = validate_entry(raw, base, &mut report) {
                         entries.push(entry);
@@ -209,18 +209,18 @@ impl PluginsFile {
     }
 }
 
-/// serde_yaml does not say which key had the wrong type, so each key is tried on
+/// serde_norway does not say which key had the wrong type, so each key is tried on
 /// its own: every bad key is named, not only the first.
-fn shape_problems(value: &Value, whole: serde_yaml::Error) -> Vec<String> {
+fn shape_problems(value: &Value, whole: serde_norway::Error) -> Vec<String> {
     let Value::Mapping(mapping) = value else {
         return vec![format!("must be a mapping of keys, got {}", whole)];
     };
     let problems: Vec<String> = mapping
         .iter()
         .filter_map(|(key, field)| {
-            let mut single = serde_yaml::Mapping::new();
+            let mut single = serde_norway::Mapping::new();
             single.insert(key.clone(), field.clone());
-            let err = serde_yaml::from_value::<RawEntry>(Value::Mapping(single)).err()?;
+            let err = serde_norway::from_value::<RawEntry>(Value::Mapping(single)).err()?;
             Some(match key.as_str() {
                 Some(key) if !err.to_string().contains("unknown field") => format!("{key}: {err}"),
                 _ => err.to_string(),

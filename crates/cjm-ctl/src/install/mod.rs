@@ -6,7 +6,7 @@ pub mod config;
 #[cfg(test)]
 mod config_properties;
 mod introspect;
-mod manifest_writer;
+pub(crate) mod manifest_writer;
 mod native;
 mod prebuilt;
 mod probe;
@@ -29,8 +29,9 @@ use self::config::{PluginEntry, PluginsFile, Source};
 use self::progress::{Outcome, Progress, StepError};
 
 /// Install the plugins of a plugins.yaml, each into its own environment under
-/// $CJM_HOME/envs, and write their manifests. CJM_CARGO_TARGET_DIR overrides the
-/// shared cargo target folder ($CJM_HOME/cache/cargo-target).
+/// $CJM_HOME/envs, and write their manifests. A cargo path builds in its workspace's
+/// target folder, git and crates.io entries in $CJM_HOME/cache/cargo-target;
+/// CJM_CARGO_TARGET_DIR overrides both.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "install-all")]
 pub struct InstallAllCommand {
@@ -49,6 +50,9 @@ pub struct InstallAllCommand {
     /// pass --locked to cargo
     #[argh(switch)]
     locked: bool,
+    /// the cargo profile to build with (default: release)
+    #[argh(option, default = "String::from(cargo::DEFAULT_PROFILE)")]
+    cargo_profile: String,
 }
 
 /// What every entry's install shares.
@@ -99,7 +103,9 @@ pub fn run(command: InstallAllCommand) -> Result<ExitCode> {
     let root = std::path::absolute(home.root())
         .with_context(|| format!("cannot resolve {}", home.root().display()))?;
     let home = CjmHome::at(root);
-    let target_dir = match std::env::var_os("CJM_CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
+    let target_dir_override = std::env::var_os("CJM_CARGO_TARGET_DIR").filter(|v| !v.is_empty());
+    let target_dir_overridden = target_dir_override.is_some();
+    let target_dir = match target_dir_override {
         Some(dir) => PathBuf::from(dir),
         None => home.root().join("cache").join("cargo-target"),
     };
@@ -109,6 +115,8 @@ pub fn run(command: InstallAllCommand) -> Result<ExitCode> {
                 .filter(|v| !v.is_empty())
                 .map_or_else(|| PathBuf::from("cargo"), PathBuf::from),
             target_dir,
+            target_dir_override: target_dir_overridden,
+            profile: command.cargo_profile,
             offline: command.offline,
             locked: command.locked,
         },

@@ -1,4 +1,5 @@
-//! A cargo entry: check whether it changed, build it into a fresh staging folder,
+//! A cargo entry: check whether it changed, build it into a fresh staging folder
+//! (`cargo build` in its workspace for a path, `cargo install` for the others),
 //! read its manifest, swap the staging folder in as the environment, write the
 //! manifest. A failure at any step leaves the previous environment and manifest as
 //! they were; an interrupted build leaves only the staging folder, removed on the
@@ -27,17 +28,32 @@ pub fn install(
     let mut log = installer.open_log(&entry.name)?;
 
     progress.step("checking");
-    let packages = match stamp::path_source(entry) {
-        Some(dir) => {
-            stamp::local_packages(&installer.cargo.program, dir, installer.cargo.offline, &log)
+    let path_package = stamp::path_source(entry).map(|dir| {
+        (
+            dir,
+            stamp::path_package(
+                &installer.cargo.program,
+                dir,
+                installer.cargo.offline,
+                &mut log,
+            ),
+        )
+    });
+    let fingerprint = match &path_package {
+        None => Some(stamp::fingerprint(entry, &[])),
+        Some((_, Ok(package))) => Some(stamp::fingerprint(entry, &package.local_dirs)),
+        Some((_, Err(reason))) => {
+            // Not fatal: the build itself may well work (and say better what is wrong).
+            progress.note(&format!(
+                "cannot tell whether it changed ({reason}; see the log), so it is built"
+            ));
+            None
         }
-        None => Some(Vec::new()),
     };
-    let fingerprint = packages.map(|packages| stamp::fingerprint(entry, &packages));
     if !installer.force {
         if let (Some(fingerprint), Some(stamp)) = (&fingerprint, Stamp::read(&env)) {
             let binary = env.join("bin").join(&stamp.bin);
-            if stamp.fingerprint == *fingerprint && manifest_launches(&manifest_path, &binary) {
+            if stamp.records(fingerprint) && manifest_launches(&manifest_path, &binary) {
                 return Ok(Installed::Unchanged(manifest_path));
             }
         }
@@ -49,8 +65,15 @@ pub fn install(
     ));
     let staging = envs_dir.join(format!(".{}.staging", entry.env_name));
     remove_if_present(&staging).map_err(|reason| StepError::new("building", reason))?;
-    cargo::install(source, bin, &staging, &installer.cargo, &mut log)
-        .map_err(|reason| StepError::new("building", reason))?;
+    match &path_package {
+        Some((dir, Ok(package))) => {
+            cargo::build_in_workspace(package, dir, bin, &staging, &installer.cargo, &mut log)
+        }
+        // A path whose metadata cargo could not give is left to cargo install, whose
+        // message then says what is wrong with it.
+        _ => cargo::install(source, bin, &staging, &installer.cargo, &mut log),
+    }
+    .map_err(|reason| StepError::new("building", reason))?;
     let (bin, staged_binary) =
         installed_binary(&staging, bin).map_err(|reason| StepError::new("building", reason))?;
 
@@ -64,13 +87,10 @@ pub fn install(
         &mut log,
     )
     .map_err(|reason| StepError::new("reading manifest", reason))?;
-    Stamp {
-        // An entry whose fingerprint cargo could not compute is never "unchanged".
-        fingerprint: fingerprint.unwrap_or_default(),
-        bin,
-    }
-    .write(&staging)
-    .map_err(|err| StepError::new("installing", format!("cannot write the stamp: {err}")))?;
+    // An entry whose fingerprint could not be computed is never "unchanged".
+    Stamp::new(fingerprint.as_ref(), bin)
+        .write(&staging)
+        .map_err(|err| StepError::new("installing", format!("cannot write the stamp: {err}")))?;
 
     progress.step("installing environment");
     swap_in(&staging, &env).map_err(|reason| StepError::new("installing", reason))?;

@@ -46,7 +46,7 @@ pub fn install(
     let fingerprint = stamp::fingerprint(entry, &local_package_dir(package));
     let python = python_env::env_python(&env);
     if !installer.force
-        && Stamp::read(&env).is_some_and(|stamp| stamp.fingerprint == fingerprint)
+        && Stamp::read(&env).is_some_and(|stamp| stamp.records(&fingerprint))
         && manifest_launches(&manifest_path, &python)
     {
         return Ok(Installed::Unchanged(manifest_path));
@@ -65,12 +65,11 @@ pub fn install(
         })?;
     }
     let built = build(entry, spec, package, &env, progress, &mut log).and_then(|manifest| {
-        Stamp {
-            fingerprint,
-            bin: STAMP_BIN.into(),
-        }
-        .write(&env)
-        .map_err(|err| StepError::new("installing", format!("cannot write the stamp: {err}")))?;
+        Stamp::new(Some(&fingerprint), STAMP_BIN)
+            .write(&env)
+            .map_err(|err| {
+                StepError::new("installing", format!("cannot write the stamp: {err}"))
+            })?;
         progress.step("writing manifest");
         manifest_writer::write_atomically(&manifest_path, manifest.as_bytes()).map_err(|err| {
             StepError::new(
@@ -224,12 +223,7 @@ mod tests {
     fn a_finished_install_drops_what_was_left_aside() {
         let dir = tempfile::tempdir().unwrap();
         let env = env_with(dir.path(), "e", "new");
-        Stamp {
-            fingerprint: "f".into(),
-            bin: STAMP_BIN.into(),
-        }
-        .write(&env)
-        .unwrap();
+        Stamp::new(None, STAMP_BIN).write(&env).unwrap();
         let aside = env_with(dir.path(), ".e.old", "previous");
         recover_interrupted(&env, &aside).unwrap();
         assert!(env.join("new").is_file() && !aside.exists());
