@@ -17,6 +17,7 @@ mod proxy;
 mod secret;
 mod spawner;
 mod stream;
+mod tls;
 mod transport;
 
 pub use endpoint::{default_socket_dir, Endpoint};
@@ -24,3 +25,7 @@ pub use error::ProxyError;
 pub use launch::{LaunchSpec, ListenMode};
 pub use proxy::RemotePluginProxy;
 pub use stream::{BlockingChunks, ChunkStream};
+pub use tls::{
+    certificate_fingerprint, read_handshake, ClientIdentity, HandshakeReadError, PinnedConnector,
+    TlsConnectError, TlsError, TlsStream, DEFAULT_CONNECT_TIMEOUT,
+};
