@@ -14,6 +14,7 @@ mod launch;
 mod log;
 mod process;
 mod proxy;
+pub mod ray;
 mod secret;
 mod spawner;
 mod stream;
