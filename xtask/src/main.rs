@@ -11,12 +11,15 @@
 //! - `soak [cjm-soak options]`: 100,000 calls, 1,000 load/unload cycles and 32
 //!   clients x 4 workers for 60 s, failing on any error or on memory or descriptor
 //!   growth; a few minutes.
+//! - `ray-e2e`: workers placed by a real Ray cluster from PyPI (see `ray_e2e.rs`).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+
+mod ray_e2e;
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -26,9 +29,10 @@ fn main() -> Result<()> {
         "bench" => bench(std::env::args().skip(2).collect()),
         "soak" => soak(std::env::args().skip(2).collect()),
         "readme" => readme(),
+        "ray-e2e" => ray_e2e::ray_e2e(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <e2e|demo|bench [--quick] [--only METRIC]|soak [OPTIONS]|readme>"
+                "usage: cargo xtask <e2e|demo|bench [--quick] [--only METRIC]|soak [OPTIONS]|readme|ray-e2e>"
             );
             bail!("unknown task {task:?}")
         }
