@@ -16,12 +16,15 @@
 //!   it, offline, failing on any warning (missing metadata); `--verify` also builds
 //!   each package from its own files (minutes when cold). `.ci/run` runs the quick
 //!   form.
+//! - `ray-e2e`: workers placed by a real Ray cluster from PyPI (see `ray_e2e.rs`).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+
+mod ray_e2e;
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -32,9 +35,10 @@ fn main() -> Result<()> {
         "soak" => soak(std::env::args().skip(2).collect()),
         "readme" => readme(),
         "package" => package(std::env::args().skip(2).collect()),
+        "ray-e2e" => ray_e2e::ray_e2e(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <e2e|demo [--release]|bench [--quick] [--only METRIC]|soak [OPTIONS]|readme|package [--verify]>"
+                "usage: cargo xtask <e2e|demo [--release]|bench [--quick] [--only METRIC]|soak [OPTIONS]|readme|package [--verify]|ray-e2e>"
             );
             bail!("unknown task {task:?}")
         }

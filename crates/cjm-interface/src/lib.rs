@@ -15,6 +15,7 @@ mod error;
 mod file_backed;
 pub mod json;
 mod plugin;
+pub mod remote;
 pub mod wire;
 
 pub use args::{Arg, Call, CallArgs};

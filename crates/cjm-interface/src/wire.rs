@@ -81,6 +81,10 @@ pub struct ReconfigureRequest {
     pub new_config: Option<ConfigMap>,
 }
 
+/// `POST`, remote workers only (`--listen`): renews the worker's lease (any request
+/// does; this one does nothing else). Answer: [`crate::remote::LeaseResponse`].
+pub const PATH_LEASE: &str = "/lease";
+
 /// Extension: the id a host gives one call (`/execute`, `/execute_stream`), so that
 /// it can ask for that call's progress and cancel that call alone. Ids are the
 /// host's choice; a call sent without one gets one from the worker.
@@ -103,6 +107,12 @@ pub const LISTEN_FD_ENV: &str = "CJM_LISTEN_FD";
 /// `Authorization: Bearer <secret>` ([`AUTHORIZATION_SCHEME`]). A worker started
 /// without it (by hand, or by the original's host) serves without this check.
 pub const WORKER_TOKEN_ENV: &str = "CJM_WORKER_TOKEN";
+
+/// Extension: a remote worker (`--listen`) accepts only the TLS client certificate
+/// whose SHA-256 fingerprint (hex) is in this environment variable; see
+/// [`crate::remote`]. Not a secret, but kept off the command line so that there is
+/// one way to give it.
+pub const CLIENT_CERT_SHA256_ENV: &str = "CJM_CLIENT_CERT_SHA256";
 
 /// The scheme of the `Authorization` header that carries the worker's secret.
 pub const AUTHORIZATION_SCHEME: &str = "Bearer";

@@ -15,9 +15,11 @@ mod lifecycle;
 mod log;
 mod process;
 mod proxy;
+pub mod ray;
 mod secret;
 mod spawner;
 mod stream;
+mod tls;
 mod transport;
 
 pub use endpoint::{default_socket_dir, Endpoint};
@@ -26,3 +28,7 @@ pub use launch::{LaunchSpec, ListenMode};
 pub use lifecycle::HookOutcome;
 pub use proxy::RemotePluginProxy;
 pub use stream::{BlockingChunks, ChunkStream};
+pub use tls::{
+    certificate_fingerprint, read_handshake, ClientIdentity, HandshakeReadError, PinnedConnector,
+    TlsConnectError, TlsError, TlsStream, DEFAULT_CONNECT_TIMEOUT,
+};

@@ -1,7 +1,7 @@
 use std::fmt;
 
-/// The worker's command line: `[plugin args..] (--port P | --fd N) [--ppid PID] |
-/// --manifest | --help`.
+/// The worker's command line: `[plugin args..] (--port P | --fd N | --listen ADDR:PORT
+/// [--lease-secs N]) [--ppid PID] | --manifest | --help`.
 ///
 /// The original 0.0.46 host starts a plugin as `<python_path> -m
 /// cjm_plugin_system.core.worker --module M --class C --fd N --ppid P [--adapters
@@ -16,6 +16,11 @@ pub struct WorkerArgs {
     /// `--fd N`: serve on the listening socket inherited as descriptor N (the
     /// original 0.0.46 host's way of handing one over).
     pub fd: Option<i32>,
+    /// `--listen ADDR:PORT`: serve TLS on this address, for a host on another machine
+    /// (see `remote.rs`).
+    pub listen: Option<std::net::SocketAddr>,
+    /// `--lease-secs N`: with `--listen`, exit after N seconds without a request.
+    pub lease_secs: Option<u64>,
     /// `--manifest`: print the manifest fields and exit.
     pub manifest: bool,
     /// `-h` or `--help`: print the usage and exit.
@@ -68,6 +73,14 @@ impl WorkerArgs {
                 "--fd" => {
                     let value = inline_value.or_else(|| args.next());
                     parsed.fd = Some(parse_number(value, "--fd")?);
+                }
+                "--listen" => {
+                    let value = inline_value.or_else(|| args.next());
+                    parsed.listen = Some(parse_number(value, "--listen")?);
+                }
+                "--lease-secs" => {
+                    let value = inline_value.or_else(|| args.next());
+                    parsed.lease_secs = Some(parse_number(value, "--lease-secs")?);
                 }
                 // The original's Python worker's own arguments: nothing for us.
                 "-m" | "--module" | "--class" | "--adapters" => {
@@ -135,6 +148,17 @@ mod tests {
         assert_eq!(args.fd, Some(5));
         assert_eq!(args.ppid, Some(77));
         assert!(args.plugin_args.is_empty(), "{:?}", args.plugin_args);
+    }
+
+    #[test]
+    fn a_remote_worker_listens_on_an_address_with_a_lease() {
+        let args = parse(&["--listen", "0.0.0.0:0", "--lease-secs=30"]).unwrap();
+        assert_eq!(args.listen, Some("0.0.0.0:0".parse().unwrap()));
+        assert_eq!(args.lease_secs, Some(30));
+        assert_eq!(
+            parse(&["--listen", "localhost"]).unwrap_err().to_string(),
+            "invalid value \"localhost\" for --listen"
+        );
     }
 
     #[test]

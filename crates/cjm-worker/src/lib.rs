@@ -29,7 +29,9 @@
 //! has already checked against that same schema (`wire::CONFIG_CHECKED_HEADER`).
 //!
 //! The binary then understands `--port P --ppid PID` (serve on `127.0.0.1:P`, exit
-//! when process `PID` ends) and `--manifest` (print the manifest fields and exit).
+//! when process `PID` ends), `--listen ADDR:PORT [--lease-secs N]` (serve TLS for a
+//! host on another machine: see [`RemoteServe`]) and `--manifest` (print the manifest
+//! fields and exit).
 #![warn(missing_docs)]
 
 use std::io::IsTerminal;
@@ -49,10 +51,12 @@ mod lifecycle;
 mod listener;
 mod parent;
 mod proc_stats;
+mod remote;
 mod respond;
 mod server;
 mod stream;
 mod task;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -62,7 +66,9 @@ use serde_json::{json, Value};
 
 pub use args::{WorkerArgs, WorkerArgsError};
 pub use handover::{HandOver, HandOverError};
+pub use remote::{RemoteServe, RemoteServeError};
 pub use server::{serve, ServeError, ServeOptions, DEFAULT_MAX_BODY_BYTES};
+pub use tls::TlsSetupError;
 
 /// The schema and validation crate, for what [`config`] does not cover.
 pub use cjm_validation;
@@ -204,9 +210,22 @@ where
         let text = serde_json::to_string(&fields).map_err(|err| err.to_string())?;
         return print_line(&text);
     }
+    if let Some(listen) = args.listen {
+        let remote =
+            RemoteServe::from_env(listen, args.lease_secs).map_err(|err| error_chain(&err))?;
+        let options = ServeOptions::new()
+            .remote(remote)
+            .parent_pid(args.ppid)
+            .max_body_bytes(max_body_bytes_from_env()?)
+            .hand_over(hand_over);
+        return serve(plugin, options).map_err(|err| error_chain(&err));
+    }
+    if args.lease_secs.is_some() {
+        return Err(String::from("--lease-secs needs --listen"));
+    }
     let Some(port) = args.port.or(hand_over.listener.as_ref().map(|_| 0)) else {
         return Err(String::from(
-            "nothing to serve on: give --port PORT or --fd N (see --help)",
+            "nothing to serve on: give --port PORT, --fd N or --listen ADDR:PORT (see --help)",
         ));
     };
     let options = ServeOptions::new()
@@ -241,6 +260,7 @@ fn usage(about: &About) -> String {
     };
     format!(
         "{description}Usage: {program} [PLUGIN ARGS..] (--port PORT | --fd N) [--ppid PID]
+       {program} [PLUGIN ARGS..] --listen ADDR:PORT [--lease-secs N]
        {program} --manifest
        {program} --help
 
@@ -253,11 +273,19 @@ Options:
                 hands a socket over ({listen_fd})
   --fd N        serve on the listening socket inherited as descriptor N
   --ppid PID    exit when process PID ends
+  --listen ADDR:PORT
+                serve TLS on ADDR:PORT (any interface; port 0: any free one), for a
+                host on another machine; accepts only the client certificate whose
+                SHA-256 is in {client_cert}, prints one JSON line
+                {{\"cjm_worker\": 1, \"port\": P, \"server_cert_sha256\": HEX, \"pid\": N}}
+  --lease-secs N
+                with --listen: exit after N seconds without a request from the host
   --manifest    print the manifest fields (name, version, config schema, ..) as JSON
   -h, --help    print this help
 
 Environment: RUST_LOG (log level), {max_body} (largest request body in bytes).",
         listen_fd = wire::LISTEN_FD_ENV,
+        client_cert = wire::CLIENT_CERT_SHA256_ENV,
         max_body = wire::MAX_BODY_ENV,
     )
 }

@@ -22,6 +22,8 @@ pub(crate) enum Listener {
 pub(crate) enum Connection {
     Tcp(std::net::TcpStream),
     Unix(UnixStream),
+    /// A remote worker's connection, TLS still to be negotiated (`remote.rs`).
+    Tls(crate::remote::TlsConnection),
 }
 
 /// The listener registered with the accepting runtime.

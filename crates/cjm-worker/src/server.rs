@@ -18,6 +18,8 @@ use crate::handler::{handle, Worker};
 use crate::handover::HandOver;
 use crate::host::PluginHost;
 use crate::listener::{AsyncListener, Connection};
+use crate::remote::{Remote, RemoteServe};
+use crate::tls::TlsSetupError;
 
 /// Connections served at once; more wait in the listen backlog. Each has a thread.
 const MAX_CONNECTIONS: usize = 512;
@@ -43,6 +45,7 @@ pub struct ServeOptions {
     parent_pid: Option<u32>,
     max_body_bytes: usize,
     hand_over: HandOver,
+    remote: Option<RemoteServe>,
 }
 
 impl Default for ServeOptions {
@@ -52,6 +55,7 @@ impl Default for ServeOptions {
             parent_pid: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             hand_over: HandOver::default(),
+            remote: None,
         }
     }
 }
@@ -87,6 +91,13 @@ impl ServeOptions {
         self.hand_over = hand_over;
         self
     }
+
+    /// Serve TLS on a network address instead, for a host elsewhere (see
+    /// [`RemoteServe`]). A socket handed over is then refused.
+    pub fn remote(mut self, remote: RemoteServe) -> Self {
+        self.remote = Some(remote);
+        self
+    }
 }
 
 /// Why a worker could not serve.
@@ -114,11 +125,21 @@ pub enum ServeError {
         #[source]
         source: SchemaError,
     },
+    /// A remote worker's TLS could not be set up.
+    #[error("cannot set up TLS")]
+    Tls(#[source] TlsSetupError),
+    /// A remote worker was also handed a socket: which one to serve on?
+    #[error("--listen cannot be combined with a socket handed over (--fd, CJM_LISTEN_FD)")]
+    ListenConflict,
+    /// A remote worker could not print its handshake line.
+    #[error("cannot print the handshake line")]
+    Announce(#[source] std::io::Error),
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Shutdown {
     ParentGone,
+    LeaseExpired,
     Terminated,
 }
 
@@ -137,15 +158,24 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
         listener: inherited,
         access_token,
     } = options.hand_over;
-    let listening_on = match inherited {
-        Some(_) => String::from("the socket the host handed over"),
-        None => format!("127.0.0.1:{}", options.port),
+    let remote = match options.remote {
+        Some(_) if inherited.is_some() => return Err(ServeError::ListenConflict),
+        Some(remote) => Some(Remote::new(remote).map_err(ServeError::Tls)?),
+        None => None,
     };
-    let listener =
-        crate::listener::open(options.port, inherited).map_err(|source| ServeError::Listen {
-            on: listening_on.clone(),
-            source,
-        })?;
+    let listening_on = match (&remote, &inherited) {
+        (Some(remote), _) => remote.listen.to_string(),
+        (None, Some(_)) => String::from("the socket the host handed over"),
+        (None, None) => format!("127.0.0.1:{}", options.port),
+    };
+    let listener = match &remote {
+        Some(remote) => remote.bind(),
+        None => crate::listener::open(options.port, inherited),
+    }
+    .map_err(|source| ServeError::Listen {
+        on: listening_on.clone(),
+        source,
+    })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -161,6 +191,13 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
             on: listening_on,
             source,
         })?;
+        if let (Some(remote), AsyncListener::Tcp(tcp)) = (&remote, &listener) {
+            let port = tcp.local_addr().map_err(|source| ServeError::Listen {
+                on: remote.listen.to_string(),
+                source,
+            })?;
+            remote.announce(port.port()).map_err(ServeError::Announce)?;
+        }
         let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Runtime)?;
         let mut interrupt = signal(SignalKind::interrupt()).map_err(ServeError::Runtime)?;
         let parent_gone = async {
@@ -170,20 +207,39 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
             }
         };
         tokio::pin!(parent_gone);
+        let lease_expired = async {
+            match &remote {
+                Some(remote) => remote.lease_expired().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(lease_expired);
         let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let serving_on = match &remote {
+            Some(_) => format!(
+                "{} (TLS)",
+                listener.describe().replacen("http:", "https:", 1)
+            ),
+            None => listener.describe(),
+        };
         tracing::info!(
-            "worker {} {} (pid {}) serving on {}",
+            "worker {} {} (pid {}) serving on {serving_on}",
             worker.host.name(),
             worker.host.version(),
             std::process::id(),
-            listener.describe()
         );
         let mut idle_ticks = tokio::time::interval(IDLE_MEMORY_CHECK);
         idle_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = loop {
             tokio::select! {
                 accepted = accept(&listener, &connections) => match accepted {
-                    Ok((stream, permit)) => spawn_connection(Arc::clone(&worker), stream, permit),
+                    Ok((stream, permit)) => {
+                        let stream = match &remote {
+                            Some(remote) => remote.secure(stream),
+                            None => stream,
+                        };
+                        spawn_connection(Arc::clone(&worker), stream, permit)
+                    }
                     Err(err) => {
                         // Out of descriptors, typically: back off instead of spinning.
                         tracing::warn!("accept failed: {err}");
@@ -192,6 +248,7 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
                 },
                 _ = idle_ticks.tick() => crate::allocator::on_idle_tick(),
                 () = &mut parent_gone => break Shutdown::ParentGone,
+                () = &mut lease_expired => break Shutdown::LeaseExpired,
                 _ = terminate.recv() => break Shutdown::Terminated,
                 _ = interrupt.recv() => break Shutdown::Terminated,
             }
@@ -199,6 +256,10 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
         match shutdown {
             Shutdown::ParentGone => {
                 tracing::info!("host process is gone; exiting");
+            }
+            Shutdown::LeaseExpired => {
+                let lease = remote.as_ref().and_then(Remote::lease_limit);
+                tracing::info!("no word from the host for {lease:?} (the lease); exiting");
             }
             Shutdown::Terminated => {
                 let cleanup_worker = Arc::clone(&worker);
@@ -266,6 +327,9 @@ fn spawn_connection(worker: Arc<Worker>, connection: Connection, permit: OwnedSe
                         Ok(stream) => return serve_connection(worker, stream).await,
                         Err(err) => err,
                     },
+                    Connection::Tls(connection) => {
+                        return crate::remote::serve_tls(worker, connection).await
+                    }
                 };
                 tracing::warn!("cannot register a connection: {registered}");
             });

@@ -1,0 +1,355 @@
+//! Workers placed by a real Ray cluster (`ray[default]` from PyPI), through our own
+//! Jobs API client, answering over pinned TLS. `cargo xtask ray-e2e` starts a head and
+//! a second node on this machine (the second with 2 declared GPUs, 24000
+//! `gpu_vram_mb` and the label `cjm-pool=gpu`, at 127.0.0.2), sets the variables below
+//! and runs this file; without `RAY_ADDRESS` every test here passes at once, so plain
+//! `cargo test` needs no Ray.
+//!
+//! - `RAY_ADDRESS`: the dashboard, `http://127.0.0.1:PORT`.
+//! - `CJM_RAY_TOKEN`: the cluster's token (Ray's `RAY_AUTH_MODE=token`).
+//! - `CJM_RAY_PLUGIN`: the plugin binary to ship (a release `cjm-echo`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cjm_interface::wire;
+use cjm_proxy::ray::{
+    entrypoint_command, submission_id, JobStatus, JobSubmission, Package, Placed, RayClient,
+    RayError,
+};
+use cjm_proxy::{ClientIdentity, PinnedConnector};
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use serde_json::{json, Value};
+
+const TOKEN_ENV: &str = "CJM_RAY_TOKEN";
+/// Long enough for a whole test; a worker this run leaves behind ends by itself.
+const LEASE_SECS: &str = "120";
+
+struct Cluster {
+    address: String,
+    ray: RayClient,
+    plugin: PathBuf,
+    identity: ClientIdentity,
+    run: String,
+}
+
+/// The cluster the xtask started, or `None` (the test then passes: no Ray here).
+fn cluster(test: &str) -> Option<Cluster> {
+    let Ok(address) = std::env::var("RAY_ADDRESS") else {
+        println!("RAY_ADDRESS not set: {test} needs `cargo xtask ray-e2e`; skipped");
+        return None;
+    };
+    let plugin = PathBuf::from(std::env::var("CJM_RAY_PLUGIN").expect("CJM_RAY_PLUGIN"));
+    Some(Cluster {
+        ray: RayClient::with_token_env(&address, Some(TOKEN_ENV)).unwrap(),
+        address,
+        plugin,
+        identity: ClientIdentity::shared().unwrap(),
+        // Ray keeps the ids of ended jobs: every run needs its own.
+        run: format!("{}-{}", std::process::id(), test),
+    })
+}
+
+impl Cluster {
+    /// The worker's job: the plugin from its uploaded package, on the GPU node.
+    fn worker_job(&self, package: &Package, name: &str, vram_mb: f64) -> JobSubmission {
+        let program = format!("./{}", self.plugin.file_name().unwrap().to_str().unwrap());
+        let args = ["--listen", "0.0.0.0:0", "--lease-secs", LEASE_SECS].map(String::from);
+        JobSubmission::new(entrypoint_command(&program, &args))
+            .submission_id(submission_id("cjm-echo", &[&self.run, name]))
+            .num_cpus(0.5)
+            .num_gpus(1.0)
+            .resource("gpu_vram_mb", vram_mb)
+            .label("cjm-pool", "gpu")
+            .working_dir(package.uri())
+            .env_var(
+                wire::CLIENT_CERT_SHA256_ENV,
+                self.identity.fingerprint().to_string(),
+            )
+            .metadata("cjm_plugin", "cjm-echo")
+    }
+
+    async fn upload(&self) -> Package {
+        let package = Package::executable(&self.plugin).unwrap();
+        self.ray.upload(&package).await.unwrap();
+        package
+    }
+}
+
+async fn get(placed: &Placed, identity: &ClientIdentity, path: &str) -> (StatusCode, Value) {
+    request(placed, identity, Method::GET, path, None).await
+}
+
+async fn request(
+    placed: &Placed,
+    identity: &ClientIdentity,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let client = PinnedConnector::new(identity, placed.handshake.server_cert_sha256)
+        .unwrap()
+        .client();
+    let url = format!(
+        "https://{}:{}{path}",
+        placed.node_address, placed.handshake.port
+    );
+    let request = Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(
+            body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
+        ))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+/// Whether process `pid` of this machine is alive (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+async fn gone_within(pid: u32, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if !alive(pid) {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_token_is_refused() {
+    let Some(cluster) = cluster("token") else {
+        return;
+    };
+    let none = RayClient::new(&cluster.address, None).unwrap();
+    let err = none.version().await.unwrap_err();
+    assert!(matches!(err, RayError::Unauthorized { .. }), "{err:?}");
+    let wrong = RayClient::new(&cluster.address, Some("0123")).unwrap();
+    let err = wrong.job("anything").await.unwrap_err();
+    assert!(matches!(err, RayError::Forbidden { .. }), "{err:?}");
+    println!("{err}");
+    let version = cluster.ray.version().await.unwrap();
+    println!("Ray {}", version["ray_version"]);
+}
+
+/// Placement on the labelled GPU node, TLS, a retried submission, a job pending for
+/// VRAM that starts once the first is stopped (the worker's process gone), and a
+/// pending job stopped.
+#[tokio::test]
+async fn a_worker_placed_by_ray_answers_over_tls_and_stops() {
+    let Some(cluster) = cluster("place") else {
+        return;
+    };
+    let ray = &cluster.ray;
+
+    let pack_started = Instant::now();
+    let package = Package::executable(&cluster.plugin).unwrap();
+    let pack_ms = pack_started.elapsed().as_millis();
+    let upload_started = Instant::now();
+    let uploaded = ray.upload(&package).await.unwrap();
+    let upload_ms = upload_started.elapsed().as_millis();
+    assert!(
+        !ray.upload(&package).await.unwrap(),
+        "the same binary is uploaded once"
+    );
+
+    // First worker: holds 16000 of the node's 24000 gpu_vram_mb.
+    let first = cluster.worker_job(&package, "first", 16000.0);
+    let id = first.id().unwrap().to_owned();
+    let submitted = Instant::now();
+    assert!(!ray.submit(&first).await.unwrap().existed);
+    // Ray's own start: submission to RUNNING, seen by polling every 20 ms.
+    let running_after = {
+        let ray = ray.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            loop {
+                if ray.job(&id).await.unwrap().status != JobStatus::Pending {
+                    return submitted.elapsed();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let placed = ray
+        .wait_for_handshake(&id, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let (status, health) = get(&placed, &cluster.identity, "/health").await;
+    let ready_ms = submitted.elapsed().as_millis();
+    let running_ms = running_after.await.unwrap().as_millis();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["pid"], placed.handshake.pid);
+    assert_eq!(placed.node_address, "127.0.0.2", "the labelled node");
+    let (status, answer) = request(
+        &placed,
+        &cluster.identity,
+        Method::POST,
+        "/execute",
+        Some(json!({"args": ["placed by ray"], "kwargs": {}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["result"], "placed by ray");
+    assert_eq!(answer["processed_by_pid"], placed.handshake.pid);
+
+    // The same submission again finds the job.
+    assert!(ray.submit(&first).await.unwrap().existed);
+
+    // A second worker needing 16000 more does not fit: it pends.
+    let second = cluster.worker_job(&package, "second", 16000.0);
+    let second_id = second.id().unwrap().to_owned();
+    ray.submit(&second).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        ray.job(&second_id).await.unwrap().status,
+        JobStatus::Pending
+    );
+
+    // Unloading the first stops its job; its process goes.
+    let stop_started = Instant::now();
+    let stopped = ray
+        .stop_until_gone(&id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let stop_ms = stop_started.elapsed().as_millis();
+    assert_eq!(stopped.status, JobStatus::Stopped);
+    let gone = gone_within(placed.handshake.pid, Duration::from_secs(10)).await;
+    assert!(gone.is_some(), "worker {} still runs", placed.handshake.pid);
+
+    // The VRAM is free: the second starts and answers.
+    let placed_second = ray
+        .wait_for_handshake(&second_id, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let (status, _) = get(&placed_second, &cluster.identity, "/health").await;
+    assert_eq!(status, StatusCode::OK);
+
+    // A third pends behind the second; a stop while it pends is not the end of it:
+    // stop_until_gone stops it again once it starts.
+    let third = cluster.worker_job(&package, "third", 16000.0);
+    let third_id = third.id().unwrap().to_owned();
+    ray.submit(&third).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(ray.job(&third_id).await.unwrap().status, JobStatus::Pending);
+    assert!(ray.stop(&third_id).await.unwrap(), "Ray passes the stop on");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        ray.job(&third_id).await.unwrap().status,
+        JobStatus::Pending,
+        "a stop does not cancel a pending job"
+    );
+    let stopping_third = {
+        let ray = ray.clone();
+        let third_id = third_id.clone();
+        tokio::spawn(async move {
+            ray.stop_until_gone(&third_id, Duration::from_secs(120))
+                .await
+        })
+    };
+    ray.stop_until_gone(&second_id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        gone_within(placed_second.handshake.pid, Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+    let third_end = stopping_third.await.unwrap().unwrap();
+    assert_eq!(third_end.status, JobStatus::Stopped);
+    let third_logs = ray.logs(&third_id).await.unwrap();
+
+    println!(
+        "{}",
+        json!({
+            "ray_place_ready_ms": ready_ms,
+            "ray_job_running_ms": running_ms,
+            "package_bytes": package.bytes().len(),
+            "package_zip_ms": pack_ms,
+            "package_upload_ms": upload_ms,
+            "package_uploaded_now": uploaded,
+            "ray_stop_ms": stop_ms,
+            "third_job_started_before_its_stop": third_logs.contains("\"cjm_worker\""),
+        })
+    );
+}
+
+/// The raylet of the worker's node SIGKILLed: the worker goes within 10 s. Run last
+/// (the xtask orders it): the node is gone afterwards.
+#[tokio::test]
+async fn zz_a_worker_goes_with_its_nodes_raylet() {
+    let Some(cluster) = cluster("raylet") else {
+        return;
+    };
+    let package = cluster.upload().await;
+    let job = cluster.worker_job(&package, "raylet", 4000.0);
+    let id = job.id().unwrap().to_owned();
+    cluster.ray.submit(&job).await.unwrap();
+    let placed = cluster
+        .ray
+        .wait_for_handshake(&id, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let (status, _) = get(&placed, &cluster.identity, "/health").await;
+    assert_eq!(status, StatusCode::OK);
+
+    let raylet = raylet_of("127.0.0.2").expect("the GPU node's raylet");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(raylet).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let gone = gone_within(placed.handshake.pid, Duration::from_secs(10)).await;
+    println!(
+        "{}",
+        json!({"worker_gone_after_raylet_kill_ms": gone.map(|d| d.as_millis())})
+    );
+    assert!(
+        gone.is_some(),
+        "worker {} outlived its raylet by 10 s",
+        placed.handshake.pid
+    );
+}
+
+/// The pid of the raylet serving node `ip`, from /proc.
+fn raylet_of(ip: &str) -> Option<i32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let words: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .map(|word| String::from_utf8_lossy(word).into_owned())
+            .collect();
+        let is_raylet = words
+            .first()
+            .is_some_and(|program| program.ends_with("/raylet"));
+        if is_raylet
+            && words
+                .iter()
+                .any(|word| word == &format!("--node_ip_address={ip}"))
+        {
+            return Some(pid);
+        }
+    }
+    None
+}

@@ -1,0 +1,584 @@
+//! Remote workers (`--listen`) on loopback: real worker processes serving TLS with the
+//! host's certificate pinned, reached through the host's pinned connector, and the
+//! clients they must refuse. 127.0.0.2 stands for another machine: Linux routes all of
+//! 127/8 to loopback, and a worker listening there is not reachable on 127.0.0.1.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cjm_interface::remote::{Fingerprint, Handshake};
+use cjm_interface::wire;
+use cjm_proxy::{read_handshake, ClientIdentity, PinnedConnector, TlsConnectError};
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+const ECHO: &str = env!("CARGO_BIN_EXE_e2e-echo");
+
+struct RemoteWorker {
+    child: Child,
+    handshake: Handshake,
+    host: &'static str,
+    /// Kept open: a worker whose stdout is closed would fail on its next print.
+    _stdout: BufReader<ChildStdout>,
+    stderr: tempfile::NamedTempFile,
+}
+
+impl RemoteWorker {
+    /// `e2e-echo --listen HOST:0 [extra..]`, trusting `identity`; its handshake read.
+    async fn start(host: &'static str, identity: &ClientIdentity, extra: &[&str]) -> Self {
+        let stderr = tempfile::NamedTempFile::new().unwrap();
+        let mut child = Command::new(ECHO)
+            .arg("--listen")
+            .arg(format!("{host}:0"))
+            .args(extra)
+            .env(
+                wire::CLIENT_CERT_SHA256_ENV,
+                identity.fingerprint().to_string(),
+            )
+            .stdout(Stdio::piped())
+            .stderr(stderr.reopen().unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let handshake = read_handshake(&mut stdout, Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert_eq!(handshake.pid, child.id().unwrap());
+        RemoteWorker {
+            child,
+            handshake,
+            host,
+            _stdout: stdout,
+            stderr,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://{}:{}{path}", self.host, self.handshake.port)
+    }
+
+    fn client(&self, identity: &ClientIdentity) -> Client<PinnedConnector, Full<Bytes>> {
+        PinnedConnector::new(identity, self.handshake.server_cert_sha256)
+            .unwrap()
+            .client()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.stderr.path()).unwrap()
+    }
+}
+
+async fn call(
+    client: &Client<PinnedConnector, Full<Bytes>>,
+    method: Method,
+    url: &str,
+    body: Option<Value>,
+) -> Result<(StatusCode, Bytes), String> {
+    let request = Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(
+            body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
+        ))
+        .unwrap();
+    let response = client.request(request).await.map_err(|err| chain(&err))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|err| chain(&err))?
+        .to_bytes();
+    Ok((status, body))
+}
+
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn json_of(body: &[u8]) -> Value {
+    serde_json::from_slice(body).unwrap()
+}
+
+#[tokio::test]
+async fn the_pinned_host_calls_a_remote_worker_over_tls() {
+    let identity = ClientIdentity::generate().unwrap();
+    let worker = RemoteWorker::start("127.0.0.1", &identity, &[]).await;
+    let client = worker.client(&identity);
+
+    let (status, body) = call(&client, Method::GET, &worker.url("/health"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let health = json_of(&body);
+    assert_eq!(health["status"], "running");
+    assert_eq!(health["pid"], worker.handshake.pid);
+
+    let (status, body) = call(
+        &client,
+        Method::POST,
+        &worker.url("/execute"),
+        Some(json!({"args": ["over tls"], "kwargs": {"repeat": 2}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    assert_eq!(json_of(&body)["result"], "over tlsover tls");
+
+    let (status, body) = call(
+        &client,
+        Method::POST,
+        &worker.url("/execute_stream"),
+        Some(json!({"args": [], "kwargs": {"count": 3}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body.split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count(),
+        3
+    );
+
+    // No lease asked for: the worker says it waits for ever.
+    let (status, body) = call(&client, Method::POST, &worker.url(wire::PATH_LEASE), None)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        json_of(&body),
+        json!({"status": "renewed", "lease_secs": null})
+    );
+}
+
+#[tokio::test]
+async fn attach_to_a_hand_started_worker_on_127_0_0_2() {
+    // As an operator would: a worker started apart from the host (here by the test),
+    // its handshake line giving the port and the certificate to pin.
+    let identity = ClientIdentity::generate().unwrap();
+    let worker = RemoteWorker::start("127.0.0.2", &identity, &[]).await;
+    let client = worker.client(&identity);
+    let (status, body) = call(&client, Method::GET, &worker.url("/health"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json_of(&body)["pid"], worker.handshake.pid);
+
+    // It listens on 127.0.0.2 alone: the same port on 127.0.0.1 is another address.
+    let connector = PinnedConnector::new(&identity, worker.handshake.server_cert_sha256).unwrap();
+    let err = connector
+        .connect("127.0.0.1", worker.handshake.port)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TlsConnectError::Connect { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot connect to worker at 127.0.0.1:{}",
+            worker.handshake.port
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_worker_with_another_certificate_is_refused_by_the_host() {
+    let identity = ClientIdentity::generate().unwrap();
+    let worker = RemoteWorker::start("127.0.0.1", &identity, &[]).await;
+    let expected: Fingerprint = "ab".repeat(32).parse().unwrap();
+    let connector = PinnedConnector::new(&identity, expected).unwrap();
+
+    let err = connector
+        .connect("127.0.0.1", worker.handshake.port)
+        .await
+        .unwrap_err();
+    let message = format!(
+        "worker at 127.0.0.1:{} presented certificate with fingerprint {}, expected {expected}",
+        worker.handshake.port, worker.handshake.server_cert_sha256
+    );
+    assert_eq!(err.to_string(), message);
+    match err {
+        TlsConnectError::WrongCertificate { presented, .. } => {
+            assert_eq!(presented, worker.handshake.server_cert_sha256)
+        }
+        other => panic!("{other:?}"),
+    }
+    // Through hyper's client the same words reach the caller.
+    let refused = call(
+        &connector.client(),
+        Method::GET,
+        &worker.url("/health"),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(refused.contains(&message), "{refused}");
+}
+
+#[tokio::test]
+async fn plain_http_gets_no_answer() {
+    let identity = ClientIdentity::generate().unwrap();
+    let worker = RemoteWorker::start("127.0.0.1", &identity, &[]).await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", worker.handshake.port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: worker\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the worker closes the connection")
+        .ok();
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // hyper's plain client fares no better.
+    let plain = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let url = format!("http://127.0.0.1:{}/health", worker.handshake.port);
+    assert!(plain.get(url.parse().unwrap()).await.is_err());
+    assert!(
+        worker.log().contains("TLS handshake with 127.0.0.1:"),
+        "{}",
+        worker.log()
+    );
+}
+
+#[tokio::test]
+async fn a_host_with_another_certificate_is_refused_by_the_worker() {
+    let identity = ClientIdentity::generate().unwrap();
+    let worker = RemoteWorker::start("127.0.0.1", &identity, &[]).await;
+    let stranger = ClientIdentity::generate().unwrap();
+    // The stranger pins the right worker certificate: only its own is wrong.
+    let refused = call(
+        &worker.client(&stranger),
+        Method::GET,
+        &worker.url("/health"),
+        None,
+    )
+    .await;
+    let err = refused.unwrap_err();
+    assert!(err.contains("AccessDenied"), "{err}");
+    assert!(
+        worker.log().contains(&format!(
+            "its certificate's fingerprint is {}",
+            stranger.fingerprint()
+        )),
+        "{}",
+        worker.log()
+    );
+    // The host it trusts is served as before.
+    let (status, _) = call(
+        &worker.client(&identity),
+        Method::GET,
+        &worker.url("/health"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_client_without_a_certificate_is_refused() {
+    let identity = ClientIdentity::generate().unwrap();
+    let worker = RemoteWorker::start("127.0.0.1", &identity, &[]).await;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AnyServer))
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", worker.handshake.port))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    // TLS 1.3: the client's side of the handshake completes before the server has
+    // looked at its (missing) certificate; the refusal comes as an alert.
+    let outcome = async {
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        tls.write_all(b"GET /health HTTP/1.1\r\nHost: worker\r\n\r\n")
+            .await?;
+        let mut answer = Vec::new();
+        tls.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    }
+    .await;
+    match outcome {
+        Err(err) => assert!(err.to_string().contains("CertificateRequired"), "{err}"),
+        Ok(answer) => panic!("answered: {:?}", String::from_utf8_lossy(&answer)),
+    }
+}
+
+/// A client that trusts any server: only to show the worker refuses it.
+#[derive(Debug)]
+struct AnyServer;
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[tokio::test]
+async fn a_worker_whose_host_falls_silent_exits_when_its_lease_runs_out() {
+    let identity = ClientIdentity::generate().unwrap();
+    let mut worker = RemoteWorker::start("127.0.0.1", &identity, &["--lease-secs", "2"]).await;
+    let client = worker.client(&identity);
+    // Renewed every 1.2 s, it outlives its 2 s lease.
+    let started = Instant::now();
+    let mut last_word = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        let (status, body) = call(&client, Method::POST, &worker.url(wire::PATH_LEASE), None)
+            .await
+            .unwrap();
+        last_word = Instant::now();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            json_of(&body),
+            json!({"status": "renewed", "lease_secs": 2})
+        );
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(
+            worker.child.try_wait().unwrap().is_none(),
+            "alive while renewed"
+        );
+    }
+    // Then silence (the pooled connection stays open, which is not a word): it exits.
+    let status = tokio::time::timeout(Duration::from_secs(10), worker.child.wait())
+        .await
+        .expect("the worker exits once its lease runs out")
+        .unwrap();
+    let silent_for = last_word.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        silent_for >= Duration::from_millis(1900) && silent_for < Duration::from_secs(5),
+        "exited {silent_for:?} after the last word"
+    );
+    assert!(
+        worker.log().contains("(the lease); exiting"),
+        "{}",
+        worker.log()
+    );
+}
+
+#[tokio::test]
+async fn a_secret_given_to_a_remote_worker_is_required_as_well() {
+    // Our host gives a remote worker no secret (the pin is the authentication), but
+    // an operator who starts one with a secret gets both checks.
+    let identity = ClientIdentity::generate().unwrap();
+    let stderr = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new(ECHO)
+        .args(["--listen", "127.0.0.1:0"])
+        .env(
+            wire::CLIENT_CERT_SHA256_ENV,
+            identity.fingerprint().to_string(),
+        )
+        .env(wire::WORKER_TOKEN_ENV, "s3cret")
+        .stdout(Stdio::piped())
+        .stderr(stderr.reopen().unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let handshake = read_handshake(&mut stdout, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let client = PinnedConnector::new(&identity, handshake.server_cert_sha256)
+        .unwrap()
+        .client();
+    let url = format!("https://127.0.0.1:{}/health", handshake.port);
+    let (status, _) = call(&client, Method::GET, &url, None).await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let request = Request::get(&url)
+        .header("authorization", "Bearer s3cret")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(
+        client.request(request).await.unwrap().status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_remote_worker_needs_the_hosts_fingerprint() {
+    let out = Command::new(ECHO)
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove(wire::CLIENT_CERT_SHA256_ENV)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "no handshake");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--listen needs CJM_CLIENT_CERT_SHA256: the SHA-256 fingerprint (hex) of the host's client certificate"),
+        "{stderr}"
+    );
+    let out = Command::new(ECHO)
+        .args(["--listen", "127.0.0.1:0"])
+        .env(wire::CLIENT_CERT_SHA256_ENV, "not hex")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "CJM_CLIENT_CERT_SHA256 is not usable: \"not hex\" is not a SHA-256 fingerprint"
+        ),
+        "{stderr}"
+    );
+}
+
+/// `remote_exec_p50_us`: /execute round trips of cjm-echo through the pinned TLS
+/// client (keep-alive) beside the same client without TLS on loopback TCP, and the
+/// proxy's Unix-socket figure. Run with
+/// `cargo test --release -p cjm-tests --test remote -- --ignored --nocapture remote_exec_p50`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check: run it on purpose"]
+async fn remote_exec_p50() {
+    const CALLS: usize = 3000;
+    const WARM: usize = 300;
+    let body = json!({"args": ["hello"], "kwargs": {}});
+
+    // TLS over TCP.
+    let identity = ClientIdentity::generate().unwrap();
+    let worker = RemoteWorker::start("127.0.0.1", &identity, &[]).await;
+    let client = worker.client(&identity);
+    let url = worker.url("/execute");
+    let tls = measure(CALLS, WARM, || {
+        call(&client, Method::POST, &url, Some(body.clone()))
+    })
+    .await;
+
+    // The same hyper client without TLS: the worker on loopback TCP (--port).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _plain_worker = Command::new(ECHO)
+        .args(["--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let plain = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let plain_url = format!("http://127.0.0.1:{port}/execute");
+    let plain_call = || async {
+        let request = Request::post(&plain_url)
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let response = plain.request(request).await.map_err(|err| chain(&err))?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        Ok::<_, String>((status, bytes))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while plain_call().await.is_err() {
+        assert!(Instant::now() < deadline, "the plain worker never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let tcp = measure(CALLS, WARM, plain_call).await;
+
+    // The proxy on its Unix socket, as the manager calls a local worker.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = cjm_proxy::LaunchSpec::new("echo", ECHO, dir.path().join("echo.log"));
+    let proxy = cjm_proxy::RemotePluginProxy::start(spec).await.unwrap();
+    let unix = measure(CALLS, WARM, || async {
+        proxy
+            .execute(cjm_interface::CallArgs::new().arg("hello"))
+            .await
+            .map(|value| (StatusCode::OK, Bytes::from(value.to_string())))
+            .map_err(|err| err.to_string())
+    })
+    .await;
+    proxy.shutdown().await;
+
+    let report = json!({
+        "remote_exec_p50_us": tls.0, "remote_exec_p99_us": tls.1,
+        "tcp_exec_p50_us": tcp.0, "tcp_exec_p99_us": tcp.1,
+        "unix_proxy_exec_p50_us": unix.0, "unix_proxy_exec_p99_us": unix.1,
+        "tls_over_tcp": tls.0 / tcp.0, "tls_over_unix_proxy": tls.0 / unix.0,
+        "calls": CALLS,
+    });
+    println!("{report}");
+}
+
+/// p50 and p99 of `CALLS` calls after `WARM` unmeasured ones, in microseconds.
+async fn measure<F, Fut>(calls: usize, warm: usize, mut one: F) -> (f64, f64)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(StatusCode, Bytes), String>>,
+{
+    for _ in 0..warm {
+        let (status, _) = one().await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+    let mut times = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let started = Instant::now();
+        let (status, _) = one().await.unwrap();
+        times.push(started.elapsed().as_secs_f64() * 1e6);
+        assert_eq!(status, StatusCode::OK);
+    }
+    times.sort_by(f64::total_cmp);
+    (times[calls / 2], times[calls * 99 / 100])
+}
