@@ -582,3 +582,144 @@ where
     times.sort_by(f64::total_cmp);
     (times[calls / 2], times[calls * 99 / 100])
 }
+
+// ---- the manager attached to a worker someone else runs ----------------------------
+
+/// A `CJM_HOME` whose manifest `echo-remote` attaches to `worker` (fingerprint as
+/// given), and a manager over it.
+fn attached_manager(
+    home: &std::path::Path,
+    url: &str,
+    server_fingerprint: &str,
+) -> cjm_manager::PluginManager {
+    let home = cjm_manager::CjmHome::at(home);
+    std::fs::create_dir_all(home.plugins_dir()).unwrap();
+    let manifest = json!({
+        "name": "echo-remote",
+        "version": "1.0.0",
+        // Never run: an attached worker is someone else's.
+        "command": "/nonexistent/cjm-echo",
+        "resources": {"requires_gpu": true, "min_gpu_vram_mb": 999999},
+        "attach": {"url": url, "server_fingerprint": server_fingerprint},
+    });
+    std::fs::write(home.manifest_path("echo-remote"), manifest.to_string()).unwrap();
+    let manager = cjm_manager::PluginManager::new(cjm_manager::ManagerOptions::with_home(home));
+    manager.discover_manifests();
+    manager
+}
+
+/// The worker an operator would run: given the host's kept fingerprint (`cjm-ctl
+/// tls-fingerprint` prints it), on 127.0.0.2 as if on another machine.
+async fn operators_worker(home: &std::path::Path) -> (RemoteWorker, String) {
+    let home = cjm_manager::CjmHome::at(home);
+    let fingerprint = cjm_manager::host_tls_fingerprint(&home).unwrap();
+    let kept = ClientIdentity::kept_in(&home.root().join("tls")).unwrap();
+    assert_eq!(kept.fingerprint().to_string(), fingerprint);
+    let worker = RemoteWorker::start("127.0.0.2", &kept, &[]).await;
+    let url = format!("https://127.0.0.2:{}", worker.handshake.port);
+    (worker, url)
+}
+
+#[tokio::test]
+async fn the_manager_attaches_to_a_running_worker_and_lets_it_go() {
+    let home = tempfile::tempdir().unwrap();
+    let (mut worker, url) = operators_worker(home.path()).await;
+    let manager = attached_manager(
+        home.path(),
+        &url,
+        &worker.handshake.server_cert_sha256.to_string(),
+    );
+    manager
+        .load_plugin("echo-remote", Some(serde_json::Map::new()))
+        .await
+        .unwrap();
+    let info = manager.worker_info("echo-remote").unwrap();
+    assert_eq!(info.pid, worker.handshake.pid);
+    assert!(!info.local);
+    assert_eq!(info.location, format!("attached at {url}"));
+
+    // Execute, stream and configuration work as for a local worker; its GPU needs
+    // (more than any machine has) are not admitted against this machine.
+    let answer = manager
+        .execute_plugin(
+            "echo-remote",
+            cjm_manager::CallArgs::new()
+                .arg("attached")
+                .kwarg("repeat", 2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer["result"], "attachedattached");
+    assert_eq!(answer["processed_by_pid"], worker.handshake.pid);
+    let chunks = manager
+        .execute_plugin_stream(
+            "echo-remote",
+            cjm_manager::CallArgs::new().kwarg("count", 3),
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(chunks.len(), 3);
+    assert_eq!(chunks[2]["chunk"], 2);
+    manager
+        .update_plugin_config(
+            "echo-remote",
+            json!({"prefix": ">> "}).as_object().unwrap().clone(),
+        )
+        .await
+        .unwrap();
+    let answer = manager
+        .execute_plugin("echo-remote", cjm_manager::CallArgs::new().arg("x"))
+        .await
+        .unwrap();
+    assert_eq!(answer["result"], ">> x");
+
+    // Unloading lets the worker go: it is someone else's, and still serves.
+    manager.unload_plugin("echo-remote").await.unwrap();
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "{}",
+        worker.log()
+    );
+}
+
+#[tokio::test]
+async fn attaching_to_a_worker_with_another_certificate_or_none_at_all_fails_clearly() {
+    let home = tempfile::tempdir().unwrap();
+    let (_worker, url) = operators_worker(home.path()).await;
+    let stranger = ClientIdentity::generate()
+        .unwrap()
+        .fingerprint()
+        .to_string();
+    let manager = attached_manager(home.path(), &url, &stranger);
+    let err = manager
+        .load_plugin("echo-remote", Some(serde_json::Map::new()))
+        .await
+        .unwrap_err();
+    let text = chain(&err);
+    assert!(
+        text.contains("echo-remote") && text.contains(&url[8..]),
+        "{text}"
+    );
+    assert!(text.contains("certificate"), "{text}");
+    assert!(manager.worker_info("echo-remote").is_none());
+
+    // Nobody listening.
+    let port = std::net::TcpListener::bind("127.0.0.2:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let home = tempfile::tempdir().unwrap();
+    let manager = attached_manager(home.path(), &format!("https://127.0.0.2:{port}"), &stranger);
+    let started = Instant::now();
+    let err = manager
+        .load_plugin("echo-remote", Some(serde_json::Map::new()))
+        .await
+        .unwrap_err();
+    let text = chain(&err);
+    assert!(text.contains("cannot reach the worker"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{text}");
+}

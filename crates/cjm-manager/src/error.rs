@@ -93,6 +93,16 @@ pub enum ManagerError {
     /// Talking to the worker failed.
     #[error(transparent)]
     Plugin(#[from] ProxyError),
+    /// Where the plugin's worker runs could not be set up (its manifest's `attach` or
+    /// `placement`).
+    #[error("plugin {name}: cannot set up where its worker runs")]
+    Placement {
+        /// The plugin's name.
+        name: String,
+        /// Why (boxed: it may carry a large Ray error).
+        #[source]
+        source: Box<crate::launch::PlacementSetupError>,
+    },
     /// The plugin's log could not be read.
     #[error("plugin {name}: cannot read its log {}", path.display())]
     Log {
@@ -140,6 +150,7 @@ impl ManagerError {
             | ManagerError::NotLoaded { .. }
             | ManagerError::Disabled { .. }
             | ManagerError::InvalidConfig { .. }
+            | ManagerError::Placement { .. }
             | ManagerError::AlreadyLoaded { .. } => ErrorCategory::UserInput,
             ManagerError::Busy { .. } | ManagerError::Timeout { .. } => ErrorCategory::Transient,
             ManagerError::Refused(_)

@@ -1,22 +1,83 @@
-//! From a manifest to the command that starts its worker.
+//! From a manifest to the command that starts its worker, and where it runs.
+//!
+//! This is the one place above the proxy that knows the kinds of placement: it turns
+//! a manifest's `attach` or `placement` field into a [`Placement`]; the rest of the
+//! manager sees only proxies.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use cjm_metadata::{CjmHome, Launch, Manifest};
-use cjm_proxy::{LaunchSpec, ListenMode};
+use cjm_interface::remote::Fingerprint;
+use cjm_metadata::{CjmHome, Launch, Manifest, RaySpec, WorkerPlacement};
+use cjm_proxy::ray::RayClient;
+use cjm_proxy::{
+    Attach, ClientIdentity, LaunchSpec, ListenMode, LocalSpawn, Placement, RayOptions, RayPlacement,
+};
 
 use crate::ManagerOptions;
 
 /// The original's universal worker module, which hosts a Python plugin class.
 const PYTHON_WORKER_MODULE: &str = "cjm_plugin_system.core.worker";
 
+/// Why a manifest's placement could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlacementSetupError {
+    /// The manifest's `attach` or `placement` field is not usable.
+    #[error(transparent)]
+    Manifest(cjm_metadata::ManifestError),
+    /// `server_fingerprint` is not a SHA-256 in hex.
+    #[error("\"server_fingerprint\" {given:?}")]
+    Fingerprint {
+        /// As given.
+        given: String,
+        /// Why it is not one.
+        #[source]
+        source: cjm_interface::remote::FingerprintError,
+    },
+    /// A `token_env` names a variable the host's environment does not have.
+    #[error("\"token_env\" names {variable}, which is not set in the host's environment")]
+    TokenMissing {
+        /// The variable.
+        variable: String,
+    },
+    /// The host's TLS identity could not be made or read.
+    #[error(transparent)]
+    Identity(cjm_proxy::TlsError),
+    /// The Ray address is not usable.
+    #[error(transparent)]
+    Ray(cjm_proxy::ray::RayError),
+    /// The attach address is not usable.
+    #[error(transparent)]
+    Attach(cjm_proxy::PlacementError),
+    /// Only native workers are shipped to Ray.
+    #[error("a Python plugin cannot be placed by Ray here: only native workers are shipped")]
+    PythonOnRay,
+}
+
+/// The fingerprint of this host's TLS identity (kept in `$CJM_HOME/tls`, made on
+/// first use): what a worker this host attaches to must be given in
+/// `CJM_CLIENT_CERT_SHA256`.
+pub fn host_tls_fingerprint(home: &CjmHome) -> Result<String, cjm_proxy::TlsError> {
+    ClientIdentity::kept_in(&identity_folder(home))
+        .map(|identity| identity.fingerprint().to_string())
+}
+
+/// The folder under `CJM_HOME` that keeps the host's TLS identity.
+pub(crate) fn identity_folder(home: &CjmHome) -> std::path::PathBuf {
+    home.root().join("tls")
+}
+
 pub(crate) fn launch_spec(
     manifest: &Manifest,
     manifest_path: &Path,
     options: &ManagerOptions,
-) -> LaunchSpec {
+) -> Result<LaunchSpec, PlacementSetupError> {
     let log_path = CjmHome::log_path(&options.home, &manifest.name);
-    let (program, args, listen) = match manifest.resolved_launch(manifest_path.parent()) {
+    let launch = manifest.resolved_launch(manifest_path.parent());
+    let placement = placement(manifest, &launch, options)?;
+    let (program, args, listen) = match launch {
         Launch::Native { command, args } => (command, args, ListenMode::InheritUnixSocket),
         Launch::Python {
             python_path,
@@ -46,5 +107,92 @@ pub(crate) fn launch_spec(
     spec.start_timeout = options.start_timeout;
     spec.temp_dir = options.temp_dir.clone();
     spec.socket_dir = options.socket_dir.clone();
-    spec
+    spec.placement = placement;
+    Ok(spec)
+}
+
+fn placement(
+    manifest: &Manifest,
+    launch: &Launch,
+    options: &ManagerOptions,
+) -> Result<Arc<dyn Placement>, PlacementSetupError> {
+    let identity = || {
+        ClientIdentity::kept_in(&identity_folder(&options.home))
+            .map_err(PlacementSetupError::Identity)
+    };
+    match manifest
+        .placement()
+        .map_err(PlacementSetupError::Manifest)?
+    {
+        WorkerPlacement::Attach(spec) => {
+            let server: Fingerprint = spec.server_fingerprint.parse().map_err(|source| {
+                PlacementSetupError::Fingerprint {
+                    given: spec.server_fingerprint.clone(),
+                    source,
+                }
+            })?;
+            let mut attach =
+                Attach::new(&spec.url, server, identity()?).map_err(PlacementSetupError::Attach)?;
+            if let Some(variable) = &spec.token_env {
+                let secret = token(variable)?;
+                attach = attach
+                    .bearer_secret(&secret)
+                    .map_err(PlacementSetupError::Attach)?;
+            }
+            Ok(Arc::new(attach))
+        }
+        WorkerPlacement::Ray(spec) => {
+            if matches!(launch, Launch::Python { .. }) {
+                return Err(PlacementSetupError::PythonOnRay);
+            }
+            if let Some(variable) = &spec.token_env {
+                token(variable)?;
+            }
+            let client = RayClient::with_token_env(&spec.address, spec.token_env.as_deref())
+                .map_err(PlacementSetupError::Ray)?;
+            Ok(Arc::new(RayPlacement::new(
+                client,
+                identity()?,
+                ray_options(manifest, &spec),
+            )))
+        }
+        _ => Ok(Arc::new(LocalSpawn)),
+    }
+}
+
+/// The manifest's resource needs in Ray's terms: a GPU plugin asks for a GPU and its
+/// VRAM as the `gpu_vram_mb` resource (nodes declare theirs with `ray start
+/// --resources '{"gpu_vram_mb": N}'`), RAM as the job's memory.
+fn ray_options(manifest: &Manifest, spec: &RaySpec) -> RayOptions {
+    let resources = &manifest.resources;
+    let mut options = RayOptions::new();
+    if resources.requires_gpu {
+        options.num_gpus = 1.0;
+        if resources.min_gpu_vram_mb > 0 {
+            options.resources.insert(
+                String::from("gpu_vram_mb"),
+                resources.min_gpu_vram_mb as f64,
+            );
+        }
+    }
+    if resources.min_system_ram_mb > 0 {
+        options.memory_mb = Some(resources.min_system_ram_mb);
+    }
+    options.label_selector = spec.label_selector.clone();
+    if let Some(cpus) = spec.num_cpus {
+        options.num_cpus = cpus;
+    }
+    if let Some(secs) = spec.lease_secs {
+        options.lease = Duration::from_secs(secs.max(1));
+    }
+    if let Some(secs) = spec.place_timeout_secs {
+        options.place_timeout = Duration::from_secs(secs);
+    }
+    options
+}
+
+fn token(variable: &str) -> Result<String, PlacementSetupError> {
+    std::env::var(variable).map_err(|_| PlacementSetupError::TokenMissing {
+        variable: variable.to_owned(),
+    })
 }

@@ -206,6 +206,13 @@ impl LoadedPlugin {
         self.meta.lock().clone()
     }
 
+    /// Whether the plugin's worker runs on this machine (and so uses its resources).
+    pub(crate) fn runs_here(&self) -> bool {
+        self.manifest
+            .placement()
+            .map_or(true, |placement| placement.is_local())
+    }
+
     pub(crate) fn config(&self) -> ConfigMap {
         self.config.lock().clone()
     }

@@ -62,8 +62,14 @@ struct Shared {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WorkerInfo {
-    /// Process id of the worker (the leader of its process group).
+    /// Process id of the worker where it runs (for a local worker, the leader of its
+    /// process group on this machine; see `location`).
     pub pid: u32,
+    /// Where the worker runs: `local`, `attached at https://host:port`,
+    /// `ray job ID on NODE`.
+    pub location: String,
+    /// Whether the worker is a process of this machine (its `pid` is one here).
+    pub local: bool,
     /// Where the worker listens.
     pub endpoint: Endpoint,
     /// The version the worker reported at start.
@@ -181,7 +187,9 @@ impl PluginManager {
     pub fn worker_info(&self, name: &str) -> Option<WorkerInfo> {
         let proxy = self.loaded(name).ok()?.proxy()?;
         Some(WorkerInfo {
-            pid: proxy.pid(),
+            pid: proxy.worker_pid(),
+            location: proxy.location().to_owned(),
+            local: proxy.is_local(),
             endpoint: proxy.endpoint().clone(),
             version: proxy.version().to_owned(),
             log_path: proxy.log_path().to_path_buf(),

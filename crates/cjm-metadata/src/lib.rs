@@ -9,6 +9,7 @@ mod home;
 mod manifest;
 mod meta;
 mod name;
+mod placement;
 mod resources;
 
 pub use error::{ManifestError, ManifestErrorKind};
@@ -16,4 +17,5 @@ pub use home::{CjmHome, HomeError};
 pub use manifest::{Launch, Manifest};
 pub use meta::PluginMeta;
 pub use name::{validate_name, NameError};
+pub use placement::{AttachSpec, RaySpec, WorkerPlacement};
 pub use resources::ResourceRequirements;

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::placement::WorkerPlacement;
 use crate::{validate_name, ManifestError, ManifestErrorKind, ResourceRequirements};
 
 /// One plugin's manifest: what `cjm-ctl install-all` writes and discovery reads.
@@ -133,6 +134,12 @@ impl Manifest {
         serde_json::to_string_pretty(self).unwrap_or_else(|_| String::from("{}"))
     }
 
+    /// Where the plugin's worker runs (its `attach` or `placement` field; checked when
+    /// the manifest was read).
+    pub fn placement(&self) -> Result<WorkerPlacement, ManifestError> {
+        WorkerPlacement::from_fields(&self.extra).map_err(ManifestError::invalid)
+    }
+
     /// The native command made absolute against the manifest's folder.
     pub fn resolved_launch(&self, manifest_dir: Option<&Path>) -> Launch {
         match (&self.launch, manifest_dir) {
@@ -192,6 +199,7 @@ impl TryFrom<RawManifest> for Manifest {
     fn try_from(raw: RawManifest) -> Result<Self, String> {
         let name = raw.name.ok_or("no \"name\" field")?;
         validate_name(&name).map_err(|err| err.to_string())?;
+        crate::placement::WorkerPlacement::from_fields(&raw.extra)?;
         let has_native = raw.command.is_some() || raw.args.is_some();
         let has_python = raw.python_path.is_some() || raw.module.is_some() || raw.class.is_some();
         let launch = match (has_native, has_python) {

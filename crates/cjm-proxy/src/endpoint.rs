@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 
 /// How to reach a running worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Endpoint {
     /// `127.0.0.1:<port>`.
     Tcp {
@@ -31,6 +32,13 @@ pub enum Endpoint {
         /// The socket's path.
         path: PathBuf,
     },
+    /// TLS over TCP to a worker elsewhere (`--listen`), its certificate pinned.
+    Tls {
+        /// Its host: a name, an IPv4 address or a bracketed IPv6 one.
+        host: String,
+        /// Its port.
+        port: u16,
+    },
 }
 
 impl fmt::Display for Endpoint {
@@ -38,6 +46,7 @@ impl fmt::Display for Endpoint {
         match self {
             Endpoint::Tcp { port } => write!(f, "127.0.0.1:{port}"),
             Endpoint::Unix { path } => write!(f, "unix:{}", path.display()),
+            Endpoint::Tls { host, port } => write!(f, "https://{host}:{port}"),
         }
     }
 }

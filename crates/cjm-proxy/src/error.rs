@@ -11,6 +11,18 @@ use cjm_interface::{ErrorCategory, ErrorKind};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProxyError {
+    /// The worker could not be placed (attached, or started as a Ray job).
+    #[error("plugin {plugin}: cannot place its worker ({placement})")]
+    Placement {
+        /// The plugin's name.
+        plugin: String,
+        /// The placement, in words (`attach host:port`, `ray http://head:8265`).
+        placement: String,
+        /// What went wrong (boxed: Ray's errors are large, and every result of the
+        /// proxy carries this type).
+        #[source]
+        source: Box<PlacementError>,
+    },
     /// The worker program could not be started at all (missing, not executable).
     #[error("plugin {plugin}: cannot start {}", program.display())]
     Spawn {
@@ -192,6 +204,7 @@ impl ProxyError {
     pub fn plugin(&self) -> &str {
         match self {
             ProxyError::Spawn { plugin, .. }
+            | ProxyError::Placement { plugin, .. }
             | ProxyError::Log { plugin, .. }
             | ProxyError::Socket { plugin, .. }
             | ProxyError::Secret { plugin, .. }
@@ -246,6 +259,10 @@ impl ProxyError {
             | ProxyError::Timeout { .. }
             | ProxyError::NotRunning { .. } => ErrorCategory::Transient,
             ProxyError::TempFile { .. } | ProxyError::Log { .. } => ErrorCategory::Resource,
+            ProxyError::Placement { source, .. } => match **source {
+                PlacementError::Connect(_) | PlacementError::Ray(_) => ErrorCategory::Transient,
+                _ => ErrorCategory::Fatal,
+            },
             ProxyError::Spawn { .. }
             | ProxyError::Secret { .. }
             | ProxyError::Socket { .. }
@@ -286,4 +303,42 @@ fn with_log(log_tail: &str) -> String {
     } else {
         format!("; last lines of its log:\n{log_tail}")
     }
+}
+
+/// Why a worker could not be placed elsewhere than on this host.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlacementError {
+    /// The worker's address is not one.
+    #[error("{url:?} is not a worker address: {reason}")]
+    BadUrl {
+        /// The address as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A bearer secret that cannot be sent as a header.
+    #[error("the worker's secret is not a valid header value")]
+    BadSecret,
+    /// The TLS set-up failed.
+    #[error("TLS set-up failed")]
+    Tls(#[source] crate::tls::TlsError),
+    /// The worker could not be reached, or presented another certificate.
+    #[error("cannot reach the worker")]
+    Connect(#[source] crate::tls::TlsConnectError),
+    /// Ray refused or failed.
+    #[error("Ray")]
+    Ray(#[source] crate::ray::RayError),
+    /// The plugin's program could not be packaged for shipping.
+    #[error("cannot package the plugin's program: {0}")]
+    Package(String),
+    /// A secret variable would be put where others can read it.
+    #[error(
+        "its environment variable {name} is a secret, and a Ray job's env_vars can be \
+         read by anyone who can read the job; Ray-placed workers take no secrets"
+    )]
+    SecretInJob {
+        /// The variable.
+        name: String,
+    },
 }

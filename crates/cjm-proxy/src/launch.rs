@@ -4,12 +4,14 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cjm_interface::wire;
 use hyper::header::HeaderValue;
 
 use crate::endpoint::{self, Endpoint, PrivateFolder, WorkerSocket};
+use crate::placement::{LocalSpawn, Placement};
 use crate::process::WorkerProcess;
 use crate::{log, secret, spawner, ProxyError};
 
@@ -39,6 +41,12 @@ pub struct LaunchSpec {
     pub temp_dir: PathBuf,
     /// Where a Unix socket for the worker is made, in a private folder of its own.
     pub socket_dir: PathBuf,
+    /// Where the worker runs: [`LocalSpawn`] (the default), [`Attach`](crate::Attach)
+    /// or [`RayPlacement`](crate::RayPlacement).
+    pub placement: Arc<dyn Placement>,
+    /// The names of the variables in `env` that are secret: a placement that would
+    /// put them where others can read them refuses to start the worker.
+    pub secret_env: Vec<String>,
 }
 
 impl LaunchSpec {
@@ -60,6 +68,8 @@ impl LaunchSpec {
             start_timeout: Duration::from_secs(30),
             temp_dir: std::env::temp_dir(),
             socket_dir: endpoint::default_socket_dir(),
+            placement: Arc::new(LocalSpawn),
+            secret_env: Vec::new(),
         }
     }
 }
@@ -120,7 +130,7 @@ pub(crate) async fn spawn(spec: &LaunchSpec) -> Result<Spawned, ProxyError> {
             })?;
             // A worker on a Unix socket is told port 0: it serves what it inherits.
             let port = match endpoint {
-                Endpoint::Tcp { port } => *port,
+                Endpoint::Tcp { port } | Endpoint::Tls { port, .. } => *port,
                 Endpoint::Unix { .. } => 0,
             };
             (Some(listener), Some(secret), port)

@@ -1,6 +1,7 @@
-//! The host's side of one plugin worker: [`RemotePluginProxy`] starts the worker
-//! process from a [`LaunchSpec`], waits until it answers, forwards calls to it over
-//! HTTP/JSON on loopback, and stops it (with its whole process group) when done.
+//! The host's side of one plugin worker: [`RemotePluginProxy`] has the worker placed
+//! from a [`LaunchSpec`] (a local process by default; attached or placed by Ray, see
+//! [`Placement`]), waits until it answers, forwards calls to it over HTTP/JSON, and
+//! stops it (a local one with its whole process group) when done.
 //!
 //! The proxy knows nothing of manifests: the manager turns a manifest into a
 //! [`LaunchSpec`].
@@ -13,6 +14,7 @@ mod files;
 mod launch;
 mod lifecycle;
 mod log;
+mod placement;
 mod process;
 mod proxy;
 pub mod ray;
@@ -21,11 +23,13 @@ mod spawner;
 mod stream;
 mod tls;
 mod transport;
+mod worker;
 
 pub use endpoint::{default_socket_dir, Endpoint};
-pub use error::ProxyError;
+pub use error::{PlacementError, ProxyError};
 pub use launch::{LaunchSpec, ListenMode};
 pub use lifecycle::HookOutcome;
+pub use placement::{Attach, LocalSpawn, PlaceFuture, Placed, Placement, RayOptions, RayPlacement};
 pub use proxy::RemotePluginProxy;
 pub use stream::{BlockingChunks, ChunkStream};
 pub use tls::{

@@ -14,7 +14,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitIdStatus};
@@ -97,16 +96,6 @@ impl WorkerProcess {
         status
     }
 
-    /// Wait up to `limit` for the process to end: `Some(status)` if it did.
-    pub(crate) async fn exit_within(&self, limit: Duration) -> Option<Option<ExitStatus>> {
-        tokio::time::timeout(limit, self.exited()).await.ok()
-    }
-
-    /// Wait up to `limit` for the process to end; whether it did.
-    pub(crate) async fn wait_exit(&self, limit: Duration) -> bool {
-        tokio::time::timeout(limit, self.exited()).await.is_ok()
-    }
-
     /// Send `signal` to the worker's whole process group, unless its leader has
     /// already been reaped (then the group was killed at its exit, and its id may
     /// belong to someone else).
@@ -174,6 +163,7 @@ fn exit_status(status: &WaitIdStatus) -> ExitStatus {
 #[cfg(test)]
 mod tests {
     use std::os::unix::process::CommandExt;
+    use std::time::Duration;
 
     use super::*;
 

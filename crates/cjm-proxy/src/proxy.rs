@@ -21,11 +21,11 @@ use serde_json::Value;
 use crate::buffers::BufferPool;
 use crate::endpoint::{Endpoint, PrivateFolder};
 use crate::files::{self, TempFiles};
-use crate::launch::{self, LaunchSpec, ListenMode};
+use crate::launch::{LaunchSpec, ListenMode};
 use crate::log::{self, TAIL_LINES};
-use crate::process::WorkerProcess;
 use crate::stream::ChunkStream;
 use crate::transport::{self, Outgoing, Transport};
+use crate::worker::Worker;
 use crate::ProxyError;
 
 /// How long `/cleanup` may take before the worker is terminated regardless.
@@ -57,7 +57,11 @@ pub struct RemotePluginProxy {
     endpoint: Endpoint,
     /// A Unix socket's private folder, removed once the worker is stopped.
     socket_folder: Mutex<Option<PrivateFolder>>,
-    process: WorkerProcess,
+    worker: Worker,
+    /// Where the worker runs, in words (`local`, `ray job X on node Y`).
+    location: String,
+    /// The worker's pid where it runs, as its `/health` says.
+    worker_pid: u32,
     transport: Transport,
     /// Large answers are read into buffers kept here (see `buffers.rs`).
     buffers: BufferPool,
@@ -96,29 +100,32 @@ impl RemotePluginProxy {
     }
 
     async fn start_once(spec: &LaunchSpec, started: Instant) -> Result<Self, ProxyError> {
-        let spawned = launch::spawn(spec).await?;
-        let transport = Transport::new(&spawned.endpoint, spawned.authorization);
+        let placed = spec.placement.place(spec).await?;
         let mut proxy = RemotePluginProxy {
             plugin: spec.plugin.clone(),
             version: String::new(),
             log_path: spec.log_path.clone(),
-            log_start: spawned.log_start,
+            log_start: placed.log_start,
             temp_dir: spec.temp_dir.clone(),
-            endpoint: spawned.endpoint,
-            socket_folder: Mutex::new(spawned.socket_folder),
-            process: spawned.process,
-            transport,
+            endpoint: placed.endpoint,
+            socket_folder: Mutex::new(placed.socket_folder),
+            worker_pid: placed.worker.local_pid().unwrap_or_default(),
+            worker: placed.worker,
+            location: placed.location,
+            transport: placed.transport,
             buffers: BufferPool::default(),
             runtime: tokio::runtime::Handle::current(),
             stopped: AtomicBool::new(false),
         };
         let health = proxy.wait_ready(spec, started).await?;
         proxy.version = health.version;
+        proxy.worker_pid = health.pid;
         tracing::debug!(
-            "plugin {} ready on {} (pid {}) after {:?}",
+            "plugin {} ready on {} ({}, pid {}) after {:?}",
             proxy.plugin,
             proxy.endpoint,
-            proxy.process.pid(),
+            proxy.location,
+            proxy.worker_pid,
             started.elapsed()
         );
         Ok(proxy)
@@ -146,7 +153,10 @@ impl RemotePluginProxy {
                 // A port the worker binds itself may have been taken by another
                 // worker, which would answer in its place: only ours counts.
                 if spec.listen == ListenMode::WorkerBinds
-                    && !in_process_group(health.pid, self.process.pid())
+                    && !self
+                        .worker
+                        .local_pid()
+                        .is_some_and(|leader| in_process_group(health.pid, leader))
                 {
                     return Err(format!(
                         "{} is answered by pid {}, not by this worker",
@@ -157,7 +167,7 @@ impl RemotePluginProxy {
             };
             tokio::select! {
                 biased;
-                status = self.process.exited() => {
+                status = self.worker.exited() => {
                     return Err(ProxyError::StartFailed {
                         plugin: self.plugin.clone(),
                         status,
@@ -179,10 +189,10 @@ impl RemotePluginProxy {
                         // runs, so a failure means it is going down: the exit branch
                         // reports it. A worker binding its own port may not be there yet.
                         tracing::trace!("plugin {} not ready yet: {reason}", self.plugin);
-                        if spec.listen == ListenMode::WorkerBinds || !self.process.has_exited() {
+                        if spec.listen == ListenMode::WorkerBinds || !self.worker.has_exited() {
                             tokio::select! {
                                 biased;
-                                _ = self.process.exited() => {}
+                                _ = self.worker.exited() => {}
                                 () = tokio::time::sleep(retry) => {}
                             }
                             retry = (retry * 2).min(MAX_READY_RETRY);
@@ -203,15 +213,33 @@ impl RemotePluginProxy {
         &self.version
     }
 
-    /// Process id of the worker (the leader of its process group).
-    pub fn pid(&self) -> u32 {
-        self.process.pid()
+    /// Process id of a local worker (the leader of its process group); `None` for a
+    /// worker elsewhere (see [`worker_pid`](Self::worker_pid)).
+    pub fn pid(&self) -> Option<u32> {
+        self.worker.local_pid()
+    }
+
+    /// The worker's process id where it runs (on this machine or another), as its
+    /// `/health` said.
+    pub fn worker_pid(&self) -> u32 {
+        self.worker_pid
+    }
+
+    /// Where the worker runs, in words: `local`, `attached at https://host:port`,
+    /// `ray job ID on NODE`.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Whether the worker is a process of this machine.
+    pub fn is_local(&self) -> bool {
+        self.worker.local_pid().is_some()
     }
 
     /// The worker's TCP port; `None` when it listens on a Unix socket.
     pub fn port(&self) -> Option<u16> {
         match self.endpoint {
-            Endpoint::Tcp { port } => Some(port),
+            Endpoint::Tcp { port } | Endpoint::Tls { port, .. } => Some(port),
             Endpoint::Unix { .. } => None,
         }
     }
@@ -233,7 +261,7 @@ impl RemotePluginProxy {
 
     /// Whether the worker process has ended.
     pub fn has_exited(&self) -> bool {
-        self.process.has_exited()
+        self.worker.has_exited()
     }
 
     /// Neither exited nor stopped (killed, shut down) by the host.
@@ -244,9 +272,7 @@ impl RemotePluginProxy {
     /// How the worker process ended, such as "was killed by signal 9"; `None` while
     /// it runs.
     pub fn exit_description(&self) -> Option<String> {
-        self.process
-            .exit_status()
-            .map(|status| crate::error::describe_status(&status))
+        self.worker.exit_description()
     }
 
     /// Running and answering `/health`.
@@ -365,7 +391,7 @@ impl RemotePluginProxy {
         Ok(ChunkStream::new(
             self.plugin.clone(),
             response.into_body(),
-            self.process.clone(),
+            self.worker.clone(),
             files,
             self.log_path.clone(),
             self.log_start,
@@ -464,24 +490,24 @@ impl RemotePluginProxy {
                 ),
             }
         }
-        self.process.signal_group(Signal::TERM);
-        if !self.process.wait_exit(TERMINATE_GRACE).await {
+        self.worker.stop(Signal::TERM);
+        if !self.worker.wait_exit(TERMINATE_GRACE).await {
             tracing::warn!(
                 "plugin {}: worker did not exit within {TERMINATE_GRACE:?} of SIGTERM; killing it",
                 self.plugin
             );
-            self.process.signal_group(Signal::KILL);
-            self.process.wait_exit(TERMINATE_GRACE).await;
+            self.worker.stop(Signal::KILL);
+            self.worker.wait_exit(TERMINATE_GRACE).await;
         }
         // Whatever the plugin started and left behind in the group goes too.
-        self.process.signal_group(Signal::KILL);
+        self.worker.stop(Signal::KILL);
         self.remove_socket_folder();
     }
 
     /// Kill the worker's process group at once, without cleanup.
     pub fn kill(&self) {
         self.stopped.store(true, Ordering::SeqCst);
-        self.process.signal_group(Signal::KILL);
+        self.worker.stop(Signal::KILL);
         self.remove_socket_folder();
     }
 
@@ -572,7 +598,7 @@ impl RemotePluginProxy {
         endpoint: &'static str,
         step: impl std::future::Future<Output = Result<T, String>>,
     ) -> Result<T, ProxyError> {
-        if self.process.has_exited() {
+        if self.worker.has_exited() {
             return Err(ProxyError::NotRunning {
                 plugin: self.plugin.clone(),
             });
@@ -583,9 +609,9 @@ impl RemotePluginProxy {
                 Ok(value) => return Ok(value),
                 Err(reason) => reason,
             },
-            status = self.process.exited() => return Err(self.died(endpoint, status)),
+            status = self.worker.exited() => return Err(self.died(endpoint, status)),
         };
-        match self.process.exit_within(EXIT_NOTICE_WAIT).await {
+        match self.worker.exit_within(EXIT_NOTICE_WAIT).await {
             Some(status) => Err(self.died(endpoint, status)),
             None => Err(ProxyError::Transport {
                 plugin: self.plugin.clone(),
@@ -668,7 +694,7 @@ impl Drop for RemotePluginProxy {
                 "plugin {}: proxy dropped without shutdown; killing its worker",
                 self.plugin
             );
-            self.process.signal_group(Signal::KILL);
+            self.worker.stop(Signal::KILL);
         }
     }
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::files::TempFiles;
 use crate::log::{self, TAIL_LINES};
-use crate::process::WorkerProcess;
+use crate::worker::Worker;
 use crate::ProxyError;
 
 /// The chunks of one streaming execution, in order: a [`Stream`] of JSON values.
@@ -27,7 +27,7 @@ pub struct ChunkStream {
     worker_exit: BoxFuture<Option<std::process::ExitStatus>>,
     /// The error being settled after the connection broke (was it the worker dying?).
     breaking: Option<BoxFuture<ProxyError>>,
-    process: WorkerProcess,
+    process: Worker,
     files: TempFiles,
     log_path: PathBuf,
     log_start: u64,
@@ -40,7 +40,7 @@ impl std::fmt::Debug for ChunkStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChunkStream")
             .field("plugin", &self.plugin)
-            .field("pid", &self.process.pid())
+            .field("pid", &self.process.local_pid())
             .field("finished", &self.finished)
             .finish_non_exhaustive()
     }
@@ -50,7 +50,7 @@ impl ChunkStream {
     pub(crate) fn new(
         plugin: String,
         body: Incoming,
-        process: WorkerProcess,
+        process: Worker,
         files: TempFiles,
         log_path: PathBuf,
         log_start: u64,

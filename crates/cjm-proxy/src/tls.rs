@@ -58,9 +58,20 @@ pub enum TlsError {
     /// rustls refused the configuration.
     #[error("cannot configure TLS")]
     Config(#[source] rustls::Error),
+    /// A kept identity could not be read or written.
+    #[error("cannot keep the host's TLS identity in {}", path.display())]
+    Store {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
 }
 
-/// The host's client certificate and its key: made fresh, never written anywhere.
+/// The host's client certificate and its key: made fresh for each host process
+/// ([`shared`](Self::shared)), or kept in a folder ([`kept_in`](Self::kept_in)) for
+/// workers that outlive a host (attached ones are given its fingerprint once).
 #[derive(Clone)]
 pub struct ClientIdentity {
     cert: CertificateDer<'static>,
@@ -102,6 +113,63 @@ impl ClientIdentity {
         let made = ClientIdentity::generate()?;
         // Two first callers at once: one identity wins, both use it.
         Ok(SHARED.get_or_init(|| made).clone())
+    }
+
+    /// The identity kept in `folder` (`host-client.der` and its key
+    /// `host-client.key`, mode 0600), made and kept there on first use. A host that
+    /// attaches to workers needs the same identity at every start: those workers were
+    /// given its fingerprint by their operators.
+    pub fn kept_in(folder: &std::path::Path) -> Result<ClientIdentity, TlsError> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let cert_path = folder.join("host-client.der");
+        let key_path = folder.join("host-client.key");
+        let store = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| TlsError::Store { path, source }
+        };
+        match (std::fs::read(&cert_path), std::fs::read(&key_path)) {
+            (Ok(cert), Ok(key)) => {
+                let cert = CertificateDer::from(cert);
+                return Ok(ClientIdentity {
+                    fingerprint: certificate_fingerprint(&cert),
+                    cert,
+                    key: Arc::new(PrivatePkcs8KeyDer::from(key)),
+                });
+            }
+            (Err(err), _) if err.kind() != io::ErrorKind::NotFound => {
+                return Err(store(&cert_path)(err))
+            }
+            (_, Err(err)) if err.kind() != io::ErrorKind::NotFound => {
+                return Err(store(&key_path)(err))
+            }
+            _ => {}
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(folder)
+            .map_err(store(folder))?;
+        let made = ClientIdentity::generate()?;
+        // Each file written whole under a temporary name, then renamed, key first: a
+        // host killed half-way leaves no certificate without its key.
+        let write = |path: &std::path::Path, bytes: &[u8]| -> Result<(), TlsError> {
+            use std::io::Write;
+            let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&temporary)
+                .map_err(store(&temporary))?;
+            file.write_all(bytes)
+                .and_then(|()| file.sync_all())
+                .map_err(store(&temporary))?;
+            std::fs::rename(&temporary, path).map_err(store(path))
+        };
+        write(&key_path, made.key.secret_pkcs8_der())?;
+        write(&cert_path, made.cert.as_ref())?;
+        Ok(made)
     }
 
     /// What a worker must be given in `CJM_CLIENT_CERT_SHA256`.
@@ -494,6 +562,34 @@ where
 mod tests {
     use super::*;
     use tokio::io::{AsyncWriteExt, BufReader};
+
+    #[test]
+    fn a_kept_identity_is_the_same_at_every_start_and_only_its_owner_reads_the_key() {
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir().unwrap();
+        let folder = home.path().join("tls");
+        let first = ClientIdentity::kept_in(&folder).unwrap();
+        let again = ClientIdentity::kept_in(&folder).unwrap();
+        assert_eq!(first.fingerprint(), again.fingerprint());
+        assert_ne!(
+            first.fingerprint(),
+            ClientIdentity::generate().unwrap().fingerprint()
+        );
+        let mode = |name: &str| {
+            std::fs::metadata(folder.join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("host-client.key"), 0o600);
+        assert_eq!(
+            std::fs::metadata(&folder).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        // A kept identity still makes a working TLS configuration.
+        PinnedConnector::new(&again, first.fingerprint()).unwrap();
+    }
 
     #[tokio::test]
     async fn the_handshake_is_read_past_other_output() {

@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use cjm_interface::{body, wire};
 
 use crate::endpoint::Endpoint;
+use crate::tls::PinnedConnector;
 
 /// One request to the worker: the endpoint it is about (named in errors), with an
 /// optional query, body and extra headers.
@@ -76,6 +77,11 @@ enum WorkerClient {
         authority: String,
     },
     Unix(Client<UnixConnector, Full<Bytes>>),
+    /// A worker elsewhere: the connector pins both certificates.
+    Tls {
+        client: Client<PinnedConnector, Full<Bytes>>,
+        authority: String,
+    },
 }
 
 impl Transport {
@@ -94,9 +100,39 @@ impl Transport {
             Endpoint::Unix { path } => WorkerClient::Unix(builder.build(UnixConnector {
                 path: Arc::from(path.as_path()),
             })),
+            Endpoint::Tls { host, port } => {
+                // Never reached: a TLS endpoint is made only with its connector.
+                tracing::error!("a TLS endpoint {host}:{port} without its connector");
+                let mut connector = HttpConnector::new();
+                connector.enforce_http(true);
+                WorkerClient::Tcp {
+                    client: builder.build(connector),
+                    authority: String::from("0.0.0.0:0"),
+                }
+            }
         };
         Transport {
             client,
+            authorization,
+        }
+    }
+
+    /// To a worker elsewhere through `connector` (which pins its certificate and
+    /// presents the host's).
+    pub(crate) fn tls(
+        connector: PinnedConnector,
+        endpoint: &Endpoint,
+        authorization: Option<HeaderValue>,
+    ) -> Self {
+        let authority = match endpoint {
+            Endpoint::Tls { host, port } => format!("{host}:{port}"),
+            other => other.to_string(),
+        };
+        Transport {
+            client: WorkerClient::Tls {
+                client: connector.client(),
+                authority,
+            },
             authorization,
         }
     }
@@ -111,7 +147,9 @@ impl Transport {
         } = outgoing;
         // Over a Unix socket the authority only fills the Host header.
         let authority = match &self.client {
-            WorkerClient::Tcp { authority, .. } => authority.as_str(),
+            WorkerClient::Tcp { authority, .. } | WorkerClient::Tls { authority, .. } => {
+                authority.as_str()
+            }
             WorkerClient::Unix(_) => "localhost",
         };
         let uri: Uri = match query {
@@ -139,6 +177,7 @@ impl Transport {
         match &self.client {
             WorkerClient::Tcp { client, .. } => client.request(request).await,
             WorkerClient::Unix(client) => client.request(request).await,
+            WorkerClient::Tls { client, .. } => client.request(request).await,
         }
         .map_err(|err| describe(&err))
     }

@@ -205,6 +205,7 @@ pub fn exchange_at(endpoint: &cjm_manager::Endpoint, request: &[u8]) -> (u16, St
                 .unwrap();
             exchange_on(stream, request)
         }
+        other => panic!("raw exchanges are for local workers, not {other}"),
     }
 }
 

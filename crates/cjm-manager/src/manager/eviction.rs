@@ -73,6 +73,8 @@ impl PluginManager {
                     && plugin.claims() == 0
                     && plugin.proxy().is_some_and(|proxy| proxy.is_running())
                     && plugin.meta().resources.requires_gpu
+                    // Stopping a worker elsewhere frees nothing on this machine.
+                    && plugin.runs_here()
             })
             .map(|plugin| (plugin.meta().last_executed, plugin))
             .min_by(|(a_time, a), (b_time, b)| {

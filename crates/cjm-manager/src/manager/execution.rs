@@ -92,7 +92,11 @@ impl PluginManager {
     /// Ask the scheduler; when it refuses for GPU memory, evict idle GPU plugins
     /// first; let a waiting policy wait only when that does not help.
     async fn admit(&self, claim: ExecutionClaim) -> Result<ExecutionGuard, ManagerError> {
-        let meta = claim.plugin().meta();
+        let mut meta = claim.plugin().meta();
+        if !claim.plugin().runs_here() {
+            // Its placement (Ray) admitted it where it runs; it takes nothing here.
+            meta.resources = cjm_metadata::ResourceRequirements::default();
+        }
         let scheduler = Arc::clone(&self.shared.options.scheduler);
         let stats = self.stats_source();
         let reservation = match scheduler.try_allocate(&meta, &stats).await {

@@ -259,7 +259,13 @@ impl PluginManager {
         validator: &cjm_validation::ConfigValidator,
         config: &ConfigMap,
     ) -> Result<RemotePluginProxy, ManagerError> {
-        let spec = launch_spec(manifest, manifest_path, &self.shared.options);
+        let spec =
+            launch_spec(manifest, manifest_path, &self.shared.options).map_err(|source| {
+                ManagerError::Placement {
+                    name: name.to_owned(),
+                    source: Box::new(source),
+                }
+            })?;
         let proxy = RemotePluginProxy::start(spec).await?;
         if let Err(err) = proxy
             .initialize_checked(config.clone(), validator.fingerprint())
@@ -268,7 +274,11 @@ impl PluginManager {
             proxy.shutdown().await;
             return Err(err.into());
         }
-        tracing::debug!("plugin {name}: worker {} started", proxy.pid());
+        tracing::debug!(
+            "plugin {name}: worker {} started ({})",
+            proxy.worker_pid(),
+            proxy.location()
+        );
         Ok(proxy)
     }
 

@@ -23,7 +23,7 @@ impl PluginManager {
         };
         Some(PluginStatus {
             state,
-            pid: plugin.proxy().map(|proxy| proxy.pid()),
+            pid: plugin.proxy().and_then(|proxy| proxy.pid()),
             restarts: plugin.restarts(),
             last_failure,
         })

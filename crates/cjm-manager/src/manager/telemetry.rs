@@ -54,7 +54,7 @@ impl PluginManager {
     /// NVIDIA driver reports it on this machine; `None` where it reports nothing (no
     /// GPU, no driver, no GPU memory in use, or no worker now).
     pub fn plugin_gpu_memory_mb(&self, name: &str) -> Result<Option<f64>, ManagerError> {
-        let Some(pid) = self.loaded(name)?.proxy().map(|proxy| proxy.pid()) else {
+        let Some(pid) = self.loaded(name)?.proxy().and_then(|proxy| proxy.pid()) else {
             return Ok(None);
         };
         Ok(self

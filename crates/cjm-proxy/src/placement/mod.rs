@@ -1,0 +1,67 @@
+//! Where a worker runs: one trait, [`Placement`], with three implementations. The
+//! proxy asks a placement for a worker and gets back a way to reach it and to follow
+//! it; everything above the proxy (the manager, jobs, scheduling) sees only a
+//! [`RemotePluginProxy`](crate::RemotePluginProxy), wherever its worker is.
+//!
+//! - [`LocalSpawn`]: a child process of this host on a private socket (the default).
+//! - [`Attach`]: a worker someone else runs (a Kubernetes pod, a systemd unit), reached
+//!   over TLS with both certificates pinned. Never stopped by the host: it is let go.
+//! - [`RayPlacement`]: a worker started as a Ray job, shipped as a package, reached
+//!   over pinned TLS at its node's address, kept alive by a lease and stopped by
+//!   stopping its job.
+
+mod attach;
+mod local;
+mod ray;
+pub(crate) mod remote;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+pub use attach::Attach;
+pub use local::LocalSpawn;
+pub use ray::{RayOptions, RayPlacement};
+
+use crate::endpoint::{Endpoint, PrivateFolder};
+use crate::transport::Transport;
+use crate::worker::Worker;
+use crate::{LaunchSpec, ProxyError};
+
+/// What [`Placement::place`] returns.
+pub type PlaceFuture<'a> = Pin<Box<dyn Future<Output = Result<Placed, ProxyError>> + Send + 'a>>;
+
+/// Starts (or finds) the worker for a [`LaunchSpec`]. Implemented by [`LocalSpawn`],
+/// [`Attach`] and [`RayPlacement`]; the proxy waits for the placed worker's `/health`
+/// itself, so `place` returns as soon as the worker can be addressed.
+pub trait Placement: Send + Sync + fmt::Debug {
+    /// Where workers of this placement run, in words, for listings (`local`,
+    /// `attach host:port`, `ray http://head:8265`).
+    fn describe(&self) -> String;
+
+    /// Start the worker `spec` describes, or reach it.
+    fn place<'a>(&'a self, spec: &'a LaunchSpec) -> PlaceFuture<'a>;
+}
+
+/// A placed worker: how to reach it and how to follow it. Made only by this crate's
+/// placements.
+pub struct Placed {
+    pub(crate) worker: Worker,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) transport: Transport,
+    /// Holds a Unix socket's folder until the proxy is done with the worker.
+    pub(crate) socket_folder: Option<PrivateFolder>,
+    /// Where this run's part of the local log begins.
+    pub(crate) log_start: u64,
+    /// Where the worker runs, in words (`local`, `ray job X on node Y`, ..).
+    pub(crate) location: String,
+}
+
+impl fmt::Debug for Placed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Placed")
+            .field("endpoint", &self.endpoint)
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}

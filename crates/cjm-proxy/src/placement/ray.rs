@@ -1,0 +1,264 @@
+//! Ray placement: the worker runs as a Ray job, placed by Ray's scheduler on a node
+//! with the resources and labels asked for.
+//!
+//! The plugin's binary is shipped as a `working_dir` package (uploaded once per
+//! content), the job runs it with `--listen 0.0.0.0:0 --lease-secs N`, the host reads
+//! the worker's handshake (port, certificate fingerprint) from the job's logs and
+//! reaches it over pinned TLS at its node's address. A terminal job state is the
+//! worker's exit; stopping the worker stops the job (again, if it was still pending).
+//! The host's certificate fingerprint goes in the job's `env_vars`, which anyone who
+//! can read the job can read: it is public by design, and nothing secret is ever put
+//! there (a spec carrying secret variables is refused).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cjm_interface::wire;
+
+use super::remote::{RemoteWorker, Stopper};
+use super::{PlaceFuture, Placed, Placement};
+use crate::endpoint::Endpoint;
+use crate::error::PlacementError;
+use crate::ray::{entrypoint_command, submission_id, JobSubmission, Package, RayClient};
+use crate::tls::{ClientIdentity, PinnedConnector};
+use crate::transport::Transport;
+use crate::worker::Worker;
+use crate::{LaunchSpec, ProxyError};
+
+/// How often the host asks Ray whether the worker's job is still running.
+const JOB_POLL: Duration = Duration::from_secs(1);
+
+/// What a worker's job asks of Ray. Made with [`RayOptions::new`], then set.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RayOptions {
+    /// CPUs reserved for the job (Ray's `entrypoint_num_cpus`).
+    pub num_cpus: f64,
+    /// GPUs reserved (`entrypoint_num_gpus`); 0 asks for none.
+    pub num_gpus: f64,
+    /// Memory reserved, in MiB (`entrypoint_memory`); `None` asks for none.
+    pub memory_mb: Option<u64>,
+    /// Custom resources (`entrypoint_resources`), such as `gpu_vram_mb`.
+    pub resources: BTreeMap<String, f64>,
+    /// Node labels the job must run on (`entrypoint_label_selector`).
+    pub label_selector: BTreeMap<String, String>,
+    /// The worker exits after this long without a request from the host; the host
+    /// renews it at a third of it.
+    pub lease: Duration,
+    /// How long placement may take, pending for resources included.
+    pub place_timeout: Duration,
+    /// How long stopping a job may take.
+    pub stop_timeout: Duration,
+}
+
+impl RayOptions {
+    /// Half a CPU, no GPU, a 30 s lease, 10 minutes to place, 60 s to stop.
+    pub fn new() -> Self {
+        RayOptions {
+            num_cpus: 0.5,
+            num_gpus: 0.0,
+            memory_mb: None,
+            resources: BTreeMap::new(),
+            label_selector: BTreeMap::new(),
+            lease: Duration::from_secs(30),
+            place_timeout: Duration::from_secs(600),
+            stop_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for RayOptions {
+    fn default() -> Self {
+        RayOptions::new()
+    }
+}
+
+/// Places workers as jobs of the Ray cluster `client` talks to.
+#[derive(Debug)]
+pub struct RayPlacement {
+    client: RayClient,
+    identity: ClientIdentity,
+    options: RayOptions,
+    /// This host's run, so that two hosts (or two runs of one) never share a job id.
+    run: String,
+    /// Starts so far: a restarted worker is a new job (Ray keeps ended jobs' ids).
+    starts: AtomicU64,
+}
+
+impl RayPlacement {
+    /// Workers placed through `client`, presenting `identity`.
+    pub fn new(client: RayClient, identity: ClientIdentity, options: RayOptions) -> Self {
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|since| since.as_nanos())
+            .unwrap_or_default();
+        RayPlacement {
+            client,
+            identity,
+            options,
+            run: format!("{}-{started}", std::process::id()),
+            starts: AtomicU64::new(0),
+        }
+    }
+
+    fn submission(&self, spec: &LaunchSpec, package: &Package, id: String) -> JobSubmission {
+        let program = format!(
+            "./{}",
+            spec.program
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
+        let mut args = spec.args.clone();
+        args.extend([
+            String::from("--listen"),
+            String::from("0.0.0.0:0"),
+            String::from("--lease-secs"),
+            self.options.lease.as_secs().max(1).to_string(),
+        ]);
+        let options = &self.options;
+        let mut job = JobSubmission::new(entrypoint_command(&program, &args))
+            .submission_id(id)
+            .num_cpus(options.num_cpus)
+            .working_dir(package.uri())
+            .env_var(
+                wire::CLIENT_CERT_SHA256_ENV,
+                self.identity.fingerprint().to_string(),
+            )
+            .metadata("cjm_plugin", spec.plugin.clone());
+        if options.num_gpus > 0.0 {
+            job = job.num_gpus(options.num_gpus);
+        }
+        if let Some(mb) = options.memory_mb {
+            job = job.memory_bytes(mb.saturating_mul(1024 * 1024));
+        }
+        for (name, amount) in &options.resources {
+            job = job.resource(name.clone(), *amount);
+        }
+        for (key, value) in &options.label_selector {
+            job = job.label(key.clone(), value.clone());
+        }
+        for (key, value) in &spec.env {
+            job = job.env_var(key.clone(), value.clone());
+        }
+        job
+    }
+}
+
+impl Placement for RayPlacement {
+    fn describe(&self) -> String {
+        format!("ray {}", self.client.address())
+    }
+
+    fn place<'a>(&'a self, spec: &'a LaunchSpec) -> PlaceFuture<'a> {
+        Box::pin(async move {
+            let failed = |source| ProxyError::Placement {
+                plugin: spec.plugin.clone(),
+                placement: self.describe(),
+                source: Box::new(source),
+            };
+            if let Some(name) = spec.secret_env.first() {
+                return Err(failed(PlacementError::SecretInJob { name: name.clone() }));
+            }
+            let program = spec.program.clone();
+            let package = tokio::task::spawn_blocking(move || Package::executable(&program))
+                .await
+                .map_err(|err| failed(PlacementError::Package(err.to_string())))?
+                .map_err(|err| failed(PlacementError::Package(err.to_string())))?;
+            self.client
+                .upload(&package)
+                .await
+                .map_err(|err| failed(PlacementError::Ray(err)))?;
+            let start = self.starts.fetch_add(1, Ordering::SeqCst).to_string();
+            let fingerprint = self.identity.fingerprint().to_string();
+            let id = submission_id(
+                &format!("cjm-{}", spec.plugin),
+                &[&fingerprint, &spec.plugin, &self.run, &start],
+            );
+            let job = self.submission(spec, &package, id.clone());
+            self.client
+                .submit(&job)
+                .await
+                .map_err(|err| failed(PlacementError::Ray(err)))?;
+
+            let stopper: Stopper = {
+                let client = self.client.clone();
+                let id = id.clone();
+                let limit = self.options.stop_timeout;
+                Arc::new(move || {
+                    let client = client.clone();
+                    let id = id.clone();
+                    Box::pin(async move {
+                        match client.stop_until_gone(&id, limit).await {
+                            Ok(job) => format!("Ray job {id} stopped by the host ({})", job.status),
+                            Err(err) => {
+                                tracing::warn!("{err}");
+                                format!("Ray job {id} could not be stopped: {err}")
+                            }
+                        }
+                    })
+                })
+            };
+            // From here the job exists: whatever fails stops it (the worker's drop).
+            let worker = RemoteWorker::new(Some(stopper));
+            let placed = self
+                .client
+                .wait_for_handshake(&id, self.options.place_timeout)
+                .await
+                .map_err(|err| {
+                    worker.stop();
+                    failed(PlacementError::Ray(err))
+                })?;
+            let connector =
+                PinnedConnector::new(&self.identity, placed.handshake.server_cert_sha256)
+                    .map_err(|err| {
+                        worker.stop();
+                        failed(PlacementError::Tls(err))
+                    })?
+                    .connect_timeout(spec.start_timeout);
+            let endpoint = Endpoint::Tls {
+                host: placed.node_address.clone(),
+                port: placed.handshake.port,
+            };
+            let transport = Transport::tls(connector, &endpoint, None);
+            worker.renew_lease(
+                transport.clone(),
+                (self.options.lease / 3).max(Duration::from_secs(1)),
+            );
+            {
+                let client = self.client.clone();
+                let id = id.clone();
+                let gone = worker.gone_sender();
+                worker.follow(async move {
+                    loop {
+                        tokio::time::sleep(JOB_POLL).await;
+                        match client.job(&id).await {
+                            Ok(job) if job.status.is_terminal() => {
+                                gone.mark_gone(format!(
+                                    "its Ray job {id} ended: {}{}",
+                                    job.status,
+                                    job.message
+                                        .map(|message| format!(" ({message})"))
+                                        .unwrap_or_default()
+                                ));
+                                return;
+                            }
+                            Ok(_) => {}
+                            Err(err) => tracing::debug!("Ray job {id}: {err}"),
+                        }
+                    }
+                });
+            }
+            Ok(Placed {
+                worker: Worker::Remote(worker),
+                location: format!("ray job {id} on {}", placed.node_address),
+                endpoint,
+                transport,
+                socket_folder: None,
+                log_start: 0,
+            })
+        })
+    }
+}

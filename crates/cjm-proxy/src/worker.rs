@@ -1,0 +1,77 @@
+//! The worker as the proxy follows it: a local process (its exit seen through a
+//! pidfd, its group signalled) or a remote one (its end reported by whoever placed it,
+//! stopped by asking them). The proxy treats both alike; only a local worker is ever
+//! signalled, so a remote worker's pid can never hit a process of this machine.
+
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use rustix::process::Signal;
+
+use crate::placement::remote::RemoteWorker;
+use crate::process::WorkerProcess;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Worker {
+    Local(WorkerProcess),
+    Remote(RemoteWorker),
+}
+
+impl Worker {
+    /// The process id on this machine; `None` for a worker elsewhere.
+    pub(crate) fn local_pid(&self) -> Option<u32> {
+        match self {
+            Worker::Local(process) => Some(process.pid()),
+            Worker::Remote(_) => None,
+        }
+    }
+
+    pub(crate) fn has_exited(&self) -> bool {
+        match self {
+            Worker::Local(process) => process.has_exited(),
+            Worker::Remote(remote) => remote.is_gone(),
+        }
+    }
+
+    /// Resolves when the worker has ended, with its exit status where known (never
+    /// for a remote worker).
+    pub(crate) async fn exited(&self) -> Option<ExitStatus> {
+        match self {
+            Worker::Local(process) => process.exited().await,
+            Worker::Remote(remote) => {
+                remote.gone().await;
+                None
+            }
+        }
+    }
+
+    /// Wait up to `limit` for the end: `Some(status)` if it came.
+    pub(crate) async fn exit_within(&self, limit: Duration) -> Option<Option<ExitStatus>> {
+        tokio::time::timeout(limit, self.exited()).await.ok()
+    }
+
+    /// Wait up to `limit` for the end; whether it came.
+    pub(crate) async fn wait_exit(&self, limit: Duration) -> bool {
+        self.exit_within(limit).await.is_some()
+    }
+
+    /// How the worker ended, in words; `None` while it runs.
+    pub(crate) fn exit_description(&self) -> Option<String> {
+        match self {
+            Worker::Local(process) => process
+                .exit_status()
+                .map(|status| crate::error::describe_status(&status)),
+            Worker::Remote(remote) => remote.gone_reason(),
+        }
+    }
+
+    /// Stop the worker: a signal to a local worker's process group; for a remote one,
+    /// `TERM` and `KILL` both ask its placement to stop it (a Ray job is stopped; an
+    /// attached worker, which someone else runs, is only let go).
+    pub(crate) fn stop(&self, signal: Signal) {
+        match self {
+            Worker::Local(process) => process.signal_group(signal),
+            Worker::Remote(remote) => remote.stop(),
+        }
+    }
+}
