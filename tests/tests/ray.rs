@@ -290,6 +290,92 @@ async fn a_worker_placed_by_ray_answers_over_tls_and_stops() {
     );
 }
 
+/// A `CJM_HOME` with two manifests placed by Ray on the labelled GPU node, each
+/// asking for 16000 of its 24000 `gpu_vram_mb`.
+fn ray_home(cluster: &Cluster, home: &std::path::Path) -> cjm_manager::PluginManager {
+    let home = cjm_manager::CjmHome::at(home);
+    std::fs::create_dir_all(home.plugins_dir()).unwrap();
+    for name in ["echo-ray-a", "echo-ray-b"] {
+        let manifest = json!({
+            "name": name,
+            "version": "1.0.0",
+            "command": cluster.plugin,
+            "resources": {"requires_gpu": true, "min_gpu_vram_mb": 16000},
+            "placement": {"ray": {
+                "address": cluster.address,
+                "token_env": TOKEN_ENV,
+                "label_selector": {"cjm-pool": "gpu"},
+                "lease_secs": 20,
+            }},
+        });
+        std::fs::write(home.manifest_path(name), manifest.to_string()).unwrap();
+    }
+    let manager = cjm_manager::PluginManager::new(cjm_manager::ManagerOptions::with_home(home));
+    manager.discover_manifests();
+    manager
+}
+
+/// The manager places a plugin through Ray from its manifest alone: executes over
+/// TLS, a second GPU plugin pends for VRAM until the first is unloaded (its job
+/// stopped, its process gone), and a plugin of the host's own stays local.
+#[tokio::test]
+async fn the_manager_places_plugins_by_ray_from_their_manifests() {
+    let Some(cluster) = cluster("manager") else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let manager = ray_home(&cluster, home.path());
+
+    let loading = Instant::now();
+    manager
+        .load_plugin("echo-ray-a", Some(serde_json::Map::new()))
+        .await
+        .unwrap();
+    let answer = manager
+        .execute_plugin("echo-ray-a", cjm_manager::CallArgs::new().arg("via the manager"))
+        .await
+        .unwrap();
+    let manager_place_ready_ms = loading.elapsed().as_millis();
+    assert_eq!(answer["result"], "via the manager");
+    let first = manager.worker_info("echo-ray-a").unwrap();
+    assert!(!first.local);
+    assert!(
+        first.location.starts_with("ray job ") && first.location.ends_with(" on 127.0.0.2"),
+        "{}",
+        first.location
+    );
+    assert_eq!(answer["processed_by_pid"], first.pid);
+    assert!(alive(first.pid));
+
+    // The second needs VRAM the node no longer has: its load waits in Ray's queue
+    // until the first is unloaded.
+    let second = {
+        let manager = manager.clone();
+        tokio::spawn(async move {
+            manager
+                .load_plugin("echo-ray-b", Some(serde_json::Map::new()))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!second.is_finished(), "the second plugin pends for VRAM");
+    manager.unload_plugin("echo-ray-a").await.unwrap();
+    assert!(
+        gone_within(first.pid, Duration::from_secs(10)).await.is_some(),
+        "unloading stops the job and its worker"
+    );
+    second.await.unwrap().unwrap();
+    let answer = manager
+        .execute_plugin("echo-ray-b", cjm_manager::CallArgs::new().arg("second"))
+        .await
+        .unwrap();
+    assert_eq!(answer["result"], "second");
+    let second_pid = manager.worker_info("echo-ray-b").unwrap().pid;
+    manager.unload_plugin("echo-ray-b").await.unwrap();
+    assert!(gone_within(second_pid, Duration::from_secs(10)).await.is_some());
+    println!("{}", json!({"manager_ray_place_ready_ms": manager_place_ready_ms}));
+}
+
 /// The raylet of the worker's node SIGKILLed: the worker goes within 10 s. Run last
 /// (the xtask orders it): the node is gone afterwards.
 #[tokio::test]
