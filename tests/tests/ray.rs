@@ -332,7 +332,10 @@ async fn the_manager_places_plugins_by_ray_from_their_manifests() {
         .await
         .unwrap();
     let answer = manager
-        .execute_plugin("echo-ray-a", cjm_manager::CallArgs::new().arg("via the manager"))
+        .execute_plugin(
+            "echo-ray-a",
+            cjm_manager::CallArgs::new().arg("via the manager"),
+        )
         .await
         .unwrap();
     let manager_place_ready_ms = loading.elapsed().as_millis();
@@ -361,7 +364,9 @@ async fn the_manager_places_plugins_by_ray_from_their_manifests() {
     assert!(!second.is_finished(), "the second plugin pends for VRAM");
     manager.unload_plugin("echo-ray-a").await.unwrap();
     assert!(
-        gone_within(first.pid, Duration::from_secs(10)).await.is_some(),
+        gone_within(first.pid, Duration::from_secs(10))
+            .await
+            .is_some(),
         "unloading stops the job and its worker"
     );
     second.await.unwrap().unwrap();
@@ -372,8 +377,13 @@ async fn the_manager_places_plugins_by_ray_from_their_manifests() {
     assert_eq!(answer["result"], "second");
     let second_pid = manager.worker_info("echo-ray-b").unwrap().pid;
     manager.unload_plugin("echo-ray-b").await.unwrap();
-    assert!(gone_within(second_pid, Duration::from_secs(10)).await.is_some());
-    println!("{}", json!({"manager_ray_place_ready_ms": manager_place_ready_ms}));
+    assert!(gone_within(second_pid, Duration::from_secs(10))
+        .await
+        .is_some());
+    println!(
+        "{}",
+        json!({"manager_ray_place_ready_ms": manager_place_ready_ms})
+    );
 }
 
 /// The raylet of the worker's node SIGKILLed: the worker goes within 10 s. Run last

@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod exec;
+mod fingerprint;
 mod install;
 mod jobs;
 mod list;
@@ -41,6 +42,7 @@ enum Command {
     Stats(stats::StatsCommand),
     Jobs(jobs::JobsCommand),
     New(new::NewCommand),
+    TlsFingerprint(fingerprint::FingerprintCommand),
 }
 
 /// What the command line asks for: a command to run, or words to print and an exit
@@ -138,6 +140,7 @@ pub fn main() -> ExitCode {
         Command::Stats(command) => stats::run(command),
         Command::Jobs(command) => jobs::run(command),
         Command::New(command) => new::run(command),
+        Command::TlsFingerprint(command) => fingerprint::run(command),
     };
     match result {
         Ok(code) => code,

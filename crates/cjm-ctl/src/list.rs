@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use argh::FromArgs;
 use cjm_manager::{DiscoveredPlugin, ManagerOptions, ManifestProblem, PluginManager};
+use cjm_metadata::WorkerPlacement;
 use serde_json::json;
 
 use crate::table::print_table;
@@ -27,6 +28,15 @@ fn plugin_status(plugin: &DiscoveredPlugin) -> String {
             format!("command missing: {}", path.display())
         }
         Some(LaunchProblem::Unusable(reason)) => format!("broken: {reason}"),
+    }
+}
+
+/// Where the plugin's worker runs: `local`, `attach <url>` or `ray <address>`.
+fn plugin_location(plugin: &DiscoveredPlugin) -> String {
+    match plugin.manifest.placement() {
+        Ok(WorkerPlacement::Attach(spec)) => format!("attach {}", spec.url),
+        Ok(WorkerPlacement::Ray(spec)) => format!("ray {}", spec.address),
+        _ => "local".to_owned(),
     }
 }
 
@@ -65,6 +75,7 @@ pub fn run(command: ListCommand) -> Result<ExitCode> {
                     "version": plugin.meta.version,
                     "category": plugin.meta.category,
                     "launch": plugin.manifest.launch.kind_name(),
+                    "where": plugin_location(plugin),
                     "manifest": plugin.path,
                     "description": plugin.meta.description,
                     "status": status,
@@ -99,7 +110,7 @@ pub fn run(command: ListCommand) -> Result<ExitCode> {
         }
     } else {
         let dash = || "-".to_owned();
-        let rows: Vec<[String; 6]> = found
+        let rows: Vec<[String; 7]> = found
             .plugins
             .iter()
             .zip(statuses)
@@ -109,6 +120,7 @@ pub fn run(command: ListCommand) -> Result<ExitCode> {
                     plugin.meta.version.clone(),
                     plugin.meta.category.clone(),
                     plugin.manifest.launch.kind_name().to_owned(),
+                    plugin_location(plugin),
                     status,
                     plugin.path.display().to_string(),
                 ]
@@ -119,6 +131,7 @@ pub fn run(command: ListCommand) -> Result<ExitCode> {
                     dash(),
                     dash(),
                     dash(),
+                    dash(),
                     problem_status(problem),
                     problem.path.display().to_string(),
                 ]
@@ -126,7 +139,7 @@ pub fn run(command: ListCommand) -> Result<ExitCode> {
             .collect();
         print_table(
             &[
-                "NAME", "VERSION", "CATEGORY", "LAUNCH", "STATUS", "MANIFEST",
+                "NAME", "VERSION", "CATEGORY", "LAUNCH", "WHERE", "STATUS", "MANIFEST",
             ],
             &rows,
         );

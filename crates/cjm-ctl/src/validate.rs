@@ -93,6 +93,13 @@ impl std::fmt::Display for LaunchProblem {
 
 /// A manifest that parses can still point at a program that is not there.
 pub(crate) fn launch_problem(plugin: &DiscoveredPlugin) -> Option<LaunchProblem> {
+    // An attached worker is someone else's: its launch form is never run here.
+    if matches!(
+        plugin.manifest.placement(),
+        Ok(cjm_metadata::WorkerPlacement::Attach(_))
+    ) {
+        return None;
+    }
     match plugin.manifest.resolved_launch(plugin.path.parent()) {
         Launch::Native { command, .. } => executable_problem("command", &command),
         Launch::Python { python_path, .. } => executable_problem("python_path", &python_path),

@@ -321,3 +321,73 @@ fn dash_h_is_help_everywhere_and_version_prints_the_version() {
     assert!(!nothing.status.success());
     assert!(text(&nothing.stderr).contains("--help"), "{nothing:?}");
 }
+
+#[test]
+fn list_says_where_each_plugin_runs_and_tls_fingerprint_is_the_hosts_kept_one() {
+    let home = TestHome::new();
+    home.native_manifest("cjm-echo", ECHO, &[]);
+    let fingerprint = text(&ctl(&home, &["tls-fingerprint"]).stdout);
+    let fingerprint = fingerprint.trim();
+    assert_eq!(fingerprint.len(), 64, "{fingerprint}");
+    assert_eq!(
+        text(&ctl(&home, &["tls-fingerprint"]).stdout).trim(),
+        fingerprint
+    );
+    let write = |name: &str, placement: Value| {
+        let mut manifest = serde_json::json!({
+            "name": name,
+            "version": "1.0.0",
+            "command": "/nonexistent/never-run-here",
+        });
+        manifest
+            .as_object_mut()
+            .unwrap()
+            .extend(placement.as_object().unwrap().clone());
+        std::fs::write(
+            home.plugins_dir().join(format!("{name}.json")),
+            manifest.to_string(),
+        )
+        .unwrap();
+    };
+    write(
+        "pod",
+        serde_json::json!({"attach": {"url": "https://10.0.0.7:7443", "server_fingerprint": fingerprint}}),
+    );
+    write(
+        "on-ray",
+        serde_json::json!({"placement": {"ray": {"address": "http://head:8265"}}}),
+    );
+    write(
+        "typo",
+        serde_json::json!({"placement": {"ray": {"adress": "http://head:8265"}}}),
+    );
+    let listed = ctl(&home, &["list", "--json"]);
+    let report: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let entry = |name: &str| {
+        report["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(report["problems"].as_array().unwrap())
+            .find(|entry| entry["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in {report}"))
+            .clone()
+    };
+    assert_eq!(entry("cjm-echo")["where"], "local");
+    assert_eq!(entry("pod")["where"], "attach https://10.0.0.7:7443");
+    // An attached worker's command is never run here: it is not asked for.
+    assert_eq!(entry("pod")["status"], "ok");
+    assert_eq!(entry("on-ray")["where"], "ray http://head:8265");
+    // The binary Ray would ship is missing.
+    assert_eq!(
+        entry("on-ray")["status"],
+        "command missing: /nonexistent/never-run-here"
+    );
+    let typo = entry("typo")["status"].as_str().unwrap().to_owned();
+    assert!(
+        typo.contains("\"placement\": unknown field `adress`"),
+        "{typo}"
+    );
+    let table = text(&ctl(&home, &["list"]).stdout);
+    assert!(table.lines().next().unwrap().contains(" WHERE "), "{table}");
+}
