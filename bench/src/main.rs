@@ -8,6 +8,7 @@ mod host_child;
 mod jobs;
 mod measure;
 mod python;
+mod remote;
 mod report;
 mod system;
 mod validation;
@@ -111,6 +112,7 @@ fn run(options: &Options) -> Result<()> {
         .build()?;
     runtime.block_on(system::measure_all(options, &mut results))?;
     runtime.block_on(jobs::measure(options, &mut results))?;
+    runtime.block_on(remote::measure(options, &mut results))?;
     drop(runtime);
     match (&options.python, &options.python_skip_reason) {
         _ if options.only.is_some() => {}

@@ -116,6 +116,16 @@ impl Results {
                 println!("exec_p50_us is {multiple:.2} x {floor_name} (target <= 2.5: {met})");
             }
         }
+        if let (Some(remote), Some(local)) =
+            (self.get("remote_exec_p50_us"), self.get("exec_p50_us"))
+        {
+            let multiple = remote / local;
+            let met = if multiple <= 2.0 { "met" } else { "MISSED" };
+            println!(
+                "remote_exec_p50_us (TLS over TCP) is {multiple:.2} x exec_p50_us (Unix socket) \
+                 (target <= 2: {met})"
+            );
+        }
         if let (Some(forced), Some(spawn)) =
             (self.get("cancel_forced_ms"), self.get("spawn_ready_ms"))
         {
