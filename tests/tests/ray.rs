@@ -310,14 +310,21 @@ fn ray_home(cluster: &Cluster, home: &std::path::Path) -> cjm_manager::PluginMan
         });
         std::fs::write(home.manifest_path(name), manifest.to_string()).unwrap();
     }
-    let manager = cjm_manager::PluginManager::new(cjm_manager::ManagerOptions::with_home(home));
+    let mut options = cjm_manager::ManagerOptions::with_home(home);
+    // A worker whose job ended is started again (the restart policy applies).
+    options.fault_policy = cjm_manager::FaultPolicy::default().with_restart(
+        cjm_manager::RestartPolicy::up_to(3, Duration::from_millis(100)),
+    );
+    let manager = cjm_manager::PluginManager::new(options);
     manager.discover_manifests();
     manager
 }
 
-/// The manager places a plugin through Ray from its manifest alone: executes over
-/// TLS, a second GPU plugin pends for VRAM until the first is unloaded (its job
-/// stopped, its process gone), and a plugin of the host's own stays local.
+/// The manager places plugins through Ray from their manifests alone: executes over
+/// TLS; a second GPU plugin whose job pends for VRAM has the idle first one stopped
+/// (its job stopped, its process gone), and a call to the first starts it again the
+/// same way; a worker whose job ends is started again on the next call; unloading
+/// stops the job.
 #[tokio::test]
 async fn the_manager_places_plugins_by_ray_from_their_manifests() {
     let Some(cluster) = cluster("manager") else {
@@ -325,19 +332,22 @@ async fn the_manager_places_plugins_by_ray_from_their_manifests() {
     };
     let home = tempfile::tempdir().unwrap();
     let manager = ray_home(&cluster, home.path());
+    let run = |name: &'static str, text: &'static str| {
+        let manager = manager.clone();
+        async move {
+            manager
+                .execute_plugin(name, cjm_manager::CallArgs::new().arg(text))
+                .await
+                .unwrap()
+        }
+    };
 
     let loading = Instant::now();
     manager
         .load_plugin("echo-ray-a", Some(serde_json::Map::new()))
         .await
         .unwrap();
-    let answer = manager
-        .execute_plugin(
-            "echo-ray-a",
-            cjm_manager::CallArgs::new().arg("via the manager"),
-        )
-        .await
-        .unwrap();
+    let answer = run("echo-ray-a", "via the manager").await;
     let manager_place_ready_ms = loading.elapsed().as_millis();
     assert_eq!(answer["result"], "via the manager");
     let first = manager.worker_info("echo-ray-a").unwrap();
@@ -350,39 +360,79 @@ async fn the_manager_places_plugins_by_ray_from_their_manifests() {
     assert_eq!(answer["processed_by_pid"], first.pid);
     assert!(alive(first.pid));
 
-    // The second needs VRAM the node no longer has: its load waits in Ray's queue
-    // until the first is unloaded.
-    let second = {
-        let manager = manager.clone();
-        tokio::spawn(async move {
-            manager
-                .load_plugin("echo-ray-b", Some(serde_json::Map::new()))
-                .await
-        })
-    };
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!second.is_finished(), "the second plugin pends for VRAM");
-    manager.unload_plugin("echo-ray-a").await.unwrap();
+    // The second needs VRAM the node no longer has: while its job pends, the idle
+    // first is stopped (it stays loaded, stopped, with its configuration).
+    let evicting = Instant::now();
+    manager
+        .load_plugin("echo-ray-b", Some(serde_json::Map::new()))
+        .await
+        .unwrap();
+    let evict_and_place_ms = evicting.elapsed().as_millis();
     assert!(
         gone_within(first.pid, Duration::from_secs(10))
             .await
             .is_some(),
-        "unloading stops the job and its worker"
+        "the first plugin's job was stopped"
     );
-    second.await.unwrap().unwrap();
-    let answer = manager
-        .execute_plugin("echo-ray-b", cjm_manager::CallArgs::new().arg("second"))
-        .await
-        .unwrap();
-    assert_eq!(answer["result"], "second");
-    let second_pid = manager.worker_info("echo-ray-b").unwrap().pid;
-    manager.unload_plugin("echo-ray-b").await.unwrap();
-    assert!(gone_within(second_pid, Duration::from_secs(10))
+    let status = manager.plugin_status("echo-ray-a").unwrap();
+    assert_eq!(
+        status.state,
+        cjm_manager::PluginState::Stopped,
+        "{status:?}"
+    );
+    assert!(
+        status
+            .last_failure
+            .as_deref()
+            .unwrap_or("")
+            .contains("echo-ray-b"),
+        "{status:?}"
+    );
+    assert_eq!(run("echo-ray-b", "second").await["result"], "second");
+    let second = manager.worker_info("echo-ray-b").unwrap();
+
+    // A call to the first places it again, the idle second making way.
+    assert_eq!(run("echo-ray-a", "again").await["result"], "again");
+    assert!(gone_within(second.pid, Duration::from_secs(10))
         .await
         .is_some());
+    let again = manager.worker_info("echo-ray-a").unwrap();
+    assert_ne!(again.location, first.location, "a new job");
+
+    // Its job ended by someone else: the next call starts it again (the restart
+    // policy allows it).
+    let job = again.location["ray job ".len()..]
+        .split_once(' ')
+        .unwrap()
+        .0
+        .to_owned();
+    cluster
+        .ray
+        .stop_until_gone(&job, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(gone_within(again.pid, Duration::from_secs(10))
+        .await
+        .is_some());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(run("echo-ray-a", "revived").await["result"], "revived");
+    let revived = manager.worker_info("echo-ray-a").unwrap();
+    assert_ne!(revived.location, again.location);
+
+    manager.unload_plugin("echo-ray-a").await.unwrap();
+    assert!(
+        gone_within(revived.pid, Duration::from_secs(10))
+            .await
+            .is_some(),
+        "unloading stops the job and its worker"
+    );
+    manager.unload_plugin("echo-ray-b").await.unwrap();
     println!(
         "{}",
-        json!({"manager_ray_place_ready_ms": manager_place_ready_ms})
+        json!({
+            "manager_ray_place_ready_ms": manager_place_ready_ms,
+            "manager_ray_evict_and_place_ms": evict_and_place_ms,
+        })
     );
 }
 

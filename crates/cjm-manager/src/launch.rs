@@ -160,6 +160,15 @@ fn placement(
     }
 }
 
+/// Plugins with the same key are placed by the same cluster: stopping one frees
+/// resources the other may be waiting for. `None` for plugins on this host or attached.
+pub(crate) fn placement_key(manifest: &Manifest) -> Option<String> {
+    match manifest.placement() {
+        Ok(WorkerPlacement::Ray(spec)) => Some(format!("ray {}", spec.address)),
+        _ => None,
+    }
+}
+
 /// The manifest's resource needs in Ray's terms: a GPU plugin asks for a GPU and its
 /// VRAM as the `gpu_vram_mb` resource (nodes declare theirs with `ray start
 /// --resources '{"gpu_vram_mb": N}'`), RAM as the job's memory.

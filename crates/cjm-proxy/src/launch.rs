@@ -47,6 +47,31 @@ pub struct LaunchSpec {
     /// The names of the variables in `env` that are secret: a placement that would
     /// put them where others can read them refuses to start the worker.
     pub secret_env: Vec<String>,
+    /// Called, every few seconds, while a placement waits for resources it is not
+    /// given (a Ray job pending): the host may free some, say by stopping an idle
+    /// worker placed the same way.
+    pub on_waiting: Option<WaitingHook>,
+}
+
+/// See [`LaunchSpec::on_waiting`].
+#[derive(Clone)]
+pub struct WaitingHook(Arc<dyn Fn() + Send + Sync>);
+
+impl WaitingHook {
+    /// A hook calling `hook`.
+    pub fn new(hook: impl Fn() + Send + Sync + 'static) -> Self {
+        WaitingHook(Arc::new(hook))
+    }
+
+    pub(crate) fn call(&self) {
+        (self.0)();
+    }
+}
+
+impl std::fmt::Debug for WaitingHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WaitingHook")
+    }
 }
 
 impl LaunchSpec {
@@ -70,6 +95,7 @@ impl LaunchSpec {
             socket_dir: endpoint::default_socket_dir(),
             placement: Arc::new(LocalSpawn),
             secret_env: Vec::new(),
+            on_waiting: None,
         }
     }
 }

@@ -27,7 +27,7 @@ mod worker;
 
 pub use endpoint::{default_socket_dir, Endpoint};
 pub use error::{PlacementError, ProxyError};
-pub use launch::{LaunchSpec, ListenMode};
+pub use launch::{LaunchSpec, ListenMode, WaitingHook};
 pub use lifecycle::HookOutcome;
 pub use placement::{Attach, LocalSpawn, PlaceFuture, Placed, Placement, RayOptions, RayPlacement};
 pub use proxy::RemotePluginProxy;

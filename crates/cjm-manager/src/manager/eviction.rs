@@ -3,6 +3,8 @@
 //! starts again on its next execution.
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use cjm_metadata::PluginMeta;
@@ -10,6 +12,7 @@ use cjm_scheduling::{Reservation, Resource, ResourceScheduler};
 
 use super::lifecycle::{Replaced, Replacement};
 use super::{ManagerStats, PluginManager};
+use crate::launch::placement_key;
 use crate::loaded::LoadedPlugin;
 use crate::ManagerError;
 
@@ -55,6 +58,51 @@ impl PluginManager {
             }
             Err(refusal) => Err(refusal.into()),
         }
+    }
+
+    /// While `requester`'s worker waits for resources where it is placed (a Ray job
+    /// pending): stop the least recently used idle GPU plugin placed by the same
+    /// cluster, which frees what it held there. One per call; the placement calls
+    /// again while it still waits.
+    ///
+    /// Boxed as `Send`: it may restart workers, whose start may call it again.
+    pub(crate) fn evict_for_placement(
+        &self,
+        requester: String,
+        placement: String,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let manager = self.clone();
+        Box::pin(async move {
+            let requester = requester.as_str();
+            let placement = placement.as_str();
+            let candidates: Vec<Arc<LoadedPlugin>> = {
+                let mut idle: Vec<_> = manager
+                    .shared
+                    .loaded
+                    .read()
+                    .values()
+                    .filter(|plugin| {
+                        plugin.name() != requester
+                            && plugin.claims() == 0
+                            && plugin.proxy().is_some_and(|proxy| proxy.is_running())
+                            && plugin.meta().resources.requires_gpu
+                            && placement_key(&plugin.manifest).as_deref() == Some(placement)
+                    })
+                    .map(|plugin| (plugin.meta().last_executed, Arc::clone(plugin)))
+                    .collect();
+                idle.sort_by(|(a, _), (b, _)| a.total_cmp(b));
+                idle.into_iter().map(|(_, plugin)| plugin).collect()
+            };
+            for victim in candidates {
+                if manager.stop_if_idle(&victim, requester).await {
+                    tracing::info!(
+                        "stopped idle GPU plugin {} ({placement}) while {requester} waits there",
+                        victim.name()
+                    );
+                    return;
+                }
+            }
+        })
     }
 
     /// Running GPU plugins nobody claims, least recently used first.

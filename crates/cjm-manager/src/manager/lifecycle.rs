@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use super::{checked, PluginManager};
 use crate::discovery::DiscoveredPlugin;
-use crate::launch::launch_spec;
+use crate::launch::{launch_spec, placement_key};
 use crate::loaded::{LoadedPlugin, SlotOutcome};
 use crate::ManagerError;
 
@@ -259,13 +259,22 @@ impl PluginManager {
         validator: &cjm_validation::ConfigValidator,
         config: &ConfigMap,
     ) -> Result<RemotePluginProxy, ManagerError> {
-        let spec =
+        let mut spec =
             launch_spec(manifest, manifest_path, &self.shared.options).map_err(|source| {
                 ManagerError::Placement {
                     name: name.to_owned(),
                     source: Box::new(source),
                 }
             })?;
+        if manifest.resources.requires_gpu {
+            if let Some(placement) = placement_key(manifest) {
+                let manager = self.clone();
+                let requester = name.to_owned();
+                spec.on_waiting = Some(cjm_proxy::WaitingHook::new(move || {
+                    tokio::spawn(manager.evict_for_placement(requester.clone(), placement.clone()));
+                }));
+            }
+        }
         let proxy = RemotePluginProxy::start(spec).await?;
         if let Err(err) = proxy
             .initialize_checked(config.clone(), validator.fingerprint())

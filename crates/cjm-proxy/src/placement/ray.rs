@@ -21,7 +21,7 @@ use super::remote::{RemoteWorker, Stopper};
 use super::{PlaceFuture, Placed, Placement};
 use crate::endpoint::Endpoint;
 use crate::error::PlacementError;
-use crate::ray::{entrypoint_command, submission_id, JobSubmission, Package, RayClient};
+use crate::ray::{entrypoint_command, submission_id, JobStatus, JobSubmission, Package, RayClient};
 use crate::tls::{ClientIdentity, PinnedConnector};
 use crate::transport::Transport;
 use crate::worker::Worker;
@@ -29,6 +29,24 @@ use crate::{LaunchSpec, ProxyError};
 
 /// How often the host asks Ray whether the worker's job is still running.
 const JOB_POLL: Duration = Duration::from_secs(1);
+
+/// How long a job may pend before the host hears of it, and how often after that.
+const PENDING_NOTICE: Duration = Duration::from_secs(2);
+
+/// Call `hook` every [`PENDING_NOTICE`] while job `id` is pending; stop once it is not.
+async fn tell_while_pending(client: RayClient, id: String, hook: crate::WaitingHook) {
+    loop {
+        tokio::time::sleep(PENDING_NOTICE).await;
+        match client.job(&id).await {
+            Ok(job) if job.status == JobStatus::Pending => {
+                tracing::debug!("Ray job {id} is pending for resources");
+                hook.call();
+            }
+            Ok(_) => return,
+            Err(err) => tracing::debug!("Ray job {id}: {err}"),
+        }
+    }
+}
 
 /// What a worker's job asks of Ray. Made with [`RayOptions::new`], then set.
 #[derive(Debug, Clone)]
@@ -203,14 +221,20 @@ impl Placement for RayPlacement {
             };
             // From here the job exists: whatever fails stops it (the worker's drop).
             let worker = RemoteWorker::new(Some(stopper));
-            let placed = self
+            let waiting = spec.on_waiting.clone().map(|hook| {
+                tokio::spawn(tell_while_pending(self.client.clone(), id.clone(), hook))
+            });
+            let handshake = self
                 .client
                 .wait_for_handshake(&id, self.options.place_timeout)
-                .await
-                .map_err(|err| {
-                    worker.stop();
-                    failed(PlacementError::Ray(err))
-                })?;
+                .await;
+            if let Some(waiting) = waiting {
+                waiting.abort();
+            }
+            let placed = handshake.map_err(|err| {
+                worker.stop();
+                failed(PlacementError::Ray(err))
+            })?;
             let connector =
                 PinnedConnector::new(&self.identity, placed.handshake.server_cert_sha256)
                     .map_err(|err| {
