@@ -1,11 +1,18 @@
 use std::process::ExitCode;
 
+use std::io::IsTerminal;
+
 use anyhow::{bail, Context, Result};
 use argh::FromArgs;
-use cjm_manager::{CallArgs, ConfigMap, ManagerOptions, PluginManager};
+use cjm_manager::jobs::{Cancellation, JobChange, JobEvent, JobOptions, JobState, Jobs};
+use cjm_manager::{CallArgs, ConfigMap, ErrorCategory, ManagerOptions, PluginManager, ProxyError};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
-/// Load a plugin, run it once, print the result as JSON and stop it.
+/// Load a plugin, run it once, print the result as JSON and stop it. Progress goes to
+/// stderr (a bar on a terminal); Ctrl-C cancels, a second Ctrl-C forces. Exit status:
+/// 0 ok, 65 user_input, 69 resource, 70 fatal, 75 transient, 130 cancelled, 1 other.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "exec")]
 pub struct ExecCommand {
@@ -70,38 +77,336 @@ pub fn run(command: ExecCommand) -> Result<ExitCode> {
         for problem in &found.problems {
             tracing::warn!("skipped manifest {problem}");
         }
-        let work = run_plugin(
-            &manager,
-            &command,
-            CallArgs::from_json(args, kwargs),
-            config,
-        );
-        let outcome = tokio::select! {
-            outcome = work => outcome,
-            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        // Signals are taken over before anything starts, so that a Ctrl-C during the
+        // load is a cancel too, never a host killed with its worker half started.
+        let mut interrupts = Interrupts::new()?;
+        let call = CallArgs::from_json(args, kwargs);
+        let ended = match load(&manager, &command, config, &mut interrupts).await {
+            Err(ended) => ended,
+            Ok(()) if command.stream => {
+                run_stream(&manager, &command.name, call, &mut interrupts).await
+            }
+            Ok(()) => run_job(&manager, &command.name, call, &mut interrupts).await,
         };
         manager.shutdown().await;
-        outcome.map(|()| ExitCode::SUCCESS)
+        Ok(ended.report())
     })
 }
 
-async fn run_plugin(
+/// How `exec` ended, and so its exit status.
+enum Ended {
+    Done,
+    Failed {
+        category: Option<ErrorCategory>,
+        error: anyhow::Error,
+    },
+    Cancelled {
+        forced: bool,
+    },
+}
+
+impl Ended {
+    fn failed(category: Option<ErrorCategory>, error: impl Into<anyhow::Error>) -> Self {
+        Ended::Failed {
+            category,
+            error: error.into(),
+        }
+    }
+
+    fn report(self) -> ExitCode {
+        let status = match self {
+            Ended::Done => ExecExit::Success,
+            Ended::Cancelled { forced } => {
+                eprintln!(
+                    "cjm-ctl: cancelled{}",
+                    if forced {
+                        " (forced: the worker was killed)"
+                    } else {
+                        ""
+                    }
+                );
+                ExecExit::Cancelled
+            }
+            Ended::Failed { category, error } => {
+                crate::report_error(&error);
+                ExecExit::of(category)
+            }
+        };
+        ExitCode::from(status as u8)
+    }
+}
+
+/// Exit statuses of `cjm-ctl exec`, one per outcome; the error categories take the
+/// codes of `sysexits.h` that mean the same, and a cancel the shell's code for a
+/// command ended by SIGINT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum ExecExit {
+    /// The call succeeded.
+    Success = 0,
+    /// Anything else: a bad command line, no such plugin, the host's own failure.
+    Other = 1,
+    /// `user_input`: the arguments or the configuration were refused (EX_DATAERR).
+    UserInput = 65,
+    /// `resource`: not enough memory or GPU, or the worker was killed for it
+    /// (EX_UNAVAILABLE).
+    Resource = 69,
+    /// `fatal`: the plugin failed and trying again will not help (EX_SOFTWARE).
+    Fatal = 70,
+    /// `transient`: trying again may help (EX_TEMPFAIL).
+    Transient = 75,
+    /// Cancelled with Ctrl-C (or SIGTERM), cooperatively or by force.
+    Cancelled = 130,
+}
+
+impl ExecExit {
+    fn of(category: Option<ErrorCategory>) -> Self {
+        match category {
+            Some(ErrorCategory::UserInput) => ExecExit::UserInput,
+            Some(ErrorCategory::Transient) => ExecExit::Transient,
+            Some(ErrorCategory::Resource) => ExecExit::Resource,
+            Some(ErrorCategory::Fatal) => ExecExit::Fatal,
+            _ => ExecExit::Other,
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, counted: the first asks the call to stop, the second forces.
+struct Interrupts {
+    interrupt: Signal,
+    terminate: Signal,
+    seen: usize,
+}
+
+impl Interrupts {
+    fn new() -> Result<Self> {
+        Ok(Interrupts {
+            interrupt: signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?,
+            terminate: signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?,
+            seen: 0,
+        })
+    }
+
+    /// The next SIGINT or SIGTERM; how many there were so far.
+    async fn next(&mut self) -> usize {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        self.seen += 1;
+        self.seen
+    }
+}
+
+const CANCELLING: &str = "cjm-ctl: cancelling... (Ctrl-C again to force)";
+
+async fn load(
     manager: &PluginManager,
     command: &ExecCommand,
-    call: CallArgs,
     config: Option<ConfigMap>,
-) -> Result<()> {
-    manager.load_plugin(&command.name, config).await?;
-    if command.stream {
-        let mut stream = manager.execute_plugin_stream(&command.name, call).await?;
-        while let Some(chunk) = stream.next().await {
-            println!("{}", serde_json::to_string(&chunk?)?);
+    interrupts: &mut Interrupts,
+) -> Result<(), Ended> {
+    tokio::select! {
+        loaded = manager.load_plugin(&command.name, config) => {
+            loaded.map_err(|err| Ended::failed(err.category(), err))
         }
-    } else {
-        let result = manager.execute_plugin(&command.name, call).await?;
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        // Nothing of the plugin's ran yet: the shutdown that follows stops its worker.
+        _ = interrupts.next() => Err(Ended::Cancelled { forced: false }),
     }
-    Ok(())
+}
+
+/// A plain call, as a job: its progress is shown, and it can be cancelled.
+async fn run_job(
+    manager: &PluginManager,
+    plugin: &str,
+    call: CallArgs,
+    interrupts: &mut Interrupts,
+) -> Ended {
+    let jobs = match Jobs::new(manager.clone(), JobOptions::default()) {
+        Ok(jobs) => jobs,
+        Err(err) => return Ended::failed(None, err),
+    };
+    // Subscribed before the job exists, so that no early report is missed.
+    let mut events = jobs.events();
+    let id = match jobs.submit(plugin, call, 0) {
+        Ok(id) => id,
+        Err(err) => return Ended::failed(None, err),
+    };
+    let mut progress = ProgressDisplay::new();
+    let outcome = {
+        let wait = jobs.wait(id);
+        tokio::pin!(wait);
+        let mut events_open = true;
+        loop {
+            tokio::select! {
+                outcome = &mut wait => break outcome,
+                event = events.next(), if events_open => match event {
+                    Some(Ok(JobEvent { job, change: JobChange::Progress { fraction, message }, .. }))
+                        if job == id => progress.show(fraction, &message),
+                    Some(_) => {}
+                    None => events_open = false,
+                },
+                seen = interrupts.next() => {
+                    progress.suspend(|| {
+                        if seen == 1 {
+                            eprintln!("{CANCELLING}");
+                        } else {
+                            eprintln!("cjm-ctl: forcing: killing the worker");
+                        }
+                    });
+                    let cancelled = if seen == 1 { jobs.cancel(id) } else { jobs.cancel_now(id) };
+                    if let Err(err) = cancelled {
+                        tracing::warn!("{err}");
+                    }
+                }
+            }
+        }
+    };
+    progress.finish();
+    jobs.shutdown().await;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(err) => return Ended::failed(None, err),
+    };
+    match outcome.status.state {
+        JobState::Succeeded => {
+            match serde_json::to_string_pretty(&outcome.result.unwrap_or(Value::Null)) {
+                Ok(text) => {
+                    println!("{text}");
+                    Ended::Done
+                }
+                Err(err) => Ended::failed(None, err),
+            }
+        }
+        JobState::Cancelled => Ended::Cancelled {
+            forced: outcome.status.cancelled == Some(Cancellation::Forced),
+        },
+        _ => match outcome.status.failure {
+            Some(failure) => {
+                Ended::failed(Some(failure.category), anyhow::anyhow!(failure.message))
+            }
+            None => Ended::failed(
+                None,
+                anyhow::anyhow!("job {id} ended {}", outcome.status.state.as_str()),
+            ),
+        },
+    }
+}
+
+/// A streamed call: one JSON line per chunk on stdout. The first Ctrl-C asks the
+/// worker to stop the stream; the second stops reading and lets the shutdown kill it.
+async fn run_stream(
+    manager: &PluginManager,
+    plugin: &str,
+    call: CallArgs,
+    interrupts: &mut Interrupts,
+) -> Ended {
+    let mut stream = tokio::select! {
+        stream = manager.execute_plugin_stream(plugin, call) => match stream {
+            Ok(stream) => stream,
+            Err(err) => return Ended::failed(err.category(), err),
+        },
+        _ = interrupts.next() => return Ended::Cancelled { forced: false },
+    };
+    let mut asked = false;
+    loop {
+        tokio::select! {
+            chunk = stream.next() => match chunk {
+                None => return if asked { Ended::Cancelled { forced: false } } else { Ended::Done },
+                Some(Ok(chunk)) => match serde_json::to_string(&chunk) {
+                    Ok(line) => println!("{line}"),
+                    Err(err) => return Ended::failed(None, err),
+                },
+                Some(Err(ProxyError::Cancelled { .. })) => return Ended::Cancelled { forced: false },
+                Some(Err(err)) => return Ended::failed(err.category(), err),
+            },
+            seen = interrupts.next() => {
+                if seen > 1 {
+                    eprintln!("cjm-ctl: forcing: killing the worker");
+                    return Ended::Cancelled { forced: true };
+                }
+                eprintln!("{CANCELLING}");
+                asked = true;
+                if let Err(err) = stream.cancel().await {
+                    tracing::warn!("{err}");
+                }
+            }
+        }
+    }
+}
+
+/// Progress as it comes: a bar on a terminal, plain lines on any other stderr.
+struct ProgressDisplay {
+    bar: Option<ProgressBar>,
+    last_line: Option<String>,
+}
+
+impl ProgressDisplay {
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::hidden();
+            bar.set_length(1000);
+            bar
+        });
+        ProgressDisplay {
+            bar,
+            last_line: None,
+        }
+    }
+
+    fn show(&mut self, fraction: f64, message: &str) {
+        match &self.bar {
+            Some(bar) => {
+                if bar.is_hidden() {
+                    bar.set_draw_target(ProgressDrawTarget::stderr());
+                }
+                if fraction < 0.0 {
+                    // Cannot tell how far: a spinner that says what it does.
+                    bar.set_style(
+                        ProgressStyle::with_template("{spinner} {msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
+                    bar.tick();
+                } else {
+                    bar.set_style(
+                        ProgressStyle::with_template("[{bar:40}] {percent:>3}% {msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_bar())
+                            .progress_chars("=> "),
+                    );
+                    bar.set_position((fraction.clamp(0.0, 1.0) * 1000.0) as u64);
+                }
+                bar.set_message(message.to_owned());
+            }
+            None => {
+                let line = if fraction < 0.0 {
+                    format!("progress: {message}")
+                } else {
+                    format!(
+                        "progress: {:.0}% {message}",
+                        fraction.clamp(0.0, 1.0) * 100.0
+                    )
+                };
+                if self.last_line.as_deref() != Some(line.as_str()) {
+                    eprintln!("{}", line.trim_end());
+                    self.last_line = Some(line);
+                }
+            }
+        }
+    }
+
+    /// Print around the bar without tearing it.
+    fn suspend(&self, print: impl FnOnce()) {
+        match &self.bar {
+            Some(bar) => bar.suspend(print),
+            None => print(),
+        }
+    }
+
+    fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 fn parse_json(flag: &str, text: &str) -> Result<Value> {

@@ -145,10 +145,15 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("cjm-ctl: {}", error_message(&err));
+            report_error(&err);
             ExitCode::FAILURE
         }
     }
+}
+
+/// `cjm-ctl: <the error and its causes>` on stderr.
+pub(crate) fn report_error(err: &anyhow::Error) {
+    eprintln!("cjm-ctl: {}", error_message(err));
 }
 
 /// The error and its causes, `: `-separated like anyhow's `{:#}`, but a cause whose

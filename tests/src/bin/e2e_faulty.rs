@@ -69,6 +69,22 @@ impl Plugin for Faulty {
                 std::thread::sleep(Duration::from_millis(ms));
                 Ok(json!({"slept_ms": ms}))
             }
+            // Cooperative: a progress report every `step_ms` for `steps` steps, stopping
+            // at the first step after a cancel.
+            "steps" => {
+                let steps: u64 = call.required(1, "steps")?;
+                let step_ms: u64 = call.or(2, "step_ms", 20)?;
+                let control = call.control();
+                for step in 0..steps {
+                    control.check_cancelled()?;
+                    control.report_progress(
+                        step as f64 / steps as f64,
+                        format!("step {step} of {steps}"),
+                    );
+                    control.wait_cancelled(Duration::from_millis(step_ms));
+                }
+                Ok(json!({"steps": steps}))
+            }
             "exit" => std::process::exit(call.or(1, "code", 3)?),
             "spawn_child" => {
                 let child = std::process::Command::new("sleep")

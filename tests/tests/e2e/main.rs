@@ -10,6 +10,7 @@ mod common;
 mod config;
 mod ctl;
 mod errors;
+mod exec_cli;
 mod faults;
 mod fuzz;
 mod install;

@@ -329,6 +329,15 @@ impl Jobs {
         run::cancel(&self.inner, id)
     }
 
+    /// Cancel the job without asking: a queued one as [`cancel`](Self::cancel) does; a
+    /// running one's worker is killed at once and the plugin left stopped (it starts
+    /// again, with its configuration, on its next call); the job ends cancelled
+    /// (forced). For a second Ctrl-C, or a host about to stop anyway. Whether the job
+    /// had not ended yet.
+    pub fn cancel_now(&self, id: JobId) -> Result<bool, JobsError> {
+        run::cancel_now(&self.inner, id)
+    }
+
     /// Every job's state changes and progress reports, from now on.
     pub fn events(&self) -> JobEvents {
         JobEvents::new(self.inner.events.subscribe(), None)

@@ -450,6 +450,43 @@ pub(super) fn cancel(inner: &Arc<Inner>, id: JobId) -> Result<bool, JobsError> {
     }
 }
 
+/// Cancel without asking: a queued job as [`cancel`] does; a running one's worker is
+/// killed at once and left stopped (it starts again on the plugin's next call).
+pub(super) fn cancel_now(inner: &Arc<Inner>, id: JobId) -> Result<bool, JobsError> {
+    let plugin = {
+        let mut book = inner.book.lock();
+        let entry = book.jobs.get_mut(&id).ok_or(JobsError::UnknownJob { id })?;
+        match entry.status.state {
+            state if state.is_final() => return Ok(false),
+            JobState::Queued | JobState::Admitted => {
+                drop(book);
+                return cancel(inner, id);
+            }
+            _ => {
+                entry.cancel = CancelRequest::Forced;
+                entry.status.plugin.clone()
+            }
+        }
+    };
+    let inner = Arc::clone(inner);
+    let stopping = async move {
+        if let Err(err) = inner
+            .manager
+            .force_stop(&plugin, &format!("job {id} was cancelled at once"))
+            .await
+        {
+            tracing::warn!("job {id}: forced stop of plugin {plugin}: {err}");
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(stopping);
+        }
+        Err(_) => tracing::warn!("job {id}: cancelled outside an async runtime; left to end"),
+    }
+    Ok(true)
+}
+
 /// Ask a running job's call to stop; if it has not ended within the cancel timeout
 /// (or its worker cannot be asked), kill the worker and start it again.
 async fn stop_running(inner: Arc<Inner>, id: JobId, execution: Arc<JobExecution>, call_id: String) {

@@ -143,4 +143,25 @@ impl PluginManager {
         .await
         .map(drop)
     }
+
+    /// Kill a plugin's worker at once and leave the plugin stopped (it starts again,
+    /// with its configuration, on its next call): for a host that will not call it
+    /// again soon, a restart would only load what is about to be dropped.
+    pub(crate) async fn force_stop(&self, name: &str, why: &str) -> Result<(), ManagerError> {
+        let plugin = self.loaded(name)?;
+        tracing::warn!("plugin {name}: killing its worker ({why})");
+        let _one_at_a_time = plugin.lifecycle.lock().await;
+        let config = plugin.config();
+        self.replace_worker(
+            &plugin,
+            Replacement {
+                config,
+                only_if_idle: false,
+                kill_old: true,
+                leave_stopped: Some(why.to_owned()),
+            },
+        )
+        .await
+        .map(drop)
+    }
 }

@@ -1,0 +1,206 @@
+//! `cjm-ctl exec` for long-running calls, as a user runs it: progress on stderr,
+//! Ctrl-C to cancel (twice to force), an exit status per outcome.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::*;
+
+/// `cjm-ctl exec ARGS..` under `home`, stderr read line by line as it comes.
+struct Exec {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Exec {
+    fn start(home: &TestHome, args: &[&str]) -> Exec {
+        let mut child = Command::new(CTL)
+            .arg("exec")
+            .args(args)
+            .env("CJM_HOME", home.path())
+            .current_dir(home.path())
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (send, receive) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Exec {
+            child,
+            stderr: receive,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait for a stderr line containing `text`.
+    fn wait_for(&mut self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(100)) {
+                let found = line.contains(text);
+                self.seen.push(line);
+                if found {
+                    return;
+                }
+            }
+        }
+        panic!("no {text:?} on stderr within 20 s: {:?}", self.seen);
+    }
+
+    fn interrupt(&self) {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(self.child.id() as i32).unwrap(),
+            rustix::process::Signal::INT,
+        )
+        .unwrap();
+    }
+
+    /// Its exit status, stdout and the whole of stderr.
+    fn finish(mut self) -> (i32, String, Vec<String>) {
+        let output = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap())
+            .wait_with_output()
+            .unwrap();
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(200)) {
+            self.seen.push(line);
+        }
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            self.seen,
+        )
+    }
+}
+
+fn faulty_home() -> TestHome {
+    let home = TestHome::new();
+    home.native_manifest("faulty", FAULTY, &[]);
+    home
+}
+
+/// The worker's pid, from the plugin's log header (`host pid`, then the worker's own
+/// lines) is not at hand: every e2e-faulty process under this home is its worker.
+fn workers_of(home: &TestHome) -> Vec<u32> {
+    let marker = home.path().to_string_lossy().into_owned();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains("e2e-faulty")
+            && String::from_utf8_lossy(&environ).contains(&marker)
+            && alive(pid)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[test]
+fn progress_goes_to_stderr_as_plain_lines_and_the_result_to_stdout() {
+    let home = faulty_home();
+    let (code, stdout, stderr) =
+        Exec::start(&home, &["faulty", "--args", r#"["steps", 5, 10]"#]).finish();
+    assert_eq!(code, 0, "{stderr:?}");
+    let result: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(result["steps"], 5);
+    let percents: Vec<u32> = stderr
+        .iter()
+        .filter_map(|line| line.strip_prefix("progress: "))
+        .map(|rest| rest.split('%').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(!percents.is_empty(), "{stderr:?}");
+    assert!(
+        percents.windows(2).all(|pair| pair[0] < pair[1]),
+        "{percents:?}"
+    );
+    assert!(
+        stderr.iter().all(|line| !line.contains('\u{1b}')),
+        "{stderr:?}"
+    );
+}
+
+#[test]
+fn ctrl_c_cancels_a_running_call_and_leaves_no_worker() {
+    let home = faulty_home();
+    let mut exec = Exec::start(&home, &["faulty", "--args", r#"["steps", 100000, 20]"#]);
+    exec.wait_for("progress: ");
+    assert_eq!(workers_of(&home).len(), 1);
+    exec.interrupt();
+    let (code, stdout, stderr) = exec.finish();
+    assert_eq!(code, 130, "{stderr:?}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.iter().any(|line| line == "cjm-ctl: cancelled"),
+        "{stderr:?}"
+    );
+    assert!(workers_of(&home).is_empty());
+}
+
+#[test]
+fn a_second_ctrl_c_forces_a_call_that_ignores_the_first() {
+    let home = faulty_home();
+    let mut exec = Exec::start(&home, &["faulty", "--args", r#"["sleep", 60000]"#]);
+    // The call is running once the worker is up and a moment has passed.
+    let started = Instant::now();
+    while workers_of(&home).is_empty() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    exec.interrupt();
+    exec.wait_for("Ctrl-C again to force");
+    let asked = Instant::now();
+    exec.interrupt();
+    let (code, _, stderr) = exec.finish();
+    assert_eq!(code, 130, "{stderr:?}");
+    assert!(
+        stderr
+            .iter()
+            .any(|line| line.starts_with("cjm-ctl: cancelled (forced")),
+        "{stderr:?}"
+    );
+    // Not the 5 s the first cancel would have waited before forcing by itself.
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(workers_of(&home).is_empty());
+}
+
+#[test]
+fn each_error_category_has_its_exit_status() {
+    let home = faulty_home();
+    for (args, code) in [
+        (r#"["nonsense"]"#, 65),
+        (r#"["resource"]"#, 69),
+        (r#"["panic"]"#, 70),
+        (r#"["transient"]"#, 75),
+    ] {
+        let (got, _, stderr) = Exec::start(&home, &["faulty", "--args", args]).finish();
+        assert_eq!(got, code, "{args}: {stderr:?}");
+        assert!(
+            stderr.iter().any(|line| line.starts_with("cjm-ctl: ")),
+            "{stderr:?}"
+        );
+    }
+    // A configuration the schema refuses is the user's input too.
+    let (got, _, stderr) =
+        Exec::start(&home, &["faulty", "--config", r#"{"refuse": true}"#]).finish();
+    assert_eq!(got, 65, "{stderr:?}");
+}
