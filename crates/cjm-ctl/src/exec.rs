@@ -144,9 +144,10 @@ impl Ended {
 pub(crate) enum ExecExit {
     /// The call succeeded.
     Success = 0,
-    /// Anything else: a bad command line, no such plugin, the host's own failure.
+    /// Anything else: a bad command line, a broken manifest, the host's own failure.
     Other = 1,
-    /// `user_input`: the arguments or the configuration were refused (EX_DATAERR).
+    /// `user_input`: the arguments or the configuration were refused, or there is no
+    /// such plugin (EX_DATAERR).
     UserInput = 65,
     /// `resource`: not enough memory or GPU, or the worker was killed for it
     /// (EX_UNAVAILABLE).

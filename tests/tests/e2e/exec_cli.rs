@@ -199,7 +199,9 @@ fn each_error_category_has_its_exit_status() {
             "{stderr:?}"
         );
     }
-    // A configuration the schema refuses is the user's input too.
+    // No such plugin, or a configuration it refuses: the user's input too.
+    let (got, _, stderr) = Exec::start(&home, &["no-such-plugin"]).finish();
+    assert_eq!(got, 65, "{stderr:?}");
     let (got, _, stderr) =
         Exec::start(&home, &["faulty", "--config", r#"{"refuse": true}"#]).finish();
     assert_eq!(got, 65, "{stderr:?}");
