@@ -45,6 +45,10 @@ pub struct Options {
     pub python: Option<PathBuf>,
     /// Why the Python figures are skipped, if they are.
     pub python_skip_reason: Option<String>,
+    /// The venv interpreter with cjm_plugin_system 0.0.46, for its job figures.
+    pub python_046: Option<PathBuf>,
+    /// Why those are skipped, if they are.
+    pub python_046_skip_reason: Option<String>,
     /// Fewer repetitions, for a smoke run.
     pub quick: bool,
     /// Only the metrics whose names contain this (for profiling one path).
@@ -70,6 +74,8 @@ impl Options {
             out: PathBuf::from("target/bench/results.json"),
             python: None,
             python_skip_reason: None,
+            python_046: None,
+            python_046_skip_reason: None,
             quick: false,
             only: None,
         };
@@ -80,6 +86,8 @@ impl Options {
                 "--out" => options.out = PathBuf::from(value()?),
                 "--python" => options.python = Some(PathBuf::from(value()?)),
                 "--python-skip" => options.python_skip_reason = Some(value()?),
+                "--python-046" => options.python_046 = Some(PathBuf::from(value()?)),
+                "--python-046-skip" => options.python_046_skip_reason = Some(value()?),
                 "--quick" => options.quick = true,
                 "--only" => options.only = Some(value()?),
                 other => bail!("unknown option {other}"),
@@ -119,6 +127,12 @@ fn run(options: &Options) -> Result<()> {
         (Some(python), _) => python::measure(options, python, &mut results)?,
         (None, Some(reason)) => eprintln!("Python original: skipped ({reason})"),
         (None, None) => eprintln!("Python original: skipped (no --python given)"),
+    }
+    match (&options.python_046, &options.python_046_skip_reason) {
+        _ if options.only.is_some() => {}
+        (Some(python), _) => python::measure_046(options, python, &mut results)?,
+        (None, Some(reason)) => eprintln!("Python original 0.0.46: skipped ({reason})"),
+        (None, None) => eprintln!("Python original 0.0.46: skipped (no --python-046 given)"),
     }
     results.write(&options.out)?;
     results.print_table();

@@ -12,26 +12,40 @@ use crate::system::python_keys;
 use crate::Options;
 
 pub fn measure(options: &Options, python: &Path, results: &mut Results) -> Result<()> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/bench_original.py");
     let fixture =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/python/cjm-echo-py");
-    let work = options.out.with_file_name("python-work");
+    let mut command = script_command(options, python, "bench_original.py", "python-work")?;
+    command.arg("--plugin-path").arg(&fixture);
+    eprintln!("measuring the Python original ({})", python.display());
+    run_script(command, results)
+}
+
+/// The newest original's job figures (`python/bench_original046.py`, its own
+/// PluginManager and JobQueue), under the same `python_` names: the job metrics have
+/// no 0.0.20 figure to clash with.
+pub fn measure_046(options: &Options, python: &Path, results: &mut Results) -> Result<()> {
+    let command = script_command(options, python, "bench_original046.py", "python046-work")?;
+    eprintln!("measuring the Python original 0.0.46 ({})", python.display());
+    run_script(command, results)
+}
+
+fn script_command(options: &Options, python: &Path, script: &str, work: &str) -> Result<Command> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(script);
+    let work = options.out.with_file_name(work);
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let mut command = Command::new(python);
-    command
-        .arg(&script)
-        .arg("--work")
-        .arg(&work)
-        .arg("--plugin-path")
-        .arg(&fixture);
+    command.arg(&script).arg("--work").arg(&work);
     if options.quick {
         command.arg("--quick");
     }
-    eprintln!("measuring the Python original ({})", python.display());
+    Ok(command)
+}
+
+fn run_script(mut command: Command, results: &mut Results) -> Result<()> {
     let output = command
         .output()
-        .with_context(|| format!("cannot run {}", python.display()))?;
+        .with_context(|| format!("cannot run {command:?}"))?;
     if !output.status.success() {
         bail!(
             "the Python benchmark failed ({}):\n{}",

@@ -88,6 +88,8 @@ fn soak(passthrough: Vec<String>) -> Result<()> {
 }
 
 /// The original's version the benchmark compares against.
+/// The newest original, for its job figures.
+const ORIGINAL_046: &str = "cjm_plugin_system==0.0.46";
 const ORIGINAL: &str = "cjm_plugin_system==0.0.20";
 
 fn bench(passthrough: Vec<String>) -> Result<()> {
@@ -116,15 +118,58 @@ fn bench(passthrough: Vec<String>) -> Result<()> {
         .arg("--out")
         .arg(bench_dir.join("results.json"))
         .args(&passthrough);
-    match original_venv(&bench_dir.join("venv")) {
+    match original_venv(&bench_dir.join("venv"), "0.0.20", ORIGINAL, python3) {
         Ok(python) => command.arg("--python").arg(python),
         Err(reason) => command.arg("--python-skip").arg(format!("{reason:#}")),
+    };
+    match original_venv(&bench_dir.join("venv-046"), "0.0.46", ORIGINAL_046, python312) {
+        Ok(python) => command.arg("--python-046").arg(python),
+        Err(reason) => command.arg("--python-046-skip").arg(format!("{reason:#}")),
     };
     run(&mut command)
 }
 
-/// A venv with the Python original, made once and reused; its interpreter.
-fn original_venv(venv: &Path) -> Result<PathBuf> {
+/// `$PYTHON`, else `python3`.
+fn python3() -> Result<std::ffi::OsString> {
+    Ok(std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into()))
+}
+
+/// A Python 3.12 or newer (0.0.46 needs it): on `PATH`, else among pyenv's installed
+/// versions (its shims fail for versions that are not selected).
+fn python312() -> Result<std::ffi::OsString> {
+    let mut candidates: Vec<PathBuf> = vec!["python3.13".into(), "python3.12".into()];
+    let pyenv = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".pyenv")));
+    if let Some(versions) = pyenv.and_then(|root| std::fs::read_dir(root.join("versions")).ok()) {
+        let mut found: Vec<PathBuf> = versions
+            .flatten()
+            .map(|entry| entry.path().join("bin/python3"))
+            .collect();
+        found.sort();
+        found.reverse();
+        candidates.extend(found);
+    }
+    for candidate in candidates {
+        let recent = Command::new(&candidate)
+            .args(["-c", "import sys; assert sys.version_info >= (3, 12)"])
+            .output()
+            .is_ok_and(|out| out.status.success());
+        if recent {
+            return Ok(candidate.into_os_string());
+        }
+    }
+    bail!("no Python 3.12 or newer found (cjm_plugin_system 0.0.46 needs one)")
+}
+
+/// A venv with `requirement` (the Python original at `version`), made once and
+/// reused; its interpreter.
+fn original_venv(
+    venv: &Path,
+    version: &str,
+    requirement: &str,
+    interpreter: fn() -> Result<std::ffi::OsString>,
+) -> Result<PathBuf> {
     let python = venv.join("bin/python");
     let installed = Command::new(&python)
         .args([
@@ -132,19 +177,19 @@ fn original_venv(venv: &Path) -> Result<PathBuf> {
             "import importlib.metadata as m; print(m.version('cjm_plugin_system'))",
         ])
         .output()
-        .map(|out| out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "0.0.20")
+        .map(|out| out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == version)
         .unwrap_or(false);
     if installed {
         return Ok(python);
     }
-    let system_python = std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into());
-    run(Command::new(system_python).arg("-m").arg("venv").arg(venv))
+    let _ = std::fs::remove_dir_all(venv);
+    run(Command::new(interpreter()?).arg("-m").arg("venv").arg(venv))
         .context("cannot create a Python venv for the original")?;
     run(Command::new(venv.join("bin/pip")).args([
         "install",
         "--quiet",
         "--disable-pip-version-check",
-        ORIGINAL,
+        requirement,
     ]))
     .context("cannot install the Python original from PyPI")?;
     Ok(python)
