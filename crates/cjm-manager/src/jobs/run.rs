@@ -470,9 +470,17 @@ pub(super) fn cancel_now(inner: &Arc<Inner>, id: JobId) -> Result<bool, JobsErro
     };
     let inner = Arc::clone(inner);
     let stopping = async move {
+        let still_running = || {
+            inner
+                .book
+                .lock()
+                .jobs
+                .get(&id)
+                .is_some_and(|entry| !entry.status.state.is_final())
+        };
         if let Err(err) = inner
             .manager
-            .force_stop(&plugin, &format!("job {id} was cancelled at once"))
+            .force_stop(&plugin, &format!("job {id} was cancelled at once"), still_running)
             .await
         {
             tracing::warn!("job {id}: forced stop of plugin {plugin}: {err}");
@@ -516,9 +524,21 @@ async fn stop_running(inner: Arc<Inner>, id: JobId, execution: Arc<JobExecution>
             _ => return,
         }
     }
+    let still_running = || {
+        inner
+            .book
+            .lock()
+            .jobs
+            .get(&id)
+            .is_some_and(|entry| !entry.status.state.is_final())
+    };
     if let Err(err) = inner
         .manager
-        .force_restart(&plugin, &format!("job {id} was cancelled and did not stop"))
+        .force_restart_if(
+            &plugin,
+            &format!("job {id} was cancelled and did not stop"),
+            still_running,
+        )
         .await
     {
         tracing::warn!("job {id}: forced stop of plugin {plugin}: {err}");

@@ -124,12 +124,27 @@ impl PluginManager {
         })
     }
 
-    /// Kill `name`'s worker at once and start it again with its configuration: the
-    /// forced end of a call that would not stop. Other calls on that worker end too.
+    /// Kill a plugin's worker and start it again with its configuration.
     pub(crate) async fn force_restart(&self, name: &str, why: &str) -> Result<(), ManagerError> {
+        self.force_restart_if(name, why, || true).await
+    }
+
+    /// [`force_restart`](Self::force_restart), unless `still_needed` says otherwise
+    /// once this caller has the plugin to itself: a call that ended while the restart
+    /// waited for its turn must not cost the worker a later call now runs on.
+    pub(crate) async fn force_restart_if(
+        &self,
+        name: &str,
+        why: &str,
+        still_needed: impl Fn() -> bool,
+    ) -> Result<(), ManagerError> {
         let plugin = self.loaded(name)?;
-        tracing::warn!("plugin {name}: killing its worker ({why}) and starting it again");
         let _one_at_a_time = plugin.lifecycle.lock().await;
+        if !still_needed() {
+            tracing::debug!("plugin {name}: not killing its worker after all ({why}: ended)");
+            return Ok(());
+        }
+        tracing::warn!("plugin {name}: killing its worker ({why}) and starting it again");
         let config = plugin.config();
         self.replace_worker(
             &plugin,
@@ -147,10 +162,18 @@ impl PluginManager {
     /// Kill a plugin's worker at once and leave the plugin stopped (it starts again,
     /// with its configuration, on its next call): for a host that will not call it
     /// again soon, a restart would only load what is about to be dropped.
-    pub(crate) async fn force_stop(&self, name: &str, why: &str) -> Result<(), ManagerError> {
+    pub(crate) async fn force_stop(
+        &self,
+        name: &str,
+        why: &str,
+        still_needed: impl Fn() -> bool,
+    ) -> Result<(), ManagerError> {
         let plugin = self.loaded(name)?;
-        tracing::warn!("plugin {name}: killing its worker ({why})");
         let _one_at_a_time = plugin.lifecycle.lock().await;
+        if !still_needed() {
+            return Ok(());
+        }
+        tracing::warn!("plugin {name}: killing its worker ({why})");
         let config = plugin.config();
         self.replace_worker(
             &plugin,
