@@ -25,12 +25,17 @@ pub fn measure(options: &Options, python: &Path, results: &mut Results) -> Resul
 /// no 0.0.20 figure to clash with.
 pub fn measure_046(options: &Options, python: &Path, results: &mut Results) -> Result<()> {
     let command = script_command(options, python, "bench_original046.py", "python046-work")?;
-    eprintln!("measuring the Python original 0.0.46 ({})", python.display());
+    eprintln!(
+        "measuring the Python original 0.0.46 ({})",
+        python.display()
+    );
     run_script(command, results)
 }
 
 fn script_command(options: &Options, python: &Path, script: &str, work: &str) -> Result<Command> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(script);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
     let work = options.out.with_file_name(work);
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;

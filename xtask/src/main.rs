@@ -122,7 +122,12 @@ fn bench(passthrough: Vec<String>) -> Result<()> {
         Ok(python) => command.arg("--python").arg(python),
         Err(reason) => command.arg("--python-skip").arg(format!("{reason:#}")),
     };
-    match original_venv(&bench_dir.join("venv-046"), "0.0.46", ORIGINAL_046, python312) {
+    match original_venv(
+        &bench_dir.join("venv-046"),
+        "0.0.46",
+        ORIGINAL_046,
+        python312,
+    ) {
         Ok(python) => command.arg("--python-046").arg(python),
         Err(reason) => command.arg("--python-046-skip").arg(format!("{reason:#}")),
     };

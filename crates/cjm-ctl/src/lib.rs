@@ -10,6 +10,7 @@ mod list;
 mod logs;
 mod new;
 mod remove;
+mod secrets;
 mod stats;
 mod table;
 mod validate;
@@ -43,6 +44,7 @@ enum Command {
     Jobs(jobs::JobsCommand),
     New(new::NewCommand),
     TlsFingerprint(fingerprint::FingerprintCommand),
+    Secrets(secrets::SecretsCommand),
 }
 
 /// What the command line asks for: a command to run, or words to print and an exit
@@ -141,6 +143,7 @@ pub fn main() -> ExitCode {
         Command::Jobs(command) => jobs::run(command),
         Command::New(command) => new::run(command),
         Command::TlsFingerprint(command) => fingerprint::run(command),
+        Command::Secrets(command) => secrets::run(command),
     };
     match result {
         Ok(code) => code,

@@ -103,6 +103,16 @@ pub enum ManagerError {
         #[source]
         source: Box<crate::launch::PlacementSetupError>,
     },
+    /// The plugin's declared worker environment could not be given to it (a required
+    /// variable or secret missing, an unreadable secret store).
+    #[error("plugin {name}")]
+    WorkerEnv {
+        /// The plugin's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: Box<crate::launch::WorkerEnvError>,
+    },
     /// The plugin's log could not be read.
     #[error("plugin {name}: cannot read its log {}", path.display())]
     Log {
@@ -151,6 +161,7 @@ impl ManagerError {
             | ManagerError::Disabled { .. }
             | ManagerError::InvalidConfig { .. }
             | ManagerError::Placement { .. }
+            | ManagerError::WorkerEnv { .. }
             | ManagerError::AlreadyLoaded { .. } => ErrorCategory::UserInput,
             ManagerError::Busy { .. } | ManagerError::Timeout { .. } => ErrorCategory::Transient,
             ManagerError::Refused(_)

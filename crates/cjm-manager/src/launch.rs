@@ -69,14 +69,71 @@ pub(crate) fn identity_folder(home: &CjmHome) -> std::path::PathBuf {
     home.root().join("tls")
 }
 
+/// Why a worker's declared environment could not be given to it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerEnvError {
+    /// The manifest's `worker_env` is not usable.
+    #[error(transparent)]
+    Manifest(cjm_metadata::ManifestError),
+    /// A required variable has no value.
+    #[error(
+        "its worker needs {variable}, which is not set{}",
+        if *secret {
+            format!("; set it with `cjm-ctl secrets set {plugin} {variable}`")
+        } else {
+            String::from(" (set it in the host's environment)")
+        }
+    )]
+    Missing {
+        /// The plugin.
+        plugin: String,
+        /// The variable.
+        variable: String,
+        /// Whether it is a secret (set in the secret store).
+        secret: bool,
+    },
+    /// A default could not be expanded.
+    #[error("its worker_env {variable}: {reason}")]
+    Default {
+        /// The variable.
+        variable: String,
+        /// Why.
+        reason: String,
+    },
+    /// The secret store could not be read.
+    #[error(transparent)]
+    Secrets(cjm_metadata::SecretStoreError),
+    /// The plugin's data folder could not be made.
+    #[error("cannot make its data folder {}", path.display())]
+    DataFolder {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 pub(crate) fn launch_spec(
     manifest: &Manifest,
     manifest_path: &Path,
     options: &ManagerOptions,
-) -> Result<LaunchSpec, PlacementSetupError> {
+) -> Result<LaunchSpec, crate::ManagerError> {
     let log_path = CjmHome::log_path(&options.home, &manifest.name);
     let launch = manifest.resolved_launch(manifest_path.parent());
-    let placement = placement(manifest, &launch, options)?;
+    let placement =
+        placement(manifest, &launch, options).map_err(|source| crate::ManagerError::Placement {
+            name: manifest.name.clone(),
+            source: Box::new(source),
+        })?;
+    let WorkerEnv {
+        env: worker_env,
+        secret_names: secret_env,
+    } = worker_env(manifest, &options.home).map_err(|source| crate::ManagerError::WorkerEnv {
+        name: manifest.name.clone(),
+        source: Box::new(source),
+    })?;
     let (program, args, listen) = match launch {
         Launch::Native { command, args } => (command, args, ListenMode::InheritUnixSocket),
         Launch::Python {
@@ -102,13 +159,117 @@ pub(crate) fn launch_spec(
         .env_vars
         .iter()
         .map(|(key, value)| (key.clone(), value.clone()))
+        .chain(worker_env)
         .collect();
+    spec.secret_env = secret_env;
     spec.listen = listen;
     spec.start_timeout = options.start_timeout;
     spec.temp_dir = options.temp_dir.clone();
     spec.socket_dir = options.socket_dir.clone();
     spec.placement = placement;
     Ok(spec)
+}
+
+/// The environment the original gives a worker (its data folders, the models folder,
+/// a session id), then the plugin's declared variables: from the host's environment
+/// when set there (the worker inherits it), else a secret from the store or the
+/// default expanded. The names of the secret ones come back too.
+fn worker_env(manifest: &Manifest, home: &CjmHome) -> Result<WorkerEnv, WorkerEnvError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let data_root = home.plugin_data_dir();
+    let plugin_data = data_root.join(&manifest.name);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&plugin_data)
+        .map_err(|source| WorkerEnvError::DataFolder {
+            path: plugin_data.clone(),
+            source,
+        })?;
+    let text = |path: &Path| path.to_string_lossy().into_owned();
+    let standard = [
+        ("CJM_PLUGIN_DATA_DIR", text(&data_root)),
+        ("PLUGIN_DATA_DIR", text(&plugin_data)),
+        ("CJM_MODELS_DIR", text(&home.models_dir())),
+        ("PLUGIN_NAME", manifest.name.clone()),
+    ];
+    let mut env: Vec<(String, String)> = standard
+        .iter()
+        .filter(|(name, _)| *name != "PLUGIN_NAME")
+        .map(|(name, value)| ((*name).to_owned(), value.clone()))
+        .collect();
+    env.push((String::from("CJM_WORKER_SESSION_ID"), session_id()));
+    let mut secret_names = Vec::new();
+    let store = cjm_metadata::SecretStore::at(home.secrets_path());
+    for spec in manifest.worker_env().map_err(WorkerEnvError::Manifest)? {
+        if std::env::var_os(&spec.name).is_some() {
+            if spec.secret {
+                secret_names.push(spec.name.clone());
+            }
+            continue;
+        }
+        let value = if spec.secret {
+            store
+                .get(&manifest.name, &spec.name)
+                .map_err(WorkerEnvError::Secrets)?
+                .map(|secret| secret.expose().to_owned())
+        } else {
+            spec.default
+                .as_deref()
+                .map(|default| {
+                    cjm_metadata::expand_worker_env(default, |name| {
+                        standard
+                            .iter()
+                            .find(|(known, _)| *known == name)
+                            .map(|(_, value)| value.clone())
+                    })
+                    .map_err(|reason| WorkerEnvError::Default {
+                        variable: spec.name.clone(),
+                        reason,
+                    })
+                })
+                .transpose()?
+        };
+        match value {
+            Some(value) => {
+                if spec.secret {
+                    secret_names.push(spec.name.clone());
+                }
+                env.push((spec.name, value));
+            }
+            None if spec.required => {
+                return Err(WorkerEnvError::Missing {
+                    plugin: manifest.name.clone(),
+                    variable: spec.name,
+                    secret: spec.secret,
+                })
+            }
+            None => {}
+        }
+    }
+    Ok(WorkerEnv { env, secret_names })
+}
+
+/// A worker's environment on top of the host's, and which of it is secret.
+struct WorkerEnv {
+    env: Vec<(String, String)>,
+    secret_names: Vec<String>,
+}
+
+/// A fresh id for one start of one worker (the original's `CJM_WORKER_SESSION_ID`):
+/// unique, not secret.
+fn session_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STARTS: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| since.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "{nanos:x}-{:x}-{:x}",
+        std::process::id(),
+        STARTS.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn placement(

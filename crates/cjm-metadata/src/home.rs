@@ -62,6 +62,26 @@ impl CjmHome {
         self.logs_dir().join(format!("{name}.log"))
     }
 
+    /// Plugins' own data: `plugin_data/`, given to workers as `CJM_PLUGIN_DATA_DIR`
+    /// (the original's name), each plugin's `plugin_data/<name>` as `PLUGIN_DATA_DIR`.
+    pub fn plugin_data_dir(&self) -> PathBuf {
+        self.root.join("plugin_data")
+    }
+
+    /// Models shared by plugins, given to workers as `CJM_MODELS_DIR`: that variable
+    /// of the host's environment when it is set, else `models/`.
+    pub fn models_dir(&self) -> PathBuf {
+        std::env::var_os("CJM_MODELS_DIR")
+            .filter(|value| !value.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.root.join("models"))
+    }
+
+    /// Plugins' secrets: `secrets.json` (mode 0600), see [`SecretStore`](crate::SecretStore).
+    pub fn secrets_path(&self) -> PathBuf {
+        self.root.join("secrets.json")
+    }
+
     /// The job journal (SQLite): every job submitted, and how it ended.
     pub fn journal_path(&self) -> PathBuf {
         self.root.join("jobs.sqlite3")

@@ -11,6 +11,8 @@ mod meta;
 mod name;
 mod placement;
 mod resources;
+mod secrets;
+mod worker_env;
 
 pub use error::{ManifestError, ManifestErrorKind};
 pub use home::{CjmHome, HomeError};
@@ -19,3 +21,7 @@ pub use meta::PluginMeta;
 pub use name::{validate_name, NameError};
 pub use placement::{AttachSpec, RaySpec, WorkerPlacement};
 pub use resources::ResourceRequirements;
+pub use secrets::{Secret, SecretStore, SecretStoreError};
+pub use worker_env::{
+    expand as expand_worker_env, EnvVarSpec, PLACEHOLDERS as WORKER_ENV_PLACEHOLDERS,
+};

@@ -140,6 +140,12 @@ impl Manifest {
         WorkerPlacement::from_fields(&self.extra).map_err(ManifestError::invalid)
     }
 
+    /// The variables its worker declares (its `worker_env` field; checked when the
+    /// manifest was read).
+    pub fn worker_env(&self) -> Result<Vec<crate::EnvVarSpec>, ManifestError> {
+        crate::worker_env::from_fields(&self.extra).map_err(ManifestError::invalid)
+    }
+
     /// The native command made absolute against the manifest's folder.
     pub fn resolved_launch(&self, manifest_dir: Option<&Path>) -> Launch {
         match (&self.launch, manifest_dir) {
@@ -200,6 +206,7 @@ impl TryFrom<RawManifest> for Manifest {
         let name = raw.name.ok_or("no \"name\" field")?;
         validate_name(&name).map_err(|err| err.to_string())?;
         crate::placement::WorkerPlacement::from_fields(&raw.extra)?;
+        crate::worker_env::from_fields(&raw.extra)?;
         let has_native = raw.command.is_some() || raw.args.is_some();
         let has_python = raw.python_path.is_some() || raw.module.is_some() || raw.class.is_some();
         let launch = match (has_native, has_python) {

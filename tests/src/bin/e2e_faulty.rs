@@ -94,6 +94,11 @@ impl Plugin for Faulty {
                 Ok(json!({"child_pid": child.id()}))
             }
             "pid" => Ok(json!({"pid": std::process::id()})),
+            // What the worker's environment says of one variable.
+            "env" => {
+                let name: String = call.required(1, "name")?;
+                Ok(json!({"value": std::env::var(&name).ok()}))
+            }
             "transient" => Err(PluginError::transient("the service is busy").with_retry_after(0.5)),
             "resource" => Err(PluginError::resource("out of GPU memory")),
             "flaky" => {

@@ -25,3 +25,4 @@ mod readme;
 mod recovery;
 mod scenario;
 mod scheduling;
+mod worker_env;

@@ -480,7 +480,11 @@ pub(super) fn cancel_now(inner: &Arc<Inner>, id: JobId) -> Result<bool, JobsErro
         };
         if let Err(err) = inner
             .manager
-            .force_stop(&plugin, &format!("job {id} was cancelled at once"), still_running)
+            .force_stop(
+                &plugin,
+                &format!("job {id} was cancelled at once"),
+                still_running,
+            )
             .await
         {
             tracing::warn!("job {id}: forced stop of plugin {plugin}: {err}");

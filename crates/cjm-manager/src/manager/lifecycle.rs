@@ -259,13 +259,7 @@ impl PluginManager {
         validator: &cjm_validation::ConfigValidator,
         config: &ConfigMap,
     ) -> Result<RemotePluginProxy, ManagerError> {
-        let mut spec =
-            launch_spec(manifest, manifest_path, &self.shared.options).map_err(|source| {
-                ManagerError::Placement {
-                    name: name.to_owned(),
-                    source: Box::new(source),
-                }
-            })?;
+        let mut spec = launch_spec(manifest, manifest_path, &self.shared.options)?;
         if manifest.resources.requires_gpu {
             if let Some(placement) = placement_key(manifest) {
                 let manager = self.clone();
