@@ -5,6 +5,7 @@
 
 mod floor;
 mod host_child;
+mod idle;
 mod jobs;
 mod measure;
 mod python;
@@ -121,6 +122,7 @@ fn run(options: &Options) -> Result<()> {
     runtime.block_on(system::measure_all(options, &mut results))?;
     runtime.block_on(jobs::measure(options, &mut results))?;
     runtime.block_on(remote::measure(options, &mut results))?;
+    runtime.block_on(idle::measure(options, &mut results))?;
     drop(runtime);
     match (&options.python, &options.python_skip_reason) {
         _ if options.only.is_some() => {}

@@ -126,6 +126,13 @@ impl Results {
                  (target <= 2: {met})"
             );
         }
+        if let (Some(idle), Some(spawn)) = (self.get("idle_restart_ms"), self.get("spawn_ready_ms"))
+        {
+            println!(
+                "idle_restart_ms is {:.2} x spawn_ready_ms (a stopped worker's next call)",
+                idle / spawn
+            );
+        }
         if let (Some(forced), Some(spawn)) =
             (self.get("cancel_forced_ms"), self.get("spawn_ready_ms"))
         {

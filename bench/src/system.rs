@@ -48,9 +48,15 @@ impl BenchHome {
     }
 
     pub(crate) fn manager(&self) -> PluginManager {
+        self.manager_with(|_| {})
+    }
+
+    /// A manager over this home, with `adjust` applied to its options.
+    pub(crate) fn manager_with(&self, adjust: impl FnOnce(&mut ManagerOptions)) -> PluginManager {
         let mut options = ManagerOptions::with_home(CjmHome::at(&self.root));
         options.search_paths = vec![self.root.join("plugins")];
         options.temp_dir = self.root.clone();
+        adjust(&mut options);
         let manager = PluginManager::new(options);
         manager.discover_manifests();
         manager

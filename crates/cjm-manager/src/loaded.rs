@@ -36,6 +36,9 @@ pub(crate) struct LoadedPlugin {
     active_executions: AtomicUsize,
     /// Restarts by the restart policy since the last load or reload.
     restarts: AtomicU32,
+    /// When the current worker became ready: idleness counts from here at the
+    /// earliest.
+    up_since: Mutex<SystemTime>,
 }
 
 /// The worker of the moment and the executions that may use it. One lock for both,
@@ -90,6 +93,7 @@ impl LoadedPlugin {
             config_validator,
             meta: Mutex::new(meta),
             config: Mutex::new(config),
+            up_since: Mutex::new(SystemTime::now()),
             slot: Mutex::new(WorkerSlot {
                 state: WorkerState::Up {
                     proxy: Arc::new(proxy),
@@ -170,6 +174,9 @@ impl LoadedPlugin {
 
     /// End a restart: the new worker, or why there is none; waiting executions go on.
     pub(crate) fn put_back(&self, outcome: SlotOutcome) {
+        if matches!(outcome, SlotOutcome::Started(_)) {
+            *self.up_since.lock() = SystemTime::now();
+        }
         self.slot.lock().state = match outcome {
             SlotOutcome::Started(proxy) => WorkerState::Up {
                 proxy,
@@ -229,6 +236,16 @@ impl LoadedPlugin {
     /// Executions asked for and not finished, waiting ones included.
     pub(crate) fn claims(&self) -> usize {
         self.slot.lock().claims
+    }
+
+    /// Since when nothing has run on the plugin's worker: its last execution's end,
+    /// or the worker's start if later.
+    pub(crate) fn idle_since(&self) -> SystemTime {
+        let up_since = *self.up_since.lock();
+        self.meta
+            .lock()
+            .last_executed_at()
+            .map_or(up_since, |last| last.max(up_since))
     }
 
     fn mark_executed(&self, at: SystemTime) {

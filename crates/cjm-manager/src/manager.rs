@@ -20,6 +20,7 @@ use crate::{ManagerError, ManagerOptions};
 mod eviction;
 mod execution;
 mod for_jobs;
+mod idle;
 mod lifecycle;
 mod prefetch;
 mod recovery;
@@ -54,6 +55,8 @@ struct Shared {
     local_monitor: Option<LocalMonitor>,
     /// A loaded plugin answering `get_system_status`, when one is registered.
     system_monitor: RwLock<Option<String>>,
+    /// Whether the idle sweeper (`manager/idle.rs`) runs.
+    idle_sweeper: std::sync::atomic::AtomicBool,
 }
 
 /// A loaded plugin's current worker process, as [`PluginManager::worker_info`] reports
@@ -97,6 +100,7 @@ impl PluginManager {
                 disabled: Mutex::new(HashSet::new()),
                 local_monitor,
                 system_monitor: RwLock::new(None),
+                idle_sweeper: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }

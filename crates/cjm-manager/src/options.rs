@@ -38,6 +38,12 @@ pub struct ManagerOptions {
     pub fault_policy: FaultPolicy,
     /// Fault policies by plugin name.
     pub plugin_fault_policies: HashMap<String, FaultPolicy>,
+    /// Stop a worker idle this long (it starts again, with its configuration, on its
+    /// next call), for plugins whose manifest sets no `keep_alive_secs` and that have
+    /// no entry in `plugin_keep_alive`. The default: `None`, workers stay up.
+    pub keep_alive: Option<Duration>,
+    /// Keep-alives by plugin name, over their manifests'.
+    pub plugin_keep_alive: HashMap<String, Duration>,
 }
 
 impl ManagerOptions {
@@ -58,6 +64,8 @@ impl ManagerOptions {
             socket_dir: cjm_proxy::default_socket_dir(),
             fault_policy: FaultPolicy::default(),
             plugin_fault_policies: HashMap::new(),
+            keep_alive: None,
+            plugin_keep_alive: HashMap::new(),
         }
     }
 

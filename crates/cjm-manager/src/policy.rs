@@ -186,6 +186,11 @@ pub struct PluginStatus {
     pub restarts: u32,
     /// Why the worker is dead or stopped, such as "was killed by signal 9".
     pub last_failure: Option<String>,
+    /// How long the worker may stay idle before it is stopped; `None`: forever.
+    pub keep_alive: Option<std::time::Duration>,
+    /// When the running worker will be stopped if nothing runs on it before; `None`
+    /// when it has no keep-alive or is not running (not resident).
+    pub idle_stop_at: Option<std::time::SystemTime>,
 }
 
 #[cfg(test)]

@@ -146,6 +146,12 @@ impl Manifest {
         crate::worker_env::from_fields(&self.extra).map_err(ManifestError::invalid)
     }
 
+    /// How long its worker may stay idle before it is stopped (`keep_alive_secs`;
+    /// checked when the manifest was read); `None` when the manifest does not say.
+    pub fn keep_alive(&self) -> Option<std::time::Duration> {
+        keep_alive_of(&self.extra).ok().flatten()
+    }
+
     /// The native command made absolute against the manifest's folder.
     pub fn resolved_launch(&self, manifest_dir: Option<&Path>) -> Launch {
         match (&self.launch, manifest_dir) {
@@ -207,6 +213,7 @@ impl TryFrom<RawManifest> for Manifest {
         validate_name(&name).map_err(|err| err.to_string())?;
         crate::placement::WorkerPlacement::from_fields(&raw.extra)?;
         crate::worker_env::from_fields(&raw.extra)?;
+        keep_alive_of(&raw.extra)?;
         let has_native = raw.command.is_some() || raw.args.is_some();
         let has_python = raw.python_path.is_some() || raw.module.is_some() || raw.class.is_some();
         let launch = match (has_native, has_python) {
@@ -308,6 +315,21 @@ impl From<Manifest> for RawManifest {
             }
         }
         raw
+    }
+}
+
+/// `keep_alive_secs`: a positive number of seconds, or absent.
+fn keep_alive_of(extra: &Map<String, Value>) -> Result<Option<std::time::Duration>, String> {
+    match extra.get("keep_alive_secs") {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_f64()
+            .filter(|secs| secs.is_finite() && *secs > 0.0)
+            .and_then(|secs| std::time::Duration::try_from_secs_f64(secs).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                format!("\"keep_alive_secs\" must be a positive number of seconds, got {value}")
+            }),
     }
 }
 

@@ -13,6 +13,7 @@ mod errors;
 mod exec_cli;
 mod faults;
 mod fuzz;
+mod idle;
 mod install;
 mod jobs;
 mod lifecycle;

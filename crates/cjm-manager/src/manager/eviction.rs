@@ -153,6 +153,18 @@ impl PluginManager {
     /// Stop `plugin`'s worker if nothing is asked of it (checked again at the moment
     /// of the stop); whether it was stopped.
     async fn stop_if_idle(&self, plugin: &LoadedPlugin, requester: &str) -> bool {
+        self.stop_while_idle(
+            plugin,
+            format!("was stopped while idle to free GPU memory for {requester}"),
+        )
+        .await
+    }
+
+    /// The one way an idle worker is stopped (eviction, idle stop): only if nothing is
+    /// asked of it at the moment of the stop. It stays loaded, stopped with `reason`,
+    /// and starts again with its configuration on its next call. Whether it was
+    /// stopped.
+    pub(super) async fn stop_while_idle(&self, plugin: &LoadedPlugin, reason: String) -> bool {
         // A plugin whose worker is being replaced right now is not idle.
         let Ok(_one_at_a_time) = plugin.lifecycle.try_lock() else {
             return false;
@@ -168,9 +180,7 @@ impl PluginManager {
                     config,
                     only_if_idle: true,
                     kill_old: false,
-                    leave_stopped: Some(format!(
-                        "was stopped while idle to free GPU memory for {requester}"
-                    )),
+                    leave_stopped: Some(reason),
                 },
             )
             .await;

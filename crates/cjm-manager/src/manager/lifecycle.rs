@@ -92,11 +92,16 @@ impl PluginManager {
             path,
             config_validator,
         } = discovered;
-        let loaded = LoadedPlugin::new(proxy, manifest, path, config_validator, meta, config);
-        self.shared
-            .loaded
-            .write()
-            .insert(name.to_owned(), Arc::new(loaded));
+        let loaded = Arc::new(LoadedPlugin::new(
+            proxy,
+            manifest,
+            path,
+            config_validator,
+            meta,
+            config,
+        ));
+        self.watch_idleness(&loaded);
+        self.shared.loaded.write().insert(name.to_owned(), loaded);
         tracing::info!("loaded plugin {name}");
         Ok(())
     }

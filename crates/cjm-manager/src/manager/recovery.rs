@@ -26,6 +26,8 @@ impl PluginManager {
             pid: plugin.proxy().and_then(|proxy| proxy.pid()),
             restarts: plugin.restarts(),
             last_failure,
+            keep_alive: self.keep_alive_of(&plugin),
+            idle_stop_at: self.idle_stop_at(&plugin),
         })
     }
 

@@ -1,0 +1,123 @@
+//! Idle stop: a worker idle past its keep-alive is stopped and the next call is served
+//! by a new one with the same configuration; a call longer than the keep-alive is not
+//! cut short.
+
+use std::time::{Duration, Instant};
+
+use cjm_manager::{CallArgs, PluginState};
+use serde_json::json;
+
+use crate::common::*;
+
+fn idle_home(keep_alive_secs: f64) -> TestHome {
+    let home = TestHome::new();
+    for (name, binary) in [("echo", ECHO), ("faulty", FAULTY)] {
+        home.write_manifest(
+            name,
+            json!({
+                "name": name,
+                "version": "0.1.0",
+                "command": binary,
+                "keep_alive_secs": keep_alive_secs,
+            }),
+        );
+    }
+    home
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_is_stopped_after_its_keep_alive_and_the_next_call_starts_it_again() {
+    let home = idle_home(0.3);
+    let manager = home.manager();
+    manager.discover_manifests();
+    let config = json!({"prefix": "> "}).as_object().cloned();
+    manager.load_plugin("echo", config).await.unwrap();
+    let first = manager.worker_info("echo").unwrap().pid;
+    let status = manager.plugin_status("echo").unwrap();
+    assert_eq!(status.keep_alive, Some(Duration::from_millis(300)));
+    let stop_at = status.idle_stop_at.expect("resident, with a deadline");
+    assert!(stop_at > std::time::SystemTime::now());
+
+    let gone = wait_gone(first, Duration::from_secs(5)).expect("stopped after its keep-alive");
+    assert!(gone < Duration::from_secs(3), "{gone:?}");
+    // The process ends a moment before the manager records the stop.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while manager.plugin_status("echo").unwrap().state != PluginState::Stopped
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let status = manager.plugin_status("echo").unwrap();
+    assert_eq!(status.state, PluginState::Stopped, "{status:?}");
+    assert!(
+        status
+            .last_failure
+            .as_deref()
+            .unwrap_or("")
+            .contains("keep-alive"),
+        "{status:?}"
+    );
+    assert_eq!(status.idle_stop_at, None, "not resident");
+
+    // The next call is served, transparently, by a new worker with the configuration.
+    let answer = manager
+        .execute_plugin("echo", CallArgs::new().arg("again"))
+        .await
+        .unwrap();
+    assert_eq!(answer["result"], "> again");
+    let second = manager.worker_info("echo").unwrap().pid;
+    assert_ne!(second, first);
+    assert_eq!(
+        manager.plugin_status("echo").unwrap().state,
+        PluginState::Running
+    );
+    manager.shutdown().await;
+    assert!(!alive(second));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_longer_than_the_keep_alive_is_not_cut_short_and_idleness_counts_from_its_end() {
+    let home = idle_home(0.3);
+    let manager = home.manager();
+    manager.discover_manifests();
+    manager.load_plugin("faulty", None).await.unwrap();
+    let pid = manager.worker_info("faulty").unwrap().pid;
+    let answer = manager
+        .execute_plugin("faulty", CallArgs::new().arg("sleep").arg(900))
+        .await
+        .unwrap();
+    let ended = Instant::now();
+    assert_eq!(answer["slept_ms"], 900);
+    assert!(alive(pid), "the worker was stopped under its call");
+    // Idle from the call's end: still up shortly after it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(alive(pid) || ended.elapsed() >= Duration::from_millis(300));
+    assert!(wait_gone(pid, Duration::from_secs(5)).is_some());
+    manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_may_set_or_override_a_keep_alive() {
+    let home = TestHome::new();
+    home.native_manifest("echo", ECHO, &[]);
+    let mut options = home.options();
+    options
+        .plugin_keep_alive
+        .insert(String::from("echo"), Duration::from_millis(200));
+    let manager = cjm_manager::PluginManager::new(options);
+    manager.discover_manifests();
+    manager.load_plugin("echo", None).await.unwrap();
+    let pid = manager.worker_info("echo").unwrap().pid;
+    assert!(wait_gone(pid, Duration::from_secs(5)).is_some());
+    // Without one, a worker stays.
+    let home = TestHome::new();
+    home.native_manifest("echo", ECHO, &[]);
+    let manager = home.manager();
+    manager.discover_manifests();
+    manager.load_plugin("echo", None).await.unwrap();
+    let pid = manager.worker_info("echo").unwrap().pid;
+    assert_eq!(manager.plugin_status("echo").unwrap().idle_stop_at, None);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(alive(pid));
+    manager.shutdown().await;
+}
