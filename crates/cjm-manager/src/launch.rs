@@ -141,7 +141,7 @@ pub(crate) fn launch_spec(
             module,
             class,
         } => (
-            python_path,
+            python_path.clone(),
             vec![
                 String::from("-m"),
                 String::from(PYTHON_WORKER_MODULE),
@@ -150,7 +150,7 @@ pub(crate) fn launch_spec(
                 String::from("--class"),
                 class,
             ],
-            ListenMode::WorkerBinds,
+            python_listen_mode(manifest, &python_path),
         ),
     };
     let mut spec = LaunchSpec::new(manifest.name.clone(), program, log_path);
@@ -254,6 +254,72 @@ fn worker_env(manifest: &Manifest, home: &CjmHome) -> Result<WorkerEnv, WorkerEn
 struct WorkerEnv {
     env: Vec<(String, String)>,
     secret_names: Vec<String>,
+}
+
+/// The manifest field where `cjm-ctl install-all` records the version of the
+/// original installed in a Python plugin's environment.
+pub const ORIGINAL_VERSION_FIELD: &str = "cjm_plugin_system_version";
+
+/// The first release of the original whose worker takes its socket with `--fd`.
+const FIRST_FD_RELEASE: (u32, u32, u32) = (0, 0, 46);
+
+/// How a Python worker gets its socket: `--fd` (a Unix socket in a private folder,
+/// no port race) from 0.0.46 on, `--port` before. The version is the one
+/// `install-all` recorded in the manifest, else the environment's own answer (asked
+/// once per interpreter, with an argument list).
+fn python_listen_mode(manifest: &Manifest, python: &Path) -> ListenMode {
+    let recorded = manifest
+        .extra
+        .get(ORIGINAL_VERSION_FIELD)
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    let version = recorded.or_else(|| installed_original(python));
+    match version.as_deref().and_then(parse_version) {
+        Some(version) if version >= FIRST_FD_RELEASE => ListenMode::InheritUnixSocketByFdArg,
+        _ => ListenMode::WorkerBinds,
+    }
+}
+
+fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = text.trim().split('.').map(|part| {
+        part.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<u32>()
+            .ok()
+    });
+    Some((
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+        parts.next().flatten().unwrap_or(0),
+    ))
+}
+
+/// The version of `cjm_plugin_system` installed for `python`, asked once.
+fn installed_original(python: &Path) -> Option<String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static ASKED: OnceLock<Mutex<HashMap<std::path::PathBuf, Option<String>>>> = OnceLock::new();
+    let asked = ASKED.get_or_init(Default::default);
+    if let Some(known) = asked.lock().ok()?.get(python) {
+        return known.clone();
+    }
+    let answer = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.version('cjm_plugin_system'))",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    tracing::debug!("{} has cjm_plugin_system {answer:?}", python.display());
+    if let Ok(mut asked) = asked.lock() {
+        asked.insert(python.to_path_buf(), answer.clone());
+    }
+    answer
 }
 
 /// A fresh id for one start of one worker (the original's `CJM_WORKER_SESSION_ID`):

@@ -111,9 +111,14 @@ pub enum ListenMode {
     /// The host binds `127.0.0.1:0` and hands the socket over: no port race, and the
     /// host can connect before the worker is up.
     InheritSocket,
-    /// The worker binds `--port` itself (the original's Python worker). The port is
-    /// chosen free but could be taken before the worker binds it.
+    /// The worker binds `--port` itself (the original's Python worker before 0.0.46).
+    /// The port is chosen free but could be taken before the worker binds it.
     WorkerBinds,
+    /// As [`InheritUnixSocket`](Self::InheritUnixSocket), named to the worker with
+    /// `--fd 3` instead of `--port` (the original 0.0.46's Python worker, which serves
+    /// the socket it is given with uvicorn and checks no secret: the socket's private
+    /// folder is what keeps other users out).
+    InheritUnixSocketByFdArg,
 }
 
 pub(crate) struct Spawned {
@@ -132,7 +137,9 @@ pub(crate) async fn spawn(spec: &LaunchSpec) -> Result<Spawned, ProxyError> {
         source,
     };
     let socket = match spec.listen {
-        ListenMode::InheritUnixSocket => endpoint::unix_or_tcp(&spec.socket_dir, &spec.plugin),
+        ListenMode::InheritUnixSocket | ListenMode::InheritUnixSocketByFdArg => {
+            endpoint::unix_or_tcp(&spec.socket_dir, &spec.plugin)
+        }
         ListenMode::InheritSocket | ListenMode::WorkerBinds => endpoint::tcp(),
     }
     .map_err(socket_error)?;
@@ -184,10 +191,13 @@ pub(crate) async fn spawn(spec: &LaunchSpec) -> Result<Spawned, ProxyError> {
     let stderr = log_file.try_clone().map_err(log_error)?;
 
     let mut command = std::process::Command::new(&spec.program);
+    command.args(&spec.args);
+    if spec.listen == ListenMode::InheritUnixSocketByFdArg {
+        command.arg("--fd").arg(INHERITED_LISTEN_FD.to_string());
+    } else {
+        command.arg("--port").arg(port.to_string());
+    }
     command
-        .args(&spec.args)
-        .arg("--port")
-        .arg(port.to_string())
         .arg("--ppid")
         .arg(host_pid.to_string())
         .envs(spec.env.iter().map(|(key, value)| (key, value)))

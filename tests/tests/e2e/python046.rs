@@ -182,3 +182,30 @@ fn the_046_host_drives_our_worker_with_progress_cancel_and_typed_errors() {
     let pid = report["worker_pid"].as_u64().unwrap() as u32;
     assert!(wait_gone(pid, Duration::from_secs(5)).is_some());
 }
+
+/// A 0.0.46 worker gets its socket as the host's Unix socket with `--fd` (no port to
+/// race for); the version is the one the manifest records, else the environment's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_046_worker_is_handed_its_socket_with_fd_not_a_port() {
+    let home = TestHome::new();
+    let manager = steps_manager(&home).await;
+    let info = manager.worker_info(STEPS).unwrap();
+    let argv: Vec<String> = std::fs::read(format!("/proc/{}/cmdline", info.pid))
+        .unwrap()
+        .split(|&byte| byte == 0)
+        .map(|word| String::from_utf8_lossy(word).into_owned())
+        .collect();
+    assert!(
+        argv.windows(2).any(|pair| pair == ["--fd", "3"]),
+        "{argv:?}"
+    );
+    assert!(!argv.iter().any(|word| word == "--port"), "{argv:?}");
+    assert!(
+        matches!(info.endpoint, cjm_manager::Endpoint::Unix { .. }),
+        "{:?}",
+        info.endpoint
+    );
+    let answer = manager.execute_plugin(STEPS, steps(2, 1)).await.unwrap();
+    assert_eq!(answer, json!({"steps": 2}));
+    manager.shutdown().await;
+}

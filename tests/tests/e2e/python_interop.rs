@@ -120,6 +120,8 @@ fn a_python_plugin_installed_by_install_all_runs_every_capability_under_our_mana
     assert_eq!(manifest["module"], "cjm_echo_py.plugin");
     assert_eq!(manifest["class"], "EchoPlugin");
     assert_eq!(manifest["env_name"], PY_ECHO);
+    // The version of the original it was installed with: it decides --fd or --port.
+    assert_eq!(manifest["cjm_plugin_system_version"], "0.0.20");
     assert_eq!(manifest["category"], "test");
     // From the plugin instance, as the original's installer reads it.
     assert_eq!(
@@ -394,7 +396,8 @@ async fn a_python_worker_whose_port_was_taken_starts_again_on_another() {
         "py-port",
         "EchoPlugin",
         "cjm_echo_py.plugin",
-        json!({"python_path": port_taken_once(&home)}),
+        // Recorded as install-all does, so that the stand-in is not asked for it.
+        json!({"python_path": port_taken_once(&home), "cjm_plugin_system_version": "0.0.20"}),
     );
     let manager = home.manager();
     manager.discover_manifests();

@@ -42,6 +42,11 @@ if "config_schema" not in meta:
                 pass
     except Exception as e:
         print("config schema not captured: %r" % (e,), file=sys.stderr)
+try:
+    import importlib.metadata
+    meta["cjm_plugin_system_version"] = importlib.metadata.version("cjm_plugin_system")
+except Exception as e:
+    print("version of cjm_plugin_system not read: %r" % (e,), file=sys.stderr)
 out.write(json.dumps(meta, default=str))
 "#;
 
@@ -75,7 +80,9 @@ pub fn module_name(package: &str) -> String {
 
 /// The manifest to write for a plugin installed in the environment of `python`:
 /// the metadata, with `python_path` (where the environment will be), `module` and
-/// `class` for our launcher and `env_name` for `cjm-ctl remove`. Checked to be a
+/// `class` for our launcher, `env_name` for `cjm-ctl remove`, and the version of the
+/// original installed (`cjm_plugin_system_version`: it tells the host how to hand the
+/// worker its socket). Checked to be a
 /// manifest discovery accepts, naming the plugin `expected_name`.
 pub fn manifest_of(
     python: &Path,
