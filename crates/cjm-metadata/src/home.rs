@@ -87,12 +87,23 @@ impl CjmHome {
         self.root.join("jobs.sqlite3")
     }
 
+    /// Manifests as the original 0.0.46 writes them: `manifests/<name>.json`.
+    pub fn original_manifests_dir(&self) -> PathBuf {
+        self.root.join("manifests")
+    }
+
     /// Where manifests are looked for, first match wins: the project's
-    /// `./.cjm/plugins`, then the global `plugins/`.
+    /// `./.cjm/plugins` and `./.cjm/manifests`, then the global `plugins/` and
+    /// `manifests/` (the second of each pair is where the original 0.0.46 puts them).
     pub fn default_search_paths(&self) -> Vec<PathBuf> {
         let local = std::env::current_dir()
-            .map(|dir| dir.join(".cjm").join("plugins"))
-            .unwrap_or_else(|_| PathBuf::from(".cjm/plugins"));
-        vec![local, self.plugins_dir()]
+            .map(|dir| dir.join(".cjm"))
+            .unwrap_or_else(|_| PathBuf::from(".cjm"));
+        vec![
+            local.join("plugins"),
+            local.join("manifests"),
+            self.plugins_dir(),
+            self.original_manifests_dir(),
+        ]
     }
 }

@@ -117,6 +117,17 @@ impl Manifest {
                 Err(syntax) => ManifestError::new(ManifestErrorKind::Json(syntax)),
             }
         })?;
+        let raw = match raw.extra.get("format_version") {
+            Some(Value::String(version)) if version.starts_with("2.") => {
+                flattened_v2(text).map_err(ManifestError::invalid)?
+            }
+            Some(other) => {
+                return Err(ManifestError::invalid(format!(
+                    "\"format_version\" {other} is not one this host reads (\"2.0\", or none)"
+                )))
+            }
+            None => raw,
+        };
         Manifest::try_from(raw).map_err(ManifestError::invalid)
     }
 
@@ -318,6 +329,27 @@ impl From<Manifest> for RawManifest {
     }
 }
 
+/// The original 0.0.46's layout (`cjm-ctl install-all` of 0.0.46 writes it to
+/// `<data_dir>/manifests/<name>.json`): `install` and `code` blocks, which it reads as
+/// one flat manifest (`{**install, **code}`), as is done here; its other blocks
+/// (`drift_tracking`, `overrides`) are kept as unknown fields.
+fn flattened_v2(text: &str) -> Result<RawManifest, String> {
+    let mut whole: Map<String, Value> =
+        serde_json::from_str(text).map_err(|err| err.to_string())?;
+    let mut flat = Map::new();
+    for block in ["install", "code"] {
+        match whole.remove(block) {
+            Some(Value::Object(fields)) => flat.extend(fields),
+            None => {}
+            Some(other) => return Err(format!("\"{block}\" must be an object, got {other}")),
+        }
+    }
+    for (key, value) in whole {
+        flat.entry(key).or_insert(value);
+    }
+    serde_json::from_value(Value::Object(flat)).map_err(|err| err.to_string())
+}
+
 /// `keep_alive_secs`: a positive number of seconds, or absent.
 fn keep_alive_of(extra: &Map<String, Value>) -> Result<Option<std::time::Duration>, String> {
     match extra.get("keep_alive_secs") {
@@ -335,6 +367,41 @@ fn keep_alive_of(extra: &Map<String, Value>) -> Result<Option<std::time::Duratio
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_046_layout_reads_as_its_flat_view() {
+        let text = r#"{
+            "format_version": "2.0",
+            "install": {"python_path": "/envs/w/bin/python", "conda_env": "",
+                        "env_vars": {"HF_HOME": "/m"}, "installer_version": "cjm-ctl 0.0.46"},
+            "code": {"name": "whisper", "version": "1.2.0", "description": "speech",
+                     "module": "w.plugin", "class": "WhisperPlugin", "interface": "x.Y",
+                     "resources": {"requires_gpu": true, "platforms": [], "accelerators": []},
+                     "config_schema": {"type": "object"},
+                     "worker_env": [{"name": "HF_TOKEN", "secret": true, "required": false,
+                                     "label": "", "description": "", "default": null,
+                                     "options": null}]},
+            "drift_tracking": {"config_schema_hash": "sha256:00"},
+            "overrides": {}
+        }"#;
+        let manifest = Manifest::from_json(text).unwrap();
+        assert_eq!(manifest.name, "whisper");
+        assert_eq!(manifest.env_vars["HF_HOME"], "/m");
+        assert!(manifest.resources.requires_gpu);
+        assert!(
+            matches!(manifest.launch, Launch::Python { ref class, .. } if class == "WhisperPlugin")
+        );
+        assert!(manifest.worker_env().unwrap()[0].secret);
+        assert_eq!(
+            manifest.extra["drift_tracking"]["config_schema_hash"],
+            "sha256:00"
+        );
+        let err = Manifest::from_json(r#"{"format_version": "3.0"}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("\"format_version\" \"3.0\""),
+            "{err}"
+        );
+    }
+
     use serde_json::json;
 
     use super::*;

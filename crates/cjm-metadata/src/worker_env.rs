@@ -29,6 +29,12 @@ pub struct EnvVarSpec {
     /// What it is for, for people.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// A short name for it, for people (the original's `label`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub label: String,
+    /// The values it may take (the original's `options`, unused by its host too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<Vec<String>>,
 }
 
 /// The placeholders a default may use.

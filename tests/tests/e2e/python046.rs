@@ -209,3 +209,49 @@ async fn a_046_worker_is_handed_its_socket_with_fd_not_a_port() {
     assert_eq!(answer, json!({"steps": 2}));
     manager.shutdown().await;
 }
+
+/// A manifest as the 0.0.46 installer writes it (its own `write_manifest`, v2 layout
+/// with `install` and `code` blocks), in `$CJM_HOME/manifests` where it puts them, is
+/// discovered and run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_written_by_the_046_installer_is_discovered_and_run() {
+    let home = TestHome::new();
+    let manifests = home.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let script = r#"
+import sys
+from cjm_plugin_system.core.manifest_format import (
+    CodeSection, InstallSection, ManifestV2, write_manifest)
+path, fixtures, home = sys.argv[1:4]
+write_manifest(path, ManifestV2(
+    install=InstallSection(python_path=sys.executable,
+                           env_vars={"PYTHONPATH": fixtures, "HOME": home},
+                           installer_version="cjm-ctl 0.0.46"),
+    code=CodeSection(name="cjm-steps-py", version="0.1.0", description="steps",
+                     module="cjm_jobs_py.plugin", class_name="StepsPlugin",
+                     config_schema={"type": "object", "properties": {}})))
+"#;
+    let path = manifests.join("cjm-steps-py.json");
+    let status = Command::new(python_env::python_046())
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .arg(python_env::fixture_dir_046())
+        .arg(home.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(written["format_version"], "2.0");
+    assert_eq!(written["code"]["class"], "StepsPlugin");
+
+    let mut options = home.options();
+    options.search_paths.push(manifests);
+    let manager = PluginManager::new(options);
+    let found = manager.discover_manifests();
+    assert!(found.iter().any(|meta| meta.name == STEPS), "{found:?}");
+    manager.load_plugin(STEPS, None).await.unwrap();
+    let answer = manager.execute_plugin(STEPS, steps(3, 1)).await.unwrap();
+    assert_eq!(answer, json!({"steps": 3}));
+    manager.shutdown().await;
+}
