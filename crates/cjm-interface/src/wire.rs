@@ -177,9 +177,62 @@ pub struct StatsResponse {
     pub cpu_percent: f64,
     /// Resident memory of the worker and its descendants, in MiB.
     pub memory_rss_mb: f64,
+    /// The worker and its descendants (0.0.46): a host matches them with a GPU's
+    /// processes to tell the plugin's GPU memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtree_pids: Option<Vec<u32>>,
+    /// What the plugin reported it used during its last call (0.0.46's
+    /// `report_usage`, unit-agnostic: tokens, API credits); `None` when it said
+    /// nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Value>,
     /// Fields a peer adds beyond the base protocol, kept as they came.
     #[serde(flatten)]
     pub extra: ConfigMap,
+}
+
+/// `__wire__`: the key of the original 0.0.46's typed result envelope,
+/// `{"__wire__": kind, "data": ..}`.
+pub const WIRE_KIND_KEY: &str = "__wire__";
+
+/// A result a worker sent as a typed envelope (the original 0.0.46 wraps results of
+/// its registered DTO classes so), given to the caller as its kind and data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TypedResult {
+    /// The DTO's stable name, such as `transcription.result`.
+    pub kind: String,
+    /// Its fields.
+    pub data: Value,
+}
+
+/// What a call returned: a plain JSON value, or a typed one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallOutput {
+    /// Any JSON (our workers, the original's untyped results).
+    Plain(Value),
+    /// A typed envelope, unwrapped.
+    Typed(TypedResult),
+}
+
+impl CallOutput {
+    /// `value` unwrapped when it is exactly a typed envelope (`__wire__` a string,
+    /// `data`, nothing else), else as it is.
+    pub fn from_value(value: Value) -> CallOutput {
+        match value {
+            Value::Object(mut fields)
+                if fields.len() == 2
+                    && fields.get(WIRE_KIND_KEY).is_some_and(Value::is_string)
+                    && fields.contains_key("data") =>
+            {
+                let data = fields.remove("data").unwrap_or(Value::Null);
+                match fields.remove(WIRE_KIND_KEY) {
+                    Some(Value::String(kind)) => CallOutput::Typed(TypedResult { kind, data }),
+                    _ => CallOutput::Plain(Value::Null),
+                }
+            }
+            other => CallOutput::Plain(other),
+        }
+    }
 }
 
 /// `{"status": ..}` answers of `/initialize` (`"ok"`) and `/cleanup` (`"cleaned"`).
@@ -360,6 +413,30 @@ pub struct ProgressResponse {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_an_exact_typed_envelope_is_unwrapped() {
+        use serde_json::json;
+        let typed = CallOutput::from_value(json!({"__wire__": "a.b", "data": {"x": 1}}));
+        assert_eq!(
+            typed,
+            CallOutput::Typed(TypedResult {
+                kind: String::from("a.b"),
+                data: json!({"x": 1})
+            })
+        );
+        for plain in [
+            json!({"__wire__": "a.b", "data": 1, "more": 2}),
+            json!({"__wire__": 5, "data": 1}),
+            json!({"__wire__": "a.b"}),
+            json!([1]),
+        ] {
+            assert_eq!(
+                CallOutput::from_value(plain.clone()),
+                CallOutput::Plain(plain)
+            );
+        }
+    }
     use super::*;
 
     #[test]

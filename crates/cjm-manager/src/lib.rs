@@ -27,6 +27,7 @@ pub use options::ManagerOptions;
 pub use policy::{FaultPolicy, OnTimeout, PluginState, PluginStatus, RestartPolicy, RetryPolicy};
 pub use stream::PluginStream;
 
+pub use cjm_interface::wire::{CallOutput, TypedResult};
 pub use cjm_interface::{Arg, CallArgs, ConfigMap, ErrorCategory, FileBacked};
 pub use cjm_metadata::{CjmHome, Manifest, PluginMeta};
 pub use cjm_proxy::{Endpoint, ProxyError};

@@ -23,6 +23,8 @@ pub(crate) fn worker_stats(cpu_percent: f64) -> StatsResponse {
         pid,
         cpu_percent,
         memory_rss_mb: rss_bytes as f64 / BYTES_PER_MB,
+        subtree_pids: Some(tree),
+        usage: None,
         extra,
     }
 }

@@ -255,3 +255,32 @@ write_manifest(path, ManifestV2(
     assert_eq!(answer, json!({"steps": 3}));
     manager.shutdown().await;
 }
+
+/// A 0.0.46 plugin's typed result (a `@wire_type` DTO, sent as `{"__wire__": kind,
+/// "data": ..}`) reaches the caller as its kind and data; `/stats` carries the
+/// worker's `subtree_pids`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_046_typed_result_arrives_as_its_kind_and_data() {
+    let home = TestHome::new();
+    let manager = steps_manager(&home).await;
+    let output = manager
+        .execute_plugin_output(STEPS, steps(2, 1).kwarg("typed", true))
+        .await
+        .unwrap();
+    assert_eq!(
+        output,
+        cjm_manager::CallOutput::Typed(cjm_manager::TypedResult {
+            kind: String::from("cjm.test.steps"),
+            data: json!({"steps": 2, "last": "step 2 of 2"}),
+        })
+    );
+    let plain = manager
+        .execute_plugin_output(STEPS, steps(1, 1))
+        .await
+        .unwrap();
+    assert_eq!(plain, cjm_manager::CallOutput::Plain(json!({"steps": 1})));
+    let stats = manager.plugin_stats(STEPS).await.unwrap();
+    let pid = manager.worker_info(STEPS).unwrap().pid;
+    assert!(stats.subtree_pids.unwrap_or_default().contains(&pid));
+    manager.shutdown().await;
+}

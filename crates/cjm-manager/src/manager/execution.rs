@@ -20,6 +20,18 @@ impl PluginManager {
         self.execute_within(name, call, None).await
     }
 
+    /// [`execute_plugin`](Self::execute_plugin), with a typed result of the original
+    /// 0.0.46 (`{"__wire__": kind, "data": ..}`) given as its kind and data.
+    pub async fn execute_plugin_output(
+        &self,
+        name: &str,
+        call: CallArgs,
+    ) -> Result<cjm_interface::wire::CallOutput, ManagerError> {
+        self.execute_plugin(name, call)
+            .await
+            .map(cjm_interface::wire::CallOutput::from_value)
+    }
+
     /// [`execute_plugin`](Self::execute_plugin) with this call's own time limit. Past
     /// it the call fails with [`ManagerError::Timeout`], and the worker is killed or
     /// left running as the plugin's [`OnTimeout`](crate::OnTimeout) says.
