@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod exec;
+mod export;
 mod fingerprint;
 mod install;
 mod jobs;
@@ -45,6 +46,7 @@ enum Command {
     New(new::NewCommand),
     TlsFingerprint(fingerprint::FingerprintCommand),
     Secrets(secrets::SecretsCommand),
+    ExportManifest(export::ExportCommand),
 }
 
 /// What the command line asks for: a command to run, or words to print and an exit
@@ -144,6 +146,7 @@ pub fn main() -> ExitCode {
         Command::New(command) => new::run(command),
         Command::TlsFingerprint(command) => fingerprint::run(command),
         Command::Secrets(command) => secrets::run(command),
+        Command::ExportManifest(command) => export::run(command),
     };
     match result {
         Ok(code) => code,

@@ -284,3 +284,52 @@ async fn a_046_typed_result_arrives_as_its_kind_and_data() {
     assert!(stats.subtree_pids.unwrap_or_default().contains(&pid));
     manager.shutdown().await;
 }
+
+/// `cjm-ctl export-manifest --for-original` writes a manifest the 0.0.46
+/// PluginManager loads our cjm-echo from; its host then executes, reconfigures
+/// (/reconfigure), disables and enables (the hooks), reads stats and gets a typed
+/// error, all from our worker.
+#[test]
+fn the_046_manager_runs_our_plugin_from_an_exported_manifest() {
+    let home = TestHome::new();
+    home.installed_manifest("cjm-echo", ECHO, &[]);
+    let manifests = home.path().join("manifests-046");
+    let exported = Command::new(CTL)
+        .args(["export-manifest", "cjm-echo", "--for-original", "--out"])
+        .arg(manifests.join("cjm-echo.json"))
+        .env("CJM_HOME", home.path())
+        .current_dir(home.path())
+        .output()
+        .unwrap();
+    assert!(exported.status.success(), "{exported:?}");
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(manifests.join("cjm-echo.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["format_version"], "2.0");
+    assert_eq!(manifest["code"]["name"], "cjm-echo");
+
+    let output = Command::new(python_env::python_046())
+        .arg(python_env::fixture_dir_046().join("original046_manager.py"))
+        .arg(&manifests)
+        .arg("cjm-echo")
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(report["discovered"], json!(["cjm-echo"]), "{report}");
+    assert_eq!(report["plain"]["result"], "hellohello", "{report}");
+    assert_eq!(report["reconfigured"], true, "{report}");
+    assert_eq!(report["after_reconfigure"]["result"], ">> x", "{report}");
+    assert_eq!(report["disabled"], true, "{report}");
+    assert_eq!(report["while_disabled"], "PluginDisabledError", "{report}");
+    assert_eq!(report["enabled"], true, "{report}");
+    assert_eq!(report["after_enable"]["result"], ">> back", "{report}");
+    assert_eq!(report["typed_error"]["category"], "user_input", "{report}");
+    assert!(report["stats_pid"].as_u64().is_some(), "{report}");
+}
