@@ -15,12 +15,21 @@ pub fn env_python(env: &Path) -> PathBuf {
 }
 
 /// Create the environment at `env` (which must not exist), writing what the tools
-/// print to `log`.
+/// print to `log`. Without `python_version`, a venv is made with `python3`, or with
+/// a Python 3.12 or newer when the entry's `interface_libs` name a release of the
+/// original that needs one.
 pub fn create(spec: &PythonSpec, env: &Path, log: &mut File) -> Result<(), String> {
     match &spec.env_file {
         Some(env_file) => create_conda(env_file, env, log),
         None => {
-            let python = base_interpreter(spec.python_version.as_deref())?;
+            let python = match (&spec.python_version, needs_python_312(&spec.interface_libs)) {
+                (None, Some(why)) => python_312_or_newer(&why)?,
+                (version, _) => base_interpreter(version.as_deref())?,
+            };
+            let _ = std::io::Write::write_all(
+                log,
+                format!("creating the venv with {}\n", python.display()).as_bytes(),
+            );
             let mut command = Command::new(&python);
             command.arg("-m").arg("venv").arg(env).stdin(Stdio::null());
             run_logged(&mut command, log)
@@ -62,6 +71,62 @@ fn create_conda(env_file: &Path, env: &Path, log: &mut File) -> Result<(), Strin
             python.display()
         ))
     }
+}
+
+/// Why the entry needs Python 3.12 or newer, if it does: the original from 0.0.21 on
+/// (0.0.46, its last release, requires it), named in `interface_libs` unpinned or
+/// pinned to such a version.
+fn needs_python_312(interface_libs: &[String]) -> Option<String> {
+    interface_libs.iter().find_map(|requirement| {
+        let normalized = requirement.trim().to_ascii_lowercase().replace('-', "_");
+        let rest = normalized.strip_prefix("cjm_plugin_system")?;
+        let rest = rest.trim_start();
+        if rest.is_empty() || rest.starts_with(">") {
+            return Some(format!(
+                "{requirement} (its newest releases need Python 3.12)"
+            ));
+        }
+        let pinned = rest.strip_prefix("==")?.trim();
+        let patch: u32 = pinned.strip_prefix("0.0.")?.parse().ok()?;
+        (patch >= 21).then(|| format!("{requirement} needs Python 3.12 or newer"))
+    })
+}
+
+/// The newest Python 3.12 or newer: `python3.13`, `python3.12` on PATH, then
+/// pyenv's installed versions (its shims fail for versions not selected).
+fn python_312_or_newer(why: &str) -> Result<PathBuf, String> {
+    let mut candidates: Vec<PathBuf> = ["python3.14", "python3.13", "python3.12"]
+        .iter()
+        .filter_map(|name| find_on_path(name))
+        .collect();
+    let pyenv = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".pyenv")));
+    if let Some(versions) = pyenv.and_then(|root| std::fs::read_dir(root.join("versions")).ok()) {
+        let mut found: Vec<PathBuf> = versions
+            .flatten()
+            .map(|entry| entry.path().join("bin/python3"))
+            .filter(|python| python.is_file())
+            .collect();
+        found.sort();
+        found.reverse();
+        candidates.extend(found);
+    }
+    candidates
+        .into_iter()
+        .find(|python| {
+            Command::new(python)
+                .args(["-c", "import sys; assert sys.version_info >= (3, 12)"])
+                .stdin(Stdio::null())
+                .output()
+                .is_ok_and(|out| out.status.success())
+        })
+        .ok_or_else(|| {
+            format!(
+                "{why}, and none was found (on PATH as python3.12 or newer, or installed \
+                 with pyenv); install one or set python_version"
+            )
+        })
 }
 
 /// The interpreter that creates the venv: `python<version>` from PATH when a version
@@ -129,6 +194,28 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_originals_newer_releases_ask_for_python_312() {
+        let libs = |names: &[&str]| {
+            names
+                .iter()
+                .map(|name| name.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert!(needs_python_312(&libs(&["cjm_plugin_system==0.0.20"])).is_none());
+        assert!(needs_python_312(&libs(&["numpy"])).is_none());
+        for needs in [
+            "cjm_plugin_system==0.0.46",
+            "cjm-plugin-system",
+            "cjm_plugin_system>=0.0.30",
+        ] {
+            assert!(
+                needs_python_312(&libs(&["numpy", needs])).is_some(),
+                "{needs}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]
