@@ -53,6 +53,16 @@ pub enum ManagerError {
         /// Every violation.
         errors: InvalidConfig,
     },
+    /// An instance name that cannot be used.
+    #[error("plugin {plugin}: cannot load it as instance {instance:?}: {reason}")]
+    BadInstance {
+        /// The plugin.
+        plugin: String,
+        /// The instance name asked for.
+        instance: String,
+        /// Why not.
+        reason: String,
+    },
     /// The scheduler did not admit the execution.
     #[error(transparent)]
     Refused(Refusal),
@@ -162,6 +172,7 @@ impl ManagerError {
             | ManagerError::InvalidConfig { .. }
             | ManagerError::Placement { .. }
             | ManagerError::WorkerEnv { .. }
+            | ManagerError::BadInstance { .. }
             | ManagerError::AlreadyLoaded { .. } => ErrorCategory::UserInput,
             ManagerError::Busy { .. } | ManagerError::Timeout { .. } => ErrorCategory::Transient,
             ManagerError::Refused(_)

@@ -115,12 +115,15 @@ pub enum WorkerEnvError {
     },
 }
 
+/// The launch of `manifest`'s worker for the loaded plugin (or instance) `name`: its
+/// log is `name`'s own, so that two instances never share one.
 pub(crate) fn launch_spec(
+    name: &str,
     manifest: &Manifest,
     manifest_path: &Path,
     options: &ManagerOptions,
 ) -> Result<LaunchSpec, crate::ManagerError> {
-    let log_path = CjmHome::log_path(&options.home, &manifest.name);
+    let log_path = CjmHome::log_path(&options.home, name);
     let launch = manifest.resolved_launch(manifest_path.parent());
     let placement =
         placement(manifest, &launch, options).map_err(|source| crate::ManagerError::Placement {
@@ -153,7 +156,7 @@ pub(crate) fn launch_spec(
             python_listen_mode(manifest, &python_path),
         ),
     };
-    let mut spec = LaunchSpec::new(manifest.name.clone(), program, log_path);
+    let mut spec = LaunchSpec::new(name, program, log_path);
     spec.args = args;
     spec.env = manifest
         .env_vars

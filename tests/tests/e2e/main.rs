@@ -15,6 +15,7 @@ mod faults;
 mod fuzz;
 mod idle;
 mod install;
+mod instances;
 mod jobs;
 mod lifecycle;
 mod new;

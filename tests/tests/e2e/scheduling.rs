@@ -148,6 +148,32 @@ async fn only_the_least_recently_used_idle_plugin_is_stopped_when_it_frees_enoug
     manager.shutdown().await;
 }
 
+/// An instance is its own unit for eviction: the least recently used instance is
+/// stopped while the plugin's other instance keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_are_evicted_one_by_one() {
+    let (_home, manager) = gpu_box(5_000).await;
+    manager
+        .load_instance("gpu-a", "gpu-a-copy", None)
+        .await
+        .unwrap();
+    // The copy holds nothing of the book: stopping it first frees too little.
+    for name in ["gpu-a-copy", "gpu-b", "gpu-a", "gpu-c"] {
+        run(&manager, name).await.unwrap();
+    }
+    let copy = pid(&manager, "gpu-a-copy");
+    run(&manager, REQUESTER).await.unwrap();
+    assert_stopped(&manager, "gpu-a-copy");
+    assert_stopped(&manager, "gpu-b");
+    assert!(wait_group_gone(copy, Duration::from_secs(10)).is_empty());
+    assert_eq!(
+        manager.plugin_status("gpu-a").unwrap().state,
+        PluginState::Running,
+        "the plugin's other instance was not stopped"
+    );
+    manager.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eviction_goes_on_in_lru_order_until_enough_is_free() {
     let (_home, manager) = gpu_box(9_000).await;

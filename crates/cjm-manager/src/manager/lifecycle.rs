@@ -61,6 +61,45 @@ impl PluginManager {
         name: &str,
         config: Option<ConfigMap>,
     ) -> Result<(), ManagerError> {
+        self.load_as(name, name, config).await
+    }
+
+    /// Load plugin `plugin` once more, as the instance `instance`, with a worker and a
+    /// configuration of its own (two sizes of one model, say). The instance is then
+    /// addressed by its name everywhere a plugin's name goes: calls, jobs,
+    /// configuration, status, logs (`logs/<instance>.log`), unload, admission and
+    /// eviction (each instance is its own unit). It shares the plugin's secrets and
+    /// data folder. `instance` follows the rules of plugin names and may not be the
+    /// name of another discovered plugin.
+    pub async fn load_instance(
+        &self,
+        plugin: &str,
+        instance: &str,
+        config: Option<ConfigMap>,
+    ) -> Result<(), ManagerError> {
+        if instance != plugin {
+            cjm_metadata::validate_name(instance).map_err(|source| ManagerError::BadInstance {
+                plugin: plugin.to_owned(),
+                instance: instance.to_owned(),
+                reason: source.to_string(),
+            })?;
+            if self.discovered_plugin(instance).is_some() {
+                return Err(ManagerError::BadInstance {
+                    plugin: plugin.to_owned(),
+                    instance: instance.to_owned(),
+                    reason: String::from("that is the name of another plugin"),
+                });
+            }
+        }
+        self.load_as(instance, plugin, config).await
+    }
+
+    async fn load_as(
+        &self,
+        name: &str,
+        plugin: &str,
+        config: Option<ConfigMap>,
+    ) -> Result<(), ManagerError> {
         let _loading = self.claim_load(name)?;
         if self.is_loaded(name) {
             return Err(ManagerError::AlreadyLoaded {
@@ -73,8 +112,8 @@ impl PluginManager {
             });
         }
         let discovered = self
-            .discovered_plugin(name)
-            .ok_or_else(|| self.not_discovered(name))?;
+            .discovered_plugin(plugin)
+            .ok_or_else(|| self.not_discovered(plugin))?;
         let config = config.unwrap_or_else(|| discovered.config_validator.defaults().clone());
         let config = checked(name, &discovered.config_validator, config)?;
         let proxy = self
@@ -87,11 +126,13 @@ impl PluginManager {
             )
             .await?;
         let DiscoveredPlugin {
-            meta,
+            mut meta,
             manifest,
             path,
             config_validator,
         } = discovered;
+        // An instance is its own unit for the scheduler and eviction.
+        meta.name = name.to_owned();
         let loaded = Arc::new(LoadedPlugin::new(
             proxy,
             manifest,
@@ -102,7 +143,11 @@ impl PluginManager {
         ));
         self.watch_idleness(&loaded);
         self.shared.loaded.write().insert(name.to_owned(), loaded);
-        tracing::info!("loaded plugin {name}");
+        if name == plugin {
+            tracing::info!("loaded plugin {name}");
+        } else {
+            tracing::info!("loaded plugin {plugin} as instance {name}");
+        }
         Ok(())
     }
 
@@ -264,7 +309,7 @@ impl PluginManager {
         validator: &cjm_validation::ConfigValidator,
         config: &ConfigMap,
     ) -> Result<RemotePluginProxy, ManagerError> {
-        let mut spec = launch_spec(manifest, manifest_path, &self.shared.options)?;
+        let mut spec = launch_spec(name, manifest, manifest_path, &self.shared.options)?;
         if manifest.resources.requires_gpu {
             if let Some(placement) = placement_key(manifest) {
                 let manager = self.clone();
