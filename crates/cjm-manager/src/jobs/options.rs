@@ -17,7 +17,7 @@ pub struct JobOptions {
     /// Waiting this long raises a job's priority by one level (default 30 s).
     pub aging: Duration,
     /// How long a running job asked to stop has before its worker is killed
-    /// (default 5 s).
+    /// (default 5 s); zero: it is not asked, its worker is killed at once.
     pub cancel_timeout: Duration,
     /// How often the progress of a worker that cannot push it (the original's
     /// Python worker) is asked for (default 250 ms).

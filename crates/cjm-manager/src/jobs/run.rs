@@ -503,7 +503,10 @@ pub(super) fn cancel_now(inner: &Arc<Inner>, id: JobId) -> Result<bool, JobsErro
 /// (or its worker cannot be asked), kill the worker and start it again.
 async fn stop_running(inner: Arc<Inner>, id: JobId, execution: Arc<JobExecution>, call_id: String) {
     let plugin = execution.plugin().to_owned();
-    if execution.ask_to_cancel(&call_id).await {
+    // A zero timeout leaves nothing to wait for: no asking, the force at once (a
+    // zero-length timer would still cost a tick of tokio's clock).
+    let timeout = inner.options.cancel_timeout;
+    if !timeout.is_zero() && execution.ask_to_cancel(&call_id).await {
         let ended = inner
             .book
             .lock()
@@ -511,7 +514,6 @@ async fn stop_running(inner: Arc<Inner>, id: JobId, execution: Arc<JobExecution>
             .get(&id)
             .map(|entry| entry.outcome.subscribe());
         let Some(mut ended) = ended else { return };
-        let timeout = inner.options.cancel_timeout;
         if tokio::time::timeout(timeout, ended.wait_for(Option::is_some))
             .await
             .is_ok()
