@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use super::journal::Record;
 use super::model::{Cancellation, JobChange, JobFailure, JobId, JobState};
 use super::{outcome, CancelRequest, Inner, JobsError};
+use crate::manager::AfterKill;
 use crate::manager::JobExecution;
 use crate::ManagerError;
 
@@ -450,6 +451,16 @@ pub(super) fn cancel(inner: &Arc<Inner>, id: JobId) -> Result<bool, JobsError> {
     }
 }
 
+/// Whether job `id` has not ended yet.
+fn still_running(inner: &Inner, id: JobId) -> bool {
+    inner
+        .book
+        .lock()
+        .jobs
+        .get(&id)
+        .is_some_and(|entry| !entry.status.state.is_final())
+}
+
 /// Cancel without asking: a queued job as [`cancel`] does; a running one's worker is
 /// killed at once and left stopped (it starts again on the plugin's next call).
 pub(super) fn cancel_now(inner: &Arc<Inner>, id: JobId) -> Result<bool, JobsError> {
@@ -470,20 +481,13 @@ pub(super) fn cancel_now(inner: &Arc<Inner>, id: JobId) -> Result<bool, JobsErro
     };
     let inner = Arc::clone(inner);
     let stopping = async move {
-        let still_running = || {
-            inner
-                .book
-                .lock()
-                .jobs
-                .get(&id)
-                .is_some_and(|entry| !entry.status.state.is_final())
-        };
         if let Err(err) = inner
             .manager
-            .force_stop(
+            .force_replace(
                 &plugin,
                 &format!("job {id} was cancelled at once"),
-                still_running,
+                || still_running(&inner, id),
+                AfterKill::LeaveStopped,
             )
             .await
         {
@@ -530,20 +534,13 @@ async fn stop_running(inner: Arc<Inner>, id: JobId, execution: Arc<JobExecution>
             _ => return,
         }
     }
-    let still_running = || {
-        inner
-            .book
-            .lock()
-            .jobs
-            .get(&id)
-            .is_some_and(|entry| !entry.status.state.is_final())
-    };
     if let Err(err) = inner
         .manager
-        .force_restart_if(
+        .force_replace(
             &plugin,
             &format!("job {id} was cancelled and did not stop"),
-            still_running,
+            || still_running(&inner, id),
+            AfterKill::Restart,
         )
         .await
     {

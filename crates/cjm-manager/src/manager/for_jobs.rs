@@ -126,51 +126,27 @@ impl PluginManager {
 
     /// Kill a plugin's worker and start it again with its configuration.
     pub(crate) async fn force_restart(&self, name: &str, why: &str) -> Result<(), ManagerError> {
-        self.force_restart_if(name, why, || true).await
+        self.force_replace(name, why, || true, AfterKill::Restart)
+            .await
     }
 
-    /// [`force_restart`](Self::force_restart), unless `still_needed` says otherwise
-    /// once this caller has the plugin to itself: a call that ended while the restart
-    /// waited for its turn must not cost the worker a later call now runs on.
-    pub(crate) async fn force_restart_if(
+    /// Kill a plugin's worker, unless `still_needed` says otherwise once this caller
+    /// has the plugin to itself (a call that ended while the kill waited for its turn
+    /// must not cost the worker a later call now runs on); then start it again, or
+    /// leave the plugin stopped (it starts again, with its configuration, on its next
+    /// call: for a host that will not call it soon, a restart would only load what is
+    /// about to be dropped).
+    pub(crate) async fn force_replace(
         &self,
         name: &str,
         why: &str,
         still_needed: impl Fn() -> bool,
+        after: AfterKill,
     ) -> Result<(), ManagerError> {
         let plugin = self.loaded(name)?;
         let _one_at_a_time = plugin.lifecycle.lock().await;
         if !still_needed() {
             tracing::debug!("plugin {name}: not killing its worker after all ({why}: ended)");
-            return Ok(());
-        }
-        tracing::warn!("plugin {name}: killing its worker ({why}) and starting it again");
-        let config = plugin.config();
-        self.replace_worker(
-            &plugin,
-            Replacement {
-                config,
-                only_if_idle: false,
-                kill_old: true,
-                leave_stopped: None,
-            },
-        )
-        .await
-        .map(drop)
-    }
-
-    /// Kill a plugin's worker at once and leave the plugin stopped (it starts again,
-    /// with its configuration, on its next call): for a host that will not call it
-    /// again soon, a restart would only load what is about to be dropped.
-    pub(crate) async fn force_stop(
-        &self,
-        name: &str,
-        why: &str,
-        still_needed: impl Fn() -> bool,
-    ) -> Result<(), ManagerError> {
-        let plugin = self.loaded(name)?;
-        let _one_at_a_time = plugin.lifecycle.lock().await;
-        if !still_needed() {
             return Ok(());
         }
         tracing::warn!("plugin {name}: killing its worker ({why})");
@@ -181,10 +157,22 @@ impl PluginManager {
                 config,
                 only_if_idle: false,
                 kill_old: true,
-                leave_stopped: Some(why.to_owned()),
+                leave_stopped: match after {
+                    AfterKill::Restart => None,
+                    AfterKill::LeaveStopped => Some(why.to_owned()),
+                },
             },
         )
         .await
         .map(drop)
     }
+}
+
+/// What [`PluginManager::force_replace`] does once the worker is killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AfterKill {
+    /// Start it again now.
+    Restart,
+    /// Leave the plugin stopped until its next call.
+    LeaveStopped,
 }
