@@ -25,6 +25,7 @@ mod python_env;
 mod python_interop;
 mod readme;
 mod recovery;
+mod relay;
 mod scenario;
 mod scheduling;
 mod worker_env;

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    cjm_worker::relay::relay_main()
+}
