@@ -436,6 +436,73 @@ async fn the_manager_places_plugins_by_ray_from_their_manifests() {
     );
 }
 
+/// A Python plugin of the original placed by Ray: its job installs the original and
+/// the plugin (`runtime_env.pip`) and runs the Python worker behind `cjm-relay`, which
+/// serves the host over pinned TLS; unloading stops the job and both processes.
+#[tokio::test]
+async fn a_python_plugin_is_placed_by_ray_behind_the_relay() {
+    let Some(cluster) = cluster("python") else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let cjm_home = cjm_manager::CjmHome::at(home.path());
+    std::fs::create_dir_all(cjm_home.plugins_dir()).unwrap();
+    let package =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/python/cjm-echo-py");
+    let manifest = json!({
+        "name": "echo-py-ray",
+        "version": "0.1.0",
+        // This host's interpreter: not used on the node.
+        "python_path": "/nonexistent/python",
+        "module": "cjm_echo_py.plugin",
+        "class": "EchoPlugin",
+        "cjm_plugin_system_version": "0.0.20",
+        "placement": {"ray": {
+            "address": cluster.address,
+            "token_env": TOKEN_ENV,
+            "lease_secs": 20,
+            "pip": ["cjm_plugin_system==0.0.20", package],
+        }},
+    });
+    std::fs::write(cjm_home.manifest_path("echo-py-ray"), manifest.to_string()).unwrap();
+    let mut options = cjm_manager::ManagerOptions::with_home(cjm_home);
+    options.relay_program = Some(PathBuf::from(env!("CARGO_BIN_EXE_e2e-relay")));
+    let manager = cjm_manager::PluginManager::new(options);
+    manager.discover_manifests();
+    let loading = Instant::now();
+    manager
+        .load_plugin("echo-py-ray", Some(serde_json::Map::new()))
+        .await
+        .unwrap();
+    let answer = manager
+        .execute_plugin(
+            "echo-py-ray",
+            cjm_manager::CallArgs::new().arg("from python on ray"),
+        )
+        .await
+        .unwrap();
+    let ready_ms = loading.elapsed().as_millis();
+    assert_eq!(answer["result"], "from python on ray", "{answer}");
+    let worker = manager.worker_info("echo-py-ray").unwrap();
+    assert!(
+        worker.location.starts_with("ray job "),
+        "{}",
+        worker.location
+    );
+    assert!(
+        alive(worker.pid),
+        "the Python worker runs on this machine's node"
+    );
+    manager.unload_plugin("echo-py-ray").await.unwrap();
+    assert!(
+        gone_within(worker.pid, Duration::from_secs(10))
+            .await
+            .is_some(),
+        "the Python worker went with its job"
+    );
+    println!("{}", json!({"ray_python_place_ready_ms": ready_ms}));
+}
+
 /// The raylet of the worker's node SIGKILLed: the worker goes within 10 s. Run last
 /// (the xtask orders it): the node is gone afterwards.
 #[tokio::test]

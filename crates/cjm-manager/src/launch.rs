@@ -51,9 +51,18 @@ pub enum PlacementSetupError {
     /// The attach address is not usable.
     #[error(transparent)]
     Attach(cjm_proxy::PlacementError),
-    /// Only native workers are shipped to Ray.
-    #[error("a Python plugin cannot be placed by Ray here: only native workers are shipped")]
-    PythonOnRay,
+    /// A Python plugin placed by Ray names no packages for its job to install.
+    #[error(
+        "a Python plugin placed by Ray needs \"pip\" in placement.ray: the packages its \
+         job installs (the original, and the plugin's own)"
+    )]
+    PythonWithoutPip,
+    /// `cjm-relay` is not to be found.
+    #[error(
+        "a Python plugin placed by Ray is shipped with cjm-relay, which is neither beside \
+         this program nor on PATH (set ManagerOptions::relay_program)"
+    )]
+    NoRelay,
 }
 
 /// The fingerprint of this host's TLS identity (kept in `$CJM_HOME/tls`, made on
@@ -372,22 +381,53 @@ fn placement(
             Ok(Arc::new(attach))
         }
         WorkerPlacement::Ray(spec) => {
-            if matches!(launch, Launch::Python { .. }) {
-                return Err(PlacementSetupError::PythonOnRay);
+            let mut ray = ray_options(manifest, &spec);
+            if let Launch::Python { module, class, .. } = launch {
+                if spec.pip.is_empty() {
+                    return Err(PlacementSetupError::PythonWithoutPip);
+                }
+                let relay = relay_program(options).ok_or(PlacementSetupError::NoRelay)?;
+                let command = [
+                    spec.python
+                        .clone()
+                        .unwrap_or_else(|| String::from("python")),
+                    String::from("-m"),
+                    String::from(PYTHON_WORKER_MODULE),
+                    String::from("--module"),
+                    module.clone(),
+                    String::from("--class"),
+                    class.clone(),
+                ];
+                ray.relay = Some(cjm_proxy::RelayShip::new(relay, command.to_vec()));
+                ray.pip = spec.pip.clone();
             }
             if let Some(variable) = &spec.token_env {
                 token(variable)?;
             }
             let client = RayClient::with_token_env(&spec.address, spec.token_env.as_deref())
                 .map_err(PlacementSetupError::Ray)?;
-            Ok(Arc::new(RayPlacement::new(
-                client,
-                identity()?,
-                ray_options(manifest, &spec),
-            )))
+            Ok(Arc::new(RayPlacement::new(client, identity()?, ray)))
         }
         _ => Ok(Arc::new(LocalSpawn)),
     }
+}
+
+/// `cjm-relay`: the option's, else beside this program, else on `PATH`.
+fn relay_program(options: &ManagerOptions) -> Option<std::path::PathBuf> {
+    if let Some(relay) = &options.relay_program {
+        return Some(relay.clone());
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("cjm-relay")))
+        .filter(|path| path.is_file());
+    beside.or_else(|| {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("cjm-relay"))
+                .find(|candidate| candidate.is_file())
+        })
+    })
 }
 
 /// Plugins with the same key are placed by the same cluster: stopping one frees

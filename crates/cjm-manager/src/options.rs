@@ -44,6 +44,10 @@ pub struct ManagerOptions {
     pub keep_alive: Option<Duration>,
     /// Keep-alives by plugin name, over their manifests'.
     pub plugin_keep_alive: HashMap<String, Duration>,
+    /// `cjm-relay`, shipped with Python plugins placed by Ray (it gives the original's
+    /// worker a remote worker's TLS front). `None`: `cjm-relay` beside this program,
+    /// else on `PATH`.
+    pub relay_program: Option<PathBuf>,
 }
 
 impl ManagerOptions {
@@ -66,6 +70,7 @@ impl ManagerOptions {
             plugin_fault_policies: HashMap::new(),
             keep_alive: None,
             plugin_keep_alive: HashMap::new(),
+            relay_program: None,
         }
     }
 

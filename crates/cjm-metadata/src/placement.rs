@@ -59,6 +59,14 @@ pub struct RaySpec {
     /// Seconds placement may take, pending for resources included (default 600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub place_timeout_secs: Option<u64>,
+    /// Python plugins: the packages the job's environment installs (Ray's
+    /// `runtime_env.pip`), the original and the plugin's own package among them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pip: Vec<String>,
+    /// Python plugins: the interpreter on the node (default `python`, the job
+    /// environment's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<String>,
 }
 
 impl WorkerPlacement {

@@ -29,7 +29,9 @@ pub use endpoint::{default_socket_dir, Endpoint};
 pub use error::{PlacementError, ProxyError};
 pub use launch::{LaunchSpec, ListenMode, WaitingHook};
 pub use lifecycle::HookOutcome;
-pub use placement::{Attach, LocalSpawn, PlaceFuture, Placed, Placement, RayOptions, RayPlacement};
+pub use placement::{
+    Attach, LocalSpawn, PlaceFuture, Placed, Placement, RayOptions, RayPlacement, RelayShip,
+};
 pub use proxy::RemotePluginProxy;
 pub use stream::{BlockingChunks, ChunkStream};
 pub use tls::{

@@ -117,7 +117,16 @@ impl RemotePluginProxy {
             runtime: tokio::runtime::Handle::current(),
             stopped: AtomicBool::new(false),
         };
-        let health = proxy.wait_ready(spec, started).await?;
+        // A placement may wait long for resources elsewhere (a Ray job pending, its
+        // environment being installed), under its own limit: the start timeout is for
+        // the worker's own start, from when it is placed. Retries after a taken port
+        // still count from the first start.
+        let ready_from = if proxy.is_local() {
+            started
+        } else {
+            Instant::now()
+        };
+        let health = proxy.wait_ready(spec, ready_from).await?;
         proxy.version = health.version;
         proxy.worker_pid = health.pid;
         tracing::debug!(
@@ -152,11 +161,12 @@ impl RemotePluginProxy {
                     .map_err(|err| format!("health answer: {err}"))?;
                 // A port the worker binds itself may have been taken by another
                 // worker, which would answer in its place: only ours counts.
+                // (A worker elsewhere is reached at the address it was placed at.)
                 if spec.listen == ListenMode::WorkerBinds
-                    && !self
+                    && self
                         .worker
                         .local_pid()
-                        .is_some_and(|leader| in_process_group(health.pid, leader))
+                        .is_some_and(|leader| !in_process_group(health.pid, leader))
                 {
                     return Err(format!(
                         "{} is answered by pid {}, not by this worker",

@@ -21,7 +21,7 @@ use std::pin::Pin;
 
 pub use attach::Attach;
 pub use local::LocalSpawn;
-pub use ray::{RayOptions, RayPlacement};
+pub use ray::{RayOptions, RayPlacement, RelayShip};
 
 use crate::endpoint::{Endpoint, PrivateFolder};
 use crate::transport::Transport;

@@ -69,6 +69,34 @@ pub struct RayOptions {
     pub place_timeout: Duration,
     /// How long stopping a job may take.
     pub stop_timeout: Duration,
+    /// For a worker that cannot serve a remote host itself (the original's Python
+    /// worker): ship this instead, see [`RelayShip`].
+    pub relay: Option<RelayShip>,
+    /// Python packages the job's environment installs (`runtime_env.pip`).
+    pub pip: Vec<String>,
+}
+
+/// A worker run behind `cjm-relay`: the relay's binary is shipped, and it starts
+/// `command` on the node (the spec's program and arguments are this host's, and mean
+/// nothing there).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RelayShip {
+    /// The `cjm-relay` binary.
+    pub binary: std::path::PathBuf,
+    /// What the relay starts on the node, such as `python -m
+    /// cjm_plugin_system.core.worker --module M --class C`.
+    pub command: Vec<String>,
+}
+
+impl RelayShip {
+    /// Ship `binary`, which runs `command` on the node.
+    pub fn new(binary: impl Into<std::path::PathBuf>, command: Vec<String>) -> Self {
+        RelayShip {
+            binary: binary.into(),
+            command,
+        }
+    }
 }
 
 impl RayOptions {
@@ -83,6 +111,8 @@ impl RayOptions {
             lease: Duration::from_secs(30),
             place_timeout: Duration::from_secs(600),
             stop_timeout: Duration::from_secs(60),
+            relay: None,
+            pip: Vec::new(),
         }
     }
 }
@@ -121,21 +151,36 @@ impl RayPlacement {
         }
     }
 
+    /// The binary that goes in the job's package: the worker's, or the relay's.
+    fn shipped(&self, spec: &LaunchSpec) -> std::path::PathBuf {
+        match &self.options.relay {
+            Some(relay) => relay.binary.clone(),
+            None => spec.program.clone(),
+        }
+    }
+
     fn submission(&self, spec: &LaunchSpec, package: &Package, id: String) -> JobSubmission {
         let program = format!(
             "./{}",
-            spec.program
+            self.shipped(spec)
                 .file_name()
                 .map(|name| name.to_string_lossy().into_owned())
                 .unwrap_or_default()
         );
-        let mut args = spec.args.clone();
-        args.extend([
+        let lease = [
             String::from("--listen"),
             String::from("0.0.0.0:0"),
             String::from("--lease-secs"),
             self.options.lease.as_secs().max(1).to_string(),
-        ]);
+        ];
+        let args: Vec<String> = match &self.options.relay {
+            Some(relay) => lease
+                .into_iter()
+                .chain([String::from("--")])
+                .chain(relay.command.iter().cloned())
+                .collect(),
+            None => spec.args.iter().cloned().chain(lease).collect(),
+        };
         let options = &self.options;
         let mut job = JobSubmission::new(entrypoint_command(&program, &args))
             .submission_id(id)
@@ -161,6 +206,9 @@ impl RayPlacement {
         for (key, value) in &spec.env {
             job = job.env_var(key.clone(), value.clone());
         }
+        if !options.pip.is_empty() {
+            job = job.pip(options.pip.iter().cloned());
+        }
         job
     }
 }
@@ -180,7 +228,7 @@ impl Placement for RayPlacement {
             if let Some(name) = spec.secret_env.first() {
                 return Err(failed(PlacementError::SecretInJob { name: name.clone() }));
             }
-            let program = spec.program.clone();
+            let program = self.shipped(spec);
             let package = tokio::task::spawn_blocking(move || Package::executable(&program))
                 .await
                 .map_err(|err| failed(PlacementError::Package(err.to_string())))?
