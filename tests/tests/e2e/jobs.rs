@@ -29,6 +29,30 @@ fn big_text(home: &TestHome, mib: usize) -> PathBuf {
     path
 }
 
+/// A named pipe that yields text without end, for a count that can only end by being
+/// cancelled: however fast the machine, it cannot finish before the cancel arrives.
+/// The writer goes when the plugin closes its end (its write fails: broken pipe).
+fn endless_text(home: &TestHome) -> PathBuf {
+    let path = home.path().join("endless.txt");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+        0,
+    )
+    .unwrap();
+    let pipe = path.clone();
+    std::thread::spawn(move || {
+        let Ok(mut writer) = std::fs::OpenOptions::new().write(true).open(&pipe) else {
+            return;
+        };
+        let line = "the quick brown fox jumps over the lazy dog again\n".repeat(20);
+        while writer.write_all(line.as_bytes()).is_ok() {}
+    });
+    path
+}
+
 fn jobs_home() -> (TestHome, PluginManager) {
     let home = TestHome::new();
     home.installed_manifest("cjm-wordcount", WORDCOUNT, &[]);
@@ -99,7 +123,7 @@ async fn a_running_job_stops_when_asked_and_keeps_its_worker() {
     let (home, manager) = jobs_home();
     load_wordcount(&manager).await;
     let pid = manager.worker_info("cjm-wordcount").unwrap().pid;
-    let text = big_text(&home, 64);
+    let text = endless_text(&home);
     let jobs = Jobs::new(manager.clone(), options(&home)).unwrap();
     let job = jobs.submit("cjm-wordcount", count(&text), 0).unwrap();
     let mut events = jobs.events_for(job);
@@ -186,7 +210,7 @@ async fn a_job_that_ignores_its_cancel_is_stopped_by_force_and_its_worker_restar
 async fn a_stream_can_be_cancelled_and_ends_saying_so() {
     let (home, manager) = jobs_home();
     load_wordcount(&manager).await;
-    let text = big_text(&home, 64);
+    let text = endless_text(&home);
     let mut stream = manager
         .execute_plugin_stream("cjm-wordcount", count(&text))
         .await
