@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
 const ECHO: &str = env!("CARGO_BIN_EXE_e2e-echo");
+const FAULTY: &str = env!("CARGO_BIN_EXE_e2e-faulty");
 
 struct RemoteWorker {
     child: Child,
@@ -34,8 +35,18 @@ struct RemoteWorker {
 impl RemoteWorker {
     /// `e2e-echo --listen HOST:0 [extra..]`, trusting `identity`; its handshake read.
     async fn start(host: &'static str, identity: &ClientIdentity, extra: &[&str]) -> Self {
+        Self::start_program(ECHO, host, identity, extra).await
+    }
+
+    /// `program --listen HOST:0 [extra..]`, as [`start`](Self::start).
+    async fn start_program(
+        program: &str,
+        host: &'static str,
+        identity: &ClientIdentity,
+        extra: &[&str],
+    ) -> Self {
         let stderr = tempfile::NamedTempFile::new().unwrap();
-        let mut child = Command::new(ECHO)
+        let mut child = Command::new(program)
             .arg("--listen")
             .arg(format!("{host}:0"))
             .args(extra)
@@ -592,17 +603,27 @@ fn attached_manager(
     url: &str,
     server_fingerprint: &str,
 ) -> cjm_manager::PluginManager {
+    attached_manager_of("echo-remote", home, url, server_fingerprint)
+}
+
+/// As [`attached_manager`], the manifest named `name`.
+fn attached_manager_of(
+    name: &str,
+    home: &std::path::Path,
+    url: &str,
+    server_fingerprint: &str,
+) -> cjm_manager::PluginManager {
     let home = cjm_manager::CjmHome::at(home);
     std::fs::create_dir_all(home.plugins_dir()).unwrap();
     let manifest = json!({
-        "name": "echo-remote",
+        "name": name,
         "version": "1.0.0",
         // Never run: an attached worker is someone else's.
-        "command": "/nonexistent/cjm-echo",
+        "command": "/nonexistent/plugin",
         "resources": {"requires_gpu": true, "min_gpu_vram_mb": 999999},
         "attach": {"url": url, "server_fingerprint": server_fingerprint},
     });
-    std::fs::write(home.manifest_path("echo-remote"), manifest.to_string()).unwrap();
+    std::fs::write(home.manifest_path(name), manifest.to_string()).unwrap();
     let manager = cjm_manager::PluginManager::new(cjm_manager::ManagerOptions::with_home(home));
     manager.discover_manifests();
     manager
@@ -611,11 +632,16 @@ fn attached_manager(
 /// The worker an operator would run: given the host's kept fingerprint (`cjm-ctl
 /// tls-fingerprint` prints it), on 127.0.0.2 as if on another machine.
 async fn operators_worker(home: &std::path::Path) -> (RemoteWorker, String) {
+    operators_worker_of(ECHO, home).await
+}
+
+/// As [`operators_worker`], running `program`.
+async fn operators_worker_of(program: &str, home: &std::path::Path) -> (RemoteWorker, String) {
     let home = cjm_manager::CjmHome::at(home);
     let fingerprint = cjm_manager::host_tls_fingerprint(&home).unwrap();
     let kept = ClientIdentity::kept_in(&home.root().join("tls")).unwrap();
     assert_eq!(kept.fingerprint().to_string(), fingerprint);
-    let worker = RemoteWorker::start("127.0.0.2", &kept, &[]).await;
+    let worker = RemoteWorker::start_program(program, "127.0.0.2", &kept, &[]).await;
     let url = format!("https://127.0.0.2:{}", worker.handshake.port);
     (worker, url)
 }
@@ -678,6 +704,146 @@ async fn the_manager_attaches_to_a_running_worker_and_lets_it_go() {
 
     // Unloading lets the worker go: it is someone else's, and still serves.
     manager.unload_plugin("echo-remote").await.unwrap();
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "{}",
+        worker.log()
+    );
+}
+
+/// Jobs on a worker the host does not own: progress pushed over TLS in order, a
+/// cooperative cancel that keeps the worker, and the forced path, which cannot kill
+/// someone else's process: the host stops waiting, says so, and keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_on_an_attached_worker_report_progress_and_are_cancelled() {
+    use cjm_manager::jobs::{Cancellation, JobChange, JobOptions, JobState, Jobs};
+    use cjm_manager::CallArgs;
+
+    let home = tempfile::tempdir().unwrap();
+    let (mut worker, url) = operators_worker_of(FAULTY, home.path()).await;
+    let manager = attached_manager_of(
+        "faulty-remote",
+        home.path(),
+        &url,
+        &worker.handshake.server_cert_sha256.to_string(),
+    );
+    manager
+        .load_plugin("faulty-remote", Some(serde_json::Map::new()))
+        .await
+        .unwrap();
+    let jobs = Jobs::new(
+        manager.clone(),
+        JobOptions::default()
+            .journal(home.path().join("jobs.sqlite3"))
+            .cancel_timeout(Duration::from_millis(300)),
+    )
+    .unwrap();
+    let steps = |count: u64, step_ms: u64| CallArgs::new().arg("steps").arg(count).arg(step_ms);
+
+    // Progress, in order, then the result.
+    let job = jobs.submit("faulty-remote", steps(5, 20), 0).unwrap();
+    let mut events = jobs.events_for(job);
+    let mut fractions = Vec::new();
+    loop {
+        let event = events.next().await.unwrap().unwrap();
+        match event.change {
+            JobChange::Progress { fraction, .. } => fractions.push(fraction),
+            JobChange::State(JobState::Succeeded | JobState::Failed | JobState::Cancelled) => break,
+            _ => {}
+        }
+    }
+    assert!(!fractions.is_empty());
+    assert!(
+        fractions.windows(2).all(|pair| pair[0] < pair[1]),
+        "{fractions:?}"
+    );
+    let outcome = jobs.wait(job).await.unwrap();
+    assert_eq!(outcome.result.unwrap()["steps"], 5);
+
+    // Asked, the plugin stops; same worker.
+    let job = jobs.submit("faulty-remote", steps(10_000, 20), 0).unwrap();
+    let mut events = jobs.events_for(job);
+    while !matches!(
+        events.next().await.unwrap().unwrap().change,
+        JobChange::Progress { .. }
+    ) {}
+    jobs.cancel(job).unwrap();
+    let ended = jobs.wait(job).await.unwrap();
+    assert_eq!(ended.status.cancelled, Some(Cancellation::Cooperative));
+    assert_eq!(
+        manager.worker_info("faulty-remote").unwrap().pid,
+        worker.handshake.pid
+    );
+
+    // A call deaf to its cancel: the host cannot kill a worker it does not own.
+    let job = jobs
+        .submit("faulty-remote", CallArgs::new().arg("sleep").arg(60_000), 0)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while jobs.status(job).map(|status| status.state) != Some(JobState::Running) {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let asked = Instant::now();
+    jobs.cancel(job).unwrap();
+    let ended = jobs.wait(job).await.unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "the host waited for the call it gave up on"
+    );
+    assert_eq!(ended.status.state, JobState::Cancelled);
+    assert_eq!(
+        ended.status.cancelled,
+        Some(Cancellation::Abandoned),
+        "{ended:?}"
+    );
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "{}",
+        worker.log()
+    );
+    // Still attached, still serving, with the stats a local worker gives.
+    let answer = manager
+        .execute_plugin("faulty-remote", CallArgs::new().arg("pid"))
+        .await
+        .unwrap();
+    assert_eq!(answer["pid"], worker.handshake.pid);
+    let stats = manager.plugin_stats("faulty-remote").await.unwrap();
+    assert_eq!(stats.pid, worker.handshake.pid);
+    manager.shutdown().await;
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "{}",
+        worker.log()
+    );
+}
+
+/// Letting an attached worker go leaves its plugin as it was: no cleanup under
+/// whoever runs it (a local worker's unload cleans up: `faults.rs`).
+#[tokio::test]
+async fn unloading_an_attached_plugin_does_not_clean_it_up() {
+    let home = tempfile::tempdir().unwrap();
+    let (mut worker, url) = operators_worker_of(FAULTY, home.path()).await;
+    let manager = attached_manager_of(
+        "faulty-remote",
+        home.path(),
+        &url,
+        &worker.handshake.server_cert_sha256.to_string(),
+    );
+    let cleaned = home.path().join("cleaned");
+    manager
+        .load_plugin(
+            "faulty-remote",
+            json!({"cleanup_marker": cleaned}).as_object().cloned(),
+        )
+        .await
+        .unwrap();
+    manager
+        .execute_plugin("faulty-remote", cjm_manager::CallArgs::new().arg("pid"))
+        .await
+        .unwrap();
+    manager.unload_plugin("faulty-remote").await.unwrap();
+    assert!(!cleaned.exists());
     assert!(
         worker.child.try_wait().unwrap().is_none(),
         "{}",

@@ -101,7 +101,8 @@ enum Ended {
         error: anyhow::Error,
     },
     Cancelled {
-        forced: bool,
+        /// How, where it was more than asking.
+        how: Option<Cancellation>,
     },
 }
 
@@ -116,15 +117,15 @@ impl Ended {
     fn report(self) -> ExitCode {
         let status = match self {
             Ended::Done => ExecExit::Success,
-            Ended::Cancelled { forced } => {
-                eprintln!(
-                    "cjm-ctl: cancelled{}",
-                    if forced {
-                        " (forced: the worker was killed)"
-                    } else {
-                        ""
+            Ended::Cancelled { how } => {
+                let note = match how {
+                    Some(Cancellation::Forced) => " (forced: the worker was killed)",
+                    Some(Cancellation::Abandoned) => {
+                        " (abandoned: the attached worker is not this host's to kill; the call may run on there)"
                     }
-                );
+                    _ => "",
+                };
+                eprintln!("cjm-ctl: cancelled{note}");
                 ExecExit::Cancelled
             }
             Ended::Failed { category, error } => {
@@ -212,7 +213,7 @@ async fn load(
             loaded.map_err(|err| Ended::failed(err.category(), err))
         }
         // Nothing of the plugin's ran yet: the shutdown that follows stops its worker.
-        _ = interrupts.next() => Err(Ended::Cancelled { forced: false }),
+        _ = interrupts.next() => Err(Ended::Cancelled { how: None }),
     }
 }
 
@@ -280,7 +281,7 @@ async fn run_job(
             }
         }
         JobState::Cancelled => Ended::Cancelled {
-            forced: outcome.status.cancelled == Some(Cancellation::Forced),
+            how: outcome.status.cancelled,
         },
         _ => match outcome.status.failure {
             Some(failure) => {
@@ -307,24 +308,26 @@ async fn run_stream(
             Ok(stream) => stream,
             Err(err) => return Ended::failed(err.category(), err),
         },
-        _ = interrupts.next() => return Ended::Cancelled { forced: false },
+        _ = interrupts.next() => return Ended::Cancelled { how: None },
     };
     let mut asked = false;
     loop {
         tokio::select! {
             chunk = stream.next() => match chunk {
-                None => return if asked { Ended::Cancelled { forced: false } } else { Ended::Done },
+                None => return if asked { Ended::Cancelled { how: None } } else { Ended::Done },
                 Some(Ok(chunk)) => match serde_json::to_string(&chunk) {
                     Ok(line) => println!("{line}"),
                     Err(err) => return Ended::failed(None, err),
                 },
-                Some(Err(ProxyError::Cancelled { .. })) => return Ended::Cancelled { forced: false },
+                Some(Err(ProxyError::Cancelled { .. })) => return Ended::Cancelled { how: None },
                 Some(Err(err)) => return Ended::failed(err.category(), err),
             },
             seen = interrupts.next() => {
                 if seen > 1 {
                     eprintln!("cjm-ctl: forcing: killing the worker");
-                    return Ended::Cancelled { forced: true };
+                    return Ended::Cancelled {
+                        how: Some(Cancellation::Forced),
+                    };
                 }
                 eprintln!("{CANCELLING}");
                 asked = true;

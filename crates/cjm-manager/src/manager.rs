@@ -26,7 +26,7 @@ mod prefetch;
 mod recovery;
 mod telemetry;
 
-pub(crate) use for_jobs::{AfterKill, JobExecution};
+pub(crate) use for_jobs::{AfterKill, Forced, JobExecution};
 use telemetry::ManagerStats;
 
 /// Manages plugin discovery, loading and execution, each plugin in its own worker

@@ -241,6 +241,12 @@ impl RemotePluginProxy {
         &self.location
     }
 
+    /// Whether the host can stop the worker: false for one it attached to, which
+    /// someone else runs and which stopping only lets go (a call it is running goes on).
+    pub fn owns_worker(&self) -> bool {
+        self.worker.is_owned()
+    }
+
     /// Whether the worker is a process of this machine.
     pub fn is_local(&self) -> bool {
         self.worker.local_pid().is_some()
@@ -473,11 +479,13 @@ impl RemotePluginProxy {
 
     /// Stop the worker in order: the plugin's `/cleanup`, then SIGTERM to its process
     /// group, then SIGKILL if it has not exited in time. Safe to call more than once.
+    /// A worker the host does not own is only let go: its plugin is not cleaned up
+    /// under whoever runs it (and a cleanup would wait for the calls it is running).
     pub async fn shutdown(&self) {
         if self.stopped.swap(true, Ordering::SeqCst) {
             return;
         }
-        if !self.has_exited() {
+        if !self.has_exited() && self.owns_worker() {
             // Not through `send`: the proxy already counts as stopped for callers.
             let cleanup = async {
                 let response = self

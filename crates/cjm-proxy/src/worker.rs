@@ -26,6 +26,14 @@ impl Worker {
         }
     }
 
+    /// Whether the host can stop the worker (see [`RemoteWorker::is_owned`]).
+    pub(crate) fn is_owned(&self) -> bool {
+        match self {
+            Worker::Local(_) => true,
+            Worker::Remote(remote) => remote.is_owned(),
+        }
+    }
+
     pub(crate) fn has_exited(&self) -> bool {
         match self {
             Worker::Local(process) => process.has_exited(),

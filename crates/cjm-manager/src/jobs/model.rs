@@ -91,6 +91,10 @@ pub enum Cancellation {
     /// The plugin did not stop in time (or cannot be asked): its worker was killed
     /// and started again with its configuration.
     Forced,
+    /// The plugin did not stop in time, and its worker is not the host's to kill (an
+    /// attached worker, which someone else runs): the host stopped waiting for the
+    /// call, which may run on in the worker until it ends.
+    Abandoned,
 }
 
 impl Cancellation {
@@ -100,6 +104,7 @@ impl Cancellation {
             Cancellation::WhileQueued => "queued",
             Cancellation::Cooperative => "cooperative",
             Cancellation::Forced => "forced",
+            Cancellation::Abandoned => "abandoned",
         }
     }
 }

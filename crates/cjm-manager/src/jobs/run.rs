@@ -14,8 +14,7 @@ use tokio::sync::watch;
 use super::journal::Record;
 use super::model::{Cancellation, JobChange, JobFailure, JobId, JobState};
 use super::{outcome, CancelRequest, Inner, JobsError};
-use crate::manager::AfterKill;
-use crate::manager::JobExecution;
+use crate::manager::{AfterKill, Forced, JobExecution};
 use crate::ManagerError;
 
 /// How long one `/progress` request waits for a report from our workers.
@@ -232,7 +231,14 @@ async fn watch_progress(inner: Arc<Inner>, execution: Arc<JobExecution>, watched
         } else {
             PROGRESS_WAIT
         };
-        match execution.progress(&call_id, after, wait).await {
+        // The call's task gone (its job abandoned) ends the watch, long poll or not:
+        // nobody waits for the reports, and the execution it holds must go.
+        let mut task_alive = call_ended.clone();
+        let answer = tokio::select! {
+            answer = execution.progress(&call_id, after, wait) => answer,
+            () = async { while task_alive.changed().await.is_ok() {} } => return,
+        };
+        match answer {
             Ok((seq, fraction, message, finished)) => {
                 failures = 0;
                 let news = match seq {
@@ -253,8 +259,11 @@ async fn watch_progress(inner: Arc<Inner>, execution: Arc<JobExecution>, watched
                 };
                 if news {
                     last = Some((fraction, message.clone()));
-                    if let Some(entry) = inner.book.lock().jobs.get_mut(&id) {
-                        entry.status.progress = Some((fraction, message.clone()));
+                    match inner.book.lock().jobs.get_mut(&id) {
+                        Some(entry) if !entry.status.state.is_final() => {
+                            entry.status.progress = Some((fraction, message.clone()));
+                        }
+                        _ => return,
                     }
                     inner.emit(id, &plugin, JobChange::Progress { fraction, message });
                 }
@@ -481,7 +490,7 @@ pub(super) fn cancel_now(inner: &Arc<Inner>, id: JobId) -> Result<bool, JobsErro
     };
     let inner = Arc::clone(inner);
     let stopping = async move {
-        if let Err(err) = inner
+        let forced = inner
             .manager
             .force_replace(
                 &plugin,
@@ -489,10 +498,8 @@ pub(super) fn cancel_now(inner: &Arc<Inner>, id: JobId) -> Result<bool, JobsErro
                 || still_running(&inner, id),
                 AfterKill::LeaveStopped,
             )
-            .await
-        {
-            tracing::warn!("job {id}: forced stop of plugin {plugin}: {err}");
-        }
+            .await;
+        after_force(&inner, id, &plugin, forced);
     };
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
@@ -534,7 +541,7 @@ async fn stop_running(inner: Arc<Inner>, id: JobId, execution: Arc<JobExecution>
             _ => return,
         }
     }
-    if let Err(err) = inner
+    let forced = inner
         .manager
         .force_replace(
             &plugin,
@@ -542,8 +549,28 @@ async fn stop_running(inner: Arc<Inner>, id: JobId, execution: Arc<JobExecution>
             || still_running(&inner, id),
             AfterKill::Restart,
         )
-        .await
-    {
-        tracing::warn!("job {id}: forced stop of plugin {plugin}: {err}");
+        .await;
+    after_force(&inner, id, &plugin, forced);
+}
+
+/// A killed worker ends the job's call by itself (it ends `Forced`). A worker that is
+/// not the host's to kill would keep the job waiting for a call it ignores its cancel
+/// in: the job stops waiting (its task, the call's connection with it, is dropped).
+fn after_force(inner: &Inner, id: JobId, plugin: &str, forced: Result<Forced, ManagerError>) {
+    match forced {
+        Ok(Forced::Replaced | Forced::NotNeeded) => {}
+        Ok(Forced::NotOwned) => {
+            if let Some(task) = inner
+                .book
+                .lock()
+                .jobs
+                .get_mut(&id)
+                .and_then(|entry| entry.task.take())
+            {
+                task.abort();
+            }
+            finish(inner, id, Ending::Cancelled(Cancellation::Abandoned));
+        }
+        Err(err) => tracing::warn!("job {id}: forced stop of plugin {plugin}: {err}"),
     }
 }

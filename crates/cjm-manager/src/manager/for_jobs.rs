@@ -128,6 +128,7 @@ impl PluginManager {
     pub(crate) async fn force_restart(&self, name: &str, why: &str) -> Result<(), ManagerError> {
         self.force_replace(name, why, || true, AfterKill::Restart)
             .await
+            .map(drop)
     }
 
     /// Kill a plugin's worker, unless `still_needed` says otherwise once this caller
@@ -136,18 +137,29 @@ impl PluginManager {
     /// leave the plugin stopped (it starts again, with its configuration, on its next
     /// call: for a host that will not call it soon, a restart would only load what is
     /// about to be dropped).
+    ///
+    /// A worker the host attached to is someone else's: it is left as it is
+    /// ([`Forced::NotOwned`]). Letting it go and attaching again would stop nothing,
+    /// and would wait for the very call being stopped (the configuration a fresh
+    /// attach sends waits for the plugin's running calls).
     pub(crate) async fn force_replace(
         &self,
         name: &str,
         why: &str,
         still_needed: impl Fn() -> bool,
         after: AfterKill,
-    ) -> Result<(), ManagerError> {
+    ) -> Result<Forced, ManagerError> {
         let plugin = self.loaded(name)?;
         let _one_at_a_time = plugin.lifecycle.lock().await;
         if !still_needed() {
             tracing::debug!("plugin {name}: not killing its worker after all ({why}: ended)");
-            return Ok(());
+            return Ok(Forced::NotNeeded);
+        }
+        if plugin.proxy().is_some_and(|proxy| !proxy.owns_worker()) {
+            tracing::warn!(
+                "plugin {name}: its worker is not this host's to kill ({why}); the call is left to end there"
+            );
+            return Ok(Forced::NotOwned);
         }
         tracing::warn!("plugin {name}: killing its worker ({why})");
         let config = plugin.config();
@@ -164,8 +176,19 @@ impl PluginManager {
             },
         )
         .await
-        .map(drop)
+        .map(|_| Forced::Replaced)
     }
+}
+
+/// What [`PluginManager::force_replace`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Forced {
+    /// The worker was killed (and started again or left stopped, as asked).
+    Replaced,
+    /// The call had ended meanwhile: nothing was done.
+    NotNeeded,
+    /// The worker is someone else's (attached): nothing was done.
+    NotOwned,
 }
 
 /// What [`PluginManager::force_replace`] does once the worker is killed.

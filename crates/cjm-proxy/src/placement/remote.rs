@@ -63,6 +63,12 @@ impl RemoteWorker {
         }
     }
 
+    /// Whether stopping it stops the worker (its placement can), rather than only
+    /// letting it go (a worker someone else runs).
+    pub(crate) fn is_owned(&self) -> bool {
+        self.inner.stopper.is_some()
+    }
+
     pub(crate) fn is_gone(&self) -> bool {
         self.gone.borrow().is_some()
     }
