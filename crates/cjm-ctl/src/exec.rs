@@ -361,25 +361,30 @@ impl ProgressDisplay {
     fn show(&mut self, fraction: f64, message: &str) {
         match &self.bar {
             Some(bar) => {
-                if bar.is_hidden() {
-                    bar.set_draw_target(ProgressDrawTarget::stderr());
-                }
-                if fraction < 0.0 {
+                // The bar stays hidden until it has its first report in full, and the
+                // message goes before the position, so that no frame shows a fraction
+                // beside the message of the step before it.
+                let style = if fraction < 0.0 {
                     // Cannot tell how far: a spinner that says what it does.
-                    bar.set_style(
-                        ProgressStyle::with_template("{spinner} {msg}")
-                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                    );
-                    bar.tick();
+                    ProgressStyle::with_template("{spinner} {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner())
                 } else {
-                    bar.set_style(
-                        ProgressStyle::with_template("[{bar:40}] {percent:>3}% {msg}")
-                            .unwrap_or_else(|_| ProgressStyle::default_bar())
-                            .progress_chars("=> "),
-                    );
+                    ProgressStyle::with_template("[{bar:40}] {percent:>3}% {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> ")
+                };
+                bar.set_style(style);
+                bar.set_message(message.to_owned());
+                if fraction >= 0.0 {
                     bar.set_position((fraction.clamp(0.0, 1.0) * 1000.0) as u64);
                 }
-                bar.set_message(message.to_owned());
+                let first = bar.is_hidden();
+                if first {
+                    bar.set_draw_target(ProgressDrawTarget::stderr());
+                }
+                if first || fraction < 0.0 {
+                    bar.tick();
+                }
             }
             None => {
                 let line = if fraction < 0.0 {

@@ -135,6 +135,68 @@ fn progress_goes_to_stderr_as_plain_lines_and_the_result_to_stdout() {
     );
 }
 
+/// On a terminal (a pseudo-terminal here, as a user's shell gives), progress is a bar
+/// redrawn in place, not a line per report, and it is cleared at the end; the result
+/// still goes to stdout alone.
+#[test]
+fn on_a_terminal_progress_is_a_bar_drawn_in_place_and_cleared() {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    use std::io::Read;
+
+    let home = faulty_home();
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(ptsname(&master, Vec::new()).unwrap().to_str().unwrap())
+        .unwrap();
+    let child = Command::new(CTL)
+        .args(["exec", "faulty", "--args", r#"["steps", 40, 25]"#])
+        .env("CJM_HOME", home.path())
+        .env("TERM", "xterm")
+        .env_remove("RUST_LOG")
+        .current_dir(home.path())
+        .stdout(Stdio::piped())
+        .stderr(terminal)
+        .spawn()
+        .unwrap();
+    // The terminal's screen: read until the last writer has gone (the read fails).
+    let mut screen = std::fs::File::from(master);
+    let reader = std::thread::spawn(move || {
+        let mut drawn = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(read @ 1..) = screen.read(&mut buf) {
+            drawn.extend_from_slice(&buf[..read]);
+        }
+        String::from_utf8_lossy(&drawn).into_owned()
+    });
+    let output = child.wait_with_output().unwrap();
+    let drawn = reader.join().unwrap();
+    assert!(output.status.success(), "{drawn}");
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["steps"], 40);
+    assert!(
+        !drawn.contains("progress: "),
+        "plain lines on a terminal: {drawn:?}"
+    );
+    assert!(drawn.contains("% step "), "no bar drawn: {drawn:?}");
+    assert!(drawn.contains("[="), "no bar drawn: {drawn:?}");
+    // Drawn once it has something to say: no empty first frame.
+    let first_frame = drawn.split('\r').next().unwrap();
+    assert!(first_frame.contains("step 0 of 40"), "{drawn:?}");
+    // Redrawn in place: the cursor goes back to the start of the line (escape
+    // sequences erase it) rather than a new line per report.
+    assert!(drawn.contains('\u{1b}'), "{drawn:?}");
+    assert!(drawn.matches('\n').count() <= 2, "{drawn:?}");
+    // Cleared at the end: the line erased, nothing left of the bar.
+    assert!(
+        drawn.trim_end_matches('\n').ends_with("\r\u{1b}[2K"),
+        "{drawn:?}"
+    );
+}
+
 #[test]
 fn ctrl_c_cancels_a_running_call_and_leaves_no_worker() {
     let home = faulty_home();
