@@ -4,8 +4,10 @@
 //! a manifest's `attach` or `placement` field into a [`Placement`]; the rest of the
 //! manager sees only proxies.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use cjm_interface::remote::Fingerprint;
@@ -14,6 +16,7 @@ use cjm_proxy::ray::RayClient;
 use cjm_proxy::{
     Attach, ClientIdentity, LaunchSpec, ListenMode, LocalSpawn, Placement, RayOptions, RayPlacement,
 };
+use parking_lot::Mutex;
 
 use crate::ManagerOptions;
 
@@ -277,8 +280,8 @@ const FIRST_FD_RELEASE: (u32, u32, u32) = (0, 0, 46);
 
 /// How a Python worker gets its socket: `--fd` (a Unix socket in a private folder,
 /// no port race) from 0.0.46 on, `--port` before. The version is the one
-/// `install-all` recorded in the manifest, else the environment's own answer (asked
-/// once per interpreter, with an argument list).
+/// `install-all` recorded in the manifest, else the environment's own answer (see
+/// [`learn_original_version`]).
 fn python_listen_mode(manifest: &Manifest, python: &Path) -> ListenMode {
     let recorded = manifest
         .extra
@@ -307,31 +310,59 @@ fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
     ))
 }
 
-/// The version of `cjm_plugin_system` installed for `python`, asked once.
+/// How long a Python environment may take to say which original it has.
+const VERSION_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The versions of `cjm_plugin_system` Python environments said they have, by
+/// interpreter.
+fn found_versions() -> &'static Mutex<HashMap<PathBuf, String>> {
+    static FOUND: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
+    FOUND.get_or_init(Default::default)
+}
+
+/// The version of `cjm_plugin_system` installed for `python`, if it has said.
 fn installed_original(python: &Path) -> Option<String> {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    static ASKED: OnceLock<Mutex<HashMap<std::path::PathBuf, Option<String>>>> = OnceLock::new();
-    let asked = ASKED.get_or_init(Default::default);
-    if let Some(known) = asked.lock().ok()?.get(python) {
-        return known.clone();
+    found_versions().lock().get(python).cloned()
+}
+
+/// Before a Python worker's start, where `install-all` did not record which original
+/// the environment has: ask the interpreter, once per interpreter (an answer is kept;
+/// a failed or late one is asked again at the next start), without blocking the
+/// runtime and never for longer than [`VERSION_QUERY_TIMEOUT`]. Without an answer the
+/// worker is started with `--port`, which every release accepts.
+pub(crate) async fn learn_original_version(manifest: &Manifest, manifest_path: &Path) {
+    if manifest.extra.contains_key(ORIGINAL_VERSION_FIELD) {
+        return;
     }
-    let answer = std::process::Command::new(python)
+    let Launch::Python { python_path, .. } = manifest.resolved_launch(manifest_path.parent())
+    else {
+        return;
+    };
+    if installed_original(&python_path).is_some() {
+        return;
+    }
+    let asking = tokio::process::Command::new(&python_path)
         .args([
             "-c",
             "import importlib.metadata as m; print(m.version('cjm_plugin_system'))",
         ])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
-    tracing::debug!("{} has cjm_plugin_system {answer:?}", python.display());
-    if let Ok(mut asked) = asked.lock() {
-        asked.insert(python.to_path_buf(), answer.clone());
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let python = python_path.display();
+    match tokio::time::timeout(VERSION_QUERY_TIMEOUT, asking).await {
+        Ok(Ok(out)) if out.status.success() => {
+            let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            tracing::debug!("{python} has cjm_plugin_system {version}");
+            found_versions().lock().insert(python_path, version);
+        }
+        Ok(Ok(out)) => tracing::debug!("{python} has no cjm_plugin_system ({})", out.status),
+        Ok(Err(err)) => tracing::debug!("{python} could not be asked for its version: {err}"),
+        Err(_) => tracing::warn!(
+            "{python} did not say which cjm_plugin_system it has within {VERSION_QUERY_TIMEOUT:?}; its worker is started with --port"
+        ),
     }
-    answer
 }
 
 /// A fresh id for one start of one worker (the original's `CJM_WORKER_SESSION_ID`):

@@ -309,6 +309,7 @@ impl PluginManager {
         validator: &cjm_validation::ConfigValidator,
         config: &ConfigMap,
     ) -> Result<RemotePluginProxy, ManagerError> {
+        crate::launch::learn_original_version(manifest, manifest_path).await;
         let mut spec = launch_spec(name, manifest, manifest_path, &self.shared.options)?;
         if manifest.resources.requires_gpu {
             if let Some(placement) = placement_key(manifest) {
