@@ -81,8 +81,9 @@ impl fmt::Display for JobState {
     }
 }
 
-/// How a job was cancelled.
+/// How a job was cancelled. New ways may be added: match with a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Cancellation {
     /// Before it started: it never ran.
     WhileQueued,
