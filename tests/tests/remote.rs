@@ -704,6 +704,31 @@ async fn the_manager_attaches_to_a_running_worker_and_lets_it_go() {
 
     // Unloading lets the worker go: it is someone else's, and still serves.
     manager.unload_plugin("echo-remote").await.unwrap();
+    assert_still_running(&mut worker);
+}
+
+/// The operator's `e2e-faulty` worker on 127.0.0.2 and a manager that has attached
+/// to it as `faulty-remote` with `config`.
+async fn attached_faulty(
+    home: &std::path::Path,
+    config: serde_json::Map<String, Value>,
+) -> (RemoteWorker, cjm_manager::PluginManager) {
+    let (worker, url) = operators_worker_of(FAULTY, home).await;
+    let manager = attached_manager_of(
+        "faulty-remote",
+        home,
+        &url,
+        &worker.handshake.server_cert_sha256.to_string(),
+    );
+    manager
+        .load_plugin("faulty-remote", Some(config))
+        .await
+        .unwrap();
+    (worker, manager)
+}
+
+/// The operator's worker has not been stopped by the host.
+fn assert_still_running(worker: &mut RemoteWorker) {
     assert!(
         worker.child.try_wait().unwrap().is_none(),
         "{}",
@@ -720,17 +745,7 @@ async fn jobs_on_an_attached_worker_report_progress_and_are_cancelled() {
     use cjm_manager::CallArgs;
 
     let home = tempfile::tempdir().unwrap();
-    let (mut worker, url) = operators_worker_of(FAULTY, home.path()).await;
-    let manager = attached_manager_of(
-        "faulty-remote",
-        home.path(),
-        &url,
-        &worker.handshake.server_cert_sha256.to_string(),
-    );
-    manager
-        .load_plugin("faulty-remote", Some(serde_json::Map::new()))
-        .await
-        .unwrap();
+    let (mut worker, manager) = attached_faulty(home.path(), serde_json::Map::new()).await;
     let jobs = Jobs::new(
         manager.clone(),
         JobOptions::default()
@@ -797,11 +812,7 @@ async fn jobs_on_an_attached_worker_report_progress_and_are_cancelled() {
         Some(Cancellation::Abandoned),
         "{ended:?}"
     );
-    assert!(
-        worker.child.try_wait().unwrap().is_none(),
-        "{}",
-        worker.log()
-    );
+    assert_still_running(&mut worker);
     // Still attached, still serving, with the stats a local worker gives.
     let answer = manager
         .execute_plugin("faulty-remote", CallArgs::new().arg("pid"))
@@ -811,11 +822,7 @@ async fn jobs_on_an_attached_worker_report_progress_and_are_cancelled() {
     let stats = manager.plugin_stats("faulty-remote").await.unwrap();
     assert_eq!(stats.pid, worker.handshake.pid);
     manager.shutdown().await;
-    assert!(
-        worker.child.try_wait().unwrap().is_none(),
-        "{}",
-        worker.log()
-    );
+    assert_still_running(&mut worker);
 }
 
 /// Letting an attached worker go leaves its plugin as it was: no cleanup under
@@ -823,32 +830,19 @@ async fn jobs_on_an_attached_worker_report_progress_and_are_cancelled() {
 #[tokio::test]
 async fn unloading_an_attached_plugin_does_not_clean_it_up() {
     let home = tempfile::tempdir().unwrap();
-    let (mut worker, url) = operators_worker_of(FAULTY, home.path()).await;
-    let manager = attached_manager_of(
-        "faulty-remote",
-        home.path(),
-        &url,
-        &worker.handshake.server_cert_sha256.to_string(),
-    );
     let cleaned = home.path().join("cleaned");
-    manager
-        .load_plugin(
-            "faulty-remote",
-            json!({"cleanup_marker": cleaned}).as_object().cloned(),
-        )
-        .await
+    let config = json!({"cleanup_marker": cleaned})
+        .as_object()
+        .cloned()
         .unwrap();
+    let (mut worker, manager) = attached_faulty(home.path(), config).await;
     manager
         .execute_plugin("faulty-remote", cjm_manager::CallArgs::new().arg("pid"))
         .await
         .unwrap();
     manager.unload_plugin("faulty-remote").await.unwrap();
     assert!(!cleaned.exists());
-    assert!(
-        worker.child.try_wait().unwrap().is_none(),
-        "{}",
-        worker.log()
-    );
+    assert_still_running(&mut worker);
 }
 
 #[tokio::test]
