@@ -30,7 +30,8 @@ pub async fn measure(options: &Options, results: &mut Results) -> Result<()> {
             .concurrency("echo", 4)
             .max_queued(QUEUED + 10)
             .cancel_timeout(Duration::ZERO),
-    )?;
+    )
+    .await?;
     if options.wants(&["job_submit_us"]) {
         results.insert("job_submit_us", submit_us(&jobs, reps(3, 1)).await?, "us");
     }
@@ -224,7 +225,8 @@ pub fn child(home: String) -> Result<()> {
             JobOptions::default()
                 .journal(std::path::Path::new(&home).join("child-jobs.sqlite3"))
                 .max_queued(QUEUED),
-        )?;
+        )
+        .await?;
         let running = blocker(&jobs, false).await?;
         for _ in 0..QUEUED {
             jobs.submit("ticker", CallArgs::new().arg(1).arg(0), 0)?;

@@ -752,6 +752,7 @@ async fn jobs_on_an_attached_worker_report_progress_and_are_cancelled() {
             .journal(home.path().join("jobs.sqlite3"))
             .cancel_timeout(Duration::from_millis(300)),
     )
+    .await
     .unwrap();
     let steps = |count: u64, step_ms: u64| CallArgs::new().arg("steps").arg(count).arg(step_ms);
 

@@ -224,7 +224,7 @@ async fn run_job(
     call: CallArgs,
     interrupts: &mut Interrupts,
 ) -> Ended {
-    let jobs = match Jobs::new(manager.clone(), JobOptions::default()) {
+    let jobs = match Jobs::new(manager.clone(), JobOptions::default()).await {
         Ok(jobs) => jobs,
         Err(err) => return Ended::failed(None, err),
     };

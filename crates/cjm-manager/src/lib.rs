@@ -22,7 +22,7 @@ pub use blocking::{BlockingPluginManager, BlockingStream};
 pub use discovery::{DiscoveredPlugin, Discovery, ManifestProblem, Shadowed};
 pub use error::ManagerError;
 pub use launch::{host_tls_fingerprint, PlacementSetupError, WorkerEnvError};
-pub use manager::{PluginManager, WorkerInfo};
+pub use manager::{PluginConfig, PluginManager, WorkerInfo};
 pub use options::ManagerOptions;
 pub use policy::{FaultPolicy, OnTimeout, PluginState, PluginStatus, RestartPolicy, RetryPolicy};
 pub use stream::PluginStream;

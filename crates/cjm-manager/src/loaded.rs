@@ -31,8 +31,9 @@ pub(crate) struct LoadedPlugin {
     slot: Mutex<WorkerSlot>,
     /// Wakes executions waiting for a restart to finish.
     slot_changed: Notify,
-    /// One restart (or stop) of this plugin's worker at a time.
-    pub(crate) lifecycle: tokio::sync::Mutex<()>,
+    /// One restart (or stop) of this plugin's worker at a time. Owned guards, so that
+    /// a restart goes on holding it on a task of its own when its caller is dropped.
+    lifecycle: Arc<tokio::sync::Mutex<()>>,
     active_executions: AtomicUsize,
     /// Restarts by the restart policy since the last load or reload.
     restarts: AtomicU32,
@@ -102,7 +103,7 @@ impl LoadedPlugin {
                 claims: 0,
             }),
             slot_changed: Notify::new(),
-            lifecycle: tokio::sync::Mutex::new(()),
+            lifecycle: Arc::new(tokio::sync::Mutex::new(())),
             active_executions: AtomicUsize::new(0),
             restarts: AtomicU32::new(0),
         }
@@ -152,28 +153,46 @@ impl LoadedPlugin {
         }
     }
 
+    /// Wait for this plugin's lifecycle: one restart, stop or reconfiguration at a
+    /// time.
+    pub(crate) async fn lock_lifecycle(&self) -> LifecycleLock {
+        Arc::clone(&self.lifecycle).lock_owned().await
+    }
+
+    /// The plugin's lifecycle if nobody holds it now.
+    pub(crate) fn try_lock_lifecycle(&self) -> Option<LifecycleLock> {
+        Arc::clone(&self.lifecycle).try_lock_owned().ok()
+    }
+
     /// Take the worker out for a restart, unless `only_if_idle` and an execution
-    /// claims it. From now until [`put_back`](Self::put_back), executions wait.
+    /// claims it. From now until the returned slot is put back, executions wait; a
+    /// slot dropped without being put back (a panic) leaves the plugin dead with the
+    /// reason, never `Restarting` for good.
     pub(crate) fn take_for_restart(
         &self,
         only_if_idle: bool,
-    ) -> Result<Option<Arc<RemotePluginProxy>>, Busy> {
+    ) -> Result<(Option<Arc<RemotePluginProxy>>, RestartSlot<'_>), Busy> {
         let mut slot = self.slot.lock();
         if only_if_idle && slot.claims > 0 {
             return Err(Busy);
         }
-        Ok(
-            match std::mem::replace(&mut slot.state, WorkerState::Restarting) {
-                WorkerState::Up { proxy, .. } => Some(proxy),
-                WorkerState::Restarting
-                | WorkerState::Stopped { .. }
-                | WorkerState::Down { .. } => None,
+        let old = match std::mem::replace(&mut slot.state, WorkerState::Restarting) {
+            WorkerState::Up { proxy, .. } => Some(proxy),
+            WorkerState::Restarting | WorkerState::Stopped { .. } | WorkerState::Down { .. } => {
+                None
+            }
+        };
+        Ok((
+            old,
+            RestartSlot {
+                plugin: self,
+                put_back: false,
             },
-        )
+        ))
     }
 
     /// End a restart: the new worker, or why there is none; waiting executions go on.
-    pub(crate) fn put_back(&self, outcome: SlotOutcome) {
+    fn put_back(&self, outcome: SlotOutcome) {
         if matches!(outcome, SlotOutcome::Started(_)) {
             *self.up_since.lock() = SystemTime::now();
         }
@@ -261,6 +280,34 @@ pub(crate) enum SlotOutcome {
     Stopped(String),
     /// The start failed, and why.
     Failed(String),
+}
+
+/// The lifecycle of one plugin, held.
+pub(crate) type LifecycleLock = tokio::sync::OwnedMutexGuard<()>;
+
+/// A worker slot taken out for a restart ([`LoadedPlugin::take_for_restart`]).
+#[derive(Debug)]
+pub(crate) struct RestartSlot<'a> {
+    plugin: &'a LoadedPlugin,
+    put_back: bool,
+}
+
+impl RestartSlot<'_> {
+    /// End the restart with `outcome`.
+    pub(crate) fn put_back(mut self, outcome: SlotOutcome) {
+        self.put_back = true;
+        self.plugin.put_back(outcome);
+    }
+}
+
+impl Drop for RestartSlot<'_> {
+    fn drop(&mut self) {
+        if !self.put_back {
+            self.plugin.put_back(SlotOutcome::Failed(String::from(
+                "could not be restarted: the restart was interrupted",
+            )));
+        }
+    }
 }
 
 /// An idle-only restart found the plugin claimed by an execution.

@@ -26,7 +26,7 @@ mod prefetch;
 mod recovery;
 mod telemetry;
 
-pub(crate) use for_jobs::{AfterKill, Forced, JobExecution};
+pub(crate) use for_jobs::{AfterKill, Forced};
 use telemetry::ManagerStats;
 
 /// Manages plugin discovery, loading and execution, each plugin in its own worker
@@ -305,9 +305,30 @@ impl PluginManager {
 
     // ---- configuration, telemetry, logs ----------------------------------------------
 
-    /// The configuration in force in the plugin's worker.
+    /// The configuration in force: the worker's own word while it runs, else (a
+    /// worker stopped while idle or by eviction, or dead) the configuration the host
+    /// keeps for it and will start it with. [`plugin_config_detail`] says which.
+    ///
+    /// [`plugin_config_detail`]: Self::plugin_config_detail
     pub async fn plugin_config(&self, name: &str) -> Result<Value, ManagerError> {
-        Ok(self.running_worker(name).await?.current_config().await?)
+        Ok(self.plugin_config_detail(name).await?.config)
+    }
+
+    /// [`plugin_config`](Self::plugin_config), and where it came from.
+    pub async fn plugin_config_detail(&self, name: &str) -> Result<PluginConfig, ManagerError> {
+        let plugin = self.loaded(name)?;
+        match plugin.worker().await {
+            crate::loaded::Worker::Running(proxy) => Ok(PluginConfig {
+                config: proxy.current_config().await?,
+                worker_stopped: None,
+            }),
+            crate::loaded::Worker::Stopped(reason) | crate::loaded::Worker::Dead(reason) => {
+                Ok(PluginConfig {
+                    config: Value::Object(plugin.config()),
+                    worker_stopped: Some(reason),
+                })
+            }
+        }
     }
 
     /// Re-configure a running plugin without restarting it. `update` is partial: its
@@ -325,7 +346,7 @@ impl PluginManager {
             .config_validator
             .validate_update(&plugin.config(), &update)
             .map_err(|errors| invalid_config(name, errors))?;
-        let _one_at_a_time = plugin.lifecycle.lock().await;
+        let _one_at_a_time = plugin.lock_lifecycle().await;
         if let Some(proxy) = plugin.proxy().filter(|proxy| proxy.is_running()) {
             let fingerprint = plugin.config_validator.fingerprint();
             // The plugin's own reconfigure where it has one (it may keep a loaded
@@ -478,4 +499,16 @@ fn categories(metas: Vec<PluginMeta>) -> Vec<String> {
 fn last_lines(text: &str, count: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(count)..].join("\n")
+}
+
+/// A plugin's configuration, as [`PluginManager::plugin_config_detail`] finds it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct PluginConfig {
+    /// The configuration.
+    pub config: Value,
+    /// `None`: its running worker reported it. `Some(why)`: the worker is not
+    /// running (why: "was stopped after 30s idle (its keep-alive)", ..), and this is
+    /// the configuration the host keeps and will start it with.
+    pub worker_stopped: Option<String>,
 }

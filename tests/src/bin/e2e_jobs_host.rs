@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
     let manager = PluginManager::new(ManagerOptions::from_env()?);
     manager.discover_manifests();
     manager.load_plugin("faulty", None).await?;
-    let jobs = Jobs::new(manager.clone(), JobOptions::default())?;
+    let jobs = Jobs::new(manager.clone(), JobOptions::default()).await?;
     let running = jobs.submit("faulty", CallArgs::new().arg("sleep").arg(600_000), 0)?;
     let queued = jobs.submit("faulty", CallArgs::new().arg("pid"), 0)?;
     while jobs.status(running).map(|status| status.state) != Some(JobState::Running) {

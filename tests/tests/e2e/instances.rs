@@ -56,7 +56,9 @@ async fn instances_have_their_own_configuration_worker_log_and_lifetime() {
     );
 
     // Jobs address it by its name too.
-    let jobs = Jobs::new(manager.clone(), JobOptions::default().without_journal()).unwrap();
+    let jobs = Jobs::new(manager.clone(), JobOptions::default().without_journal())
+        .await
+        .unwrap();
     let job = jobs
         .submit("echo-large", CallArgs::new().arg("queued"), 0)
         .unwrap();

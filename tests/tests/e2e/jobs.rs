@@ -93,7 +93,7 @@ fn count(path: &Path) -> CallArgs {
 async fn a_queued_job_is_cancelled_without_ever_running() {
     let (home, manager) = jobs_home();
     manager.load_plugin("faulty", None).await.unwrap();
-    let jobs = Jobs::new(manager.clone(), options(&home)).unwrap();
+    let jobs = Jobs::new(manager.clone(), options(&home)).await.unwrap();
     let blocker = jobs
         .submit("faulty", CallArgs::new().arg("sleep").arg(500), 0)
         .unwrap();
@@ -124,7 +124,7 @@ async fn a_running_job_stops_when_asked_and_keeps_its_worker() {
     load_wordcount(&manager).await;
     let pid = manager.worker_info("cjm-wordcount").unwrap().pid;
     let text = endless_text(&home);
-    let jobs = Jobs::new(manager.clone(), options(&home)).unwrap();
+    let jobs = Jobs::new(manager.clone(), options(&home)).await.unwrap();
     let job = jobs.submit("cjm-wordcount", count(&text), 0).unwrap();
     let mut events = jobs.events_for(job);
     // Cancel after its first progress report: it is counting then.
@@ -164,6 +164,7 @@ async fn a_job_that_ignores_its_cancel_is_stopped_by_force_and_its_worker_restar
         manager.clone(),
         options(&home).cancel_timeout(Duration::from_millis(300)),
     )
+    .await
     .unwrap();
     let job = jobs
         .submit("faulty", CallArgs::new().arg("sleep").arg(60_000), 0)
@@ -233,7 +234,9 @@ async fn a_stream_can_be_cancelled_and_ends_saying_so() {
 async fn one_of_two_calls_on_one_worker_is_cancelled_the_other_completes() {
     let (home, manager) = jobs_home();
     manager.load_plugin("faulty", None).await.unwrap();
-    let jobs = Jobs::new(manager.clone(), options(&home).concurrency("faulty", 2)).unwrap();
+    let jobs = Jobs::new(manager.clone(), options(&home).concurrency("faulty", 2))
+        .await
+        .unwrap();
     // The call to be stopped would run for minutes, the other for about three seconds:
     // neither can end on its own before the cancel, however loaded the machine is.
     let steps = |count: u64| CallArgs::new().arg("steps").arg(count).arg(20);
@@ -255,7 +258,9 @@ async fn one_of_two_calls_on_one_worker_is_cancelled_the_other_completes() {
 async fn higher_priorities_go_first_and_a_full_queue_refuses_with_its_limit() {
     let (home, manager) = jobs_home();
     manager.load_plugin("faulty", None).await.unwrap();
-    let jobs = Jobs::new(manager.clone(), options(&home).max_queued(3)).unwrap();
+    let jobs = Jobs::new(manager.clone(), options(&home).max_queued(3))
+        .await
+        .unwrap();
     let blocker = jobs
         .submit("faulty", CallArgs::new().arg("sleep").arg(300), 0)
         .unwrap();
@@ -297,7 +302,7 @@ async fn progress_is_delivered_in_order_as_it_is_reported() {
     let (home, manager) = jobs_home();
     load_wordcount(&manager).await;
     let text = big_text(&home, 8);
-    let jobs = Jobs::new(manager.clone(), options(&home)).unwrap();
+    let jobs = Jobs::new(manager.clone(), options(&home)).await.unwrap();
     let job = jobs.submit("cjm-wordcount", count(&text), 0).unwrap();
     let mut events = jobs.events_for(job);
     let mut fractions = Vec::new();
@@ -338,7 +343,7 @@ async fn failures_are_typed_and_transient_ones_retried_by_the_fault_policy() {
     let manager = PluginManager::new(options_of_manager);
     manager.discover_manifests();
     manager.load_plugin("faulty", None).await.unwrap();
-    let jobs = Jobs::new(manager.clone(), options(&home)).unwrap();
+    let jobs = Jobs::new(manager.clone(), options(&home)).await.unwrap();
 
     let counter = home.path().join("flaky-count");
     let flaky = CallArgs::new()
@@ -397,7 +402,7 @@ async fn dropping_the_jobs_and_the_manager_leaves_nothing_running() {
     let (home, manager) = jobs_home();
     manager.load_plugin("faulty", None).await.unwrap();
     let pid = manager.worker_info("faulty").unwrap().pid;
-    let jobs = Jobs::new(manager.clone(), options(&home)).unwrap();
+    let jobs = Jobs::new(manager.clone(), options(&home)).await.unwrap();
     let running = jobs
         .submit("faulty", CallArgs::new().arg("sleep").arg(60_000), 0)
         .unwrap();
@@ -452,7 +457,7 @@ async fn the_journal_reports_the_jobs_of_a_sigkilled_host_as_interrupted() {
 
     // The next host to open the journal finds both cut short.
     let manager = home.manager();
-    let jobs = Jobs::new(manager, JobOptions::default()).unwrap();
+    let jobs = Jobs::new(manager, JobOptions::default()).await.unwrap();
     let mut interrupted: Vec<&str> = jobs
         .interrupted()
         .iter()

@@ -54,7 +54,7 @@ fn options(home: &TestHome) -> JobOptions {
 async fn a_046_plugins_progress_reaches_our_jobs_and_it_stops_when_cancelled() {
     let home = TestHome::new();
     let manager = steps_manager(&home).await;
-    let jobs = Jobs::new(manager.clone(), options(&home)).unwrap();
+    let jobs = Jobs::new(manager.clone(), options(&home)).await.unwrap();
 
     let job = jobs.submit(STEPS, steps(8, 60), 0).unwrap();
     let mut events = jobs.events_for(job);
@@ -105,7 +105,7 @@ async fn a_046_plugins_progress_reaches_our_jobs_and_it_stops_when_cancelled() {
 async fn a_046_plugins_typed_errors_arrive_with_their_category() {
     let home = TestHome::new();
     let manager = steps_manager(&home).await;
-    let jobs = Jobs::new(manager.clone(), options(&home)).unwrap();
+    let jobs = Jobs::new(manager.clone(), options(&home)).await.unwrap();
     for (fail, category, retriable) in [
         ("user_input", ErrorCategory::UserInput, true),
         ("transient", ErrorCategory::Transient, true),

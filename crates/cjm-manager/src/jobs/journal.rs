@@ -3,14 +3,23 @@
 //! can list recent ones.
 //!
 //! Writes never wait on the disk: they go to a thread of their own over a channel,
-//! which applies whatever has piled up in one transaction.
+//! which applies whatever has piled up in one transaction. Opening it (which may wait
+//! up to the busy timeout for another host) is blocking work: [`Jobs::new`] does it on
+//! a blocking thread.
+//!
+//! The history is bounded ([`JournalRetention`]): ended jobs past a count or an age
+//! are deleted when a host opens the journal and every few hundred records after.
+//! The file is the user's alone (0600, created in a 0700 folder): it names plugins
+//! and holds their error messages.
+//!
+//! [`Jobs::new`]: super::Jobs::new
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::model::{Cancellation, JobState};
 
@@ -92,7 +101,53 @@ pub(crate) enum Record {
     Synced(std::sync::mpsc::SyncSender<()>),
 }
 
-/// The writing end; dropping it writes what is pending and closes the file.
+/// How much history the journal keeps: ended jobs beyond `max_jobs` (oldest
+/// first) or older than `max_age` are deleted. Jobs still queued or running are
+/// never deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JournalRetention {
+    /// Ended jobs kept at most (default 100 000); `None`: no limit.
+    pub max_jobs: Option<usize>,
+    /// Ended jobs older than this are deleted (default: 30 days); `None`: no limit.
+    pub max_age: Option<Duration>,
+}
+
+impl Default for JournalRetention {
+    fn default() -> Self {
+        JournalRetention {
+            max_jobs: Some(100_000),
+            max_age: Some(Duration::from_secs(30 * 24 * 3600)),
+        }
+    }
+}
+
+impl JournalRetention {
+    /// Keep everything.
+    pub const FOREVER: JournalRetention = JournalRetention {
+        max_jobs: None,
+        max_age: None,
+    };
+
+    /// At most `count` ended jobs.
+    pub fn max_jobs(mut self, count: Option<usize>) -> Self {
+        self.max_jobs = count;
+        self
+    }
+
+    /// Ended jobs no older than `age`.
+    pub fn max_age(mut self, age: Option<Duration>) -> Self {
+        self.max_age = age;
+        self
+    }
+}
+
+/// Records written between two prunings of the history.
+const PRUNE_EVERY: usize = 512;
+
+/// The writing end; dropping it writes what is pending and closes the file (on a
+/// blocking thread when dropped inside a runtime, which waits for it as it shuts
+/// down).
 #[derive(Debug)]
 pub(crate) struct Journal {
     sender: Option<mpsc::Sender<Record>>,
@@ -154,11 +209,9 @@ impl Journal {
     pub(crate) fn open(
         path: &Path,
         session: &str,
+        retention: JournalRetention,
     ) -> Result<(Journal, Vec<JournalEntry>), JournalError> {
-        if let Some(folder) = path.parent() {
-            // A missing folder shows in the open error below.
-            let _ = std::fs::create_dir_all(folder);
-        }
+        create_private(path)?;
         let mut connection = open(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
@@ -178,6 +231,7 @@ impl Journal {
         let interrupted = mark_interrupted(&mut connection).map_err(failed(
             "cannot mark the jobs of hosts that are gone as interrupted",
         ))?;
+        prune(&mut connection, retention).map_err(failed("cannot delete old history"))?;
         let pid = std::process::id();
         connection
             .execute(
@@ -189,7 +243,7 @@ impl Journal {
         let session = session.to_owned();
         let writer = std::thread::Builder::new()
             .name(String::from("cjm-journal"))
-            .spawn(move || write_loop(connection, &session, pid, &records))
+            .spawn(move || write_loop(connection, &session, pid, retention, &records))
             .map_err(|source| JournalError {
                 path: path.to_owned(),
                 what: String::from("cannot start its writer thread"),
@@ -225,18 +279,74 @@ impl Drop for Journal {
     fn drop(&mut self) {
         // Closing the channel ends the writer once it has written everything.
         drop(self.sender.take());
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
+        let Some(writer) = self.writer.take() else {
+            return;
+        };
+        // Joining may wait for the disk: never on a runtime's worker. A runtime
+        // waits for its blocking tasks as it shuts down, so nothing is lost.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(move || writer.join());
+            }
+            Err(_) => {
+                let _ = writer.join();
+            }
         }
     }
+}
+
+/// Create the journal's folder (0700) and file (0600) unless they exist, and make an
+/// existing file the owner's alone.
+fn create_private(path: &Path) -> Result<(), JournalError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let failed = |what: &str| {
+        let what = what.to_owned();
+        move |source: std::io::Error| JournalError {
+            path: path.to_owned(),
+            what,
+            source: Box::new(source),
+        }
+    };
+    if let Some(folder) = path
+        .parent()
+        .filter(|folder| !folder.as_os_str().is_empty())
+    {
+        if !folder.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(folder)
+                .map_err(failed("cannot create its folder"))?;
+        }
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(failed("cannot open it"))?;
+    let mode = file
+        .metadata()
+        .map_err(failed("cannot read its mode"))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(failed("cannot make it private (0600)"))?;
+    }
+    Ok(())
 }
 
 fn write_loop(
     mut connection: Connection,
     session: &str,
     pid: u32,
+    retention: JournalRetention,
     records: &mpsc::Receiver<Record>,
 ) {
+    let mut since_pruned = 0usize;
     while let Ok(first) = records.recv() {
         let mut batch = vec![first];
         batch.extend(records.try_iter());
@@ -245,6 +355,13 @@ fn write_loop(
                 "cannot write {} record(s) to the job journal: {err}",
                 batch.len()
             );
+        }
+        since_pruned += batch.len();
+        if since_pruned >= PRUNE_EVERY {
+            since_pruned = 0;
+            if let Err(err) = prune(&mut connection, retention) {
+                tracing::warn!("cannot delete old history from the job journal: {err}");
+            }
         }
         for record in batch {
             if let Record::Synced(written) = record {
@@ -266,7 +383,9 @@ fn write_batch(
     pid: u32,
     batch: &[Record],
 ) -> rusqlite::Result<()> {
-    let transaction = connection.transaction()?;
+    // Immediate: the write lock is taken first, so a batch never fails half-way on
+    // another host's write (which a busy timeout does not cure in WAL mode).
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     for record in batch {
         match record {
             Record::Submitted {
@@ -317,9 +436,43 @@ fn write_batch(
     transaction.commit()
 }
 
+/// Delete ended jobs beyond the retention's count or age.
+fn prune(connection: &mut Connection, retention: JournalRetention) -> rusqlite::Result<()> {
+    if retention == JournalRetention::FOREVER {
+        return Ok(());
+    }
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if let Some(age) = retention.max_age {
+        let before = seconds(SystemTime::now()) - age.as_secs_f64();
+        transaction.execute(
+            &format!("DELETE FROM jobs WHERE state IN {ENDED} AND submitted_at < ?1"),
+            params![before],
+        )?;
+    }
+    if let Some(count) = retention.max_jobs {
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        transaction.execute(
+            &format!(
+                "DELETE FROM jobs WHERE state IN {ENDED} AND rowid NOT IN (
+                     SELECT rowid FROM jobs WHERE state IN {ENDED}
+                     ORDER BY submitted_at DESC, rowid DESC LIMIT ?1)"
+            ),
+            params![count],
+        )?;
+    }
+    transaction.commit()
+}
+
+/// The states of ended jobs, as SQL.
+const ENDED: &str = "('succeeded', 'failed', 'cancelled', 'interrupted')";
+
 /// Sessions whose host is gone: their unfinished jobs become `interrupted`.
+///
+/// One immediate transaction: read and write under the write lock, so that two hosts
+/// opening the journal at once take turns (a deferred one would fail the second with
+/// `SQLITE_BUSY_SNAPSHOT`, which no busy timeout cures).
 fn mark_interrupted(connection: &mut Connection) -> rusqlite::Result<Vec<JournalEntry>> {
-    let transaction = connection.transaction()?;
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let sessions: Vec<(String, u32, String)> = transaction
         .prepare("SELECT id, host_pid, host_started FROM sessions")?
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
@@ -413,7 +566,8 @@ mod tests {
     fn records_are_written_off_the_caller_and_read_back_newest_first() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jobs.sqlite3");
-        let (journal, interrupted) = Journal::open(&path, "s1").unwrap();
+        let (journal, interrupted) =
+            Journal::open(&path, "s1", JournalRetention::default()).unwrap();
         assert!(interrupted.is_empty());
         let t0 = UNIX_EPOCH + Duration::from_secs(1_000);
         for (n, plugin) in ["a", "b"].iter().enumerate() {
@@ -476,7 +630,8 @@ mod tests {
                     .unwrap();
             }
         }
-        let (_journal, interrupted) = Journal::open(&path, "new").unwrap();
+        let (_journal, interrupted) =
+            Journal::open(&path, "new", JournalRetention::FOREVER).unwrap();
         let mut ids: Vec<&str> = interrupted.iter().map(|job| job.id.as_str()).collect();
         ids.sort_unstable();
         assert_eq!(ids, ["old-1", "old-3"]);
@@ -488,7 +643,7 @@ mod tests {
         assert!(states.contains(&(String::from("old-2"), JobState::Succeeded)));
         assert!(states.contains(&(String::from("old-1"), JobState::Interrupted)));
         // A second host opening it now finds nothing more to mark.
-        let (_again, none) = Journal::open(&path, "newer").unwrap();
+        let (_again, none) = Journal::open(&path, "newer", JournalRetention::FOREVER).unwrap();
         assert!(none.is_empty());
     }
 
@@ -497,11 +652,142 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blocked = dir.path().join("file");
         std::fs::write(&blocked, "").unwrap();
-        let err = Journal::open(&blocked.join("jobs.sqlite3"), "s").unwrap_err();
+        let err = Journal::open(
+            &blocked.join("jobs.sqlite3"),
+            "s",
+            JournalRetention::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("jobs.sqlite3"), "{err}");
         assert_eq!(
             recent_jobs(&dir.path().join("none.sqlite3"), 5).unwrap(),
             []
         );
+    }
+
+    #[test]
+    fn hosts_opening_one_journal_at_once_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite3");
+        for round in 0..5 {
+            // Each round leaves a session of a host that is gone, so that every
+            // opening host has interrupted jobs to mark: reads then writes.
+            {
+                let (journal, _) =
+                    Journal::open(&path, &format!("gone{round}"), JournalRetention::default())
+                        .unwrap();
+                journal.record(Record::Submitted {
+                    id: format!("gone{round}-1"),
+                    plugin: String::from("p"),
+                    priority: 0,
+                    at: SystemTime::now(),
+                });
+                drop(journal);
+                let connection = Connection::open(&path).unwrap();
+                connection
+                    .execute(
+                        "UPDATE sessions SET host_started = 'a host that ended' WHERE id = ?1",
+                        params![format!("gone{round}")],
+                    )
+                    .unwrap();
+            }
+            let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let opened: Vec<_> = (0..6)
+                .map(|host| {
+                    let path = path.clone();
+                    let start = std::sync::Arc::clone(&start);
+                    std::thread::spawn(move || {
+                        start.wait();
+                        Journal::open(
+                            &path,
+                            &format!("r{round}h{host}"),
+                            JournalRetention::default(),
+                        )
+                        .map(|(_, interrupted)| interrupted.len())
+                    })
+                })
+                .collect();
+            let marked: usize = opened
+                .into_iter()
+                .map(|host| host.join().unwrap().unwrap())
+                .sum();
+            // Exactly one of them marked the gone host's job.
+            assert_eq!(marked, 1, "round {round}");
+        }
+    }
+
+    #[test]
+    fn the_history_is_bounded_by_count_and_age_and_never_loses_unfinished_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite3");
+        let now = SystemTime::now();
+        {
+            let (journal, _) = Journal::open(&path, "s", JournalRetention::FOREVER).unwrap();
+            for n in 0..20u64 {
+                let id = format!("s-{n}");
+                // 0-9: a year old; 10-19: recent. Every fifth one still running.
+                let at = if n < 10 {
+                    now - Duration::from_secs(365 * 24 * 3600) + Duration::from_secs(n)
+                } else {
+                    now - Duration::from_secs(100 - n)
+                };
+                journal.record(Record::Submitted {
+                    id: id.clone(),
+                    plugin: String::from("p"),
+                    priority: 0,
+                    at,
+                });
+                let state = if n % 5 == 0 {
+                    JobState::Running
+                } else {
+                    JobState::Succeeded
+                };
+                journal.record(Record::State { id, state, at });
+            }
+        }
+        let kept = |path: &Path| -> Vec<String> {
+            let mut ids: Vec<String> = recent_jobs(path, 100)
+                .unwrap()
+                .into_iter()
+                .map(|job| job.id)
+                .collect();
+            ids.sort_by_key(|id| id[2..].parse::<u64>().unwrap());
+            ids
+        };
+        assert_eq!(kept(&path).len(), 20);
+        // By age: the old ended ones go, the old running ones (0, 5) stay. The
+        // sessions' host (this process) still runs, so nothing is interrupted.
+        let retention = JournalRetention::default()
+            .max_jobs(None)
+            .max_age(Some(Duration::from_secs(3600)));
+        drop(Journal::open(&path, "t", retention).unwrap());
+        let expected: Vec<String> = [0, 5, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19]
+            .iter()
+            .map(|n| format!("s-{n}"))
+            .collect();
+        assert_eq!(kept(&path), expected);
+        // By count: the 3 newest ended ones, and every unfinished one.
+        let retention = JournalRetention::FOREVER.max_jobs(Some(3));
+        drop(Journal::open(&path, "u", retention).unwrap());
+        let expected: Vec<String> = [0, 5, 10, 15, 17, 18, 19]
+            .iter()
+            .map(|n| format!("s-{n}"))
+            .collect();
+        assert_eq!(kept(&path), expected);
+    }
+
+    #[test]
+    fn the_journal_is_private_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("home").join("jobs.sqlite3");
+        drop(Journal::open(&path, "s", JournalRetention::default()).unwrap());
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        // One created by an older version, readable by all, is made private.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Journal::open(&path, "t", JournalRetention::default()).unwrap());
+        assert_eq!(mode(&path), 0o600);
     }
 }

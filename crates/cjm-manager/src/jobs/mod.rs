@@ -2,9 +2,14 @@
 //! cancellation, typed failures and a journal.
 //!
 //! [`Jobs`] sits beside a [`PluginManager`] and uses only a narrow part of it
-//! (`manager/for_jobs.rs`): an admitted execution to run a call on (admission goes
-//! through the manager's scheduler, reservations and eviction as for any call) and
-//! the forced restart of a worker that would not stop.
+//! (`host.rs`, implemented in `manager/for_jobs.rs`): an admitted execution to run a
+//! call on (admission goes through the manager's scheduler, reservations and eviction
+//! as for any call) and the forced restart of a worker that would not stop.
+//!
+//! Every change of a job's state happens once, under the book's lock, with its event
+//! and its journal record: a job ends exactly once, and only a job that held one of
+//! its plugin's places gives one back. A running job's task is never aborted: a
+//! cancel is a signal its task reacts to at the step it is in.
 //!
 //! ```no_run
 //! use cjm_manager::jobs::{JobOptions, Jobs};
@@ -14,7 +19,7 @@
 //! let manager = PluginManager::new(ManagerOptions::from_env()?);
 //! manager.discover_manifests();
 //! manager.load_plugin("cjm-wordcount", None).await?;
-//! let jobs = Jobs::new(manager.clone(), JobOptions::default())?;
+//! let jobs = Jobs::new(manager.clone(), JobOptions::default()).await?;
 //! let job = jobs.submit("cjm-wordcount", CallArgs::new().arg("/data/big.txt"), 0)?;
 //! let mut events = jobs.events_for(job);
 //! tokio::spawn(async move {
@@ -28,12 +33,17 @@
 //! # }
 //! ```
 
+mod cancel;
 mod events;
+pub(crate) mod host;
 mod journal;
 mod model;
 mod options;
+mod progress;
 mod queue;
 mod run;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,17 +54,16 @@ use cjm_interface::CallArgs;
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch, Notify};
-use tokio::task::AbortHandle;
 
 pub use events::{EventsLagged, JobEvents};
-pub use journal::{recent_jobs, JournalEntry, JournalError};
+pub use journal::{recent_jobs, JournalEntry, JournalError, JournalRetention};
 pub use model::{
     Cancellation, JobChange, JobEvent, JobFailure, JobId, JobOutcome, JobState, JobStatus,
 };
 pub use options::JobOptions;
 
-use crate::manager::JobExecution;
 use crate::{ManagerError, PluginManager};
+use host::{JobCall, JobHost};
 use journal::{Journal, Record};
 use queue::JobQueue;
 
@@ -108,7 +117,7 @@ impl Drop for Owner {
 
 #[derive(Debug)]
 struct Inner {
-    manager: PluginManager,
+    host: Arc<dyn JobHost>,
     options: JobOptions,
     /// Tells this host's jobs apart from other hosts' in the journal.
     session: String,
@@ -120,6 +129,9 @@ struct Inner {
     journal: Option<Journal>,
     interrupted: Vec<JournalEntry>,
     closed: AtomicBool,
+    /// Every journal record, for the tests to count endings.
+    #[cfg(test)]
+    recorded: Mutex<Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -134,37 +146,75 @@ struct Book {
 #[derive(Debug)]
 struct Entry {
     status: JobStatus,
-    /// The call, until the job starts (kept for retries after that).
+    /// The call, until the job ends (kept for retries).
     call: Option<CallArgs>,
-    /// The id the call carries to the worker and the journal.
+    /// The job's id in the journal; its first attempt's call id on the worker.
     call_id: String,
+    /// The call id of the attempt on its way to the worker or running there: each
+    /// attempt has its own, so that a retry is never taken for the call before it.
+    attempt_call_id: Option<String>,
     outcome: watch::Sender<Option<JobOutcome>>,
-    cancel: CancelRequest,
+    /// What was asked of the job; its task watches it.
+    cancel: watch::Sender<CancelRequest>,
+    /// Whether it holds one of its plugin's places (from its turn to its end).
+    holds_place: bool,
     /// The execution while the call runs: where `/cancel` goes.
-    execution: Option<Arc<JobExecution>>,
-    task: Option<AbortHandle>,
+    execution: Option<Arc<dyn JobCall>>,
 }
 
+impl Entry {
+    fn cancel_request(&self) -> CancelRequest {
+        *self.cancel.borrow()
+    }
+
+    fn ask(&self, request: CancelRequest) {
+        self.cancel.send_replace(request);
+    }
+}
+
+/// What was asked of a job that has not ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CancelRequest {
     None,
+    /// Stop: before its call is sent it never runs; a running call is asked.
     Asked,
     /// The worker was killed to stop it.
     Forced,
+    /// Stop waiting for the call: its worker is not the host's to kill.
+    Abandon,
 }
 
 impl Jobs {
     /// A job queue over `manager`. Opens the journal (unless the options leave it
-    /// out) and reports the jobs that hosts which ended left unfinished (see
-    /// [`interrupted`](Self::interrupted)). Must be called inside a tokio runtime.
-    pub fn new(manager: PluginManager, options: JobOptions) -> Result<Jobs, JobsError> {
+    /// out; on a blocking thread, as another host may hold it for a moment) and
+    /// reports the jobs that hosts which ended left unfinished (see
+    /// [`interrupted`](Self::interrupted)).
+    pub async fn new(manager: PluginManager, options: JobOptions) -> Result<Jobs, JobsError> {
+        Self::with_host(Arc::new(manager), options).await
+    }
+
+    pub(crate) async fn with_host(
+        host: Arc<dyn JobHost>,
+        options: JobOptions,
+    ) -> Result<Jobs, JobsError> {
+        let options = options.normalized();
         let session = session_id();
-        let journal_path = options
-            .journal
-            .clone()
-            .unwrap_or_else(|| manager.options().home.journal_path());
         let (journal, interrupted) = if options.keep_journal {
-            let (journal, interrupted) = Journal::open(&journal_path, &session)?;
+            let path = options
+                .journal
+                .clone()
+                .unwrap_or_else(|| host.default_journal());
+            let opening = {
+                let session = session.clone();
+                let retention = options.journal_retention;
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || Journal::open(&path, &session, retention))
+            };
+            let (journal, interrupted) = opening.await.map_err(|err| JournalError {
+                path,
+                what: String::from("opening it failed"),
+                source: Box::new(err),
+            })??;
             (Some(journal), interrupted)
         } else {
             (None, Vec::new())
@@ -184,7 +234,7 @@ impl Jobs {
         }
         let (events, _) = broadcast::channel(options.event_capacity);
         let inner = Arc::new(Inner {
-            manager,
+            host,
             book: Mutex::new(Book {
                 queue: JobQueue::new(options.aging),
                 jobs: HashMap::new(),
@@ -199,6 +249,8 @@ impl Jobs {
             journal,
             interrupted,
             closed: AtomicBool::new(false),
+            #[cfg(test)]
+            recorded: Mutex::new(Vec::new()),
         });
         tokio::spawn(run::dispatch(Arc::clone(&inner)));
         Ok(Jobs {
@@ -218,14 +270,14 @@ impl Jobs {
         if inner.closed.load(Ordering::SeqCst) {
             return Err(JobsError::Closed);
         }
-        if !inner.manager.is_loaded(plugin) {
+        if !inner.host.is_loaded(plugin) {
             return Err(ManagerError::NotLoaded {
                 name: plugin.to_owned(),
             }
             .into());
         }
         let now = SystemTime::now();
-        let (id, call_id) = {
+        let id = {
             let mut book = inner.book.lock();
             let limit = inner.options.max_queued;
             if book.queue.len() >= limit {
@@ -235,6 +287,13 @@ impl Jobs {
             book.next_id += 1;
             let call_id = format!("{}-{}", inner.session, id.0);
             let (outcome, _) = watch::channel(None);
+            let (cancel, _) = watch::channel(CancelRequest::None);
+            inner.record(Record::Submitted {
+                id: call_id.clone(),
+                plugin: plugin.to_owned(),
+                priority,
+                at: now,
+            });
             book.jobs.insert(
                 id,
                 Entry {
@@ -253,23 +312,18 @@ impl Jobs {
                         cancelled: None,
                     },
                     call: Some(call),
-                    call_id: call_id.clone(),
+                    call_id,
+                    attempt_call_id: None,
                     outcome,
-                    cancel: CancelRequest::None,
+                    cancel,
+                    holds_place: false,
                     execution: None,
-                    task: None,
                 },
             );
             book.queue.push(id, plugin, priority, inner.epoch.elapsed());
-            (id, call_id)
+            inner.emit(id, plugin, JobChange::State(JobState::Queued));
+            id
         };
-        inner.record(Record::Submitted {
-            id: call_id,
-            plugin: plugin.to_owned(),
-            priority,
-            at: now,
-        });
-        inner.emit(id, plugin, JobChange::State(JobState::Queued));
         inner.dispatch.notify_one();
         Ok(id)
     }
@@ -326,7 +380,7 @@ impl Jobs {
     /// asked). Whether the job had not ended yet; [`wait`](Self::wait) tells how it
     /// ended.
     pub fn cancel(&self, id: JobId) -> Result<bool, JobsError> {
-        run::cancel(&self.inner, id)
+        cancel::cancel(&self.inner, id)
     }
 
     /// Cancel the job without asking: a queued one as [`cancel`](Self::cancel) does; a
@@ -335,7 +389,7 @@ impl Jobs {
     /// (forced). For a second Ctrl-C, or a host about to stop anyway. Whether the job
     /// had not ended yet.
     pub fn cancel_now(&self, id: JobId) -> Result<bool, JobsError> {
-        run::cancel_now(&self.inner, id)
+        cancel::cancel_now(&self.inner, id)
     }
 
     /// Every job's state changes and progress reports, from now on.
@@ -377,23 +431,31 @@ impl Jobs {
         }
     }
 
-    /// Cancel every job and wait until each has ended.
+    /// Cancel every job, wait until each has ended, and until the journal holds it
+    /// all.
     pub async fn shutdown(&self) {
         self.inner.close();
         let ids: Vec<JobId> = self.inner.book.lock().jobs.keys().copied().collect();
         for id in ids {
             let _ = self.wait(id).await;
         }
+        self.sync_journal().await;
     }
 }
 
 impl Inner {
+    /// Record in the journal; called under the book's lock with the change it
+    /// records, so that the journal sees changes in the order they happened.
     fn record(&self, record: Record) {
+        #[cfg(test)]
+        self.recorded.lock().push(format!("{record:?}"));
         if let Some(journal) = &self.journal {
             journal.record(record);
         }
     }
 
+    /// Tell the listeners; called under the book's lock with the change it tells of,
+    /// so that no event of a job comes after its final one.
     fn emit(&self, job: JobId, plugin: &str, change: JobChange) {
         // Nobody listening is fine.
         let _ = self.events.send(JobEvent {
@@ -415,7 +477,7 @@ impl Inner {
         }
         let ids: Vec<JobId> = self.book.lock().jobs.keys().copied().collect();
         for id in ids {
-            let _ = run::cancel(self, id);
+            let _ = cancel::cancel(self, id);
         }
         self.dispatch.notify_one();
     }

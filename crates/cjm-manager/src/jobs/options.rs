@@ -2,8 +2,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::journal::JournalRetention;
+
 /// How a [`Jobs`](super::Jobs) queue behaves: [`JobOptions::default`], then the
-/// setters. Fields may be added in later releases.
+/// setters. Fields may be added in later releases. Values the setters would not
+/// take (a zero concurrency or event capacity) are raised to the least that works
+/// when the queue starts, whichever way they were set.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct JobOptions {
@@ -31,6 +35,9 @@ pub struct JobOptions {
     pub keep_journal: bool,
     /// The journal file; default `$CJM_HOME/jobs.sqlite3`.
     pub journal: Option<PathBuf>,
+    /// How much of the journal's history is kept (default: 100 000 ended jobs, 30
+    /// days).
+    pub journal_retention: JournalRetention,
 }
 
 impl Default for JobOptions {
@@ -46,6 +53,7 @@ impl Default for JobOptions {
             event_capacity: 4096,
             keep_journal: true,
             journal: None,
+            journal_retention: JournalRetention::default(),
         }
     }
 }
@@ -100,9 +108,33 @@ impl JobOptions {
         self
     }
 
+    /// With the journal's history bounded by `retention`.
+    pub fn journal_retention(mut self, retention: JournalRetention) -> Self {
+        self.journal_retention = retention;
+        self
+    }
+
+    /// With `capacity` events kept for listeners that fall behind (at least 1).
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity.max(1);
+        self
+    }
+
     /// Without a journal.
     pub fn without_journal(mut self) -> Self {
         self.keep_journal = false;
+        self
+    }
+
+    /// The options with every value in the range the setters allow: public fields
+    /// can be set past the setters.
+    pub(crate) fn normalized(mut self) -> Self {
+        self.default_concurrency = self.default_concurrency.max(1);
+        for limit in self.concurrency.values_mut() {
+            *limit = (*limit).max(1);
+        }
+        // broadcast::channel panics on a capacity of 0 (and on one past usize::MAX / 2).
+        self.event_capacity = self.event_capacity.clamp(1, 1 << 20);
         self
     }
 

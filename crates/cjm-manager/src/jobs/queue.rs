@@ -9,7 +9,7 @@
 //! priority: nothing starves.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use super::model::JobId;
@@ -19,7 +19,8 @@ use super::model::JobId;
 pub(crate) struct Waiting {
     pub(crate) id: JobId,
     pub(crate) plugin: String,
-    /// Submission order, for first come first served among equals.
+    /// Submission order, for first come first served among equals (and unique, so
+    /// that no two waiting jobs compare equal).
     seq: u64,
     /// Its place in line (see the module's text); higher goes first.
     rank: f64,
@@ -49,14 +50,16 @@ impl Ord for Waiting {
 }
 
 /// The waiting jobs, by plugin, and the plugins' running counts.
+///
+/// A cancelled job leaves the line at once (an ordered set, not a heap with
+/// tombstones): submitting and cancelling while a plugin is busy can grow nothing.
 #[derive(Debug)]
 pub(crate) struct JobQueue {
     aging: Duration,
-    by_plugin: HashMap<String, BinaryHeap<Waiting>>,
+    by_plugin: HashMap<String, BTreeSet<Waiting>>,
+    /// Where each waiting job stands, to take it out of line by id.
+    index: HashMap<JobId, Waiting>,
     running: HashMap<String, usize>,
-    /// Removed while waiting (cancelled): skipped when they come up.
-    removed: HashSet<JobId>,
-    waiting: usize,
     next_seq: u64,
 }
 
@@ -66,16 +69,15 @@ impl JobQueue {
         JobQueue {
             aging: aging.max(Duration::from_millis(1)),
             by_plugin: HashMap::new(),
+            index: HashMap::new(),
             running: HashMap::new(),
-            removed: HashSet::new(),
-            waiting: 0,
             next_seq: 0,
         }
     }
 
     /// Jobs waiting now.
     pub(crate) fn len(&self) -> usize {
-        self.waiting
+        self.index.len()
     }
 
     /// Queue job `id` for `plugin`, submitted `at` (time since the queue's epoch).
@@ -83,58 +85,64 @@ impl JobQueue {
         let seq = self.next_seq;
         self.next_seq += 1;
         let rank = f64::from(priority) - at.as_secs_f64() / self.aging.as_secs_f64();
+        let waiting = Waiting {
+            id,
+            plugin: plugin.to_owned(),
+            seq,
+            rank,
+        };
+        if let Some(old) = self.index.insert(id, waiting.clone()) {
+            // The same job queued twice would run twice: keep its newest place only.
+            self.take_out(&old);
+        }
         self.by_plugin
             .entry(plugin.to_owned())
             .or_default()
-            .push(Waiting {
-                id,
-                plugin: plugin.to_owned(),
-                seq,
-                rank,
-            });
-        self.waiting += 1;
+            .insert(waiting);
     }
 
     /// Take job `id` out of the line (it was cancelled); whether it was waiting.
-    /// The caller knows it waits; the entry itself goes when it comes up.
     pub(crate) fn remove(&mut self, id: JobId) -> bool {
-        if self.removed.insert(id) {
-            self.waiting = self.waiting.saturating_sub(1);
-            return true;
+        match self.index.remove(&id) {
+            Some(waiting) => {
+                self.take_out(&waiting);
+                true
+            }
+            None => false,
         }
-        false
+    }
+
+    fn take_out(&mut self, waiting: &Waiting) {
+        if let Some(line) = self.by_plugin.get_mut(&waiting.plugin) {
+            line.remove(waiting);
+            if line.is_empty() {
+                self.by_plugin.remove(&waiting.plugin);
+            }
+        }
     }
 
     /// The next job that may start, given each plugin's limit on jobs at once, and
     /// count it as running. `None` when nothing waits or every waiting job's plugin is
     /// at its limit.
     pub(crate) fn pop(&mut self, limit_of: impl Fn(&str) -> usize) -> Option<Waiting> {
-        loop {
-            let running = &self.running;
-            let best = self
-                .by_plugin
-                .iter_mut()
-                .filter(|(plugin, _)| {
-                    running.get(plugin.as_str()).copied().unwrap_or(0) < limit_of(plugin)
-                })
-                .filter_map(|(plugin, heap)| heap.peek().map(|top| (plugin.clone(), top.clone())))
-                .max_by(|(_, a), (_, b)| a.cmp(b))
-                .map(|(plugin, _)| plugin)?;
-            let heap = self.by_plugin.get_mut(&best)?;
-            let next = heap.pop()?;
-            if heap.is_empty() {
-                self.by_plugin.remove(&best);
-            }
-            if self.removed.remove(&next.id) {
-                continue;
-            }
-            self.waiting -= 1;
-            *self.running.entry(best).or_default() += 1;
-            return Some(next);
-        }
+        let running = &self.running;
+        let best = self
+            .by_plugin
+            .iter()
+            .filter(|(plugin, _)| {
+                running.get(plugin.as_str()).copied().unwrap_or(0) < limit_of(plugin)
+            })
+            .filter_map(|(_, line)| line.last())
+            .max()?
+            .clone();
+        self.remove(best.id);
+        *self.running.entry(best.plugin.clone()).or_default() += 1;
+        Some(best)
     }
 
-    /// A job of `plugin` ended (or never started after all).
+    /// A job of `plugin` that [`pop`](Self::pop) started has ended. Only for a job
+    /// that was popped: the caller keeps track (a job cancelled while waiting never
+    /// held a place).
     pub(crate) fn finished(&mut self, plugin: &str) {
         if let Some(count) = self.running.get_mut(plugin) {
             *count = count.saturating_sub(1);
@@ -148,6 +156,40 @@ impl JobQueue {
     #[cfg(test)]
     pub(crate) fn running(&self, plugin: &str) -> usize {
         self.running.get(plugin).copied().unwrap_or(0)
+    }
+
+    /// Every plugin with jobs running, and how many.
+    #[cfg(test)]
+    pub(crate) fn running_counts(&self) -> HashMap<String, usize> {
+        self.running.clone()
+    }
+
+    /// Whether the queue's counts agree with its contents; what disagrees.
+    #[cfg(test)]
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let in_lines: usize = self.by_plugin.values().map(BTreeSet::len).sum();
+        if in_lines != self.index.len() {
+            return Err(format!(
+                "{in_lines} jobs in the lines, {} in the index",
+                self.index.len()
+            ));
+        }
+        for waiting in self.index.values() {
+            let listed = self
+                .by_plugin
+                .get(&waiting.plugin)
+                .is_some_and(|line| line.contains(waiting));
+            if !listed {
+                return Err(format!("job {} is indexed but not in line", waiting.id));
+            }
+        }
+        if self.by_plugin.values().any(BTreeSet::is_empty) {
+            return Err(String::from("an empty line is kept"));
+        }
+        if self.running.values().any(|count| *count == 0) {
+            return Err(String::from("a zero running count is kept"));
+        }
+        Ok(())
     }
 }
 
@@ -216,6 +258,20 @@ mod tests {
         assert_eq!(queue.len(), 2);
         assert_eq!(ids(&mut queue, 1), [1, 3]);
         assert_eq!(queue.len(), 0);
+    }
+
+    #[test]
+    fn submitting_and_cancelling_while_busy_keeps_nothing() {
+        let mut queue = JobQueue::new(AGING);
+        queue.push(JobId(0), "p", 0, Duration::ZERO);
+        assert!(queue.pop(|_| 1).is_some());
+        for id in 1..10_000 {
+            queue.push(JobId(id), "p", 0, Duration::ZERO);
+            assert!(queue.remove(JobId(id)));
+        }
+        assert_eq!(queue.len(), 0);
+        assert!(queue.by_plugin.is_empty() && queue.index.is_empty());
+        queue.check().unwrap();
     }
 
     #[derive(Debug, Clone)]

@@ -1,27 +1,22 @@
-//! The life of a job: its turn comes (dispatch), it is admitted, sent, watched for
-//! progress, maybe retried, maybe cancelled, and it ends.
+//! The life of a job: its turn comes (dispatch), it is admitted, sent, maybe retried,
+//! and it ends, exactly once.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use cjm_interface::wire::ProgressResponse;
 use cjm_interface::ErrorCategory;
 use cjm_proxy::ProxyError;
 use serde_json::Value;
 use tokio::sync::watch;
 
+use super::host::JobCall;
 use super::journal::Record;
 use super::model::{Cancellation, JobChange, JobFailure, JobId, JobState};
-use super::{outcome, CancelRequest, Inner, JobsError};
-use crate::manager::{AfterKill, Forced, JobExecution};
+use super::progress::{report_last, watch_progress, Watched};
+use super::{outcome, Book, CancelRequest, Inner};
 use crate::ManagerError;
 
-/// How long one `/progress` request waits for a report from our workers.
-const PROGRESS_WAIT: Duration = Duration::from_secs(25);
-/// A watcher that asks before the worker has the call, or while it dies, tries again
-/// after this.
-const PROGRESS_RETRY: Duration = Duration::from_millis(10);
 /// How long a job's end waits for its watcher's last look at its progress.
 const LAST_REPORT_WAIT: Duration = Duration::from_millis(500);
 /// A call running longer than this gets a progress watcher.
@@ -33,15 +28,8 @@ pub(super) async fn dispatch(inner: Arc<Inner>) {
         let woken = inner.dispatch.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        loop {
-            let next = inner.book.lock().queue.pop(|plugin| inner.limit(plugin));
-            let Some(next) = next else { break };
-            tracing::debug!(
-                "job {} of plugin {}: its turn has come",
-                next.id,
-                next.plugin
-            );
-            start(&inner, next.id);
+        while let Some((id, cancel)) = admit_next(&inner) {
+            tokio::spawn(run(Arc::clone(&inner), id, cancel));
         }
         if inner.closed.load(Ordering::SeqCst) && inner.book.lock().queue.len() == 0 {
             return;
@@ -50,38 +38,103 @@ pub(super) async fn dispatch(inner: Arc<Inner>) {
     }
 }
 
-/// The job's turn came: admit and run it on a task of its own.
-fn start(inner: &Arc<Inner>, id: JobId) {
-    let plugin = {
-        let mut book = inner.book.lock();
-        let Some(entry) = book.jobs.get_mut(&id) else {
-            return;
+/// Take the next job whose turn has come out of the queue and admit it, in one step
+/// under the lock: a cancel sees it either queued or admitted, never in between.
+fn admit_next(inner: &Inner) -> Option<(JobId, watch::Receiver<CancelRequest>)> {
+    let mut book = inner.book.lock();
+    let book = &mut *book;
+    loop {
+        let next = book.queue.pop(|plugin| inner.limit(plugin))?;
+        let Some(entry) = book
+            .jobs
+            .get_mut(&next.id)
+            .filter(|entry| entry.status.state == JobState::Queued)
+        else {
+            // Not a queued job (cannot happen: a job leaves the queue as it leaves
+            // that state); its place goes back rather than being lost.
+            tracing::error!("job {} came up but was not queued", next.id);
+            book.queue.finished(&next.plugin);
+            continue;
         };
+        tracing::debug!(
+            "job {} of plugin {}: its turn has come",
+            next.id,
+            next.plugin
+        );
         entry.status.state = JobState::Admitted;
         entry.status.admitted_at = Some(SystemTime::now());
-        entry.status.plugin.clone()
-    };
-    inner.emit(id, &plugin, JobChange::State(JobState::Admitted));
-    let task = tokio::spawn(run(Arc::clone(inner), id));
-    if let Some(entry) = inner.book.lock().jobs.get_mut(&id) {
-        entry.task = Some(task.abort_handle());
+        entry.holds_place = true;
+        let cancel = entry.cancel.subscribe();
+        inner.emit(next.id, &next.plugin, JobChange::State(JobState::Admitted));
+        return Some((next.id, cancel));
     }
 }
 
 /// How a job ended.
-enum Ending {
+pub(super) enum Ending {
     Succeeded(Value),
     Failed(ManagerError),
     Cancelled(Cancellation),
+    /// Its task ended without an ending (its runtime shut down under it).
+    Lost,
 }
 
-async fn run(inner: Arc<Inner>, id: JobId) {
-    let ending = attempts(&inner, id).await;
+/// Ends the job if its task is dropped before it could (a runtime shutting down):
+/// no job is left running for ever in the book.
+struct EndsTheJob {
+    inner: Arc<Inner>,
+    id: JobId,
+}
+
+impl Drop for EndsTheJob {
+    fn drop(&mut self) {
+        finish(&self.inner, self.id, Ending::Lost);
+    }
+}
+
+async fn run(inner: Arc<Inner>, id: JobId, mut cancel: watch::Receiver<CancelRequest>) {
+    let guard = EndsTheJob {
+        inner: Arc::clone(&inner),
+        id,
+    };
+    let ending = attempts(&inner, id, &mut cancel).await;
     finish(&inner, id, ending);
+    drop(guard); // finds the job ended: nothing to do
 }
 
-async fn attempts(inner: &Arc<Inner>, id: JobId) -> Ending {
-    let Some((plugin, call, call_id)) = ({
+/// Resolves once anything is asked of the job (a cancel of any kind).
+async fn asked(cancel: &mut watch::Receiver<CancelRequest>) {
+    // The sender lives as long as the job's entry; gone, the job is gone too.
+    let _ = cancel
+        .wait_for(|request| *request != CancelRequest::None)
+        .await;
+}
+
+/// Resolves once the job is to be abandoned (its call left to run on a worker that is
+/// not the host's).
+async fn abandoned(mut cancel: watch::Receiver<CancelRequest>) {
+    let _ = cancel
+        .wait_for(|request| *request == CancelRequest::Abandon)
+        .await;
+}
+
+/// How a cancel that stopped the job before a call was sent ends it: a job that
+/// never ran was cancelled while queued; one whose earlier attempt ran, between two
+/// attempts (it stopped when asked).
+fn stopped_before_sending(attempt: u32) -> Ending {
+    Ending::Cancelled(if attempt == 1 {
+        Cancellation::WhileQueued
+    } else {
+        Cancellation::Cooperative
+    })
+}
+
+async fn attempts(
+    inner: &Arc<Inner>,
+    id: JobId,
+    cancel: &mut watch::Receiver<CancelRequest>,
+) -> Ending {
+    let Some((plugin, call, base_id)) = ({
         let book = inner.book.lock();
         book.jobs.get(&id).and_then(|entry| {
             Some((
@@ -91,287 +144,249 @@ async fn attempts(inner: &Arc<Inner>, id: JobId) -> Ending {
             ))
         })
     }) else {
-        return Ending::Failed(ManagerError::NotLoaded {
-            name: String::from("(job without a call)"),
-        });
+        // Ended already (the entry is kept until it is): nothing to run.
+        return Ending::Lost;
     };
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let execution = match inner.manager.begin_job_execution(&plugin).await {
-            Ok(execution) => Arc::new(execution),
-            Err(err) => return Ending::Failed(err),
+        // Admission and the worker's start may take long (a model loading): a cancel
+        // stops the wait. Dropping `begin` is safe: the host finishes or rolls back
+        // whatever it started.
+        let execution = tokio::select! {
+            biased;
+            () = asked(cancel) => return stopped_before_sending(attempt),
+            begun = inner.host.begin(&plugin) => match begun {
+                Ok(execution) => execution,
+                Err(err) => return Ending::Failed(err),
+            },
         };
-        // Sent from here on, unless cancelled while it was being admitted.
-        {
+        let call_id = attempt_call_id(&base_id, attempt);
+        if !mark_running(inner, id, &plugin, &execution, &call_id, attempt) {
+            return stopped_before_sending(attempt);
+        }
+        let result = tokio::select! {
+            biased;
+            () = abandoned(cancel.clone()) => return Ending::Cancelled(Cancellation::Abandoned),
+            result = call_watched(inner, id, &plugin, &execution, &call, &call_id) => result,
+        };
+        let request = {
             let mut book = inner.book.lock();
-            let Some(entry) = book.jobs.get_mut(&id) else {
-                return Ending::Cancelled(Cancellation::WhileQueued);
-            };
-            if entry.cancel != CancelRequest::None {
-                return Ending::Cancelled(Cancellation::WhileQueued);
-            }
-            entry.status.state = JobState::Running;
-            entry.status.attempts = attempt;
-            entry.status.started_at.get_or_insert_with(SystemTime::now);
-            entry.execution = Some(Arc::clone(&execution));
-        }
-        inner.emit(id, &plugin, JobChange::State(JobState::Running));
-        if attempt == 1 {
-            inner.record(Record::State {
-                id: call_id.clone(),
-                state: JobState::Running,
-                at: SystemTime::now(),
-            });
-        }
-        let (ended, call_ended) = watch::channel(false);
-        let watch = Watched {
-            id,
-            plugin: plugin.clone(),
-            call_id: call_id.clone(),
-            call_ended,
-        };
-        // A call that ends at once needs no watcher: its last report comes with the
-        // answer. Longer ones get one, and see each report as it is made.
-        let (result, watcher) = {
-            let running = execution.run(call.clone(), &call_id);
-            tokio::pin!(running);
-            tokio::select! {
-                result = &mut running => (result, None),
-                () = tokio::time::sleep(WATCH_AFTER) => {
-                    let watcher = tokio::spawn(watch_progress(
-                        Arc::clone(inner),
-                        Arc::clone(&execution),
-                        watch,
-                    ));
-                    ((&mut running).await, Some(watcher))
+            match book.jobs.get_mut(&id) {
+                Some(entry) => {
+                    entry.execution = None;
+                    entry.cancel_request()
                 }
+                None => CancelRequest::None,
             }
         };
-        let _ = ended.send(true);
-        if let Some(mut watcher) = watcher {
-            if tokio::time::timeout(LAST_REPORT_WAIT, &mut watcher)
-                .await
-                .is_err()
-            {
-                watcher.abort();
-            }
-        }
-        let result = match result {
-            Ok((value, last)) => {
-                if let Some(last) = last {
-                    report_last(inner, id, &plugin, last);
-                }
-                Ok(value)
-            }
-            Err(err) => Err(err),
-        };
-        let (cancel, retry) = {
-            let mut book = inner.book.lock();
-            let entry = book.jobs.get_mut(&id);
-            let cancel = entry
-                .as_ref()
-                .map_or(CancelRequest::None, |entry| entry.cancel);
-            if let Some(entry) = entry {
-                entry.execution = None;
-            }
-            (cancel, execution.policy.retry)
-        };
+        let retry = execution.retry();
         drop(execution);
         let err = match result {
             Ok(value) => return Ending::Succeeded(value),
             Err(err) => err,
         };
-        if is_cancellation(&err) || cancel == CancelRequest::Asked {
-            return Ending::Cancelled(Cancellation::Cooperative);
+        match request {
+            CancelRequest::Forced => return Ending::Cancelled(Cancellation::Forced),
+            CancelRequest::Abandon => return Ending::Cancelled(Cancellation::Abandoned),
+            CancelRequest::Asked => return Ending::Cancelled(Cancellation::Cooperative),
+            CancelRequest::None if is_cancellation(&err) => {
+                return Ending::Cancelled(Cancellation::Cooperative)
+            }
+            CancelRequest::None => {}
         }
-        if cancel == CancelRequest::Forced {
-            return Ending::Cancelled(Cancellation::Forced);
+        if !worth_retrying(&err) || attempt > retry.attempts {
+            return Ending::Failed(err);
         }
-        if err.category() == Some(ErrorCategory::Transient) && attempt <= retry.attempts {
-            let delay = retry.delay_before(attempt);
-            tracing::warn!(
-                "job {id} of plugin {plugin}: attempt {attempt} failed ({err}); trying again in {delay:?}"
-            );
-            tokio::time::sleep(delay).await;
-            continue;
+        let delay = retry.delay_before(attempt);
+        tracing::warn!(
+            "job {id} of plugin {plugin}: attempt {attempt} failed ({err}); trying again in {delay:?}"
+        );
+        tokio::select! {
+            biased;
+            () = asked(cancel) => return Ending::Cancelled(Cancellation::Cooperative),
+            () = tokio::time::sleep(delay) => {}
         }
-        return Ending::Failed(err);
     }
+}
+
+/// The call id of attempt `attempt`: the job's own for the first, then one of its own
+/// for each retry.
+pub(super) fn attempt_call_id(base: &str, attempt: u32) -> String {
+    if attempt <= 1 {
+        base.to_owned()
+    } else {
+        format!("{base}.{attempt}")
+    }
+}
+
+/// Whether a failed attempt may be made again: a transient failure, except a call
+/// that timed out on a worker left running (it may still run there: a retry beside
+/// it would run the plugin twice at once).
+fn worth_retrying(err: &ManagerError) -> bool {
+    if let ManagerError::Timeout {
+        worker_killed: false,
+        ..
+    } = err
+    {
+        return false;
+    }
+    err.category() == Some(ErrorCategory::Transient)
+}
+
+/// The job is sent from here on, unless a cancel came first: one step under the
+/// lock. Whether it is to be sent.
+fn mark_running(
+    inner: &Inner,
+    id: JobId,
+    plugin: &str,
+    execution: &Arc<dyn JobCall>,
+    call_id: &str,
+    attempt: u32,
+) -> bool {
+    let mut book = inner.book.lock();
+    let Some(entry) = book.jobs.get_mut(&id) else {
+        return false;
+    };
+    if entry.cancel_request() != CancelRequest::None || entry.status.state.is_final() {
+        return false;
+    }
+    entry.status.state = JobState::Running;
+    entry.status.attempts = attempt;
+    let now = SystemTime::now();
+    entry.status.started_at.get_or_insert(now);
+    entry.execution = Some(Arc::clone(execution));
+    entry.attempt_call_id = Some(call_id.to_owned());
+    if attempt == 1 {
+        inner.record(Record::State {
+            id: entry.call_id.clone(),
+            state: JobState::Running,
+            at: now,
+        });
+    }
+    inner.emit(id, plugin, JobChange::State(JobState::Running));
+    true
+}
+
+/// Run the call; a call that does not end at once gets a progress watcher. Its
+/// result, with its last report applied.
+async fn call_watched(
+    inner: &Arc<Inner>,
+    id: JobId,
+    plugin: &str,
+    execution: &Arc<dyn JobCall>,
+    call: &cjm_interface::CallArgs,
+    call_id: &str,
+) -> Result<Value, ManagerError> {
+    let (ended, call_ended) = watch::channel(false);
+    // A call that ends at once needs no watcher: its last report comes with the
+    // answer. Longer ones get one, and see each report as it is made.
+    let (result, watcher) = {
+        let running = execution.run(call.clone(), call_id);
+        tokio::pin!(running);
+        tokio::select! {
+            result = &mut running => (result, None),
+            () = tokio::time::sleep(WATCH_AFTER) => {
+                let watcher = tokio::spawn(watch_progress(
+                    Arc::clone(inner),
+                    Arc::clone(execution),
+                    Watched {
+                        id,
+                        plugin: plugin.to_owned(),
+                        call_id: call_id.to_owned(),
+                        call_ended,
+                    },
+                ));
+                ((&mut running).await, Some(watcher))
+            }
+        }
+    };
+    // Dropped with `ended` if this future is (an abandoned call): the watcher sees
+    // the channel close and ends.
+    let _ = ended.send(true);
+    if let Some(mut watcher) = watcher {
+        // The watcher ends itself at the next step after `ended`; this only bounds
+        // the wait for its last look.
+        let _ = tokio::time::timeout(LAST_REPORT_WAIT, &mut watcher).await;
+    }
+    let (value, last) = result?;
+    if let Some(last) = last {
+        report_last(inner, id, plugin, last);
+    }
+    Ok(value)
 }
 
 fn is_cancellation(err: &ManagerError) -> bool {
     matches!(err, ManagerError::Plugin(ProxyError::Cancelled { .. }))
 }
 
-/// The call a progress watcher follows.
-struct Watched {
-    id: JobId,
-    plugin: String,
-    call_id: String,
-    /// Turns true when the call has returned: one last look, then stop.
-    call_ended: watch::Receiver<bool>,
-}
-
-/// Follow the call's progress until it ends, as events and in its status.
-async fn watch_progress(inner: Arc<Inner>, execution: Arc<JobExecution>, watched: Watched) {
-    let Watched {
-        id,
-        plugin,
-        call_id,
-        call_ended,
-    } = watched;
-    let mut after = 0u64;
-    let mut last: Option<(f64, String)> = None;
-    let mut failures = 0u32;
-    loop {
-        let last_look = *call_ended.borrow();
-        let wait = if last_look {
-            Duration::ZERO
-        } else {
-            PROGRESS_WAIT
-        };
-        // The call's task gone (its job abandoned) ends the watch, long poll or not:
-        // nobody waits for the reports, and the execution it holds must go.
-        let mut task_alive = call_ended.clone();
-        let answer = tokio::select! {
-            answer = execution.progress(&call_id, after, wait) => answer,
-            () = async { while task_alive.changed().await.is_ok() {} } => return,
-        };
-        match answer {
-            Ok((seq, fraction, message, finished)) => {
-                failures = 0;
-                let news = match seq {
-                    // Our worker: numbered reports; an unknown call (not arrived yet)
-                    // answers without a number.
-                    Some(seq) if seq > after => {
-                        after = seq;
-                        true
-                    }
-                    Some(_) => false,
-                    None if finished && !last_look => {
-                        tokio::time::sleep(PROGRESS_RETRY).await;
-                        continue;
-                    }
-                    None if finished => false,
-                    // The original's: plugin-wide, unnumbered; new when it changed.
-                    None => last.as_ref() != Some(&(fraction, message.clone())),
-                };
-                if news {
-                    last = Some((fraction, message.clone()));
-                    match inner.book.lock().jobs.get_mut(&id) {
-                        Some(entry) if !entry.status.state.is_final() => {
-                            entry.status.progress = Some((fraction, message.clone()));
-                        }
-                        _ => return,
-                    }
-                    inner.emit(id, &plugin, JobChange::Progress { fraction, message });
-                }
-                if last_look || (finished && seq.is_some()) {
-                    return;
-                }
-                if seq.is_none() {
-                    poll_pause(inner.options.progress_poll, &call_ended).await;
-                }
-            }
-            // No progress endpoint (the original 0.0.20): nothing to watch.
-            Err(ProxyError::Http { status: 404, .. }) => return,
-            Err(err) => {
-                failures += 1;
-                if last_look || failures > 100 {
-                    tracing::debug!("job {id}: giving up on its progress: {err}");
-                    return;
-                }
-                poll_pause(inner.options.progress_poll.max(PROGRESS_RETRY), &call_ended).await;
-            }
+/// End the job: its final status, its waiters woken, its event and journal record,
+/// and its place (if it held one) given to the next. Once: a job that ended already
+/// is left as it is. All under the book's lock.
+pub(super) fn finish(inner: &Inner, id: JobId, ending: Ending) {
+    {
+        let mut book = inner.book.lock();
+        if !end_locked(inner, &mut book, id, ending) {
+            return;
         }
     }
-}
-
-/// The report that came with the call's answer, if the watcher had not seen it.
-fn report_last(inner: &Inner, id: JobId, plugin: &str, last: ProgressResponse) {
-    let news = {
-        let mut book = inner.book.lock();
-        let Some(entry) = book.jobs.get_mut(&id) else {
-            return;
-        };
-        let known = entry.status.progress.as_ref();
-        let news = known.is_none_or(|(fraction, message)| {
-            *fraction != last.progress || *message != last.message
-        });
-        if news {
-            entry.status.progress = Some((last.progress, last.message.clone()));
-        }
-        news
-    };
-    if news {
-        inner.emit(
-            id,
-            plugin,
-            JobChange::Progress {
-                fraction: last.progress,
-                message: last.message,
-            },
-        );
-    }
-}
-
-/// Wait `pause` before asking again, or less if the call ends meanwhile.
-async fn poll_pause(pause: Duration, call_ended: &watch::Receiver<bool>) {
-    let mut call_ended = call_ended.clone();
-    let _ = tokio::time::timeout(pause, call_ended.wait_for(|ended| *ended)).await;
-}
-
-/// Record how the job ended, wake whoever waits, and let the next one go.
-fn finish(inner: &Inner, id: JobId, ending: Ending) {
-    let now = SystemTime::now();
-    let (plugin, call_id, state) = {
-        let mut book = inner.book.lock();
-        let Some(entry) = book.jobs.get_mut(&id) else {
-            return;
-        };
-        if entry.status.state.is_final() {
-            return; // ended already (cancelled while it was being admitted)
-        }
-        entry.task = None;
-        entry.execution = None;
-        entry.call = None;
-        entry.status.finished_at = Some(now);
-        let mut result = None;
-        match ending {
-            Ending::Succeeded(value) => {
-                entry.status.state = JobState::Succeeded;
-                result = Some(value);
-            }
-            Ending::Failed(err) => {
-                entry.status.state = JobState::Failed;
-                entry.status.failure = Some(failure_of(&err));
-            }
-            Ending::Cancelled(how) => {
-                entry.status.state = JobState::Cancelled;
-                entry.status.cancelled = Some(how);
-            }
-        }
-        entry
-            .outcome
-            .send_replace(Some(outcome(&entry.status, result)));
-        let ended = (
-            entry.status.plugin.clone(),
-            entry.call_id.clone(),
-            entry.status.clone(),
-        );
-        book.queue.finished(&ended.0);
-        remember_finished(&mut book, id, inner.options.keep_finished);
-        ended
-    };
-    journal_ending(inner, &call_id, &state, now);
-    inner.emit(id, &plugin, JobChange::State(state.state));
     inner.dispatch.notify_one();
 }
 
-fn journal_ending(inner: &Inner, call_id: &str, status: &super::JobStatus, at: SystemTime) {
+/// [`finish`] with the lock held; whether the job ended now.
+pub(super) fn end_locked(inner: &Inner, book: &mut Book, id: JobId, ending: Ending) -> bool {
+    let Some(entry) = book.jobs.get_mut(&id) else {
+        return false;
+    };
+    if entry.status.state.is_final() {
+        return false;
+    }
+    let now = SystemTime::now();
+    entry.execution = None;
+    entry.call = None;
+    entry.status.finished_at = Some(now);
+    let mut result = None;
+    match ending {
+        Ending::Succeeded(value) => {
+            entry.status.state = JobState::Succeeded;
+            result = Some(value);
+        }
+        Ending::Failed(err) => {
+            entry.status.state = JobState::Failed;
+            entry.status.failure = Some(failure_of(&err));
+        }
+        Ending::Lost => {
+            entry.status.state = JobState::Failed;
+            entry.status.failure = Some(JobFailure {
+                category: ErrorCategory::Fatal,
+                retriable: true,
+                message: String::from(
+                    "the job's task ended before the job did (its runtime shut down)",
+                ),
+            });
+        }
+        Ending::Cancelled(how) => {
+            entry.status.state = JobState::Cancelled;
+            entry.status.cancelled = Some(how);
+        }
+    }
+    entry
+        .outcome
+        .send_replace(Some(outcome(&entry.status, result)));
+    let plugin = entry.status.plugin.clone();
+    if std::mem::take(&mut entry.holds_place) {
+        book.queue.finished(&plugin);
+    }
+    let state = entry.status.state;
+    inner.record(journal_ending(&entry.call_id, &entry.status, now));
+    inner.emit(id, &plugin, JobChange::State(state));
+    remember_finished(book, id, inner.options.keep_finished);
+    true
+}
+
+fn journal_ending(call_id: &str, status: &super::JobStatus, at: SystemTime) -> Record {
     let id = call_id.to_owned();
-    let record = match (&status.failure, status.cancelled) {
+    match (&status.failure, status.cancelled) {
         (Some(failure), _) => Record::Failed {
             id,
             category: failure.category.as_str().to_owned(),
@@ -384,11 +399,10 @@ fn journal_ending(inner: &Inner, call_id: &str, status: &super::JobStatus, at: S
             state: status.state,
             at,
         },
-    };
-    inner.record(record);
+    }
 }
 
-fn remember_finished(book: &mut super::Book, id: JobId, keep: usize) {
+fn remember_finished(book: &mut Book, id: JobId, keep: usize) {
     book.finished.push_back(id);
     while book.finished.len() > keep {
         if let Some(old) = book.finished.pop_front() {
@@ -411,166 +425,5 @@ fn failure_of(err: &ManagerError) -> JobFailure {
         category,
         retriable: err.retriable(),
         message,
-    }
-}
-
-/// [`Jobs::cancel`](super::Jobs::cancel).
-pub(super) fn cancel(inner: &Arc<Inner>, id: JobId) -> Result<bool, JobsError> {
-    let mut book = inner.book.lock();
-    let entry = book.jobs.get_mut(&id).ok_or(JobsError::UnknownJob { id })?;
-    match entry.status.state {
-        state if state.is_final() => Ok(false),
-        JobState::Queued => {
-            entry.cancel = CancelRequest::Asked;
-            book.queue.remove(id);
-            drop(book);
-            finish(inner, id, Ending::Cancelled(Cancellation::WhileQueued));
-            Ok(true)
-        }
-        JobState::Admitted => {
-            // Not sent yet (waiting for admission or its worker): it never runs.
-            entry.cancel = CancelRequest::Asked;
-            if let Some(task) = entry.task.take() {
-                task.abort();
-            }
-            drop(book);
-            finish(inner, id, Ending::Cancelled(Cancellation::WhileQueued));
-            Ok(true)
-        }
-        _ => {
-            if entry.cancel != CancelRequest::None {
-                return Ok(true);
-            }
-            entry.cancel = CancelRequest::Asked;
-            let Some(execution) = entry.execution.clone() else {
-                return Ok(true);
-            };
-            let call_id = entry.call_id.clone();
-            drop(book);
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => {
-                    runtime.spawn(stop_running(Arc::clone(inner), id, execution, call_id));
-                }
-                Err(_) => tracing::warn!(
-                    "job {id}: cancelled outside an async runtime; its call is left to end"
-                ),
-            }
-            Ok(true)
-        }
-    }
-}
-
-/// Whether job `id` has not ended yet.
-fn still_running(inner: &Inner, id: JobId) -> bool {
-    inner
-        .book
-        .lock()
-        .jobs
-        .get(&id)
-        .is_some_and(|entry| !entry.status.state.is_final())
-}
-
-/// Cancel without asking: a queued job as [`cancel`] does; a running one's worker is
-/// killed at once and left stopped (it starts again on the plugin's next call).
-pub(super) fn cancel_now(inner: &Arc<Inner>, id: JobId) -> Result<bool, JobsError> {
-    let plugin = {
-        let mut book = inner.book.lock();
-        let entry = book.jobs.get_mut(&id).ok_or(JobsError::UnknownJob { id })?;
-        match entry.status.state {
-            state if state.is_final() => return Ok(false),
-            JobState::Queued | JobState::Admitted => {
-                drop(book);
-                return cancel(inner, id);
-            }
-            _ => {
-                entry.cancel = CancelRequest::Forced;
-                entry.status.plugin.clone()
-            }
-        }
-    };
-    let inner = Arc::clone(inner);
-    let stopping = async move {
-        let forced = inner
-            .manager
-            .force_replace(
-                &plugin,
-                &format!("job {id} was cancelled at once"),
-                || still_running(&inner, id),
-                AfterKill::LeaveStopped,
-            )
-            .await;
-        after_force(&inner, id, &plugin, forced);
-    };
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            runtime.spawn(stopping);
-        }
-        Err(_) => tracing::warn!("job {id}: cancelled outside an async runtime; left to end"),
-    }
-    Ok(true)
-}
-
-/// Ask a running job's call to stop; if it has not ended within the cancel timeout
-/// (or its worker cannot be asked), kill the worker and start it again.
-async fn stop_running(inner: Arc<Inner>, id: JobId, execution: Arc<JobExecution>, call_id: String) {
-    let plugin = execution.plugin().to_owned();
-    // A zero timeout leaves nothing to wait for: no asking, the force at once (a
-    // zero-length timer would still cost a tick of tokio's clock).
-    let timeout = inner.options.cancel_timeout;
-    if !timeout.is_zero() && execution.ask_to_cancel(&call_id).await {
-        let ended = inner
-            .book
-            .lock()
-            .jobs
-            .get(&id)
-            .map(|entry| entry.outcome.subscribe());
-        let Some(mut ended) = ended else { return };
-        if tokio::time::timeout(timeout, ended.wait_for(Option::is_some))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tracing::warn!("job {id} of plugin {plugin} did not stop within {timeout:?} of its cancel");
-    }
-    drop(execution);
-    {
-        let mut book = inner.book.lock();
-        match book.jobs.get_mut(&id) {
-            Some(entry) if !entry.status.state.is_final() => entry.cancel = CancelRequest::Forced,
-            _ => return,
-        }
-    }
-    let forced = inner
-        .manager
-        .force_replace(
-            &plugin,
-            &format!("job {id} was cancelled and did not stop"),
-            || still_running(&inner, id),
-            AfterKill::Restart,
-        )
-        .await;
-    after_force(&inner, id, &plugin, forced);
-}
-
-/// A killed worker ends the job's call by itself (it ends `Forced`). A worker that is
-/// not the host's to kill would keep the job waiting for a call it ignores its cancel
-/// in: the job stops waiting (its task, the call's connection with it, is dropped).
-fn after_force(inner: &Inner, id: JobId, plugin: &str, forced: Result<Forced, ManagerError>) {
-    match forced {
-        Ok(Forced::Replaced | Forced::NotNeeded) => {}
-        Ok(Forced::NotOwned) => {
-            if let Some(task) = inner
-                .book
-                .lock()
-                .jobs
-                .get_mut(&id)
-                .and_then(|entry| entry.task.take())
-            {
-                task.abort();
-            }
-            finish(inner, id, Ending::Cancelled(Cancellation::Abandoned));
-        }
-        Err(err) => tracing::warn!("job {id}: forced stop of plugin {plugin}: {err}"),
     }
 }

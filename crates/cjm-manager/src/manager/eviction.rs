@@ -152,7 +152,7 @@ impl PluginManager {
 
     /// Stop `plugin`'s worker if nothing is asked of it (checked again at the moment
     /// of the stop); whether it was stopped.
-    async fn stop_if_idle(&self, plugin: &LoadedPlugin, requester: &str) -> bool {
+    async fn stop_if_idle(&self, plugin: &Arc<LoadedPlugin>, requester: &str) -> bool {
         self.stop_while_idle(
             plugin,
             format!("was stopped while idle to free GPU memory for {requester}"),
@@ -164,9 +164,9 @@ impl PluginManager {
     /// asked of it at the moment of the stop. It stays loaded, stopped with `reason`,
     /// and starts again with its configuration on its next call. Whether it was
     /// stopped.
-    pub(super) async fn stop_while_idle(&self, plugin: &LoadedPlugin, reason: String) -> bool {
+    pub(super) async fn stop_while_idle(&self, plugin: &Arc<LoadedPlugin>, reason: String) -> bool {
         // A plugin whose worker is being replaced right now is not idle.
-        let Ok(_one_at_a_time) = plugin.lifecycle.try_lock() else {
+        let Some(lock) = plugin.try_lock_lifecycle() else {
             return false;
         };
         if plugin.claims() > 0 || !self.is_loaded(plugin.name()) {
@@ -176,6 +176,7 @@ impl PluginManager {
         let stopped = self
             .replace_worker(
                 plugin,
+                lock,
                 Replacement {
                     config,
                     only_if_idle: true,

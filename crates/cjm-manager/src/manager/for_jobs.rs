@@ -1,7 +1,8 @@
-//! The narrow interface the job queue (`crate::jobs`) uses: an admitted execution to
-//! run a call on, and the forced stop of a plugin's worker. Nothing else of the
+//! The manager as the job queue's host (`crate::jobs::host`): an admitted execution
+//! to run a call on, and the forced stop of a plugin's worker. Nothing else of the
 //! manager is the queue's business.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +14,9 @@ use serde_json::Value;
 
 use super::lifecycle::Replacement;
 use super::PluginManager;
+use crate::jobs::host::{BoxFuture, JobCall, JobHost, Progress};
 use crate::loaded::ExecutionGuard;
-use crate::{FaultPolicy, ManagerError};
+use crate::{FaultPolicy, ManagerError, OnTimeout, RetryPolicy};
 
 /// How a watcher learns of a call's progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,39 +44,59 @@ pub(crate) struct JobExecution {
     pub(crate) proxy: Arc<RemotePluginProxy>,
     pub(crate) feed: ProgressFeed,
     pub(crate) policy: FaultPolicy,
-    _guard: ExecutionGuard,
+    guard: ExecutionGuard,
 }
 
 impl JobExecution {
-    /// The plugin it runs on.
-    pub(crate) fn plugin(&self) -> &str {
-        self.proxy.name()
-    }
-
-    /// Run `call` as call `call_id`, within the plugin's call timeout if it has one:
-    /// its result, and its last progress report where the worker sent it along.
-    pub(crate) async fn run(
+    /// Run `call` as call `call_id` within the plugin's call timeout if it has one.
+    /// Past it, the plugin's `OnTimeout` is applied as for any call: its worker is
+    /// killed, or (left running) the call is asked to stop, so that it does not go on
+    /// beside whatever the job does next.
+    async fn run_call(
         &self,
         call: CallArgs,
         call_id: &str,
     ) -> Result<(Value, Option<ProgressResponse>), ManagerError> {
         let running = self.proxy.execute_reporting(call, Some(call_id));
-        match self.policy.call_timeout {
-            None => Ok(running.await?),
-            Some(limit) => match tokio::time::timeout(limit, running).await {
-                Ok(result) => Ok(result?),
-                Err(_) => Err(ManagerError::Timeout {
-                    name: self.proxy.name().to_owned(),
-                    after: limit,
-                    worker_killed: false,
-                }),
-            },
+        let Some(limit) = self.policy.call_timeout else {
+            return Ok(running.await?);
+        };
+        if let Ok(result) = tokio::time::timeout(limit, running).await {
+            return Ok(result?);
         }
+        let name = self.proxy.name();
+        let worker_killed = match self.policy.on_timeout {
+            OnTimeout::KillWorker => {
+                self.guard.plugin().kill(format!(
+                    "was killed by the host after job call {call_id} ran past {limit:?}"
+                ));
+                true
+            }
+            OnTimeout::LeaveRunning => {
+                if let Err(err) = self.proxy.cancel(Some(call_id)).await {
+                    tracing::warn!(
+                        "plugin {name}: cannot ask timed-out call {call_id} to stop: {err}"
+                    );
+                }
+                false
+            }
+        };
+        tracing::warn!(
+            "plugin {name}: job call {call_id} did not finish within {limit:?}{}",
+            if worker_killed {
+                "; killed its worker"
+            } else {
+                "; asked it to stop"
+            }
+        );
+        Err(ManagerError::Timeout {
+            name: name.to_owned(),
+            after: limit,
+            worker_killed,
+        })
     }
 
-    /// Ask call `call_id` to stop; `false` when the worker cannot be asked (no
-    /// `/cancel`, as the original 0.0.20's) and only a forced stop will do.
-    pub(crate) async fn ask_to_cancel(&self, call_id: &str) -> bool {
+    async fn ask(&self, call_id: &str) -> bool {
         match self.proxy.cancel(Some(call_id)).await {
             Ok(answer) => answer.status != "not_supported",
             Err(err) => {
@@ -84,25 +106,84 @@ impl JobExecution {
         }
     }
 
-    /// The call's progress: the next report after `after` (waiting up to `wait` for
-    /// it, with our workers), as `(seq, fraction, message, finished)`.
-    pub(crate) async fn progress(
+    async fn progress_of(
         &self,
         call_id: &str,
         after: u64,
         wait: Duration,
-    ) -> Result<(Option<u64>, f64, String, bool), ProxyError> {
+    ) -> Result<Progress, ProxyError> {
         let answer = match self.feed {
             ProgressFeed::Push => self.proxy.progress(Some(call_id), Some(after), Some(wait)),
             ProgressFeed::Poll => self.proxy.progress(None, None, None),
         }
         .await?;
-        Ok((
-            answer.seq,
-            answer.progress,
-            answer.message,
-            answer.finished.unwrap_or(false),
-        ))
+        Ok(Progress {
+            seq: answer.seq,
+            fraction: answer.progress,
+            message: answer.message,
+            finished: answer.finished.unwrap_or(false),
+        })
+    }
+}
+
+impl JobCall for JobExecution {
+    fn plugin(&self) -> &str {
+        self.proxy.name()
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        self.policy.retry
+    }
+
+    fn run<'a>(
+        &'a self,
+        call: CallArgs,
+        call_id: &'a str,
+    ) -> BoxFuture<'a, Result<(Value, Option<ProgressResponse>), ManagerError>> {
+        Box::pin(self.run_call(call, call_id))
+    }
+
+    fn ask_to_cancel<'a>(&'a self, call_id: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(self.ask(call_id))
+    }
+
+    fn progress<'a>(
+        &'a self,
+        call_id: &'a str,
+        after: u64,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Progress, ProxyError>> {
+        Box::pin(self.progress_of(call_id, after, wait))
+    }
+}
+
+impl JobHost for PluginManager {
+    fn is_loaded(&self, plugin: &str) -> bool {
+        PluginManager::is_loaded(self, plugin)
+    }
+
+    fn default_journal(&self) -> PathBuf {
+        self.options().home.journal_path()
+    }
+
+    fn begin<'a>(
+        &'a self,
+        plugin: &'a str,
+    ) -> BoxFuture<'a, Result<Arc<dyn JobCall>, ManagerError>> {
+        Box::pin(async move {
+            let execution = self.begin_job_execution(plugin).await?;
+            Ok(Arc::new(execution) as Arc<dyn JobCall>)
+        })
+    }
+
+    fn force_stop<'a>(
+        &'a self,
+        plugin: &'a str,
+        why: String,
+        still_needed: Box<dyn Fn() -> bool + Send + Sync + 'a>,
+        after: AfterKill,
+    ) -> BoxFuture<'a, Result<Forced, ManagerError>> {
+        Box::pin(async move { self.force_replace(plugin, &why, still_needed, after).await })
     }
 }
 
@@ -120,7 +201,7 @@ impl PluginManager {
             proxy,
             feed,
             policy: *self.shared.options.fault_policy_for(name),
-            _guard: guard,
+            guard,
         })
     }
 
@@ -150,7 +231,7 @@ impl PluginManager {
         after: AfterKill,
     ) -> Result<Forced, ManagerError> {
         let plugin = self.loaded(name)?;
-        let _one_at_a_time = plugin.lifecycle.lock().await;
+        let lock = plugin.lock_lifecycle().await;
         if !still_needed() {
             tracing::debug!("plugin {name}: not killing its worker after all ({why}: ended)");
             return Ok(Forced::NotNeeded);
@@ -165,6 +246,7 @@ impl PluginManager {
         let config = plugin.config();
         self.replace_worker(
             &plugin,
+            lock,
             Replacement {
                 config,
                 only_if_idle: false,

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use super::{checked, PluginManager};
 use crate::discovery::DiscoveredPlugin;
 use crate::launch::{launch_spec, placement_key};
-use crate::loaded::{LoadedPlugin, SlotOutcome};
+use crate::loaded::{LifecycleLock, LoadedPlugin, SlotOutcome};
 use crate::ManagerError;
 
 /// What becomes of a plugin's worker in [`PluginManager::replace_worker`].
@@ -195,7 +195,7 @@ impl PluginManager {
                 .ok_or_else(|| ManagerError::NotLoaded {
                     name: name.to_owned(),
                 })?;
-        stop_for_good(&plugin).await;
+        stop_for_good(plugin).await;
         tracing::info!("unloaded plugin {name}");
         Ok(())
     }
@@ -211,7 +211,7 @@ impl PluginManager {
             .collect();
         let mut stops = JoinSet::new();
         for plugin in plugins {
-            stops.spawn(async move { stop_for_good(&plugin).await });
+            stops.spawn(stop_for_good(plugin));
         }
         while stops.join_next().await.is_some() {}
     }
@@ -237,10 +237,11 @@ impl PluginManager {
             Some(config) => checked(name, &plugin.config_validator, config)?,
             None => self.config_to_keep(&plugin).await,
         };
-        let _one_at_a_time = plugin.lifecycle.lock().await;
+        let lock = plugin.lock_lifecycle().await;
         plugin.set_restarts(0);
         self.replace_worker(
             &plugin,
+            lock,
             Replacement {
                 config,
                 only_if_idle: false,
@@ -253,16 +254,45 @@ impl PluginManager {
         Ok(())
     }
 
-    /// The one way a loaded plugin's worker is replaced. The caller holds the plugin's
-    /// `lifecycle` lock. Executions arriving meanwhile wait for the outcome. Whatever
-    /// happens, the plugin stays in the table: a failed start leaves it dead with the
-    /// reason.
+    /// The one way a loaded plugin's worker is replaced. The caller hands over the
+    /// plugin's lifecycle lock. Executions arriving meanwhile wait for the outcome.
+    /// Whatever happens, the plugin stays in the table: a failed start leaves it dead
+    /// with the reason.
+    ///
+    /// The replacement runs on a task of its own, which holds the lock until it is
+    /// done: a caller dropped at any point (a job cancelled while its worker starts, a
+    /// `timeout` around a reload) only stops waiting for it. It never leaves the
+    /// plugin `Restarting`, nor a second replacement running beside the first.
     pub(super) async fn replace_worker(
+        &self,
+        plugin: &Arc<LoadedPlugin>,
+        lock: LifecycleLock,
+        replacement: Replacement,
+    ) -> Result<Replaced, ManagerError> {
+        let manager = self.clone();
+        let plugin = Arc::clone(plugin);
+        let name = plugin.name().to_owned();
+        let replacing = tokio::spawn(async move {
+            let _one_at_a_time = lock;
+            manager.replace_now(&plugin, replacement).await
+        });
+        match replacing.await {
+            Ok(replaced) => replaced,
+            Err(err) => Err(ManagerError::NotRunning {
+                reason: format!("its restart failed: {err}"),
+                name,
+                restarts: 0,
+                max_restarts: 0,
+            }),
+        }
+    }
+
+    async fn replace_now(
         &self,
         plugin: &LoadedPlugin,
         replacement: Replacement,
     ) -> Result<Replaced, ManagerError> {
-        let Ok(old) = plugin.take_for_restart(replacement.only_if_idle) else {
+        let Ok((old, slot)) = plugin.take_for_restart(replacement.only_if_idle) else {
             return Ok(Replaced::Busy);
         };
         if let Some(old) = old {
@@ -274,7 +304,7 @@ impl PluginManager {
         }
         if let Some(reason) = replacement.leave_stopped {
             plugin.set_config(replacement.config);
-            plugin.put_back(SlotOutcome::Stopped(reason));
+            slot.put_back(SlotOutcome::Stopped(reason));
             return Ok(Replaced::Done);
         }
         let started = self
@@ -289,11 +319,11 @@ impl PluginManager {
         match started {
             Ok(proxy) => {
                 plugin.set_config(replacement.config);
-                plugin.put_back(SlotOutcome::Started(Arc::new(proxy)));
+                slot.put_back(SlotOutcome::Started(Arc::new(proxy)));
                 Ok(Replaced::Done)
             }
             Err(err) => {
-                plugin.put_back(SlotOutcome::Failed(format!("could not be started: {err}")));
+                slot.put_back(SlotOutcome::Failed(format!("could not be started: {err}")));
                 Err(err)
             }
         }
@@ -360,11 +390,19 @@ impl PluginManager {
     }
 }
 
-/// Stop an unloaded plugin's worker, after any restart under way.
-async fn stop_for_good(plugin: &LoadedPlugin) {
-    let _one_at_a_time = plugin.lifecycle.lock().await;
-    if let Ok(Some(proxy)) = plugin.take_for_restart(false) {
-        proxy.shutdown().await;
+/// Stop an unloaded plugin's worker, after any restart under way. On a task of its
+/// own, like a replacement: a caller dropped meanwhile leaves no worker half stopped.
+async fn stop_for_good(plugin: Arc<LoadedPlugin>) {
+    let stopping = tokio::spawn(async move {
+        let _one_at_a_time = plugin.lock_lifecycle().await;
+        if let Ok((old, slot)) = plugin.take_for_restart(false) {
+            if let Some(proxy) = old {
+                proxy.shutdown().await;
+            }
+            slot.put_back(SlotOutcome::Failed(String::from("was unloaded")));
+        }
+    });
+    if let Err(err) = stopping.await {
+        tracing::warn!("stopping an unloaded plugin's worker failed: {err}");
     }
-    plugin.put_back(SlotOutcome::Failed(String::from("was unloaded")));
 }

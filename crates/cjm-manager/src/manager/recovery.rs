@@ -63,7 +63,7 @@ impl PluginManager {
         plugin: &Arc<LoadedPlugin>,
     ) -> Result<Option<Arc<RemotePluginProxy>>, ManagerError> {
         let name = plugin.name();
-        let _one_at_a_time = plugin.lifecycle.lock().await;
+        let lock = plugin.lock_lifecycle().await;
         if !self.is_loaded(name) {
             return Err(ManagerError::NotLoaded {
                 name: name.to_owned(),
@@ -74,7 +74,7 @@ impl PluginManager {
             None => return Ok(None),
             Some(Worker::Stopped(reason)) => {
                 tracing::info!("plugin {name}: starting its worker again (it {reason})");
-                self.replace_worker(plugin, start_with(plugin.config()))
+                self.replace_worker(plugin, lock, start_with(plugin.config()))
                     .await?;
                 return Ok(None);
             }
@@ -99,7 +99,7 @@ impl PluginManager {
         // Counted whether or not it works, so that a plugin that cannot start runs
         // into the limit instead of being retried for ever.
         plugin.set_restarts(restart);
-        self.replace_worker(plugin, start_with(plugin.config()))
+        self.replace_worker(plugin, lock, start_with(plugin.config()))
             .await?;
         tracing::info!("plugin {name}: restarted (restart {restart})");
         Ok(None)

@@ -1,0 +1,93 @@
+//! What the jobs need of a host, and nothing more: whether a plugin is loaded, an
+//! admitted execution to run calls on, and the forced stop of a worker that would
+//! not stop. The manager is one such host (`manager/for_jobs.rs`); the job tests
+//! put a fake one in its place to hold each step of a job where they want it.
+
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cjm_interface::wire::ProgressResponse;
+use cjm_interface::CallArgs;
+use cjm_proxy::ProxyError;
+use serde_json::Value;
+
+use crate::manager::{AfterKill, Forced};
+use crate::{ManagerError, RetryPolicy};
+
+/// A boxed future that may move between threads.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The host the jobs run on.
+pub(crate) trait JobHost: Send + Sync + fmt::Debug + 'static {
+    /// Whether `plugin` is loaded (and so can take jobs).
+    fn is_loaded(&self, plugin: &str) -> bool;
+
+    /// Where the journal goes unless the options say otherwise.
+    fn default_journal(&self) -> PathBuf;
+
+    /// An execution of `plugin` the host has admitted, on a running worker: the
+    /// admission holds until the execution is dropped. Dropping this future at any
+    /// point leaves the host as it was (nothing admitted, any worker start it began
+    /// finished or rolled back by the host).
+    fn begin<'a>(
+        &'a self,
+        plugin: &'a str,
+    ) -> BoxFuture<'a, Result<Arc<dyn JobCall>, ManagerError>>;
+
+    /// Kill `plugin`'s worker unless `still_needed` says otherwise once this caller
+    /// has the plugin to itself; then restart it or leave it stopped.
+    fn force_stop<'a>(
+        &'a self,
+        plugin: &'a str,
+        why: String,
+        still_needed: Box<dyn Fn() -> bool + Send + Sync + 'a>,
+        after: AfterKill,
+    ) -> BoxFuture<'a, Result<Forced, ManagerError>>;
+}
+
+/// A call's progress as the worker reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Progress {
+    /// The report's number (our workers); `None` from a worker that does not number
+    /// them (the original's) or for a call it does not know yet.
+    pub(crate) seq: Option<u64>,
+    pub(crate) fraction: f64,
+    pub(crate) message: String,
+    /// The call has ended (or is unknown).
+    pub(crate) finished: bool,
+}
+
+/// One admitted execution, on which a job's attempt runs.
+pub(crate) trait JobCall: Send + Sync + fmt::Debug {
+    /// The plugin it runs on.
+    fn plugin(&self) -> &str;
+
+    /// Whether, and how often, a transient failure is tried again.
+    fn retry(&self) -> RetryPolicy;
+
+    /// Run `call` as call `call_id`: its result, and its last progress report where
+    /// the worker sent it along. A call past the plugin's time limit fails with
+    /// [`ManagerError::Timeout`] after its `OnTimeout` was applied.
+    fn run<'a>(
+        &'a self,
+        call: CallArgs,
+        call_id: &'a str,
+    ) -> BoxFuture<'a, Result<(Value, Option<ProgressResponse>), ManagerError>>;
+
+    /// Ask call `call_id` to stop; `false` when the worker cannot be asked and only a
+    /// forced stop will do.
+    fn ask_to_cancel<'a>(&'a self, call_id: &'a str) -> BoxFuture<'a, bool>;
+
+    /// The next progress report after `after`, waiting up to `wait` for it where the
+    /// worker can wait.
+    fn progress<'a>(
+        &'a self,
+        call_id: &'a str,
+        after: u64,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Progress, ProxyError>>;
+}
