@@ -17,6 +17,8 @@
 //!   each package from its own files (minutes when cold). `.ci/run` runs the quick
 //!   form.
 //! - `ray-e2e`: workers placed by a real Ray cluster from PyPI (see `ray_e2e.rs`).
+//! - `jobs-stress [--runs N] [--no-load]`: the job tests N times in a row (default
+//!   50) on a loaded machine (see `jobs_stress.rs`).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+mod jobs_stress;
 mod ray_e2e;
 
 fn main() -> Result<()> {
@@ -36,9 +39,10 @@ fn main() -> Result<()> {
         "readme" => readme(),
         "package" => package(std::env::args().skip(2).collect()),
         "ray-e2e" => ray_e2e::ray_e2e(),
+        "jobs-stress" => jobs_stress::jobs_stress(std::env::args().skip(2).collect()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <e2e|demo [--release]|bench [--quick] [--only METRIC]|soak [OPTIONS]|readme|package [--verify]|ray-e2e>"
+                "usage: cargo xtask <e2e|demo [--release]|bench [--quick] [--only METRIC]|soak [OPTIONS]|readme|package [--verify]|ray-e2e|jobs-stress [--runs N] [--no-load]>"
             );
             bail!("unknown task {task:?}")
         }

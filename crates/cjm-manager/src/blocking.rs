@@ -150,6 +150,11 @@ impl BlockingPluginManager {
         self.block_on(self.manager.plugin_config(name))
     }
 
+    /// [`PluginManager::plugin_config_detail`], blocking.
+    pub fn plugin_config_detail(&self, name: &str) -> Result<crate::PluginConfig, ManagerError> {
+        self.block_on(self.manager.plugin_config_detail(name))
+    }
+
     /// [`PluginManager::update_plugin_config`], blocking.
     pub fn update_plugin_config(&self, name: &str, config: ConfigMap) -> Result<(), ManagerError> {
         self.block_on(self.manager.update_plugin_config(name, config))

@@ -10,7 +10,7 @@ use futures_core::Stream;
 use serde_json::Value;
 use tokio::time::{Instant, Sleep};
 
-use crate::loaded::ExecutionGuard;
+use crate::loaded::{ExecutionGuard, LoadedPlugin};
 use crate::OnTimeout;
 
 /// The chunks of a streaming execution through the manager: a [`Stream`] of JSON
@@ -19,7 +19,11 @@ use crate::OnTimeout;
 #[derive(Debug)]
 pub struct PluginStream {
     chunks: ChunkStream,
+    /// The admission, released when the stream ends; `None` for a job's stream, whose
+    /// job holds it.
     guard: Option<ExecutionGuard>,
+    /// The plugin, whose worker a chunk timeout may kill.
+    plugin: Arc<LoadedPlugin>,
     /// The longest wait for one chunk, from the plugin's fault policy, and the timer
     /// of the current wait.
     chunk_timeout: Option<(Duration, Pin<Box<Sleep>>)>,
@@ -39,9 +43,32 @@ impl PluginStream {
         proxy: Arc<RemotePluginProxy>,
         call_id: String,
     ) -> Self {
+        let plugin = Arc::clone(guard.plugin());
         PluginStream {
             chunks,
             guard: Some(guard),
+            plugin,
+            chunk_timeout: chunk_timeout.map(|limit| (limit, Box::pin(tokio::time::sleep(limit)))),
+            on_timeout,
+            ended: false,
+            proxy,
+            call_id,
+        }
+    }
+
+    /// A job's stream: its admission is the job's to hold.
+    pub(crate) fn for_job(
+        chunks: ChunkStream,
+        plugin: Arc<LoadedPlugin>,
+        chunk_timeout: Option<Duration>,
+        on_timeout: OnTimeout,
+        proxy: Arc<RemotePluginProxy>,
+        call_id: String,
+    ) -> Self {
+        PluginStream {
+            chunks,
+            guard: None,
+            plugin,
             chunk_timeout: chunk_timeout.map(|limit| (limit, Box::pin(tokio::time::sleep(limit)))),
             on_timeout,
             ended: false,
@@ -70,13 +97,10 @@ impl PluginStream {
     }
 
     fn timed_out(&self, after: Duration) -> ProxyError {
-        let plugin = self.guard.as_ref().map(ExecutionGuard::plugin);
-        let name = plugin
-            .map(|plugin| plugin.name().to_owned())
-            .unwrap_or_default();
-        if let (Some(plugin), OnTimeout::KillWorker) = (plugin, self.on_timeout) {
+        let name = self.plugin.name().to_owned();
+        if self.on_timeout == OnTimeout::KillWorker {
             tracing::warn!("plugin {name}: no stream chunk within {after:?}; killing its worker");
-            plugin.kill(format!(
+            self.plugin.kill(format!(
                 "was killed by the host after a stream waited {after:?} for a chunk"
             ));
         }

@@ -7,7 +7,8 @@
 //! `progress_file` streams without end, writing the count of chunks produced to that
 //! file, one chunk each `interval_ms`. With plugin argument `--crash-at-start` it
 //! exits before serving, with `--crash-at-start-if PATH` only while PATH exists;
-//! with `--never-ready` it hangs before serving; with
+//! with `--never-ready` it hangs before serving, with `--hold-start-while PATH` only
+//! while PATH exists (writing `PATH.held` once it waits); with
 //! `--no-parent-watch` it does not follow its host's pid. With `--schema` it declares a
 //! config schema (`level`: integer 0..=9) that its own `initialize` never checks, so
 //! only the worker can refuse a configuration; with `--broken-schema` it declares one
@@ -247,6 +248,19 @@ fn main() -> ExitCode {
         }
         if args.iter().any(|arg| arg == "--never-ready") {
             std::thread::sleep(Duration::from_secs(3600));
+        }
+        if let Some(hold) = args
+            .iter()
+            .position(|arg| arg == "--hold-start-while")
+            .and_then(|at| args.get(at + 1))
+        {
+            let hold = std::path::Path::new(hold);
+            if hold.exists() {
+                let _ = std::fs::write(hold.with_extension("held"), std::process::id().to_string());
+                while hold.exists() {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
         }
         let schema = if args.iter().any(|arg| arg == "--schema") {
             Some(json!({

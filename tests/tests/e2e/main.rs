@@ -23,6 +23,7 @@ mod protocol;
 mod python046;
 mod python_env;
 mod python_interop;
+mod races;
 mod readme;
 mod recovery;
 mod relay;

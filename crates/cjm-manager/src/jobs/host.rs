@@ -21,6 +21,10 @@ use crate::{ManagerError, RetryPolicy};
 /// A boxed future that may move between threads.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// A streaming call's chunks, as they come; an error ends them.
+pub(crate) type Chunks<'a> =
+    Pin<Box<dyn futures_core::Stream<Item = Result<Value, ManagerError>> + Send + 'a>>;
+
 /// The host the jobs run on.
 pub(crate) trait JobHost: Send + Sync + fmt::Debug + 'static {
     /// Whether `plugin` is loaded (and so can take jobs).
@@ -77,6 +81,15 @@ pub(crate) trait JobCall: Send + Sync + fmt::Debug {
         call: CallArgs,
         call_id: &'a str,
     ) -> BoxFuture<'a, Result<(Value, Option<ProgressResponse>), ManagerError>>;
+
+    /// Start `call` as streaming call `call_id`: its chunks as the worker sends them
+    /// (a wait for one past the plugin's time limit fails with a timeout, after its
+    /// `OnTimeout` was applied). Dropping them stops the worker's producer.
+    fn stream<'a>(
+        &'a self,
+        call: CallArgs,
+        call_id: &'a str,
+    ) -> BoxFuture<'a, Result<Chunks<'a>, ManagerError>>;
 
     /// Ask call `call_id` to stop; `false` when the worker cannot be asked and only a
     /// forced stop will do.

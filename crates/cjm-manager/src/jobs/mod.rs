@@ -34,6 +34,7 @@
 //! ```
 
 mod cancel;
+mod chunks;
 mod events;
 pub(crate) mod host;
 mod journal;
@@ -53,8 +54,9 @@ use std::time::{Instant, SystemTime};
 use cjm_interface::CallArgs;
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{broadcast, mpsc, watch, Notify};
 
+pub use chunks::JobChunks;
 pub use events::{EventsLagged, JobEvents};
 pub use journal::{recent_jobs, JournalEntry, JournalError, JournalRetention};
 pub use model::{
@@ -156,6 +158,8 @@ struct Entry {
     outcome: watch::Sender<Option<JobOutcome>>,
     /// What was asked of the job; its task watches it.
     cancel: watch::Sender<CancelRequest>,
+    /// A streaming job's reader, until the job ends.
+    chunks_to: Option<mpsc::Sender<Value>>,
     /// Whether it holds one of its plugin's places (from its turn to its end).
     holds_place: bool,
     /// The execution while the call runs: where `/cancel` goes.
@@ -266,6 +270,33 @@ impl Jobs {
     /// [`JobOptions::aging`]). Refused at once when the plugin is not loaded or the
     /// queue is full. Never waits.
     pub fn submit(&self, plugin: &str, call: CallArgs, priority: i32) -> Result<JobId, JobsError> {
+        self.enqueue(plugin, call, priority, None)
+    }
+
+    /// Queue `call` as a streaming job: as [`submit`](Self::submit), and its chunks
+    /// come through the returned [`JobChunks`] as the plugin produces them, at the
+    /// reader's pace (the worker waits while the reader does not read). The chunks
+    /// end when the job ends; [`wait`](Self::wait) tells how (its result is
+    /// `{"chunks": count}`). Dropping the chunks cancels the job. A stream that
+    /// delivered a chunk is not tried again after a transient failure.
+    pub fn submit_stream(
+        &self,
+        plugin: &str,
+        call: CallArgs,
+        priority: i32,
+    ) -> Result<(JobId, JobChunks), JobsError> {
+        let (chunks_to, chunks) = mpsc::channel(STREAM_BUFFER);
+        let id = self.enqueue(plugin, call, priority, Some(chunks_to))?;
+        Ok((id, JobChunks::new(chunks)))
+    }
+
+    fn enqueue(
+        &self,
+        plugin: &str,
+        call: CallArgs,
+        priority: i32,
+        chunks_to: Option<mpsc::Sender<Value>>,
+    ) -> Result<JobId, JobsError> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::SeqCst) {
             return Err(JobsError::Closed);
@@ -316,6 +347,7 @@ impl Jobs {
                     attempt_call_id: None,
                     outcome,
                     cancel,
+                    chunks_to,
                     holds_place: false,
                     execution: None,
                 },
@@ -482,6 +514,9 @@ impl Inner {
         self.dispatch.notify_one();
     }
 }
+
+/// Chunks of a streaming job that wait for their reader before the worker is held up.
+const STREAM_BUFFER: usize = 64;
 
 /// A fresh session id: 8 random bytes as hex, so that two hosts (or two runs of
 /// one) never share one.

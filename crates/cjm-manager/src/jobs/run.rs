@@ -5,10 +5,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use cjm_interface::wire::ProgressResponse;
 use cjm_interface::ErrorCategory;
 use cjm_proxy::ProxyError;
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::host::JobCall;
 use super::journal::Record;
@@ -134,13 +135,14 @@ async fn attempts(
     id: JobId,
     cancel: &mut watch::Receiver<CancelRequest>,
 ) -> Ending {
-    let Some((plugin, call, base_id)) = ({
+    let Some((plugin, call, base_id, chunks_to)) = ({
         let book = inner.book.lock();
         book.jobs.get(&id).and_then(|entry| {
             Some((
                 entry.status.plugin.clone(),
                 entry.call.clone()?,
                 entry.call_id.clone(),
+                entry.chunks_to.clone(),
             ))
         })
     }) else {
@@ -165,10 +167,16 @@ async fn attempts(
         if !mark_running(inner, id, &plugin, &execution, &call_id, attempt) {
             return stopped_before_sending(attempt);
         }
+        let mut delivered = 0u64;
         let result = tokio::select! {
             biased;
             () = abandoned(cancel.clone()) => return Ending::Cancelled(Cancellation::Abandoned),
-            result = call_watched(inner, id, &plugin, &execution, &call, &call_id) => result,
+            result = call_watched(inner, id, &plugin, &execution, Work {
+                call: &call,
+                call_id: &call_id,
+                chunks_to: chunks_to.as_ref(),
+                delivered: &mut delivered,
+            }) => result,
         };
         let request = {
             let mut book = inner.book.lock();
@@ -195,7 +203,8 @@ async fn attempts(
             }
             CancelRequest::None => {}
         }
-        if !worth_retrying(&err) || attempt > retry.attempts {
+        // A stream that delivered chunks is not made again: its reader has them.
+        if !worth_retrying(&err) || attempt > retry.attempts || delivered > 0 {
             return Ending::Failed(err);
         }
         let delay = retry.delay_before(attempt);
@@ -268,6 +277,16 @@ fn mark_running(
     true
 }
 
+/// What one attempt sends.
+struct Work<'a> {
+    call: &'a cjm_interface::CallArgs,
+    call_id: &'a str,
+    /// Where a streaming job's chunks go; `None` for a plain call.
+    chunks_to: Option<&'a mpsc::Sender<Value>>,
+    /// Chunks handed to the reader so far.
+    delivered: &'a mut u64,
+}
+
 /// Run the call; a call that does not end at once gets a progress watcher. Its
 /// result, with its last report applied.
 async fn call_watched(
@@ -275,14 +294,14 @@ async fn call_watched(
     id: JobId,
     plugin: &str,
     execution: &Arc<dyn JobCall>,
-    call: &cjm_interface::CallArgs,
-    call_id: &str,
+    work: Work<'_>,
 ) -> Result<Value, ManagerError> {
+    let call_id = work.call_id;
     let (ended, call_ended) = watch::channel(false);
     // A call that ends at once needs no watcher: its last report comes with the
     // answer. Longer ones get one, and see each report as it is made.
     let (result, watcher) = {
-        let running = execution.run(call.clone(), call_id);
+        let running = send(execution.as_ref(), plugin, work);
         tokio::pin!(running);
         tokio::select! {
             result = &mut running => (result, None),
@@ -316,6 +335,39 @@ async fn call_watched(
     Ok(value)
 }
 
+/// Send the attempt: a plain call's answer, or a stream's chunks handed to its reader
+/// one by one (at the reader's pace) and their count as the result.
+async fn send(
+    execution: &dyn JobCall,
+    plugin: &str,
+    work: Work<'_>,
+) -> Result<(Value, Option<ProgressResponse>), ManagerError> {
+    let Some(reader) = work.chunks_to else {
+        return execution.run(work.call.clone(), work.call_id).await;
+    };
+    let reader_gone = || {
+        // Nobody reads on: the stream (dropped with this future) stops its producer.
+        ManagerError::Plugin(ProxyError::Cancelled {
+            plugin: plugin.to_owned(),
+            endpoint: cjm_interface::wire::PATH_EXECUTE_STREAM,
+            detail: String::from("its reader went away"),
+        })
+    };
+    let mut chunks = execution.stream(work.call.clone(), work.call_id).await?;
+    loop {
+        let chunk = tokio::select! {
+            chunk = std::future::poll_fn(|cx| chunks.as_mut().poll_next(cx)) => chunk,
+            () = reader.closed() => return Err(reader_gone()),
+        };
+        let Some(chunk) = chunk else { break };
+        if reader.send(chunk?).await.is_err() {
+            return Err(reader_gone());
+        }
+        *work.delivered += 1;
+    }
+    Ok((serde_json::json!({ "chunks": *work.delivered }), None))
+}
+
 fn is_cancellation(err: &ManagerError) -> bool {
     matches!(err, ManagerError::Plugin(ProxyError::Cancelled { .. }))
 }
@@ -344,6 +396,8 @@ pub(super) fn end_locked(inner: &Inner, book: &mut Book, id: JobId, ending: Endi
     let now = SystemTime::now();
     entry.execution = None;
     entry.call = None;
+    // A streaming job's reader sees the end of its chunks.
+    entry.chunks_to = None;
     entry.status.finished_at = Some(now);
     let mut result = None;
     match ending {

@@ -20,7 +20,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, oneshot, Notify};
 
-use super::host::{BoxFuture, JobCall, JobHost, Progress};
+use super::host::{BoxFuture, Chunks, JobCall, JobHost, Progress};
 use super::model::{Cancellation, JobChange, JobEvent, JobId, JobState};
 use super::{JobOptions, Jobs};
 use crate::manager::{AfterKill, Forced};
@@ -290,6 +290,45 @@ impl JobCall for FakeCall {
         Box::pin(self.run_call(call_id))
     }
 
+    fn stream<'a>(
+        &'a self,
+        _call: CallArgs,
+        call_id: &'a str,
+    ) -> BoxFuture<'a, Result<Chunks<'a>, ManagerError>> {
+        Box::pin(async move {
+            // An endless stream, a chunk a millisecond, counted as running while its
+            // consumer holds it.
+            {
+                let mut world = self.host.world.lock();
+                let running = {
+                    let count = world.running.entry(self.plugin.clone()).or_default();
+                    *count += 1;
+                    *count
+                };
+                let limit = world.limits.get(&self.plugin).copied().unwrap_or(1);
+                if running > limit {
+                    world.violations.push(format!(
+                        "{running} calls of {} at once (limit {limit}) when stream {call_id} began",
+                        self.plugin
+                    ));
+                }
+                world.arrived.push(call_id.to_owned());
+            }
+            let running = Running {
+                host: &self.host,
+                plugin: self.plugin.clone(),
+                call_id: call_id.to_owned(),
+            };
+            let mut next = 0u64;
+            let chunks = futures_util_stream(move || {
+                let _running = &running;
+                next += 1;
+                next
+            });
+            Ok(Box::pin(chunks) as Chunks<'a>)
+        })
+    }
+
     fn ask_to_cancel<'a>(&'a self, call_id: &'a str) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             let mut world = self.host.world.lock();
@@ -323,6 +362,34 @@ impl JobCall for FakeCall {
                 finished: true,
             })
         })
+    }
+}
+
+/// A stream of `next()`'s values, one a millisecond of the (paused) clock.
+fn futures_util_stream(
+    mut next: impl FnMut() -> u64 + Send + Unpin,
+) -> impl futures_core::Stream<Item = Result<Value, ManagerError>> + Send {
+    struct Ticks<F> {
+        next: F,
+        timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    }
+    impl<F: FnMut() -> u64 + Unpin> futures_core::Stream for Ticks<F> {
+        type Item = Result<Value, ManagerError>;
+        fn poll_next(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            let this = self.get_mut();
+            std::task::ready!(std::future::Future::poll(this.timer.as_mut(), cx));
+            this.timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + Duration::from_millis(1));
+            std::task::Poll::Ready(Some(Ok(json!((this.next)()))))
+        }
+    }
+    Ticks {
+        next: move || next(),
+        timer: Box::pin(tokio::time::sleep(Duration::from_millis(1))),
     }
 }
 
@@ -790,11 +857,39 @@ async fn options_set_past_the_setters_are_made_to_work() {
     assert!(jobs.cancel(job).unwrap());
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_streaming_job_hands_its_chunks_in_order_and_ends_when_its_reader_goes() {
+    let mut h = Harness::new(Fake::new(&[("p", 1)]), options()).await;
+    let (job, mut chunks) = h.jobs.submit_stream("p", CallArgs::new(), 0).unwrap();
+    let queued = h.submit("p");
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(chunks.next().await.unwrap());
+    }
+    assert_eq!(seen, [json!(1), json!(2), json!(3), json!(4), json!(5)]);
+    assert_eq!(h.state(job), JobState::Running);
+    drop(chunks);
+    h.until("the job ends", |h| h.state(job).is_final()).await;
+    assert_eq!(h.cancelled(job), Some(Cancellation::Cooperative));
+    // Its producer stopped, and its place went to the next job.
+    h.until("the next job runs", |h| {
+        h.state(queued) == JobState::Running
+    })
+    .await;
+    assert_eq!(h.host.world.lock().running["p"], 1);
+    h.check().unwrap();
+}
+
 // ---- random interleavings ---------------------------------------------------------------
 
 #[derive(Debug, Clone)]
 enum Step {
     Submit(usize),
+    /// A streaming job, whose reader takes a chunk at each `Read`.
+    SubmitStream(usize),
+    Read(usize),
+    /// A streaming job's reader goes away.
+    DropReader(usize),
     Cancel(usize),
     CancelNow(usize),
     Complete(usize),
@@ -811,6 +906,9 @@ const PLUGINS: [(&str, usize); 2] = [("gpu", 1), ("cpu", 2)];
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         4 => (0..PLUGINS.len()).prop_map(Step::Submit),
+        1 => (0..PLUGINS.len()).prop_map(Step::SubmitStream),
+        1 => any::<usize>().prop_map(Step::Read),
+        1 => any::<usize>().prop_map(Step::DropReader),
         2 => any::<usize>().prop_map(Step::Cancel),
         1 => any::<usize>().prop_map(Step::CancelNow),
         3 => any::<usize>().prop_map(Step::Complete),
@@ -845,10 +943,32 @@ fn interleaving(steps: &[Step], cooperative: bool, owned: bool) -> Result<(), St
         )
         .await;
         let mut ids: Vec<JobId> = Vec::new();
+        let mut readers: Vec<(JobId, super::JobChunks)> = Vec::new();
         let pick = |ids: &[JobId], n: usize| (!ids.is_empty()).then(|| ids[n % ids.len()]);
         for step in steps {
             match step {
                 Step::Submit(plugin) => ids.push(h.submit(PLUGINS[*plugin].0)),
+                Step::SubmitStream(plugin) => {
+                    let (id, chunks) = h
+                        .jobs
+                        .submit_stream(PLUGINS[*plugin].0, CallArgs::new(), 0)
+                        .map_err(|err| err.to_string())?;
+                    ids.push(id);
+                    readers.push((id, chunks));
+                }
+                Step::Read(n) => {
+                    if !readers.is_empty() {
+                        let at = n % readers.len();
+                        // One chunk if one is there (or the job's end), never a wait.
+                        let _ = tokio::time::timeout(Duration::ZERO, readers[at].1.next()).await;
+                    }
+                }
+                Step::DropReader(n) => {
+                    if !readers.is_empty() {
+                        let at = n % readers.len();
+                        readers.remove(at);
+                    }
+                }
                 Step::Cancel(n) => {
                     if let Some(id) = pick(&ids, *n) {
                         h.jobs.cancel(id).map_err(|err| err.to_string())?;
@@ -889,6 +1009,7 @@ fn interleaving(steps: &[Step], cooperative: bool, owned: bool) -> Result<(), St
             }
         }
         // Everything still running ends; every job then has ended exactly once.
+        readers.clear();
         for _ in 0..1000 {
             for call in h.host.at_worker() {
                 h.host.end(&call, Ok(json!("late")));

@@ -14,9 +14,9 @@ use serde_json::Value;
 
 use super::lifecycle::Replacement;
 use super::PluginManager;
-use crate::jobs::host::{BoxFuture, JobCall, JobHost, Progress};
+use crate::jobs::host::{BoxFuture, Chunks, JobCall, JobHost, Progress};
 use crate::loaded::ExecutionGuard;
-use crate::{FaultPolicy, ManagerError, OnTimeout, RetryPolicy};
+use crate::{FaultPolicy, ManagerError, OnTimeout, PluginStream, RetryPolicy};
 
 /// How a watcher learns of a call's progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +143,39 @@ impl JobCall for JobExecution {
         Box::pin(self.run_call(call, call_id))
     }
 
+    fn stream<'a>(
+        &'a self,
+        call: CallArgs,
+        call_id: &'a str,
+    ) -> BoxFuture<'a, Result<Chunks<'a>, ManagerError>> {
+        Box::pin(async move {
+            let limit = self.policy.call_timeout;
+            let started = self.proxy.execute_stream_as(call, Some(call_id));
+            let chunks = match limit {
+                None => started.await?,
+                Some(limit) => match tokio::time::timeout(limit, started).await {
+                    Ok(chunks) => chunks?,
+                    Err(_) => {
+                        return Err(ManagerError::Timeout {
+                            name: self.proxy.name().to_owned(),
+                            after: limit,
+                            worker_killed: false,
+                        })
+                    }
+                },
+            };
+            let stream = PluginStream::for_job(
+                chunks,
+                Arc::clone(self.guard.plugin()),
+                limit,
+                self.policy.on_timeout,
+                Arc::clone(&self.proxy),
+                call_id.to_owned(),
+            );
+            Ok(Box::pin(ManagerChunks(stream)) as Chunks<'a>)
+        })
+    }
+
     fn ask_to_cancel<'a>(&'a self, call_id: &'a str) -> BoxFuture<'a, bool> {
         Box::pin(self.ask(call_id))
     }
@@ -154,6 +187,23 @@ impl JobCall for JobExecution {
         wait: Duration,
     ) -> BoxFuture<'a, Result<Progress, ProxyError>> {
         Box::pin(self.progress_of(call_id, after, wait))
+    }
+}
+
+/// A job's stream, its errors the manager's.
+struct ManagerChunks(PluginStream);
+
+impl futures_core::Stream for ManagerChunks {
+    type Item = Result<Value, ManagerError>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let stream = std::pin::Pin::new(&mut self.get_mut().0);
+        stream
+            .poll_next(cx)
+            .map(|chunk| chunk.map(|chunk| chunk.map_err(ManagerError::from)))
     }
 }
 
