@@ -388,3 +388,67 @@ async fn two_cjm_ctl_exec_at_once_share_the_journal() {
     assert_eq!(recent.len(), 4);
     assert!(recent.iter().all(|job| job.state == JobState::Succeeded));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_job_delivers_its_chunks_in_order_and_its_reader_going_cancels_it() {
+    let home = TestHome::new();
+    home.native_manifest("faulty", FAULTY, &[]);
+    let manager = home.manager();
+    manager.discover_manifests();
+    manager.load_plugin("faulty", None).await.unwrap();
+    let jobs = Jobs::new(manager.clone(), options(&home)).await.unwrap();
+
+    // A stream that ends on its own: its chunks, then its failure.
+    let (broken, mut chunks) = jobs
+        .submit_stream("faulty", CallArgs::new().arg(3), 0)
+        .unwrap();
+    let mut seen = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(HANG, chunks.next()).await.unwrap() {
+        seen.push(chunk["chunk"].as_u64().unwrap());
+    }
+    assert_eq!(seen, [0, 1, 2]);
+    let ended = jobs.wait(broken).await.unwrap();
+    assert_eq!(ended.status.state, JobState::Failed);
+    assert!(
+        ended
+            .status
+            .failure
+            .unwrap()
+            .message
+            .contains("stream broke after 3 chunks"),
+        "the plugin's own words"
+    );
+
+    // An endless one, whose reader stops after five chunks.
+    let counter = home.path().join("produced");
+    let endless = CallArgs::new()
+        .kwarg("progress_file", counter.to_str().unwrap())
+        .kwarg("interval_ms", 2);
+    let (job, mut chunks) = jobs.submit_stream("faulty", endless, 0).unwrap();
+    let next = jobs
+        .submit("faulty", CallArgs::new().arg("pid"), 0)
+        .unwrap();
+    for expected in 0..5 {
+        let chunk = tokio::time::timeout(HANG, chunks.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(chunk["chunk"], expected);
+    }
+    drop(chunks);
+    let ended = tokio::time::timeout(HANG, jobs.wait(job))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended.status.cancelled, Some(Cancellation::Cooperative));
+    // The worker was let go: the next job runs on it and succeeds.
+    let after = tokio::time::timeout(HANG, jobs.wait(next))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.status.state, JobState::Succeeded);
+    jobs.sync_journal().await;
+    let journal = cjm_manager::jobs::recent_jobs(&home.path().join("jobs.sqlite3"), 10).unwrap();
+    assert_eq!(journal.len(), 3, "streaming jobs are in the journal");
+    manager.shutdown().await;
+}
