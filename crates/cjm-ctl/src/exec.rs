@@ -14,7 +14,8 @@ use crate::out::{outln, OutError};
 
 /// Load a plugin, run it once, print the result as JSON and stop it. Progress goes to
 /// stderr (a bar on a terminal); Ctrl-C cancels, a second Ctrl-C forces. Exit status:
-/// 0 ok, 65 user_input, 69 resource, 70 fatal, 75 transient, 130 cancelled, 1 other.
+/// 0 ok, 65 user_input, 69 resource, 70 fatal, 75 transient, 130 cancelled, 141 stdout
+/// closed (as by SIGPIPE: `| head`), 1 other.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "exec")]
 pub struct ExecCommand {
@@ -129,7 +130,9 @@ impl Ended {
     fn report(self) -> ExitCode {
         let status = match self {
             Ended::Done => ExecExit::Success,
-            Ended::StdoutClosed => return ExitCode::from(crate::out::CLOSED_EXIT),
+            // Nowhere to say anything: stdout's reader is gone, and stderr is for
+            // what went wrong, which nothing did.
+            Ended::StdoutClosed => ExecExit::StdoutClosed,
             Ended::Cancelled { how } => {
                 let note = match how {
                     Some(Cancellation::Forced) => " (forced: the worker was killed)",
@@ -172,6 +175,9 @@ pub(crate) enum ExecExit {
     Transient = 75,
     /// Cancelled with Ctrl-C (or SIGTERM), cooperatively or by force.
     Cancelled = 130,
+    /// Stdout's reader went away (`| head -2`): the call was cancelled. What a shell
+    /// reports for a command ended by SIGPIPE.
+    StdoutClosed = crate::out::CLOSED_EXIT,
 }
 
 impl ExecExit {
