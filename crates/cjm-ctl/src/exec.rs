@@ -10,9 +10,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use crate::out::{outln, OutError};
+
 /// Load a plugin, run it once, print the result as JSON and stop it. Progress goes to
 /// stderr (a bar on a terminal); Ctrl-C cancels, a second Ctrl-C forces. Exit status:
-/// 0 ok, 65 user_input, 69 resource, 70 fatal, 75 transient, 130 cancelled, 1 other.
+/// 0 ok, 65 user_input, 69 resource, 70 fatal, 75 transient, 130 cancelled, 141 stdout
+/// closed (as by SIGPIPE: `| head`), 1 other.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "exec")]
 pub struct ExecCommand {
@@ -104,6 +107,8 @@ enum Ended {
         /// How, where it was more than asking.
         how: Option<Cancellation>,
     },
+    /// Stdout's reader went away (`| head`): nothing to say, nowhere to say it.
+    StdoutClosed,
 }
 
 impl Ended {
@@ -114,9 +119,20 @@ impl Ended {
         }
     }
 
+    /// A result that could not be printed.
+    fn unprinted(err: OutError) -> Self {
+        match err {
+            OutError::Closed => Ended::StdoutClosed,
+            err => Ended::failed(None, err),
+        }
+    }
+
     fn report(self) -> ExitCode {
         let status = match self {
             Ended::Done => ExecExit::Success,
+            // Nowhere to say anything: stdout's reader is gone, and stderr is for
+            // what went wrong, which nothing did.
+            Ended::StdoutClosed => ExecExit::StdoutClosed,
             Ended::Cancelled { how } => {
                 let note = match how {
                     Some(Cancellation::Forced) => " (forced: the worker was killed)",
@@ -159,6 +175,9 @@ pub(crate) enum ExecExit {
     Transient = 75,
     /// Cancelled with Ctrl-C (or SIGTERM), cooperatively or by force.
     Cancelled = 130,
+    /// Stdout's reader went away (`| head -2`): the call was cancelled. What a shell
+    /// reports for a command ended by SIGPIPE.
+    StdoutClosed = crate::out::CLOSED_EXIT,
 }
 
 impl ExecExit {
@@ -273,10 +292,10 @@ async fn run_job(
     match outcome.status.state {
         JobState::Succeeded => {
             match serde_json::to_string_pretty(&outcome.result.unwrap_or(Value::Null)) {
-                Ok(text) => {
-                    println!("{text}");
-                    Ended::Done
-                }
+                Ok(text) => match outln!("{text}") {
+                    Ok(()) => Ended::Done,
+                    Err(err) => Ended::unprinted(err),
+                },
                 Err(err) => Ended::failed(None, err),
             }
         }
@@ -316,7 +335,15 @@ async fn run_stream(
             chunk = stream.next() => match chunk {
                 None => return if asked { Ended::Cancelled { how: None } } else { Ended::Done },
                 Some(Ok(chunk)) => match serde_json::to_string(&chunk) {
-                    Ok(line) => println!("{line}"),
+                    Ok(line) => {
+                        if let Err(err) = outln!("{line}") {
+                            // Nobody reads on: the call's work would go nowhere.
+                            if let Err(err) = stream.cancel().await {
+                                tracing::debug!("{err}");
+                            }
+                            return Ended::unprinted(err);
+                        }
+                    }
                     Err(err) => return Ended::failed(None, err),
                 },
                 Some(Err(ProxyError::Cancelled { .. })) => return Ended::Cancelled { how: None },

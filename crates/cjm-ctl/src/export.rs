@@ -1,4 +1,3 @@
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -93,7 +92,7 @@ pub fn run(command: ExportCommand) -> Result<ExitCode> {
     });
     let text = serde_json::to_string_pretty(&exported)? + "\n";
     match &command.out {
-        None => std::io::stdout().write_all(text.as_bytes())?,
+        None => crate::out::bytes(text.as_bytes())?,
         Some(path) => {
             if let Some(folder) = path
                 .parent()

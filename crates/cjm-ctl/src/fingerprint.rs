@@ -4,6 +4,8 @@ use anyhow::Result;
 use argh::FromArgs;
 use cjm_manager::CjmHome;
 
+use crate::out::outln;
+
 /// Print this host's TLS fingerprint (made and kept in $CJM_HOME/tls on first use):
 /// give it to a worker you run elsewhere as CJM_CLIENT_CERT_SHA256, so that this host,
 /// and only it, may call that worker.
@@ -13,6 +15,6 @@ pub struct FingerprintCommand {}
 
 pub fn run(_: FingerprintCommand) -> Result<ExitCode> {
     let home = CjmHome::from_env()?;
-    println!("{}", cjm_manager::host_tls_fingerprint(&home)?);
+    outln!("{}", cjm_manager::host_tls_fingerprint(&home)?)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,7 @@ use cjm_manager::jobs::{recent_jobs, JournalEntry};
 use cjm_metadata::CjmHome;
 use serde_json::json;
 
+use crate::out::outln;
 use crate::table::print_table;
 
 /// List recent jobs from the job journal ($CJM_HOME/jobs.sqlite3), newest first:
@@ -28,14 +29,14 @@ pub fn run(command: JobsCommand) -> Result<ExitCode> {
     let jobs = recent_jobs(&path, command.count)?;
     if command.json {
         let jobs: Vec<_> = jobs.iter().map(as_json).collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json!({"journal": path, "jobs": jobs}))?
-        );
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     if jobs.is_empty() {
-        println!("no jobs in {}", path.display());
+        outln!("no jobs in {}", path.display())?;
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<[String; 6]> = jobs
@@ -54,7 +55,7 @@ pub fn run(command: JobsCommand) -> Result<ExitCode> {
     print_table(
         &["JOB", "PLUGIN", "STATE", "SUBMITTED", "DURATION", "ERROR"],
         &rows,
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

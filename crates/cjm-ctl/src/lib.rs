@@ -1,6 +1,7 @@
 //! `cjm-ctl`: the command-line face of cjm-plugin-system. The binary is this
 //! library's [`main`], so that test harnesses can link the very same program.
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+// stdout only through `out`, which ends the program quietly when its reader goes.
+#![allow(clippy::print_stderr)]
 
 mod exec;
 mod export;
@@ -10,6 +11,7 @@ mod jobs;
 mod list;
 mod logs;
 mod new;
+mod out;
 mod remove;
 mod secrets;
 mod stats;
@@ -126,8 +128,14 @@ pub fn main() -> ExitCode {
     let command = match parse(&program, &args) {
         Parsed::Run(command) => command,
         Parsed::Print { text, ok: true } => {
-            println!("{text}");
-            return ExitCode::SUCCESS;
+            return match out::outln!("{text}") {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(out::OutError::Closed) => ExitCode::from(out::CLOSED_EXIT),
+                Err(err) => {
+                    report_error(&err.into());
+                    ExitCode::FAILURE
+                }
+            };
         }
         Parsed::Print { text, ok: false } => {
             eprintln!("{text}");
@@ -150,6 +158,8 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader went away: end quietly, as `yes | head -1`'s `yes` does.
+        Err(err) if out::is_closed(&err) => ExitCode::from(out::CLOSED_EXIT),
         Err(err) => {
             report_error(&err);
             ExitCode::FAILURE

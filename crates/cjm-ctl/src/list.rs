@@ -7,6 +7,7 @@ use cjm_manager::{DiscoveredPlugin, ManagerOptions, ManifestProblem, PluginManag
 use cjm_metadata::WorkerPlacement;
 use serde_json::json;
 
+use crate::out::outln;
 use crate::table::print_table;
 use crate::validate::{launch_problem, LaunchProblem};
 
@@ -100,13 +101,13 @@ pub fn run(command: ListCommand) -> Result<ExitCode> {
             })
             .collect();
         let report = json!({"plugins": plugins, "shadowed": shadowed, "problems": problems});
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(code);
     }
     if found.plugins.is_empty() && found.problems.is_empty() {
-        println!("no plugins found in:");
+        outln!("no plugins found in:")?;
         for path in &manager.options().search_paths {
-            println!("  {}", path.display());
+            outln!("  {}", path.display())?;
         }
     } else {
         let dash = || "-".to_owned();
@@ -142,15 +143,15 @@ pub fn run(command: ListCommand) -> Result<ExitCode> {
                 "NAME", "VERSION", "CATEGORY", "LAUNCH", "WHERE", "STATUS", "MANIFEST",
             ],
             &rows,
-        );
+        )?;
     }
     for shadowed in &found.shadowed {
-        println!(
+        outln!(
             "shadowed: {} at {} (by {})",
             shadowed.name,
             shadowed.path.display(),
             shadowed.shadowed_by.display()
-        );
+        )?;
     }
     Ok(code)
 }

@@ -1,4 +1,4 @@
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -35,10 +35,7 @@ pub fn run(command: LogsCommand) -> Result<ExitCode> {
             path.display()
         )
     })?;
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(tail(&bytes, command.lines))?;
-    stdout.flush()?;
-    drop(stdout);
+    crate::out::bytes(tail(&bytes, command.lines))?;
     if !command.follow {
         return Ok(ExitCode::SUCCESS);
     }
@@ -89,9 +86,7 @@ async fn follow(path: &Path, mut offset: u64) -> Result<()> {
         let mut appended = Vec::new();
         file.take(len - offset).read_to_end(&mut appended)?;
         offset += appended.len() as u64;
-        let mut stdout = std::io::stdout().lock();
-        stdout.write_all(&appended)?;
-        stdout.flush()?;
+        crate::out::bytes(&appended)?;
     }
 }
 

@@ -9,6 +9,7 @@ use argh::FromArgs;
 use serde_norway::Value;
 
 use crate::install::manifest_writer::write_atomically;
+use crate::out::outln;
 
 /// The original's release a Python plugin is written for.
 const ORIGINAL: &str = "cjm_plugin_system==0.0.20";
@@ -510,20 +511,20 @@ pub fn run(command: NewCommand) -> Result<ExitCode> {
     } else {
         "plugin"
     };
-    println!("wrote {kind} {} in {}", command.name, folder.display());
+    outln!("wrote {kind} {} in {}", command.name, folder.display())?;
     if let Some(cjm) = &cjm {
         match cjm {
-            CjmSource::Path(root) => println!("  the cjm crates: from {}", root.display()),
-            CjmSource::Git(url) => println!("  the cjm crates: from {url}"),
-            CjmSource::Registry(version) => println!("  the cjm crates: {version} from crates.io"),
+            CjmSource::Path(root) => outln!("  the cjm crates: from {}", root.display())?,
+            CjmSource::Git(url) => outln!("  the cjm crates: from {url}")?,
+            CjmSource::Registry(version) => outln!("  the cjm crates: {version} from crates.io")?,
         }
     }
-    println!(
+    outln!(
         "added it to {}; install and run it with:",
         yaml_path.display()
-    );
-    println!("  cjm-ctl install-all --config {}", yaml_path.display());
-    println!("  cjm-ctl exec {} --args '[\"world\"]'", command.name);
+    )?;
+    outln!("  cjm-ctl install-all --config {}", yaml_path.display())?;
+    outln!("  cjm-ctl exec {} --args '[\"world\"]'", command.name)?;
     Ok(ExitCode::SUCCESS)
 }
 

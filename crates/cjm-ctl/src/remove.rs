@@ -4,6 +4,8 @@ use anyhow::{bail, Context, Result};
 use argh::FromArgs;
 use cjm_metadata::{validate_name, CjmHome, Manifest};
 
+use crate::out::outln;
+
 /// Remove an installed plugin: its manifest in $CJM_HOME/plugins and its
 /// environment in $CJM_HOME/envs.
 #[derive(FromArgs, Debug)]
@@ -52,7 +54,7 @@ pub fn run(command: RemoveCommand) -> Result<ExitCode> {
         );
     }
     for path in removed {
-        println!("removed {}", path.display());
+        outln!("removed {}", path.display())?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,8 @@ use anyhow::{bail, Context, Result};
 use argh::FromArgs;
 use cjm_metadata::{validate_name, CjmHome, Secret, SecretStore};
 
+use crate::out::outln;
+
 /// Plugins' secrets, kept in $CJM_HOME/secrets.json (mode 0600) and given only to
 /// their workers' environments.
 #[derive(FromArgs, Debug)]
@@ -76,7 +78,7 @@ pub fn run(command: SecretsCommand) -> Result<ExitCode> {
                     continue;
                 }
                 for name in names {
-                    println!("{plugin} {name}");
+                    outln!("{plugin} {name}")?;
                 }
             }
         }

@@ -6,6 +6,8 @@ use argh::FromArgs;
 use cjm_scheduling::LocalMonitor;
 use serde_json::Value;
 
+use crate::out::outln;
+
 /// Show this machine's telemetry as the scheduler sees it.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "stats")]
@@ -23,7 +25,7 @@ pub fn run(command: StatsCommand) -> Result<ExitCode> {
     std::thread::sleep(Duration::from_millis(250));
     let stats = serde_json::to_value(monitor.snapshot())?;
     if command.json {
-        println!("{}", serde_json::to_string_pretty(&stats)?);
+        outln!("{}", serde_json::to_string_pretty(&stats)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     // Printed key by key from the serialised form, so that figures added to
@@ -38,7 +40,7 @@ pub fn run(command: StatsCommand) -> Result<ExitCode> {
                 },
                 other => other.to_string(),
             };
-            println!("{key:<width$}  {value}");
+            outln!("{key:<width$}  {value}")?;
         }
     }
     Ok(ExitCode::SUCCESS)

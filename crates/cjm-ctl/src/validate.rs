@@ -8,6 +8,7 @@ use cjm_manager::{DiscoveredPlugin, ManagerOptions, PluginManager};
 use cjm_metadata::Launch;
 
 use crate::install::config::PluginsFile;
+use crate::out::outln;
 
 /// Check a plugins.yaml (the given one, else ./plugins.yaml if there is one) and
 /// every discovered manifest; exit 0 only when all are valid.
@@ -26,14 +27,14 @@ pub fn run(command: ValidateCommand) -> Result<ExitCode> {
         .or_else(|| Some(PathBuf::from("plugins.yaml")).filter(|path| path.is_file()));
     if let Some(config) = config {
         match PluginsFile::load(&config) {
-            Ok(file) => println!(
+            Ok(file) => outln!(
                 "ok       {} ({} plugins)",
                 config.display(),
                 file.entries.len()
-            ),
+            )?,
             Err(err) => {
                 all_valid = false;
-                println!("invalid  {err}");
+                outln!("invalid  {err}")?;
             }
         }
     }
@@ -43,26 +44,26 @@ pub fn run(command: ValidateCommand) -> Result<ExitCode> {
     let found = manager.discovery();
     for plugin in &found.plugins {
         match launch_problem(plugin) {
-            None => println!("ok       {}", plugin.path.display()),
+            None => outln!("ok       {}", plugin.path.display())?,
             Some(problem) => {
                 all_valid = false;
-                println!("invalid  {}: {problem}", plugin.path.display());
+                outln!("invalid  {}: {problem}", plugin.path.display())?;
             }
         }
     }
     for problem in &found.problems {
         all_valid = false;
-        println!("invalid  {problem}");
+        outln!("invalid  {problem}")?;
     }
     for shadowed in &found.shadowed {
-        println!(
+        outln!(
             "note     {} is shadowed by {}",
             shadowed.path.display(),
             shadowed.shadowed_by.display()
-        );
+        )?;
     }
     if found.plugins.is_empty() && found.problems.is_empty() {
-        println!("note     no manifests found");
+        outln!("note     no manifests found")?;
     }
     Ok(if all_valid {
         ExitCode::SUCCESS

@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::PluginError;
 
@@ -124,15 +124,10 @@ impl CallControl {
     /// Wait up to `limit` for a report after number `after`, or for the end of the
     /// call; the latest state either way.
     pub fn progress_after(&self, after: u64, limit: Duration) -> Progress {
-        let deadline = Instant::now() + limit;
+        let deadline = deadline_after(limit);
         let mut state = self.inner.state.lock();
         while state.progress.seq <= after && !state.progress.finished {
-            if self
-                .inner
-                .changed
-                .wait_until(&mut state, deadline)
-                .timed_out()
-            {
+            if self.wait(&mut state, deadline) {
                 break;
             }
         }
@@ -156,19 +151,26 @@ impl CallControl {
     /// Wait up to `limit` for the call to be asked to stop; whether it was. For a
     /// call that sleeps or polls something of its own between steps.
     pub fn wait_cancelled(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
+        let deadline = deadline_after(limit);
         let mut state = self.inner.state.lock();
         while !state.cancelled {
-            if self
-                .inner
-                .changed
-                .wait_until(&mut state, deadline)
-                .timed_out()
-            {
+            if self.wait(&mut state, deadline) {
                 break;
             }
         }
         state.cancelled
+    }
+
+    /// Wait for the next change, until `deadline` (`None`: no end); whether the
+    /// deadline passed.
+    fn wait(&self, state: &mut MutexGuard<'_, State>, deadline: Option<Instant>) -> bool {
+        match deadline {
+            Some(deadline) => self.inner.changed.wait_until(state, deadline).timed_out(),
+            None => {
+                self.inner.changed.wait(state);
+                false
+            }
+        }
     }
 
     /// Run `callback` when the call is asked to stop (at once if it already was):
@@ -217,6 +219,12 @@ impl CallControl {
             format!("call {} was cancelled", self.inner.id)
         }
     }
+}
+
+/// When a wait of `limit` from now ends; `None` when that is too far to tell
+/// (`Duration::MAX`, or anything past what `Instant` holds): a wait without end.
+fn deadline_after(limit: Duration) -> Option<Instant> {
+    Instant::now().checked_add(limit)
 }
 
 #[cfg(test)]
@@ -290,5 +298,25 @@ mod tests {
         assert!(!control.cancel());
         let progress = control.progress_after(0, Duration::from_secs(5));
         assert!(progress.finished);
+    }
+
+    /// `Duration::MAX` (or any limit past what an `Instant` holds) waits without end
+    /// rather than panicking on the overflow.
+    #[test]
+    fn a_limit_too_long_to_add_waits_without_end() {
+        for limit in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+            let control = CallControl::new("c3");
+            let (reporter, canceller) = (control.clone(), control.clone());
+            let reports = std::thread::spawn(move || reporter.progress_after(0, limit));
+            let cancels = std::thread::spawn(move || canceller.wait_cancelled(limit));
+            control.report_progress(0.5, "half");
+            assert_eq!(reports.join().expect("no panic").seq, 1);
+            control.cancel();
+            assert!(cancels.join().expect("no panic"));
+            // Already true: no wait at all.
+            assert!(control.wait_cancelled(limit));
+            control.finish();
+            assert!(control.progress_after(1, limit).finished);
+        }
     }
 }

@@ -376,11 +376,28 @@ pub struct CancelRequest {
     pub call_id: Option<String>,
 }
 
+/// [`CancelResponse::status`]: the call (or every call) was asked to stop.
+pub const CANCEL_STATUS_CANCELLED: &str = "cancelled";
+/// [`CancelResponse::status`]: the worker has no way to stop a call (the original
+/// 0.0.20 has no `/cancel`; the host reads its 404 so).
+pub const CANCEL_STATUS_NOT_SUPPORTED: &str = "not_supported";
+/// [`CancelResponse::status`]: nothing was stopped (`detail` says why; ours: the call
+/// has already ended).
+pub const CANCEL_STATUS_ERROR: &str = "error";
+/// [`CancelResponse::status`] as the host reads ours: the worker had not seen the
+/// call yet (it answered 404 with [`KIND_UNKNOWN_CALL`]) and will refuse it as
+/// cancelled when it arrives.
+pub const CANCEL_STATUS_REMEMBERED: &str = "remembered";
+/// `kind` of our worker's 404 to `/cancel` for a call id it has not seen: unlike a
+/// 404 for the route (a worker without `/cancel`), the cancel was taken.
+pub const KIND_UNKNOWN_CALL: &str = "unknown_call";
+
 /// Answer of `POST /cancel`: `status` is `cancelled`, `not_supported` or `error`
-/// (with `detail`).
+/// (with `detail`); the host also says `remembered` (see
+/// [`CANCEL_STATUS_REMEMBERED`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CancelResponse {
-    /// `cancelled`, `not_supported` or `error`.
+    /// `cancelled`, `not_supported`, `error` or (host side) `remembered`.
     pub status: String,
     /// Why, for `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -416,22 +416,17 @@ impl RemotePluginProxy {
 
     /// `POST /cancel`: ask call `call_id` (or, with `None`, every call in flight) to
     /// stop. A worker without `/cancel` (the original 0.0.20) answers
-    /// `not_supported`.
+    /// `not_supported`. Ours answers `remembered` for a call it has not seen yet
+    /// (the cancel overtook the call): it will refuse that call when it arrives.
     pub async fn cancel(&self, call_id: Option<&str>) -> Result<CancelResponse, ProxyError> {
         let request = CancelRequest {
             call_id: call_id.map(str::to_owned),
         };
         let body = serde_json::to_vec(&request).unwrap_or_default();
-        match self
-            .request_json(Outgoing::post(wire::PATH_CANCEL, Bytes::from(body)))
-            .await
-        {
-            Err(ProxyError::Http { status: 404, .. }) => Ok(CancelResponse {
-                status: String::from("not_supported"),
-                detail: None,
-            }),
-            answer => answer,
-        }
+        cancel_answer(
+            self.request_json(Outgoing::post(wire::PATH_CANCEL, Bytes::from(body)))
+                .await,
+        )
     }
 
     /// `GET /progress`: how far call `call_id` has got (`None`: the call the worker
@@ -758,9 +753,60 @@ fn in_process_group(pid: u32, leader: u32) -> bool {
         .is_ok_and(|stat| u32::try_from(stat.pgrp) == Ok(leader))
 }
 
+/// What a worker's answer to `/cancel` means: a 404 of ours for a call it has not
+/// seen (`kind` unknown_call) is a cancel it took; any other 404 is for the route
+/// (a worker without `/cancel`).
+fn cancel_answer(answer: Result<CancelResponse, ProxyError>) -> Result<CancelResponse, ProxyError> {
+    match answer {
+        Err(ProxyError::Http {
+            status: 404,
+            kind: Some(kind),
+            detail,
+            ..
+        }) if kind == wire::KIND_UNKNOWN_CALL => Ok(CancelResponse {
+            status: String::from(wire::CANCEL_STATUS_REMEMBERED),
+            detail: Some(detail),
+        }),
+        Err(ProxyError::Http { status: 404, .. }) => Ok(CancelResponse {
+            status: String::from(wire::CANCEL_STATUS_NOT_SUPPORTED),
+            detail: None,
+        }),
+        answer => answer,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_404_for_an_unknown_call_is_a_cancel_taken() {
+        let not_found = |kind: Option<&str>, detail: &str| {
+            Err(ProxyError::Http {
+                plugin: String::from("p"),
+                endpoint: wire::PATH_CANCEL,
+                status: 404,
+                detail: detail.to_owned(),
+                kind: kind.map(str::to_owned),
+                job_error: None,
+            })
+        };
+        let taken = cancel_answer(not_found(Some(wire::KIND_UNKNOWN_CALL), "remembered")).unwrap();
+        assert_eq!(taken.status, wire::CANCEL_STATUS_REMEMBERED);
+        assert_eq!(taken.detail.as_deref(), Some("remembered"));
+        // FastAPI's 404 for a route the original 0.0.20 lacks, and ours for a path.
+        for (kind, detail) in [(None, "Not Found"), (None, "no endpoint /cancel")] {
+            let answer = cancel_answer(not_found(kind, detail)).unwrap();
+            assert_eq!(answer.status, wire::CANCEL_STATUS_NOT_SUPPORTED);
+        }
+        let other = cancel_answer(not_found(Some("invalid_argument"), "x")).unwrap();
+        assert_eq!(other.status, wire::CANCEL_STATUS_NOT_SUPPORTED);
+        let asked = CancelResponse {
+            status: String::from(wire::CANCEL_STATUS_CANCELLED),
+            detail: None,
+        };
+        assert_eq!(cancel_answer(Ok(asked.clone())).unwrap(), asked);
+    }
 
     #[test]
     fn recognises_a_taken_port_in_uvicorns_words() {

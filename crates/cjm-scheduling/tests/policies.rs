@@ -115,7 +115,9 @@ async fn safety_reservations_prevent_oversubscription() {
         .unwrap();
 }
 
-#[tokio::test]
+/// On a paused clock: time moves only when every task waits, so the waiter has
+/// surely gone to sleep on its poll timer, and a wake at the tick would show as 10 s.
+#[tokio::test(start_paused = true)]
 async fn queue_admits_a_waiter_on_release_not_at_the_poll_tick() {
     let scheduler = Arc::new(
         QueueScheduler::new(Duration::from_secs(30)).with_poll_interval(Duration::from_secs(10)),
@@ -132,16 +134,18 @@ async fn queue_admits_a_waiter_on_release_not_at_the_poll_tick() {
                 .allocate(&gpu_plugin("b", 6000), &stats)
                 .await
                 .unwrap();
-            (Instant::now(), reservation)
+            (tokio::time::Instant::now(), reservation)
         })
     };
     until_waiting(&scheduler, 1).await;
-    // Let the waiter check once and go to sleep on its 10 s poll timer.
+    // Resumes only once the waiter, having checked, sleeps on its 10 s poll timer.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!waiter.is_finished());
-    let released = Instant::now();
+    let released = tokio::time::Instant::now();
     drop(holder);
     let (admitted, reservation) = waiter.await.unwrap();
+    // No time passes on a paused clock but for timers: a release wakes the waiter
+    // at once, a poll tick would be 10 s on.
     let latency = admitted.duration_since(released);
     assert!(latency < Duration::from_millis(200), "{latency:?}");
     assert_eq!(reservation.demand().gpu_vram_mb, 6000);
@@ -218,7 +222,9 @@ async fn fifty_concurrent_requests_never_exceed_capacity() {
     assert_eq!(scheduler.ledger().reserved().gpu_vram_mb, 0);
 }
 
-#[tokio::test]
+/// On a paused clock: the test's sleep ends only when every waiter has had its turn
+/// and waits again.
+#[tokio::test(start_paused = true)]
 async fn a_large_request_is_not_starved_by_later_small_ones() {
     let scheduler = Arc::new(QueueScheduler::new(Duration::from_secs(30)));
     let stats = gpu_free(10_000.0);
@@ -244,6 +250,7 @@ async fn a_large_request_is_not_starved_by_later_small_ones() {
     // Each small one would fit in the 4000 MB left beside the holder.
     let smalls: Vec<_> = (0..5).map(|i| spawn(format!("small{i}"), 2000)).collect();
     until_waiting(&scheduler, 6).await;
+    // Every waiter has checked and gone back to waiting by the time this returns.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(
         order.lock().unwrap().is_empty(),

@@ -57,7 +57,10 @@ pub(crate) async fn prefetch(
         .get(wire::CALL_ID_HEADER)
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
-    let running = worker.calls.start(id);
+    let running = match worker.calls.start(id) {
+        Ok(running) => running,
+        Err(refused) => return crate::respond::refused_response(worker.host.name(), &refused),
+    };
     let control = running.control();
     let result = {
         let plugin = worker.host.read();

@@ -3,13 +3,14 @@
 
 use bytes::Bytes;
 use cjm_interface::wire::{self, ErrorResponse, JobError};
-use cjm_interface::{ErrorCategory, ErrorKind};
+use cjm_interface::{ErrorCategory, ErrorKind, PluginError};
 use http_body_util::{Either, Full};
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 
 use crate::body::ResponseBody;
+use crate::calls::Refused;
 use crate::host::CallFailure;
 
 pub(crate) fn too_large(limit: usize) -> Response<ResponseBody> {
@@ -59,6 +60,21 @@ pub(crate) fn failure_response(plugin: &str, failure: &CallFailure) -> Response<
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     failure_response_with(status, plugin, failure)
+}
+
+/// The answer to a call that was not started: 409 with a cancelled `_job_error`
+/// (the answer of a call cancelled while running) for a call cancelled before it
+/// arrived, 400 for an id already in use.
+pub(crate) fn refused_response(plugin: &str, refused: &Refused) -> Response<ResponseBody> {
+    let err = match refused {
+        Refused::Cancelled(id) => PluginError::cancelled(format!(
+            "call {id} was cancelled before it reached the worker"
+        )),
+        Refused::InUse(id) => PluginError::invalid_argument(format!(
+            "call id {id} is already in use by a call in flight on this worker"
+        )),
+    };
+    failure_response(plugin, &CallFailure::Plugin(err))
 }
 
 /// [`failure_response`] with the status given (`/initialize` answers the original's

@@ -6,17 +6,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cjm_interface::wire::{self, CancelRequest, CancelResponse, ProgressResponse};
-use cjm_interface::{json, Call, Progress};
+use cjm_interface::{json, Call, ErrorKind, Progress};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
 use crate::body::ResponseBody;
-use crate::calls::Cancelled;
+use crate::calls::{Cancelled, EARLY_CANCEL_TTL};
 use crate::handler::{read_json, Worker};
 use crate::host::guarded;
-use crate::respond::{bytes_response, failure_response, json_response};
+use crate::respond::{
+    bytes_response, error_response, failure_response, json_response, refused_response,
+};
 
 /// The longest a `/progress` request waits for a new report.
 const MAX_PROGRESS_WAIT: Duration = Duration::from_secs(30);
@@ -42,7 +44,10 @@ pub(crate) async fn execute(
         Ok(call) => call,
         Err(response) => return response,
     };
-    let running = worker.calls.start(id);
+    let running = match worker.calls.start(id) {
+        Ok(running) => running,
+        Err(refused) => return refused_response(worker.host.name(), &refused),
+    };
     let control = running.control();
     let call = call.with_control(running.control());
     let result = {
@@ -81,7 +86,10 @@ pub(crate) async fn execute_stream(
         Ok(call) => call,
         Err(response) => return response,
     };
-    let running = worker.calls.start(id);
+    let running = match worker.calls.start(id) {
+        Ok(running) => running,
+        Err(refused) => return refused_response(worker.host.name(), &refused),
+    };
     let plugin = worker.host.name().to_owned();
     match crate::stream::start(worker, call, running).await {
         Ok(body) => {
@@ -96,7 +104,9 @@ pub(crate) async fn execute_stream(
     }
 }
 
-/// `POST /cancel`: the call named in the body, or every call in flight.
+/// `POST /cancel`: the call named in the body, or every call in flight. An id the
+/// worker has not seen is answered 404 (`kind` [`wire::KIND_UNKNOWN_CALL`]) and
+/// remembered: the call is refused as cancelled if it arrives after its cancel.
 pub(crate) async fn cancel(
     worker: Arc<Worker>,
     request: Request<Incoming>,
@@ -105,20 +115,42 @@ pub(crate) async fn cancel(
         Ok(asked) => asked,
         Err(response) => return response,
     };
-    let answer = match worker.calls.cancel(asked.call_id.as_deref()) {
+    if asked.call_id.as_deref() == Some("") {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            String::from("call_id is empty: name a call, or send no call_id to stop every call"),
+            Some(ErrorKind::InvalidArgument.as_str()),
+        );
+    }
+    let (status, detail) = match worker.calls.cancel(asked.call_id.as_deref()) {
         Cancelled::Calls(count) => {
             tracing::info!("asked {count} call(s) to stop");
-            CancelResponse {
-                status: String::from("cancelled"),
-                detail: None,
-            }
+            (wire::CANCEL_STATUS_CANCELLED, None)
         }
-        Cancelled::Unknown(id) => CancelResponse {
-            status: String::from("error"),
-            detail: Some(format!("no call {id} in flight (it may have just ended)")),
-        },
+        Cancelled::Ended(id) => (
+            wire::CANCEL_STATUS_ERROR,
+            Some(format!("call {id} has already ended")),
+        ),
+        Cancelled::Remembered(id) => {
+            tracing::info!("call {id} was cancelled before it arrived; it will be refused");
+            return error_response(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no call {id} is known to this worker; its cancel is remembered for {} s, \
+                     so that the call is refused if it arrives",
+                    EARLY_CANCEL_TTL.as_secs()
+                ),
+                Some(wire::KIND_UNKNOWN_CALL),
+            );
+        }
     };
-    json_response(StatusCode::OK, &answer)
+    json_response(
+        StatusCode::OK,
+        &CancelResponse {
+            status: status.to_owned(),
+            detail,
+        },
+    )
 }
 
 /// `GET /progress[?call=ID][&after=SEQ][&wait_ms=MS]`.

@@ -3,7 +3,9 @@
 //! action `panic`, `sleep` (ms; deaf to cancellation), `exit` (code), `spawn_child`
 //! (starts `sleep` and returns its pid), `pid`, `nan` (a result holding NaN),
 //! `transient` / `resource` (fail with that category), `flaky` (file, n: fails
-//! transiently until called the n-th time, counting in the file). `execute_stream` with kwarg
+//! transiently until called the n-th time, counting in the file); every action, given
+//! kwarg `started_file`, first writes that file (the worker's pid): the call has
+//! reached the plugin. `execute_stream` with kwarg
 //! `progress_file` streams without end, writing the count of chunks produced to that
 //! file, one chunk each `interval_ms`. With plugin argument `--crash-at-start` it
 //! exits before serving, with `--crash-at-start-if PATH` only while PATH exists;
@@ -63,6 +65,10 @@ impl Plugin for Faulty {
 
     fn execute(&self, call: Call) -> Result<Value, PluginError> {
         let action: String = call.required(0, "action")?;
+        // Tests wait for this file instead of guessing when the call has started.
+        if let Some(started) = call.optional::<String>(usize::MAX, "started_file")? {
+            std::fs::write(&started, std::process::id().to_string())?;
+        }
         match action.as_str() {
             "panic" => panic!("deliberate panic in faulty plugin"),
             "sleep" => {

@@ -126,6 +126,32 @@ pub fn wait_gone(pid: u32, limit: Duration) -> Option<Duration> {
     None
 }
 
+/// Wait up to 20 s for `path` to exist (a fixture's marker that a call has started).
+pub fn wait_for_file(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// [`wait_for_file`] without blocking the runtime's thread.
+pub async fn until_file(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 pub fn sigkill(pid: u32) {
     if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
@@ -206,6 +232,41 @@ pub fn exchange_at(endpoint: &cjm_manager::Endpoint, request: &[u8]) -> (u16, St
             exchange_on(stream, request)
         }
         other => panic!("raw exchanges are for local workers, not {other}"),
+    }
+}
+
+/// `GET path` from the worker of a manager's plugin, with its secret, as its host
+/// asks: the status and the JSON body.
+pub fn worker_get(manager: &PluginManager, plugin: &str, path: &str) -> (u16, Value) {
+    let info = manager
+        .worker_info(plugin)
+        .expect("the plugin has a worker");
+    let token = initial_env_var(info.pid, "CJM_WORKER_TOKEN").expect("the worker's secret");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    );
+    let (status, text) = exchange_at(&info.endpoint, request.as_bytes());
+    let body = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or_else(|| panic!("no JSON body in {text:?}"));
+    (status, body)
+}
+
+/// Wait up to 20 s for the worker of `plugin` to say that call `call_id` has ended.
+pub async fn until_call_ended(manager: &PluginManager, plugin: &str, call_id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, report) = worker_get(manager, plugin, &format!("/progress?call={call_id}"));
+        if status == 200 && report["finished"] == Value::Bool(true) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "call {call_id} never ended: {status} {report}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

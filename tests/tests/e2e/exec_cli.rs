@@ -217,13 +217,20 @@ fn ctrl_c_cancels_a_running_call_and_leaves_no_worker() {
 #[test]
 fn a_second_ctrl_c_forces_a_call_that_ignores_the_first() {
     let home = faulty_home();
-    let mut exec = Exec::start(&home, &["faulty", "--args", r#"["sleep", 60000]"#]);
-    // The call is running once the worker is up and a moment has passed.
-    let started = Instant::now();
-    while workers_of(&home).is_empty() && started.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    let started = home.path().join("started");
+    let kwargs = serde_json::json!({"started_file": started}).to_string();
+    let mut exec = Exec::start(
+        &home,
+        &[
+            "faulty",
+            "--args",
+            r#"["sleep", 60000]"#,
+            "--kwargs",
+            &kwargs,
+        ],
+    );
+    // Interrupted once the call is in the plugin (deaf to the cancel from then on).
+    wait_for_file(&started);
     exec.interrupt();
     exec.wait_for("Ctrl-C again to force");
     let asked = Instant::now();
@@ -267,4 +274,82 @@ fn each_error_category_has_its_exit_status() {
     let (got, _, stderr) =
         Exec::start(&home, &["faulty", "--config", r#"{"refuse": true}"#]).finish();
     assert_eq!(got, 65, "{stderr:?}");
+}
+
+/// Wait up to 20 s for `child` to exit; its status.
+fn exit_within(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "cjm-ctl did not exit");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `cjm-ctl exec .. --stream | head -2`: once its reader has gone, cjm-ctl cancels the
+/// call and exits as a Unix tool whose pipe closed does (141, 128 + SIGPIPE), saying
+/// nothing, and leaves no worker behind.
+#[test]
+fn a_stream_whose_reader_goes_away_is_cancelled_and_ends_quietly() {
+    let home = faulty_home();
+    let endless = serde_json::json!({
+        "progress_file": home.path().join("produced"),
+        "interval_ms": 1,
+    });
+    let mut child = Command::new(CTL)
+        .args([
+            "exec",
+            "faulty",
+            "--stream",
+            "--kwargs",
+            &endless.to_string(),
+        ])
+        .env("CJM_HOME", home.path())
+        .current_dir(home.path())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    for expected in 0..2 {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let chunk: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(chunk["chunk"], expected, "{line}");
+    }
+    drop(stdout);
+    let status = exit_within(&mut child);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(141), "{status:?}: {stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    // Told to stop before its worker was stopped, and nothing left running.
+    let log = std::fs::read_to_string(home.path().join("logs/faulty.log")).unwrap();
+    assert!(log.contains("asked 1 call(s) to stop"), "{log}");
+    assert!(workers_of(&home).is_empty());
+}
+
+/// Whatever the command, a stdout already closed when it prints is a quiet exit.
+#[test]
+fn every_command_exits_quietly_on_a_closed_stdout() {
+    let home = faulty_home();
+    for args in [&["--version"][..], &["list"], &["validate"], &["jobs"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = Command::new(CTL)
+            .args(args)
+            .env("CJM_HOME", home.path())
+            .current_dir(home.path())
+            .env_remove("RUST_LOG")
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
 }

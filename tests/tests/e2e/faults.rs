@@ -1,6 +1,7 @@
 //! Workers that panic, die, hang or never start, and hosts that die.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -53,15 +54,17 @@ async fn a_worker_killed_mid_call_is_an_error_at_once_and_reload_brings_it_back(
     manager.load_plugin("faulty", None).await.unwrap();
     let pid = manager.worker_info("faulty").unwrap().pid;
 
+    let started = home.path().join("started");
     let call = {
         let manager = manager.clone();
-        tokio::spawn(async move {
-            manager
-                .execute_plugin("faulty", CallArgs::new().arg("sleep").arg(30_000))
-                .await
-        })
+        let args = CallArgs::new()
+            .arg("sleep")
+            .arg(30_000)
+            .kwarg("started_file", started.to_str().unwrap());
+        tokio::spawn(async move { manager.execute_plugin("faulty", args).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Killed mid-call: once the call is in the plugin.
+    until_file(&started).await;
     let killed_at = Instant::now();
     sigkill(pid);
     let err = tokio::time::timeout(Duration::from_secs(5), call)
@@ -102,15 +105,17 @@ async fn a_long_execute_does_not_block_health_or_stats() {
     let manager = home.manager();
     manager.discover_manifests();
     manager.load_plugin("faulty", None).await.unwrap();
+    let marker = home.path().join("started");
     let long = {
         let manager = manager.clone();
-        tokio::spawn(async move {
-            manager
-                .execute_plugin("faulty", CallArgs::new().arg("sleep").arg(1500))
-                .await
-        })
+        let args = CallArgs::new()
+            .arg("sleep")
+            .arg(1500)
+            .kwarg("started_file", marker.to_str().unwrap());
+        tokio::spawn(async move { manager.execute_plugin("faulty", args).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Only a call that is running in the plugin can block anything.
+    until_file(&marker).await;
     let started = Instant::now();
     manager.plugin_stats("faulty").await.unwrap();
     assert!(manager.is_running("faulty"));
@@ -119,6 +124,8 @@ async fn a_long_execute_does_not_block_health_or_stats() {
         "{:?}",
         started.elapsed()
     );
+    // Answered while the call still ran: it had not ended before stats were asked.
+    assert!(!long.is_finished(), "the call ended before stats answered");
     assert_eq!(manager.active_executions("faulty"), Some(1));
     assert_eq!(long.await.unwrap().unwrap(), json!({"slept_ms": 1500}));
     manager.shutdown().await;
@@ -341,11 +348,23 @@ fn a_worker_outlives_the_thread_that_loaded_it() {
     manager.discover_manifests();
     let loader = {
         let (manager, handle) = (manager.clone(), runtime.handle().clone());
-        std::thread::spawn(move || handle.block_on(manager.load_plugin("faulty", None)))
+        std::thread::spawn(move || {
+            // This thread's entry in /proc, gone once the kernel is done with it.
+            let task = std::fs::read_link("/proc/thread-self").unwrap();
+            let loaded = handle.block_on(manager.load_plugin("faulty", None));
+            (Path::new("/proc").join(task), loaded)
+        })
     };
-    loader.join().unwrap().unwrap();
+    let (task, loaded) = loader.join().unwrap();
+    loaded.unwrap();
     let pid = manager.worker_info("faulty").unwrap().pid;
-    std::thread::sleep(Duration::from_millis(300));
+    // The thread is released only after its exit signalled whatever it was parent
+    // of: from then on, a death signal it could trigger has been sent.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while task.exists() {
+        assert!(Instant::now() < deadline, "{} stayed", task.display());
+        std::thread::sleep(Duration::from_millis(2));
+    }
     assert!(alive(pid), "worker died with the thread that loaded it");
     let answer = runtime
         .block_on(manager.execute_plugin("faulty", CallArgs::new().arg("pid")))

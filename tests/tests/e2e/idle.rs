@@ -2,7 +2,7 @@
 //! by a new one with the same configuration; a call longer than the keep-alive is not
 //! cut short.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use cjm_manager::{CallArgs, PluginState};
 use serde_json::json;
@@ -82,17 +82,24 @@ async fn a_call_longer_than_the_keep_alive_is_not_cut_short_and_idleness_counts_
     manager.discover_manifests();
     manager.load_plugin("faulty", None).await.unwrap();
     let pid = manager.worker_info("faulty").unwrap().pid;
+    let called = SystemTime::now();
     let answer = manager
         .execute_plugin("faulty", CallArgs::new().arg("sleep").arg(900))
         .await
         .unwrap();
-    let ended = Instant::now();
     assert_eq!(answer["slept_ms"], 900);
     assert!(alive(pid), "the worker was stopped under its call");
-    // Idle from the call's end: still up shortly after it.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(alive(pid) || ended.elapsed() >= Duration::from_millis(300));
+    // Idle from the call's end: its stop is due a keep-alive after the 900 ms call,
+    // not a keep-alive after the call began.
+    let stop_at = manager
+        .plugin_status("faulty")
+        .unwrap()
+        .idle_stop_at
+        .expect("resident again, with a deadline");
+    let earliest = called + Duration::from_millis(900 + 300);
+    assert!(stop_at >= earliest, "{stop_at:?} < {earliest:?}");
     assert!(wait_gone(pid, Duration::from_secs(5)).is_some());
+    assert!(SystemTime::now() >= stop_at, "stopped before its deadline");
     manager.shutdown().await;
 }
 
@@ -104,20 +111,26 @@ async fn the_host_may_set_or_override_a_keep_alive() {
     options
         .plugin_keep_alive
         .insert(String::from("echo"), Duration::from_millis(200));
+    // Without one, a worker stays: one loaded first, idle longer than the other
+    // when the other is stopped for its keep-alive.
+    let resident_home = TestHome::new();
+    resident_home.native_manifest("echo", ECHO, &[]);
+    let resident = resident_home.manager();
+    resident.discover_manifests();
+    resident.load_plugin("echo", None).await.unwrap();
+    let resident_pid = resident.worker_info("echo").unwrap().pid;
+    assert_eq!(resident.plugin_status("echo").unwrap().idle_stop_at, None);
+
     let manager = cjm_manager::PluginManager::new(options);
     manager.discover_manifests();
     manager.load_plugin("echo", None).await.unwrap();
     let pid = manager.worker_info("echo").unwrap().pid;
     assert!(wait_gone(pid, Duration::from_secs(5)).is_some());
-    // Without one, a worker stays.
-    let home = TestHome::new();
-    home.native_manifest("echo", ECHO, &[]);
-    let manager = home.manager();
-    manager.discover_manifests();
-    manager.load_plugin("echo", None).await.unwrap();
-    let pid = manager.worker_info("echo").unwrap().pid;
-    assert_eq!(manager.plugin_status("echo").unwrap().idle_stop_at, None);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(alive(pid));
+    assert!(
+        alive(resident_pid),
+        "a worker without a keep-alive was stopped"
+    );
+    assert_eq!(resident.plugin_status("echo").unwrap().idle_stop_at, None);
+    resident.shutdown().await;
     manager.shutdown().await;
 }

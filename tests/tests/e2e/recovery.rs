@@ -35,16 +35,20 @@ async fn a_crash_mid_call_is_a_typed_error_within_100ms_and_marks_the_plugin_dea
     let pid = manager.worker_info("faulty").unwrap().pid;
     assert!(manager.is_running("faulty"));
 
+    let started = home.path().join("started");
     let call = {
         let manager = manager.clone();
+        let args = CallArgs::new()
+            .arg("sleep")
+            .arg(30_000)
+            .kwarg("started_file", started.to_str().unwrap());
         tokio::spawn(async move {
-            let result = manager
-                .execute_plugin("faulty", CallArgs::new().arg("sleep").arg(30_000))
-                .await;
+            let result = manager.execute_plugin("faulty", args).await;
             (result, Instant::now())
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Mid-call: once the call is in the plugin.
+    until_file(&started).await;
     let killed_at = Instant::now();
     sigkill(pid);
     let (result, failed_at) = tokio::time::timeout(Duration::from_secs(5), call)
@@ -308,15 +312,17 @@ async fn the_worker_stops_producing_when_the_stream_consumer_goes_away() {
     for i in 0..20 {
         assert_eq!(stream.next().await.unwrap().unwrap()["chunk"], i);
     }
+    let call_id = stream.call_id().to_owned();
     drop(stream);
-    // The producer notices at its next chunk (1 ms apart); give it ample time.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The worker counts the call as running until the plugin's endless iterator is
+    // dropped: a producer that went on for a consumer that left never ends.
+    until_call_ended(&manager, "faulty", &call_id).await;
     let stopped_at = progress(&progress_file);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(stopped_at >= 20);
     assert_eq!(
         progress(&progress_file),
         stopped_at,
-        "the plugin kept producing for a consumer that left"
+        "the plugin produced after its call ended"
     );
     assert_eq!(manager.active_executions("faulty"), Some(0));
     assert!(manager.is_running("faulty"));

@@ -155,7 +155,7 @@ pub fn run(command: InstallAllCommand) -> Result<ExitCode> {
             log: installer.log_path(&entry.name),
         });
     }
-    progress::print_summary(&outcomes);
+    progress::print_summary(&outcomes)?;
     Ok(if outcomes.iter().any(Outcome::failed) {
         ExitCode::FAILURE
     } else {

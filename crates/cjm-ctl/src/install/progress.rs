@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::out::{outln, OutError};
 use crate::table::print_table;
 
 /// How many lines of a failed step's log the summary shows.
@@ -68,7 +69,7 @@ impl Outcome {
 }
 
 /// The table on stdout, then each failure with the last lines of its log on stderr.
-pub fn print_summary(outcomes: &[Outcome]) {
+pub fn print_summary(outcomes: &[Outcome]) -> std::result::Result<(), OutError> {
     let rows: Vec<[String; 4]> = outcomes
         .iter()
         .map(|outcome| {
@@ -88,8 +89,8 @@ pub fn print_summary(outcomes: &[Outcome]) {
             ]
         })
         .collect();
-    println!();
-    print_table(&["PLUGIN", "RESULT", "TIME", "MANIFEST"], &rows);
+    outln!()?;
+    print_table(&["PLUGIN", "RESULT", "TIME", "MANIFEST"], &rows)?;
     for outcome in outcomes {
         if let Result::Failed(err) = &outcome.result {
             eprintln!(
@@ -105,6 +106,7 @@ pub fn print_summary(outcomes: &[Outcome]) {
             }
         }
     }
+    Ok(())
 }
 
 fn log_tail(path: &Path, lines: usize) -> Vec<String> {

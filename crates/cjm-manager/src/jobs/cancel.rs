@@ -114,7 +114,15 @@ async fn stop_running(inner: Arc<Inner>, id: JobId, execution: Arc<dyn JobCall>,
     // A zero timeout leaves nothing to wait for: no asking, the force at once (a
     // zero-length timer would still cost a tick of tokio's clock).
     let timeout = inner.options.cancel_timeout;
-    if !timeout.is_zero() && execution.ask_to_cancel(&call_id).await {
+    // The ask and the wait for the job's end share the one cancel timeout: a worker
+    // slow to answer the ask (the original 0.0.20 answers nothing while a call runs)
+    // does not lengthen it.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let asked = !timeout.is_zero()
+        && tokio::time::timeout_at(deadline, execution.ask_to_cancel(&call_id))
+            .await
+            .unwrap_or(true);
+    if asked {
         let ended = inner
             .book
             .lock()
@@ -122,7 +130,7 @@ async fn stop_running(inner: Arc<Inner>, id: JobId, execution: Arc<dyn JobCall>,
             .get(&id)
             .map(|entry| entry.outcome.subscribe());
         let Some(mut ended) = ended else { return };
-        if tokio::time::timeout(timeout, ended.wait_for(Option::is_some))
+        if tokio::time::timeout_at(deadline, ended.wait_for(Option::is_some))
             .await
             .is_ok()
         {

@@ -96,11 +96,38 @@ impl JobExecution {
         })
     }
 
+    /// Ask call `call_id` to stop; `false` when the worker cannot be asked (no
+    /// `/cancel`, as the original 0.0.20's) and only a forced stop will do. A call
+    /// the worker has not seen yet counts as asked: the cancel overtook it, and the
+    /// worker refuses it as cancelled when it arrives. The ask itself is bounded: a
+    /// worker that cannot answer (the original 0.0.20 serves nothing while a call
+    /// runs) counts as asked, so that the cancel timeout that follows forces it.
     async fn ask(&self, call_id: &str) -> bool {
-        match self.proxy.cancel(Some(call_id)).await {
-            Ok(answer) => answer.status != "not_supported",
-            Err(err) => {
+        // Our workers answer `/cancel` at once, on a connection of its own.
+        const ASK_LIMIT: Duration = Duration::from_secs(5);
+        let asked = tokio::time::timeout(ASK_LIMIT, self.proxy.cancel(Some(call_id))).await;
+        match asked {
+            Ok(Ok(answer)) => match answer.status.as_str() {
+                cjm_interface::wire::CANCEL_STATUS_NOT_SUPPORTED => false,
+                cjm_interface::wire::CANCEL_STATUS_REMEMBERED => {
+                    tracing::debug!(
+                        "call {call_id} had not reached its worker; it will be refused there"
+                    );
+                    true
+                }
+                // Cancelled, or an error such as "already ended": the call's end is
+                // on its way to the job, or the cancel timeout forces it.
+                _ => true,
+            },
+            Ok(Err(err)) => {
                 tracing::warn!("{err}");
+                true
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "plugin {}: no answer to the cancel of call {call_id} within {ASK_LIMIT:?}",
+                    self.proxy.name()
+                );
                 true
             }
         }
