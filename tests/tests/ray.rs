@@ -12,7 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cjm_interface::wire;
@@ -77,6 +77,40 @@ impl Cluster {
         let package = Package::executable(&self.plugin).unwrap();
         self.ray.upload(&package).await.unwrap();
         package
+    }
+}
+
+/// Wait until a report of Ray's autoscaler monitor made after `since` lists a job's
+/// demand for `vram_mb` of `gpu_vram_mb` among those waiting for resources: Ray has
+/// seen the job and waits for room for it.
+async fn ray_waits_for(cluster: &Cluster, since: SystemTime, vram_mb: f64) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let since = since.duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    let token = std::env::var(TOKEN_ENV).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let request = Request::get(format!("{}/api/cluster_status", cluster.address))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let status: Value = serde_json::from_slice(&body).unwrap();
+        let report = &status["data"]["clusterStatus"];
+        let waiting = report["loadMetricsReport"]["resourceDemand"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|demand| demand[0]["gpu_vram_mb"].as_f64() == Some(vram_mb));
+        if report["time"].as_f64().is_some_and(|time| time > since) && waiting {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no report of Ray waiting for {vram_mb} gpu_vram_mb after {since}: {report}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -215,8 +249,9 @@ async fn a_worker_placed_by_ray_answers_over_tls_and_stops() {
     // A second worker needing 16000 more does not fit: it pends.
     let second = cluster.worker_job(&package, "second", 16000.0);
     let second_id = second.id().unwrap().to_owned();
+    let second_submitted = SystemTime::now();
     ray.submit(&second).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    ray_waits_for(&cluster, second_submitted, 16000.0).await;
     assert_eq!(
         ray.job(&second_id).await.unwrap().status,
         JobStatus::Pending
@@ -245,11 +280,14 @@ async fn a_worker_placed_by_ray_answers_over_tls_and_stops() {
     // stop_until_gone stops it again once it starts.
     let third = cluster.worker_job(&package, "third", 16000.0);
     let third_id = third.id().unwrap().to_owned();
+    let third_submitted = SystemTime::now();
     ray.submit(&third).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    ray_waits_for(&cluster, third_submitted, 16000.0).await;
     assert_eq!(ray.job(&third_id).await.unwrap().status, JobStatus::Pending);
+    let stopped_at = SystemTime::now();
     assert!(ray.stop(&third_id).await.unwrap(), "Ray passes the stop on");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A report made after the stop still has Ray waiting to place it.
+    ray_waits_for(&cluster, stopped_at, 16000.0).await;
     assert_eq!(
         ray.job(&third_id).await.unwrap().status,
         JobStatus::Pending,
@@ -414,7 +452,12 @@ async fn the_manager_places_plugins_by_ray_from_their_manifests() {
     assert!(gone_within(again.pid, Duration::from_secs(10))
         .await
         .is_some());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The host saw the job end (it polls it): the plugin's worker is dead.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while manager.plugin_status("echo-ray-a").unwrap().state != cjm_manager::PluginState::Dead {
+        assert!(Instant::now() < deadline, "the ended job was not noticed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(run("echo-ray-a", "revived").await["result"], "revived");
     let revived = manager.worker_info("echo-ray-a").unwrap();
     assert_ne!(revived.location, again.location);
@@ -501,6 +544,85 @@ async fn a_python_plugin_is_placed_by_ray_behind_the_relay() {
         "the Python worker went with its job"
     );
     println!("{}", json!({"ray_python_place_ready_ms": ready_ms}));
+}
+
+/// A manifest placing its worker through a dashboard the host would have to trust
+/// blindly is refused at load, before any connection, saying how to fix it: plain
+/// http:// off loopback without `insecure_http`, https:// with nothing to trust it
+/// by. Runs without Ray (192.0.2.1 is TEST-NET-1: nothing is ever sent there).
+#[tokio::test]
+async fn an_untrusted_dashboard_is_refused_at_load_before_any_connection() {
+    let home = tempfile::tempdir().unwrap();
+    let cjm_home = cjm_manager::CjmHome::at(home.path());
+    std::fs::create_dir_all(cjm_home.plugins_dir()).unwrap();
+    let manifest = |name: &str, ray: Value| {
+        let manifest = json!({
+            "name": name,
+            "version": "1.0.0",
+            "command": env!("CARGO_BIN_EXE_e2e-relay"),
+            "placement": {"ray": ray},
+        });
+        std::fs::write(cjm_home.manifest_path(name), manifest.to_string()).unwrap();
+    };
+    manifest("plain", json!({"address": "http://192.0.2.1:8265"}));
+    manifest("no-trust", json!({"address": "https://192.0.2.1:8265"}));
+    manifest(
+        "ca-missing",
+        json!({"address": "https://192.0.2.1:8265", "ca_file": "no-such-ca.pem"}),
+    );
+    manifest(
+        "pinned-plain",
+        json!({"address": "http://127.0.0.1:8265", "dashboard_fingerprint": "ab".repeat(32)}),
+    );
+    let manager =
+        cjm_manager::PluginManager::new(cjm_manager::ManagerOptions::with_home(cjm_home.clone()));
+    manager.discover_manifests();
+    let refusal = |name: &'static str| {
+        let manager = manager.clone();
+        async move {
+            let err = manager
+                .load_plugin(name, Some(serde_json::Map::new()))
+                .await
+                .unwrap_err();
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
+    };
+    let plain = refusal("plain").await;
+    for expected in [
+        "refusing plain http:// to the Ray dashboard at http://192.0.2.1:8265",
+        "\"ca_file\"",
+        "\"dashboard_fingerprint\"",
+        "\"insecure_http\": true",
+    ] {
+        assert!(plain.contains(expected), "{plain} should say {expected}");
+    }
+    let no_trust = refusal("no-trust").await;
+    assert!(
+        no_trust.contains("nothing says which certificate to trust"),
+        "{no_trust}"
+    );
+    // A relative CA file is the manifest folder's.
+    let missing = refusal("ca-missing").await;
+    let expected = format!(
+        "cannot read the CA file {}",
+        cjm_home.plugins_dir().join("no-such-ca.pem").display()
+    );
+    assert!(
+        missing.contains(&expected),
+        "{missing} should say {expected}"
+    );
+    let pinned_plain = refusal("pinned-plain").await;
+    assert!(
+        pinned_plain.contains("need an https:// address"),
+        "{pinned_plain}"
+    );
 }
 
 /// The raylet of the worker's node SIGKILLed: the worker goes within 10 s. Run last

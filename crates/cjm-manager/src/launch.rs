@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use cjm_interface::remote::Fingerprint;
 use cjm_metadata::{CjmHome, Launch, Manifest, RaySpec, WorkerPlacement};
-use cjm_proxy::ray::RayClient;
+use cjm_proxy::ray::{DashboardTrust, RayClient, RayError};
 use cjm_proxy::{
     Attach, ClientIdentity, LaunchSpec, ListenMode, LocalSpawn, Placement, RayOptions, RayPlacement,
 };
@@ -51,6 +51,30 @@ pub enum PlacementSetupError {
     /// The Ray address is not usable.
     #[error(transparent)]
     Ray(cjm_proxy::ray::RayError),
+    /// The Ray dashboard would be reached in a way placement.ray does not allow (plain
+    /// HTTP off loopback, https:// with nothing to trust), or with nothing to trust.
+    #[error("{source}; in placement.ray: {hint}")]
+    RayTrust {
+        /// What the client refused.
+        source: Box<cjm_proxy::ray::RayError>,
+        /// Which fields of the manifest change that.
+        hint: &'static str,
+    },
+    /// `dashboard_fingerprint` is not a SHA-256 in hex.
+    #[error("\"dashboard_fingerprint\" {given:?}")]
+    DashboardFingerprint {
+        /// As given.
+        given: String,
+        /// Why it is not one.
+        #[source]
+        source: cjm_interface::remote::FingerprintError,
+    },
+    /// Both a CA file and a pinned certificate for the dashboard.
+    #[error(
+        "placement.ray gives both \"ca_file\" and \"dashboard_fingerprint\": trust the \
+         dashboard one way"
+    )]
+    TwoTrusts,
     /// The attach address is not usable.
     #[error(transparent)]
     Attach(cjm_proxy::PlacementError),
@@ -138,9 +162,11 @@ pub(crate) fn launch_spec(
     let log_path = CjmHome::log_path(&options.home, name);
     let launch = manifest.resolved_launch(manifest_path.parent());
     let placement =
-        placement(manifest, &launch, options).map_err(|source| crate::ManagerError::Placement {
-            name: manifest.name.clone(),
-            source: Box::new(source),
+        placement(manifest, manifest_path.parent(), &launch, options).map_err(|source| {
+            crate::ManagerError::Placement {
+                name: manifest.name.clone(),
+                source: Box::new(source),
+            }
         })?;
     let WorkerEnv {
         env: worker_env,
@@ -383,6 +409,7 @@ fn session_id() -> String {
 
 fn placement(
     manifest: &Manifest,
+    manifest_dir: Option<&Path>,
     launch: &Launch,
     options: &ManagerOptions,
 ) -> Result<Arc<dyn Placement>, PlacementSetupError> {
@@ -432,15 +459,61 @@ fn placement(
                 ray.relay = Some(cjm_proxy::RelayShip::new(relay, command.to_vec()));
                 ray.pip = spec.pip.clone();
             }
-            if let Some(variable) = &spec.token_env {
-                token(variable)?;
-            }
-            let client = RayClient::with_token_env(&spec.address, spec.token_env.as_deref())
-                .map_err(PlacementSetupError::Ray)?;
+            let client = ray_client(&spec, manifest_dir)?;
             Ok(Arc::new(RayPlacement::new(client, identity()?, ray)))
         }
         _ => Ok(Arc::new(LocalSpawn)),
     }
+}
+
+/// The client of `spec`'s dashboard: `https://` trusting `ca_file` (relative to the
+/// manifest's folder) or `dashboard_fingerprint`; plain `http://` to loopback, or
+/// elsewhere with `insecure_http`. Everything is checked here, at load, before any
+/// connection.
+fn ray_client(
+    spec: &RaySpec,
+    manifest_dir: Option<&Path>,
+) -> Result<RayClient, PlacementSetupError> {
+    let mut builder = RayClient::builder(&spec.address).insecure_http(spec.insecure_http);
+    if let Some(variable) = &spec.token_env {
+        builder = builder.token(&token(variable)?);
+    }
+    match (&spec.ca_file, &spec.dashboard_fingerprint) {
+        (Some(_), Some(_)) => return Err(PlacementSetupError::TwoTrusts),
+        (Some(file), None) => {
+            let path = match manifest_dir {
+                Some(dir) => dir.join(file),
+                None => PathBuf::from(file),
+            };
+            builder = builder.trust(DashboardTrust::CaFile(path));
+        }
+        (None, Some(given)) => {
+            let pinned: Fingerprint =
+                given
+                    .parse()
+                    .map_err(|source| PlacementSetupError::DashboardFingerprint {
+                        given: given.clone(),
+                        source,
+                    })?;
+            builder = builder.trust(DashboardTrust::Pinned(pinned));
+        }
+        (None, None) => {}
+    }
+    builder.build().map_err(|err| match err {
+        RayError::PlainHttpRefused { .. } | RayError::NoTrust { .. } => {
+            PlacementSetupError::RayTrust {
+                source: Box::new(err),
+                hint: "give an https:// address with \"ca_file\" (a PEM file of the CAs that \
+                       issue the dashboard's certificate) or \"dashboard_fingerprint\" (its \
+                       certificate's SHA-256), or accept plain HTTP with \"insecure_http\": true",
+            }
+        }
+        RayError::TrustWithoutTls { .. } => PlacementSetupError::RayTrust {
+            source: Box::new(err),
+            hint: "\"ca_file\" and \"dashboard_fingerprint\" need an https:// address",
+        },
+        other => PlacementSetupError::Ray(other),
+    })
 }
 
 /// `cjm-relay`: the option's, else beside this program, else on `PATH`.
@@ -468,6 +541,24 @@ pub(crate) fn placement_key(manifest: &Manifest) -> Option<String> {
         Ok(WorkerPlacement::Ray(spec)) => Some(format!("ray {}", spec.address)),
         _ => None,
     }
+}
+
+/// What `manifest`'s worker holds on its Ray node of the resources that stopping it
+/// gives back to a GPU job (`GPU`, `gpu_vram_mb`), as [`ray_options`] asks them;
+/// `None` for a plugin not placed by Ray.
+pub(crate) fn ray_gpu_held(manifest: &Manifest) -> Option<std::collections::BTreeMap<String, f64>> {
+    let Ok(WorkerPlacement::Ray(spec)) = manifest.placement() else {
+        return None;
+    };
+    let options = ray_options(manifest, &spec);
+    let mut held = std::collections::BTreeMap::new();
+    if options.num_gpus > 0.0 {
+        held.insert(String::from("GPU"), options.num_gpus);
+    }
+    if let Some(vram) = options.resources.get("gpu_vram_mb") {
+        held.insert(String::from("gpu_vram_mb"), *vram);
+    }
+    Some(held)
 }
 
 /// The manifest's resource needs in Ray's terms: a GPU plugin asks for a GPU and its

@@ -36,13 +36,27 @@ pub struct AttachSpec {
     pub token_env: Option<String>,
 }
 
-/// `"placement": {"ray": {"address": "http://head:8265", ..}}`.
+/// `"placement": {"ray": {"address": "https://head:8265", "ca_file": "ca.pem", ..}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RaySpec {
-    /// The Ray dashboard (Jobs API): `http://host:8265`.
+    /// The Ray dashboard (Jobs API): `https://host:8265`, or `http://` on this
+    /// machine's loopback (elsewhere only with `insecure_http`).
     pub address: String,
+    /// For an `https://` address: a PEM file of the CAs that issue the dashboard's
+    /// certificate (relative to the manifest's folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// For an `https://` address: the SHA-256 of the dashboard's certificate, hex
+    /// (pinned, in place of a CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard_fingerprint: Option<String>,
+    /// `true`: plain `http://` to a dashboard off loopback is accepted, and with it
+    /// that anyone on the path reads the token and can answer with a worker of their
+    /// own. Nothing else turns plain HTTP off loopback on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_http: bool,
     /// A variable of the host's environment holding the cluster's token
     /// (`RAY_AUTH_MODE=token`); the token itself never goes in a manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,6 +140,21 @@ mod tests {
         };
         assert_eq!(ray.label_selector["cjm-pool"], "gpu");
         assert_eq!(ray.lease_secs, Some(20));
+        assert!(
+            !ray.insecure_http,
+            "plain HTTP off loopback is off unless said"
+        );
+        assert_eq!(ray.ca_file, None);
+        let tls = parse(json!({"placement": {"ray": {
+            "address": "https://head:8265", "ca_file": "ca.pem",
+            "dashboard_fingerprint": "ab", "insecure_http": true}}}))
+        .unwrap();
+        let WorkerPlacement::Ray(tls) = tls else {
+            panic!("{tls:?}")
+        };
+        assert_eq!(tls.ca_file.as_deref(), Some("ca.pem"));
+        assert_eq!(tls.dashboard_fingerprint.as_deref(), Some("ab"));
+        assert!(tls.insecure_http);
     }
 
     #[test]
@@ -148,6 +177,11 @@ mod tests {
                 "\"placement\": invalid type",
             ),
             (json!({"attach": {}, "placement": {}}), "both given"),
+            (
+                // Insecure in so many words: a string or a number is not consent.
+                json!({"placement": {"ray": {"address": "http://h:1", "insecure_http": "yes"}}}),
+                "\"placement\": invalid type: string \"yes\", expected a boolean",
+            ),
         ] {
             let err = parse(extra).unwrap_err();
             assert!(err.contains(expected), "{err} should say {expected}");

@@ -260,6 +260,9 @@ impl ProxyError {
             | ProxyError::NotRunning { .. } => ErrorCategory::Transient,
             ProxyError::TempFile { .. } | ProxyError::Log { .. } => ErrorCategory::Resource,
             ProxyError::Placement { source, .. } => match **source {
+                // Someone else answering for the dashboard: asking again sends nothing
+                // better.
+                PlacementError::Ray(crate::ray::RayError::Untrusted { .. }) => ErrorCategory::Fatal,
                 PlacementError::Connect(_) | PlacementError::Ray(_) => ErrorCategory::Transient,
                 _ => ErrorCategory::Fatal,
             },

@@ -11,7 +11,7 @@ use cjm_interface::wire;
 use hyper::header::HeaderValue;
 
 use crate::endpoint::{self, Endpoint, PrivateFolder, WorkerSocket};
-use crate::placement::{LocalSpawn, Placement};
+use crate::placement::{LocalSpawn, Placement, Shortfall};
 use crate::process::WorkerProcess;
 use crate::{log, secret, spawner, ProxyError};
 
@@ -47,24 +47,31 @@ pub struct LaunchSpec {
     /// The names of the variables in `env` that are secret: a placement that would
     /// put them where others can read them refuses to start the worker.
     pub secret_env: Vec<String>,
-    /// Called, every few seconds, while a placement waits for resources it is not
-    /// given (a Ray job pending): the host may free some, say by stopping an idle
-    /// worker placed the same way.
+    /// Called while a placement waits for resources that stopping a worker placed the
+    /// same way would free (a Ray job pending for GPU memory), with what is missing
+    /// where: the host may stop one idle worker there. Not called again for the same
+    /// wait until what that stop freed was seen free.
     pub on_waiting: Option<WaitingHook>,
 }
 
+/// What a [`WaitingHook`] returns: the name of the worker it stopped, if any.
+pub type WaitingFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;
+
 /// See [`LaunchSpec::on_waiting`].
 #[derive(Clone)]
-pub struct WaitingHook(Arc<dyn Fn() + Send + Sync>);
+pub struct WaitingHook(Arc<dyn Fn(Shortfall) -> WaitingFuture + Send + Sync>);
 
 impl WaitingHook {
-    /// A hook calling `hook`.
-    pub fn new(hook: impl Fn() + Send + Sync + 'static) -> Self {
+    /// A hook calling `hook` with what the placement waits for; its future says which
+    /// worker it stopped to free that, if it stopped one. The placement may stop
+    /// waiting on it at any time: work that must finish runs on a task of its own.
+    pub fn new(hook: impl Fn(Shortfall) -> WaitingFuture + Send + Sync + 'static) -> Self {
         WaitingHook(Arc::new(hook))
     }
 
-    pub(crate) fn call(&self) {
-        (self.0)();
+    pub(crate) fn call(&self, shortfall: Shortfall) -> WaitingFuture {
+        (self.0)(shortfall)
     }
 }
 

@@ -27,10 +27,11 @@ mod worker;
 
 pub use endpoint::{default_socket_dir, Endpoint};
 pub use error::{PlacementError, ProxyError};
-pub use launch::{LaunchSpec, ListenMode, WaitingHook};
+pub use launch::{LaunchSpec, ListenMode, WaitingFuture, WaitingHook};
 pub use lifecycle::HookOutcome;
 pub use placement::{
     Attach, LocalSpawn, PlaceFuture, Placed, Placement, RayOptions, RayPlacement, RelayShip,
+    Shortfall,
 };
 pub use proxy::RemotePluginProxy;
 pub use stream::{BlockingChunks, ChunkStream};

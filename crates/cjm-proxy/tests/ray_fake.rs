@@ -1,6 +1,7 @@
 //! The Ray Jobs client against an in-process fake of Ray 2.60's dashboard: a small
-//! hyper server on a loopback port answering with the shapes, statuses and bodies the
-//! real one was measured to give (see the repository's notes on Ray).
+//! hyper server on a loopback port (plain, or TLS with a certificate of the test's
+//! own) answering with the shapes, statuses and bodies the real one was measured to
+//! give (see the repository's notes on Ray), its nodes' resources included.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,19 +9,31 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cjm_interface::remote::Handshake;
-use cjm_proxy::ray::{JobStatus, JobSubmission, Package, RayClient, RayError};
+use cjm_interface::remote::{Fingerprint, Handshake};
+use cjm_proxy::ray::{DashboardTrust, JobStatus, JobSubmission, Package, RayClient, RayError};
+use cjm_proxy::{
+    ClientIdentity, LaunchSpec, ProxyError, RayOptions, RayPlacement, Shortfall, WaitingHook,
+};
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, Response, StatusCode};
 use parking_lot::Mutex;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "0f32752f169c559fc19d4f4dc8b4746619a0b23c631412d6f7c5eba25fd0f5b1";
-/// The fake's one "GPU node" has this much of the custom resource.
-const VRAM_MB: f64 = 24000.0;
+/// The fake's one GPU node, at this address, has these resources; every job runs
+/// there.
+const GPU_NODE: &str = "127.0.0.2";
+const GPU_NODE_ID: &str = "c97f235ce0e3bbd8f1296ced822c5df502cfa0d3602b9a9e40eaac90";
+const GPU_NODE_TOTAL: [(&str, f64); 4] = [
+    ("CPU", 2.0),
+    ("GPU", 4.0),
+    ("gpu_vram_mb", 24000.0),
+    ("memory", 17134949172.0),
+];
 const NODE_AGENT: &str = "http://127.0.0.2:52366";
 
 #[derive(Debug, Clone)]
@@ -28,7 +41,8 @@ struct FakeJob {
     status: JobStatus,
     entrypoint: String,
     logs: String,
-    vram: f64,
+    /// What it reserves while it runs, by Ray's resource names.
+    demand: BTreeMap<String, f64>,
     submission: Value,
 }
 
@@ -40,29 +54,67 @@ struct FakeRay {
     stops: BTreeMap<String, usize>,
     /// Logs a job prints once it runs (by submission id).
     prints: BTreeMap<String, String>,
+    /// What any job without a print of its own prints once it runs.
+    prints_otherwise: Option<String>,
+    /// HTTP requests received (any path, any token).
+    requests: usize,
+    /// `GET /api/jobs/{id}` by id.
+    looked_at: BTreeMap<String, usize>,
+    /// `GET /api/cluster_status` so far.
+    status_asked: usize,
+    /// Bytes of job logs sent.
+    log_bytes_sent: usize,
+    /// The autoscaler monitor's last report of the GPU node's usage: Ray's is a few
+    /// seconds old, so the test says when a new one is made (see
+    /// [`Fake::report_usage`]), unless `live_report`.
+    report: Option<BTreeMap<String, f64>>,
+    live_report: bool,
+    /// Start no pending job, whatever is free (Ray's scheduler takes its time).
+    hold_pending: bool,
 }
 
 impl FakeRay {
-    fn vram_in_use(&self) -> f64 {
-        self.jobs
+    fn used(&self) -> BTreeMap<String, f64> {
+        let mut used = BTreeMap::new();
+        for job in self
+            .jobs
             .values()
             .filter(|job| job.status == JobStatus::Running)
-            .map(|job| job.vram)
-            .sum()
+        {
+            for (name, amount) in &job.demand {
+                *used.entry(name.clone()).or_insert(0.0) += amount;
+            }
+        }
+        used
     }
 
     /// Start pending jobs whose resources are free now, as Ray does when others end.
     fn schedule(&mut self) {
+        if self.hold_pending {
+            return;
+        }
         let ids: Vec<String> = self.jobs.keys().cloned().collect();
         for id in ids {
-            let free = VRAM_MB - self.vram_in_use();
+            let used = self.used();
             let job = self.jobs.get_mut(&id).unwrap();
-            if job.status == JobStatus::Pending && job.vram <= free {
+            let fits = job.demand.iter().all(|(name, amount)| {
+                let total = GPU_NODE_TOTAL
+                    .iter()
+                    .find(|(known, _)| known == name)
+                    .map_or(0.0, |(_, total)| *total);
+                used.get(name).copied().unwrap_or(0.0) + amount <= total
+            });
+            if job.status == JobStatus::Pending && fits {
                 job.status = JobStatus::Running;
+                let prints = self
+                    .prints
+                    .get(&id)
+                    .or(self.prints_otherwise.as_ref())
+                    .cloned()
+                    .unwrap_or_default();
                 job.logs = format!(
-                    "Running entrypoint for job {id}: {}\n{}",
-                    job.entrypoint,
-                    self.prints.get(&id).cloned().unwrap_or_default()
+                    "Running entrypoint for job {id}: {}\n{prints}",
+                    job.entrypoint
                 );
             }
         }
@@ -85,9 +137,68 @@ impl FakeRay {
             "metadata": job.submission.get("metadata").cloned().unwrap_or(Value::Null),
             "runtime_env": job.submission.get("runtime_env").cloned().unwrap_or(Value::Null),
             "driver_agent_http_address": if running_or_done { json!(NODE_AGENT) } else { Value::Null },
-            "driver_node_id": if running_or_done { json!("a7e765a1c22d4d99") } else { Value::Null },
+            "driver_node_id": if running_or_done { json!(GPU_NODE_ID) } else { Value::Null },
             "driver_exit_code": null,
         })
+    }
+
+    /// `GET /api/v0/nodes?detail=1`, as Ray 2.60 answers it.
+    fn nodes(&self) -> Value {
+        let total: BTreeMap<&str, f64> = GPU_NODE_TOTAL.into_iter().collect();
+        json!({"result": true, "msg": "", "data": {"result": {
+            "total": 2, "num_after_truncation": 2, "num_filtered": 2,
+            "result": [
+                {"node_id": "54d4ae7da438f8cd8c71c9622fea14eff6d91634a1731d3cb196f2bb",
+                 "node_ip": "127.0.0.1", "is_head_node": true, "state": "ALIVE",
+                 "state_message": null, "node_name": "127.0.0.1",
+                 "resources_total": {"CPU": 2.0, "memory": 17171887309.0,
+                                     "node:127.0.0.1": 1.0, "node:__internal_head__": 1.0,
+                                     "object_store_memory": 7359380275.0},
+                 "labels": {"cjm-pool": "cpu"}, "start_time_ms": 1796604565650u64,
+                 "end_time_ms": 0},
+                {"node_id": GPU_NODE_ID, "node_ip": GPU_NODE, "is_head_node": false,
+                 "state": "ALIVE", "state_message": null, "node_name": GPU_NODE,
+                 "resources_total": total, "labels": {"cjm-pool": "gpu"},
+                 "start_time_ms": 1796604569032u64, "end_time_ms": 0}
+            ],
+            "partial_failure_warning": "", "warnings": null}}})
+    }
+
+    /// `GET /api/cluster_status`, as Ray 2.60 answers it: keys camel-cased by the
+    /// dashboard (`gpuVramMb`), `[used, total]` per resource and node.
+    fn cluster_status(&mut self) -> Value {
+        if self.live_report {
+            self.report = Some(self.used());
+        }
+        let Some(used) = &self.report else {
+            return json!({"result": true, "msg": "Got cluster status.", "data": {
+                "autoscalingStatus": null, "autoscalingError": null, "clusterStatus": null}});
+        };
+        let camel = |name: &str| match name {
+            "gpu_vram_mb" => String::from("gpuVramMb"),
+            other => other.to_owned(),
+        };
+        let gpu_node: serde_json::Map<String, Value> = GPU_NODE_TOTAL
+            .iter()
+            .map(|(name, total)| {
+                (
+                    camel(name),
+                    json!([used.get(*name).copied().unwrap_or(0.0), total]),
+                )
+            })
+            .collect();
+        json!({"result": true, "msg": "Got cluster status.", "data": {
+        "autoscalingStatus": "Cluster status: 0 nodes", "autoscalingError": null,
+        "clusterStatus": {"time": 1796604582.23, "monitorPid": 18543,
+            "autoscalerReport": {"legacy": true},
+            "loadMetricsReport": {
+                "usage": {},
+                "resourceDemand": [],
+                "usageByNode": {
+                    "54d4ae7da438f8cd8c71c9622fea14eff6d91634a1731d3cb196f2bb":
+                        {"CPU": [0.0, 2.0], "node:InternalHead": [0.0, 1.0]},
+                    GPU_NODE_ID: gpu_node,
+                }}}}})
     }
 }
 
@@ -111,10 +222,31 @@ fn traceback(exception: &str) -> String {
     )
 }
 
+/// What a submission reserves, by Ray's names (Ray's default entrypoint CPUs are 0).
+fn demand_of(submission: &Value) -> BTreeMap<String, f64> {
+    let mut demand = BTreeMap::new();
+    for (field, name) in [
+        ("entrypoint_num_cpus", "CPU"),
+        ("entrypoint_num_gpus", "GPU"),
+        ("entrypoint_memory", "memory"),
+    ] {
+        if let Some(amount) = submission[field].as_f64() {
+            demand.insert(name.to_owned(), amount);
+        }
+    }
+    if let Some(resources) = submission["entrypoint_resources"].as_object() {
+        for (name, amount) in resources {
+            demand.insert(name.clone(), amount.as_f64().unwrap());
+        }
+    }
+    demand
+}
+
 async fn answer(
     state: Arc<Mutex<FakeRay>>,
     request: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
+    state.lock().requests += 1;
     // Ray's token middleware: 401 without a token, 403 with another.
     match request
         .headers()
@@ -143,6 +275,11 @@ async fn answer(
     match (method, segments.as_slice()) {
         (Method::GET, ["api", "version"]) => {
             json_answer(json!({"version": "4", "ray_version": "2.60.0"}))
+        }
+        (Method::GET, ["api", "v0", "nodes"]) => json_answer(ray.nodes()),
+        (Method::GET, ["api", "cluster_status"]) => {
+            ray.status_asked += 1;
+            json_answer(ray.cluster_status())
         }
         (Method::POST, ["api", "jobs", ""]) => {
             let Ok(submission) = serde_json::from_slice::<Value>(&body) else {
@@ -201,16 +338,13 @@ async fn answer(
                     "RuntimeError: Request failed with status code 400: Traceback (most recent call last):\nValueError: Job with submission_id {id} already exists. Please use a different submission_id.\n."
                 )));
             }
-            let vram = submission["entrypoint_resources"]["gpu_vram_mb"]
-                .as_f64()
-                .unwrap_or(0.0);
             ray.jobs.insert(
                 id.clone(),
                 FakeJob {
                     status: JobStatus::Pending,
                     entrypoint,
                     logs: String::new(),
-                    vram,
+                    demand: demand_of(&submission),
                     submission,
                 },
             );
@@ -218,11 +352,18 @@ async fn answer(
             json_answer(json!({"job_id": id, "submission_id": id}))
         }
         (Method::GET, ["api", "jobs", id]) => match ray.jobs.contains_key(*id) {
-            true => json_answer(ray.details(id)),
+            true => {
+                *ray.looked_at.entry((*id).to_owned()).or_default() += 1;
+                json_answer(ray.details(id))
+            }
             false => text(StatusCode::NOT_FOUND, format!("Job {id} does not exist")),
         },
         (Method::GET, ["api", "jobs", id, "logs"]) => match ray.jobs.get(*id) {
-            Some(job) => json_answer(json!({"logs": job.logs})),
+            Some(job) => {
+                let logs = job.logs.clone();
+                ray.log_bytes_sent += logs.len();
+                json_answer(json!({ "logs": logs }))
+            }
             None => text(StatusCode::NOT_FOUND, format!("Job {id} does not exist")),
         },
         (Method::POST, ["api", "jobs", id, "stop"]) => {
@@ -260,31 +401,74 @@ async fn answer(
     }
 }
 
+#[derive(Clone)]
 struct Fake {
     address: String,
     state: Arc<Mutex<FakeRay>>,
 }
 
 impl Fake {
+    /// The fake on plain HTTP at `127.0.0.1`.
     async fn start() -> Fake {
+        Fake::serve(None, "127.0.0.1").await
+    }
+
+    /// The fake behind TLS with `cert` (its chain) and `key`, its address naming
+    /// `host` (which must resolve to 127.0.0.1).
+    async fn start_tls(
+        cert: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        host: &str,
+    ) -> Fake {
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(cert, key)
+        .unwrap();
+        Fake::serve(
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+            host,
+        )
+        .await
+    }
+
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>, host: &str) -> Fake {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .unwrap();
-        let address = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let port = listener.local_addr().unwrap().port();
+        let address = format!("{scheme}://{host}:{port}");
         let state = Arc::new(Mutex::new(FakeRay::default()));
         let served = Arc::clone(&state);
         tokio::spawn(async move {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
                 let state = Arc::clone(&served);
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         let state = Arc::clone(&state);
                         async move { Ok::<_, Infallible>(answer(state, request).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        // A client that refuses the certificate ends here, before HTTP.
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => {
+                                http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                    .await
+                            }
+                            Err(_) => return,
+                        },
+                        None => {
+                            http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .await
+                        }
+                    };
                 });
             }
         });
@@ -299,6 +483,21 @@ impl Fake {
         let mut ray = self.state.lock();
         ray.jobs.get_mut(id).unwrap().status = status;
         ray.schedule();
+    }
+
+    /// The autoscaler monitor reports the usage of now.
+    fn report_usage(&self) {
+        let mut ray = self.state.lock();
+        ray.report = Some(ray.used());
+    }
+}
+
+/// Wait until `condition` holds, for at most 10 s.
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "not within 10 s: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -457,7 +656,13 @@ async fn stop_until_gone_stops_a_pending_job_again_once_it_starts() {
         let ray = ray.clone();
         tokio::spawn(async move { ray.stop_until_gone("waiter", Duration::from_secs(10)).await })
     };
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Looked at twice (after two before it), stopped once by it: it saw the job
+    // pending, and a pending job is not gone.
+    until("stop_until_gone looked at the waiter twice", || {
+        fake.state.lock().looked_at["waiter"] >= 4
+    })
+    .await;
+    assert!(fake.state.lock().stops["waiter"] >= 2);
     assert!(!stopping.is_finished(), "still pending, so not gone");
     // The holder ends; the waiter starts, and is stopped again.
     fake.set_status("holder", JobStatus::Succeeded);
@@ -532,8 +737,22 @@ async fn the_handshake_is_read_from_the_jobs_logs() {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until("the wait looked at the pending job twice", || {
+        fake.state
+            .lock()
+            .looked_at
+            .get("placed")
+            .copied()
+            .unwrap_or(0)
+            >= 2
+    })
+    .await;
     assert!(!waiting.is_finished(), "pending: no handshake yet");
+    assert_eq!(
+        fake.state.lock().log_bytes_sent,
+        0,
+        "no logs read while pending"
+    );
     fake.set_status("blocker", JobStatus::Stopped);
     let placed = waiting.await.unwrap().unwrap();
     assert_eq!(placed.handshake.port, 40123);
@@ -585,4 +804,512 @@ async fn an_unreachable_cluster_is_named() {
         )),
         "{err}"
     );
+}
+
+// ---- The dashboard over TLS, and plain HTTP only to loopback ----
+
+/// `der` as PEM (base64 in 64-column lines), as a CA file holds it.
+fn pem(label: &str, der: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut encoded = String::new();
+    for chunk in der.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                encoded.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                encoded.push('=');
+            }
+        }
+    }
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in encoded.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// A CA (as PEM) and a server certificate it issued for `names`, with its key.
+fn issued_by_a_ca(names: &[&str]) -> (String, CertificateDer<'static>, PrivateKeyDer<'static>) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "cjm test CA");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let mut params = rcgen::CertificateParams::new(
+        names
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    (
+        pem("CERTIFICATE", ca.der()),
+        cert.der().clone(),
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )
+}
+
+/// A self-signed certificate for `localhost`, with its key.
+fn self_signed() -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+    let certified = rcgen::generate_simple_self_signed(vec![String::from("localhost")]).unwrap();
+    (
+        certified.cert.der().clone(),
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            certified.signing_key.serialize_der(),
+        )),
+    )
+}
+
+fn trusting(address: &str, trust: DashboardTrust) -> RayClient {
+    RayClient::builder(address)
+        .token(TOKEN)
+        .trust(trust)
+        .build()
+        .unwrap()
+}
+
+/// A plugin "program" to ship, a spec for it, and the folder holding both.
+fn plugin_spec() -> (LaunchSpec, tempfile::TempDir) {
+    use std::os::unix::fs::PermissionsExt;
+    let folder = tempfile::tempdir().unwrap();
+    let program = folder.path().join("cjm-echo");
+    std::fs::write(&program, b"\x7fELF not really").unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let spec = LaunchSpec::new("echo", &program, folder.path().join("echo.log"));
+    (spec, folder)
+}
+
+fn handshake_line() -> String {
+    Handshake::new(
+        40123,
+        cjm_proxy::certificate_fingerprint(b"worker cert"),
+        4242,
+    )
+    .to_line()
+}
+
+/// A GPU plugin's job, as the manager asks it: 1 GPU, `vram_mb` of `gpu_vram_mb`, on
+/// the GPU pool, the pending job looked at every 20 ms.
+fn gpu_options(vram_mb: f64) -> RayOptions {
+    let mut options = RayOptions::new();
+    options.num_gpus = 1.0;
+    options
+        .resources
+        .insert(String::from("gpu_vram_mb"), vram_mb);
+    options
+        .label_selector
+        .insert(String::from("cjm-pool"), String::from("gpu"));
+    options.pending_check = Duration::from_millis(20);
+    options.place_timeout = Duration::from_secs(20);
+    options
+}
+
+async fn place_through(client: RayClient, spec: &mut LaunchSpec) -> Result<String, ProxyError> {
+    spec.placement = Arc::new(RayPlacement::new(
+        client,
+        ClientIdentity::shared().unwrap(),
+        gpu_options(4000.0),
+    ));
+    spec.placement
+        .place(spec)
+        .await
+        .map(|placed| format!("{placed:?}"))
+}
+
+fn ray_error(err: &ProxyError) -> &RayError {
+    use std::error::Error;
+    err.source()
+        .and_then(|placement| placement.source())
+        .and_then(|ray| ray.downcast_ref::<RayError>())
+        .unwrap_or_else(|| panic!("not a Ray error: {err:?}"))
+}
+
+#[tokio::test]
+async fn https_with_the_dashboards_ca_works_end_to_end() {
+    let (ca, cert, key) = issued_by_a_ca(&["localhost", "127.0.0.1"]);
+    let fake = Fake::start_tls(vec![cert], key, "localhost").await;
+    let folder = tempfile::tempdir().unwrap();
+    let ca_file = folder.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    fake.state.lock().prints_otherwise = Some(format!("{}\n", handshake_line()));
+
+    // By name and by IP address (the certificate names both).
+    let port = fake.address.rsplit(':').next().unwrap();
+    let by_ip = trusting(
+        &format!("https://127.0.0.1:{port}"),
+        DashboardTrust::CaFile(ca_file.clone()),
+    );
+    assert_eq!(by_ip.version().await.unwrap()["ray_version"], "2.60.0");
+
+    let client = trusting(&fake.address, DashboardTrust::CaFile(ca_file));
+    let (mut spec, _program) = plugin_spec();
+    let placed = place_through(client.clone(), &mut spec).await.unwrap();
+    assert!(placed.contains("127.0.0.2"), "{placed}");
+    let ray = fake.state.lock();
+    assert_eq!(ray.uploads, 1, "the binary went over TLS");
+    let job = ray.jobs.values().next().unwrap();
+    assert_eq!(job.status, JobStatus::Running);
+    assert_eq!(
+        job.submission["runtime_env"]["env_vars"]["CJM_CLIENT_CERT_SHA256"],
+        json!(ClientIdentity::shared().unwrap().fingerprint().to_string())
+    );
+}
+
+#[tokio::test]
+async fn https_with_a_pinned_certificate_works_end_to_end() {
+    let (cert, key) = self_signed();
+    let pinned = cjm_proxy::certificate_fingerprint(&cert);
+    let fake = Fake::start_tls(vec![cert], key, "localhost").await;
+    fake.state.lock().prints_otherwise = Some(format!("{}\n", handshake_line()));
+    let client = trusting(&fake.address, DashboardTrust::Pinned(pinned));
+    let (mut spec, _program) = plugin_spec();
+    let placed = place_through(client.clone(), &mut spec).await.unwrap();
+    assert!(placed.contains("127.0.0.2"), "{placed}");
+    let id = fake.state.lock().jobs.keys().next().unwrap().clone();
+    assert_eq!(
+        client
+            .stop_until_gone(&id, Duration::from_secs(10))
+            .await
+            .unwrap()
+            .status,
+        JobStatus::Stopped
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_pin_or_ca_is_refused_before_anything_is_sent() {
+    let (cert, key) = self_signed();
+    let presented = cjm_proxy::certificate_fingerprint(&cert);
+    let fake = Fake::start_tls(vec![cert], key, "localhost").await;
+    let folder = tempfile::tempdir().unwrap();
+
+    // Another certificate pinned.
+    let other: Fingerprint = cjm_proxy::certificate_fingerprint(b"another dashboard");
+    let (mut spec, _program) = plugin_spec();
+    let err = place_through(
+        trusting(&fake.address, DashboardTrust::Pinned(other)),
+        &mut spec,
+    )
+    .await
+    .unwrap_err();
+    let RayError::Untrusted { reason, .. } = ray_error(&err) else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        reason,
+        &format!("it presented a certificate with SHA-256 {presented}, not the pinned {other}")
+    );
+    assert_eq!(err.category(), Some(cjm_interface::ErrorCategory::Fatal));
+
+    // A CA that did not issue it.
+    let (unrelated_ca, _, _) = issued_by_a_ca(&["localhost"]);
+    let unrelated = folder.path().join("unrelated.pem");
+    std::fs::write(&unrelated, unrelated_ca).unwrap();
+    let err = place_through(
+        trusting(&fake.address, DashboardTrust::CaFile(unrelated.clone())),
+        &mut spec,
+    )
+    .await
+    .unwrap_err();
+    let untrusted = ray_error(&err);
+    assert!(
+        matches!(untrusted, RayError::Untrusted { .. }),
+        "{untrusted:?}"
+    );
+    let text = untrusted.to_string();
+    assert!(text.contains("UnknownIssuer"), "{text}");
+    assert!(text.contains(&fake.address), "{text}");
+    assert!(text.contains("nothing was sent to it"), "{text}");
+
+    // The right CA, a certificate for another name.
+    let (ca, cert, key) = issued_by_a_ca(&["ray-head.example"]);
+    let misnamed = Fake::start_tls(vec![cert], key, "localhost").await;
+    let ca_file = folder.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let err = place_through(
+        trusting(&misnamed.address, DashboardTrust::CaFile(ca_file)),
+        &mut spec,
+    )
+    .await
+    .unwrap_err();
+    let text = ray_error(&err).to_string();
+    assert!(
+        text.contains("certificate not valid for name \"localhost\""),
+        "{text}"
+    );
+
+    for fake in [&fake, &misnamed] {
+        let ray = fake.state.lock();
+        assert_eq!(
+            ray.requests, 0,
+            "no request reached a dashboard not trusted"
+        );
+        assert_eq!(ray.uploads, 0);
+        assert!(ray.jobs.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn plain_http_off_loopback_is_refused_before_any_connection() {
+    // TEST-NET-1: never reached; the refusal is made before any socket exists.
+    let err = RayClient::new("http://192.0.2.1:8265", Some(TOKEN)).unwrap_err();
+    assert!(matches!(err, RayError::PlainHttpRefused { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("refusing plain http:// to the Ray dashboard at http://192.0.2.1:8265"),
+        "{text}"
+    );
+    assert!(
+        text.contains("https://") && text.contains("insecure_http"),
+        "{text}"
+    );
+    // A name is not resolved to decide: only loopback addresses and localhost pass.
+    assert!(matches!(
+        RayClient::new("http://ray-head:8265", Some(TOKEN)),
+        Err(RayError::PlainHttpRefused { .. })
+    ));
+    // Said in so many words, the client is made (and not used here).
+    RayClient::builder("http://192.0.2.1:8265")
+        .token(TOKEN)
+        .insecure_http(true)
+        .build()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn plain_http_on_loopback_still_works() {
+    let fake = Fake::start().await;
+    fake.state.lock().prints_otherwise = Some(format!("{}\n", handshake_line()));
+    let port = fake.address.rsplit(':').next().unwrap();
+    for address in [
+        format!("http://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+    ] {
+        let client = RayClient::new(&address, Some(TOKEN)).unwrap();
+        assert_eq!(client.version().await.unwrap()["ray_version"], "2.60.0");
+    }
+    let (mut spec, _program) = plugin_spec();
+    place_through(fake.client(), &mut spec).await.unwrap();
+}
+
+// ---- While a job pends: stop a worker only for GPU memory it frees ----
+
+/// A job of the fake that holds `cpus` CPUs, a GPU and `vram_mb` on the GPU node.
+fn holder(id: &str, cpus: f64, vram_mb: f64) -> JobSubmission {
+    worker_job(id, vram_mb).num_cpus(cpus)
+}
+
+/// A hook that stops, at each call, the next of `victims` (their jobs, as the manager
+/// would by stopping their workers) and records what it was called with.
+fn stopping_hook(fake: &Fake, victims: &[&str]) -> (WaitingHook, Arc<Mutex<Vec<Shortfall>>>) {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let victims = Arc::new(Mutex::new(
+        victims
+            .iter()
+            .rev()
+            .map(|id| (*id).to_owned())
+            .collect::<Vec<_>>(),
+    ));
+    let hook = {
+        let fake = fake.clone();
+        let calls = Arc::clone(&calls);
+        WaitingHook::new(move |shortfall| {
+            calls.lock().push(shortfall);
+            let victim = victims.lock().pop();
+            if let Some(victim) = &victim {
+                fake.set_status(victim, JobStatus::Stopped);
+            }
+            Box::pin(async move { victim })
+        })
+    };
+    (hook, calls)
+}
+
+fn placement(fake: &Fake, options: RayOptions) -> Arc<RayPlacement> {
+    Arc::new(RayPlacement::new(
+        fake.client(),
+        ClientIdentity::shared().unwrap(),
+        options,
+    ))
+}
+
+#[tokio::test]
+async fn a_job_pending_for_cpu_stops_no_gpu_worker() {
+    let fake = Fake::start().await;
+    fake.state.lock().live_report = true;
+    // An idle GPU worker holds 1.5 of the node's 2 CPUs and 8000 of its 24000 VRAM.
+    fake.client()
+        .submit(&holder("idle-gpu-worker", 1.5, 8000.0))
+        .await
+        .unwrap();
+    // The new one needs 1 CPU: VRAM is there, CPUs are not.
+    let mut options = gpu_options(8000.0);
+    options.num_cpus = 1.0;
+    let (hook, calls) = stopping_hook(&fake, &["idle-gpu-worker"]);
+    let (mut spec, _program) = plugin_spec();
+    spec.on_waiting = Some(hook);
+    spec.placement = placement(&fake, options);
+    let placing = tokio::spawn(async move { spec.placement.place(&spec).await.map(|_| ()) });
+    // The placement looked at the cluster's resources several times, and saw it pend.
+    until("the pending job was assessed five times", || {
+        fake.state.lock().status_asked >= 5
+    })
+    .await;
+    assert!(calls.lock().is_empty(), "{:?}", calls.lock());
+    assert_eq!(
+        fake.state.lock().jobs["idle-gpu-worker"].status,
+        JobStatus::Running
+    );
+    assert!(!placing.is_finished());
+    placing.abort();
+}
+
+#[tokio::test]
+async fn a_job_pending_for_gpu_memory_stops_one_worker_per_shortfall() {
+    let fake = Fake::start().await;
+    // Three idle GPU workers of 8000 each: all the node's 24000.
+    for id in ["idle-a", "idle-b", "idle-c"] {
+        fake.client()
+            .submit(&holder(id, 0.5, 8000.0))
+            .await
+            .unwrap();
+    }
+    fake.report_usage();
+    fake.state.lock().prints_otherwise = Some(format!("{}\n", handshake_line()));
+    let (hook, calls) = stopping_hook(&fake, &["idle-a", "idle-b", "idle-c"]);
+    let (mut spec, _program) = plugin_spec();
+    spec.on_waiting = Some(hook);
+    // The new one needs 16000: two of them must go, one at a time.
+    spec.placement = placement(&fake, gpu_options(16000.0));
+    let placing = tokio::spawn(async move { spec.placement.place(&spec).await.map(|_| ()) });
+
+    until("a first worker stopped", || calls.lock().len() == 1).await;
+    let missing = |vram: f64| {
+        BTreeMap::from([(
+            String::from(GPU_NODE),
+            BTreeMap::from([(String::from("gpu_vram_mb"), vram)]),
+        )])
+    };
+    assert_eq!(calls.lock()[0].nodes, missing(16000.0));
+    // Ray's report still shows the first one's memory taken (the monitor reports
+    // every few seconds): the job pends, and nothing more is stopped meanwhile.
+    let asked = fake.state.lock().status_asked;
+    until(
+        "five more looks at a report that shows nothing freed",
+        || fake.state.lock().status_asked >= asked + 5,
+    )
+    .await;
+    assert_eq!(calls.lock().len(), 1, "{:?}", calls.lock());
+    assert!(!placing.is_finished());
+
+    // The report shows the first one's 8000 freed: 8000 are still missing, and one
+    // more goes; the job then starts.
+    fake.report_usage();
+    placing.await.unwrap().unwrap();
+    let calls = calls.lock();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[1].nodes, missing(8000.0));
+    let ray = fake.state.lock();
+    assert_eq!(
+        ray.jobs["idle-c"].status,
+        JobStatus::Running,
+        "the third stays"
+    );
+    assert_eq!(ray.jobs["idle-a"].status, JobStatus::Stopped);
+    assert_eq!(ray.jobs["idle-b"].status, JobStatus::Stopped);
+}
+
+#[tokio::test]
+async fn a_cluster_that_cannot_tell_what_is_free_stops_nothing() {
+    let fake = Fake::start().await;
+    fake.client()
+        .submit(&holder("idle-gpu-worker", 0.5, 24000.0))
+        .await
+        .unwrap();
+    // No monitor report: clusterStatus is null.
+    let (hook, calls) = stopping_hook(&fake, &["idle-gpu-worker"]);
+    let (mut spec, _program) = plugin_spec();
+    spec.on_waiting = Some(hook);
+    spec.placement = placement(&fake, gpu_options(8000.0));
+    let placing = tokio::spawn(async move { spec.placement.place(&spec).await.map(|_| ()) });
+    until("five looks at the cluster's status", || {
+        fake.state.lock().status_asked >= 5
+    })
+    .await;
+    assert!(calls.lock().is_empty());
+    placing.abort();
+}
+
+#[tokio::test]
+async fn a_worker_printing_too_much_before_its_handshake_is_given_up_on() {
+    let fake = Fake::start().await;
+    // 2 MiB of output and no handshake.
+    let chatter = "x".repeat(1023) + "\n";
+    fake.state
+        .lock()
+        .prints
+        .insert(String::from("chatty"), chatter.repeat(2048));
+    let ray = fake.client();
+    ray.submit(&worker_job("chatty", 1000.0)).await.unwrap();
+    let err = ray
+        .wait_for_handshake("chatty", Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RayError::NoHandshakeInOutput { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "Ray job chatty printed over 1048576 bytes without a worker handshake"
+    );
+    // Given up on at the first look, not polled until the time was up.
+    assert!(fake.state.lock().log_bytes_sent <= 3 * 1024 * 1024);
+}
+
+#[tokio::test]
+async fn memory_seen_freed_for_a_job_that_still_pends_stops_no_second_worker() {
+    let fake = Fake::start().await;
+    for id in ["idle-a", "idle-b", "idle-c"] {
+        fake.client()
+            .submit(&holder(id, 0.5, 8000.0))
+            .await
+            .unwrap();
+    }
+    fake.report_usage();
+    // Ray takes its time to start the job once its memory is free.
+    fake.state.lock().hold_pending = true;
+    let (hook, calls) = stopping_hook(&fake, &["idle-a", "idle-b", "idle-c"]);
+    let (mut spec, _program) = plugin_spec();
+    spec.on_waiting = Some(hook);
+    spec.placement = placement(&fake, gpu_options(8000.0));
+    let placing = tokio::spawn(async move { spec.placement.place(&spec).await.map(|_| ()) });
+    until("one worker stopped", || calls.lock().len() == 1).await;
+    // The report shows its 8000 free: the job fits and only waits for Ray.
+    fake.report_usage();
+    let asked = fake.state.lock().status_asked;
+    until("five more looks at the report", || {
+        fake.state.lock().status_asked >= asked + 5
+    })
+    .await;
+    assert_eq!(calls.lock().len(), 1, "{:?}", calls.lock());
+    assert_eq!(fake.state.lock().jobs["idle-b"].status, JobStatus::Running);
+    placing.abort();
 }

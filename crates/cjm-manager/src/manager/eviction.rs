@@ -2,7 +2,7 @@
 //! recently used first. A stopped plugin stays loaded, with its configuration, and
 //! starts again on its next execution.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,9 +10,11 @@ use std::sync::Arc;
 use cjm_metadata::PluginMeta;
 use cjm_scheduling::{Reservation, Resource, ResourceScheduler};
 
+use cjm_proxy::{Endpoint, Shortfall};
+
 use super::lifecycle::{Replaced, Replacement};
 use super::{ManagerStats, PluginManager};
-use crate::launch::placement_key;
+use crate::launch::{placement_key, ray_gpu_held};
 use crate::loaded::LoadedPlugin;
 use crate::ManagerError;
 
@@ -61,47 +63,70 @@ impl PluginManager {
     }
 
     /// While `requester`'s worker waits for resources where it is placed (a Ray job
-    /// pending): stop the least recently used idle GPU plugin placed by the same
-    /// cluster, which frees what it held there. One per call; the placement calls
-    /// again while it still waits.
+    /// pending for GPU memory): stop one idle GPU plugin placed by the same cluster on
+    /// a node named in `shortfall`, where the idle ones could free what is missing,
+    /// one that frees it all alone first, least recently used first. The name of the
+    /// one stopped; `None` when none would help (nothing is stopped then). One per
+    /// call: the placement calls again only once what this one freed was seen free.
     ///
     /// Boxed as `Send`: it may restart workers, whose start may call it again.
     pub(crate) fn evict_for_placement(
         &self,
         requester: String,
         placement: String,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        shortfall: Shortfall,
+    ) -> Pin<Box<dyn Future<Output = Option<String>> + Send>> {
         let manager = self.clone();
         Box::pin(async move {
             let requester = requester.as_str();
             let placement = placement.as_str();
-            let candidates: Vec<Arc<LoadedPlugin>> = {
-                let mut idle: Vec<_> = manager
-                    .shared
-                    .loaded
-                    .read()
-                    .values()
-                    .filter(|plugin| {
-                        plugin.name() != requester
-                            && plugin.claims() == 0
-                            && plugin.proxy().is_some_and(|proxy| proxy.is_running())
-                            && plugin.meta().resources.requires_gpu
-                            && placement_key(&plugin.manifest).as_deref() == Some(placement)
-                    })
-                    .map(|plugin| (plugin.meta().last_executed, Arc::clone(plugin)))
-                    .collect();
-                idle.sort_by(|(a, _), (b, _)| a.total_cmp(b));
-                idle.into_iter().map(|(_, plugin)| plugin).collect()
-            };
-            for victim in candidates {
-                if manager.stop_if_idle(&victim, requester).await {
+            let (plugins, candidates): (Vec<Arc<LoadedPlugin>>, Vec<Candidate>) = manager
+                .shared
+                .loaded
+                .read()
+                .values()
+                .filter(|plugin| {
+                    plugin.name() != requester
+                        && plugin.claims() == 0
+                        && plugin.meta().resources.requires_gpu
+                        && placement_key(&plugin.manifest).as_deref() == Some(placement)
+                })
+                .filter_map(|plugin| {
+                    let proxy = plugin.proxy().filter(|proxy| proxy.is_running())?;
+                    let Endpoint::Tls { host, .. } = proxy.endpoint() else {
+                        return None;
+                    };
+                    let candidate = Candidate {
+                        node: host
+                            .trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .to_owned(),
+                        held: ray_gpu_held(&plugin.manifest)?,
+                        last_used: plugin.meta().last_executed,
+                    };
+                    Some((Arc::clone(plugin), candidate))
+                })
+                .unzip();
+            let order = eviction_order(&candidates, &shortfall);
+            if order.is_empty() {
+                tracing::debug!(
+                    "{requester} waits for {:?} ({placement}): no idle GPU plugin there would free it",
+                    shortfall.nodes
+                );
+            }
+            for index in order {
+                let victim = &plugins[index];
+                if manager.stop_if_idle(victim, requester).await {
                     tracing::info!(
-                        "stopped idle GPU plugin {} ({placement}) while {requester} waits there",
-                        victim.name()
+                        "stopped idle GPU plugin {} ({placement}, node {}) while {requester} waits there for {:?}",
+                        victim.name(),
+                        candidates[index].node,
+                        shortfall.nodes.get(&candidates[index].node)
                     );
-                    return;
+                    return Some(victim.name().to_owned());
                 }
             }
+            None
         })
     }
 
@@ -186,5 +211,98 @@ impl PluginManager {
             )
             .await;
         matches!(stopped, Ok(Replaced::Done))
+    }
+}
+
+/// An idle GPU plugin placed elsewhere, as eviction for a placement sees it.
+#[derive(Debug, Clone, PartialEq)]
+struct Candidate {
+    /// The node its worker runs on.
+    node: String,
+    /// The GPU resources it holds there.
+    held: BTreeMap<String, f64>,
+    /// When it last ran a call.
+    last_used: f64,
+}
+
+/// Which of `candidates` to try stopping for `shortfall`, in order: only those on a
+/// node where the idle ones together free what is missing (stopping the others would
+/// help nothing); first those that free it alone, then the rest, least recently used
+/// first within each.
+fn eviction_order(candidates: &[Candidate], shortfall: &Shortfall) -> Vec<usize> {
+    let mut freeable: BTreeMap<&str, BTreeMap<String, f64>> = BTreeMap::new();
+    for candidate in candidates {
+        let on_node = freeable.entry(candidate.node.as_str()).or_default();
+        for (name, amount) in &candidate.held {
+            *on_node.entry(name.clone()).or_default() += amount;
+        }
+    }
+    let mut order: Vec<(bool, f64, usize)> = candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, candidate)| {
+            freeable
+                .get(candidate.node.as_str())
+                .is_some_and(|all| shortfall.covered_by(&candidate.node, all))
+        })
+        .map(|(index, candidate)| {
+            let alone = shortfall.covered_by(&candidate.node, &candidate.held);
+            (!alone, candidate.last_used, index)
+        })
+        .collect();
+    order.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
+    order.into_iter().map(|(_, _, index)| index).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(node: &str, vram: f64, last_used: f64) -> Candidate {
+        Candidate {
+            node: node.to_owned(),
+            held: BTreeMap::from([
+                (String::from("GPU"), 1.0),
+                (String::from("gpu_vram_mb"), vram),
+            ]),
+            last_used,
+        }
+    }
+
+    fn short(node: &str, vram: f64) -> Shortfall {
+        Shortfall::new(BTreeMap::from([(
+            node.to_owned(),
+            BTreeMap::from([(String::from("gpu_vram_mb"), vram)]),
+        )]))
+    }
+
+    #[test]
+    fn only_plugins_on_the_short_node_that_can_free_enough_are_stopped() {
+        let candidates = [
+            candidate("10.0.0.9", 24000.0, 1.0), // elsewhere: frees nothing here
+            candidate("10.0.0.2", 4000.0, 2.0),
+            candidate("10.0.0.2", 16000.0, 3.0),
+            candidate("10.0.0.2", 8000.0, 4.0),
+        ];
+        // 8000 missing: the one freeing it alone, least recently used first.
+        assert_eq!(
+            eviction_order(&candidates, &short("10.0.0.2", 8000.0)),
+            [2, 3, 1]
+        );
+        // 20000 missing: none alone, all three together: least recently used first.
+        assert_eq!(
+            eviction_order(&candidates, &short("10.0.0.2", 20000.0)),
+            [1, 2, 3]
+        );
+        // More than all the idle ones there hold: stopping any would help nothing.
+        assert!(eviction_order(&candidates, &short("10.0.0.2", 40000.0)).is_empty());
+        // A node with no idle plugin of ours.
+        assert!(eviction_order(&candidates, &short("10.0.0.5", 1.0)).is_empty());
+        // Short of GPUs themselves (count): any one there frees one.
+        let gpus = Shortfall::new(BTreeMap::from([(
+            String::from("10.0.0.2"),
+            BTreeMap::from([(String::from("GPU"), 1.0)]),
+        )]));
+        assert_eq!(eviction_order(&candidates, &gpus), [1, 2, 3]);
     }
 }

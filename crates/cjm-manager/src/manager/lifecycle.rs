@@ -345,8 +345,15 @@ impl PluginManager {
             if let Some(placement) = placement_key(manifest) {
                 let manager = self.clone();
                 let requester = name.to_owned();
-                spec.on_waiting = Some(cjm_proxy::WaitingHook::new(move || {
-                    tokio::spawn(manager.evict_for_placement(requester.clone(), placement.clone()));
+                spec.on_waiting = Some(cjm_proxy::WaitingHook::new(move |shortfall| {
+                    // On a task of its own: a stop once begun finishes, whatever becomes
+                    // of the placement that asked for it.
+                    let stopping = tokio::spawn(manager.evict_for_placement(
+                        requester.clone(),
+                        placement.clone(),
+                        shortfall,
+                    ));
+                    Box::pin(async move { stopping.await.ok().flatten() })
                 }));
             }
         }

@@ -15,6 +15,7 @@ mod local;
 mod ray;
 pub(crate) mod remote;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -63,5 +64,35 @@ impl fmt::Debug for Placed {
             .field("endpoint", &self.endpoint)
             .field("location", &self.location)
             .finish_non_exhaustive()
+    }
+}
+
+/// What a placement waits for that stopping a worker placed the same way would give
+/// back: by node, how much of which resource is missing there. Given to a
+/// [`WaitingHook`](crate::WaitingHook).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Shortfall {
+    /// By node address (the host of a worker's [`Endpoint::Tls`] placed there), the
+    /// amounts missing, by resource name (Ray's: `GPU`, `gpu_vram_mb`). Only nodes
+    /// where nothing else is missing are named.
+    pub nodes: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+impl Shortfall {
+    /// What is missing on each node.
+    pub fn new(nodes: BTreeMap<String, BTreeMap<String, f64>>) -> Self {
+        Shortfall { nodes }
+    }
+
+    /// Whether freeing `freed` (by resource name) on node `node` gives all that is
+    /// missing there.
+    pub fn covered_by(&self, node: &str, freed: &BTreeMap<String, f64>) -> bool {
+        self.nodes.get(node).is_some_and(|missing| {
+            missing.iter().all(|(name, amount)| {
+                // Ray keeps 4 decimal places.
+                freed.get(name).copied().unwrap_or(0.0) + 0.5e-4 >= *amount
+            })
+        })
     }
 }

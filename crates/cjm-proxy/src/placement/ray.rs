@@ -18,10 +18,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cjm_interface::wire;
 
 use super::remote::{RemoteWorker, Stopper};
+use super::Shortfall;
 use super::{PlaceFuture, Placed, Placement};
 use crate::endpoint::Endpoint;
 use crate::error::PlacementError;
-use crate::ray::{entrypoint_command, submission_id, JobStatus, JobSubmission, Package, RayClient};
+use crate::launch::WaitingHook;
+use crate::ray::{
+    entrypoint_command, submission_id, Assessment, Demand, GpuSnapshot, JobStatus, JobSubmission,
+    Package, RayClient,
+};
 use crate::tls::{ClientIdentity, PinnedConnector};
 use crate::transport::Transport;
 use crate::worker::Worker;
@@ -30,20 +35,76 @@ use crate::{LaunchSpec, ProxyError};
 /// How often the host asks Ray whether the worker's job is still running.
 const JOB_POLL: Duration = Duration::from_secs(1);
 
-/// How long a job may pend before the host hears of it, and how often after that.
-const PENDING_NOTICE: Duration = Duration::from_secs(2);
-
-/// Call `hook` every [`PENDING_NOTICE`] while job `id` is pending; stop once it is not.
-async fn tell_while_pending(client: RayClient, id: String, hook: crate::WaitingHook) {
+/// While job `id` is pending, look every `every` at what it waits for; when it waits
+/// only for GPU resources that stopping a worker would free, call `hook` with what is
+/// missing where. Once the hook stopped a worker, it is not called again until Ray
+/// reports more GPU resources free on those nodes than before that stop (or the job
+/// no longer pends): one stop per shortfall, never a second one for the same memory
+/// while the first one's is on its way back. Returns once the job no longer pends.
+async fn free_while_pending(
+    client: RayClient,
+    id: String,
+    demand: Demand,
+    hook: WaitingHook,
+    every: Duration,
+) {
+    let mut stopped_for: Option<(String, GpuSnapshot)> = None;
+    let mut said_cannot_tell = false;
     loop {
-        tokio::time::sleep(PENDING_NOTICE).await;
+        tokio::time::sleep(every).await;
         match client.job(&id).await {
-            Ok(job) if job.status == JobStatus::Pending => {
-                tracing::debug!("Ray job {id} is pending for resources");
-                hook.call();
-            }
+            Ok(job) if job.status == JobStatus::Pending => {}
             Ok(_) => return,
-            Err(err) => tracing::debug!("Ray job {id}: {err}"),
+            Err(err) => {
+                tracing::debug!("Ray job {id}: {err}");
+                continue;
+            }
+        }
+        let nodes = match client.cluster_resources().await {
+            Ok(Some(nodes)) => nodes,
+            Ok(None) => {
+                if !said_cannot_tell {
+                    said_cannot_tell = true;
+                    tracing::warn!(
+                        "Ray job {id} is pending, and Ray at {} does not report what is free \
+                         where (no usage by node in /api/cluster_status): no idle worker is \
+                         stopped for it",
+                        client.address()
+                    );
+                }
+                continue;
+            }
+            Err(err) => {
+                tracing::debug!("Ray job {id}: {err}");
+                continue;
+            }
+        };
+        if let Some((stopped, before)) = &stopped_for {
+            if !before.freed_in(&nodes) {
+                tracing::debug!(
+                    "Ray job {id} is pending; what stopping {stopped} freed is not seen free yet"
+                );
+                continue;
+            }
+            stopped_for = None;
+        }
+        match demand.assess(&nodes) {
+            Assessment::ShortOfGpu(missing) => {
+                let before = GpuSnapshot::of(&missing, &nodes);
+                tracing::debug!("Ray job {id} is pending for GPU resources: {missing:?}");
+                if let Some(stopped) = hook.call(Shortfall::new(missing)).await {
+                    stopped_for = Some((stopped, before));
+                }
+            }
+            Assessment::Fits => {
+                tracing::debug!("Ray job {id} is pending, with room for it: about to start");
+            }
+            Assessment::ShortOf(what) => tracing::debug!(
+                "Ray job {id} is pending for {what:?}, which stopping a GPU worker would not free"
+            ),
+            Assessment::NoNode => tracing::debug!(
+                "Ray job {id} is pending, and no live node with its labels could ever hold it"
+            ),
         }
     }
 }
@@ -74,6 +135,9 @@ pub struct RayOptions {
     pub relay: Option<RelayShip>,
     /// Python packages the job's environment installs (`runtime_env.pip`).
     pub pip: Vec<String>,
+    /// How long a job may pend before the host looks at what it waits for, and how
+    /// often after that (see [`LaunchSpec::on_waiting`]).
+    pub pending_check: Duration,
 }
 
 /// A worker run behind `cjm-relay`: the relay's binary is shipped, and it starts
@@ -100,7 +164,8 @@ impl RelayShip {
 }
 
 impl RayOptions {
-    /// Half a CPU, no GPU, a 30 s lease, 10 minutes to place, 60 s to stop.
+    /// Half a CPU, no GPU, a 30 s lease, 10 minutes to place, 60 s to stop, a pending
+    /// job looked at every 2 s.
     pub fn new() -> Self {
         RayOptions {
             num_cpus: 0.5,
@@ -113,6 +178,7 @@ impl RayOptions {
             stop_timeout: Duration::from_secs(60),
             relay: None,
             pip: Vec::new(),
+            pending_check: Duration::from_secs(2),
         }
     }
 }
@@ -156,6 +222,29 @@ impl RayPlacement {
         match &self.options.relay {
             Some(relay) => relay.binary.clone(),
             None => spec.program.clone(),
+        }
+    }
+
+    /// What the job asks of a node, in Ray's names, as [`submission`](Self::submission)
+    /// asks it.
+    fn demand(&self) -> Demand {
+        let options = &self.options;
+        let mut resources = options.resources.clone();
+        if options.num_cpus > 0.0 {
+            resources.insert(String::from("CPU"), options.num_cpus);
+        }
+        if options.num_gpus > 0.0 {
+            resources.insert(String::from("GPU"), options.num_gpus);
+        }
+        if let Some(mb) = options.memory_mb {
+            resources.insert(
+                String::from("memory"),
+                mb.saturating_mul(1024 * 1024) as f64,
+            );
+        }
+        Demand {
+            resources,
+            labels: options.label_selector.clone(),
         }
     }
 
@@ -270,7 +359,13 @@ impl Placement for RayPlacement {
             // From here the job exists: whatever fails stops it (the worker's drop).
             let worker = RemoteWorker::new(Some(stopper));
             let waiting = spec.on_waiting.clone().map(|hook| {
-                tokio::spawn(tell_while_pending(self.client.clone(), id.clone(), hook))
+                tokio::spawn(free_while_pending(
+                    self.client.clone(),
+                    id.clone(),
+                    self.demand(),
+                    hook,
+                    self.options.pending_check,
+                ))
             });
             let handshake = self
                 .client

@@ -8,13 +8,16 @@ use cjm_interface::remote::{Handshake, HandshakeError};
 use http_body_util::Full;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
+use super::connect::{
+    client_config, is_loopback_host, ConnectError, DashboardConnector, DashboardTrust, TrustError,
+};
 use super::job::{JobDetails, JobStatus, JobSubmission};
 use super::package::Package;
+use super::resources::{self, NodeResources};
 
 /// How long one request to Ray may take unless [`RayClient::request_timeout`] says
 /// otherwise. A package upload of a large binary is one request.
@@ -23,19 +26,28 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest answer read from Ray (a job's whole log is one answer).
 const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
+/// The most of a job's log read while waiting for its worker's handshake, which a
+/// worker prints first thing. Ray's REST API sends a job's whole log at each asking,
+/// so this bounds what crosses the network at each poll; a worker that prints more
+/// before its handshake is not taken for one of ours.
+const MAX_LOG_BEFORE_HANDSHAKE: usize = 1024 * 1024;
+
 /// How often a job is looked at while waiting for it.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How often [`RayClient::stop_until_gone`] asks again while the job stays as it was.
 const STOP_AGAIN_AFTER: Duration = Duration::from_secs(2);
 
-/// A client of one Ray cluster's Jobs API (its dashboard's HTTP address).
+/// A client of one Ray cluster's Jobs API (its dashboard's address): `https://`
+/// trusting a CA file or a pinned certificate, or plain `http://` to loopback (or
+/// elsewhere only when the operator said so; see [`RayClientBuilder::insecure_http`]).
 #[derive(Clone)]
 pub struct RayClient {
     address: String,
     authorization: Option<HeaderValue>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<DashboardConnector, Full<Bytes>>,
     timeout: Duration,
+    trust: Option<DashboardTrust>,
 }
 
 // By hand, so that the token never reaches a log.
@@ -44,8 +56,35 @@ impl std::fmt::Debug for RayClient {
         f.debug_struct("RayClient")
             .field("address", &self.address)
             .field("token", &self.authorization.as_ref().map(|_| "<redacted>"))
+            .field("trust", &self.trust)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
+    }
+}
+
+/// Makes a [`RayClient`]: [`RayClient::builder`], the settings, then
+/// [`build`](Self::build), which checks them all before anything is sent.
+#[derive(Clone)]
+pub struct RayClientBuilder {
+    address: String,
+    token: Option<String>,
+    /// The variable named for the token, when it is not set.
+    token_env_unset: Option<String>,
+    trust: Option<DashboardTrust>,
+    insecure_http: bool,
+    timeout: Duration,
+}
+
+// By hand, so that the token never reaches a log.
+impl std::fmt::Debug for RayClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RayClientBuilder")
+            .field("address", &self.address)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("trust", &self.trust)
+            .field("insecure_http", &self.insecure_http)
+            .field("timeout", &self.timeout)
+            .finish()
     }
 }
 
@@ -61,6 +100,82 @@ pub enum RayError {
         address: String,
         /// What is wrong with it.
         reason: &'static str,
+    },
+    /// Plain `http://` to a dashboard that is not on this machine's loopback, without
+    /// the operator's explicit consent.
+    #[error(
+        "refusing plain http:// to the Ray dashboard at {address}: off loopback (127.0.0.0/8, \
+         ::1, localhost) anyone on the path could read the token and the uploaded binary, and \
+         answer with a worker fingerprint of their own to receive every call. Use https:// \
+         with a CA file or the dashboard's pinned certificate, or accept exactly that risk \
+         with insecure_http"
+    )]
+    PlainHttpRefused {
+        /// The address as given.
+        address: String,
+    },
+    /// An `https://` address, and nothing to trust its certificate by.
+    #[error(
+        "the Ray dashboard at {address} is https://, but nothing says which certificate to \
+         trust: give a CA file or the SHA-256 of its certificate"
+    )]
+    NoTrust {
+        /// The address as given.
+        address: String,
+    },
+    /// A CA file or pinned certificate for a plain `http://` address, where it would
+    /// protect nothing.
+    #[error(
+        "the Ray dashboard at {address} is plain http://, yet {trust} was given to trust \
+         it by: use https://"
+    )]
+    TrustWithoutTls {
+        /// The address as given.
+        address: String,
+        /// What was given.
+        trust: DashboardTrust,
+    },
+    /// The dashboard's TLS could not be set up.
+    #[error("cannot set up TLS for the Ray dashboard at {address}")]
+    Trust {
+        /// The address as given.
+        address: String,
+        /// Why.
+        #[source]
+        source: TrustError,
+    },
+    /// The dashboard's certificate is not the one trusted: nothing was sent to it.
+    #[error(
+        "the Ray dashboard at {address} is not trusted for {what}: {reason} (nothing was sent \
+         to it; trusted: {trust})"
+    )]
+    Untrusted {
+        /// The cluster.
+        address: String,
+        /// What was asked.
+        what: String,
+        /// What was wrong with its certificate.
+        reason: String,
+        /// What it was to be trusted by.
+        trust: DashboardTrust,
+    },
+    /// An answer over the size this client reads for it.
+    #[error("Ray at {address} answered {what} with over {limit} bytes")]
+    TooLarge {
+        /// The cluster.
+        address: String,
+        /// What was asked.
+        what: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// The job's worker printed more than any worker prints before its handshake.
+    #[error("Ray job {id} printed over {limit} bytes without a worker handshake")]
+    NoHandshakeInOutput {
+        /// The submission id.
+        id: String,
+        /// How much was read.
+        limit: usize,
     },
     /// The variable that should hold the cluster's token is not set.
     #[error("{token_env} is not set (or not UTF-8): it must hold the Ray cluster's token")]
@@ -231,28 +346,107 @@ struct LogsAnswer {
     logs: String,
 }
 
-impl RayClient {
-    /// A client of the Ray dashboard at `address` (`http://host:port`), sending
-    /// `token` (Ray's `RAY_AUTH_MODE=token`) as `Authorization: Bearer` if given.
-    pub fn new(address: &str, token: Option<&str>) -> Result<Self, RayError> {
+impl RayClientBuilder {
+    /// Send `token` (Ray's `RAY_AUTH_MODE=token`) as `Authorization: Bearer`.
+    pub fn token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_owned());
+        self.token_env_unset = None;
+        self
+    }
+
+    /// Send the token held by the environment variable `token_env` (which must then be
+    /// set): the token itself never appears in configuration.
+    pub fn token_env(mut self, token_env: &str) -> Self {
+        match std::env::var(token_env) {
+            Ok(token) => self.token(&token),
+            Err(_) => {
+                self.token = None;
+                self.token_env_unset = Some(token_env.to_owned());
+                self
+            }
+        }
+    }
+
+    /// How to trust an `https://` dashboard's certificate (required for one; refused
+    /// for `http://`, where it would protect nothing).
+    pub fn trust(mut self, trust: DashboardTrust) -> Self {
+        self.trust = Some(trust);
+        self
+    }
+
+    /// Accept plain `http://` to a dashboard off loopback. Whoever is on the path then
+    /// reads the token and the uploaded binary, and can answer with a worker address
+    /// and fingerprint of their own, receiving every call and configuration: only for
+    /// a network where that cannot happen.
+    pub fn insecure_http(mut self, insecure: bool) -> Self {
+        self.insecure_http = insecure;
+        self
+    }
+
+    /// Give up on any one request after `timeout`.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The client; every check is made here, before any connection.
+    pub fn build(self) -> Result<RayClient, RayError> {
+        let address = self.address;
         let bad = |reason| RayError::BadAddress {
-            address: address.to_owned(),
+            address: address.clone(),
             reason,
         };
         let trimmed = address.trim().trim_end_matches('/');
         let uri: hyper::Uri = trimmed
             .parse()
-            .map_err(|_| bad("it is not a URL (http://host:port)"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(bad("only http:// is supported"));
-        }
-        if uri.host().is_none() {
+            .map_err(|_| bad("it is not a URL (https://host:port)"))?;
+        let Some(host) = uri.host() else {
             return Err(bad("it names no host"));
-        }
+        };
         if uri.path() != "/" && !uri.path().is_empty() {
             return Err(bad("it must not have a path"));
         }
-        let authorization = match token {
+        let connector = match (uri.scheme_str(), self.trust.clone()) {
+            (Some("https"), Some(trust)) => {
+                DashboardConnector::tls(client_config(&trust).map_err(|source| {
+                    RayError::Trust {
+                        address: trimmed.to_owned(),
+                        source,
+                    }
+                })?)
+            }
+            (Some("https"), None) => {
+                return Err(RayError::NoTrust {
+                    address: trimmed.to_owned(),
+                })
+            }
+            (Some("http"), Some(trust)) => {
+                return Err(RayError::TrustWithoutTls {
+                    address: trimmed.to_owned(),
+                    trust,
+                })
+            }
+            (Some("http"), None) => {
+                let loopback = is_loopback_host(host);
+                if !loopback && !self.insecure_http {
+                    return Err(RayError::PlainHttpRefused {
+                        address: trimmed.to_owned(),
+                    });
+                }
+                if !loopback {
+                    tracing::warn!(
+                        "Ray dashboard {trimmed}: plain http:// off loopback, as insecure_http \
+                         allows: anyone on the path can read the token and replace the worker"
+                    );
+                }
+                DashboardConnector::plain(!self.insecure_http)
+            }
+            _ => return Err(bad("only https:// and http:// are supported")),
+        };
+        if let Some(token_env) = self.token_env_unset {
+            return Err(RayError::NoToken { token_env });
+        }
+        let authorization = match self.token {
             Some(token) => {
                 let mut value = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
                     .map_err(|_| RayError::BadToken)?;
@@ -261,27 +455,50 @@ impl RayClient {
             }
             None => None,
         };
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
         Ok(RayClient {
             address: trimmed.to_owned(),
             authorization,
             client: Client::builder(TokioExecutor::new()).build(connector),
-            timeout: DEFAULT_REQUEST_TIMEOUT,
+            timeout: self.timeout,
+            trust: self.trust,
         })
     }
+}
 
-    /// A client of the Ray dashboard at `address`, with the token read from the
-    /// environment variable `token_env` when one is named (the variable must then be
-    /// set). The token itself never appears in configuration.
+impl RayClient {
+    /// A client of the Ray dashboard at `address`, set up with the builder's settings.
+    pub fn builder(address: &str) -> RayClientBuilder {
+        RayClientBuilder {
+            address: address.to_owned(),
+            token: None,
+            token_env_unset: None,
+            trust: None,
+            insecure_http: false,
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+
+    /// A client of the plain `http://` dashboard at `address` on this machine's
+    /// loopback, sending `token` (Ray's `RAY_AUTH_MODE=token`) as `Authorization:
+    /// Bearer` if given. Anything else goes through [`RayClient::builder`].
+    pub fn new(address: &str, token: Option<&str>) -> Result<Self, RayError> {
+        let builder = RayClient::builder(address);
+        match token {
+            Some(token) => builder.token(token),
+            None => builder,
+        }
+        .build()
+    }
+
+    /// As [`RayClient::new`], with the token read from the environment variable
+    /// `token_env` when one is named (the variable must then be set).
     pub fn with_token_env(address: &str, token_env: Option<&str>) -> Result<Self, RayError> {
-        let token = match token_env {
-            Some(name) => Some(std::env::var(name).map_err(|_| RayError::NoToken {
-                token_env: name.to_owned(),
-            })?),
-            None => None,
-        };
-        RayClient::new(address, token.as_deref())
+        let builder = RayClient::builder(address);
+        match token_env {
+            Some(name) => builder.token_env(name),
+            None => builder,
+        }
+        .build()
     }
 
     /// Give up on any one request after `timeout`.
@@ -464,8 +681,14 @@ impl RayClient {
 
     /// Wait until job `id` runs and its logs hold the worker's handshake; give up
     /// after `limit`, or at once when the job ends.
+    ///
+    /// Ray's REST API answers a job's logs whole, with no offset to start from, so
+    /// each look reads the log so far: only while the job runs and has not printed its
+    /// handshake (which a worker prints first), and never more than
+    /// [`MAX_LOG_BEFORE_HANDSHAKE`] bytes. Only the lines not seen before are parsed.
     pub async fn wait_for_handshake(&self, id: &str, limit: Duration) -> Result<Placed, RayError> {
         let started = Instant::now();
+        let mut scanned = 0usize;
         loop {
             let job = self.job(id).await?;
             if job.status.is_terminal() {
@@ -476,8 +699,14 @@ impl RayClient {
                 });
             }
             if job.status == JobStatus::Running {
-                let logs = self.logs(id).await?;
-                if let Some(found) = Handshake::find_in(&logs) {
+                let logs = self.logs_before_handshake(id).await?;
+                // A log that shrank was started again (Ray restarted its driver).
+                if logs.len() < scanned {
+                    scanned = 0;
+                }
+                let (found, complete) = scan_new_lines(&logs, scanned);
+                scanned = complete;
+                if let Some(found) = found {
                     let handshake = found.map_err(|source| RayError::Handshake {
                         id: id.to_owned(),
                         source,
@@ -503,6 +732,61 @@ impl RayClient {
         }
     }
 
+    /// The log of job `id`, bounded as a worker's output before its handshake is.
+    async fn logs_before_handshake(&self, id: &str) -> Result<String, RayError> {
+        let what = format!("the logs of job {id}");
+        // The JSON around the log, and its escapes, take room of their own.
+        let limit = MAX_LOG_BEFORE_HANDSHAKE * 2 + 1024;
+        let body = match self
+            .call_limited(
+                Method::GET,
+                &format!("/api/jobs/{}/logs", segment(id)),
+                None,
+                &what,
+                limit,
+            )
+            .await
+        {
+            Err(RayError::TooLarge { .. }) => {
+                return Err(RayError::NoHandshakeInOutput {
+                    id: id.to_owned(),
+                    limit: MAX_LOG_BEFORE_HANDSHAKE,
+                })
+            }
+            other => other?,
+        };
+        let answer: LogsAnswer = self.parse(&body, &what)?;
+        if answer.logs.len() > MAX_LOG_BEFORE_HANDSHAKE {
+            return Err(RayError::NoHandshakeInOutput {
+                id: id.to_owned(),
+                limit: MAX_LOG_BEFORE_HANDSHAKE,
+            });
+        }
+        Ok(answer.logs)
+    }
+
+    /// What Ray knows of its nodes' resources: each live node's address, labels, and
+    /// what it has and has free (`GET /api/v0/nodes` and `GET /api/cluster_status`,
+    /// see the module `resources`). `None` when the cluster's status holds no usage by
+    /// node, so that Ray cannot say what is free.
+    pub async fn cluster_resources(&self) -> Result<Option<Vec<NodeResources>>, RayError> {
+        let what = "its nodes' resources";
+        let (nodes, status) = tokio::join!(
+            self.call(
+                Method::GET,
+                "/api/v0/nodes?detail=1&limit=10000",
+                None,
+                what
+            ),
+            self.call(Method::GET, "/api/cluster_status", None, what),
+        );
+        resources::join(&nodes?, &status?).map_err(|reason| RayError::Unexpected {
+            address: self.address.clone(),
+            what: what.to_owned(),
+            reason,
+        })
+    }
+
     /// Send one request; the body of a 2xx answer, or the error its status means.
     async fn call(
         &self,
@@ -510,6 +794,19 @@ impl RayClient {
         path: &str,
         body: Option<Bytes>,
         what: &str,
+    ) -> Result<Bytes, RayError> {
+        self.call_limited(method, path, body, what, MAX_ANSWER_BYTES)
+            .await
+    }
+
+    /// [`call`](Self::call), reading at most `limit` bytes of the answer.
+    async fn call_limited(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        what: &str,
+        limit: usize,
     ) -> Result<Bytes, RayError> {
         let unreachable = |reason: String| RayError::Unreachable {
             address: self.address.clone(),
@@ -533,11 +830,18 @@ impl RayClient {
                 .client
                 .request(request)
                 .await
-                .map_err(|err| unreachable(describe(&err)))?;
+                .map_err(|err| self.not_sent(&err, what))?;
             let status = response.status();
-            let body = body::read_to_bytes(response.into_body(), MAX_ANSWER_BYTES)
+            let body = body::read_to_bytes(response.into_body(), limit)
                 .await
-                .map_err(|err| unreachable(err.to_string()))?;
+                .map_err(|err| match err {
+                    body::BodyError::TooLarge { limit } => RayError::TooLarge {
+                        address: self.address.clone(),
+                        what: what.to_owned(),
+                        limit,
+                    },
+                    other => unreachable(other.to_string()),
+                })?;
             Ok::<_, RayError>((status, body))
         };
         let (status, body) = tokio::time::timeout(self.timeout, exchange)
@@ -581,6 +885,30 @@ impl RayClient {
         })
     }
 
+    /// A request that got no answer: refused for the dashboard's certificate (then
+    /// nothing was sent), or not reached.
+    fn not_sent(&self, err: &hyper_util::client::legacy::Error, what: &str) -> RayError {
+        let mut source = std::error::Error::source(err);
+        while let Some(cause) = source {
+            if let Some(ConnectError::Untrusted { reason }) = cause.downcast_ref::<ConnectError>() {
+                if let Some(trust) = &self.trust {
+                    return RayError::Untrusted {
+                        address: self.address.clone(),
+                        what: what.to_owned(),
+                        reason: reason.clone(),
+                        trust: trust.clone(),
+                    };
+                }
+            }
+            source = cause.source();
+        }
+        RayError::Unreachable {
+            address: self.address.clone(),
+            what: what.to_owned(),
+            reason: describe(err),
+        }
+    }
+
     fn parse<T: serde::de::DeserializeOwned>(
         &self,
         body: &[u8],
@@ -592,6 +920,18 @@ impl RayClient {
             reason: err.to_string(),
         })
     }
+}
+
+/// Look for a handshake in the complete lines of `logs` from byte `from` on (a line
+/// boundary); the handshake if one is there, and where the unparsed rest begins (the
+/// start of a line still being written).
+fn scan_new_lines(logs: &str, from: usize) -> (Option<Result<Handshake, HandshakeError>>, usize) {
+    let Some(new) = logs.get(from..) else {
+        return (None, 0);
+    };
+    let complete = new.rfind('\n').map_or(0, |end| end + 1);
+    let found = Handshake::find_in(&new[..complete]);
+    (found, from + complete)
 }
 
 /// Whether Ray refused a submission because its id exists. Ray 2.60 answers 500 (its
@@ -652,13 +992,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn addresses_must_be_plain_http_without_a_path() {
+    fn addresses_must_be_urls_without_a_path() {
         assert!(RayClient::new("http://127.0.0.1:8265/", None).is_ok());
         for (address, reason) in [
-            ("127.0.0.1:8265", "only http:// is supported"),
-            ("https://ray:8265", "only http:// is supported"),
-            ("http://ray:8265/api", "it must not have a path"),
-            ("http:// bad", "it is not a URL (http://host:port)"),
+            ("127.0.0.1:8265", "only https:// and http:// are supported"),
+            (
+                "ftp://127.0.0.1:8265",
+                "only https:// and http:// are supported",
+            ),
+            ("http://127.0.0.1:8265/api", "it must not have a path"),
+            ("http:// bad", "it is not a URL (https://host:port)"),
         ] {
             match RayClient::new(address, None) {
                 Err(RayError::BadAddress { reason: given, .. }) => {
@@ -667,6 +1010,92 @@ mod tests {
                 other => panic!("{address}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn plain_http_is_for_loopback_unless_insecure_is_said() {
+        for address in [
+            "http://127.0.0.1:8265",
+            "http://127.0.0.2:8265",
+            "http://localhost:8265",
+            "http://[::1]:8265",
+        ] {
+            RayClient::new(address, Some("t")).unwrap();
+        }
+        for address in [
+            "http://192.0.2.1:8265",
+            "http://ray-head:8265",
+            "http://[2001:db8::1]:8265",
+        ] {
+            let err = RayClient::new(address, Some("t")).unwrap_err();
+            assert!(matches!(err, RayError::PlainHttpRefused { .. }), "{err:?}");
+            let text = err.to_string();
+            assert!(text.contains(address), "{text}");
+            assert!(text.contains("insecure_http"), "{text}");
+            // Said in so many words, it is accepted (and nothing is sent here).
+            RayClient::builder(address)
+                .token("t")
+                .insecure_http(true)
+                .build()
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn https_needs_something_to_trust_and_http_takes_none() {
+        let err = RayClient::new("https://ray-head:8265", None).unwrap_err();
+        assert!(matches!(err, RayError::NoTrust { .. }), "{err:?}");
+        let pin = DashboardTrust::Pinned(crate::certificate_fingerprint(b"dashboard"));
+        RayClient::builder("https://ray-head:8265")
+            .trust(pin.clone())
+            .build()
+            .unwrap();
+        let err = RayClient::builder("http://127.0.0.1:8265")
+            .trust(pin)
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, RayError::TrustWithoutTls { .. }), "{err:?}");
+        let missing = std::path::PathBuf::from("/nonexistent/ca.pem");
+        let err = RayClient::builder("https://ray-head:8265")
+            .trust(DashboardTrust::CaFile(missing))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot set up TLS for the Ray dashboard at https://ray-head:8265"
+        );
+        let empty = tempfile::NamedTempFile::new().unwrap();
+        let err = RayClient::builder("https://ray-head:8265")
+            .trust(DashboardTrust::CaFile(empty.path().to_owned()))
+            .build()
+            .unwrap_err();
+        let RayError::Trust { source, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            source
+                .to_string()
+                .contains("holds no usable CA certificate"),
+            "{source}"
+        );
+    }
+
+    #[test]
+    fn only_new_complete_lines_are_scanned_for_the_handshake() {
+        let line = Handshake::new(4100, crate::certificate_fingerprint(b"w"), 9).to_line();
+        let first = "Running entrypoint for job j\npartial";
+        let (found, from) = scan_new_lines(first, 0);
+        assert!(found.is_none());
+        assert_eq!(from, "Running entrypoint for job j\n".len());
+        // The partial line completes with the handshake after it.
+        let second = format!("{first} line\n{line}\nafter");
+        let (found, next) = scan_new_lines(&second, from);
+        assert_eq!(found.unwrap().unwrap().port, 4100);
+        assert_eq!(&second[next..], "after");
+        // Lines already scanned are not scanned again.
+        let (found, _) = scan_new_lines(&second, next);
+        assert!(found.is_none());
+        assert!(scan_new_lines("short", 99).0.is_none());
     }
 
     #[test]

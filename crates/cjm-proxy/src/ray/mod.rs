@@ -18,13 +18,27 @@
 //! the agent's 400 inside); [`RayClient::submit`] then looks the job up, so a retried
 //! submission finds its job. A job's `runtime_env.env_vars` can be read by anyone who
 //! can read the job: never put a secret there (the pinned fingerprint is no secret).
+//!
+//! The dashboard is trusted with everything: the token and the binary go to it, and
+//! the worker's address and certificate fingerprint come from it. So the client
+//! speaks `https://`, trusting a CA file or a pinned certificate
+//! ([`DashboardTrust`]), and plain `http://` only to this machine's loopback, unless
+//! the operator accepts the risk in so many words
+//! ([`RayClientBuilder::insecure_http`]).
 
 mod client;
+mod connect;
 mod job;
 mod package;
+mod resources;
 
-pub use client::{Placed, RayClient, RayError, Submitted, DEFAULT_REQUEST_TIMEOUT};
+pub use client::{
+    Placed, RayClient, RayClientBuilder, RayError, Submitted, DEFAULT_REQUEST_TIMEOUT,
+};
+pub use connect::{DashboardTrust, TrustError};
 pub use job::{
     entrypoint_command, submission_id, JobDetails, JobStatus, JobSubmission, RuntimeEnv,
 };
 pub use package::{Package, PackageError};
+pub use resources::NodeResources;
+pub(crate) use resources::{Assessment, Demand, GpuSnapshot};
