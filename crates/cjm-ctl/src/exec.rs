@@ -4,8 +4,10 @@ use std::io::IsTerminal;
 
 use anyhow::{bail, Context, Result};
 use argh::FromArgs;
-use cjm_manager::jobs::{Cancellation, JobChange, JobEvent, JobOptions, JobState, Jobs};
-use cjm_manager::{CallArgs, ConfigMap, ErrorCategory, ManagerOptions, PluginManager, ProxyError};
+use cjm_manager::jobs::{
+    Cancellation, JobChange, JobEvent, JobId, JobOptions, JobOutcome, JobState, Jobs, JobsError,
+};
+use cjm_manager::{CallArgs, ConfigMap, ErrorCategory, ManagerOptions, PluginManager};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -285,11 +287,17 @@ async fn run_job(
     };
     progress.finish();
     jobs.shutdown().await;
+    ended_as(id, outcome, true)
+}
+
+/// How `exec` ends for a job that ended with `outcome`; its result printed when asked.
+fn ended_as(id: JobId, outcome: Result<JobOutcome, JobsError>, print_result: bool) -> Ended {
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(err) => return Ended::failed(None, err),
     };
     match outcome.status.state {
+        JobState::Succeeded if !print_result => Ended::Done,
         JobState::Succeeded => {
             match serde_json::to_string_pretty(&outcome.result.unwrap_or(Value::Null)) {
                 Ok(text) => match outln!("{text}") {
@@ -314,55 +322,74 @@ async fn run_job(
     }
 }
 
-/// A streamed call: one JSON line per chunk on stdout. The first Ctrl-C asks the
-/// worker to stop the stream; the second stops reading and lets the shutdown kill it.
+/// A streamed call, as a job (so it is in the journal too): one JSON line per chunk
+/// on stdout. The first Ctrl-C cancels the job (the worker is asked to stop the
+/// stream, and forced after the cancel timeout); the second forces at once. A closed
+/// stdout cancels it and ends quietly.
 async fn run_stream(
     manager: &PluginManager,
     plugin: &str,
     call: CallArgs,
     interrupts: &mut Interrupts,
 ) -> Ended {
-    let mut stream = tokio::select! {
-        stream = manager.execute_plugin_stream(plugin, call) => match stream {
-            Ok(stream) => stream,
-            Err(err) => return Ended::failed(err.category(), err),
-        },
-        _ = interrupts.next() => return Ended::Cancelled { how: None },
+    let jobs = match Jobs::new(manager.clone(), JobOptions::default()).await {
+        Ok(jobs) => jobs,
+        Err(err) => return Ended::failed(None, err),
     };
-    let mut asked = false;
+    let (id, mut chunks) = match jobs.submit_stream(plugin, call, 0) {
+        Ok(submitted) => submitted,
+        Err(err) => return Ended::failed(None, err),
+    };
+    let cancel = |seen: usize| {
+        let cancelled = if seen > 1 {
+            eprintln!("cjm-ctl: forcing: killing the worker");
+            jobs.cancel_now(id)
+        } else {
+            eprintln!("{CANCELLING}");
+            jobs.cancel(id)
+        };
+        if let Err(err) = cancelled {
+            tracing::warn!("{err}");
+        }
+    };
+    let mut unprinted = None;
     loop {
         tokio::select! {
-            chunk = stream.next() => match chunk {
-                None => return if asked { Ended::Cancelled { how: None } } else { Ended::Done },
-                Some(Ok(chunk)) => match serde_json::to_string(&chunk) {
-                    Ok(line) => {
-                        if let Err(err) = outln!("{line}") {
-                            // Nobody reads on: the call's work would go nowhere.
-                            if let Err(err) = stream.cancel().await {
-                                tracing::debug!("{err}");
-                            }
-                            return Ended::unprinted(err);
-                        }
+            chunk = chunks.next() => {
+                let Some(chunk) = chunk else { break };
+                let printed = match serde_json::to_string(&chunk) {
+                    Ok(line) => outln!("{line}"),
+                    Err(err) => {
+                        let _ = jobs.cancel(id);
+                        jobs.shutdown().await;
+                        return Ended::failed(None, err);
                     }
-                    Err(err) => return Ended::failed(None, err),
-                },
-                Some(Err(ProxyError::Cancelled { .. })) => return Ended::Cancelled { how: None },
-                Some(Err(err)) => return Ended::failed(err.category(), err),
+                };
+                if let Err(err) = printed {
+                    // Nobody reads on: the call's work would go nowhere. Dropping the
+                    // chunks cancels the job, and the plugin is told.
+                    unprinted = Some(err);
+                    break;
+                }
             },
-            seen = interrupts.next() => {
-                if seen > 1 {
-                    eprintln!("cjm-ctl: forcing: killing the worker");
-                    return Ended::Cancelled {
-                        how: Some(Cancellation::Forced),
-                    };
-                }
-                eprintln!("{CANCELLING}");
-                asked = true;
-                if let Err(err) = stream.cancel().await {
-                    tracing::warn!("{err}");
-                }
+            seen = interrupts.next() => cancel(seen),
+        }
+    }
+    drop(chunks);
+    let outcome = {
+        let wait = jobs.wait(id);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                outcome = &mut wait => break outcome,
+                seen = interrupts.next() => cancel(seen.max(2)),
             }
         }
+    };
+    jobs.shutdown().await;
+    match unprinted {
+        Some(err) => Ended::unprinted(err),
+        None => ended_as(id, outcome, false),
     }
 }
 

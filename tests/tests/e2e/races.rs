@@ -452,3 +452,27 @@ async fn a_streaming_job_delivers_its_chunks_in_order_and_its_reader_going_cance
     assert_eq!(journal.len(), 3, "streaming jobs are in the journal");
     manager.shutdown().await;
 }
+
+#[test]
+fn cjm_ctl_exec_stream_is_a_job_in_the_journal() {
+    let home = TestHome::new();
+    home.installed_manifest("echo", ECHO, &[]);
+    let output = std::process::Command::new(CTL)
+        .args(["exec", "echo", "--stream", "--args", "[3]"])
+        .env("CJM_HOME", home.path())
+        .current_dir(home.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines = String::from_utf8_lossy(&output.stdout).lines().count();
+    assert_eq!(lines, 3, "{}", String::from_utf8_lossy(&output.stdout));
+    let journal = cjm_manager::jobs::recent_jobs(&home.path().join("jobs.sqlite3"), 10).unwrap();
+    assert_eq!(journal.len(), 1, "{journal:?}");
+    assert_eq!(journal[0].plugin, "echo");
+    assert_eq!(journal[0].state, JobState::Succeeded);
+}

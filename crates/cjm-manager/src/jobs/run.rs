@@ -357,15 +357,20 @@ async fn send(
     loop {
         let chunk = tokio::select! {
             chunk = std::future::poll_fn(|cx| chunks.as_mut().poll_next(cx)) => chunk,
-            () = reader.closed() => return Err(reader_gone()),
+            () = reader.closed() => break,
         };
-        let Some(chunk) = chunk else { break };
+        let Some(chunk) = chunk else {
+            return Ok((serde_json::json!({ "chunks": *work.delivered }), None));
+        };
         if reader.send(chunk?).await.is_err() {
-            return Err(reader_gone());
+            break;
         }
         *work.delivered += 1;
     }
-    Ok((serde_json::json!({ "chunks": *work.delivered }), None))
+    // The reader went away. The plugin is told (its cancel flag set, as for any
+    // cancel), then the stream is dropped, which stops its producer in any case.
+    execution.ask_to_cancel(work.call_id).await;
+    Err(reader_gone())
 }
 
 fn is_cancellation(err: &ManagerError) -> bool {
