@@ -129,19 +129,29 @@ pub enum WorkerEnvError {
 
 /// The launch of `manifest`'s worker for the loaded plugin (or instance) `name`: its
 /// log is `name`'s own, so that two instances never share one.
-pub(crate) fn launch_spec(
+pub(crate) async fn launch_spec(
     name: &str,
     manifest: &Manifest,
     manifest_path: &Path,
     options: &ManagerOptions,
 ) -> Result<LaunchSpec, crate::ManagerError> {
+    let placement_error = |source| crate::ManagerError::Placement {
+        name: manifest.name.clone(),
+        source: Box::new(source),
+    };
+    // A worker elsewhere is given the host's kept identity: file work (made on first
+    // use), so off the runtime's threads.
+    let identity = match manifest.placement() {
+        Ok(WorkerPlacement::Attach(_) | WorkerPlacement::Ray(_)) => Some(
+            ClientIdentity::kept_in_async(identity_folder(&options.home))
+                .await
+                .map_err(|err| placement_error(PlacementSetupError::Identity(err)))?,
+        ),
+        _ => None,
+    };
     let log_path = CjmHome::log_path(&options.home, name);
     let launch = manifest.resolved_launch(manifest_path.parent());
-    let placement =
-        placement(manifest, &launch, options).map_err(|source| crate::ManagerError::Placement {
-            name: manifest.name.clone(),
-            source: Box::new(source),
-        })?;
+    let placement = placement(manifest, &launch, options, identity).map_err(placement_error)?;
     let WorkerEnv {
         env: worker_env,
         secret_names: secret_env,
@@ -381,14 +391,17 @@ fn session_id() -> String {
     )
 }
 
+/// `identity`: the host's kept identity, read beforehand for a worker elsewhere.
 fn placement(
     manifest: &Manifest,
     launch: &Launch,
     options: &ManagerOptions,
+    identity: Option<ClientIdentity>,
 ) -> Result<Arc<dyn Placement>, PlacementSetupError> {
-    let identity = || {
-        ClientIdentity::kept_in(&identity_folder(&options.home))
-            .map_err(PlacementSetupError::Identity)
+    let identity = || match &identity {
+        Some(identity) => Ok(identity.clone()),
+        None => ClientIdentity::kept_in(&identity_folder(&options.home))
+            .map_err(PlacementSetupError::Identity),
     };
     match manifest
         .placement()

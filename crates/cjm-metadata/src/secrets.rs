@@ -168,7 +168,11 @@ impl SecretStore {
             let path = path.to_path_buf();
             move |source| SecretStoreError::Io { path, source }
         };
-        if let Some(folder) = self.path.parent().filter(|folder| !folder.as_os_str().is_empty()) {
+        if let Some(folder) = self
+            .path
+            .parent()
+            .filter(|folder| !folder.as_os_str().is_empty())
+        {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)

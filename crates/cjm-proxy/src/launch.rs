@@ -323,7 +323,10 @@ mod tests {
     fn debug_shows_no_secret_value() {
         let mut spec = LaunchSpec::new("whisper", "/bin/whisper", "/tmp/whisper.log");
         spec.env = vec![
-            (String::from("API_KEY"), String::from("sk-very-secret-value")),
+            (
+                String::from("API_KEY"),
+                String::from("sk-very-secret-value"),
+            ),
             (String::from("MODEL"), String::from("large-v3")),
         ];
         spec.secret_env = vec![String::from("API_KEY")];
