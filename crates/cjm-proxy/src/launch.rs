@@ -265,11 +265,11 @@ pub(crate) async fn spawn(spec: &LaunchSpec) -> Result<Spawned, ProxyError> {
         program: spec.program.clone(),
         source,
     };
-    let (pid, pidfd) = spawner::spawn(command).await.map_err(spawn_error)?;
+    let child = spawner::spawn(command).await.map_err(spawn_error)?;
     // Our copy must go now: once the worker dies, nothing may hold the socket open,
     // so that a pending connection fails at once instead of waiting in the backlog.
     drop(inherited);
-    let process = WorkerProcess::follow(pid, pidfd).map_err(spawn_error)?;
+    let process = WorkerProcess::follow(child).map_err(spawn_error)?;
     let authorization = secret.and_then(|secret| {
         let mut value =
             HeaderValue::from_str(&format!("{} {secret}", wire::AUTHORIZATION_SCHEME)).ok()?;
