@@ -152,6 +152,12 @@ pub(crate) async fn launch_spec(
     let log_path = CjmHome::log_path(&options.home, name);
     let launch = manifest.resolved_launch(manifest_path.parent());
     let placement = placement(manifest, &launch, options, identity).map_err(placement_error)?;
+    let relayed_before_fd = match (manifest.placement(), &launch) {
+        (Ok(WorkerPlacement::Ray(ray)), Launch::Python { .. }) => {
+            !relayed_original_takes_fd(manifest, &ray.pip)
+        }
+        _ => false,
+    };
     let WorkerEnv {
         env: worker_env,
         secret_names: secret_env,
@@ -186,6 +192,12 @@ pub(crate) async fn launch_spec(
         .map(|(key, value)| (key.clone(), value.clone()))
         .chain(worker_env)
         .collect();
+    if relayed_before_fd {
+        // cjm-relay starts the Python worker on the node; a release before 0.0.46
+        // takes only --port.
+        spec.env
+            .push((String::from(RELAY_CHILD_LISTEN_ENV), String::from("port")));
+    }
     spec.secret_env = secret_env;
     spec.listen = listen;
     spec.start_timeout = options.start_timeout;
@@ -302,6 +314,32 @@ fn python_listen_mode(manifest: &Manifest, python: &Path) -> ListenMode {
     match version.as_deref().and_then(parse_version) {
         Some(version) if version >= FIRST_FD_RELEASE => ListenMode::InheritUnixSocketByFdArg,
         _ => ListenMode::WorkerBinds,
+    }
+}
+
+/// What tells `cjm-relay` how to give the worker behind it its socket
+/// (`cjm_worker::relay::CHILD_LISTEN_ENV`: this crate does not link the worker's).
+const RELAY_CHILD_LISTEN_ENV: &str = "CJM_RELAY_CHILD_LISTEN";
+
+/// Whether the original a Ray job installs with `pip` takes its socket with `--fd`
+/// (0.0.46 on): the version `pip` pins (`cjm_plugin_system==X`), else the one
+/// `install-all` recorded, else the newest (unpinned, pip installs it).
+fn relayed_original_takes_fd(manifest: &Manifest, pip: &[String]) -> bool {
+    let pinned = pip.iter().find_map(|requirement| {
+        let (name, version) = requirement.split_once("==")?;
+        let name = name.trim().to_ascii_lowercase().replace(['-', '.'], "_");
+        (name == "cjm_plugin_system").then(|| version.trim().to_owned())
+    });
+    let recorded = || {
+        manifest
+            .extra
+            .get(ORIGINAL_VERSION_FIELD)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    match pinned.or_else(recorded).as_deref().and_then(parse_version) {
+        Some(version) => version >= FIRST_FD_RELEASE,
+        None => true,
     }
 }
 
@@ -518,4 +556,46 @@ fn token(variable: &str) -> Result<String, PlacementSetupError> {
     std::env::var(variable).map_err(|_| PlacementSetupError::TokenMissing {
         variable: variable.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relayed_original_takes_fd_unless_pinned_or_recorded_before_0_0_46() {
+        let manifest = |extra: &str| {
+            Manifest::from_json(&format!(
+                r#"{{"name": "p", "version": "1", "python_path": "/x/python",
+                    "module": "m", "class": "C"{extra}}}"#
+            ))
+            .unwrap()
+        };
+        let plain = manifest("");
+        let pip = |items: &[&str]| {
+            items
+                .iter()
+                .map(|item| item.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert!(relayed_original_takes_fd(
+            &plain,
+            &pip(&["cjm_plugin_system", "pkg"])
+        ));
+        assert!(relayed_original_takes_fd(
+            &plain,
+            &pip(&["cjm_plugin_system==0.0.46"])
+        ));
+        assert!(!relayed_original_takes_fd(
+            &plain,
+            &pip(&["cjm-plugin-system==0.0.20"])
+        ));
+        let recorded_old = manifest(r#", "cjm_plugin_system_version": "0.0.20""#);
+        assert!(!relayed_original_takes_fd(&recorded_old, &pip(&["pkg"])));
+        // What the job installs is what runs there.
+        assert!(relayed_original_takes_fd(
+            &recorded_old,
+            &pip(&["cjm_plugin_system==0.0.47"])
+        ));
+    }
 }
