@@ -221,11 +221,11 @@ impl Remote {
             }
             crate::server::spawn_connection(
                 worker,
-                Connection::Tls(TlsConnection {
+                Connection::Tls(Box::new(TlsConnection {
                     stream,
                     lease,
                     peer,
-                }),
+                })),
                 permit,
             );
         });
@@ -259,12 +259,12 @@ impl std::fmt::Debug for TlsConnection {
 
 /// Serve HTTP/1.1 over an authenticated TLS connection, on the calling thread's
 /// runtime; every request renews the lease.
-pub(crate) async fn serve_tls(worker: Arc<Worker>, connection: TlsConnection) {
+pub(crate) async fn serve_tls(worker: Arc<Worker>, connection: Box<TlsConnection>) {
     let TlsConnection {
         mut stream,
         lease,
         peer,
-    } = connection;
+    } = *connection;
     if let Err(err) = stream.get_mut().0.attach() {
         tracing::warn!("cannot register the connection with {peer}: {err}");
         return;
