@@ -21,18 +21,20 @@ const TAIL_BYTES: u64 = 16 * 1024;
 pub(crate) fn open_for_run(path: &Path, header: &str) -> io::Result<(File, u64)> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        let in_folder = |err: io::Error| {
-            io::Error::new(
-                err.kind(),
-                format!("cannot make its folder {} private: {err}", dir.display()),
-            )
+        let in_folder = |what: &'static str| {
+            move |err: io::Error| {
+                io::Error::new(
+                    err.kind(),
+                    format!("cannot {what} its folder {}: {err}", dir.display()),
+                )
+            }
         };
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(in_folder)?;
-        close_folder_to_others(dir).map_err(in_folder)?;
+            .map_err(in_folder("create"))?;
+        close_folder_to_others(dir).map_err(in_folder("close to others"))?;
     }
     let mut file = OpenOptions::new()
         .create(true)
