@@ -334,9 +334,17 @@ async fn relay(
         last_request: AtomicU64::new(0),
         lease: args.lease,
     });
+    let hint = if args.child_port {
+        ""
+    } else {
+        " (it was given --fd 3: a release of the original before 0.0.46 needs --child-port)"
+    };
     let ready = tokio::select! {
         ready = wait_ready(&relay.upstream, child_pid, CHILD_READY_LIMIT) => ready,
-        status = child.wait() => Err(format!("{} ended before it was ready: {status:?}", args.program)),
+        status = child.wait() => Err(format!(
+            "{} ended before it was ready: {status:?}{hint}",
+            args.program
+        )),
     };
     if let Err(err) = ready {
         kill_group();
