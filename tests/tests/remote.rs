@@ -404,11 +404,9 @@ async fn a_worker_whose_host_falls_silent_exits_when_its_lease_runs_out() {
             json_of(&body),
             json!({"status": "renewed", "lease_secs": 2})
         );
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        assert!(
-            worker.child.try_wait().unwrap().is_none(),
-            "alive while renewed"
-        );
+        // 1.2 s of silence, shorter than the lease: an exit meanwhile is seen at once.
+        let exited = tokio::time::timeout(Duration::from_millis(1200), worker.child.wait()).await;
+        assert!(exited.is_err(), "alive while renewed: {exited:?}");
     }
     // Then silence (the pooled connection stays open, which is not a word): it exits.
     let status = tokio::time::timeout(Duration::from_secs(10), worker.child.wait())
@@ -883,4 +881,124 @@ async fn attaching_to_a_worker_with_another_certificate_or_none_at_all_fails_cle
     let text = chain(&err);
     assert!(text.contains("cannot reach the worker"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(5), "{text}");
+}
+
+/// The soft limit on open descriptors raised to at least `wanted` (up to the hard
+/// limit): the flood below holds a thousand sockets open in this process.
+fn raise_descriptor_limit(wanted: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    let current = limit.current.unwrap_or(u64::MAX);
+    if current >= wanted {
+        return;
+    }
+    limit.current = Some(
+        limit
+            .maximum
+            .map_or(wanted, |hard| hard.min(wanted.max(current))),
+    );
+    setrlimit(Resource::Nofile, limit).unwrap();
+    let now = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    assert!(
+        now >= wanted,
+        "cannot open {wanted} descriptors here (limit {now})"
+    );
+}
+
+/// Someone on the network opens 1,000 TCP connections to a remote worker and never
+/// says a word (no TLS, no certificate). Before authentication they cost a task each
+/// and crowd nothing out: the host attaches (a fresh connection), makes calls at once
+/// (a connection each) and renews the lease of a worker that exits without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_connections_do_not_keep_the_host_out() {
+    const FLOOD: usize = 1000;
+    const LEASE: Duration = Duration::from_secs(8);
+    // Each step of the host's, through the flood; long for loopback, far shorter than
+    // a handshake slot held by a silent connection used to be (10 s).
+    const STEP: Duration = Duration::from_secs(5);
+    raise_descriptor_limit(FLOOD as u64 + 1024);
+    let home = tempfile::tempdir().unwrap();
+    let cjm_home = cjm_manager::CjmHome::at(home.path());
+    cjm_manager::host_tls_fingerprint(&cjm_home).unwrap();
+    let kept = ClientIdentity::kept_in(&cjm_home.root().join("tls")).unwrap();
+    let lease_secs = LEASE.as_secs().to_string();
+    let mut worker =
+        RemoteWorker::start_program(ECHO, "127.0.0.2", &kept, &["--lease-secs", &lease_secs]).await;
+
+    // Opened in waves, each as fast as the worker takes it in; a connection it does
+    // not take in within a while is given up (a worker that stops accepting).
+    let address = ("127.0.0.2", worker.handshake.port);
+    let mut flood = Vec::with_capacity(FLOOD);
+    for _ in 0..FLOOD / 50 {
+        let mut wave = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            wave.spawn(tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::TcpStream::connect(address),
+            ));
+        }
+        flood.extend(wave.join_all().await.into_iter().flatten().flatten());
+    }
+
+    let url = format!("https://127.0.0.2:{}", worker.handshake.port);
+    let manager = attached_manager(
+        home.path(),
+        &url,
+        &worker.handshake.server_cert_sha256.to_string(),
+    );
+    tokio::time::timeout(
+        STEP,
+        manager.load_plugin("echo-remote", Some(serde_json::Map::new())),
+    )
+    .await
+    .expect("the host attaches through the flood")
+    .unwrap();
+    let mut calls = tokio::task::JoinSet::new();
+    for call in 0..8 {
+        let manager = manager.clone();
+        calls.spawn(async move {
+            manager
+                .execute_plugin(
+                    "echo-remote",
+                    cjm_manager::CallArgs::new()
+                        .arg(format!("{call}"))
+                        .kwarg("repeat", 2),
+                )
+                .await
+                .map(|answer| (call, answer))
+        });
+    }
+    let answers = tokio::time::timeout(STEP, calls.join_all())
+        .await
+        .expect("calls at once go through the flood");
+    for answer in answers {
+        let (call, answer) = answer.unwrap();
+        assert_eq!(answer["result"], format!("{call}{call}"), "{answer}");
+    }
+
+    // No call for longer than the lease: only the host's renewals keep it.
+    let quiet = LEASE + Duration::from_secs(3);
+    let exited = tokio::time::timeout(quiet, worker.child.wait()).await;
+    assert!(
+        exited.is_err(),
+        "the worker's lease ran out: {exited:?}\n{}",
+        worker.log()
+    );
+    let answer = tokio::time::timeout(
+        STEP,
+        manager.execute_plugin("echo-remote", cjm_manager::CallArgs::new().arg("after")),
+    )
+    .await
+    .expect("a call after the quiet")
+    .unwrap();
+    assert_eq!(answer["result"], "after");
+    // The whole flood got in, and the worker dropped what it had to.
+    assert_eq!(flood.len(), FLOOD);
+    assert!(
+        worker.log().contains("the oldest are dropped"),
+        "{}",
+        worker.log()
+    );
+    drop(flood);
+    manager.shutdown().await;
 }

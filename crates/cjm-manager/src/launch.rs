@@ -153,21 +153,36 @@ pub enum WorkerEnvError {
 
 /// The launch of `manifest`'s worker for the loaded plugin (or instance) `name`: its
 /// log is `name`'s own, so that two instances never share one.
-pub(crate) fn launch_spec(
+pub(crate) async fn launch_spec(
     name: &str,
     manifest: &Manifest,
     manifest_path: &Path,
     options: &ManagerOptions,
 ) -> Result<LaunchSpec, crate::ManagerError> {
+    let placement_error = |source| crate::ManagerError::Placement {
+        name: manifest.name.clone(),
+        source: Box::new(source),
+    };
+    // A worker elsewhere is given the host's kept identity: file work (made on first
+    // use), so off the runtime's threads.
+    let identity = match manifest.placement() {
+        Ok(WorkerPlacement::Attach(_) | WorkerPlacement::Ray(_)) => Some(
+            ClientIdentity::kept_in_async(identity_folder(&options.home))
+                .await
+                .map_err(|err| placement_error(PlacementSetupError::Identity(err)))?,
+        ),
+        _ => None,
+    };
     let log_path = CjmHome::log_path(&options.home, name);
     let launch = manifest.resolved_launch(manifest_path.parent());
-    let placement =
-        placement(manifest, manifest_path.parent(), &launch, options).map_err(|source| {
-            crate::ManagerError::Placement {
-                name: manifest.name.clone(),
-                source: Box::new(source),
-            }
-        })?;
+    let placement = placement(manifest, manifest_path.parent(), &launch, options, identity)
+        .map_err(placement_error)?;
+    let relayed_before_fd = match (manifest.placement(), &launch) {
+        (Ok(WorkerPlacement::Ray(ray)), Launch::Python { .. }) => {
+            !relayed_original_takes_fd(manifest, &ray.pip)
+        }
+        _ => false,
+    };
     let WorkerEnv {
         env: worker_env,
         secret_names: secret_env,
@@ -202,6 +217,12 @@ pub(crate) fn launch_spec(
         .map(|(key, value)| (key.clone(), value.clone()))
         .chain(worker_env)
         .collect();
+    if relayed_before_fd {
+        // cjm-relay starts the Python worker on the node; a release before 0.0.46
+        // takes only --port.
+        spec.env
+            .push((String::from(RELAY_CHILD_LISTEN_ENV), String::from("port")));
+    }
     spec.secret_env = secret_env;
     spec.listen = listen;
     spec.start_timeout = options.start_timeout;
@@ -321,6 +342,32 @@ fn python_listen_mode(manifest: &Manifest, python: &Path) -> ListenMode {
     }
 }
 
+/// What tells `cjm-relay` how to give the worker behind it its socket
+/// (`cjm_worker::relay::CHILD_LISTEN_ENV`: this crate does not link the worker's).
+const RELAY_CHILD_LISTEN_ENV: &str = "CJM_RELAY_CHILD_LISTEN";
+
+/// Whether the original a Ray job installs with `pip` takes its socket with `--fd`
+/// (0.0.46 on): the version `pip` pins (`cjm_plugin_system==X`), else the one
+/// `install-all` recorded, else the newest (unpinned, pip installs it).
+fn relayed_original_takes_fd(manifest: &Manifest, pip: &[String]) -> bool {
+    let pinned = pip.iter().find_map(|requirement| {
+        let (name, version) = requirement.split_once("==")?;
+        let name = name.trim().to_ascii_lowercase().replace(['-', '.'], "_");
+        (name == "cjm_plugin_system").then(|| version.trim().to_owned())
+    });
+    let recorded = || {
+        manifest
+            .extra
+            .get(ORIGINAL_VERSION_FIELD)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    match pinned.or_else(recorded).as_deref().and_then(parse_version) {
+        Some(version) => version >= FIRST_FD_RELEASE,
+        None => true,
+    }
+}
+
 fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
     let mut parts = text.trim().split('.').map(|part| {
         part.chars()
@@ -407,15 +454,18 @@ fn session_id() -> String {
     )
 }
 
+/// `identity`: the host's kept identity, read beforehand for a worker elsewhere.
 fn placement(
     manifest: &Manifest,
     manifest_dir: Option<&Path>,
     launch: &Launch,
     options: &ManagerOptions,
+    identity: Option<ClientIdentity>,
 ) -> Result<Arc<dyn Placement>, PlacementSetupError> {
-    let identity = || {
-        ClientIdentity::kept_in(&identity_folder(&options.home))
-            .map_err(PlacementSetupError::Identity)
+    let identity = || match &identity {
+        Some(identity) => Ok(identity.clone()),
+        None => ClientIdentity::kept_in(&identity_folder(&options.home))
+            .map_err(PlacementSetupError::Identity),
     };
     match manifest
         .placement()
@@ -596,4 +646,46 @@ fn token(variable: &str) -> Result<String, PlacementSetupError> {
     std::env::var(variable).map_err(|_| PlacementSetupError::TokenMissing {
         variable: variable.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relayed_original_takes_fd_unless_pinned_or_recorded_before_0_0_46() {
+        let manifest = |extra: &str| {
+            Manifest::from_json(&format!(
+                r#"{{"name": "p", "version": "1", "python_path": "/x/python",
+                    "module": "m", "class": "C"{extra}}}"#
+            ))
+            .unwrap()
+        };
+        let plain = manifest("");
+        let pip = |items: &[&str]| {
+            items
+                .iter()
+                .map(|item| item.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert!(relayed_original_takes_fd(
+            &plain,
+            &pip(&["cjm_plugin_system", "pkg"])
+        ));
+        assert!(relayed_original_takes_fd(
+            &plain,
+            &pip(&["cjm_plugin_system==0.0.46"])
+        ));
+        assert!(!relayed_original_takes_fd(
+            &plain,
+            &pip(&["cjm-plugin-system==0.0.20"])
+        ));
+        let recorded_old = manifest(r#", "cjm_plugin_system_version": "0.0.20""#);
+        assert!(!relayed_original_takes_fd(&recorded_old, &pip(&["pkg"])));
+        // What the job installs is what runs there.
+        assert!(relayed_original_takes_fd(
+            &recorded_old,
+            &pip(&["cjm_plugin_system==0.0.47"])
+        ));
+    }
 }

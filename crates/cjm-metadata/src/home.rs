@@ -39,7 +39,8 @@ impl CjmHome {
         self.root.join("plugins")
     }
 
-    /// Worker logs: `logs/<name>.log`.
+    /// Worker logs: `logs/<name>.log`. They hold plugins' output: the proxy makes
+    /// this folder 0700 and each log 0600 (and closes ones made before to others).
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
     }

@@ -8,8 +8,10 @@
 //! never to a command line, and [`Secret`]'s `Debug` does not show it.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -58,8 +60,15 @@ pub enum SecretStoreError {
     Malformed {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
+        /// What is wrong and where (line and column), never quoting the file: what is
+        /// there may be a secret.
         reason: String,
+    },
+    /// The path is not a regular file (a folder, a device, a FIFO).
+    #[error("secret store {} is not a regular file", path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
     },
     /// Others may read the file: its secrets are not used until that is fixed.
     #[error("secret store {} can be read by others (mode {mode:o}); chmod 600 it", path.display())]
@@ -117,6 +126,7 @@ impl SecretStore {
 
     /// Set plugin `plugin`'s secret `variable`.
     pub fn set(&self, plugin: &str, variable: &str, value: Secret) -> Result<(), SecretStoreError> {
+        let _locked = self.lock()?;
         let mut stored = self.read()?;
         stored
             .plugins
@@ -128,6 +138,7 @@ impl SecretStore {
 
     /// Remove plugin `plugin`'s secret `variable`; whether there was one.
     pub fn remove(&self, plugin: &str, variable: &str) -> Result<bool, SecretStoreError> {
+        let _locked = self.lock()?;
         let mut stored = self.read()?;
         let Some(secrets) = stored.plugins.get_mut(plugin) else {
             return Ok(false);
@@ -142,52 +153,101 @@ impl SecretStore {
         Ok(removed)
     }
 
+    /// The lock file beside the store: `secrets.json.lock`.
+    fn lock_path(&self) -> PathBuf {
+        let mut name = OsString::from(self.path.as_os_str());
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    /// Hold the store's exclusive lock until the file returned is dropped (closing it
+    /// releases the lock, whoever else holds the store open).
+    fn lock(&self) -> Result<File, SecretStoreError> {
+        let path = self.lock_path();
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SecretStoreError::Io { path, source }
+        };
+        if let Some(folder) = self
+            .path
+            .parent()
+            .filter(|folder| !folder.as_os_str().is_empty())
+        {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(folder)
+                .map_err(io(folder))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io(&path))?;
+        loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive) {
+                Ok(()) => return Ok(file),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(err) => return Err(io(&path)(err.into())),
+            }
+        }
+    }
+
     fn read(&self) -> Result<Stored, SecretStoreError> {
-        use std::os::unix::fs::PermissionsExt;
         let io = |source| SecretStoreError::Io {
             path: self.path.clone(),
             source,
         };
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
+        let mut file = match File::open(&self.path) {
+            Ok(file) => file,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Stored::default()),
             Err(err) => return Err(io(err)),
         };
-        let mode = std::fs::metadata(&self.path)
-            .map_err(io)?
-            .permissions()
-            .mode()
-            & 0o777;
+        // The mode of the file opened (fstat), not of whatever the path names a moment
+        // later: what is checked is what is read.
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(SecretStoreError::NotAFile {
+                path: self.path.clone(),
+            });
+        }
+        let mode = meta.mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(SecretStoreError::Exposed {
                 path: self.path.clone(),
                 mode,
             });
         }
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(io)?;
         serde_json::from_str(&text).map_err(|err| SecretStoreError::Malformed {
             path: self.path.clone(),
-            reason: err.to_string(),
+            reason: describe_without_quoting(&err),
         })
     }
 
     /// Written whole to a new file made 0600 before any byte goes in, then renamed
     /// over the old one: a reader sees the old store or the new, never half of one.
+    /// Called with the lock held.
     fn write(&self, stored: &Stored) -> Result<(), SecretStoreError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| SecretStoreError::Io { path, source }
         };
-        if let Some(folder) = self.path.parent() {
-            std::fs::create_dir_all(folder).map_err(io(folder))?;
-        }
         let temporary = self
             .path
             .with_extension(format!("json.tmp{}", std::process::id()));
         let text =
             serde_json::to_string_pretty(stored).map_err(|err| SecretStoreError::Malformed {
                 path: self.path.clone(),
-                reason: err.to_string(),
+                reason: describe_without_quoting(&err),
             })?;
+        // Under the lock no one else writes this name; one left by a process of the
+        // same pid that died half-way goes.
+        let _ = std::fs::remove_file(&temporary);
         let written = (|| {
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
@@ -206,6 +266,23 @@ impl SecretStore {
             io(&self.path)(err)
         })
     }
+}
+
+/// What is wrong with a store that does not parse, and where, in words that quote
+/// nothing of it: serde_json's own message can hold a value ("invalid type: string
+/// \"...\"").
+fn describe_without_quoting(err: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match err.classify() {
+        Category::Io => "it cannot be read",
+        Category::Syntax => "it is not JSON",
+        Category::Eof => "it ends too early",
+        Category::Data => {
+            "it is not shaped as {\"plugins\": {plugin: {VARIABLE: \"value\"}}} \
+             (a value of another type, or an unknown field)"
+        }
+    };
+    format!("{what}, at line {} column {}", err.line(), err.column())
 }
 
 #[cfg(test)]
@@ -240,8 +317,8 @@ mod tests {
             store.get("whisper", "OTHER").unwrap(),
             Some(Secret::new("x"))
         );
-        // No temporary file is left behind.
-        assert_eq!(std::fs::read_dir(home.path()).unwrap().count(), 1);
+        // No temporary file is left behind: the store and its lock file only.
+        assert_eq!(std::fs::read_dir(home.path()).unwrap().count(), 2);
         assert_eq!(format!("{:?}", Secret::new("s3cret")), "Secret(..)");
     }
 
@@ -266,5 +343,124 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = store.get("p", "K").unwrap_err().to_string();
         assert!(err.contains("can be read by others (mode 644)"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_store_is_described_without_quoting_a_value() {
+        let home = tempfile::tempdir().unwrap();
+        let path = home.path().join("secrets.json");
+        let store = SecretStore::at(&path);
+        for text in [
+            // A value where a plugin's map belongs: serde_json would quote it.
+            "{\"plugins\": {\"p\": \"sk-live-5ecret\"}}",
+            "{\"plugins\": {\"p\": {\"K\": [\"sk-live-5ecret\"]}}}",
+            "{\"sk-live-5ecret\": 1}",
+            "{\"plugins\": {\"p\": {\"K\": \"sk-live-5ecret\"}} trailing",
+        ] {
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let err = store.get("p", "K").unwrap_err();
+            for shown in [err.to_string(), format!("{err:?}")] {
+                assert!(!shown.contains("5ecret"), "{text}: {shown}");
+                assert!(shown.contains("at line 1 column"), "{text}: {shown}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_store_that_is_not_a_file_is_refused() {
+        let home = tempfile::tempdir().unwrap();
+        let path = home.path().join("secrets.json");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let err = SecretStore::at(&path).get("p", "K").unwrap_err();
+        assert!(matches!(err, SecretStoreError::NotAFile { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn concurrent_changes_are_never_lost() {
+        const WRITERS: usize = 8;
+        const KEYS: usize = 15;
+        let home = tempfile::tempdir().unwrap();
+        let path = home.path().join("secrets.json");
+        // Each writer its own store value and its own keys; all start at once.
+        let start = std::sync::Arc::new(std::sync::Barrier::new(WRITERS));
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|writer| {
+                let store = SecretStore::at(&path);
+                let start = std::sync::Arc::clone(&start);
+                std::thread::spawn(move || {
+                    start.wait();
+                    for key in 0..KEYS {
+                        store
+                            .set("p", &format!("K{writer}_{key}"), Secret::new("v"))
+                            .unwrap();
+                        if key % 3 == 0 {
+                            store
+                                .set("gone", &format!("K{writer}_{key}"), Secret::new("x"))
+                                .unwrap();
+                            assert!(store.remove("gone", &format!("K{writer}_{key}")).unwrap());
+                        }
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        let names = SecretStore::at(&path).names().unwrap();
+        assert_eq!(names["p"].len(), WRITERS * KEYS, "{names:?}");
+        assert!(!names.contains_key("gone"), "{names:?}");
+        let lock = home.path().join("secrets.json.lock");
+        assert_eq!(
+            std::fs::metadata(&lock).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // The store and its lock, no temporary file.
+        assert_eq!(std::fs::read_dir(home.path()).unwrap().count(), 2);
+    }
+
+    /// The writer [`concurrent_processes_never_lose_a_change`] runs in a process of its
+    /// own (this test binary again); without its variables it does nothing.
+    #[test]
+    fn writer_in_a_child_process() {
+        let (Some(path), Some(writer)) = (
+            std::env::var_os("CJM_TEST_SECRETS_PATH"),
+            std::env::var_os("CJM_TEST_SECRETS_WRITER"),
+        ) else {
+            return;
+        };
+        let store = SecretStore::at(path);
+        let writer = writer.to_string_lossy().into_owned();
+        for key in 0..20 {
+            store
+                .set("p", &format!("K{writer}_{key}"), Secret::new("v"))
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn concurrent_processes_never_lose_a_change() {
+        const WRITERS: usize = 4;
+        let home = tempfile::tempdir().unwrap();
+        let path = home.path().join("secrets.json");
+        let test_binary = std::env::current_exe().unwrap();
+        let children: Vec<_> = (0..WRITERS)
+            .map(|writer| {
+                std::process::Command::new(&test_binary)
+                    .args(["--exact", "secrets::tests::writer_in_a_child_process"])
+                    .args(["--test-threads", "1"])
+                    .env("CJM_TEST_SECRETS_PATH", &path)
+                    .env("CJM_TEST_SECRETS_WRITER", writer.to_string())
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut child in children {
+            assert!(child.wait().unwrap().success());
+        }
+        let names = SecretStore::at(&path).names().unwrap();
+        assert_eq!(names["p"].len(), WRITERS * 20, "{names:?}");
     }
 }

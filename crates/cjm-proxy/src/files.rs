@@ -3,6 +3,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -61,9 +62,12 @@ pub(crate) fn materialize(
                 ));
                 // Registered before writing, so a half-written file is removed too.
                 files.paths.push(path.clone());
+                // Only this user's: the folder is often the shared /tmp, and the
+                // file holds a call's input. The worker runs as the same user.
                 let written = OpenOptions::new()
                     .write(true)
                     .create_new(true)
+                    .mode(0o600)
                     .open(&path)
                     .and_then(|file| {
                         let mut out = BufWriter::with_capacity(1 << 20, file);
@@ -112,6 +116,10 @@ mod tests {
         let path = PathBuf::from(kwargs["file_path"].as_str().unwrap());
         assert!(path.is_absolute() && path.extension().unwrap() == "txt");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "hello file");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "a call's input is only its user's");
         drop(files);
         assert!(!path.exists());
     }

@@ -20,7 +20,10 @@ const INHERITED_LISTEN_FD: i32 = 3;
 
 /// Everything needed to start one worker. The proxy appends `--port P --ppid PID`.
 /// Made with [`LaunchSpec::new`]; fields may be added in later releases.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` shows the value of no variable named in
+/// [`secret_env`](Self::secret_env), so that a spec can be logged.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct LaunchSpec {
     /// The plugin's name, for errors and the log header.
@@ -31,7 +34,10 @@ pub struct LaunchSpec {
     pub args: Vec<String>,
     /// Added to the inherited environment.
     pub env: Vec<(String, String)>,
-    /// stdout and stderr of the worker are appended here.
+    /// stdout and stderr of the worker are appended here. They hold the plugin's
+    /// output: the file is made (or put back to) mode 0600 and a folder made for it
+    /// 0700; an existing folder of this user's is closed to others too, unless it is
+    /// shared (sticky, as `/tmp` is).
     pub log_path: PathBuf,
     /// How the worker gets its listening socket.
     pub listen: ListenMode,
@@ -57,6 +63,41 @@ pub struct LaunchSpec {
 /// What a [`WaitingHook`] returns: the name of the worker it stopped, if any.
 pub type WaitingFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;
+
+// By hand: `env` holds the secrets' values, and a spec is the kind of value that gets
+// logged with `{:?}` when a start fails.
+impl std::fmt::Debug for LaunchSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        struct Env<'a>(&'a LaunchSpec);
+        impl std::fmt::Debug for Env<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let mut map = f.debug_map();
+                for (name, value) in &self.0.env {
+                    if self.0.secret_env.iter().any(|secret| secret == name) {
+                        map.entry(name, &format_args!("<redacted>"));
+                    } else {
+                        map.entry(name, value);
+                    }
+                }
+                map.finish()
+            }
+        }
+        f.debug_struct("LaunchSpec")
+            .field("plugin", &self.plugin)
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("env", &Env(self))
+            .field("log_path", &self.log_path)
+            .field("listen", &self.listen)
+            .field("start_timeout", &self.start_timeout)
+            .field("temp_dir", &self.temp_dir)
+            .field("socket_dir", &self.socket_dir)
+            .field("placement", &self.placement)
+            .field("secret_env", &self.secret_env)
+            .field("on_waiting", &self.on_waiting)
+            .finish()
+    }
+}
 
 /// See [`LaunchSpec::on_waiting`].
 #[derive(Clone)]
@@ -231,11 +272,11 @@ pub(crate) async fn spawn(spec: &LaunchSpec) -> Result<Spawned, ProxyError> {
         program: spec.program.clone(),
         source,
     };
-    let (pid, pidfd) = spawner::spawn(command).await.map_err(spawn_error)?;
+    let child = spawner::spawn(command).await.map_err(spawn_error)?;
     // Our copy must go now: once the worker dies, nothing may hold the socket open,
     // so that a pending connection fails at once instead of waiting in the backlog.
     drop(inherited);
-    let process = WorkerProcess::follow(pid, pidfd).map_err(spawn_error)?;
+    let process = WorkerProcess::follow(child).map_err(spawn_error)?;
     let authorization = secret.and_then(|secret| {
         let mut value =
             HeaderValue::from_str(&format!("{} {secret}", wire::AUTHORIZATION_SCHEME)).ok()?;
@@ -279,4 +320,29 @@ fn in_child_before_exec(inherited_fd: Option<RawFd>, host_pid: u32) -> std::io::
         return Err(rustix::io::Errno::SRCH.into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_secret_value() {
+        let mut spec = LaunchSpec::new("whisper", "/bin/whisper", "/tmp/whisper.log");
+        spec.env = vec![
+            (
+                String::from("API_KEY"),
+                String::from("sk-very-secret-value"),
+            ),
+            (String::from("MODEL"), String::from("large-v3")),
+        ];
+        spec.secret_env = vec![String::from("API_KEY")];
+        for shown in [format!("{spec:?}"), format!("{spec:#?}")] {
+            assert!(!shown.contains("sk-very-secret-value"), "{shown}");
+            assert!(shown.contains("API_KEY"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+            // Plain variables stay readable: they are what one debugs.
+            assert!(shown.contains("large-v3"), "{shown}");
+        }
+    }
 }

@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitIdStatus};
+
+use crate::spawner::SpawnedChild;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::watch;
@@ -37,13 +39,15 @@ struct Leader {
 }
 
 impl WorkerProcess {
-    /// Follow the child `pid`, which must be an unreaped child of this process that
-    /// nothing else waits for; `pidfd` refers to it. Needs a tokio runtime with I/O.
-    pub(crate) fn follow(pid: Pid, pidfd: OwnedFd) -> io::Result<Self> {
-        let watched = pidfd.try_clone()?;
+    /// Follow `child`, just spawned. Needs a tokio runtime with I/O. On failure the
+    /// child is killed and reaped: never left running unwatched.
+    pub(crate) fn follow(child: SpawnedChild) -> io::Result<Self> {
+        // Dropped on error, `child` kills its group and reaps it.
+        let watched = child.try_clone_pidfd()?;
+        let (pid, pidfd) = child.claim();
         let inner = Arc::new(Leader {
             pid,
-            pidfd: Mutex::new(Some(pidfd)),
+            pidfd: Mutex::new(pidfd),
         });
         let (sender, exit) = watch::channel(None);
         let reaper = Arc::clone(&inner);
@@ -60,12 +64,18 @@ impl WorkerProcess {
             Err(err) => {
                 // Without the reactor: a thread blocks until the exit instead.
                 tracing::debug!("cannot watch worker {pid:?}'s pidfd ({err}); waiting on a thread");
-                std::thread::Builder::new()
+                let waiting = std::thread::Builder::new()
                     .name(String::from("cjm-reaper"))
                     .spawn(move || {
                         reaper.wait_blocking();
                         let _ = sender.send(Some(reaper.reap()));
-                    })?;
+                    });
+                if let Err(err) = waiting {
+                    // Nobody could follow it: it goes now (killed, then reaped).
+                    inner.signal_group(Signal::KILL);
+                    inner.reap();
+                    return Err(err);
+                }
             }
         }
         Ok(WorkerProcess { inner, exit })
@@ -177,7 +187,7 @@ mod tests {
             .unwrap();
         let pid = Pid::from_child(&child);
         let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
-        WorkerProcess::follow(pid, pidfd).unwrap()
+        WorkerProcess::follow(SpawnedChild::adopt(pid, pidfd)).unwrap()
     }
 
     fn is_zombie_or_gone(pid: u32) -> bool {

@@ -42,6 +42,13 @@ pub enum HandOverError {
         wire::WORKER_TOKEN_ENV
     )]
     BadSecret,
+    /// Other threads already run, so the environment cannot be changed safely: the
+    /// hand-over must be taken first thing in `main`.
+    #[error(
+        "the host's hand-over must be taken before any other thread starts \
+         (call cjm_worker::main first thing in main)"
+    )]
+    NotAlone,
     /// The socket's descriptor (from the environment or `--fd`) is not an open one
     /// above the standard streams.
     #[error("{given_as}={value:?} {reason}")]
@@ -56,14 +63,25 @@ pub enum HandOverError {
 }
 
 impl HandOver {
-    /// Take the hand-over out of the environment. Call it before any other thread
-    /// starts; both variables are gone afterwards, whatever the outcome.
-    pub fn take() -> Result<HandOver, HandOverError> {
+    /// Take the hand-over out of the environment: both variables are gone
+    /// afterwards, whatever the outcome, so that nothing the plugin starts inherits
+    /// the secret.
+    ///
+    /// # Safety
+    ///
+    /// No other thread may exist while this runs: it removes variables from the
+    /// environment, which is undefined behaviour while another thread reads or
+    /// changes it (`getenv` in C code included). Call it first thing in `main`, before
+    /// logging, a runtime or anything else that may start a thread.
+    /// [`main`](crate::main) does, and checks that it is alone.
+    pub unsafe fn take() -> Result<HandOver, HandOverError> {
         let token = std::env::var_os(wire::WORKER_TOKEN_ENV);
         let listen_fd = std::env::var_os(wire::LISTEN_FD_ENV);
-        // Still single-threaded here: nothing else reads the environment meanwhile.
-        std::env::remove_var(wire::WORKER_TOKEN_ENV);
-        std::env::remove_var(wire::LISTEN_FD_ENV);
+        // SAFETY: the caller promises that this is the only thread (see above).
+        unsafe {
+            std::env::remove_var(wire::WORKER_TOKEN_ENV);
+            std::env::remove_var(wire::LISTEN_FD_ENV);
+        }
         let access_token = match token.map(|token| token.into_string()) {
             None => None,
             Some(Ok(token)) if !token.trim().is_empty() => Some(token),
@@ -102,6 +120,12 @@ impl HandOver {
         self.access_token = Some(token.into());
         self
     }
+}
+
+/// Whether this is the process's only thread: `/proc/self/task` lists one. `false`
+/// when that cannot be read: then it cannot be shown.
+pub(crate) fn is_only_thread() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|threads| threads.take(2).count() == 1)
 }
 
 fn own_descriptor(given_as: &'static str, value: &str) -> Result<OwnedFd, HandOverError> {
@@ -151,6 +175,13 @@ mod tests {
             );
             assert!(err.to_string().starts_with(wire::LISTEN_FD_ENV));
         }
+    }
+
+    #[test]
+    fn a_test_thread_is_not_alone() {
+        // The test harness runs tests on threads of their own: a hand-over taken here
+        // would be undefined behaviour, and `main` would refuse it.
+        assert!(!is_only_thread());
     }
 
     #[test]

@@ -172,7 +172,14 @@ where
     F: FnOnce(&[String]) -> Result<P, PluginError>,
 {
     // First, before logging, the plugin or any thread exists (see `handover.rs`).
-    let hand_over = HandOver::take();
+    let hand_over = if handover::is_only_thread() {
+        // SAFETY: `take` changes the environment, which needs this to be the only
+        // thread; it was just checked to be, and nothing between that check and
+        // `take` starts one (a thread is only started by one that runs: this one).
+        unsafe { HandOver::take() }
+    } else {
+        Err(HandOverError::NotAlone)
+    };
     init_logging();
     allocator::tune();
     match run(about, hand_over, make_plugin) {

@@ -22,8 +22,9 @@ pub(crate) enum Listener {
 pub(crate) enum Connection {
     Tcp(std::net::TcpStream),
     Unix(UnixStream),
-    /// A remote worker's connection, TLS still to be negotiated (`remote.rs`).
-    Tls(crate::remote::TlsConnection),
+    /// A remote worker's connection, its TLS handshake done (`remote.rs`); boxed, as
+    /// the TLS session's state is large.
+    Tls(Box<crate::remote::TlsConnection>),
 }
 
 /// The listener registered with the accepting runtime.

@@ -11,14 +11,25 @@
 //! `env_vars`), while a fingerprint may be public. A secret that is given anyway (an
 //! operator's choice for an attached worker) is required as well.
 //!
+//! Before authentication a connection costs little and cannot crowd the host out:
+//! its TLS handshake runs as a task on the accepting thread (no thread of its own),
+//! at most [`MAX_PENDING_HANDSHAKES`] at once, each for at most
+//! [`TLS_HANDSHAKE_LIMIT`]; one more drops a pending one, the oldest that has not
+//! said a word first (see [`Handshakes`]). Only a connection whose handshake has succeeded, which only the
+//! host can make, gets a connection thread and one of the server's connection slots.
+//!
 //! The lease: with `--lease-secs N`, the worker exits once N seconds pass without a
 //! request from its host. Every request counts; `POST /lease` ([`wire::PATH_LEASE`])
 //! exists so that a host with nothing to ask can still say it is there.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use cjm_interface::remote::{Fingerprint, FingerprintError, Handshake, LeaseResponse};
@@ -27,6 +38,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, StatusCode};
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
@@ -35,10 +50,15 @@ use crate::listener::{Connection, Listener};
 use crate::respond::json_response;
 use crate::tls::{server_tls, TlsSetupError};
 
-/// How long a client has to complete the TLS handshake. A connection that says
-/// nothing holds a thread and a connection slot; on a network port anyone can open
-/// one.
-const TLS_HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+/// How long a client has to complete the TLS handshake: the host needs one round
+/// trip and a few milliseconds of signing; this leaves room for a slow link and
+/// none for a connection that only sits there.
+pub(crate) const TLS_HANDSHAKE_LIMIT: Duration = Duration::from_secs(3);
+
+/// Connections in their TLS handshake at once. The host opens a handful at a time;
+/// anyone on the network can open many more, and each one past this drops one still
+/// pending (see [`Handshakes`]).
+pub(crate) const MAX_PENDING_HANDSHAKES: usize = 64;
 
 /// How a remote worker serves: where it listens, whose client certificate it
 /// accepts, and how long it waits for its host. Built with [`RemoteServe::new`] or
@@ -109,6 +129,7 @@ pub(crate) struct Remote {
     acceptor: TlsAcceptor,
     fingerprint: Fingerprint,
     lease: Arc<Lease>,
+    handshakes: Arc<Handshakes>,
 }
 
 impl Remote {
@@ -119,6 +140,7 @@ impl Remote {
             acceptor: TlsAcceptor::from(tls.config),
             fingerprint: tls.fingerprint,
             lease: Arc::new(Lease::new(options.lease)),
+            handshakes: Arc::new(Handshakes::new(MAX_PENDING_HANDSHAKES)),
         })
     }
 
@@ -139,16 +161,75 @@ impl Remote {
         stdout.flush()
     }
 
-    /// An accepted TCP connection, to be served over TLS.
-    pub(crate) fn secure(&self, connection: Connection) -> Connection {
-        match connection {
-            Connection::Tcp(stream) => Connection::Tls(TlsConnection {
-                stream,
-                acceptor: self.acceptor.clone(),
-                lease: Arc::clone(&self.lease),
-            }),
-            other => other,
-        }
+    /// An accepted TCP connection: its TLS handshake runs as a task of the calling
+    /// (accepting) runtime, one of the bounded pending ones; once it succeeds, the
+    /// connection waits for one of the `slots` and is served on a thread of its own.
+    /// Must be called within that runtime.
+    pub(crate) fn authenticate(
+        &self,
+        connection: Connection,
+        worker: &Arc<Worker>,
+        slots: &Arc<Semaphore>,
+    ) {
+        let Connection::Tcp(stream) = connection else {
+            return;
+        };
+        let peer = stream
+            .peer_addr()
+            .map_or_else(|_| String::from("a client"), |peer| peer.to_string());
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::warn!("cannot register a connection: {err}");
+                return;
+            }
+        };
+        let id = self.handshakes.next_id();
+        let heard = Arc::new(AtomicBool::new(false));
+        let socket = MovableTcp::new(stream, Arc::clone(&heard));
+        let handshakes = Arc::clone(&self.handshakes);
+        let acceptor = self.acceptor.clone();
+        let lease = Arc::clone(&self.lease);
+        let worker = Arc::clone(worker);
+        let slots = Arc::clone(slots);
+        let task = tokio::spawn(async move {
+            let handshake = acceptor.accept(socket);
+            let outcome = tokio::time::timeout(TLS_HANDSHAKE_LIMIT, handshake).await;
+            handshakes.finished(id);
+            let mut stream = match outcome {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => {
+                    // Plain HTTP, no certificate, another certificate: refused here.
+                    tracing::info!("TLS handshake with {peer} failed: {err}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(
+                        "{peer} did not complete a TLS handshake in {TLS_HANDSHAKE_LIMIT:?}"
+                    );
+                    return;
+                }
+            };
+            // Authenticated: the host's. It waits for a slot like any of its
+            // connections would have.
+            let Ok(permit) = slots.acquire_owned().await else {
+                return;
+            };
+            if let Err(err) = stream.get_mut().0.detach() {
+                tracing::warn!("cannot hand the connection with {peer} to its thread: {err}");
+                return;
+            }
+            crate::server::spawn_connection(
+                worker,
+                Connection::Tls(Box::new(TlsConnection {
+                    stream,
+                    lease,
+                    peer,
+                })),
+                permit,
+            );
+        });
+        self.handshakes.started(id, task.abort_handle(), heard);
     }
 
     /// Resolves when the lease has run out (never without one).
@@ -161,51 +242,33 @@ impl Remote {
     }
 }
 
-/// A TCP connection on its way to its thread, where its TLS handshake runs.
+/// An authenticated TLS connection on its way to its thread.
 pub(crate) struct TlsConnection {
-    stream: std::net::TcpStream,
-    acceptor: TlsAcceptor,
+    stream: tokio_rustls::server::TlsStream<MovableTcp>,
     lease: Arc<Lease>,
+    peer: String,
 }
 
 impl std::fmt::Debug for TlsConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsConnection")
-            .field("stream", &self.stream)
+            .field("peer", &self.peer)
             .finish_non_exhaustive()
     }
 }
 
-/// Complete the TLS handshake, then serve HTTP/1.1 over it; every request renews the
-/// lease.
-pub(crate) async fn serve_tls(worker: Arc<Worker>, connection: TlsConnection) {
+/// Serve HTTP/1.1 over an authenticated TLS connection, on the calling thread's
+/// runtime; every request renews the lease.
+pub(crate) async fn serve_tls(worker: Arc<Worker>, connection: Box<TlsConnection>) {
     let TlsConnection {
-        stream,
-        acceptor,
+        mut stream,
         lease,
-    } = connection;
-    let peer = stream
-        .peer_addr()
-        .map_or_else(|_| String::from("a client"), |peer| peer.to_string());
-    let stream = match tokio::net::TcpStream::from_std(stream) {
-        Ok(stream) => stream,
-        Err(err) => {
-            tracing::warn!("cannot register a connection: {err}");
-            return;
-        }
-    };
-    let stream = match tokio::time::timeout(TLS_HANDSHAKE_LIMIT, acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(err)) => {
-            // Plain HTTP, no certificate, another certificate: refused here.
-            tracing::info!("TLS handshake with {peer} failed: {err}");
-            return;
-        }
-        Err(_) => {
-            tracing::info!("{peer} did not complete a TLS handshake in {TLS_HANDSHAKE_LIMIT:?}");
-            return;
-        }
-    };
+        peer,
+    } = *connection;
+    if let Err(err) = stream.get_mut().0.attach() {
+        tracing::warn!("cannot register the connection with {peer}: {err}");
+        return;
+    }
     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         // The TLS layer has authenticated the host: any request is word from it.
         lease.touch();
@@ -230,6 +293,238 @@ pub(crate) async fn serve_tls(worker: Arc<Worker>, connection: TlsConnection) {
         .await
     {
         tracing::debug!("connection with {peer} ended with an error: {err}");
+    }
+}
+
+/// The connections in their TLS handshake, oldest first: at most `limit`. One more
+/// drops the oldest that has not sent a byte yet, else the oldest. So a flood of
+/// connections that never speak (the cheap attack: no bandwidth, no crypto) cannot
+/// crowd the host out: its connection sends its hello at once and is never the one
+/// dropped for them; and a newcomer always gets in, so that holding every pending
+/// place (until the deadline) is no attack either. Pending handshakes are tasks, not
+/// threads: the bound is on descriptors and memory.
+pub(crate) struct Handshakes {
+    limit: usize,
+    state: Mutex<HandshakesState>,
+}
+
+struct Pending {
+    id: u64,
+    task: AbortHandle,
+    /// Whether the client has sent anything.
+    heard: Arc<AtomicBool>,
+}
+
+struct HandshakesState {
+    next_id: u64,
+    pending: VecDeque<Pending>,
+    dropped: u64,
+    /// When a flood was last reported, so that it is said once a minute at most.
+    reported: Option<Instant>,
+}
+
+/// How often a flood of unauthenticated connections is reported in the log.
+const FLOOD_REPORT_EVERY: Duration = Duration::from_secs(60);
+
+impl Handshakes {
+    pub(crate) fn new(limit: usize) -> Self {
+        Handshakes {
+            limit: limit.max(1),
+            state: Mutex::new(HandshakesState {
+                next_id: 0,
+                pending: VecDeque::new(),
+                dropped: 0,
+                reported: None,
+            }),
+        }
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        let mut state = self.state.lock();
+        state.next_id += 1;
+        state.next_id
+    }
+
+    /// Handshake `id` has begun, in the task `task`; `heard` turns true once its
+    /// client has sent something. One pending handshake is dropped first if there
+    /// are `limit` already.
+    pub(crate) fn started(&self, id: u64, task: AbortHandle, heard: Arc<AtomicBool>) {
+        let mut state = self.state.lock();
+        // A task that ended before it was recorded here counts for nothing.
+        state.pending.retain(|pending| !pending.task.is_finished());
+        while state.pending.len() >= self.limit {
+            let silent = state
+                .pending
+                .iter()
+                .position(|pending| !pending.heard.load(Ordering::Relaxed));
+            let Some(dropped) = state.pending.remove(silent.unwrap_or(0)) else {
+                break;
+            };
+            dropped.task.abort();
+            state.dropped += 1;
+            let due = state
+                .reported
+                .is_none_or(|at| at.elapsed() >= FLOOD_REPORT_EVERY);
+            if due {
+                state.reported = Some(Instant::now());
+                tracing::warn!(
+                    "more than {} connections at once have not completed their TLS \
+                     handshake; the oldest are dropped ({} so far): is someone flooding \
+                     this port?",
+                    self.limit,
+                    state.dropped
+                );
+            }
+        }
+        state.pending.push_back(Pending { id, task, heard });
+    }
+
+    /// Handshake `id` has ended, whichever way.
+    pub(crate) fn finished(&self, id: u64) {
+        self.state.lock().pending.retain(|pending| pending.id != id);
+    }
+
+    #[cfg(test)]
+    fn pending(&self) -> Vec<u64> {
+        self.state
+            .lock()
+            .pending
+            .iter()
+            .map(|pending| pending.id)
+            .collect()
+    }
+}
+
+/// The TCP socket under a TLS session, movable from one runtime to another: the
+/// handshake runs on the accepting thread's runtime, the session on its connection
+/// thread's. A tokio socket belongs to the runtime it was registered with, so it is
+/// taken out of the one ([`detach`](Self::detach)) and put into the other
+/// ([`attach`](Self::attach)) with the TLS state kept around it.
+pub(crate) struct MovableTcp {
+    socket: Socket,
+    /// Set once anything has been read.
+    heard: Arc<AtomicBool>,
+}
+
+enum Socket {
+    Registered(tokio::net::TcpStream),
+    Detached(std::net::TcpStream),
+    /// Only while moving, or after a failed move.
+    Gone,
+}
+
+impl MovableTcp {
+    /// `stream`, registered with the current runtime; `heard` is set at its first
+    /// byte in.
+    pub(crate) fn new(stream: tokio::net::TcpStream, heard: Arc<AtomicBool>) -> Self {
+        MovableTcp {
+            socket: Socket::Registered(stream),
+            heard,
+        }
+    }
+
+    /// Out of the current runtime, for another thread to [`attach`](Self::attach).
+    pub(crate) fn detach(&mut self) -> io::Result<()> {
+        self.socket = match std::mem::replace(&mut self.socket, Socket::Gone) {
+            Socket::Registered(stream) => Socket::Detached(stream.into_std()?),
+            other => other,
+        };
+        Ok(())
+    }
+
+    /// Into the current runtime.
+    pub(crate) fn attach(&mut self) -> io::Result<()> {
+        self.socket = match std::mem::replace(&mut self.socket, Socket::Gone) {
+            Socket::Detached(stream) => {
+                Socket::Registered(tokio::net::TcpStream::from_std(stream)?)
+            }
+            other => other,
+        };
+        Ok(())
+    }
+
+    fn registered(&mut self) -> io::Result<Pin<&mut tokio::net::TcpStream>> {
+        match &mut self.socket {
+            Socket::Registered(stream) => Ok(Pin::new(stream)),
+            _ => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the socket is not registered with this thread's runtime",
+            )),
+        }
+    }
+}
+
+impl std::fmt::Debug for MovableTcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.socket {
+            Socket::Registered(_) => "registered",
+            Socket::Detached(_) => "detached",
+            Socket::Gone => "gone",
+        };
+        f.debug_struct("MovableTcp")
+            .field("socket", &state)
+            .finish()
+    }
+}
+
+impl AsyncRead for MovableTcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = match this.registered() {
+            Ok(stream) => stream.poll_read(cx, buf),
+            Err(err) => return Poll::Ready(Err(err)),
+        };
+        if buf.filled().len() > before {
+            this.heard.store(true, Ordering::Relaxed);
+        }
+        read
+    }
+}
+
+impl AsyncWrite for MovableTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut().registered() {
+            Ok(stream) => stream.poll_write(cx, buf),
+            Err(err) => Poll::Ready(Err(err)),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().registered() {
+            Ok(stream) => stream.poll_flush(cx),
+            Err(err) => Poll::Ready(Err(err)),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().registered() {
+            Ok(stream) => stream.poll_shutdown(cx),
+            Err(err) => Poll::Ready(Err(err)),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut().registered() {
+            Ok(stream) => stream.poll_write_vectored(cx, bufs),
+            Err(err) => Poll::Ready(Err(err)),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 }
 
@@ -296,6 +591,51 @@ mod tests {
         let waited = started.elapsed();
         assert!(waited >= Duration::from_secs(5), "{waited:?}");
         assert!(waited < Duration::from_millis(5100), "{waited:?}");
+    }
+
+    #[tokio::test]
+    async fn past_the_limit_a_silent_handshake_is_dropped_before_one_that_spoke() {
+        let handshakes = Handshakes::new(3);
+        let mut tasks = Vec::new();
+        let mut heard = Vec::new();
+        for _ in 0..3 {
+            let id = handshakes.next_id();
+            let task = tokio::spawn(std::future::pending::<()>());
+            let flag = Arc::new(AtomicBool::new(false));
+            handshakes.started(id, task.abort_handle(), Arc::clone(&flag));
+            tasks.push(task);
+            heard.push(flag);
+        }
+        // The oldest has said something (a host's hello): the next silent one goes.
+        heard[0].store(true, Ordering::Relaxed);
+        let fourth = handshakes.next_id();
+        let task = tokio::spawn(std::future::pending::<()>());
+        let flag = Arc::new(AtomicBool::new(false));
+        handshakes.started(fourth, task.abort_handle(), Arc::clone(&flag));
+        tasks.push(task);
+        heard.push(flag);
+        assert_eq!(handshakes.pending(), [1, 3, 4]);
+        let mut tasks = tasks.into_iter();
+        let first = tasks.next().unwrap();
+        let second = tasks.next().unwrap();
+        assert!(second.await.unwrap_err().is_cancelled());
+        assert!(!first.is_finished());
+
+        // All of them heard from: the oldest goes.
+        for flag in &heard {
+            flag.store(true, Ordering::Relaxed);
+        }
+        handshakes.started(
+            handshakes.next_id(),
+            tokio::spawn(std::future::pending::<()>()).abort_handle(),
+            Arc::new(AtomicBool::new(true)),
+        );
+        assert_eq!(handshakes.pending(), [3, 4, 5]);
+        assert!(first.await.unwrap_err().is_cancelled());
+
+        // An ended handshake leaves its place.
+        handshakes.finished(fourth);
+        assert!(!handshakes.pending().contains(&fourth));
     }
 
     #[test]

@@ -22,6 +22,9 @@ use crate::remote::{Remote, RemoteServe};
 use crate::tls::TlsSetupError;
 
 /// Connections served at once; more wait in the listen backlog. Each has a thread.
+/// A remote worker counts only authenticated connections here: those still in their
+/// TLS handshake are bounded apart (`remote.rs`), so that nobody without the host's
+/// certificate can fill these slots.
 const MAX_CONNECTIONS: usize = 512;
 /// Plugin code runs on connection threads; give it the stack a main thread would get.
 const CONNECTION_STACK_BYTES: usize = 8 * 1024 * 1024;
@@ -232,14 +235,15 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
         idle_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = loop {
             tokio::select! {
-                accepted = accept(&listener, &connections) => match accepted {
-                    Ok((stream, permit)) => {
-                        let stream = match &remote {
-                            Some(remote) => remote.secure(stream),
-                            None => stream,
-                        };
-                        spawn_connection(Arc::clone(&worker), stream, permit)
-                    }
+                accepted = accept(&listener, &connections, remote.is_none()) => match accepted {
+                    Ok((stream, permit)) => match (&remote, permit) {
+                        // A slot once its handshake has shown it is the host's.
+                        (Some(remote), _) => remote.authenticate(stream, &worker, &connections),
+                        (None, Some(permit)) => {
+                            spawn_connection(Arc::clone(&worker), stream, permit)
+                        }
+                        (None, None) => {}
+                    },
                     Err(err) => {
                         // Out of descriptors, typically: back off instead of spinning.
                         tracing::warn!("accept failed: {err}");
@@ -283,15 +287,21 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
     outcome
 }
 
-/// Wait for a connection slot, then for a connection.
+/// Wait for a connection slot if `slot_first`, then for a connection.
 async fn accept(
     listener: &AsyncListener,
     connections: &Arc<Semaphore>,
-) -> std::io::Result<(Connection, OwnedSemaphorePermit)> {
-    let permit = Arc::clone(connections)
-        .acquire_owned()
-        .await
-        .map_err(|_| std::io::Error::other("connection limit closed"))?;
+    slot_first: bool,
+) -> std::io::Result<(Connection, Option<OwnedSemaphorePermit>)> {
+    let permit = if slot_first {
+        let permit = Arc::clone(connections)
+            .acquire_owned()
+            .await
+            .map_err(|_| std::io::Error::other("connection limit closed"))?;
+        Some(permit)
+    } else {
+        None
+    };
     let connection = listener.accept().await?;
     Ok((connection, permit))
 }
@@ -301,7 +311,11 @@ async fn accept(
 /// Plugin calls then run right on that thread: no hand-over to a pool and back, so a
 /// call costs about one loopback round trip. A long call holds up only its own
 /// connection; the host opens another for concurrent calls, `/health` or `/stats`.
-fn spawn_connection(worker: Arc<Worker>, connection: Connection, permit: OwnedSemaphorePermit) {
+pub(crate) fn spawn_connection(
+    worker: Arc<Worker>,
+    connection: Connection,
+    permit: OwnedSemaphorePermit,
+) {
     let spawned = std::thread::Builder::new()
         .name(String::from("cjm-connection"))
         .stack_size(CONNECTION_STACK_BYTES)

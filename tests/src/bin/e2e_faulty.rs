@@ -215,7 +215,9 @@ impl Plugin for Faulty {
 /// Serve without following the host's pid (no pidfd, no poll), so that only the
 /// kernel's parent-death signal can end the worker when its host dies.
 fn serve_without_parent_watch() -> ExitCode {
-    let Ok(hand_over) = cjm_worker::HandOver::take() else {
+    // SAFETY: this runs first thing in `main` (its first line calls it), before any
+    // thread is started.
+    let Ok(hand_over) = (unsafe { cjm_worker::HandOver::take() }) else {
         return ExitCode::FAILURE;
     };
     let Ok(args) = cjm_worker::WorkerArgs::parse(std::env::args().skip(1)) else {

@@ -340,7 +340,7 @@ impl PluginManager {
         config: &ConfigMap,
     ) -> Result<RemotePluginProxy, ManagerError> {
         crate::launch::learn_original_version(manifest, manifest_path).await;
-        let mut spec = launch_spec(name, manifest, manifest_path, &self.shared.options)?;
+        let mut spec = launch_spec(name, manifest, manifest_path, &self.shared.options).await?;
         if manifest.resources.requires_gpu {
             if let Some(placement) = placement_key(manifest) {
                 let manager = self.clone();
