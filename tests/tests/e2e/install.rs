@@ -101,7 +101,14 @@ fn install_all_builds_the_examples_then_they_list_run_skip_rebuild_and_go() {
     .unwrap();
     assert_eq!(manifest["command"], echo_binary.to_str().unwrap());
     assert_eq!(manifest["env_name"], "cjm-echo");
-    let log = std::fs::read_to_string(home.path().join("logs/install-cjm-echo.log")).unwrap();
+    let log_path = home.path().join("logs/install-cjm-echo.log");
+    let mode = |path: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&log_path), 0o600, "an install log is its user's alone");
+    assert_eq!(mode(log_path.parent().unwrap()), 0o700);
+    let log = std::fs::read_to_string(&log_path).unwrap();
     // Built in the workspace (nothing in the home's own cargo cache), and not with a
     // cargo metadata that wanted other platforms' packages.
     assert!(log.contains("--filter-platform"), "{log}");

@@ -75,11 +75,30 @@ impl Installer {
         self.home.logs_dir().join(format!("install-{name}.log"))
     }
 
-    /// The plugin's install log, emptied: it holds the latest install only.
+    /// The plugin's install log, emptied: it holds the latest install only. The
+    /// user's alone (0600 in a 0700 folder), as the workers' logs are: a build's
+    /// output can show paths, environment and whatever the plugin prints.
     fn open_log(&self, name: &str) -> Result<File, StepError> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
         let path = self.log_path(name);
-        std::fs::create_dir_all(self.home.logs_dir())
-            .and_then(|()| File::create(&path))
+        let folder = self.home.logs_dir();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&folder)
+            .and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&path)
+            })
+            .and_then(|file| {
+                // One made by an earlier release, readable by others, is closed to them.
+                file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                Ok(file)
+            })
             .map_err(|err| StepError::new("starting", format!("{}: {err}", path.display())))
     }
 
