@@ -442,12 +442,12 @@ pub enum TlsConnectError {
 }
 
 /// A certificate mismatch found by [`PinnedServer`], carried through rustls's error to
-/// the connector, which names the worker.
+/// the connector, which names the peer (a worker, a Ray dashboard).
 #[derive(Debug, thiserror::Error)]
-#[error("certificate with fingerprint {presented}, expected {expected}")]
-struct Mismatch {
-    presented: Fingerprint,
-    expected: Fingerprint,
+#[error("it presented a certificate with SHA-256 {presented}, not the pinned {expected}")]
+pub(crate) struct Mismatch {
+    pub(crate) presented: Fingerprint,
+    pub(crate) expected: Fingerprint,
 }
 
 fn handshake_error(worker: &str, expected: Fingerprint, source: io::Error) -> TlsConnectError {
@@ -473,11 +473,19 @@ fn handshake_error(worker: &str, expected: Fingerprint, source: io::Error) -> Tl
     }
 }
 
-/// Accepts only the server certificate with this fingerprint.
+/// Accepts only the server certificate with this fingerprint (names and dates are not
+/// checked: the pin says which certificate, nothing else does). Workers and pinned
+/// Ray dashboards alike.
 #[derive(Debug)]
-struct PinnedServer {
+pub(crate) struct PinnedServer {
     expected: Fingerprint,
     provider: Arc<CryptoProvider>,
+}
+
+impl PinnedServer {
+    pub(crate) fn new(expected: Fingerprint, provider: Arc<CryptoProvider>) -> Self {
+        PinnedServer { expected, provider }
+    }
 }
 
 impl ServerCertVerifier for PinnedServer {

@@ -19,18 +19,14 @@ use cjm_interface::remote::Fingerprint;
 use hyper::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{CertificateError, ClientConfig, RootCertStore};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::tls::certificate_fingerprint;
+use crate::tls::{Mismatch, PinnedServer};
 
 /// How the host trusts an `https://` Ray dashboard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,10 +111,7 @@ pub(crate) fn client_config(trust: &DashboardTrust) -> Result<ClientConfig, Trus
             .with_no_client_auth(),
         DashboardTrust::Pinned(expected) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedDashboard {
-                expected: *expected,
-                provider,
-            }))
+            .with_custom_certificate_verifier(Arc::new(PinnedServer::new(*expected, provider)))
             .with_no_client_auth(),
     };
     Ok(config)
@@ -143,79 +136,6 @@ fn read_roots(path: &Path) -> Result<RootCertStore, TrustError> {
         });
     }
     Ok(roots)
-}
-
-/// Accepts only the dashboard certificate with this fingerprint.
-#[derive(Debug)]
-struct PinnedDashboard {
-    expected: Fingerprint,
-    provider: Arc<CryptoProvider>,
-}
-
-/// A pinned dashboard's certificate mismatch, carried through rustls's error to
-/// [`RayError::Untrusted`](super::RayError::Untrusted).
-#[derive(Debug, thiserror::Error)]
-#[error("it presented a certificate with SHA-256 {presented}, not the pinned {expected}")]
-struct Mismatch {
-    presented: Fingerprint,
-    expected: Fingerprint,
-}
-
-impl ServerCertVerifier for PinnedDashboard {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let presented = certificate_fingerprint(end_entity);
-        if presented == self.expected {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                rustls::OtherError(Arc::new(Mismatch {
-                    presented,
-                    expected: self.expected,
-                })),
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 /// Why a connection to the dashboard failed.
