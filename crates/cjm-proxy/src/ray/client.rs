@@ -34,6 +34,12 @@ const MAX_LOG_BEFORE_HANDSHAKE: usize = 1024 * 1024;
 
 /// How often a job is looked at while waiting for it.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Ray's REST API has no offset into a job's log: each look at it downloads all of it.
+/// A log this long is looked at every `POLL_INTERVAL`; a longer one proportionally
+/// less often, up to `MAX_LOG_POLL_INTERVAL`, so that a chatty worker costs at most
+/// this much a look-interval of the network.
+const LOG_BYTES_PER_POLL: usize = 64 * 1024;
+const MAX_LOG_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often [`RayClient::stop_until_gone`] asks again while the job stays as it was.
 const STOP_AGAIN_AFTER: Duration = Duration::from_secs(2);
@@ -689,6 +695,7 @@ impl RayClient {
     pub async fn wait_for_handshake(&self, id: &str, limit: Duration) -> Result<Placed, RayError> {
         let started = Instant::now();
         let mut scanned = 0usize;
+        let mut pause = POLL_INTERVAL;
         loop {
             let job = self.job(id).await?;
             if job.status.is_terminal() {
@@ -706,6 +713,7 @@ impl RayClient {
                 }
                 let (found, complete) = scan_new_lines(&logs, scanned);
                 scanned = complete;
+                pause = log_poll_interval(logs.len());
                 if let Some(found) = found {
                     let handshake = found.map_err(|source| RayError::Handshake {
                         id: id.to_owned(),
@@ -728,7 +736,7 @@ impl RayClient {
                     status: job.status,
                 });
             }
-            tokio::time::sleep(POLL_INTERVAL).await;
+            tokio::time::sleep(pause).await;
         }
     }
 
@@ -922,6 +930,16 @@ impl RayClient {
     }
 }
 
+/// How long to wait before looking again at a job log of `len` bytes.
+fn log_poll_interval(len: usize) -> Duration {
+    let polls = u32::try_from(len / LOG_BYTES_PER_POLL)
+        .unwrap_or(u32::MAX)
+        .max(1);
+    POLL_INTERVAL
+        .saturating_mul(polls)
+        .min(MAX_LOG_POLL_INTERVAL)
+}
+
 /// Look for a handshake in the complete lines of `logs` from byte `from` on (a line
 /// boundary); the handshake if one is there, and where the unparsed rest begins (the
 /// start of a line still being written).
@@ -990,6 +1008,18 @@ fn describe(err: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_job_log_is_looked_at_less_often() {
+        assert_eq!(log_poll_interval(0), POLL_INTERVAL);
+        assert_eq!(log_poll_interval(LOG_BYTES_PER_POLL - 1), POLL_INTERVAL);
+        assert_eq!(log_poll_interval(3 * LOG_BYTES_PER_POLL), POLL_INTERVAL * 3);
+        assert_eq!(log_poll_interval(usize::MAX), MAX_LOG_POLL_INTERVAL);
+        // At most LOG_BYTES_PER_POLL per POLL_INTERVAL up to the longest pause.
+        let len = 8 * LOG_BYTES_PER_POLL;
+        let rate = len as f64 / log_poll_interval(len).as_secs_f64();
+        assert!(rate <= LOG_BYTES_PER_POLL as f64 / POLL_INTERVAL.as_secs_f64() + 1.0);
+    }
 
     #[test]
     fn addresses_must_be_urls_without_a_path() {
