@@ -790,12 +790,17 @@ async fn jobs_on_an_attached_worker_report_progress_and_are_cancelled() {
     );
 
     // A call deaf to its cancel: the host cannot kill a worker it does not own.
-    let job = jobs
-        .submit("faulty-remote", CallArgs::new().arg("sleep").arg(60_000), 0)
-        .unwrap();
+    // Cancelled once the call runs in the worker (a cancel that overtook it would be
+    // remembered there and the call refused on arrival, cooperatively).
+    let started = home.path().join("deaf-started");
+    let deaf = CallArgs::new()
+        .arg("sleep")
+        .arg(60_000)
+        .kwarg("started_file", started.to_str().unwrap());
+    let job = jobs.submit("faulty-remote", deaf, 0).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while jobs.status(job).map(|status| status.state) != Some(JobState::Running) {
-        assert!(Instant::now() < deadline);
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the call never started");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let asked = Instant::now();

@@ -119,7 +119,6 @@ pub(crate) fn jobs_stress(args: Vec<String>) -> Result<()> {
                 .current_dir(&root)
                 .args(suite)
                 .arg("--quiet")
-                .stdout(Stdio::null())
                 .status()
                 .with_context(|| format!("cannot run cargo {suite:?}"))?;
             if !status.success() {

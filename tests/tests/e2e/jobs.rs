@@ -166,10 +166,11 @@ async fn a_job_that_ignores_its_cancel_is_stopped_by_force_and_its_worker_restar
     )
     .await
     .unwrap();
-    let job = jobs
-        .submit("faulty", CallArgs::new().arg("sleep").arg(60_000), 0)
-        .unwrap();
-    wait_state(&jobs, job, JobState::Running).await;
+    // Cancelled once the call runs in the worker: a cancel that overtook it would be
+    // remembered there and the call refused on arrival (cooperative, not forced).
+    let (call, started) = deaf_sleep(&home);
+    let job = jobs.submit("faulty", call, 0).unwrap();
+    wait_started(&started).await;
     let asked = Instant::now();
     jobs.cancel(job).unwrap();
     let ended = jobs.wait(job).await.unwrap();
@@ -374,10 +375,9 @@ async fn failures_are_typed_and_transient_ones_retried_by_the_fault_policy() {
         );
     }
     // A worker killed outright is short of a resource (the OOM killer's signal).
-    let job = jobs
-        .submit("faulty", CallArgs::new().arg("sleep").arg(60_000), 0)
-        .unwrap();
-    wait_state(&jobs, job, JobState::Running).await;
+    let (call, started) = deaf_sleep(&home);
+    let job = jobs.submit("faulty", call, 0).unwrap();
+    wait_started(&started).await;
     sigkill(manager.worker_info("faulty").unwrap().pid);
     let failure = jobs.wait(job).await.unwrap().status.failure.unwrap();
     assert_eq!(
@@ -495,4 +495,26 @@ async fn the_journal_reports_the_jobs_of_a_sigkilled_host_as_interrupted() {
         .collect();
     assert!(states.contains(&(running, "interrupted")), "{states:?}");
     assert!(states.contains(&(queued, "interrupted")), "{states:?}");
+}
+
+/// A call of a minute that ignores its cancel, and the file it writes once it runs in
+/// the worker.
+fn deaf_sleep(home: &TestHome) -> (CallArgs, std::path::PathBuf) {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let started = home.path().join(format!("started-{n}"));
+    let call = CallArgs::new()
+        .arg("sleep")
+        .arg(60_000)
+        .kwarg("started_file", started.to_str().unwrap());
+    (call, started)
+}
+
+/// Wait until the call that writes `started` runs in its worker.
+async fn wait_started(started: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the call never started");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
