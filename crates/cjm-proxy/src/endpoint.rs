@@ -153,20 +153,25 @@ fn sweep_once(parent: &Path) {
     }
 }
 
-/// Nobody listens on its socket any more (or it never got one).
+/// Nobody listens on its socket any more (or it never got one), and it is older than
+/// any setup takes. The age matters for a refused connection too: another host's
+/// socket is bound a moment before it listens (two system calls), and a host that
+/// sweeps in between would take a worker's folder from under it (seen with four
+/// `cjm-ctl exec` started at once: the host then waited for a socket that was gone).
 fn is_abandoned(folder: &Path) -> bool {
     let socket = folder.join(SOCKET_NAME);
-    match std::os::unix::net::UnixStream::connect(&socket) {
+    let nobody_listens = match std::os::unix::net::UnixStream::connect(&socket) {
         Ok(_) => false,
-        Err(err) => match err.kind() {
-            io::ErrorKind::ConnectionRefused => true,
-            io::ErrorKind::NotFound => std::fs::metadata(folder)
-                .and_then(|meta| meta.modified())
-                .is_ok_and(|made| made.elapsed().is_ok_and(|age| age > SETUP_GRACE)),
-            // Not ours to enter, or busy: leave it.
-            _ => false,
-        },
-    }
+        Err(err) => matches!(
+            err.kind(),
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
+        ),
+        // Not ours to enter, or busy: leave it.
+    };
+    nobody_listens
+        && std::fs::metadata(folder)
+            .and_then(|meta| meta.modified())
+            .is_ok_and(|made| made.elapsed().is_ok_and(|age| age > SETUP_GRACE))
 }
 
 /// A folder removed with what is in it when dropped.
@@ -218,16 +223,36 @@ mod tests {
         let (not_ours, _) = made("cjm-other", false);
         let setting_up = parent.path().join("cjm-00000000000000cc");
         std::fs::create_dir(&setting_up).unwrap();
+        // Bound and not listening yet, as another host's socket is for a moment.
+        let (binding, _) = made("cjm-00000000000000ee", false);
+        let (alive_old, _old_listener) = made("cjm-00000000000000ff", true);
+        for old in [&dead, &alive_old, &not_ours] {
+            made_long_ago(old);
+        }
 
         let socket = unix_or_tcp(parent.path(), "echo").unwrap();
-        assert!(!dead.exists(), "nobody listens there");
-        assert!(alive.exists() && not_ours.exists() && setting_up.exists());
+        assert!(!dead.exists(), "nobody listens there, and for long");
+        assert!(alive.exists() && alive_old.exists() && not_ours.exists());
+        assert!(
+            setting_up.exists() && binding.exists(),
+            "still being set up"
+        );
         drop(socket);
 
         // Once per folder and process: a second host start does not scan again.
         let (dead_later, _) = made("cjm-00000000000000dd", false);
+        made_long_ago(&dead_later);
         drop(unix_or_tcp(parent.path(), "echo").unwrap());
         assert!(dead_later.exists());
+    }
+
+    /// Make `folder` look as if it was made before any setup's grace ran out.
+    fn made_long_ago(folder: &Path) {
+        let long_ago = std::time::SystemTime::now() - SETUP_GRACE * 2;
+        std::fs::File::open(folder)
+            .unwrap()
+            .set_times(std::fs::FileTimes::new().set_modified(long_ago))
+            .unwrap();
     }
 
     #[test]
