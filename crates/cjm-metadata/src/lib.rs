@@ -10,6 +10,7 @@ mod manifest;
 mod meta;
 mod name;
 mod placement;
+pub mod private;
 mod resources;
 mod secrets;
 mod worker_env;

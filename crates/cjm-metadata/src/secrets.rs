@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -168,23 +168,11 @@ impl SecretStore {
             let path = path.to_path_buf();
             move |source| SecretStoreError::Io { path, source }
         };
-        if let Some(folder) = self
-            .path
-            .parent()
-            .filter(|folder| !folder.as_os_str().is_empty())
-        {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(folder)
-                .map_err(io(folder))?;
-        }
-        let file = std::fs::OpenOptions::new()
+        crate::private::create_private_parent(&self.path).map_err(io(&self.path))?;
+        let file = crate::private::private_file_options()
             .read(true)
             .write(true)
-            .create(true)
             .truncate(false)
-            .mode(0o600)
             .open(&path)
             .map_err(io(&path))?;
         loop {

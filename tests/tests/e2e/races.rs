@@ -32,6 +32,21 @@ async fn until(what: &str, condition: impl Fn() -> bool) {
     }
 }
 
+/// The faulty plugin loaded under `policy`, and a job queue over it.
+async fn faulty_jobs(policy: FaultPolicy) -> (TestHome, PluginManager, Jobs) {
+    let home = TestHome::new();
+    home.native_manifest("faulty", FAULTY, &[]);
+    let mut manager_options = home.options();
+    manager_options
+        .plugin_fault_policies
+        .insert(String::from("faulty"), policy);
+    let manager = PluginManager::new(manager_options);
+    manager.discover_manifests();
+    manager.load_plugin("faulty", None).await.unwrap();
+    let jobs = Jobs::new(manager.clone(), options(&home)).await.unwrap();
+    (home, manager, jobs)
+}
+
 /// A faulty worker whose start waits while `hold` exists.
 fn holding_home(keep_alive_secs: Option<f64>) -> (TestHome, PathBuf) {
     let home = TestHome::new();
@@ -174,22 +189,15 @@ async fn cancelling_a_queued_job_never_lets_the_next_one_run_beside_the_running_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_job_call_kills_its_worker_as_the_policy_says_and_its_retry_has_its_own_id() {
-    let home = TestHome::new();
-    home.native_manifest("faulty", FAULTY, &[]);
-    let mut manager_options = home.options();
-    manager_options.plugin_fault_policies.insert(
-        String::from("faulty"),
+    let (_home, manager, jobs) = faulty_jobs(
         FaultPolicy::default()
             .with_call_timeout(Duration::from_millis(500))
             .with_on_timeout(OnTimeout::KillWorker)
             .with_restart(RestartPolicy::up_to(3, Duration::from_millis(10)))
             .with_retry(RetryPolicy::up_to(1, Duration::from_millis(10))),
-    );
-    let manager = PluginManager::new(manager_options);
-    manager.discover_manifests();
-    manager.load_plugin("faulty", None).await.unwrap();
+    )
+    .await;
     let first = manager.worker_info("faulty").unwrap().pid;
-    let jobs = Jobs::new(manager.clone(), options(&home)).await.unwrap();
     let job = jobs
         .submit("faulty", CallArgs::new().arg("sleep").arg(60_000), 0)
         .unwrap();
@@ -218,17 +226,10 @@ async fn a_timed_out_job_call_kills_its_worker_as_the_policy_says_and_its_retry_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_during_the_retry_back_off_ends_the_job_at_once() {
-    let home = TestHome::new();
-    home.native_manifest("faulty", FAULTY, &[]);
-    let mut manager_options = home.options();
-    manager_options.plugin_fault_policies.insert(
-        String::from("faulty"),
+    let (home, manager, jobs) = faulty_jobs(
         FaultPolicy::default().with_retry(RetryPolicy::up_to(3, Duration::from_secs(40))),
-    );
-    let manager = PluginManager::new(manager_options);
-    manager.discover_manifests();
-    manager.load_plugin("faulty", None).await.unwrap();
-    let jobs = Jobs::new(manager.clone(), options(&home)).await.unwrap();
+    )
+    .await;
     let counter = home.path().join("flaky-count");
     let flaky = CallArgs::new()
         .arg("flaky")

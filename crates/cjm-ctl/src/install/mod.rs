@@ -79,24 +79,18 @@ impl Installer {
     /// user's alone (0600 in a 0700 folder), as the workers' logs are: a build's
     /// output can show paths, environment and whatever the plugin prints.
     fn open_log(&self, name: &str) -> Result<File, StepError> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        use cjm_metadata::private::{create_private_parent, make_private, private_file_options};
         let path = self.log_path(name);
-        let folder = self.home.logs_dir();
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&folder)
+        create_private_parent(&path)
             .and_then(|()| {
-                std::fs::OpenOptions::new()
+                private_file_options()
                     .write(true)
-                    .create(true)
                     .truncate(true)
-                    .mode(0o600)
                     .open(&path)
             })
             .and_then(|file| {
                 // One made by an earlier release, readable by others, is closed to them.
-                file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                make_private(&file)?;
                 Ok(file)
             })
             .map_err(|err| StepError::new("starting", format!("{}: {err}", path.display())))

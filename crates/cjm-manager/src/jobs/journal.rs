@@ -298,7 +298,7 @@ impl Drop for Journal {
 /// Create the journal's folder (0700) and file (0600) unless they exist, and make an
 /// existing file the owner's alone.
 fn create_private(path: &Path) -> Result<(), JournalError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    use cjm_metadata::private::{create_private_parent, make_private, private_file_options};
     let failed = |what: &str| {
         let what = what.to_owned();
         move |source: std::io::Error| JournalError {
@@ -307,36 +307,14 @@ fn create_private(path: &Path) -> Result<(), JournalError> {
             source: Box::new(source),
         }
     };
-    if let Some(folder) = path
-        .parent()
-        .filter(|folder| !folder.as_os_str().is_empty())
-    {
-        if !folder.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(folder)
-                .map_err(failed("cannot create its folder"))?;
-        }
-    }
-    let file = std::fs::OpenOptions::new()
+    create_private_parent(path).map_err(failed("cannot create its folder"))?;
+    let file = private_file_options()
         .read(true)
         .write(true)
-        .create(true)
         .truncate(false)
-        .mode(0o600)
         .open(path)
         .map_err(failed("cannot open it"))?;
-    let mode = file
-        .metadata()
-        .map_err(failed("cannot read its mode"))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(failed("cannot make it private (0600)"))?;
-    }
-    Ok(())
+    make_private(&file).map_err(failed("cannot make it private (0600)"))
 }
 
 fn write_loop(
