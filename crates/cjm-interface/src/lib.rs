@@ -10,6 +10,7 @@
 
 mod args;
 pub mod body;
+mod chain;
 mod control;
 mod error;
 mod file_backed;
@@ -19,6 +20,7 @@ pub mod remote;
 pub mod wire;
 
 pub use args::{Arg, Call, CallArgs};
+pub use chain::ErrorChain;
 pub use control::{CallControl, Progress};
 pub use error::{ErrorCategory, ErrorKind, PluginError};
 pub use file_backed::FileBacked;

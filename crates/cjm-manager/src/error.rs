@@ -248,26 +248,10 @@ mod tests {
 
     use super::*;
 
-    /// The message as `{:#}` of anyhow prints it: the error, then each cause.
-    fn chain(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
-        let mut clauses = vec![err.to_string()];
-        let mut source = err.source();
-        while let Some(cause) = source {
-            clauses.push(cause.to_string());
-            source = cause.source();
-        }
-        clauses
-    }
-
-    fn assert_said_once(err: &(dyn std::error::Error + 'static)) {
-        let text = chain(err).join(": ");
-        let clauses: Vec<&str> = text.split(": ").collect();
-        for (at, clause) in clauses.iter().enumerate() {
-            assert!(
-                !clauses[at + 1..].contains(clause),
-                "{clause:?} repeats in {text:?}"
-            );
-        }
+    fn assert_said_once(err: &(dyn std::error::Error + 'static)) -> String {
+        let chain = cjm_interface::ErrorChain(err);
+        assert_eq!(chain.repeated_clause(), None, "in {chain}");
+        chain.to_string()
     }
 
     #[test]
@@ -302,7 +286,7 @@ mod tests {
         // The I/O cause is reachable for callers that look for it.
         assert!(std::error::Error::source(&errors[0]).is_some());
         assert_eq!(
-            chain(&errors[1]).join(": "),
+            cjm_interface::ErrorChain(&errors[1]).to_string(),
             "plugin echo: cannot start /bin/echo-plugin: No such file or directory"
         );
     }

@@ -67,30 +67,11 @@ mod tests {
     use super::*;
     use crate::{validate_name, HomeError};
 
-    /// The error and each of its causes, joined as a chain printer (anyhow's `{:#}`)
-    /// joins them.
-    fn chain(err: &(dyn Error + 'static)) -> String {
-        let mut text = err.to_string();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
-    }
-
     /// Every clause of the chain once: no cause is both named and returned.
     fn assert_said_once(err: &(dyn Error + 'static)) -> String {
-        let text = chain(err);
-        let clauses: Vec<&str> = text.split(": ").collect();
-        for (at, clause) in clauses.iter().enumerate() {
-            assert!(
-                !clauses[at + 1..].contains(clause),
-                "{clause:?} repeats in {text:?}"
-            );
-        }
-        text
+        let chain = cjm_interface::ErrorChain(err);
+        assert_eq!(chain.repeated_clause(), None, "in {chain}");
+        chain.to_string()
     }
 
     #[test]

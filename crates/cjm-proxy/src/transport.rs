@@ -16,7 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use cjm_interface::{body, wire};
+use cjm_interface::{body, wire, ErrorChain};
 
 use crate::endpoint::Endpoint;
 use crate::tls::PinnedConnector;
@@ -179,7 +179,7 @@ impl Transport {
             WorkerClient::Unix(client) => client.request(request).await,
             WorkerClient::Tls { client, .. } => client.request(request).await,
         }
-        .map_err(|err| describe(&err))
+        .map_err(|err| ErrorChain(&err).to_string())
     }
 }
 
@@ -224,16 +224,4 @@ pub(crate) async fn read_body_into(
     body::read_into(response.into_body(), buffer, usize::MAX)
         .await
         .map_err(|err| err.to_string())
-}
-
-/// hyper-util's errors say little at the top level; the cause chain says what happened.
-fn describe(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

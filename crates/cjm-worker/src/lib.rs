@@ -61,7 +61,7 @@ mod tls;
 
 use std::process::ExitCode;
 
-use cjm_interface::{wire, Plugin, PluginError};
+use cjm_interface::{wire, ErrorChain, Plugin, PluginError};
 use cjm_metadata::ResourceRequirements;
 use serde_json::{json, Value};
 
@@ -219,14 +219,14 @@ where
         return print_line(&text);
     }
     if let Some(listen) = args.listen {
-        let remote =
-            RemoteServe::from_env(listen, args.lease_secs).map_err(|err| error_chain(&err))?;
+        let remote = RemoteServe::from_env(listen, args.lease_secs)
+            .map_err(|err| ErrorChain(&err).to_string())?;
         let options = ServeOptions::new()
             .remote(remote)
             .parent_pid(args.ppid)
             .max_body_bytes(max_body_bytes_from_env()?)
             .hand_over(hand_over);
-        return serve(plugin, options).map_err(|err| error_chain(&err));
+        return serve(plugin, options).map_err(|err| ErrorChain(&err).to_string());
     }
     if args.lease_secs.is_some() {
         return Err(String::from("--lease-secs needs --listen"));
@@ -241,7 +241,7 @@ where
         .parent_pid(args.ppid)
         .max_body_bytes(max_body_bytes_from_env()?)
         .hand_over(hand_over);
-    serve(plugin, options).map_err(|err| error_chain(&err))
+    serve(plugin, options).map_err(|err| ErrorChain(&err).to_string())
 }
 
 fn print_line(text: &str) -> Result<(), String> {
@@ -296,18 +296,6 @@ Environment: RUST_LOG (log level), {max_body} (largest request body in bytes).",
         client_cert = wire::CLIENT_CERT_SHA256_ENV,
         max_body = wire::MAX_BODY_ENV,
     )
-}
-
-/// An error and its causes, each once, as `error: cause: cause`.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn max_body_bytes_from_env() -> Result<usize, String> {

@@ -473,16 +473,9 @@ fn remember_finished(book: &mut Book, id: JobId, keep: usize) {
 /// The failure as the job reports it: the error with its causes, and its category.
 fn failure_of(err: &ManagerError) -> JobFailure {
     let category = err.category().unwrap_or(ErrorCategory::Fatal);
-    let mut message = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
     JobFailure {
         category,
         retriable: err.retriable(),
-        message,
+        message: cjm_interface::ErrorChain(err).to_string(),
     }
 }

@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cjm_interface::body;
 use cjm_interface::remote::{Handshake, HandshakeError};
+use cjm_interface::{body, ErrorChain};
 use http_body_util::Full;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
@@ -913,7 +913,7 @@ impl RayClient {
         RayError::Unreachable {
             address: self.address.clone(),
             what: what.to_owned(),
-            reason: describe(err),
+            reason: ErrorChain(err).to_string(),
         }
     }
 
@@ -991,18 +991,6 @@ fn segment(id: &str) -> String {
         }
     }
     out
-}
-
-/// hyper-util's errors say little at the top level; the cause chain says what happened.
-fn describe(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
