@@ -42,7 +42,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 
-use crate::remote::{Handshakes, MovableTcp, MAX_PENDING_HANDSHAKES, TLS_HANDSHAKE_LIMIT};
+use crate::remote::{Handshakes, HeardTcp, MAX_PENDING_HANDSHAKES, TLS_HANDSHAKE_LIMIT};
 use crate::tls::server_tls;
 
 /// How long the child may take to answer `/health` (a Python worker imports a model
@@ -374,7 +374,7 @@ async fn relay(
                 let relay = Arc::clone(&relay);
                 let id = handshakes.next_id();
                 let heard = Arc::new(AtomicBool::new(false));
-                let socket = MovableTcp::new(stream, Arc::clone(&heard));
+                let socket = HeardTcp::new(stream, Arc::clone(&heard));
                 let pending = Arc::clone(&handshakes);
                 let task = tokio::spawn(async move {
                     let handshake =

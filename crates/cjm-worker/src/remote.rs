@@ -12,11 +12,11 @@
 //! operator's choice for an attached worker) is required as well.
 //!
 //! Before authentication a connection costs little and cannot crowd the host out:
-//! its TLS handshake runs as a task on the accepting thread (no thread of its own),
-//! at most [`MAX_PENDING_HANDSHAKES`] at once, each for at most
-//! [`TLS_HANDSHAKE_LIMIT`]; one more drops a pending one, the oldest that has not
-//! said a word first (see [`Handshakes`]). Only a connection whose handshake has succeeded, which only the
-//! host can make, gets a connection thread and one of the server's connection slots.
+//! its TLS handshake runs as a task, at most [`MAX_PENDING_HANDSHAKES`] at once, each
+//! for at most [`TLS_HANDSHAKE_LIMIT`]; one more drops a pending one, the oldest that
+//! has not said a word first (see [`Handshakes`]). Only a connection whose handshake
+//! has succeeded, which only the host can make, gets one of the server's connection
+//! slots.
 //!
 //! The lease: with `--lease-secs N`, the worker exits once N seconds pass without a
 //! request from its host. Every request counts; `POST /lease` ([`wire::PATH_LEASE`])
@@ -45,9 +45,10 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::handler::{handle, Worker};
+use crate::handler::handle;
 use crate::listener::{Connection, Listener};
 use crate::respond::json_response;
+use crate::state::Worker;
 use crate::tls::{server_tls, TlsSetupError};
 
 /// How long a client has to complete the TLS handshake: the host needs one round
@@ -163,8 +164,8 @@ impl Remote {
 
     /// An accepted TCP connection: its TLS handshake runs as a task of the calling
     /// (accepting) runtime, one of the bounded pending ones; once it succeeds, the
-    /// connection waits for one of the `slots` and is served on a thread of its own.
-    /// Must be called within that runtime.
+    /// connection waits for one of the `slots` and is served by the same task. Must be
+    /// called within that runtime.
     pub(crate) fn authenticate(
         &self,
         connection: Connection,
@@ -177,16 +178,9 @@ impl Remote {
         let peer = stream
             .peer_addr()
             .map_or_else(|_| String::from("a client"), |peer| peer.to_string());
-        let stream = match tokio::net::TcpStream::from_std(stream) {
-            Ok(stream) => stream,
-            Err(err) => {
-                tracing::warn!("cannot register a connection: {err}");
-                return;
-            }
-        };
         let id = self.handshakes.next_id();
         let heard = Arc::new(AtomicBool::new(false));
-        let socket = MovableTcp::new(stream, Arc::clone(&heard));
+        let socket = HeardTcp::new(stream, Arc::clone(&heard));
         let handshakes = Arc::clone(&self.handshakes);
         let acceptor = self.acceptor.clone();
         let lease = Arc::clone(&self.lease);
@@ -196,7 +190,7 @@ impl Remote {
             let handshake = acceptor.accept(socket);
             let outcome = tokio::time::timeout(TLS_HANDSHAKE_LIMIT, handshake).await;
             handshakes.finished(id);
-            let mut stream = match outcome {
+            let stream = match outcome {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(err)) => {
                     // Plain HTTP, no certificate, another certificate: refused here.
@@ -212,22 +206,10 @@ impl Remote {
             };
             // Authenticated: the host's. It waits for a slot like any of its
             // connections would have.
-            let Ok(permit) = slots.acquire_owned().await else {
+            let Ok(_slot) = slots.acquire_owned().await else {
                 return;
             };
-            if let Err(err) = stream.get_mut().0.detach() {
-                tracing::warn!("cannot hand the connection with {peer} to its thread: {err}");
-                return;
-            }
-            crate::server::spawn_connection(
-                worker,
-                Connection::Tls(Box::new(TlsConnection {
-                    stream,
-                    lease,
-                    peer,
-                })),
-                permit,
-            );
+            serve_tls(worker, stream, lease, &peer).await;
         });
         self.handshakes.started(id, task.abort_handle(), heard);
     }
@@ -242,33 +224,14 @@ impl Remote {
     }
 }
 
-/// An authenticated TLS connection on its way to its thread.
-pub(crate) struct TlsConnection {
-    stream: tokio_rustls::server::TlsStream<MovableTcp>,
+/// Serve HTTP/1.1 over an authenticated TLS connection; every request renews the
+/// lease.
+async fn serve_tls(
+    worker: Arc<Worker>,
+    stream: tokio_rustls::server::TlsStream<HeardTcp>,
     lease: Arc<Lease>,
-    peer: String,
-}
-
-impl std::fmt::Debug for TlsConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsConnection")
-            .field("peer", &self.peer)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Serve HTTP/1.1 over an authenticated TLS connection, on the calling thread's
-/// runtime; every request renews the lease.
-pub(crate) async fn serve_tls(worker: Arc<Worker>, connection: Box<TlsConnection>) {
-    let TlsConnection {
-        mut stream,
-        lease,
-        peer,
-    } = *connection;
-    if let Err(err) = stream.get_mut().0.attach() {
-        tracing::warn!("cannot register the connection with {peer}: {err}");
-        return;
-    }
+    peer: &str,
+) {
     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         // The TLS layer has authenticated the host: any request is word from it.
         lease.touch();
@@ -395,79 +358,29 @@ impl Handshakes {
     }
 }
 
-/// The TCP socket under a TLS session, movable from one runtime to another: the
-/// handshake runs on the accepting thread's runtime, the session on its connection
-/// thread's. A tokio socket belongs to the runtime it was registered with, so it is
-/// taken out of the one ([`detach`](Self::detach)) and put into the other
-/// ([`attach`](Self::attach)) with the TLS state kept around it.
-pub(crate) struct MovableTcp {
-    socket: Socket,
+/// The TCP socket under a TLS session, noting whether the client has sent anything
+/// (see [`Handshakes`]: a connection that never speaks is the first one dropped).
+pub(crate) struct HeardTcp {
+    stream: tokio::net::TcpStream,
     /// Set once anything has been read.
     heard: Arc<AtomicBool>,
 }
 
-enum Socket {
-    Registered(tokio::net::TcpStream),
-    Detached(std::net::TcpStream),
-    /// Only while moving, or after a failed move.
-    Gone,
-}
-
-impl MovableTcp {
-    /// `stream`, registered with the current runtime; `heard` is set at its first
-    /// byte in.
+impl HeardTcp {
     pub(crate) fn new(stream: tokio::net::TcpStream, heard: Arc<AtomicBool>) -> Self {
-        MovableTcp {
-            socket: Socket::Registered(stream),
-            heard,
-        }
-    }
-
-    /// Out of the current runtime, for another thread to [`attach`](Self::attach).
-    pub(crate) fn detach(&mut self) -> io::Result<()> {
-        self.socket = match std::mem::replace(&mut self.socket, Socket::Gone) {
-            Socket::Registered(stream) => Socket::Detached(stream.into_std()?),
-            other => other,
-        };
-        Ok(())
-    }
-
-    /// Into the current runtime.
-    pub(crate) fn attach(&mut self) -> io::Result<()> {
-        self.socket = match std::mem::replace(&mut self.socket, Socket::Gone) {
-            Socket::Detached(stream) => {
-                Socket::Registered(tokio::net::TcpStream::from_std(stream)?)
-            }
-            other => other,
-        };
-        Ok(())
-    }
-
-    fn registered(&mut self) -> io::Result<Pin<&mut tokio::net::TcpStream>> {
-        match &mut self.socket {
-            Socket::Registered(stream) => Ok(Pin::new(stream)),
-            _ => Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "the socket is not registered with this thread's runtime",
-            )),
-        }
+        HeardTcp { stream, heard }
     }
 }
 
-impl std::fmt::Debug for MovableTcp {
+impl std::fmt::Debug for HeardTcp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = match &self.socket {
-            Socket::Registered(_) => "registered",
-            Socket::Detached(_) => "detached",
-            Socket::Gone => "gone",
-        };
-        f.debug_struct("MovableTcp")
-            .field("socket", &state)
-            .finish()
+        f.debug_struct("HeardTcp")
+            .field("heard", &self.heard.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
     }
 }
 
-impl AsyncRead for MovableTcp {
+impl AsyncRead for HeardTcp {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -475,10 +388,7 @@ impl AsyncRead for MovableTcp {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let read = match this.registered() {
-            Ok(stream) => stream.poll_read(cx, buf),
-            Err(err) => return Poll::Ready(Err(err)),
-        };
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
         if buf.filled().len() > before {
             this.heard.store(true, Ordering::Relaxed);
         }
@@ -486,30 +396,21 @@ impl AsyncRead for MovableTcp {
     }
 }
 
-impl AsyncWrite for MovableTcp {
+impl AsyncWrite for HeardTcp {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut().registered() {
-            Ok(stream) => stream.poll_write(cx, buf),
-            Err(err) => Poll::Ready(Err(err)),
-        }
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut().registered() {
-            Ok(stream) => stream.poll_flush(cx),
-            Err(err) => Poll::Ready(Err(err)),
-        }
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut().registered() {
-            Ok(stream) => stream.poll_shutdown(cx),
-            Err(err) => Poll::Ready(Err(err)),
-        }
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -517,14 +418,11 @@ impl AsyncWrite for MovableTcp {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut().registered() {
-            Ok(stream) => stream.poll_write_vectored(cx, bufs),
-            Err(err) => Poll::Ready(Err(err)),
-        }
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        true
+        self.stream.is_write_vectored()
     }
 }
 
