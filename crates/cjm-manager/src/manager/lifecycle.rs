@@ -30,6 +30,20 @@ pub(super) struct Replacement {
     pub(super) leave_stopped: Option<String>,
 }
 
+impl Replacement {
+    /// Start a new worker with `config` once the old one has cleaned up, whatever
+    /// the plugin is doing; the other kinds of replacement are this with a field
+    /// changed.
+    pub(super) fn start(config: ConfigMap) -> Self {
+        Replacement {
+            config,
+            only_if_idle: false,
+            kill_old: false,
+            leave_stopped: None,
+        }
+    }
+}
+
 /// What [`PluginManager::replace_worker`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Replaced {
@@ -188,17 +202,8 @@ impl PluginManager {
         };
         let lock = plugin.lock_lifecycle().await;
         plugin.set_restarts(0);
-        self.replace_worker(
-            &plugin,
-            lock,
-            Replacement {
-                config,
-                only_if_idle: false,
-                kill_old: false,
-                leave_stopped: None,
-            },
-        )
-        .await?;
+        self.replace_worker(&plugin, lock, Replacement::start(config))
+            .await?;
         tracing::info!("reloaded plugin {name}");
         Ok(())
     }

@@ -49,7 +49,7 @@ impl PluginManager {
             None => return Ok(None),
             Some(Worker::Stopped(reason)) => {
                 tracing::info!("plugin {name}: starting its worker again (it {reason})");
-                self.replace_worker(plugin, lock, start_with(plugin.config()))
+                self.replace_worker(plugin, lock, Replacement::start(plugin.config()))
                     .await?;
                 return Ok(None);
             }
@@ -74,7 +74,7 @@ impl PluginManager {
         // Counted whether or not it works, so that a plugin that cannot start runs
         // into the limit instead of being retried for ever.
         plugin.set_restarts(restart);
-        self.replace_worker(plugin, lock, start_with(plugin.config()))
+        self.replace_worker(plugin, lock, Replacement::start(plugin.config()))
             .await?;
         tracing::info!("plugin {name}: restarted (restart {restart})");
         Ok(None)
@@ -114,15 +114,5 @@ impl PluginManager {
             after,
             worker_killed,
         }
-    }
-}
-
-/// Start a new worker with `config`, replacing whatever is there.
-fn start_with(config: cjm_interface::ConfigMap) -> Replacement {
-    Replacement {
-        config,
-        only_if_idle: false,
-        kill_old: false,
-        leave_stopped: None,
     }
 }
