@@ -262,8 +262,11 @@ impl ProxyError {
             ProxyError::Placement { source, .. } => match **source {
                 // Someone else answering for the dashboard: asking again sends nothing
                 // better.
-                PlacementError::Ray(crate::ray::RayError::Untrusted { .. }) => ErrorCategory::Fatal,
-                PlacementError::Connect(_) | PlacementError::Ray(_) => ErrorCategory::Transient,
+                #[cfg(feature = "ray")]
+                PlacementError::Ray(cjm_ray::RayError::Untrusted { .. }) => ErrorCategory::Fatal,
+                #[cfg(feature = "ray")]
+                PlacementError::Ray(_) => ErrorCategory::Transient,
+                PlacementError::Connect(_) => ErrorCategory::Transient,
                 _ => ErrorCategory::Fatal,
             },
             ProxyError::Spawn { .. }
@@ -330,8 +333,9 @@ pub enum PlacementError {
     #[error("cannot reach the worker")]
     Connect(#[source] crate::tls::TlsConnectError),
     /// Ray refused or failed.
+    #[cfg(feature = "ray")]
     #[error("Ray")]
-    Ray(#[source] crate::ray::RayError),
+    Ray(#[source] cjm_ray::RayError),
     /// The plugin's program could not be packaged for shipping.
     #[error("cannot package the plugin's program: {0}")]
     Package(String),

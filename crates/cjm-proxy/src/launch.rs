@@ -101,6 +101,8 @@ impl std::fmt::Debug for LaunchSpec {
 
 /// See [`LaunchSpec::on_waiting`].
 #[derive(Clone)]
+// Called only by Ray placement (cargo feature `ray`).
+#[cfg_attr(not(feature = "ray"), allow(dead_code))]
 pub struct WaitingHook(Arc<dyn Fn(Shortfall) -> WaitingFuture + Send + Sync>);
 
 impl WaitingHook {
@@ -111,6 +113,7 @@ impl WaitingHook {
         WaitingHook(Arc::new(hook))
     }
 
+    #[cfg(feature = "ray")]
     pub(crate) fn call(&self, shortfall: Shortfall) -> WaitingFuture {
         (self.0)(shortfall)
     }

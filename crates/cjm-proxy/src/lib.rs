@@ -17,7 +17,6 @@ mod log;
 mod placement;
 mod process;
 mod proxy;
-pub mod ray;
 mod secret;
 mod spawner;
 mod stream;
@@ -25,13 +24,18 @@ mod tls;
 mod transport;
 mod worker;
 
+/// The client of Ray's Jobs API that [`RayPlacement`] places workers through (crate
+/// `cjm-ray`; cargo feature `ray`).
+#[cfg(feature = "ray")]
+pub use cjm_ray as ray;
 pub use endpoint::{default_socket_dir, Endpoint};
 pub use error::{PlacementError, ProxyError};
 pub use launch::{LaunchSpec, ListenMode, WaitingFuture, WaitingHook};
 pub use lifecycle::HookOutcome;
+#[cfg(feature = "ray")]
+pub use placement::RayPlacement;
 pub use placement::{
-    Attach, LocalSpawn, PlaceFuture, Placed, Placement, RayOptions, RayPlacement, RelayShip,
-    Shortfall,
+    Attach, LocalSpawn, PlaceFuture, Placed, Placement, RayOptions, RelayShip, Shortfall,
 };
 pub use proxy::RemotePluginProxy;
 pub use stream::{BlockingChunks, ChunkStream};

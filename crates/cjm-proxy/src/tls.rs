@@ -474,18 +474,11 @@ fn handshake_error(worker: &str, expected: Fingerprint, source: io::Error) -> Tl
 }
 
 /// Accepts only the server certificate with this fingerprint (names and dates are not
-/// checked: the pin says which certificate, nothing else does). Workers and pinned
-/// Ray dashboards alike.
+/// checked: the pin says which certificate, nothing else does).
 #[derive(Debug)]
 pub(crate) struct PinnedServer {
     expected: Fingerprint,
     provider: Arc<CryptoProvider>,
-}
-
-impl PinnedServer {
-    pub(crate) fn new(expected: Fingerprint, provider: Arc<CryptoProvider>) -> Self {
-        PinnedServer { expected, provider }
-    }
 }
 
 impl ServerCertVerifier for PinnedServer {

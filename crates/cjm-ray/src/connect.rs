@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::tls::{Mismatch, PinnedServer};
+use crate::pinned::{Mismatch, PinnedServer};
 
 /// How the host trusts an `https://` Ray dashboard.
 #[derive(Debug, Clone, PartialEq, Eq)]
