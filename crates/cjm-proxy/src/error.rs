@@ -328,10 +328,10 @@ pub enum PlacementError {
     BadSecret,
     /// The TLS set-up failed.
     #[error("TLS set-up failed")]
-    Tls(#[source] crate::tls::TlsError),
+    Tls(#[source] cjm_tls::TlsError),
     /// The worker could not be reached, or presented another certificate.
     #[error("cannot reach the worker")]
-    Connect(#[source] crate::tls::TlsConnectError),
+    Connect(#[source] cjm_tls::TlsConnectError),
     /// Ray refused or failed.
     #[cfg(feature = "ray")]
     #[error("Ray")]

@@ -17,10 +17,8 @@ mod log;
 mod placement;
 mod process;
 mod proxy;
-mod secret;
 mod spawner;
 mod stream;
-mod tls;
 mod transport;
 mod worker;
 
@@ -28,6 +26,12 @@ mod worker;
 /// `cjm-ray`; cargo feature `ray`).
 #[cfg(feature = "ray")]
 pub use cjm_ray as ray;
+/// Pinned TLS (crate `cjm-tls`): the host's identity and the connector to a remote
+/// worker, as the proxy uses them.
+pub use cjm_tls::{
+    certificate_fingerprint, read_handshake, ClientIdentity, HandshakeReadError, PinnedConnector,
+    TlsConnectError, TlsError, TlsStream, DEFAULT_CONNECT_TIMEOUT,
+};
 pub use endpoint::{default_socket_dir, Endpoint};
 pub use error::{PlacementError, ProxyError};
 pub use launch::{LaunchSpec, ListenMode, WaitingFuture, WaitingHook};
@@ -39,7 +43,3 @@ pub use placement::{
 };
 pub use proxy::RemotePluginProxy;
 pub use stream::{BlockingChunks, ChunkStream};
-pub use tls::{
-    certificate_fingerprint, read_handshake, ClientIdentity, HandshakeReadError, PinnedConnector,
-    TlsConnectError, TlsError, TlsStream, DEFAULT_CONNECT_TIMEOUT,
-};

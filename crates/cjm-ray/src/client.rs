@@ -1064,7 +1064,7 @@ mod tests {
     fn https_needs_something_to_trust_and_http_takes_none() {
         let err = RayClient::new("https://ray-head:8265", None).unwrap_err();
         assert!(matches!(err, RayError::NoTrust { .. }), "{err:?}");
-        let pin = DashboardTrust::Pinned(crate::pinned::certificate_fingerprint(b"dashboard"));
+        let pin = DashboardTrust::Pinned(cjm_tls::certificate_fingerprint(b"dashboard"));
         RayClient::builder("https://ray-head:8265")
             .trust(pin.clone())
             .build()
@@ -1101,7 +1101,7 @@ mod tests {
 
     #[test]
     fn only_new_complete_lines_are_scanned_for_the_handshake() {
-        let line = Handshake::new(4100, crate::pinned::certificate_fingerprint(b"w"), 9).to_line();
+        let line = Handshake::new(4100, cjm_tls::certificate_fingerprint(b"w"), 9).to_line();
         let first = "Running entrypoint for job j\npartial";
         let (found, from) = scan_new_lines(first, 0);
         assert!(found.is_none());

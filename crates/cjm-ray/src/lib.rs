@@ -51,7 +51,6 @@ mod client;
 mod connect;
 mod job;
 mod package;
-mod pinned;
 mod resources;
 
 pub use client::{

@@ -57,7 +57,6 @@ mod respond;
 mod server;
 mod stream;
 mod task;
-mod tls;
 
 use std::process::ExitCode;
 
@@ -66,10 +65,11 @@ use cjm_metadata::ResourceRequirements;
 use serde_json::{json, Value};
 
 pub use args::{WorkerArgs, WorkerArgsError};
+/// Why a remote worker's TLS could not be set up (`cjm_tls::TlsError`).
+pub use cjm_tls::TlsError as TlsSetupError;
 pub use handover::{HandOver, HandOverError};
 pub use remote::{RemoteServe, RemoteServeError};
 pub use server::{serve, ServeError, ServeOptions, DEFAULT_MAX_BODY_BYTES};
-pub use tls::TlsSetupError;
 
 /// The schema and validation crate, for what [`config`] does not cover.
 pub use cjm_validation;

@@ -19,7 +19,7 @@ use crate::handover::HandOver;
 use crate::host::PluginHost;
 use crate::listener::{AsyncListener, Connection};
 use crate::remote::{Remote, RemoteServe};
-use crate::tls::TlsSetupError;
+use crate::TlsSetupError;
 
 /// Connections served at once; more wait in the listen backlog. Each has a thread.
 /// A remote worker counts only authenticated connections here: those still in their

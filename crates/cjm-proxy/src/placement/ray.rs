@@ -24,10 +24,10 @@ use super::{PlaceFuture, Placed, Placement, RayOptions};
 use crate::endpoint::Endpoint;
 use crate::error::PlacementError;
 use crate::launch::WaitingHook;
-use crate::tls::{ClientIdentity, PinnedConnector};
 use crate::transport::Transport;
 use crate::worker::Worker;
 use crate::{LaunchSpec, ProxyError};
+use cjm_tls::{ClientIdentity, PinnedConnector};
 
 mod demand;
 

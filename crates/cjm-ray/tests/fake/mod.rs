@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cjm_interface::remote::{Fingerprint, Handshake};
+use cjm_interface::remote::Handshake;
 use cjm_ray::{DashboardTrust, JobStatus, JobSubmission, RayClient};
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, Response, StatusCode};
@@ -597,10 +597,4 @@ pub fn holder(id: &str, cpus: f64, vram_mb: f64) -> JobSubmission {
     worker_job(id, vram_mb).num_cpus(cpus)
 }
 
-/// SHA-256 of a certificate's DER bytes, as the pins say it.
-pub fn fingerprint(der: &[u8]) -> Fingerprint {
-    let digest = ring::digest::digest(&ring::digest::SHA256, der);
-    let mut bytes = [0u8; 32];
-    bytes.copy_from_slice(digest.as_ref());
-    Fingerprint::from_digest(bytes)
-}
+pub use cjm_tls::certificate_fingerprint as fingerprint;
