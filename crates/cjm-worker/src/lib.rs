@@ -51,7 +51,6 @@ mod lifecycle;
 mod listener;
 mod parent;
 mod proc_stats;
-pub mod relay;
 mod remote;
 mod respond;
 mod server;

@@ -21,6 +21,10 @@
 //! `cjm-relay --listen ADDR:PORT [--lease-secs N] [--child-port] -- PROGRAM [ARGS..]`;
 //! the child gets `--fd 3 --ppid RELAY` (or `--port P --ppid RELAY`) appended, as a
 //! host would append them.
+//!
+//! The TLS, the handshake line and the lease are a native remote worker's own
+//! (`cjm-tls`); a plugin built on `cjm-worker` never links the relay.
+#![warn(missing_docs)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -83,7 +87,7 @@ struct Relay {
 
 /// The relay's `main`: runs until its lease ends, it is told to stop, or its child
 /// ends; the exit status says which went wrong.
-pub fn relay_main() -> ExitCode {
+pub fn main() -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
