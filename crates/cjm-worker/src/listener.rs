@@ -24,7 +24,8 @@ pub(crate) enum Connection {
     Unix(UnixStream),
     /// A remote worker's connection, its TLS handshake done (`remote.rs`); boxed, as
     /// the TLS session's state is large.
-    Tls(Box<crate::remote::TlsConnection>),
+    #[cfg(feature = "remote")]
+    Tls(Box<crate::remote_stream::TlsConnection>),
 }
 
 /// The listener registered with the accepting runtime.

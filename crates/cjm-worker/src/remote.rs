@@ -24,25 +24,22 @@
 //! exists so that a host with nothing to ask can still say it is there.
 
 use std::convert::Infallible;
-use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use cjm_interface::remote::{Fingerprint, FingerprintError};
 use cjm_interface::wire;
-use cjm_tls::{Heard, Lease, PendingHandshakes, ServerTls, TlsError, MAX_PENDING_HANDSHAKES};
+use cjm_tls::{Lease, PendingHandshakes, ServerTls, TlsError, MAX_PENDING_HANDSHAKES};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::StatusCode;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
 
 use crate::handler::{handle, Worker};
 use crate::listener::{Connection, Listener};
+use crate::remote_stream::{MovableTcp, TlsConnection};
 use crate::respond::json_response;
 
 /// How a remote worker serves: where it listens, whose client certificate it
@@ -205,21 +202,6 @@ impl Remote {
     }
 }
 
-/// An authenticated TLS connection on its way to its thread.
-pub(crate) struct TlsConnection {
-    stream: tokio_rustls::server::TlsStream<Heard<MovableTcp>>,
-    lease: Arc<Lease>,
-    peer: String,
-}
-
-impl std::fmt::Debug for TlsConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsConnection")
-            .field("peer", &self.peer)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Serve HTTP/1.1 over an authenticated TLS connection, on the calling thread's
 /// runtime; every request renews the lease.
 pub(crate) async fn serve_tls(worker: Arc<Worker>, connection: Box<TlsConnection>) {
@@ -249,129 +231,6 @@ pub(crate) async fn serve_tls(worker: Arc<Worker>, connection: Box<TlsConnection
         .await
     {
         tracing::debug!("connection with {peer} ended with an error: {err}");
-    }
-}
-
-/// The TCP socket under a TLS session, movable from one runtime to another: the
-/// handshake runs on the accepting thread's runtime, the session on its connection
-/// thread's. A tokio socket belongs to the runtime it was registered with, so it is
-/// taken out of the one ([`detach`](Self::detach)) and put into the other
-/// ([`attach`](Self::attach)) with the TLS state kept around it.
-pub(crate) struct MovableTcp {
-    socket: Socket,
-}
-
-enum Socket {
-    Registered(tokio::net::TcpStream),
-    Detached(std::net::TcpStream),
-    /// Only while moving, or after a failed move.
-    Gone,
-}
-
-impl MovableTcp {
-    /// `stream`, registered with the current runtime.
-    pub(crate) fn new(stream: tokio::net::TcpStream) -> Self {
-        MovableTcp {
-            socket: Socket::Registered(stream),
-        }
-    }
-
-    /// Out of the current runtime, for another thread to [`attach`](Self::attach).
-    pub(crate) fn detach(&mut self) -> io::Result<()> {
-        self.socket = match std::mem::replace(&mut self.socket, Socket::Gone) {
-            Socket::Registered(stream) => Socket::Detached(stream.into_std()?),
-            other => other,
-        };
-        Ok(())
-    }
-
-    /// Into the current runtime.
-    pub(crate) fn attach(&mut self) -> io::Result<()> {
-        self.socket = match std::mem::replace(&mut self.socket, Socket::Gone) {
-            Socket::Detached(stream) => {
-                Socket::Registered(tokio::net::TcpStream::from_std(stream)?)
-            }
-            other => other,
-        };
-        Ok(())
-    }
-
-    fn registered(&mut self) -> io::Result<Pin<&mut tokio::net::TcpStream>> {
-        match &mut self.socket {
-            Socket::Registered(stream) => Ok(Pin::new(stream)),
-            _ => Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "the socket is not registered with this thread's runtime",
-            )),
-        }
-    }
-}
-
-impl std::fmt::Debug for MovableTcp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = match &self.socket {
-            Socket::Registered(_) => "registered",
-            Socket::Detached(_) => "detached",
-            Socket::Gone => "gone",
-        };
-        f.debug_struct("MovableTcp")
-            .field("socket", &state)
-            .finish()
-    }
-}
-
-impl AsyncRead for MovableTcp {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut().registered() {
-            Ok(stream) => stream.poll_read(cx, buf),
-            Err(err) => Poll::Ready(Err(err)),
-        }
-    }
-}
-
-impl AsyncWrite for MovableTcp {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut().registered() {
-            Ok(stream) => stream.poll_write(cx, buf),
-            Err(err) => Poll::Ready(Err(err)),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut().registered() {
-            Ok(stream) => stream.poll_flush(cx),
-            Err(err) => Poll::Ready(Err(err)),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut().registered() {
-            Ok(stream) => stream.poll_shutdown(cx),
-            Err(err) => Poll::Ready(Err(err)),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut().registered() {
-            Ok(stream) => stream.poll_write_vectored(cx, bufs),
-            Err(err) => Poll::Ready(Err(err)),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
     }
 }
 
