@@ -16,6 +16,13 @@ use crate::measure::{alive, anonymous_mib, median_ms, percentiles_us, rss_mib};
 use crate::report::Results;
 use crate::Options;
 
+/// The bare hyper server's manifest name (see `bin/bench_bare_hyper.rs`).
+const BARE_HYPER: &str = "bare-hyper";
+
+/// Rounds of the side-by-side measurements: ours and the bare server take turns, so
+/// that a swing of this noisy machine's load falls on both alike.
+const ROUNDS: usize = 3;
+
 /// A fresh CJM_HOME with manifests named `echo`, `echo-1`.. pointing at cjm-echo, and
 /// `wordcount`, written as `cjm-ctl install-all` writes them (the binary's own
 /// `--manifest`, config schema included).
@@ -44,6 +51,8 @@ impl BenchHome {
         write_manifest(&plugins, "wordcount", &wordcount, own_manifest(&wordcount)?)?;
         let ticker = options.bin_dir.join("bench-ticker");
         write_manifest(&plugins, "ticker", &ticker, own_manifest(&ticker)?)?;
+        let bare = options.bin_dir.join("bench-bare-hyper");
+        write_manifest(&plugins, BARE_HYPER, &bare, own_manifest(&bare)?)?;
         Ok(BenchHome { root })
     }
 
@@ -123,13 +132,40 @@ pub async fn measure_all(options: &Options, results: &mut Results) -> Result<()>
     if options.wants(&["start_failure_ms"]) {
         start_failure(options, results, reps(10, 3)).await?;
     }
-    if options.wants(&["exec_p50_us", "exec_p99_us"]) {
-        sequential_exec(&manager, results, reps(20_000, 2_000)).await?;
+    let against_bare = options.wants(&["exec_rps_c32_bare_hyper", "exec_p50_bare_hyper_us"]);
+    if against_bare {
+        manager.load_plugin(BARE_HYPER, None).await?;
+    }
+    if options.wants(&["exec_p50_us", "exec_p99_us", "exec_p50_bare_hyper_us"]) {
+        let calls = reps(20_000, 2_000) / ROUNDS;
+        let (mut ours, mut bare) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            ours.extend(sequential_exec(&manager, "echo", calls).await?);
+            if against_bare {
+                bare.extend(sequential_exec(&manager, BARE_HYPER, calls).await?);
+            }
+        }
+        let (p50, p99) = percentiles_us(ours);
+        results.insert("exec_p50_us", p50, "us");
+        results.insert("exec_p99_us", p99, "us");
+        if against_bare {
+            let (p50, _) = percentiles_us(bare);
+            results.insert("exec_p50_bare_hyper_us", p50, "us");
+        }
     }
     let window = Duration::from_millis(if options.quick { 500 } else { 3_000 });
-    if options.wants(&["exec_rps_c32"]) {
-        let rps = concurrent_rps(&manager, &["echo"], 32, window).await?;
-        results.insert("exec_rps_c32", rps, "calls/s");
+    if options.wants(&["exec_rps_c32", "exec_rps_c32_bare_hyper"]) {
+        let (mut ours, mut bare) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            ours.push(concurrent_rps(&manager, &["echo"], 32, window / 3).await?);
+            if against_bare {
+                bare.push(concurrent_rps(&manager, &[BARE_HYPER], 32, window / 3).await?);
+            }
+        }
+        results.insert("exec_rps_c32", median(ours), "calls/s");
+        if against_bare {
+            results.insert("exec_rps_c32_bare_hyper", median(bare), "calls/s");
+        }
     }
     if options.wants(&["exec_rps_c32_4w"]) {
         for name in ["echo-1", "echo-2", "echo-3"] {
@@ -193,23 +229,26 @@ async fn start_failure(options: &Options, results: &mut Results, reps: usize) ->
     Ok(())
 }
 
+/// The time of each of `calls` sequential calls to `plugin`.
 async fn sequential_exec(
     manager: &PluginManager,
-    results: &mut Results,
+    plugin: &str,
     calls: usize,
-) -> Result<()> {
+) -> Result<Vec<Duration>> {
     let mut samples = Vec::with_capacity(calls);
     for _ in 0..calls {
         let start = Instant::now();
         manager
-            .execute_plugin("echo", CallArgs::new().arg("hi"))
+            .execute_plugin(plugin, CallArgs::new().arg("hi"))
             .await?;
         samples.push(start.elapsed());
     }
-    let (p50, p99) = percentiles_us(samples);
-    results.insert("exec_p50_us", p50, "us");
-    results.insert("exec_p99_us", p99, "us");
-    Ok(())
+    Ok(samples)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Calls per second with `in_flight` calls outstanding at all times, spread round-robin

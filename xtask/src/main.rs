@@ -19,6 +19,8 @@
 //! - `ray-e2e`: workers placed by a real Ray cluster from PyPI (see `ray_e2e.rs`).
 //! - `jobs-stress [--runs N] [--no-load]`: the job tests N times in a row (default
 //!   50) on a loaded machine (see `jobs_stress.rs`).
+//! - `module-cycles`: fail if a crate's modules use each other in a circle (see
+//!   `module_cycles.rs`).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
@@ -27,6 +29,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 mod jobs_stress;
+mod module_cycles;
 mod ray_e2e;
 
 fn main() -> Result<()> {
@@ -40,9 +43,10 @@ fn main() -> Result<()> {
         "package" => package(std::env::args().skip(2).collect()),
         "ray-e2e" => ray_e2e::ray_e2e(),
         "jobs-stress" => jobs_stress::jobs_stress(std::env::args().skip(2).collect()),
+        "module-cycles" => module_cycles::module_cycles(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <e2e|demo [--release]|bench [--quick] [--only METRIC]|soak [OPTIONS]|readme|package [--verify]|ray-e2e|jobs-stress [--runs N] [--no-load]>"
+                "usage: cargo xtask <e2e|demo [--release]|bench [--quick] [--only METRIC]|soak [OPTIONS]|readme|package [--verify]|ray-e2e|jobs-stress [--runs N] [--no-load]|module-cycles>"
             );
             bail!("unknown task {task:?}")
         }

@@ -88,10 +88,13 @@ pub fn run(command: ExecCommand) -> Result<ExitCode> {
         let call = CallArgs::from_json(args, kwargs);
         let ended = match load(&manager, &command, config, &mut interrupts).await {
             Err(ended) => ended,
-            Ok(()) if command.stream => {
-                run_stream(&manager, &command.name, call, &mut interrupts).await
-            }
-            Ok(()) => run_job(&manager, &command.name, call, &mut interrupts).await,
+            Ok(()) => match Jobs::new(manager.clone(), JobOptions::default()).await {
+                Err(err) => Ended::failed(None, err),
+                Ok(jobs) if command.stream => {
+                    run_stream(&jobs, &command.name, call, &mut interrupts).await
+                }
+                Ok(jobs) => run_job(&jobs, &command.name, call, &mut interrupts).await,
+            },
         };
         manager.shutdown().await;
         Ok(ended.report())
@@ -239,16 +242,7 @@ async fn load(
 }
 
 /// A plain call, as a job: its progress is shown, and it can be cancelled.
-async fn run_job(
-    manager: &PluginManager,
-    plugin: &str,
-    call: CallArgs,
-    interrupts: &mut Interrupts,
-) -> Ended {
-    let jobs = match Jobs::new(manager.clone(), JobOptions::default()).await {
-        Ok(jobs) => jobs,
-        Err(err) => return Ended::failed(None, err),
-    };
+async fn run_job(jobs: &Jobs, plugin: &str, call: CallArgs, interrupts: &mut Interrupts) -> Ended {
     // Subscribed before the job exists, so that no early report is missed.
     let mut events = jobs.events();
     let id = match jobs.submit(plugin, call, 0) {
@@ -327,15 +321,11 @@ fn ended_as(id: JobId, outcome: Result<JobOutcome, JobsError>, print_result: boo
 /// stream, and forced after the cancel timeout); the second forces at once. A closed
 /// stdout cancels it and ends quietly.
 async fn run_stream(
-    manager: &PluginManager,
+    jobs: &Jobs,
     plugin: &str,
     call: CallArgs,
     interrupts: &mut Interrupts,
 ) -> Ended {
-    let jobs = match Jobs::new(manager.clone(), JobOptions::default()).await {
-        Ok(jobs) => jobs,
-        Err(err) => return Ended::failed(None, err),
-    };
     let (id, mut chunks) = match jobs.submit_stream(plugin, call, 0) {
         Ok(submitted) => submitted,
         Err(err) => return Ended::failed(None, err),

@@ -1,10 +1,13 @@
-//! [`PluginManager`]: discovery, lifecycle and execution over many workers.
+//! [`PluginManager`]: discovery, lifecycle and execution over many workers. Its
+//! methods come in groups, one `impl` block each, in the file of that group's
+//! concern (the table on [`PluginManager`]); the machinery under them (the restart
+//! path, admission and eviction, idle stops, recovery, the jobs' host) has files of
+//! its own.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cjm_interface::wire::StatsResponse;
 use cjm_interface::ConfigMap;
 use cjm_metadata::PluginMeta;
 use cjm_proxy::Endpoint;
@@ -13,18 +16,25 @@ use cjm_validation::{ConfigValidator, InvalidConfig};
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
-use crate::discovery::{self, DiscoveredPlugin, Discovery, ManifestProblem};
+use crate::discovery::Discovery;
 use crate::loaded::LoadedPlugin;
 use crate::{ManagerError, ManagerOptions};
 
-mod eviction;
+// The public groups, one `impl` block each, in the order of the table on
+// `PluginManager` (rustdoc shows the blocks in this order).
+mod configuration;
+mod discovered;
 mod execution;
+mod lifecycle;
+mod readiness;
+mod setup;
+mod status;
+mod telemetry;
+// What they stand on.
+mod eviction;
 mod for_jobs;
 mod idle;
-mod lifecycle;
-mod prefetch;
 mod recovery;
-mod telemetry;
 
 pub(crate) use for_jobs::{AfterKill, Forced};
 use telemetry::ManagerStats;
@@ -34,6 +44,26 @@ use telemetry::ManagerStats;
 ///
 /// Cheap to clone: clones share the same plugins. Every worker is stopped by
 /// [`shutdown`](Self::shutdown), or killed when the last clone is dropped.
+///
+/// Its methods, by group (one `impl` block each below, under its heading; where a
+/// method takes a plugin's name, an instance's name works too):
+///
+/// | Group | Methods |
+/// |---|---|
+/// | [Making one](#making-one) | [`new`](Self::new), [`options`](Self::options) |
+/// | [Discovery](#discovery) | [`discover_manifests`](Self::discover_manifests), [`discovery`](Self::discovery), [`discovery_problems`](Self::discovery_problems), [`discovered`](Self::discovered), [`discovered_plugin`](Self::discovered_plugin), [`discovered_by_category`](Self::discovered_by_category), [`discovered_categories`](Self::discovered_categories) |
+/// | [Lifecycle](#lifecycle) | [`load_plugin`](Self::load_plugin), [`load_instance`](Self::load_instance), [`load_all`](Self::load_all), [`reload_plugin`](Self::reload_plugin), [`unload_plugin`](Self::unload_plugin), [`unload_all`](Self::unload_all), [`shutdown`](Self::shutdown) |
+/// | [Readiness](#readiness) | [`enable_plugin`](Self::enable_plugin), [`disable_plugin`](Self::disable_plugin), [`prefetch_plugin`](Self::prefetch_plugin) |
+/// | [Calls](#calls) | [`execute_plugin`](Self::execute_plugin), [`execute_plugin_output`](Self::execute_plugin_output), [`execute_plugin_with_timeout`](Self::execute_plugin_with_timeout), [`execute_plugin_stream`](Self::execute_plugin_stream) |
+/// | [Configuration](#configuration) | [`plugin_config`](Self::plugin_config), [`plugin_config_detail`](Self::plugin_config_detail), [`update_plugin_config`](Self::update_plugin_config), [`plugin_config_options`](Self::plugin_config_options), [`plugin_config_schema`](Self::plugin_config_schema), [`all_plugin_configs`](Self::all_plugin_configs) |
+/// | [Loaded plugins and their status](#loaded-plugins-and-their-status) | [`list_plugins`](Self::list_plugins), [`is_loaded`](Self::is_loaded), [`plugin_meta`](Self::plugin_meta), [`plugins_by_category`](Self::plugins_by_category), [`loaded_categories`](Self::loaded_categories), [`worker_info`](Self::worker_info), [`plugin_status`](Self::plugin_status), [`is_running`](Self::is_running), [`active_executions`](Self::active_executions), [`plugin_logs`](Self::plugin_logs) |
+/// | [Resources and telemetry](#resources-and-telemetry) | [`plugin_stats`](Self::plugin_stats), [`plugin_gpu_memory_mb`](Self::plugin_gpu_memory_mb), [`system_stats`](Self::system_stats), [`register_system_monitor`](Self::register_system_monitor), [`unregister_system_monitor`](Self::unregister_system_monitor), [`system_monitor`](Self::system_monitor) |
+///
+/// Not methods here: admission, eviction, idle stops and restarts after a crash
+/// happen to every call as the [`ManagerOptions`] say; queued calls with progress and
+/// cancellation are [`Jobs`](crate::jobs::Jobs) over a clone of the manager; code
+/// without a runtime uses [`BlockingPluginManager`](crate::BlockingPluginManager),
+/// grouped the same way.
 #[derive(Debug, Clone)]
 pub struct PluginManager {
     shared: Arc<Shared>,
@@ -81,346 +111,8 @@ pub struct WorkerInfo {
     pub log_path: PathBuf,
 }
 
+// What the groups share.
 impl PluginManager {
-    /// A manager with no plugins discovered yet.
-    pub fn new(options: ManagerOptions) -> Self {
-        let local_monitor = match LocalMonitor::new() {
-            Ok(monitor) => Some(monitor),
-            Err(err) => {
-                tracing::warn!("{err}");
-                None
-            }
-        };
-        PluginManager {
-            shared: Arc::new(Shared {
-                options,
-                discovery: RwLock::new(Discovery::default()),
-                loaded: RwLock::new(HashMap::new()),
-                loading: Mutex::new(HashSet::new()),
-                disabled: Mutex::new(HashSet::new()),
-                local_monitor,
-                system_monitor: RwLock::new(None),
-                idle_sweeper: std::sync::atomic::AtomicBool::new(false),
-            }),
-        }
-    }
-
-    /// The options the manager was made with.
-    pub fn options(&self) -> &ManagerOptions {
-        &self.shared.options
-    }
-
-    // ---- discovery ------------------------------------------------------------
-
-    /// Read the manifests of the search paths (again); broken ones are reported by
-    /// [`discovery_problems`](Self::discovery_problems) and skipped.
-    pub fn discover_manifests(&self) -> Vec<PluginMeta> {
-        let found = discovery::discover(&self.shared.options.search_paths);
-        let metas = found
-            .plugins
-            .iter()
-            .map(|plugin| self.with_enabled(plugin.meta.clone()))
-            .collect();
-        *self.shared.discovery.write() = found;
-        metas
-    }
-
-    /// The last discovery pass in full: plugins, skipped manifests, shadowed ones.
-    pub fn discovery(&self) -> Discovery {
-        self.shared.discovery.read().clone()
-    }
-
-    /// Manifests the last discovery pass skipped, and why.
-    pub fn discovery_problems(&self) -> Vec<ManifestProblem> {
-        self.shared.discovery.read().problems.clone()
-    }
-
-    /// Metadata of every plugin the last discovery pass found.
-    pub fn discovered(&self) -> Vec<PluginMeta> {
-        self.shared
-            .discovery
-            .read()
-            .plugins
-            .iter()
-            .map(|plugin| self.with_enabled(plugin.meta.clone()))
-            .collect()
-    }
-
-    /// One discovered plugin, with its manifest and compiled config schema.
-    pub fn discovered_plugin(&self, name: &str) -> Option<DiscoveredPlugin> {
-        self.shared
-            .discovery
-            .read()
-            .plugins
-            .iter()
-            .find(|plugin| plugin.meta.name == name)
-            .cloned()
-    }
-
-    /// Discovered plugins of one category.
-    pub fn discovered_by_category(&self, category: &str) -> Vec<PluginMeta> {
-        self.discovered()
-            .into_iter()
-            .filter(|meta| meta.category == category)
-            .collect()
-    }
-
-    /// The categories of the discovered plugins, sorted, without the empty one.
-    pub fn discovered_categories(&self) -> Vec<String> {
-        categories(self.discovered())
-    }
-
-    // ---- lookups of loaded plugins ---------------------------------------------
-
-    /// Metadata of the loaded plugins, sorted by name.
-    pub fn list_plugins(&self) -> Vec<PluginMeta> {
-        let mut metas: Vec<PluginMeta> = self
-            .shared
-            .loaded
-            .read()
-            .values()
-            .map(|plugin| self.with_enabled(plugin.meta()))
-            .collect();
-        metas.sort_by(|a, b| a.name.cmp(&b.name));
-        metas
-    }
-
-    /// The current worker of a loaded plugin: its pid, endpoint, version and log.
-    /// `None` when the plugin is not loaded or has no worker now (stopped, or its
-    /// last start failed).
-    pub fn worker_info(&self, name: &str) -> Option<WorkerInfo> {
-        let proxy = self.loaded(name).ok()?.proxy()?;
-        Some(WorkerInfo {
-            pid: proxy.worker_pid(),
-            location: proxy.location().to_owned(),
-            local: proxy.is_local(),
-            endpoint: proxy.endpoint().clone(),
-            version: proxy.version().to_owned(),
-            log_path: proxy.log_path().to_path_buf(),
-        })
-    }
-
-    /// Metadata of a loaded plugin.
-    pub fn plugin_meta(&self, name: &str) -> Option<PluginMeta> {
-        self.loaded(name)
-            .ok()
-            .map(|plugin| self.with_enabled(plugin.meta()))
-    }
-
-    /// Executions of the plugin admitted and not yet finished (streams included).
-    pub fn active_executions(&self, name: &str) -> Option<usize> {
-        self.loaded(name)
-            .ok()
-            .map(|plugin| plugin.active_executions())
-    }
-
-    /// Whether the plugin is loaded (whatever its worker's state).
-    pub fn is_loaded(&self, name: &str) -> bool {
-        self.shared.loaded.read().contains_key(name)
-    }
-
-    /// Loaded plugins of one category.
-    pub fn plugins_by_category(&self, category: &str) -> Vec<PluginMeta> {
-        self.list_plugins()
-            .into_iter()
-            .filter(|meta| meta.category == category)
-            .collect()
-    }
-
-    /// The categories of the loaded plugins, sorted, without the empty one.
-    pub fn loaded_categories(&self) -> Vec<String> {
-        categories(self.list_plugins())
-    }
-
-    // ---- enabling ----------------------------------------------------------------
-
-    /// Allow executions again, and tell a running worker (its plugin's `on_enable`
-    /// hook, where it has one). Whether the plugin is known (discovered or loaded).
-    pub async fn enable_plugin(&self, name: &str) -> bool {
-        let known = self.set_enabled(name, true);
-        if known {
-            self.tell_worker(name, true).await;
-        }
-        known
-    }
-
-    /// Refuse executions (and loads) without stopping the worker, and tell a running
-    /// worker (its plugin's `on_disable` hook, which runs once the calls in flight
-    /// have ended and may release heavy resources). Whether the plugin is known.
-    pub async fn disable_plugin(&self, name: &str) -> bool {
-        let known = self.set_enabled(name, false);
-        if known {
-            self.tell_worker(name, false).await;
-        }
-        known
-    }
-
-    /// A worker without the hook (the original 0.0.20) is fine; a failing hook is
-    /// logged, the plugin's state is what the caller asked for either way.
-    async fn tell_worker(&self, name: &str, enabled: bool) {
-        let Some(proxy) = self
-            .loaded(name)
-            .ok()
-            .and_then(|plugin| plugin.proxy())
-            .filter(|proxy| proxy.is_running())
-        else {
-            return;
-        };
-        let told = if enabled {
-            proxy.on_enable().await
-        } else {
-            proxy.on_disable().await
-        };
-        match told {
-            Ok(cjm_proxy::HookOutcome::Failed(why)) => {
-                tracing::warn!("plugin {name}: its enable/disable hook failed: {why}");
-            }
-            Ok(_) => {}
-            Err(err) => tracing::warn!("{err}"),
-        }
-    }
-
-    fn set_enabled(&self, name: &str, enabled: bool) -> bool {
-        let known = self.is_loaded(name) || self.discovered_plugin(name).is_some();
-        if !known {
-            return false;
-        }
-        let mut disabled = self.shared.disabled.lock();
-        if enabled {
-            disabled.remove(name);
-        } else {
-            disabled.insert(name.to_owned());
-        }
-        true
-    }
-
-    fn is_disabled(&self, name: &str) -> bool {
-        self.shared.disabled.lock().contains(name)
-    }
-
-    fn with_enabled(&self, mut meta: PluginMeta) -> PluginMeta {
-        meta.enabled = !self.is_disabled(&meta.name);
-        meta
-    }
-
-    // ---- configuration, telemetry, logs ----------------------------------------------
-
-    /// The configuration in force: the worker's own word while it runs, else (a
-    /// worker stopped while idle or by eviction, or dead) the configuration the host
-    /// keeps for it and will start it with. [`plugin_config_detail`] says which.
-    ///
-    /// [`plugin_config_detail`]: Self::plugin_config_detail
-    pub async fn plugin_config(&self, name: &str) -> Result<Value, ManagerError> {
-        Ok(self.plugin_config_detail(name).await?.config)
-    }
-
-    /// [`plugin_config`](Self::plugin_config), and where it came from.
-    pub async fn plugin_config_detail(&self, name: &str) -> Result<PluginConfig, ManagerError> {
-        let plugin = self.loaded(name)?;
-        match plugin.worker().await {
-            crate::loaded::Worker::Running(proxy) => Ok(PluginConfig {
-                config: proxy.current_config().await?,
-                worker_stopped: None,
-            }),
-            crate::loaded::Worker::Stopped(reason) | crate::loaded::Worker::Dead(reason) => {
-                Ok(PluginConfig {
-                    config: Value::Object(plugin.config()),
-                    worker_stopped: Some(reason),
-                })
-            }
-        }
-    }
-
-    /// Re-configure a running plugin without restarting it. `update` is partial: its
-    /// keys replace those of the configuration last given, the others stay. The
-    /// result is checked against the config schema before it is sent; a refused
-    /// configuration leaves the old one in force. A stopped plugin keeps the new
-    /// configuration for its next start.
-    pub async fn update_plugin_config(
-        &self,
-        name: &str,
-        update: ConfigMap,
-    ) -> Result<(), ManagerError> {
-        let plugin = self.loaded(name)?;
-        let config = plugin
-            .config_validator
-            .validate_update(&plugin.config(), &update)
-            .map_err(|errors| invalid_config(name, errors))?;
-        let _one_at_a_time = plugin.lock_lifecycle().await;
-        if let Some(proxy) = plugin.proxy().filter(|proxy| proxy.is_running()) {
-            let fingerprint = plugin.config_validator.fingerprint();
-            // The plugin's own reconfigure where it has one (it may keep a loaded
-            // model), else a fresh initialize.
-            let reconfigured = proxy
-                .reconfigure(plugin.config(), config.clone(), fingerprint)
-                .await?;
-            if reconfigured == cjm_proxy::HookOutcome::NotSupported {
-                proxy
-                    .initialize_checked(config.clone(), fingerprint)
-                    .await?;
-            }
-        }
-        plugin.set_config(config);
-        Ok(())
-    }
-
-    /// The live domains of the plugin's configuration fields (the models present,
-    /// the devices), as its worker tells them; `{}` when it has none to tell.
-    pub async fn plugin_config_options(&self, name: &str) -> Result<Value, ManagerError> {
-        Ok(self.running_worker(name).await?.config_options().await?)
-    }
-
-    /// The config schema the plugin's worker reports.
-    pub async fn plugin_config_schema(&self, name: &str) -> Result<Value, ManagerError> {
-        Ok(self.running_worker(name).await?.config_schema().await?)
-    }
-
-    /// The configuration of every loaded plugin with a running worker that can report
-    /// it.
-    pub async fn all_plugin_configs(&self) -> BTreeMap<String, Value> {
-        let plugins: Vec<Arc<LoadedPlugin>> = self.shared.loaded.read().values().cloned().collect();
-        let mut configs = BTreeMap::new();
-        for plugin in plugins {
-            let Some(proxy) = plugin.proxy().filter(|proxy| proxy.is_running()) else {
-                continue;
-            };
-            match proxy.current_config().await {
-                Ok(config) => {
-                    configs.insert(plugin.name().to_owned(), config);
-                }
-                Err(err) => tracing::warn!("{err}"),
-            }
-        }
-        configs
-    }
-
-    /// Memory and CPU of the plugin's worker process tree, and (as `restarts` among
-    /// the extra fields) how often the restart policy has restarted it.
-    pub async fn plugin_stats(&self, name: &str) -> Result<StatsResponse, ManagerError> {
-        let plugin = self.loaded(name)?;
-        let mut stats = self.running_worker(name).await?.stats().await?;
-        stats
-            .extra
-            .insert(String::from("restarts"), Value::from(plugin.restarts()));
-        Ok(stats)
-    }
-
-    /// The last `lines` lines of the plugin's log (of every run, not only the current
-    /// one). Works for plugins that are not loaded, too.
-    pub fn plugin_logs(&self, name: &str, lines: usize) -> Result<String, ManagerError> {
-        let path = self.shared.options.home.log_path(name);
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok(last_lines(&String::from_utf8_lossy(&bytes), lines)),
-            Err(source) => Err(ManagerError::Log {
-                name: name.to_owned(),
-                path,
-                source,
-            }),
-        }
-    }
-
-    // ---- helpers --------------------------------------------------------------------
-
     fn loaded(&self, name: &str) -> Result<Arc<LoadedPlugin>, ManagerError> {
         self.shared
             .loaded
@@ -465,6 +157,15 @@ impl PluginManager {
                 .map(|meta| meta.name)
                 .collect(),
         }
+    }
+
+    fn is_disabled(&self, name: &str) -> bool {
+        self.shared.disabled.lock().contains(name)
+    }
+
+    fn with_enabled(&self, mut meta: PluginMeta) -> PluginMeta {
+        meta.enabled = !self.is_disabled(&meta.name);
+        meta
     }
 }
 

@@ -44,16 +44,9 @@ impl PluginStream {
         call_id: String,
     ) -> Self {
         let plugin = Arc::clone(guard.plugin());
-        PluginStream {
-            chunks,
-            guard: Some(guard),
-            plugin,
-            chunk_timeout: chunk_timeout.map(|limit| (limit, Box::pin(tokio::time::sleep(limit)))),
-            on_timeout,
-            ended: false,
-            proxy,
-            call_id,
-        }
+        let mut stream = Self::for_job(chunks, plugin, chunk_timeout, on_timeout, proxy, call_id);
+        stream.guard = Some(guard);
+        stream
     }
 
     /// A job's stream: its admission is the job's to hold.

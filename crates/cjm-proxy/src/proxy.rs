@@ -37,9 +37,6 @@ const TERMINATE_GRACE: Duration = Duration::from_secs(3);
 const MAX_READY_RETRY: Duration = Duration::from_millis(25);
 /// How many times a worker that found its port taken is started again.
 const PORT_TAKEN_RETRIES: usize = 4;
-/// A broken connection usually means the worker is dying; the notice of its exit
-/// (SIGCHLD, then the reaper task) can trail the socket error by a moment.
-pub(crate) const EXIT_NOTICE_WAIT: Duration = Duration::from_millis(250);
 /// `is_alive` gives a worker this long to answer `/health`.
 const ALIVE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -624,7 +621,11 @@ impl RemotePluginProxy {
             },
             status = self.worker.exited() => return Err(self.died(endpoint, status)),
         };
-        match self.worker.exit_within(EXIT_NOTICE_WAIT).await {
+        match self
+            .worker
+            .exit_within(crate::worker::EXIT_NOTICE_WAIT)
+            .await
+        {
             Some(status) => Err(self.died(endpoint, status)),
             None => Err(ProxyError::Transport {
                 plugin: self.plugin.clone(),

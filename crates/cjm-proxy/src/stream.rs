@@ -141,7 +141,7 @@ impl ChunkStream {
         let plugin = self.plugin.clone();
         let (log_path, log_start) = (self.log_path.clone(), self.log_start);
         Box::pin(async move {
-            match process.exit_within(crate::proxy::EXIT_NOTICE_WAIT).await {
+            match process.exit_within(crate::worker::EXIT_NOTICE_WAIT).await {
                 Some(status) => ProxyError::WorkerDied {
                     plugin,
                     endpoint: wire::PATH_EXECUTE_STREAM,

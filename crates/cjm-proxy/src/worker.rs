@@ -11,6 +11,11 @@ use rustix::process::Signal;
 use crate::placement::remote::RemoteWorker;
 use crate::process::WorkerProcess;
 
+/// A broken connection usually means the worker is dying; the notice of its exit
+/// (SIGCHLD, then the reaper task) can trail the socket error by a moment: wait this
+/// long for it before taking the connection's failure for the answer.
+pub(crate) const EXIT_NOTICE_WAIT: Duration = Duration::from_millis(250);
+
 #[derive(Debug, Clone)]
 pub(crate) enum Worker {
     Local(WorkerProcess),

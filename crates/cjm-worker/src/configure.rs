@@ -10,31 +10,40 @@ use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
 
 use crate::body::ResponseBody;
-use crate::handler::{read_json, Worker};
 use crate::host::{guarded, CallFailure};
+use crate::offload::off_io;
+use crate::request::{parse_json, read_body};
 use crate::respond::{error_response, failure_response, failure_response_with, json_response};
+use crate::state::Worker;
 
 pub(crate) async fn initialize(
     worker: Arc<Worker>,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let claim = request.headers().get(wire::CONFIG_CHECKED_HEADER).cloned();
-    let config = match read_json::<ConfigMap>(&worker, request).await {
-        Ok(config) => config,
+    let body = match read_body(&worker, request).await {
+        Ok(body) => body,
         Err(response) => return response,
     };
-    let config = match checked_config(&worker, config, claim.as_ref()) {
-        Ok(config) => config,
-        Err(refusal) => return refusal.into_response(worker.host.name()),
-    };
-    let result = {
-        let mut plugin = worker.host.write();
-        let checked_against = worker.config_check.fingerprint();
-        crate::config::with_config_checked_against(checked_against, || {
-            guarded(|| plugin.initialize(config))
-        })
-    };
-    configured(&worker, result, "ok")
+    off_io(move || {
+        let config = match parse_json::<ConfigMap>(&body) {
+            Ok(config) => config,
+            Err(response) => return response,
+        };
+        let config = match checked_config(&worker, config, claim.as_ref()) {
+            Ok(config) => config,
+            Err(refusal) => return refusal.into_response(worker.host.name()),
+        };
+        let result = {
+            let mut plugin = worker.host.write();
+            let checked_against = worker.config_check.fingerprint();
+            crate::config::with_config_checked_against(checked_against, || {
+                guarded(|| plugin.initialize(config))
+            })
+        };
+        configured(&worker, result, "ok")
+    })
+    .await
 }
 
 /// `POST /reconfigure {"old_config", "new_config"}` (the original 0.0.46's): the new
@@ -44,33 +53,40 @@ pub(crate) async fn reconfigure(
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let claim = request.headers().get(wire::CONFIG_CHECKED_HEADER).cloned();
-    let asked = match read_json::<ReconfigureRequest>(&worker, request).await {
-        Ok(asked) => asked,
+    let body = match read_body(&worker, request).await {
+        Ok(body) => body,
         Err(response) => return response,
     };
-    let new = match checked_config(
-        &worker,
-        asked.new_config.unwrap_or_default(),
-        claim.as_ref(),
-    ) {
-        Ok(config) => config,
-        Err(refusal) => return refusal.into_response(worker.host.name()),
-    };
-    let result = {
-        let mut plugin = worker.host.write();
-        let old = match asked.old_config {
-            Some(old) => old,
-            None => match plugin.current_config() {
-                serde_json::Value::Object(old) => old,
-                _ => ConfigMap::new(),
-            },
+    off_io(move || {
+        let asked = match parse_json::<ReconfigureRequest>(&body) {
+            Ok(asked) => asked,
+            Err(response) => return response,
         };
-        let checked_against = worker.config_check.fingerprint();
-        crate::config::with_config_checked_against(checked_against, || {
-            guarded(|| plugin.reconfigure(old, new))
-        })
-    };
-    configured(&worker, result, "reconfigured")
+        let new = match checked_config(
+            &worker,
+            asked.new_config.unwrap_or_default(),
+            claim.as_ref(),
+        ) {
+            Ok(config) => config,
+            Err(refusal) => return refusal.into_response(worker.host.name()),
+        };
+        let result = {
+            let mut plugin = worker.host.write();
+            let old = match asked.old_config {
+                Some(old) => old,
+                None => match plugin.current_config() {
+                    serde_json::Value::Object(old) => old,
+                    _ => ConfigMap::new(),
+                },
+            };
+            let checked_against = worker.config_check.fingerprint();
+            crate::config::with_config_checked_against(checked_against, || {
+                guarded(|| plugin.reconfigure(old, new))
+            })
+        };
+        configured(&worker, result, "reconfigured")
+    })
+    .await
 }
 
 fn configured(

@@ -51,14 +51,15 @@ mod lifecycle;
 mod listener;
 #[cfg(not(feature = "remote"))]
 mod no_remote;
+mod offload;
 mod parent;
 mod proc_stats;
 #[cfg(feature = "remote")]
 mod remote;
-#[cfg(feature = "remote")]
-mod remote_stream;
+mod request;
 mod respond;
 mod server;
+mod state;
 mod stream;
 mod task;
 

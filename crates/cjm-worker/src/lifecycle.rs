@@ -11,9 +11,10 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::body::ResponseBody;
-use crate::handler::Worker;
 use crate::host::guarded;
+use crate::offload::off_io;
 use crate::respond::{bytes_response, error_response, failure_response, json_response};
+use crate::state::Worker;
 
 /// `POST /on_enable`. Like the original, a hook that fails answers 200 with
 /// `{"status": "error", "detail"}`: the plugin stays enabled either way.
@@ -61,21 +62,24 @@ pub(crate) async fn prefetch(
         Ok(running) => running,
         Err(refused) => return crate::respond::refused_response(worker.host.name(), &refused),
     };
-    let control = running.control();
-    let result = {
-        let plugin = worker.host.read();
-        guarded(|| plugin.prefetch(&control))
-    };
-    drop(running);
-    match result {
-        Ok(()) => json_response(
-            StatusCode::OK,
-            &StatusResponse {
-                status: String::from("prefetched"),
-            },
-        ),
-        Err(failure) => failure_response(worker.host.name(), &failure),
-    }
+    off_io(move || {
+        let control = running.control();
+        let result = {
+            let plugin = worker.host.read();
+            guarded(|| plugin.prefetch(&control))
+        };
+        drop(running);
+        match result {
+            Ok(()) => json_response(
+                StatusCode::OK,
+                &StatusResponse {
+                    status: String::from("prefetched"),
+                },
+            ),
+            Err(failure) => failure_response(worker.host.name(), &failure),
+        }
+    })
+    .await
 }
 
 /// `POST /get_system_status`, `/list_processes`: 404 when the plugin is no monitor.

@@ -5,7 +5,7 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 
 use cjm_interface::wire;
 use rustix::net::AddressFamily;
@@ -17,15 +17,11 @@ pub(crate) enum Listener {
     Unix(UnixListener),
 }
 
-/// One accepted connection, on its way to the thread that serves it.
+/// One accepted connection, registered with the accepting runtime.
 #[derive(Debug)]
 pub(crate) enum Connection {
-    Tcp(std::net::TcpStream),
-    Unix(UnixStream),
-    /// A remote worker's connection, its TLS handshake done (`remote.rs`); boxed, as
-    /// the TLS session's state is large.
-    #[cfg(feature = "remote")]
-    Tls(Box<crate::remote_stream::TlsConnection>),
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
 }
 
 /// The listener registered with the accepting runtime.
@@ -55,12 +51,12 @@ impl AsyncListener {
                 let (stream, _) = listener.accept().await?;
                 // Small answers go out at once instead of waiting for more to send.
                 let _ = stream.set_nodelay(true);
-                Ok(Connection::Tcp(stream.into_std()?))
+                Ok(Connection::Tcp(stream))
             }
             AsyncListener::Unix(listener) => {
                 let (stream, _) = listener.accept().await?;
                 wire::widen_send_buffer(stream.as_fd());
-                Ok(Connection::Unix(stream.into_std()?))
+                Ok(Connection::Unix(stream))
             }
         }
     }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::handler::Worker;
 use crate::listener::{Connection, Listener};
+use crate::state::Worker;
 
 /// No value of this type exists.
 pub(crate) struct Remote {

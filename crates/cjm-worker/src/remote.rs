@@ -12,12 +12,11 @@
 //! operator's choice for an attached worker) is required as well.
 //!
 //! Before authentication a connection costs little and cannot crowd the host out:
-//! its TLS handshake runs as a task on the accepting thread (no thread of its own),
-//! at most [`MAX_PENDING_HANDSHAKES`] at once, each for at most
-//! [`TLS_HANDSHAKE_LIMIT`](cjm_tls::TLS_HANDSHAKE_LIMIT); one more drops a pending
-//! one, the oldest that has not said a word first (see [`PendingHandshakes`]). Only a
-//! connection whose handshake has succeeded, which only the host can make, gets a
-//! connection thread and one of the server's connection slots.
+//! its TLS handshake runs as a task, at most [`MAX_PENDING_HANDSHAKES`] at once, each
+//! for at most [`TLS_HANDSHAKE_LIMIT`](cjm_tls::TLS_HANDSHAKE_LIMIT); one more drops a
+//! pending one, the oldest that has not said a word first (see [`PendingHandshakes`]).
+//! Only a connection whose handshake has succeeded, which only the host can make,
+//! gets one of the server's connection slots.
 //!
 //! The lease: with `--lease-secs N`, the worker exits once N seconds pass without a
 //! request from its host. Every request counts; `POST /lease` ([`wire::PATH_LEASE`])
@@ -30,17 +29,17 @@ use std::time::Duration;
 
 use cjm_interface::remote::{Fingerprint, FingerprintError};
 use cjm_interface::wire;
-use cjm_tls::{Lease, PendingHandshakes, ServerTls, TlsError, MAX_PENDING_HANDSHAKES};
+use cjm_tls::{Heard, Lease, PendingHandshakes, ServerTls, TlsError, MAX_PENDING_HANDSHAKES};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::StatusCode;
 use hyper_util::rt::TokioIo;
 use tokio::sync::Semaphore;
 
-use crate::handler::{handle, Worker};
+use crate::handler::handle;
 use crate::listener::{Connection, Listener};
-use crate::remote_stream::{MovableTcp, TlsConnection};
 use crate::respond::json_response;
+use crate::state::Worker;
 
 /// How a remote worker serves: where it listens, whose client certificate it
 /// accepts, and how long it waits for its host. Built with [`RemoteServe::new`] or
@@ -138,8 +137,8 @@ impl Remote {
 
     /// An accepted TCP connection: its TLS handshake runs as a task of the calling
     /// (accepting) runtime, one of the bounded pending ones; once it succeeds, the
-    /// connection waits for one of the `slots` and is served on a thread of its own.
-    /// Must be called within that runtime.
+    /// connection waits for one of the `slots` and is served by the same task. Must be
+    /// called within that runtime.
     pub(crate) fn authenticate(
         &self,
         connection: Connection,
@@ -152,42 +151,21 @@ impl Remote {
         let peer = stream
             .peer_addr()
             .map_or_else(|_| String::from("a client"), |peer| peer.to_string());
-        let stream = match tokio::net::TcpStream::from_std(stream) {
-            Ok(stream) => stream,
-            Err(err) => {
-                tracing::warn!("cannot register a connection: {err}");
-                return;
-            }
-        };
         let lease = Arc::clone(&self.lease);
         let worker = Arc::clone(worker);
         let slots = Arc::clone(slots);
-        let handed_to = peer.clone();
+        let served = peer.clone();
         self.handshakes.accept(
             &self.tls.acceptor(),
-            MovableTcp::new(stream),
+            stream,
             peer,
-            move |mut stream| async move {
+            move |stream| async move {
                 // Authenticated: the host's. It waits for a slot like any of its
                 // connections would have.
-                let Ok(permit) = slots.acquire_owned().await else {
+                let Ok(_slot) = slots.acquire_owned().await else {
                     return;
                 };
-                if let Err(err) = stream.get_mut().0.get_mut().detach() {
-                    tracing::warn!(
-                        "cannot hand the connection with {handed_to} to its thread: {err}"
-                    );
-                    return;
-                }
-                crate::server::spawn_connection(
-                    worker,
-                    Connection::Tls(Box::new(TlsConnection {
-                        stream,
-                        lease,
-                        peer: handed_to,
-                    })),
-                    permit,
-                );
+                serve_tls(worker, stream, lease, &served).await;
             },
         );
     }
@@ -202,18 +180,14 @@ impl Remote {
     }
 }
 
-/// Serve HTTP/1.1 over an authenticated TLS connection, on the calling thread's
-/// runtime; every request renews the lease.
-pub(crate) async fn serve_tls(worker: Arc<Worker>, connection: Box<TlsConnection>) {
-    let TlsConnection {
-        mut stream,
-        lease,
-        peer,
-    } = *connection;
-    if let Err(err) = stream.get_mut().0.get_mut().attach() {
-        tracing::warn!("cannot register the connection with {peer}: {err}");
-        return;
-    }
+/// Serve HTTP/1.1 over an authenticated TLS connection; every request renews the
+/// lease.
+async fn serve_tls(
+    worker: Arc<Worker>,
+    stream: tokio_rustls::server::TlsStream<Heard<tokio::net::TcpStream>>,
+    lease: Arc<Lease>,
+    peer: &str,
+) {
     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         // The TLS layer has authenticated the host: any request is word from it.
         lease.touch();

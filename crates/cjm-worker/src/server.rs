@@ -14,7 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::AccessToken;
 use crate::config_check::ConfigCheck;
-use crate::handler::{handle, Worker};
+use crate::handler::handle;
 use crate::handover::HandOver;
 use crate::host::PluginHost;
 use crate::listener::{AsyncListener, Connection};
@@ -22,16 +22,21 @@ use crate::listener::{AsyncListener, Connection};
 use crate::no_remote::Remote;
 #[cfg(feature = "remote")]
 use crate::remote::{Remote, RemoteServe};
+use crate::state::Worker;
 #[cfg(feature = "remote")]
 use crate::TlsSetupError;
 
-/// Connections served at once; more wait in the listen backlog. Each has a thread.
-/// A remote worker counts only authenticated connections here: those still in their
-/// TLS handshake are bounded apart (`remote.rs`), so that nobody without the host's
-/// certificate can fill these slots.
+/// Connections served at once; more wait in the listen backlog. A remote worker counts
+/// only authenticated connections here: those still in their TLS handshake are
+/// bounded apart (`remote.rs`), so that nobody without the host's certificate can
+/// fill these slots.
 const MAX_CONNECTIONS: usize = 512;
-/// Plugin code runs on connection threads; give it the stack a main thread would get.
-const CONNECTION_STACK_BYTES: usize = 8 * 1024 * 1024;
+/// Threads for plugin code at most: one per connection (HTTP/1 has one request in
+/// flight per connection; a stream's producer or a waiting `/progress` is that
+/// request's), and a few for the worker's own (SIGTERM's cleanup).
+const MAX_BLOCKING_THREADS: usize = MAX_CONNECTIONS + 8;
+/// Plugin code runs on the blocking pool; give it the stack a main thread would get.
+const PLUGIN_STACK_BYTES: usize = 8 * 1024 * 1024;
 
 /// How often the control loop checks whether the worker went idle (and gives freed
 /// memory back to the kernel).
@@ -156,8 +161,9 @@ enum Shutdown {
 
 /// Serve `plugin` until SIGTERM/SIGINT or the death of `parent_pid`.
 ///
-/// One thread accepts connections and watches the host and signals; every connection
-/// is served on a thread of its own, where its plugin calls run.
+/// One thread serves every connection's I/O (and watches the host and signals), as a
+/// bare hyper server does; the plugin's code runs on tokio's blocking pool (see
+/// `offload.rs`).
 pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeError> {
     // Before listening: a plugin whose schema is plainly broken must not look ready.
     let config_check =
@@ -192,6 +198,9 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
     })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .thread_stack_size(PLUGIN_STACK_BYTES)
+        .thread_name("cjm-plugin")
         .build()
         .map_err(ServeError::Runtime)?;
     let worker = Arc::new(Worker::new(
@@ -317,52 +326,16 @@ async fn accept(
     Ok((connection, permit))
 }
 
-/// Serve one connection on a thread of its own, with a runtime of its own.
-///
-/// Plugin calls then run right on that thread: no hand-over to a pool and back, so a
-/// call costs about one loopback round trip. A long call holds up only its own
-/// connection; the host opens another for concurrent calls, `/health` or `/stats`.
-pub(crate) fn spawn_connection(
-    worker: Arc<Worker>,
-    connection: Connection,
-    permit: OwnedSemaphorePermit,
-) {
-    let spawned = std::thread::Builder::new()
-        .name(String::from("cjm-connection"))
-        .stack_size(CONNECTION_STACK_BYTES)
-        .spawn(move || {
-            let _permit = permit;
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(err) => {
-                    tracing::warn!("cannot start a connection's runtime: {err}");
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let registered = match connection {
-                    Connection::Tcp(stream) => match tokio::net::TcpStream::from_std(stream) {
-                        Ok(stream) => return serve_connection(worker, stream).await,
-                        Err(err) => err,
-                    },
-                    Connection::Unix(stream) => match tokio::net::UnixStream::from_std(stream) {
-                        Ok(stream) => return serve_connection(worker, stream).await,
-                        Err(err) => err,
-                    },
-                    #[cfg(feature = "remote")]
-                    Connection::Tls(connection) => {
-                        return crate::remote::serve_tls(worker, connection).await
-                    }
-                };
-                tracing::warn!("cannot register a connection: {registered}");
-            });
-        });
-    if let Err(err) = spawned {
-        tracing::warn!("cannot start a connection thread: {err}");
-    }
+/// Serve one connection as a task of the accepting runtime (see `offload.rs` for where
+/// its plugin calls run). Must be called within that runtime.
+fn spawn_connection(worker: Arc<Worker>, connection: Connection, permit: OwnedSemaphorePermit) {
+    tokio::spawn(async move {
+        let _permit = permit;
+        match connection {
+            Connection::Tcp(stream) => serve_connection(worker, stream).await,
+            Connection::Unix(stream) => serve_connection(worker, stream).await,
+        }
+    });
 }
 
 async fn serve_connection<S>(worker: Arc<Worker>, stream: S)

@@ -9,7 +9,6 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use cjm_interface::wire::{JobError, StreamError};
@@ -20,16 +19,9 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::calls::Running;
-use crate::handler::Worker;
 use crate::host::{guarded, CallFailure};
+use crate::state::Worker;
 
-/// A batch this large goes out without waiting for more.
-const BATCH_BYTES: usize = 16 * 1024;
-/// A small batch waits this long for the producer to add to it; when nothing was added
-/// in that time, the producer has paused and the batch goes.
-const GROWTH_WAIT: Duration = Duration::from_micros(20);
-/// No batch waits longer than this for more, however steadily it grows.
-const BATCH_WAIT_LIMIT: Duration = Duration::from_micros(500);
 /// Bytes buffered before the producer waits for the socket.
 const BUFFER_LIMIT: usize = 256 * 1024;
 
@@ -41,8 +33,6 @@ struct Pipe {
     /// The body was dropped: the client is gone.
     abandoned: bool,
     waker: Option<Waker>,
-    /// The body is waiting for a small batch to grow (see `NdjsonBody::poll_frame`).
-    batch_waiting: bool,
 }
 
 #[derive(Debug, Default)]
@@ -52,8 +42,6 @@ struct Shared {
     control: CallControl,
     /// The body took what was buffered: a producer over the limit may go on.
     drained: Condvar,
-    /// A waiting batch is full, or the producer has finished.
-    batch_ready: Condvar,
 }
 
 impl Shared {
@@ -89,10 +77,6 @@ impl LineWriter {
                 waker.wake();
             }
         }
-        if pipe.batch_waiting && pipe.buffer.len() >= BATCH_BYTES {
-            pipe.batch_waiting = false;
-            self.shared.batch_ready.notify_one();
-        }
         true
     }
 
@@ -120,7 +104,6 @@ impl Drop for LineWriter {
         if let Some(waker) = pipe.waker.take() {
             waker.wake();
         }
-        self.shared.batch_ready.notify_one();
     }
 }
 
@@ -139,26 +122,6 @@ impl Body for NdjsonBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let mut pipe = self.shared.lock();
-        // A small batch of a producer still going: let it grow while the producer keeps
-        // adding to it, before paying a write (and the client a wake-up) for it. Without
-        // this, a socket faster than the producer gets one write per chunk or two. A
-        // producer that pauses for GROWTH_WAIT has its batch sent, so a slow producer's
-        // chunk goes out within microseconds. This runs on the connection's own thread,
-        // which has nothing else to do meanwhile.
-        let started = Instant::now();
-        while !pipe.buffer.is_empty()
-            && pipe.buffer.len() < BATCH_BYTES
-            && !pipe.closed
-            && started.elapsed() < BATCH_WAIT_LIMIT
-        {
-            let before = pipe.buffer.len();
-            pipe.batch_waiting = true;
-            self.shared.batch_ready.wait_for(&mut pipe, GROWTH_WAIT);
-            pipe.batch_waiting = false;
-            if pipe.buffer.len() == before {
-                break;
-            }
-        }
         if !pipe.buffer.is_empty() {
             let frame = pipe.buffer.split().freeze();
             drop(pipe);

@@ -14,11 +14,13 @@ use hyper::{Request, Response, StatusCode};
 
 use crate::body::ResponseBody;
 use crate::calls::{Cancelled, EARLY_CANCEL_TTL};
-use crate::handler::{read_json, Worker};
 use crate::host::guarded;
+use crate::offload::off_io;
+use crate::request::{parse_json, read_body, read_json};
 use crate::respond::{
     bytes_response, error_response, failure_response, json_response, refused_response,
 };
+use crate::state::Worker;
 
 /// The longest a `/progress` request waits for a new report.
 const MAX_PROGRESS_WAIT: Duration = Duration::from_secs(30);
@@ -32,18 +34,30 @@ fn call_id(request: &Request<Incoming>) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Run the plugin's `execute` right here: every connection has a thread of its own
-/// (see `server.rs`), so a long execution holds up only its own connection, never
-/// `/health`, `/progress` or `/cancel` on another.
+/// `POST /execute`: the body is read here, on the I/O thread; parsing it, the plugin's
+/// `execute` and writing its answer run on the blocking pool (see `offload.rs`). The
+/// call is registered (for `/cancel` and `/progress`) only once its arguments parse.
 pub(crate) async fn execute(
     worker: Arc<Worker>,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let id = call_id(&request);
-    let call = match read_json::<Call>(&worker, request).await {
-        Ok(call) => call,
+    let body = match read_body(&worker, request).await {
+        Ok(body) => body,
         Err(response) => return response,
     };
+    off_io(move || {
+        let call = match parse_json::<Call>(&body) {
+            Ok(call) => call,
+            Err(response) => return response,
+        };
+        drop(body);
+        run_execute(&worker, id, call)
+    })
+    .await
+}
+
+fn run_execute(worker: &Worker, id: Option<String>, call: Call) -> Response<ResponseBody> {
     let running = match worker.calls.start(id) {
         Ok(running) => running,
         Err(refused) => return refused_response(worker.host.name(), &refused),
@@ -122,7 +136,12 @@ pub(crate) async fn cancel(
             Some(ErrorKind::InvalidArgument.as_str()),
         );
     }
-    let (status, detail) = match worker.calls.cancel(asked.call_id.as_deref()) {
+    // Off the I/O thread: cancelling runs the plugin's cancel callbacks.
+    off_io(move || cancel_calls(&worker, asked.call_id.as_deref())).await
+}
+
+fn cancel_calls(worker: &Worker, id: Option<&str>) -> Response<ResponseBody> {
+    let (status, detail) = match worker.calls.cancel(id) {
         Cancelled::Calls(count) => {
             tracing::info!("asked {count} call(s) to stop");
             (wire::CANCEL_STATUS_CANCELLED, None)

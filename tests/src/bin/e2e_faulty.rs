@@ -14,7 +14,9 @@
 //! `--no-parent-watch` it does not follow its host's pid. With `--schema` it declares a
 //! config schema (`level`: integer 0..=9) that its own `initialize` never checks, so
 //! only the worker can refuse a configuration; with `--broken-schema` it declares one
-//! that is not valid JSON Schema. Its lifecycle hooks note themselves in the file
+//! that is not valid JSON Schema. A configuration with `hold_while` (a path) has its
+//! `initialize` wait while that path exists (writing `PATH.held` once it waits). Its
+//! lifecycle hooks note themselves in the file
 //! named by the configuration's `hook_log`; its prefetch reports `prefetch_steps`
 //! steps, or stalls with `prefetch_stall`.
 
@@ -58,6 +60,9 @@ impl Plugin for Faulty {
     fn initialize(&mut self, config: ConfigMap) -> Result<(), PluginError> {
         if config.contains_key("refuse") {
             return Err(PluginError::invalid_config("refusing this configuration"));
+        }
+        if let Some(Value::String(hold)) = config.get("hold_while") {
+            hold_while(std::path::Path::new(hold));
         }
         self.config = config;
         Ok(())
@@ -262,13 +267,7 @@ fn main() -> ExitCode {
             .position(|arg| arg == "--hold-start-while")
             .and_then(|at| args.get(at + 1))
         {
-            let hold = std::path::Path::new(hold);
-            if hold.exists() {
-                let _ = std::fs::write(hold.with_extension("held"), std::process::id().to_string());
-                while hold.exists() {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
+            hold_while(std::path::Path::new(hold));
         }
         let schema = if args.iter().any(|arg| arg == "--schema") {
             Some(json!({
@@ -288,4 +287,14 @@ fn main() -> ExitCode {
             ..Faulty::default()
         })
     })
+}
+
+/// Wait while `hold` exists, having written `hold.held` (this pid) once waiting.
+fn hold_while(hold: &std::path::Path) {
+    if hold.exists() {
+        let _ = std::fs::write(hold.with_extension("held"), std::process::id().to_string());
+        while hold.exists() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }

@@ -318,12 +318,5 @@ pub fn wait_group_gone(pgid: u32, limit: Duration) -> Vec<u32> {
 
 /// An error and its causes, as `cjm-ctl` (anyhow's `{:#}`) prints them.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    cjm_interface::ErrorChain(err).to_string()
 }

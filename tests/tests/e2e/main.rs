@@ -30,4 +30,5 @@ mod recovery;
 mod relay;
 mod scenario;
 mod scheduling;
+mod serving;
 mod worker_env;

@@ -145,6 +145,50 @@ fn blocking_facade_executes_streams_and_stops_workers_on_drop() {
     assert!(wait_gone(pid, Duration::from_secs(5)).is_some());
 }
 
+#[test]
+fn blocking_facade_has_a_twin_of_every_async_method_and_shutdown_stops_every_worker() {
+    let home = TestHome::new();
+    home.native_manifest("cjm-echo", ECHO, &[]);
+    let manager = BlockingPluginManager::new(home.options()).unwrap();
+    manager.discover_manifests();
+    manager
+        .load_plugin("cjm-echo", Some(config(json!({"prefix": "a: "}))))
+        .unwrap();
+    manager
+        .load_instance("cjm-echo", "echo-b", Some(config(json!({"prefix": "b: "}))))
+        .unwrap();
+    let output = manager
+        .execute_plugin_output("echo-b", CallArgs::new().arg("x"))
+        .unwrap();
+    let cjm_manager::CallOutput::Plain(value) = output else {
+        panic!("a plain result came back typed: {output:?}");
+    };
+    assert_eq!(value["result"], "b: x");
+    assert_eq!(
+        manager.all_plugin_configs(),
+        [
+            (String::from("cjm-echo"), json!({"prefix": "a: "})),
+            (String::from("echo-b"), json!({"prefix": "b: "})),
+        ]
+        .into_iter()
+        .collect()
+    );
+    // cjm-echo has no live options to tell.
+    assert_eq!(
+        manager.plugin_config_options("cjm-echo").unwrap(),
+        json!({})
+    );
+    let pids = ["cjm-echo", "echo-b"].map(|name| manager.manager().worker_info(name).unwrap().pid);
+    manager.shutdown();
+    assert!(manager.list_plugins().is_empty());
+    for pid in pids {
+        assert!(
+            wait_gone(pid, Duration::from_secs(5)).is_some(),
+            "worker {pid} still running"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_two_concurrent_executes_on_one_worker() {
     let home = TestHome::new();

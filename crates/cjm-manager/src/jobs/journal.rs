@@ -185,20 +185,26 @@ fn host_identity(pid: u32) -> Option<String> {
     Some(stat.starttime.to_string())
 }
 
+/// For `map_err`: the error of the journal at `path`, where `what` failed.
+fn failed<E>(path: &Path, what: &str) -> impl FnOnce(E) -> JournalError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let (path, what) = (path.to_owned(), what.to_owned());
+    move |source| JournalError {
+        path,
+        what,
+        source: Box::new(source),
+    }
+}
+
 fn open(path: &Path, flags: OpenFlags) -> Result<Connection, JournalError> {
-    let failed = |what: &str| {
-        let what = what.to_owned();
-        move |source: rusqlite::Error| JournalError {
-            path: path.to_owned(),
-            what,
-            source: Box::new(source),
-        }
-    };
-    let connection = Connection::open_with_flags(path, flags).map_err(failed("cannot open it"))?;
+    let connection =
+        Connection::open_with_flags(path, flags).map_err(failed(path, "cannot open it"))?;
     // Several hosts (a server, `cjm-ctl exec`) may share one CJM_HOME.
     connection
         .busy_timeout(Duration::from_secs(5))
-        .map_err(failed("cannot set its busy timeout"))?;
+        .map_err(failed(path, "cannot set its busy timeout"))?;
     Ok(connection)
 }
 
@@ -216,39 +222,28 @@ impl Journal {
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
         )?;
-        let failed = |what: &str| {
-            let what = what.to_owned();
-            move |source: rusqlite::Error| JournalError {
-                path: path.to_owned(),
-                what,
-                source: Box::new(source),
-            }
-        };
         connection
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
             .and_then(|()| connection.execute_batch(SCHEMA))
-            .map_err(failed("cannot set it up"))?;
+            .map_err(failed(path, "cannot set it up"))?;
         let interrupted = mark_interrupted(&mut connection).map_err(failed(
+            path,
             "cannot mark the jobs of hosts that are gone as interrupted",
         ))?;
-        prune(&mut connection, retention).map_err(failed("cannot delete old history"))?;
+        prune(&mut connection, retention).map_err(failed(path, "cannot delete old history"))?;
         let pid = std::process::id();
         connection
             .execute(
                 "INSERT OR REPLACE INTO sessions (id, host_pid, host_started) VALUES (?1, ?2, ?3)",
                 params![session, pid, host_identity(pid).unwrap_or_default()],
             )
-            .map_err(failed("cannot record this host's session"))?;
+            .map_err(failed(path, "cannot record this host's session"))?;
         let (sender, records) = mpsc::channel();
         let session = session.to_owned();
         let writer = std::thread::Builder::new()
             .name(String::from("cjm-journal"))
             .spawn(move || write_loop(connection, &session, pid, retention, &records))
-            .map_err(|source| JournalError {
-                path: path.to_owned(),
-                what: String::from("cannot start its writer thread"),
-                source: Box::new(source),
-            })?;
+            .map_err(failed(path, "cannot start its writer thread"))?;
         Ok((
             Journal {
                 sender: Some(sender),
@@ -299,22 +294,14 @@ impl Drop for Journal {
 /// existing file the owner's alone.
 fn create_private(path: &Path) -> Result<(), JournalError> {
     use cjm_metadata::private::{create_private_parent, make_private, private_file_options};
-    let failed = |what: &str| {
-        let what = what.to_owned();
-        move |source: std::io::Error| JournalError {
-            path: path.to_owned(),
-            what,
-            source: Box::new(source),
-        }
-    };
-    create_private_parent(path).map_err(failed("cannot create its folder"))?;
+    create_private_parent(path).map_err(failed(path, "cannot create its folder"))?;
     let file = private_file_options()
         .read(true)
         .write(true)
         .truncate(false)
         .open(path)
-        .map_err(failed("cannot open it"))?;
-    make_private(&file).map_err(failed("cannot make it private (0600)"))
+        .map_err(failed(path, "cannot open it"))?;
+    make_private(&file).map_err(failed(path, "cannot make it private (0600)"))
 }
 
 fn write_loop(
@@ -529,11 +516,7 @@ pub fn recent_jobs(path: &Path, limit: usize) -> Result<Vec<JournalEntry>, Journ
             .query_map(params![limit], entry)?
             .collect()
     };
-    read().map_err(|source| JournalError {
-        path: path.to_owned(),
-        what: String::from("cannot read it"),
-        source: Box::new(source),
-    })
+    read().map_err(failed(path, "cannot read it"))
 }
 
 #[cfg(test)]

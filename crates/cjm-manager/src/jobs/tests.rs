@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, oneshot, Notify};
 
 use super::host::{BoxFuture, Chunks, JobCall, JobHost, Progress};
 use super::model::{Cancellation, JobChange, JobEvent, JobId, JobState};
-use super::{JobOptions, Jobs};
+use super::{JobEvents, JobOptions, Jobs};
 use crate::manager::{AfterKill, Forced};
 use crate::{ManagerError, RetryPolicy};
 
@@ -1067,5 +1067,59 @@ proptest! {
         owned in any::<bool>(),
     ) {
         interleaving(&steps, cooperative, owned).map_err(TestCaseError::fail)?;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_jobs_events_are_its_own_and_every_stream_ends_when_the_jobs_are_gone() {
+    let host = Fake::new(&[("p", 1)]);
+    let jobs = Jobs::with_host(
+        Arc::new(FakeHost(Arc::clone(&host))),
+        options().without_journal().concurrency("p", 1),
+    )
+    .await
+    .unwrap();
+    let every = jobs.events();
+    let running = jobs.submit("p", CallArgs::new().arg(1), 0).unwrap();
+    let queued = jobs.submit("p", CallArgs::new().arg(1), 0).unwrap();
+    let mine = jobs.events_for(queued);
+    // The first job's call reaches the worker and stays there.
+    while !host
+        .world
+        .lock()
+        .arrived
+        .contains(&jobs.journal_id(running).unwrap())
+    {
+        host.arrived.notified().await;
+    }
+    drop(jobs);
+    let ended = |stream: JobEvents| async move {
+        let mut stream = stream;
+        let mut seen = Vec::new();
+        let read = async {
+            while let Some(event) = stream.next().await {
+                seen.push(event.unwrap());
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(600), read)
+            .await
+            .expect("the stream ended when the jobs went");
+        seen
+    };
+    let mine = ended(mine).await;
+    assert!(mine.iter().all(|event| event.job == queued), "{mine:?}");
+    assert_eq!(
+        mine.last().map(|event| &event.change),
+        Some(&JobChange::State(JobState::Cancelled))
+    );
+    let every = ended(every).await;
+    for job in [running, queued] {
+        assert!(
+            every
+                .iter()
+                .any(|event| event.job == job
+                    && event.change == JobChange::State(JobState::Cancelled)),
+            "{job} did not end cancelled: {every:?}"
+        );
     }
 }

@@ -81,14 +81,10 @@ impl PluginManager {
             let requester = requester.as_str();
             let placement = placement.as_str();
             let (plugins, candidates): (Vec<Arc<LoadedPlugin>>, Vec<Candidate>) = manager
-                .shared
-                .loaded
-                .read()
-                .values()
+                .gpu_plugins_besides(requester)
+                .into_iter()
                 .filter(|plugin| {
-                    plugin.name() != requester
-                        && plugin.claims() == 0
-                        && plugin.meta().resources.requires_gpu
+                    plugin.claims() == 0
                         && placement_key(&plugin.manifest).as_deref() == Some(placement)
                 })
                 .filter_map(|plugin| {
@@ -104,7 +100,7 @@ impl PluginManager {
                         held: ray_gpu_held(&plugin.manifest)?,
                         last_used: plugin.meta().last_executed,
                     };
-                    Some((Arc::clone(plugin), candidate))
+                    Some((plugin, candidate))
                 })
                 .unzip();
             let order = eviction_order(&candidates, &shortfall);
@@ -136,16 +132,12 @@ impl PluginManager {
         requester: &str,
         tried: &HashSet<String>,
     ) -> Option<Arc<LoadedPlugin>> {
-        self.shared
-            .loaded
-            .read()
-            .values()
+        self.gpu_plugins_besides(requester)
+            .into_iter()
             .filter(|plugin| {
-                plugin.name() != requester
-                    && !tried.contains(plugin.name())
+                !tried.contains(plugin.name())
                     && plugin.claims() == 0
                     && plugin.proxy().is_some_and(|proxy| proxy.is_running())
-                    && plugin.meta().resources.requires_gpu
                     // Stopping a worker elsewhere frees nothing on this machine.
                     && plugin.runs_here()
             })
@@ -155,24 +147,30 @@ impl PluginManager {
                     .total_cmp(b_time)
                     .then_with(|| a.name().cmp(b.name()))
             })
-            .map(|(_, plugin)| Arc::clone(plugin))
+            .map(|(_, plugin)| plugin)
     }
 
     fn busy_gpu_plugins(&self, requester: &str) -> Vec<String> {
         let mut busy: Vec<String> = self
-            .shared
-            .loaded
-            .read()
-            .values()
-            .filter(|plugin| {
-                plugin.name() != requester
-                    && plugin.claims() > 0
-                    && plugin.meta().resources.requires_gpu
-            })
+            .gpu_plugins_besides(requester)
+            .into_iter()
+            .filter(|plugin| plugin.claims() > 0)
             .map(|plugin| plugin.name().to_owned())
             .collect();
         busy.sort();
         busy
+    }
+
+    /// The loaded plugins that need a GPU, but `requester`, as they are now (the
+    /// table's lock is not held while the caller looks at them).
+    fn gpu_plugins_besides(&self, requester: &str) -> Vec<Arc<LoadedPlugin>> {
+        self.shared
+            .loaded
+            .read()
+            .values()
+            .filter(|plugin| plugin.name() != requester && plugin.meta().resources.requires_gpu)
+            .cloned()
+            .collect()
     }
 
     /// Stop `plugin`'s worker if nothing is asked of it (checked again at the moment
@@ -203,10 +201,9 @@ impl PluginManager {
                 plugin,
                 lock,
                 Replacement {
-                    config,
                     only_if_idle: true,
-                    kill_old: false,
                     leave_stopped: Some(reason),
+                    ..Replacement::start(config)
                 },
             )
             .await;

@@ -13,6 +13,12 @@ use super::PluginManager;
 use crate::loaded::{ExecutionClaim, ExecutionGuard};
 use crate::{ManagerError, PluginStream};
 
+/// # Calls
+///
+/// Execute a loaded plugin: once, with a typed result, with a time limit of its own,
+/// or as a stream of chunks. Each call is claimed, admitted by the scheduler and
+/// timed; a stopped or dead worker is started first where the policies allow. For
+/// queued calls with progress and cancellation, see [`Jobs`](crate::jobs::Jobs).
 impl PluginManager {
     /// Execute a plugin once, after the scheduler admits it, within the plugin's
     /// call timeout if its [`FaultPolicy`](crate::FaultPolicy) sets one.
@@ -44,22 +50,6 @@ impl PluginManager {
         self.execute_within(name, call, Some(timeout)).await
     }
 
-    async fn execute_within(
-        &self,
-        name: &str,
-        call: CallArgs,
-        timeout: Option<Duration>,
-    ) -> Result<Value, ManagerError> {
-        let (proxy, execution) = self.begin_execution(name).await?;
-        let Some(limit) = self.call_timeout(name, timeout) else {
-            return Ok(proxy.execute(call).await?);
-        };
-        match tokio::time::timeout(limit, proxy.execute(call)).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(self.timed_out(name, execution.plugin(), limit)),
-        }
-    }
-
     /// Execute a plugin and receive its results chunk by chunk.
     pub async fn execute_plugin_stream(
         &self,
@@ -81,6 +71,24 @@ impl PluginManager {
         Ok(PluginStream::new(
             chunks, execution, limit, on_timeout, proxy, call_id,
         ))
+    }
+}
+
+impl PluginManager {
+    async fn execute_within(
+        &self,
+        name: &str,
+        call: CallArgs,
+        timeout: Option<Duration>,
+    ) -> Result<Value, ManagerError> {
+        let (proxy, execution) = self.begin_execution(name).await?;
+        let Some(limit) = self.call_timeout(name, timeout) else {
+            return Ok(proxy.execute(call).await?);
+        };
+        match tokio::time::timeout(limit, proxy.execute(call)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(self.timed_out(name, execution.plugin(), limit)),
+        }
     }
 
     /// Claim the plugin, have the execution admitted, and bring its worker up if it is

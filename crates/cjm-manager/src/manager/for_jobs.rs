@@ -320,18 +320,16 @@ impl PluginManager {
             return Ok(Forced::NotOwned);
         }
         tracing::warn!("plugin {name}: killing its worker ({why})");
-        let config = plugin.config();
         self.replace_worker(
             &plugin,
             lock,
             Replacement {
-                config,
-                only_if_idle: false,
                 kill_old: true,
                 leave_stopped: match after {
                     AfterKill::Restart => None,
                     AfterKill::LeaveStopped => Some(why.to_owned()),
                 },
+                ..Replacement::start(plugin.config())
             },
         )
         .await

@@ -30,6 +30,20 @@ pub(super) struct Replacement {
     pub(super) leave_stopped: Option<String>,
 }
 
+impl Replacement {
+    /// Start a new worker with `config` once the old one has cleaned up, whatever
+    /// the plugin is doing; the other kinds of replacement are this with a field
+    /// changed.
+    pub(super) fn start(config: ConfigMap) -> Self {
+        Replacement {
+            config,
+            only_if_idle: false,
+            kill_old: false,
+            leave_stopped: None,
+        }
+    }
+}
+
 /// What [`PluginManager::replace_worker`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Replaced {
@@ -51,6 +65,12 @@ impl Drop for LoadingName<'_> {
     }
 }
 
+/// # Lifecycle
+///
+/// Start a discovered plugin's worker (load, as an instance of its own, all at once),
+/// start it again (reload), stop it for good (unload, shutdown). A reload, like a
+/// restart after a crash, an eviction or an idle stop, replaces the worker through
+/// the manager's one restart path.
 impl PluginManager {
     /// Start the worker of a discovered plugin and initialize it with `config`, or
     /// with the defaults of its config schema when none is given. The configuration is
@@ -92,63 +112,6 @@ impl PluginManager {
             }
         }
         self.load_as(instance, plugin, config).await
-    }
-
-    async fn load_as(
-        &self,
-        name: &str,
-        plugin: &str,
-        config: Option<ConfigMap>,
-    ) -> Result<(), ManagerError> {
-        let _loading = self.claim_load(name)?;
-        if self.is_loaded(name) {
-            return Err(ManagerError::AlreadyLoaded {
-                name: name.to_owned(),
-            });
-        }
-        if self.is_disabled(name) {
-            return Err(ManagerError::Disabled {
-                name: name.to_owned(),
-            });
-        }
-        let discovered = self
-            .discovered_plugin(plugin)
-            .ok_or_else(|| self.not_discovered(plugin))?;
-        let config = config.unwrap_or_else(|| discovered.config_validator.defaults().clone());
-        let config = checked(name, &discovered.config_validator, config)?;
-        let proxy = self
-            .start_worker(
-                name,
-                &discovered.manifest,
-                &discovered.path,
-                &discovered.config_validator,
-                &config,
-            )
-            .await?;
-        let DiscoveredPlugin {
-            mut meta,
-            manifest,
-            path,
-            config_validator,
-        } = discovered;
-        // An instance is its own unit for the scheduler and eviction.
-        meta.name = name.to_owned();
-        let loaded = Arc::new(LoadedPlugin::new(
-            proxy,
-            manifest,
-            path,
-            config_validator,
-            meta,
-            config,
-        ));
-        self.watch_idleness(&loaded);
-        self.shared.loaded.write().insert(name.to_owned(), loaded);
-        if name == plugin {
-            tracing::info!("loaded plugin {name}");
-        } else {
-            tracing::info!("loaded plugin {plugin} as instance {name}");
-        }
-        Ok(())
     }
 
     /// Discover, then load every enabled plugin that is not loaded yet, all workers
@@ -239,18 +202,69 @@ impl PluginManager {
         };
         let lock = plugin.lock_lifecycle().await;
         plugin.set_restarts(0);
-        self.replace_worker(
-            &plugin,
-            lock,
-            Replacement {
-                config,
-                only_if_idle: false,
-                kill_old: false,
-                leave_stopped: None,
-            },
-        )
-        .await?;
+        self.replace_worker(&plugin, lock, Replacement::start(config))
+            .await?;
         tracing::info!("reloaded plugin {name}");
+        Ok(())
+    }
+}
+
+// The restart path, and loading's steps.
+impl PluginManager {
+    async fn load_as(
+        &self,
+        name: &str,
+        plugin: &str,
+        config: Option<ConfigMap>,
+    ) -> Result<(), ManagerError> {
+        let _loading = self.claim_load(name)?;
+        if self.is_loaded(name) {
+            return Err(ManagerError::AlreadyLoaded {
+                name: name.to_owned(),
+            });
+        }
+        if self.is_disabled(name) {
+            return Err(ManagerError::Disabled {
+                name: name.to_owned(),
+            });
+        }
+        let discovered = self
+            .discovered_plugin(plugin)
+            .ok_or_else(|| self.not_discovered(plugin))?;
+        let config = config.unwrap_or_else(|| discovered.config_validator.defaults().clone());
+        let config = checked(name, &discovered.config_validator, config)?;
+        let proxy = self
+            .start_worker(
+                name,
+                &discovered.manifest,
+                &discovered.path,
+                &discovered.config_validator,
+                &config,
+            )
+            .await?;
+        let DiscoveredPlugin {
+            mut meta,
+            manifest,
+            path,
+            config_validator,
+        } = discovered;
+        // An instance is its own unit for the scheduler and eviction.
+        meta.name = name.to_owned();
+        let loaded = Arc::new(LoadedPlugin::new(
+            proxy,
+            manifest,
+            path,
+            config_validator,
+            meta,
+            config,
+        ));
+        self.watch_idleness(&loaded);
+        self.shared.loaded.write().insert(name.to_owned(), loaded);
+        if name == plugin {
+            tracing::info!("loaded plugin {name}");
+        } else {
+            tracing::info!("loaded plugin {plugin} as instance {name}");
+        }
         Ok(())
     }
 

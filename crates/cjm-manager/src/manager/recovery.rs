@@ -9,34 +9,9 @@ use cjm_proxy::RemotePluginProxy;
 use super::lifecycle::Replacement;
 use super::PluginManager;
 use crate::loaded::{LoadedPlugin, Worker};
-use crate::{ManagerError, OnTimeout, PluginState, PluginStatus};
+use crate::{ManagerError, OnTimeout};
 
 impl PluginManager {
-    /// Whether a loaded plugin's worker is up, stopped or dead (`None`: not loaded).
-    pub fn plugin_status(&self, name: &str) -> Option<PluginStatus> {
-        let plugin = self.loaded(name).ok()?;
-        let (state, last_failure) = match plugin.worker_now() {
-            Some(Worker::Running(_)) => (PluginState::Running, None),
-            Some(Worker::Stopped(reason)) => (PluginState::Stopped, Some(reason)),
-            Some(Worker::Dead(reason)) => (PluginState::Dead, Some(reason)),
-            None => (PluginState::Restarting, None),
-        };
-        Some(PluginStatus {
-            state,
-            pid: plugin.proxy().and_then(|proxy| proxy.pid()),
-            restarts: plugin.restarts(),
-            last_failure,
-            keep_alive: self.keep_alive_of(&plugin),
-            idle_stop_at: self.idle_stop_at(&plugin),
-        })
-    }
-
-    /// Loaded and its worker up.
-    pub fn is_running(&self, name: &str) -> bool {
-        self.plugin_status(name)
-            .is_some_and(|status| status.state == PluginState::Running)
-    }
-
     /// The plugin's running worker for an execution: a stopped one is started again,
     /// a dead one restarted when the restart policy allows (after its backoff), else
     /// the execution fails with [`ManagerError::NotRunning`].
@@ -74,7 +49,7 @@ impl PluginManager {
             None => return Ok(None),
             Some(Worker::Stopped(reason)) => {
                 tracing::info!("plugin {name}: starting its worker again (it {reason})");
-                self.replace_worker(plugin, lock, start_with(plugin.config()))
+                self.replace_worker(plugin, lock, Replacement::start(plugin.config()))
                     .await?;
                 return Ok(None);
             }
@@ -99,7 +74,7 @@ impl PluginManager {
         // Counted whether or not it works, so that a plugin that cannot start runs
         // into the limit instead of being retried for ever.
         plugin.set_restarts(restart);
-        self.replace_worker(plugin, lock, start_with(plugin.config()))
+        self.replace_worker(plugin, lock, Replacement::start(plugin.config()))
             .await?;
         tracing::info!("plugin {name}: restarted (restart {restart})");
         Ok(None)
@@ -139,15 +114,5 @@ impl PluginManager {
             after,
             worker_killed,
         }
-    }
-}
-
-/// Start a new worker with `config`, replacing whatever is there.
-fn start_with(config: cjm_interface::ConfigMap) -> Replacement {
-    Replacement {
-        config,
-        only_if_idle: false,
-        kill_old: false,
-        leave_stopped: None,
     }
 }

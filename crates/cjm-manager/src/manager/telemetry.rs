@@ -1,6 +1,8 @@
-//! Where the scheduler's figures come from: a registered system monitor plugin, the
-//! configured source, or the built-in local monitor.
+//! Resources and telemetry: what a plugin's worker uses, and where the scheduler's
+//! figures come from (a registered system monitor plugin, the configured source, or
+//! the built-in local monitor).
 
+use cjm_interface::wire::StatsResponse;
 use cjm_interface::CallArgs;
 use cjm_scheduling::{BoxFuture, StatsError, StatsSource, SystemStats};
 use serde_json::Value;
@@ -23,7 +25,24 @@ impl StatsSource for ManagerStats<'_> {
     }
 }
 
+/// # Resources and telemetry
+///
+/// What a plugin's worker uses (memory, CPU, GPU memory), the figures the scheduler
+/// admits calls by, and which plugin, if any, supplies them. Admission and eviction
+/// themselves have no methods: [`ManagerOptions`](crate::ManagerOptions) sets their
+/// scheduler and limits, and every call goes through them.
 impl PluginManager {
+    /// Memory and CPU of the plugin's worker process tree, and (as `restarts` among
+    /// the extra fields) how often the restart policy has restarted it.
+    pub async fn plugin_stats(&self, name: &str) -> Result<StatsResponse, ManagerError> {
+        let plugin = self.loaded(name)?;
+        let mut stats = self.running_worker(name).await?.stats().await?;
+        stats
+            .extra
+            .insert(String::from("restarts"), Value::from(plugin.restarts()));
+        Ok(stats)
+    }
+
     /// Make a loaded plugin the source of the scheduler's figures: before admissions,
     /// it is asked `execute("get_system_status")` and its answer read with the
     /// telemetry keys (`gpu_free_memory_mb`, `memory_available_mb`, ...).
@@ -63,7 +82,9 @@ impl PluginManager {
             .as_ref()
             .and_then(|monitor| monitor.gpu_memory_of_process_tree(pid)))
     }
+}
 
+impl PluginManager {
     pub(super) fn stats_source(&self) -> ManagerStats<'_> {
         ManagerStats { manager: self }
     }

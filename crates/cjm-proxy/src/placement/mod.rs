@@ -39,7 +39,30 @@ pub type PlaceFuture<'a> = Pin<Box<dyn Future<Output = Result<Placed, ProxyError
 /// Starts (or finds) the worker for a [`LaunchSpec`]. Implemented by [`LocalSpawn`],
 /// [`Attach`] and [`RayPlacement`]; the proxy waits for the placed worker's `/health`
 /// itself, so `place` returns as soon as the worker can be addressed.
-pub trait Placement: Send + Sync + fmt::Debug {
+///
+/// Sealed: only this crate implements it. The kinds of placement are a closed set
+/// that the manager chooses from a manifest's `placement` (`cjm-manager`'s
+/// `launch.rs`), and a [`Placed`] worker carries this crate's process, transport and
+/// socket-folder handling, which it does not expose. Outside code uses a placement
+/// through a [`LaunchSpec`] and [`describe`](Self::describe); a new kind is added in
+/// this module, beside the others.
+///
+/// ```compile_fail,E0277
+/// use cjm_proxy::{LaunchSpec, PlaceFuture, Placement};
+///
+/// #[derive(Debug)]
+/// struct Elsewhere;
+///
+/// impl Placement for Elsewhere {
+///     fn describe(&self) -> String {
+///         String::from("elsewhere")
+///     }
+///     fn place<'a>(&'a self, _spec: &'a LaunchSpec) -> PlaceFuture<'a> {
+///         unimplemented!()
+///     }
+/// }
+/// ```
+pub trait Placement: sealed::Sealed + Send + Sync + fmt::Debug {
     /// Where workers of this placement run, in words, for listings (`local`,
     /// `attach host:port`, `ray http://head:8265`).
     fn describe(&self) -> String;
@@ -49,7 +72,7 @@ pub trait Placement: Send + Sync + fmt::Debug {
 }
 
 /// A placed worker: how to reach it and how to follow it. Made only by this crate's
-/// placements.
+/// placements ([`Placement`] is sealed), so its parts stay private.
 pub struct Placed {
     pub(crate) worker: Worker,
     pub(crate) endpoint: Endpoint,
@@ -60,6 +83,17 @@ pub struct Placed {
     pub(crate) log_start: u64,
     /// Where the worker runs, in words (`local`, `ray job X on node Y`, ..).
     pub(crate) location: String,
+}
+
+/// Keeps [`Placement`] to this crate: the supertrait is public in a private module,
+/// so no other crate can name it to implement it.
+mod sealed {
+    pub trait Sealed {}
+
+    impl Sealed for super::LocalSpawn {}
+    impl Sealed for super::Attach {}
+    #[cfg(feature = "ray")]
+    impl Sealed for super::RayPlacement {}
 }
 
 impl fmt::Debug for Placed {

@@ -1,5 +1,6 @@
-//! Prefetch: a plugin acquires ahead of its calls what they will need (downloads a
-//! model, warms a cache), and the host watches that it keeps moving.
+//! Whether a loaded plugin takes calls (enable, disable, each told to its worker),
+//! and prefetch: a plugin acquires ahead of its calls what they will need (downloads
+//! a model, warms a cache), and the host watches that it keeps moving.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,7 +16,33 @@ use crate::ManagerError;
 /// this often.
 const MAX_POLL: Duration = Duration::from_millis(250);
 
+/// # Readiness
+///
+/// Whether a loaded plugin takes calls (disabled, it refuses calls and loads, its
+/// worker left running and told), and having it acquire ahead of its calls what they
+/// will need.
 impl PluginManager {
+    /// Allow executions again, and tell a running worker (its plugin's `on_enable`
+    /// hook, where it has one). Whether the plugin is known (discovered or loaded).
+    pub async fn enable_plugin(&self, name: &str) -> bool {
+        let known = self.set_enabled(name, true);
+        if known {
+            self.tell_worker(name, true).await;
+        }
+        known
+    }
+
+    /// Refuse executions (and loads) without stopping the worker, and tell a running
+    /// worker (its plugin's `on_disable` hook, which runs once the calls in flight
+    /// have ended and may release heavy resources). Whether the plugin is known.
+    pub async fn disable_plugin(&self, name: &str) -> bool {
+        let known = self.set_enabled(name, false);
+        if known {
+            self.tell_worker(name, false).await;
+        }
+        known
+    }
+
     /// Have the plugin acquire what its calls will need (its `prefetch` hook). It
     /// must report progress, and a prefetch whose progress (fraction and message)
     /// has not changed for `stall_after` counts as failed: its worker is killed and
@@ -90,5 +117,46 @@ impl PluginManager {
                 });
             }
         }
+    }
+}
+
+impl PluginManager {
+    /// A worker without the hook (the original 0.0.20) is fine; a failing hook is
+    /// logged, the plugin's state is what the caller asked for either way.
+    async fn tell_worker(&self, name: &str, enabled: bool) {
+        let Some(proxy) = self
+            .loaded(name)
+            .ok()
+            .and_then(|plugin| plugin.proxy())
+            .filter(|proxy| proxy.is_running())
+        else {
+            return;
+        };
+        let told = if enabled {
+            proxy.on_enable().await
+        } else {
+            proxy.on_disable().await
+        };
+        match told {
+            Ok(cjm_proxy::HookOutcome::Failed(why)) => {
+                tracing::warn!("plugin {name}: its enable/disable hook failed: {why}");
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!("{err}"),
+        }
+    }
+
+    fn set_enabled(&self, name: &str, enabled: bool) -> bool {
+        let known = self.is_loaded(name) || self.discovered_plugin(name).is_some();
+        if !known {
+            return false;
+        }
+        let mut disabled = self.shared.disabled.lock();
+        if enabled {
+            disabled.remove(name);
+        } else {
+            disabled.insert(name.to_owned());
+        }
+        true
     }
 }
