@@ -16,6 +16,8 @@ mod error;
 mod file_backed;
 pub mod json;
 mod plugin;
+pub mod private;
+mod random;
 pub mod remote;
 pub mod wire;
 
@@ -25,6 +27,7 @@ pub use control::{CallControl, Progress};
 pub use error::{ErrorCategory, ErrorKind, PluginError};
 pub use file_backed::FileBacked;
 pub use plugin::{ChunkIter, Plugin};
+pub use random::random_hex;
 
 /// A plugin's configuration: a JSON object, as it travels on the wire.
 pub type ConfigMap = serde_json::Map<String, serde_json::Value>;

@@ -12,9 +12,12 @@ use std::time::Duration;
 
 use cjm_interface::remote::Fingerprint;
 use cjm_metadata::{CjmHome, Launch, Manifest, RaySpec, WorkerPlacement};
+#[cfg(feature = "ray")]
 use cjm_proxy::ray::{DashboardTrust, RayClient, RayError};
+#[cfg(feature = "ray")]
+use cjm_proxy::RayPlacement;
 use cjm_proxy::{
-    Attach, ClientIdentity, LaunchSpec, ListenMode, LocalSpawn, Placement, RayOptions, RayPlacement,
+    Attach, ClientIdentity, LaunchSpec, ListenMode, LocalSpawn, Placement, RayOptions,
 };
 use parking_lot::Mutex;
 
@@ -49,10 +52,12 @@ pub enum PlacementSetupError {
     #[error(transparent)]
     Identity(cjm_proxy::TlsError),
     /// The Ray address is not usable.
+    #[cfg(feature = "ray")]
     #[error(transparent)]
     Ray(cjm_proxy::ray::RayError),
     /// The Ray dashboard would be reached in a way placement.ray does not allow (plain
     /// HTTP off loopback, https:// with nothing to trust), or with nothing to trust.
+    #[cfg(feature = "ray")]
     #[error("{source}; in placement.ray: {hint}")]
     RayTrust {
         /// What the client refused.
@@ -84,6 +89,13 @@ pub enum PlacementSetupError {
          job installs (the original, and the plugin's own)"
     )]
     PythonWithoutPip,
+    /// The manifest asks for Ray placement, and this host was built without it.
+    #[error(
+        "the manifest asks for placement.ray, and this host was built without Ray \
+         placement: build cjm-manager with its cargo feature `ray` (on by default; \
+         cjm-ctl has it)"
+    )]
+    RayNotBuilt,
     /// `cjm-relay` is not to be found.
     #[error(
         "a Python plugin placed by Ray is shipped with cjm-relay, which is neither beside \
@@ -165,13 +177,17 @@ pub(crate) async fn launch_spec(
     };
     // A worker elsewhere is given the host's kept identity: file work (made on first
     // use), so off the runtime's threads.
-    let identity = match manifest.placement() {
-        Ok(WorkerPlacement::Attach(_) | WorkerPlacement::Ray(_)) => Some(
+    // A build without Ray refuses a Ray placement below, and makes no identity for it.
+    let placed = manifest.placement();
+    let elsewhere = matches!(placed, Ok(WorkerPlacement::Attach(_)))
+        || (cfg!(feature = "ray") && matches!(placed, Ok(WorkerPlacement::Ray(_))));
+    let identity = match elsewhere {
+        true => Some(
             ClientIdentity::kept_in_async(identity_folder(&options.home))
                 .await
                 .map_err(|err| placement_error(PlacementSetupError::Identity(err)))?,
         ),
-        _ => None,
+        false => None,
     };
     let log_path = CjmHome::log_path(&options.home, name);
     let launch = manifest.resolved_launch(manifest_path.parent());
@@ -457,8 +473,8 @@ fn session_id() -> String {
 /// `identity`: the host's kept identity, read beforehand for a worker elsewhere.
 fn placement(
     manifest: &Manifest,
-    manifest_dir: Option<&Path>,
-    launch: &Launch,
+    #[cfg_attr(not(feature = "ray"), allow(unused_variables))] manifest_dir: Option<&Path>,
+    #[cfg_attr(not(feature = "ray"), allow(unused_variables))] launch: &Launch,
     options: &ManagerOptions,
     identity: Option<ClientIdentity>,
 ) -> Result<Arc<dyn Placement>, PlacementSetupError> {
@@ -488,6 +504,7 @@ fn placement(
             }
             Ok(Arc::new(attach))
         }
+        #[cfg(feature = "ray")]
         WorkerPlacement::Ray(spec) => {
             let mut ray = ray_options(manifest, &spec);
             if let Launch::Python { module, class, .. } = launch {
@@ -512,6 +529,8 @@ fn placement(
             let client = ray_client(&spec, manifest_dir)?;
             Ok(Arc::new(RayPlacement::new(client, identity()?, ray)))
         }
+        #[cfg(not(feature = "ray"))]
+        WorkerPlacement::Ray(_) => Err(PlacementSetupError::RayNotBuilt),
         _ => Ok(Arc::new(LocalSpawn)),
     }
 }
@@ -520,6 +539,7 @@ fn placement(
 /// manifest's folder) or `dashboard_fingerprint`; plain `http://` to loopback, or
 /// elsewhere with `insecure_http`. Everything is checked here, at load, before any
 /// connection.
+#[cfg(feature = "ray")]
 fn ray_client(
     spec: &RaySpec,
     manifest_dir: Option<&Path>,
@@ -567,6 +587,7 @@ fn ray_client(
 }
 
 /// `cjm-relay`: the option's, else beside this program, else on `PATH`.
+#[cfg(feature = "ray")]
 fn relay_program(options: &ManagerOptions) -> Option<std::path::PathBuf> {
     if let Some(relay) = &options.relay_program {
         return Some(relay.clone());
@@ -687,5 +708,37 @@ mod tests {
             &recorded_old,
             &pip(&["cjm_plugin_system==0.0.47"])
         ));
+    }
+
+    /// A host built without the feature `ray` (`cargo test -p cjm-manager
+    /// --no-default-features`) refuses a manifest placed by Ray at load, naming the
+    /// feature, before anything is made for it.
+    #[cfg(not(feature = "ray"))]
+    #[tokio::test]
+    async fn ray_placement_without_the_feature_is_refused_naming_it() {
+        let home = tempfile::tempdir().unwrap();
+        let options = ManagerOptions::with_home(CjmHome::at(home.path()));
+        let manifest_path = home.path().join("p.json");
+        let manifest = Manifest::from_json(
+            r#"{"name": "p", "version": "1", "command": "/bin/true",
+                "placement": {"ray": {"address": "http://127.0.0.1:8265"}}}"#,
+        )
+        .unwrap();
+        let err = launch_spec("p", &manifest, &manifest_path, &options)
+            .await
+            .unwrap_err();
+        let crate::ManagerError::Placement { source, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            matches!(**source, PlacementSetupError::RayNotBuilt),
+            "{source:?}"
+        );
+        let text = cjm_interface::ErrorChain(&err).to_string();
+        assert!(text.contains("cargo feature `ray`"), "{text}");
+        assert!(
+            !identity_folder(&options.home).exists(),
+            "no TLS identity is made for a placement refused"
+        );
     }
 }

@@ -10,11 +10,13 @@ mod manifest;
 mod meta;
 mod name;
 mod placement;
-pub mod private;
 mod resources;
 mod secrets;
 mod worker_env;
 
+/// Owner-only files and folders (`cjm_interface::private`, where the crates that keep
+/// such files below this one reach it too).
+pub use cjm_interface::private;
 pub use error::{ManifestError, ManifestErrorKind};
 pub use home::{CjmHome, HomeError};
 pub use manifest::{Launch, Manifest};

@@ -10,11 +10,13 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::private::IfExists;
 
 /// A secret's value; `Debug` shows only that there is one.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,38 +223,17 @@ impl SecretStore {
     /// over the old one: a reader sees the old store or the new, never half of one.
     /// Called with the lock held.
     fn write(&self, stored: &Stored) -> Result<(), SecretStoreError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| SecretStoreError::Io { path, source }
-        };
-        let temporary = self
-            .path
-            .with_extension(format!("json.tmp{}", std::process::id()));
         let text =
             serde_json::to_string_pretty(stored).map_err(|err| SecretStoreError::Malformed {
                 path: self.path.clone(),
                 reason: describe_without_quoting(&err),
             })?;
-        // Under the lock no one else writes this name; one left by a process of the
-        // same pid that died half-way goes.
-        let _ = std::fs::remove_file(&temporary);
-        let written = (|| {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&temporary)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()
-        })();
-        if let Err(err) = written {
-            let _ = std::fs::remove_file(&temporary);
-            return Err(io(&temporary)(err));
-        }
-        std::fs::rename(&temporary, &self.path).map_err(|err| {
-            let _ = std::fs::remove_file(&temporary);
-            io(&self.path)(err)
-        })
+        crate::private::write_private_file(&self.path, text.as_bytes(), IfExists::Replace)
+            .map(|_| ())
+            .map_err(|source| SecretStoreError::Io {
+                path: self.path.clone(),
+                source,
+            })
     }
 }
 

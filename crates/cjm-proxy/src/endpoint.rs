@@ -87,7 +87,8 @@ pub(crate) fn tcp() -> io::Result<WorkerSocket> {
 /// socket when `parent` is too deep for a socket path.
 pub(crate) fn unix_or_tcp(parent: &Path, plugin: &str) -> io::Result<WorkerSocket> {
     sweep_once(parent);
-    let name = format!("{FOLDER_PREFIX}{}", crate::secret::generate_short()?);
+    // 16 hex digits: a name nobody can guess, for a folder only we may enter.
+    let name = format!("{FOLDER_PREFIX}{}", cjm_interface::random_hex(8)?);
     let folder = parent.join(name);
     let path = folder.join(SOCKET_NAME);
     if path.as_os_str().len() > MAX_SOCKET_PATH {

@@ -262,8 +262,11 @@ impl ProxyError {
             ProxyError::Placement { source, .. } => match **source {
                 // Someone else answering for the dashboard: asking again sends nothing
                 // better.
-                PlacementError::Ray(crate::ray::RayError::Untrusted { .. }) => ErrorCategory::Fatal,
-                PlacementError::Connect(_) | PlacementError::Ray(_) => ErrorCategory::Transient,
+                #[cfg(feature = "ray")]
+                PlacementError::Ray(cjm_ray::RayError::Untrusted { .. }) => ErrorCategory::Fatal,
+                #[cfg(feature = "ray")]
+                PlacementError::Ray(_) => ErrorCategory::Transient,
+                PlacementError::Connect(_) => ErrorCategory::Transient,
                 _ => ErrorCategory::Fatal,
             },
             ProxyError::Spawn { .. }
@@ -325,13 +328,14 @@ pub enum PlacementError {
     BadSecret,
     /// The TLS set-up failed.
     #[error("TLS set-up failed")]
-    Tls(#[source] crate::tls::TlsError),
+    Tls(#[source] cjm_tls::TlsError),
     /// The worker could not be reached, or presented another certificate.
     #[error("cannot reach the worker")]
-    Connect(#[source] crate::tls::TlsConnectError),
+    Connect(#[source] cjm_tls::TlsConnectError),
     /// Ray refused or failed.
+    #[cfg(feature = "ray")]
     #[error("Ray")]
-    Ray(#[source] crate::ray::RayError),
+    Ray(#[source] cjm_ray::RayError),
     /// The plugin's program could not be packaged for shipping.
     #[error("cannot package the plugin's program: {0}")]
     Package(String),

@@ -13,7 +13,10 @@ use hyper::header::HeaderValue;
 use crate::endpoint::{self, Endpoint, PrivateFolder, WorkerSocket};
 use crate::placement::{LocalSpawn, Placement, Shortfall};
 use crate::process::WorkerProcess;
-use crate::{log, secret, spawner, ProxyError};
+use crate::{log, spawner, ProxyError};
+
+/// A worker's access secret: 256 random bits, as 64 hex digits.
+const SECRET_BYTES: usize = 32;
 
 /// The descriptor number an inherited listening socket gets in the worker.
 const INHERITED_LISTEN_FD: i32 = 3;
@@ -101,6 +104,8 @@ impl std::fmt::Debug for LaunchSpec {
 
 /// See [`LaunchSpec::on_waiting`].
 #[derive(Clone)]
+// Called only by Ray placement (cargo feature `ray`).
+#[cfg_attr(not(feature = "ray"), allow(dead_code))]
 pub struct WaitingHook(Arc<dyn Fn(Shortfall) -> WaitingFuture + Send + Sync>);
 
 impl WaitingHook {
@@ -111,6 +116,7 @@ impl WaitingHook {
         WaitingHook(Arc::new(hook))
     }
 
+    #[cfg(feature = "ray")]
     pub(crate) fn call(&self, shortfall: Shortfall) -> WaitingFuture {
         (self.0)(shortfall)
     }
@@ -205,10 +211,11 @@ pub(crate) async fn spawn(spec: &LaunchSpec) -> Result<Spawned, ProxyError> {
             (None, None, *port)
         }
         (_, endpoint) => {
-            let secret = secret::generate().map_err(|source| ProxyError::Secret {
-                plugin: spec.plugin.clone(),
-                source,
-            })?;
+            let secret =
+                cjm_interface::random_hex(SECRET_BYTES).map_err(|source| ProxyError::Secret {
+                    plugin: spec.plugin.clone(),
+                    source,
+                })?;
             // A worker on a Unix socket is told port 0: it serves what it inherits.
             let port = match endpoint {
                 Endpoint::Tcp { port } | Endpoint::Tls { port, .. } => *port,

@@ -17,25 +17,29 @@ mod log;
 mod placement;
 mod process;
 mod proxy;
-pub mod ray;
-mod secret;
 mod spawner;
 mod stream;
-mod tls;
 mod transport;
 mod worker;
 
+/// The client of Ray's Jobs API that [`RayPlacement`] places workers through (crate
+/// `cjm-ray`; cargo feature `ray`).
+#[cfg(feature = "ray")]
+pub use cjm_ray as ray;
+/// Pinned TLS (crate `cjm-tls`): the host's identity and the connector to a remote
+/// worker, as the proxy uses them.
+pub use cjm_tls::{
+    certificate_fingerprint, read_handshake, ClientIdentity, HandshakeReadError, PinnedConnector,
+    TlsConnectError, TlsError, TlsStream, DEFAULT_CONNECT_TIMEOUT,
+};
 pub use endpoint::{default_socket_dir, Endpoint};
 pub use error::{PlacementError, ProxyError};
 pub use launch::{LaunchSpec, ListenMode, WaitingFuture, WaitingHook};
 pub use lifecycle::HookOutcome;
+#[cfg(feature = "ray")]
+pub use placement::RayPlacement;
 pub use placement::{
-    Attach, LocalSpawn, PlaceFuture, Placed, Placement, RayOptions, RayPlacement, RelayShip,
-    Shortfall,
+    Attach, LocalSpawn, PlaceFuture, Placed, Placement, RayOptions, RelayShip, Shortfall,
 };
 pub use proxy::RemotePluginProxy;
 pub use stream::{BlockingChunks, ChunkStream};
-pub use tls::{
-    certificate_fingerprint, read_handshake, ClientIdentity, HandshakeReadError, PinnedConnector,
-    TlsConnectError, TlsError, TlsStream, DEFAULT_CONNECT_TIMEOUT,
-};

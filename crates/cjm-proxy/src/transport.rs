@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use cjm_interface::{body, wire, ErrorChain};
 
 use crate::endpoint::Endpoint;
-use crate::tls::PinnedConnector;
+use cjm_tls::PinnedConnector;
 
 /// One request to the worker: the endpoint it is about (named in errors), with an
 /// optional query, body and extra headers.

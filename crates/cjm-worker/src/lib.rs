@@ -49,10 +49,12 @@ mod handover;
 mod host;
 mod lifecycle;
 mod listener;
+#[cfg(not(feature = "remote"))]
+mod no_remote;
 mod offload;
 mod parent;
 mod proc_stats;
-pub mod relay;
+#[cfg(feature = "remote")]
 mod remote;
 mod request;
 mod respond;
@@ -60,7 +62,6 @@ mod server;
 mod state;
 mod stream;
 mod task;
-mod tls;
 
 use std::process::ExitCode;
 
@@ -69,10 +70,13 @@ use cjm_metadata::ResourceRequirements;
 use serde_json::{json, Value};
 
 pub use args::{WorkerArgs, WorkerArgsError};
+/// Why a remote worker's TLS could not be set up (`cjm_tls::TlsError`).
+#[cfg(feature = "remote")]
+pub use cjm_tls::TlsError as TlsSetupError;
 pub use handover::{HandOver, HandOverError};
+#[cfg(feature = "remote")]
 pub use remote::{RemoteServe, RemoteServeError};
 pub use server::{serve, ServeError, ServeOptions, DEFAULT_MAX_BODY_BYTES};
-pub use tls::TlsSetupError;
 
 /// The schema and validation crate, for what [`config`] does not cover.
 pub use cjm_validation;
@@ -221,6 +225,11 @@ where
         let text = serde_json::to_string(&fields).map_err(|err| err.to_string())?;
         return print_line(&text);
     }
+    #[cfg(not(feature = "remote"))]
+    if args.listen.is_some() {
+        return Err(String::from(NO_REMOTE));
+    }
+    #[cfg(feature = "remote")]
     if let Some(listen) = args.listen {
         let remote = RemoteServe::from_env(listen, args.lease_secs)
             .map_err(|err| ErrorChain(&err).to_string())?;
@@ -247,6 +256,11 @@ where
     serve(plugin, options).map_err(|err| ErrorChain(&err).to_string())
 }
 
+/// What `--listen` and the usage say in a build without remote serving.
+#[cfg(not(feature = "remote"))]
+const NO_REMOTE: &str =
+    "--listen: this plugin was built without remote serving (cjm-worker feature `remote`)";
+
 fn print_line(text: &str) -> Result<(), String> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
@@ -271,8 +285,7 @@ fn usage(about: &About) -> String {
     };
     format!(
         "{description}Usage: {program} [PLUGIN ARGS..] (--port PORT | --fd N) [--ppid PID]
-       {program} [PLUGIN ARGS..] --listen ADDR:PORT [--lease-secs N]
-       {program} --manifest
+{listen_synopsis}       {program} --manifest
        {program} --help
 
 A cjm plugin worker: serves one plugin over HTTP/JSON. Hosts (cjm-manager, cjm-ctl)
@@ -284,20 +297,44 @@ Options:
                 hands a socket over ({listen_fd})
   --fd N        serve on the listening socket inherited as descriptor N
   --ppid PID    exit when process PID ends
-  --listen ADDR:PORT
-                serve TLS on ADDR:PORT (any interface; port 0: any free one), for a
-                host on another machine; accepts only the client certificate whose
-                SHA-256 is in {client_cert}, prints one JSON line
-                {{\"cjm_worker\": 1, \"port\": P, \"server_cert_sha256\": HEX, \"pid\": N}}
-  --lease-secs N
-                with --listen: exit after N seconds without a request from the host
+{remote}
   --manifest    print the manifest fields (name, version, config schema, ..) as JSON
   -h, --help    print this help
 
 Environment: RUST_LOG (log level), {max_body} (largest request body in bytes).",
         listen_fd = wire::LISTEN_FD_ENV,
-        client_cert = wire::CLIENT_CERT_SHA256_ENV,
         max_body = wire::MAX_BODY_ENV,
+        remote = remote_usage(),
+        listen_synopsis = if cfg!(feature = "remote") {
+            format!("       {program} [PLUGIN ARGS..] --listen ADDR:PORT [--lease-secs N]\n")
+        } else {
+            String::new()
+        },
+    )
+}
+
+/// The usage of `--listen` and `--lease-secs`.
+#[cfg(feature = "remote")]
+fn remote_usage() -> String {
+    format!(
+        "  --listen ADDR:PORT
+                serve TLS on ADDR:PORT (any interface; port 0: any free one), for a
+                host on another machine; accepts only the client certificate whose
+                SHA-256 is in {client_cert}, prints one JSON line
+                {{\"cjm_worker\": 1, \"port\": P, \"server_cert_sha256\": HEX, \"pid\": N}}
+  --lease-secs N
+                with --listen: exit after N seconds without a request from the host",
+        client_cert = wire::CLIENT_CERT_SHA256_ENV,
+    )
+}
+
+/// In a build without remote serving, `--listen` is refused, and the usage says why.
+#[cfg(not(feature = "remote"))]
+fn remote_usage() -> String {
+    String::from(
+        "  --listen ADDR:PORT, --lease-secs N
+                not in this build: this plugin was built without remote serving
+                (cjm-worker feature `remote`)",
     )
 }
 

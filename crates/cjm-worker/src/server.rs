@@ -18,9 +18,13 @@ use crate::handler::handle;
 use crate::handover::HandOver;
 use crate::host::PluginHost;
 use crate::listener::{AsyncListener, Connection};
+#[cfg(not(feature = "remote"))]
+use crate::no_remote::Remote;
+#[cfg(feature = "remote")]
 use crate::remote::{Remote, RemoteServe};
 use crate::state::Worker;
-use crate::tls::TlsSetupError;
+#[cfg(feature = "remote")]
+use crate::TlsSetupError;
 
 /// Connections served at once; more wait in the listen backlog. A remote worker counts
 /// only authenticated connections here: those still in their TLS handshake are
@@ -53,6 +57,7 @@ pub struct ServeOptions {
     parent_pid: Option<u32>,
     max_body_bytes: usize,
     hand_over: HandOver,
+    #[cfg(feature = "remote")]
     remote: Option<RemoteServe>,
 }
 
@@ -63,6 +68,7 @@ impl Default for ServeOptions {
             parent_pid: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             hand_over: HandOver::default(),
+            #[cfg(feature = "remote")]
             remote: None,
         }
     }
@@ -101,7 +107,8 @@ impl ServeOptions {
     }
 
     /// Serve TLS on a network address instead, for a host elsewhere (see
-    /// [`RemoteServe`]). A socket handed over is then refused.
+    /// [`RemoteServe`]). A socket handed over is then refused. Cargo feature `remote`.
+    #[cfg(feature = "remote")]
     pub fn remote(mut self, remote: RemoteServe) -> Self {
         self.remote = Some(remote);
         self
@@ -134,6 +141,7 @@ pub enum ServeError {
         source: SchemaError,
     },
     /// A remote worker's TLS could not be set up.
+    #[cfg(feature = "remote")]
     #[error("cannot set up TLS")]
     Tls(#[source] TlsSetupError),
     /// A remote worker was also handed a socket: which one to serve on?
@@ -167,6 +175,9 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
         listener: inherited,
         access_token,
     } = options.hand_over;
+    #[cfg(not(feature = "remote"))]
+    let remote: Option<Remote> = None;
+    #[cfg(feature = "remote")]
     let remote = match options.remote {
         Some(_) if inherited.is_some() => return Err(ServeError::ListenConflict),
         Some(remote) => Some(Remote::new(remote).map_err(ServeError::Tls)?),

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    cjm_worker::relay::relay_main()
+    cjm_relay::main()
 }

@@ -521,16 +521,14 @@ const STREAM_BUFFER: usize = 64;
 /// A fresh session id: 8 random bytes as hex, so that two hosts (or two runs of
 /// one) never share one.
 fn session_id() -> String {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
+    cjm_interface::random_hex(8).unwrap_or_else(|_| {
         // Time and pid are unique enough for a journal key when randomness fails.
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|since| since.as_nanos())
             .unwrap_or(0);
-        return format!("{nanos:x}{:x}", std::process::id());
-    }
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+        format!("{nanos:x}{:x}", std::process::id())
+    })
 }
 
 /// The result stored for `wait`.

@@ -10,10 +10,10 @@ use super::remote::RemoteWorker;
 use super::{PlaceFuture, Placed, Placement};
 use crate::endpoint::Endpoint;
 use crate::error::PlacementError;
-use crate::tls::{ClientIdentity, PinnedConnector};
 use crate::transport::Transport;
 use crate::worker::Worker;
 use crate::{LaunchSpec, ProxyError};
+use cjm_tls::{ClientIdentity, PinnedConnector};
 
 /// How often an attached worker is sent `/lease`: often enough for a worker started
 /// with `--lease-secs 30` or more, and it tells the host soon that the worker is gone.

@@ -12,7 +12,9 @@
 
 mod attach;
 mod local;
+#[cfg(feature = "ray")]
 mod ray;
+mod ray_options;
 pub(crate) mod remote;
 
 use std::collections::BTreeMap;
@@ -22,7 +24,9 @@ use std::pin::Pin;
 
 pub use attach::Attach;
 pub use local::LocalSpawn;
-pub use ray::{RayOptions, RayPlacement, RelayShip};
+#[cfg(feature = "ray")]
+pub use ray::RayPlacement;
+pub use ray_options::{RayOptions, RelayShip};
 
 use crate::endpoint::{Endpoint, PrivateFolder};
 use crate::transport::Transport;
@@ -88,6 +92,7 @@ mod sealed {
 
     impl Sealed for super::LocalSpawn {}
     impl Sealed for super::Attach {}
+    #[cfg(feature = "ray")]
     impl Sealed for super::RayPlacement {}
 }
 

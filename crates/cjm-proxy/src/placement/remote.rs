@@ -150,6 +150,7 @@ impl RemoteWorker {
         GoneSender(Arc::downgrade(&self.inner))
     }
 
+    #[cfg(feature = "ray")]
     pub(crate) fn gone_sender(&self) -> GoneSender {
         self.clone_weak_sender()
     }
@@ -192,6 +193,7 @@ impl GoneSender {
     }
 
     /// Record that the worker has ended (the first reason stays).
+    #[cfg(feature = "ray")]
     pub(crate) fn mark_gone(&self, reason: String) {
         self.send_if_modified(|gone| {
             let changed = gone.is_none();

@@ -12,12 +12,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
-use super::connect::{
+use crate::connect::{
     client_config, is_loopback_host, ConnectError, DashboardConnector, DashboardTrust, TrustError,
 };
-use super::job::{JobDetails, JobStatus, JobSubmission};
-use super::package::Package;
-use super::resources::{self, NodeResources};
+use crate::job::{JobDetails, JobStatus, JobSubmission};
+use crate::package::Package;
+use crate::resources::{self, NodeResources};
 
 /// How long one request to Ray may take unless [`RayClient::request_timeout`] says
 /// otherwise. A package upload of a large binary is one request.
@@ -896,19 +896,20 @@ impl RayClient {
     /// A request that got no answer: refused for the dashboard's certificate (then
     /// nothing was sent), or not reached.
     fn not_sent(&self, err: &hyper_util::client::legacy::Error, what: &str) -> RayError {
-        let mut source = std::error::Error::source(err);
-        while let Some(cause) = source {
-            if let Some(ConnectError::Untrusted { reason }) = cause.downcast_ref::<ConnectError>() {
-                if let Some(trust) = &self.trust {
-                    return RayError::Untrusted {
-                        address: self.address.clone(),
-                        what: what.to_owned(),
-                        reason: reason.clone(),
-                        trust: trust.clone(),
-                    };
-                }
-            }
-            source = cause.source();
+        let untrusted =
+            std::iter::successors(std::error::Error::source(err), |cause| cause.source()).find_map(
+                |cause| match cause.downcast_ref::<ConnectError>() {
+                    Some(ConnectError::Untrusted { reason }) => Some(reason),
+                    _ => None,
+                },
+            );
+        if let (Some(reason), Some(trust)) = (untrusted, &self.trust) {
+            return RayError::Untrusted {
+                address: self.address.clone(),
+                what: what.to_owned(),
+                reason: reason.clone(),
+                trust: trust.clone(),
+            };
         }
         RayError::Unreachable {
             address: self.address.clone(),
@@ -1063,7 +1064,7 @@ mod tests {
     fn https_needs_something_to_trust_and_http_takes_none() {
         let err = RayClient::new("https://ray-head:8265", None).unwrap_err();
         assert!(matches!(err, RayError::NoTrust { .. }), "{err:?}");
-        let pin = DashboardTrust::Pinned(crate::certificate_fingerprint(b"dashboard"));
+        let pin = DashboardTrust::Pinned(cjm_tls::certificate_fingerprint(b"dashboard"));
         RayClient::builder("https://ray-head:8265")
             .trust(pin.clone())
             .build()
@@ -1100,7 +1101,7 @@ mod tests {
 
     #[test]
     fn only_new_complete_lines_are_scanned_for_the_handshake() {
-        let line = Handshake::new(4100, crate::certificate_fingerprint(b"w"), 9).to_line();
+        let line = Handshake::new(4100, cjm_tls::certificate_fingerprint(b"w"), 9).to_line();
         let first = "Running entrypoint for job j\npartial";
         let (found, from) = scan_new_lines(first, 0);
         assert!(found.is_none());

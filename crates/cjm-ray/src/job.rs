@@ -31,7 +31,7 @@ pub struct JobSubmission {
 /// The job's `runtime_env`: what Ray sets up before the entrypoint runs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RuntimeEnv {
-    /// A package URI (`gcs://_ray_pkg_<hash>.zip`, see [`Package`](super::Package)),
+    /// A package URI (`gcs://_ray_pkg_<hash>.zip`, see [`Package`](crate::Package)),
     /// unpacked as the entrypoint's working folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,

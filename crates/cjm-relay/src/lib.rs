@@ -21,29 +21,30 @@
 //! `cjm-relay --listen ADDR:PORT [--lease-secs N] [--child-port] -- PROGRAM [ARGS..]`;
 //! the child gets `--fd 3 --ppid RELAY` (or `--port P --ppid RELAY`) appended, as a
 //! host would append them.
+//!
+//! The TLS, the handshake line and the lease are a native remote worker's own
+//! (`cjm-tls`); a plugin built on `cjm-worker` never links the relay.
+#![warn(missing_docs)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cjm_interface::remote::{Fingerprint, Handshake, LeaseResponse};
+use cjm_interface::remote::Fingerprint;
 use cjm_interface::wire;
+use cjm_interface::ErrorChain;
+use cjm_tls::{Lease, PendingHandshakes, ServerTls, MAX_PENDING_HANDSHAKES};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_rustls::TlsAcceptor;
-
-use crate::remote::{Handshakes, HeardTcp, MAX_PENDING_HANDSHAKES, TLS_HANDSHAKE_LIMIT};
-use crate::tls::server_tls;
 
 /// How long the child may take to answer `/health` (a Python worker imports a model
 /// library or two first).
@@ -81,15 +82,12 @@ impl std::fmt::Display for Upstream {
 
 struct Relay {
     upstream: Upstream,
-    started: Instant,
-    /// Milliseconds since `started` of the last request.
-    last_request: AtomicU64,
-    lease: Option<Duration>,
+    lease: Lease,
 }
 
 /// The relay's `main`: runs until its lease ends, it is told to stop, or its child
 /// ends; the exit status says which went wrong.
-pub fn relay_main() -> ExitCode {
+pub fn main() -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -218,13 +216,9 @@ impl ChildSocket {
         if parent.as_os_str().len() + 40 > MAX_SOCKET_PATH {
             parent = PathBuf::from("/tmp");
         }
-        let random = ring::rand::SystemRandom::new();
         let mut attempts = 0;
         loop {
-            let mut bytes = [0u8; 8];
-            ring::rand::SecureRandom::fill(&random, &mut bytes)
-                .map_err(|_| std::io::Error::other("no randomness for the folder's name"))?;
-            let name: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+            let name = cjm_interface::random_hex(8)?;
             let folder = parent.join(format!("cjm-relay-{name}"));
             // A fresh folder, never one that was there: whoever made it could see in.
             match std::fs::DirBuilder::new().mode(0o700).create(&folder) {
@@ -330,9 +324,7 @@ async fn relay(
 
     let relay = Arc::new(Relay {
         upstream,
-        started: Instant::now(),
-        last_request: AtomicU64::new(0),
-        lease: args.lease,
+        lease: Lease::new(args.lease),
     });
     let hint = if args.child_port {
         ""
@@ -351,38 +343,28 @@ async fn relay(
         return Err(err);
     }
 
-    let tls = server_tls(client_cert).map_err(|err| err.to_string())?;
-    let acceptor = TlsAcceptor::from(tls.config);
+    let tls = ServerTls::new(client_cert).map_err(|err| ErrorChain(&err).to_string())?;
+    let acceptor = tls.acceptor();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|err| format!("cannot listen on {}: {err}", args.listen))?;
     let listening = listener.local_addr().map_err(|err| err.to_string())?.port();
-    relay.touch();
-    announce(&Handshake::new(listening, tls.fingerprint, relay_pid))
+    // The lease runs from the handshake: the child's start took its own time.
+    relay.lease.touch();
+    cjm_tls::announce(listening, tls.fingerprint())
         .map_err(|err| format!("cannot print the handshake: {err}"))?;
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|err| err.to_string())?;
     // As a native remote worker: handshakes bounded apart, a silent one dropped first.
-    let handshakes = Arc::new(Handshakes::new(MAX_PENDING_HANDSHAKES));
+    let handshakes = Arc::new(PendingHandshakes::new(MAX_PENDING_HANDSHAKES));
     let outcome = loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let Ok((stream, peer)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
-                let acceptor = acceptor.clone();
                 let relay = Arc::clone(&relay);
-                let id = handshakes.next_id();
-                let heard = Arc::new(AtomicBool::new(false));
-                let socket = HeardTcp::new(stream, Arc::clone(&heard));
-                let pending = Arc::clone(&handshakes);
-                let task = tokio::spawn(async move {
-                    let handshake =
-                        tokio::time::timeout(TLS_HANDSHAKE_LIMIT, acceptor.accept(socket)).await;
-                    pending.finished(id);
-                    let Ok(Ok(stream)) = handshake else {
-                        return;
-                    };
+                handshakes.accept(&acceptor, stream, peer.to_string(), move |stream| async move {
                     let service = hyper::service::service_fn(move |request| {
                         let relay = Arc::clone(&relay);
                         async move { Ok::<_, Infallible>(relay.forward(request).await) }
@@ -391,24 +373,21 @@ async fn relay(
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
-                handshakes.started(id, task.abort_handle(), heard);
             }
             status = child.wait() => break Err(format!("{} ended: {status:?}", args.program)),
-            () = relay.lease_expired() => break Ok(()),
+            () = relay.lease.expired() => {
+                tracing::warn!(
+                    "no word from the host for {:?}: the lease is over",
+                    relay.lease.limit().unwrap_or_default()
+                );
+                break Ok(());
+            }
             _ = terminate.recv() => break Ok(()),
         }
     };
     kill_group();
     drop(child_socket);
     outcome
-}
-
-/// The handshake line on stdout, where the host (or Ray's job log) reads it.
-fn announce(handshake: &Handshake) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{}", handshake.to_line())?;
-    stdout.flush()
 }
 
 /// Until the child answers `/health` as the original's worker does, with a pid of
@@ -523,36 +502,12 @@ where
 }
 
 impl Relay {
-    fn touch(&self) {
-        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_request.store(now, Ordering::Relaxed);
-    }
-
-    async fn lease_expired(&self) {
-        let Some(lease) = self.lease else {
-            return std::future::pending().await;
-        };
-        loop {
-            let last = Duration::from_millis(self.last_request.load(Ordering::Relaxed));
-            let idle = self.started.elapsed().saturating_sub(last);
-            if idle >= lease {
-                tracing::warn!("no word from the host for {idle:?}: the lease is over");
-                return;
-            }
-            tokio::time::sleep(lease - idle).await;
-        }
-    }
-
     async fn forward(&self, request: Request<Incoming>) -> Response<Body> {
-        self.touch();
-        if request.method() == Method::POST && request.uri().path() == wire::PATH_LEASE {
-            let lease = LeaseResponse {
-                status: String::from("renewed"),
-                lease_secs: self.lease.map(|lease| lease.as_secs()),
-            };
+        self.lease.touch();
+        if Lease::is_renewal(&request) {
             return json(
                 StatusCode::OK,
-                &serde_json::to_value(lease).unwrap_or_default(),
+                &serde_json::to_value(self.lease.renewed()).unwrap_or_default(),
             );
         }
         let (mut parts, body) = request.into_parts();

@@ -21,12 +21,12 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{CertificateError, ClientConfig, RootCertStore};
+use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::tls::{Mismatch, PinnedServer};
+use cjm_tls::{Mismatch, PinnedServer};
 
 /// How the host trusts an `https://` Ray dashboard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,13 +247,9 @@ fn tls_error(err: io::Error) -> ConnectError {
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         .and_then(|tls| match tls {
-            rustls::Error::InvalidCertificate(CertificateError::Other(other)) => Some(
-                other
-                    .0
-                    .downcast_ref::<Mismatch>()
-                    .map_or_else(|| tls.to_string(), ToString::to_string),
-            ),
-            rustls::Error::InvalidCertificate(_) => Some(tls.to_string()),
+            rustls::Error::InvalidCertificate(_) => {
+                Some(Mismatch::of(tls).map_or_else(|| tls.to_string(), ToString::to_string))
+            }
             _ => None,
         });
     match refusal {
