@@ -19,6 +19,9 @@ use crate::Options;
 /// The bare hyper server's manifest name (see `bin/bench_bare_hyper.rs`).
 const BARE_HYPER: &str = "bare-hyper";
 
+/// cjm-echo built without the `remote` feature (see `cargo xtask bench`).
+const PLAIN_ECHO: &str = "echo-plain";
+
 /// Rounds of the side-by-side measurements: ours and the bare server take turns, so
 /// that a swing of this noisy machine's load falls on both alike.
 const ROUNDS: usize = 3;
@@ -51,6 +54,8 @@ impl BenchHome {
         write_manifest(&plugins, "wordcount", &wordcount, own_manifest(&wordcount)?)?;
         let ticker = options.bin_dir.join("bench-ticker");
         write_manifest(&plugins, "ticker", &ticker, own_manifest(&ticker)?)?;
+        let plain = options.bin_dir.join("cjm-echo-plain");
+        write_manifest(&plugins, PLAIN_ECHO, &plain, own_manifest(&plain)?)?;
         let bare = options.bin_dir.join("bench-bare-hyper");
         write_manifest(&plugins, BARE_HYPER, &bare, own_manifest(&bare)?)?;
         Ok(BenchHome { root })
@@ -115,19 +120,26 @@ pub async fn measure_all(options: &Options, results: &mut Results) -> Result<()>
         results.insert("spawn_ready_ms", median_ms(spawn), "ms");
     }
     manager.load_plugin("echo", None).await?;
-    if options.wants(&["worker_idle_rss_mib"]) {
-        let pid = manager.worker_info("echo").context("echo not loaded")?.pid;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        results.insert(
-            "worker_idle_rss_mib",
-            rss_mib(pid).unwrap_or(f64::NAN),
-            "MiB",
-        );
-        results.insert(
-            "worker_idle_anon_mib",
-            anonymous_mib(pid).unwrap_or(f64::NAN),
-            "MiB",
-        );
+    if options.wants(&["worker_idle_rss_mib", "worker_idle_rss_remote_mib"]) {
+        // A plain plugin (built without `remote`: no TLS linked) and the same plugin
+        // as the examples ship it (able to serve `--listen`), alternately, idle.
+        manager.load_plugin(PLAIN_ECHO, None).await?;
+        let (mut plain, mut remote, mut plain_anon) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            for (name, samples) in [(PLAIN_ECHO, &mut plain), ("echo", &mut remote)] {
+                manager.reload_plugin(name, None).await?;
+                let pid = manager.worker_info(name).context("echo not loaded")?.pid;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                samples.push(rss_mib(pid).unwrap_or(f64::NAN));
+                if name == PLAIN_ECHO {
+                    plain_anon.push(anonymous_mib(pid).unwrap_or(f64::NAN));
+                }
+            }
+        }
+        manager.unload_plugin(PLAIN_ECHO).await?;
+        results.insert("worker_idle_rss_mib", median(plain), "MiB");
+        results.insert("worker_idle_rss_remote_mib", median(remote), "MiB");
+        results.insert("worker_idle_anon_mib", median(plain_anon), "MiB");
     }
     if options.wants(&["start_failure_ms"]) {
         start_failure(options, results, reps(10, 3)).await?;

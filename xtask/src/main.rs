@@ -108,6 +108,23 @@ fn bench(passthrough: Vec<String>) -> Result<()> {
     run(cargo()
         .current_dir(&root)
         .args(["build", "--release", "--package", "cjm-bench"]))?;
+    let bench_dir = root.join("target/bench");
+    std::fs::create_dir_all(&bench_dir)?;
+    // A plain plugin first: cjm-echo without the `remote` feature (no TLS), for the idle
+    // memory of a plugin that is never placed elsewhere. Kept beside the bench, as the
+    // default build below takes its place in target/release.
+    run(cargo().current_dir(&root).args([
+        "build",
+        "--release",
+        "--package",
+        "cjm-echo",
+        "--no-default-features",
+    ]))?;
+    std::fs::copy(
+        root.join("target/release/cjm-echo"),
+        root.join("target/release/cjm-echo-plain"),
+    )
+    .context("cannot keep the plain cjm-echo build")?;
     run(cargo().current_dir(&root).args([
         "build",
         "--release",
@@ -116,8 +133,6 @@ fn bench(passthrough: Vec<String>) -> Result<()> {
         "--package",
         "cjm-wordcount",
     ]))?;
-    let bench_dir = root.join("target/bench");
-    std::fs::create_dir_all(&bench_dir)?;
     let mut command = Command::new(root.join("target/release/cjm-bench"));
     command
         .arg("run")

@@ -11,8 +11,7 @@ use hyper::{Request, Response, StatusCode};
 
 use crate::body::ResponseBody;
 use crate::host::{guarded, CallFailure};
-use crate::offload::off_io;
-use crate::request::{parse_json, read_body};
+use crate::request::answer_off_io;
 use crate::respond::{error_response, failure_response, failure_response_with, json_response};
 use crate::state::Worker;
 
@@ -21,16 +20,8 @@ pub(crate) async fn initialize(
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let claim = request.headers().get(wire::CONFIG_CHECKED_HEADER).cloned();
-    let body = match read_body(&worker, request).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    off_io(move || {
-        let config = match parse_json::<ConfigMap>(&body) {
-            Ok(config) => config,
-            Err(response) => return response,
-        };
-        let config = match checked_config(&worker, config, claim.as_ref()) {
+    answer_off_io(worker, request, move |worker, config: ConfigMap| {
+        let config = match checked_config(worker, config, claim.as_ref()) {
             Ok(config) => config,
             Err(refusal) => return refusal.into_response(worker.host.name()),
         };
@@ -41,7 +32,7 @@ pub(crate) async fn initialize(
                 guarded(|| plugin.initialize(config))
             })
         };
-        configured(&worker, result, "ok")
+        configured(worker, result, "ok")
     })
     .await
 }
@@ -53,20 +44,9 @@ pub(crate) async fn reconfigure(
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let claim = request.headers().get(wire::CONFIG_CHECKED_HEADER).cloned();
-    let body = match read_body(&worker, request).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    off_io(move || {
-        let asked = match parse_json::<ReconfigureRequest>(&body) {
-            Ok(asked) => asked,
-            Err(response) => return response,
-        };
-        let new = match checked_config(
-            &worker,
-            asked.new_config.unwrap_or_default(),
-            claim.as_ref(),
-        ) {
+    answer_off_io(worker, request, move |worker, asked: ReconfigureRequest| {
+        let new = match checked_config(worker, asked.new_config.unwrap_or_default(), claim.as_ref())
+        {
             Ok(config) => config,
             Err(refusal) => return refusal.into_response(worker.host.name()),
         };
@@ -84,7 +64,7 @@ pub(crate) async fn reconfigure(
                 guarded(|| plugin.reconfigure(old, new))
             })
         };
-        configured(&worker, result, "reconfigured")
+        configured(worker, result, "reconfigured")
     })
     .await
 }

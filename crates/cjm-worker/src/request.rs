@@ -1,6 +1,8 @@
 //! Request bodies: read off the connection (on the I/O thread), parsed where the
 //! work is done (off it, for the calls that carry large bodies).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use cjm_interface::body::{self, BodyError};
 use cjm_interface::ErrorKind;
@@ -8,6 +10,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use crate::body::ResponseBody;
+use crate::offload::off_io;
 use crate::respond::{error_response, too_large};
 use crate::state::Worker;
 
@@ -57,4 +60,29 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
             Some(ErrorKind::InvalidArgument.as_str()),
         )
     })
+}
+
+/// Read the body here, on the I/O thread, then parse it as `T` and answer with `work`
+/// on the plugin pool: the shape of every request that carries the plugin's input.
+pub(crate) async fn answer_off_io<T, F>(
+    worker: Arc<Worker>,
+    request: Request<Incoming>,
+    work: F,
+) -> Response<ResponseBody>
+where
+    T: serde::de::DeserializeOwned,
+    F: FnOnce(&Worker, T) -> Response<ResponseBody> + Send + 'static,
+{
+    let body = match read_body(&worker, request).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    off_io(move || match parse_json::<T>(&body) {
+        Ok(input) => {
+            drop(body);
+            work(&worker, input)
+        }
+        Err(response) => response,
+    })
+    .await
 }

@@ -16,7 +16,7 @@ use crate::body::ResponseBody;
 use crate::calls::{Cancelled, EARLY_CANCEL_TTL};
 use crate::host::guarded;
 use crate::offload::off_io;
-use crate::request::{parse_json, read_body, read_json};
+use crate::request::{answer_off_io, read_json};
 use crate::respond::{
     bytes_response, error_response, failure_response, json_response, refused_response,
 };
@@ -42,17 +42,8 @@ pub(crate) async fn execute(
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let id = call_id(&request);
-    let body = match read_body(&worker, request).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    off_io(move || {
-        let call = match parse_json::<Call>(&body) {
-            Ok(call) => call,
-            Err(response) => return response,
-        };
-        drop(body);
-        run_execute(&worker, id, call)
+    answer_off_io(worker, request, move |worker, call: Call| {
+        run_execute(worker, id, call)
     })
     .await
 }
