@@ -356,8 +356,10 @@ async fn file_backed(manager: &PluginManager, reps: usize) -> Result<f64> {
 
 async fn load_all_100(options: &Options, results: &mut Results) -> Result<()> {
     let home = BenchHome::new(options, "hundred", 100)?;
-    std::fs::remove_file(home.root.join("plugins/wordcount.json"))?;
-    std::fs::remove_file(home.root.join("plugins/ticker.json"))?;
+    // Only the hundred echo workers.
+    for other in ["wordcount", "ticker", PLAIN_ECHO, BARE_HYPER] {
+        std::fs::remove_file(home.root.join(format!("plugins/{other}.json")))?;
+    }
     let manager = home.manager();
     let start = Instant::now();
     let loaded = manager.load_all(HashMap::new()).await;
