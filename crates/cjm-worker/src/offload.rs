@@ -1,20 +1,25 @@
-//! Plugin code runs on a pool of its own threads, never on the I/O thread.
+//! Plugin code never holds up the worker's I/O.
 //!
-//! One thread serves every connection's I/O (see `server.rs`), as a bare hyper server
-//! does: that is what lets 32 calls in flight cost little more than hyper itself.
-//! Whatever may run the plugin's code, or wait for its lock (which a long
-//! `/initialize` holds), is handed to the pool.
+//! One runtime serves every connection's I/O (see `server.rs`), as a bare hyper server
+//! does. Whatever may run the plugin's code, or wait for its lock (which a long
+//! `/initialize` holds), goes through [`off_io`], one of two ways:
 //!
-//! The pool keeps as many threads as the machine has cores: under load they take job
-//! after job from the queue without sleeping between them, where a thread per call
-//! would cost a wake-up and a context switch for each (on this project's 2-core
-//! machine that was half the throughput). A long call holds a thread, so a watchdog
-//! adds one whenever the oldest queued job has waited [`STALL`]: a long call delays
-//! another call, `/cancel` or `/progress` by that much at most, never until it ends.
-//! Threads beyond the cores leave after [`SPARE_KEEP_ALIVE`] without work.
+//! - The only request in flight runs right where it is, inside
+//!   `tokio::task::block_in_place`: tokio hands the I/O and every other task to
+//!   another thread at once, so a long call holds up nothing, and a short one costs no
+//!   wake-up of another thread on its way (two of them would add about a third to a
+//!   call's round trip here).
+//! - With others in flight, it goes to a pool of its own threads, as many as the
+//!   machine has cores: under load they take job after job from the queue without
+//!   sleeping between them, where a thread per call would cost a wake-up and a context
+//!   switch for each. A long call holds a pool thread, so a watchdog adds one whenever
+//!   the oldest queued job has waited [`STALL`]: a long call delays another call,
+//!   `/cancel` or `/progress` by that much at most, never until it ends. Threads
+//!   beyond the cores leave after [`SPARE_KEEP_ALIVE`] without work.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -40,11 +45,16 @@ const STACK_BYTES: usize = 8 * 1024 * 1024;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Run `work` on the pool and answer what it answers.
+/// Run `work` off the I/O path (see the module's doc) and answer what it answers. Must
+/// be called from a task of the worker's multi-threaded runtime.
 pub(crate) async fn off_io<F>(work: F) -> Response<ResponseBody>
 where
     F: FnOnce() -> Response<ResponseBody> + Send + 'static,
 {
+    let counted = InFlight::enter();
+    if counted.alone {
+        return tokio::task::block_in_place(work);
+    }
     let (answer, answered) = oneshot::channel();
     pool().submit(Box::new(move || {
         let _ = answer.send(work());
@@ -228,5 +238,28 @@ fn watch(shared: &Arc<Shared>) {
             None => {}
         }
         shared.watch.wait_for(&mut state, STALL);
+    }
+}
+
+/// Requests on their way through [`off_io`].
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// One request counted in [`IN_FLIGHT`] until dropped.
+struct InFlight {
+    /// No other was in flight when it came.
+    alone: bool,
+}
+
+impl InFlight {
+    fn enter() -> Self {
+        InFlight {
+            alone: IN_FLIGHT.fetch_add(1, Ordering::Relaxed) == 0,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -161,9 +161,9 @@ enum Shutdown {
 
 /// Serve `plugin` until SIGTERM/SIGINT or the death of `parent_pid`.
 ///
-/// One thread serves every connection's I/O (and watches the host and signals), as a
-/// bare hyper server does; the plugin's code runs on tokio's blocking pool (see
-/// `offload.rs`).
+/// The main thread accepts connections and watches the host and signals; one worker
+/// thread serves every connection's I/O, as a bare hyper server does; the plugin's
+/// code runs off that path (see `offload.rs`).
 pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeError> {
     // Before listening: a plugin whose schema is plainly broken must not look ready.
     let config_check =
@@ -196,7 +196,10 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
         on: listening_on.clone(),
         source,
     })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Multi-threaded, with one worker thread for the connections: `block_in_place`
+    // (see `offload.rs`) needs a runtime that can hand its I/O to another thread.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .max_blocking_threads(MAX_BLOCKING_THREADS)
         .thread_stack_size(PLUGIN_STACK_BYTES)
