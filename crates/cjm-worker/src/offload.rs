@@ -38,10 +38,15 @@ const SPARE_KEEP_ALIVE: Duration = Duration::from_secs(10);
 /// the next job: ticking through a pause between calls costs less than being woken
 /// for each.
 const WATCHDOG_LINGER: Duration = Duration::from_secs(1);
-/// Threads at most: one per connection the server serves at once, and a few more.
-const MAX_THREADS: usize = 520;
-/// Plugin code gets the stack a main thread would get.
-const STACK_BYTES: usize = 8 * 1024 * 1024;
+/// Connections served at once; more wait in the listen backlog.
+pub(crate) const MAX_CONNECTIONS: usize = 512;
+/// Threads for plugin code at most, in the pool and in tokio's blocking pool alike:
+/// one per connection (HTTP/1 has one request in flight per connection; a stream's
+/// producer or a waiting `/progress` is that request's), and a few for the worker's
+/// own (SIGTERM's cleanup).
+pub(crate) const MAX_PLUGIN_THREADS: usize = MAX_CONNECTIONS + 8;
+/// Plugin code gets the stack a main thread would get, on every thread it runs on.
+pub(crate) const PLUGIN_STACK_BYTES: usize = 8 * 1024 * 1024;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -76,7 +81,7 @@ fn pool() -> &'static Pool {
     POOL.get_or_init(|| {
         Pool::new(
             std::thread::available_parallelism().map_or(2, usize::from),
-            MAX_THREADS,
+            MAX_PLUGIN_THREADS,
         )
     })
 }
@@ -166,7 +171,7 @@ fn add_thread(shared: &Arc<Shared>) {
 fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> bool {
     match std::thread::Builder::new()
         .name(name.to_owned())
-        .stack_size(STACK_BYTES)
+        .stack_size(PLUGIN_STACK_BYTES)
         .spawn(body)
     {
         Ok(_) => true,

@@ -20,23 +20,12 @@ use crate::host::PluginHost;
 use crate::listener::{AsyncListener, Connection};
 #[cfg(not(feature = "remote"))]
 use crate::no_remote::Remote;
+use crate::offload::{MAX_CONNECTIONS, MAX_PLUGIN_THREADS, PLUGIN_STACK_BYTES};
 #[cfg(feature = "remote")]
 use crate::remote::{Remote, RemoteServe};
 use crate::state::Worker;
 #[cfg(feature = "remote")]
 use crate::TlsSetupError;
-
-/// Connections served at once; more wait in the listen backlog. A remote worker counts
-/// only authenticated connections here: those still in their TLS handshake are
-/// bounded apart (`remote.rs`), so that nobody without the host's certificate can
-/// fill these slots.
-const MAX_CONNECTIONS: usize = 512;
-/// Threads for plugin code at most: one per connection (HTTP/1 has one request in
-/// flight per connection; a stream's producer or a waiting `/progress` is that
-/// request's), and a few for the worker's own (SIGTERM's cleanup).
-const MAX_BLOCKING_THREADS: usize = MAX_CONNECTIONS + 8;
-/// Plugin code runs on the blocking pool; give it the stack a main thread would get.
-const PLUGIN_STACK_BYTES: usize = 8 * 1024 * 1024;
 
 /// How often the control loop checks whether the worker went idle (and gives freed
 /// memory back to the kernel).
@@ -201,7 +190,7 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
-        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .max_blocking_threads(MAX_PLUGIN_THREADS)
         .thread_stack_size(PLUGIN_STACK_BYTES)
         .thread_name("cjm-plugin")
         .build()
@@ -240,6 +229,9 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
             }
         };
         tokio::pin!(lease_expired);
+        // A remote worker counts only authenticated connections here: those still in
+        // their TLS handshake are bounded apart (`remote.rs`), so that nobody without
+        // the host's certificate can fill these slots.
         let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let serving_on = match &remote {
             Some(_) => format!(
