@@ -154,6 +154,10 @@ pub enum ManagerError {
         /// What the worker said.
         reason: String,
     },
+    /// The host store (kept configurations, learned profiles) or a file imported into
+    /// it could not be read or written.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl ManagerError {
@@ -181,6 +185,7 @@ impl ManagerError {
             ManagerError::PrefetchStalled { .. } => ErrorCategory::Transient,
             ManagerError::NotRunning { .. }
             | ManagerError::Log { .. }
+            | ManagerError::Store(_)
             | ManagerError::PrefetchFailed { .. } => ErrorCategory::Fatal,
         })
     }

@@ -16,13 +16,15 @@ mod loaded;
 mod manager;
 mod options;
 mod policy;
+mod store;
 mod stream;
 
 pub use blocking::{BlockingPluginManager, BlockingStream};
 pub use discovery::{DiscoveredPlugin, Discovery, ManifestProblem, Shadowed};
 pub use error::ManagerError;
 pub use launch::{host_tls_fingerprint, PlacementSetupError, WorkerEnvError};
-pub use manager::{PluginConfig, PluginManager, WorkerInfo};
+pub use manager::{ConfigDrift, PluginConfig, PluginManager, WorkerInfo};
+pub use store::{Aggregate, KeptConfig, ResourceProfile, StoreError};
 pub use options::ManagerOptions;
 pub use policy::{FaultPolicy, OnTimeout, PluginState, PluginStatus, RestartPolicy, RetryPolicy};
 pub use stream::PluginStream;

@@ -26,8 +26,9 @@ pub(crate) struct LoadedPlugin {
     /// The manifest's config schema, compiled at discovery.
     pub(crate) config_validator: Arc<ConfigValidator>,
     meta: Mutex<PluginMeta>,
-    /// The configuration the worker last accepted, to restart it with.
-    config: Mutex<ConfigMap>,
+    /// The configuration the worker last accepted, to restart it with, and its
+    /// fingerprint (what learned profiles are keyed by), computed once per change.
+    config: Mutex<(ConfigMap, Arc<str>)>,
     slot: Mutex<WorkerSlot>,
     /// Wakes executions waiting for a restart to finish.
     slot_changed: Notify,
@@ -93,7 +94,7 @@ impl LoadedPlugin {
             manifest_path,
             config_validator,
             meta: Mutex::new(meta),
-            config: Mutex::new(config),
+            config: Mutex::new(with_fingerprint(config)),
             up_since: Mutex::new(SystemTime::now()),
             slot: Mutex::new(WorkerSlot {
                 state: WorkerState::Up {
@@ -240,11 +241,16 @@ impl LoadedPlugin {
     }
 
     pub(crate) fn config(&self) -> ConfigMap {
-        self.config.lock().clone()
+        self.config.lock().0.clone()
+    }
+
+    /// The fingerprint of [`config`](Self::config).
+    pub(crate) fn config_fingerprint(&self) -> Arc<str> {
+        Arc::clone(&self.config.lock().1)
     }
 
     pub(crate) fn set_config(&self, config: ConfigMap) {
-        *self.config.lock() = config;
+        *self.config.lock() = with_fingerprint(config);
     }
 
     /// Executions admitted and not yet finished.
@@ -269,6 +275,15 @@ impl LoadedPlugin {
 
     fn mark_executed(&self, at: SystemTime) {
         self.meta.lock().mark_executed(at);
+    }
+}
+
+fn with_fingerprint(config: ConfigMap) -> (ConfigMap, Arc<str>) {
+    let value = serde_json::Value::Object(config);
+    let fingerprint = Arc::from(cjm_validation::schema_fingerprint(&value));
+    match value {
+        serde_json::Value::Object(config) => (config, fingerprint),
+        _ => (ConfigMap::new(), fingerprint),
     }
 }
 
@@ -339,11 +354,43 @@ pub(crate) struct ExecutionGuard {
     scheduler: Arc<dyn ResourceScheduler>,
     _reservation: Reservation,
     claim: ExecutionClaim,
+    started: std::time::Instant,
+    succeeded: std::sync::atomic::AtomicBool,
+    on_end: Option<OnEnd>,
+}
+
+/// How an execution ended, for whoever records it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ExecutionEnd {
+    pub(crate) duration: std::time::Duration,
+    /// Whether the call returned a result (see [`ExecutionGuard::succeeded`]).
+    pub(crate) succeeded: bool,
+}
+
+/// Run once when an execution ends, however it ends (from `Drop`: it must not
+/// block, nor panic).
+pub(crate) struct OnEnd(pub(crate) Box<dyn FnOnce(ExecutionEnd) + Send + Sync>);
+
+impl std::fmt::Debug for OnEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnEnd")
+    }
 }
 
 impl ExecutionGuard {
     pub(crate) fn plugin(&self) -> &Arc<LoadedPlugin> {
         &self.claim.plugin
+    }
+
+    /// The call returned a result; any other end counts as a failure.
+    pub(crate) fn succeeded(&self) {
+        self.succeeded.store(true, Ordering::SeqCst);
+    }
+
+    /// Have `on_end` told how the execution ended.
+    pub(crate) fn on_end(mut self, on_end: Option<OnEnd>) -> Self {
+        self.on_end = on_end;
+        self
     }
 
     pub(crate) fn begin(
@@ -363,6 +410,9 @@ impl ExecutionGuard {
             scheduler,
             _reservation: reservation,
             claim,
+            started: std::time::Instant::now(),
+            succeeded: std::sync::atomic::AtomicBool::new(false),
+            on_end: None,
         }
     }
 }
@@ -375,6 +425,12 @@ impl Drop for ExecutionGuard {
         self.meta.mark_executed(now);
         plugin.active_executions.fetch_sub(1, Ordering::SeqCst);
         self.scheduler.on_execution_finish(&self.meta);
+        if let Some(OnEnd(on_end)) = self.on_end.take() {
+            on_end(ExecutionEnd {
+                duration: self.started.elapsed(),
+                succeeded: self.succeeded.load(Ordering::SeqCst),
+            });
+        }
     }
 }
 

@@ -30,6 +30,8 @@ mod readiness;
 mod setup;
 mod status;
 mod telemetry;
+mod kept;
+mod learning;
 // What they stand on.
 mod eviction;
 mod for_jobs;
@@ -37,6 +39,7 @@ mod idle;
 mod recovery;
 
 pub(crate) use for_jobs::{AfterKill, Forced};
+pub use kept::ConfigDrift;
 use telemetry::ManagerStats;
 
 /// Manages plugin discovery, loading and execution, each plugin in its own worker
@@ -58,6 +61,8 @@ use telemetry::ManagerStats;
 /// | [Configuration](#configuration) | [`plugin_config`](Self::plugin_config), [`plugin_config_detail`](Self::plugin_config_detail), [`update_plugin_config`](Self::update_plugin_config), [`plugin_config_options`](Self::plugin_config_options), [`plugin_config_schema`](Self::plugin_config_schema), [`all_plugin_configs`](Self::all_plugin_configs) |
 /// | [Loaded plugins and their status](#loaded-plugins-and-their-status) | [`list_plugins`](Self::list_plugins), [`is_loaded`](Self::is_loaded), [`plugin_meta`](Self::plugin_meta), [`plugins_by_category`](Self::plugins_by_category), [`loaded_categories`](Self::loaded_categories), [`worker_info`](Self::worker_info), [`plugin_status`](Self::plugin_status), [`is_running`](Self::is_running), [`active_executions`](Self::active_executions), [`plugin_logs`](Self::plugin_logs) |
 /// | [Resources and telemetry](#resources-and-telemetry) | [`plugin_stats`](Self::plugin_stats), [`plugin_gpu_memory_mb`](Self::plugin_gpu_memory_mb), [`system_stats`](Self::system_stats), [`register_system_monitor`](Self::register_system_monitor), [`unregister_system_monitor`](Self::unregister_system_monitor), [`system_monitor`](Self::system_monitor) |
+/// | [Kept configuration](#kept-configuration) | [`kept_config`](Self::kept_config), [`config_drift`](Self::config_drift), [`import_original_configs`](Self::import_original_configs) |
+/// | [Learned resource profiles](#learned-resource-profiles) | [`resource_profiles`](Self::resource_profiles), [`learned_profile`](Self::learned_profile) |
 ///
 /// Not methods here: admission, eviction, idle stops and restarts after a crash
 /// happen to every call as the [`ManagerOptions`] say; queued calls with progress and
@@ -82,11 +87,19 @@ struct Shared {
     disabled: Mutex<HashSet<String>>,
     /// This machine's figures: the default source, and always the source of a
     /// worker's GPU memory.
-    local_monitor: Option<LocalMonitor>,
+    local_monitor: Option<Arc<LocalMonitor>>,
     /// A loaded plugin answering `get_system_status`, when one is registered.
     system_monitor: RwLock<Option<String>>,
     /// Whether the idle sweeper (`manager/idle.rs`) runs.
     idle_sweeper: std::sync::atomic::AtomicBool,
+    /// Kept configurations and learned profiles (`manager/kept.rs`,
+    /// `manager/learning.rs`); `None` when both are off or the file cannot be opened.
+    store: Option<crate::store::HostStore>,
+    /// The fingerprint of each loaded plugin's live config schema, as its worker
+    /// reported it at load: what a configuration kept for it was checked against.
+    live_schemas: Mutex<HashMap<String, String>>,
+    /// Kept configurations refused at load because their schema changed.
+    drifts: Mutex<HashMap<String, ConfigDrift>>,
 }
 
 /// A loaded plugin's current worker process, as [`PluginManager::worker_info`] reports

@@ -48,6 +48,20 @@ pub struct ManagerOptions {
     /// worker a remote worker's TLS front). `None`: `cjm-relay` beside this program,
     /// else on `PATH`.
     pub relay_program: Option<PathBuf>,
+    /// Keep each plugin's (and instance's) configuration and enabled flag in
+    /// `CJM_HOME/host.sqlite3`: a plugin loaded again without a configuration starts
+    /// on the one it last had, checked against its worker's live config schema when
+    /// that changed. The default: on (the original's host keeps them too).
+    pub keep_configs: bool,
+    /// Record what each call was seen to use (peak memory, GPU memory, duration) per
+    /// plugin and configuration, in `CJM_HOME/host.sqlite3`. The default: on.
+    pub learn_profiles: bool,
+    /// Admit a call by the larger of its manifest's declaration and what its calls
+    /// were seen to use (beyond what its running worker already holds). The default:
+    /// on. It changes nothing under the default permissive scheduler; under one that
+    /// checks resources an understated manifest is the very failure it is there to
+    /// prevent.
+    pub admit_by_learned_profiles: bool,
 }
 
 impl ManagerOptions {
@@ -71,6 +85,9 @@ impl ManagerOptions {
             keep_alive: None,
             plugin_keep_alive: HashMap::new(),
             relay_program: None,
+            keep_configs: true,
+            learn_profiles: true,
+            admit_by_learned_profiles: true,
         }
     }
 

@@ -140,6 +140,9 @@ impl Stream for PluginStream {
         let chunk = ready!(this.poll_chunk(cx));
         if !matches!(chunk, Some(Ok(_))) {
             // Finished: release the execution now, not when the caller drops the stream.
+            if let (None, Some(guard)) = (&chunk, &this.guard) {
+                guard.succeeded();
+            }
             this.guard.take();
             this.ended = true;
         }

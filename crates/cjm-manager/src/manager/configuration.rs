@@ -46,7 +46,8 @@ impl PluginManager {
     /// keys replace those of the configuration last given, the others stay. The
     /// result is checked against the config schema before it is sent; a refused
     /// configuration leaves the old one in force. A stopped plugin keeps the new
-    /// configuration for its next start.
+    /// configuration for its next start (and the next host too, with
+    /// [`keep_configs`](crate::ManagerOptions::keep_configs)).
     pub async fn update_plugin_config(
         &self,
         name: &str,
@@ -57,7 +58,7 @@ impl PluginManager {
             .config_validator
             .validate_update(&plugin.config(), &update)
             .map_err(|errors| invalid_config(name, errors))?;
-        let _one_at_a_time = plugin.lock_lifecycle().await;
+        let one_at_a_time = plugin.lock_lifecycle().await;
         if let Some(proxy) = plugin.proxy().filter(|proxy| proxy.is_running()) {
             let fingerprint = plugin.config_validator.fingerprint();
             // The plugin's own reconfigure where it has one (it may keep a loaded
@@ -71,7 +72,10 @@ impl PluginManager {
                     .await?;
             }
         }
-        plugin.set_config(config);
+        plugin.set_config(config.clone());
+        drop(one_at_a_time);
+        self.keep_config(name, &config, &plugin.config_validator)
+            .await;
         Ok(())
     }
 

@@ -161,15 +161,23 @@ impl PluginManager {
         busy
     }
 
-    /// The loaded plugins that need a GPU, but `requester`, as they are now (the
-    /// table's lock is not held while the caller looks at them).
+    /// The loaded plugins that need a GPU (as their manifest declares, or as their
+    /// calls were seen to use GPU memory where it declares nothing), but `requester`,
+    /// as they are now (the table's lock is not held while the caller looks at them).
     fn gpu_plugins_besides(&self, requester: &str) -> Vec<Arc<LoadedPlugin>> {
-        self.shared
+        let plugins: Vec<Arc<LoadedPlugin>> = self
+            .shared
             .loaded
             .read()
             .values()
-            .filter(|plugin| plugin.name() != requester && plugin.meta().resources.requires_gpu)
+            .filter(|plugin| plugin.name() != requester)
             .cloned()
+            .collect();
+        plugins
+            .into_iter()
+            .filter(|plugin| {
+                plugin.meta().resources.requires_gpu || self.seen_using_gpu(plugin.name())
+            })
             .collect()
     }
 

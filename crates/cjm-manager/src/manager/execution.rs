@@ -83,10 +83,16 @@ impl PluginManager {
     ) -> Result<Value, ManagerError> {
         let (proxy, execution) = self.begin_execution(name).await?;
         let Some(limit) = self.call_timeout(name, timeout) else {
-            return Ok(proxy.execute(call).await?);
+            let result = proxy.execute(call).await?;
+            execution.succeeded();
+            return Ok(result);
         };
         match tokio::time::timeout(limit, proxy.execute(call)).await {
-            Ok(result) => Ok(result?),
+            Ok(result) => {
+                let result = result?;
+                execution.succeeded();
+                Ok(result)
+            }
             Err(_) => Err(self.timed_out(name, execution.plugin(), limit)),
         }
     }
@@ -116,6 +122,8 @@ impl PluginManager {
         if !claim.plugin().runs_here() {
             // Its placement (Ray) admitted it where it runs; it takes nothing here.
             meta.resources = cjm_metadata::ResourceRequirements::default();
+        } else {
+            self.raise_to_learned(claim.plugin(), &mut meta.resources);
         }
         let scheduler = Arc::clone(&self.shared.options.scheduler);
         let stats = self.stats_source();
@@ -126,7 +134,8 @@ impl PluginManager {
             }
             Err(_) => scheduler.allocate(&meta, &stats).await?,
         };
-        Ok(ExecutionGuard::begin(claim, scheduler, reservation, meta))
+        let on_end = self.call_recorder(claim.plugin());
+        Ok(ExecutionGuard::begin(claim, scheduler, reservation, meta).on_end(on_end))
     }
 }
 

@@ -59,10 +59,14 @@ impl JobExecution {
     ) -> Result<(Value, Option<ProgressResponse>), ManagerError> {
         let running = self.proxy.execute_reporting(call, Some(call_id));
         let Some(limit) = self.policy.call_timeout else {
-            return Ok(running.await?);
+            let result = running.await?;
+            self.guard.succeeded();
+            return Ok(result);
         };
         if let Ok(result) = tokio::time::timeout(limit, running).await {
-            return Ok(result?);
+            let result = result?;
+            self.guard.succeeded();
+            return Ok(result);
         }
         let name = self.proxy.name();
         let worker_killed = match self.policy.on_timeout {

@@ -196,14 +196,19 @@ impl PluginManager {
         config: Option<ConfigMap>,
     ) -> Result<(), ManagerError> {
         let plugin = self.loaded(name)?;
+        let given = config.is_some();
         let config = match config {
             Some(config) => checked(name, &plugin.config_validator, config)?,
             None => self.config_to_keep(&plugin).await,
         };
         let lock = plugin.lock_lifecycle().await;
         plugin.set_restarts(0);
-        self.replace_worker(&plugin, lock, Replacement::start(config))
+        self.replace_worker(&plugin, lock, Replacement::start(config.clone()))
             .await?;
+        if given {
+            self.keep_config(name, &config, &plugin.config_validator)
+                .await;
+        }
         tracing::info!("reloaded plugin {name}");
         Ok(())
     }
@@ -231,17 +236,48 @@ impl PluginManager {
         let discovered = self
             .discovered_plugin(plugin)
             .ok_or_else(|| self.not_discovered(plugin))?;
-        let config = config.unwrap_or_else(|| discovered.config_validator.defaults().clone());
-        let config = checked(name, &discovered.config_validator, config)?;
-        let proxy = self
-            .start_worker(
+        // A given configuration is checked before anything starts; a kept one once
+        // the worker has said which schema it has now.
+        let given = match config {
+            Some(config) => Some(checked(name, &discovered.config_validator, config)?),
+            None => None,
+        };
+        let kept = match given {
+            Some(_) => None,
+            None => self.kept_for_start(name).await,
+        };
+        // Nothing given nor kept: the defaults, which must pass too.
+        let defaulted = given.is_none() && kept.is_none();
+        let given = match given {
+            None if defaulted => Some(checked(
                 name,
-                &discovered.manifest,
-                &discovered.path,
                 &discovered.config_validator,
-                &config,
-            )
+                discovered.config_validator.defaults().clone(),
+            )?),
+            given => given,
+        };
+        let proxy = self
+            .spawn_worker(name, &discovered.manifest, &discovered.path)
             .await?;
+        let live_schema = self
+            .live_schema(name, &proxy, &discovered.config_validator)
+            .await;
+        let start = self.start_config(
+            name,
+            &discovered.config_validator,
+            given,
+            kept,
+            live_schema.as_ref(),
+        );
+        let config = start.config;
+        if let Err(err) = initialize(&proxy, &config, &discovered.config_validator).await {
+            proxy.shutdown().await;
+            return Err(err);
+        }
+        if start.keep && !defaulted {
+            self.keep_config(name, &config, &discovered.config_validator)
+                .await;
+        }
         let DiscoveredPlugin {
             mut meta,
             manifest,
@@ -353,6 +389,21 @@ impl PluginManager {
         validator: &cjm_validation::ConfigValidator,
         config: &ConfigMap,
     ) -> Result<RemotePluginProxy, ManagerError> {
+        let proxy = self.spawn_worker(name, manifest, manifest_path).await?;
+        if let Err(err) = initialize(&proxy, config, validator).await {
+            proxy.shutdown().await;
+            return Err(err);
+        }
+        Ok(proxy)
+    }
+
+    /// Start a worker, not yet initialized.
+    async fn spawn_worker(
+        &self,
+        name: &str,
+        manifest: &cjm_metadata::Manifest,
+        manifest_path: &std::path::Path,
+    ) -> Result<RemotePluginProxy, ManagerError> {
         crate::launch::learn_original_version(manifest, manifest_path).await;
         let mut spec = launch_spec(name, manifest, manifest_path, &self.shared.options).await?;
         if manifest.resources.requires_gpu {
@@ -372,13 +423,6 @@ impl PluginManager {
             }
         }
         let proxy = RemotePluginProxy::start(spec).await?;
-        if let Err(err) = proxy
-            .initialize_checked(config.clone(), validator.fingerprint())
-            .await
-        {
-            proxy.shutdown().await;
-            return Err(err.into());
-        }
         tracing::debug!(
             "plugin {name}: worker {} started ({})",
             proxy.worker_pid(),
@@ -409,6 +453,17 @@ impl PluginManager {
             name: name.to_owned(),
         })
     }
+}
+
+/// Initialize a new worker with `config`, checked against the manifest's schema.
+async fn initialize(
+    proxy: &RemotePluginProxy,
+    config: &ConfigMap,
+    validator: &cjm_validation::ConfigValidator,
+) -> Result<(), ManagerError> {
+    Ok(proxy
+        .initialize_checked(config.clone(), validator.fingerprint())
+        .await?)
 }
 
 /// Stop an unloaded plugin's worker, after any restart under way. On a task of its

@@ -24,9 +24,11 @@ const MAX_POLL: Duration = Duration::from_millis(250);
 impl PluginManager {
     /// Allow executions again, and tell a running worker (its plugin's `on_enable`
     /// hook, where it has one). Whether the plugin is known (discovered or loaded).
+    /// Kept across restarts with [`keep_configs`](crate::ManagerOptions::keep_configs).
     pub async fn enable_plugin(&self, name: &str) -> bool {
         let known = self.set_enabled(name, true);
         if known {
+            self.kept_written().await;
             self.tell_worker(name, true).await;
         }
         known
@@ -35,9 +37,11 @@ impl PluginManager {
     /// Refuse executions (and loads) without stopping the worker, and tell a running
     /// worker (its plugin's `on_disable` hook, which runs once the calls in flight
     /// have ended and may release heavy resources). Whether the plugin is known.
+    /// Kept across restarts with [`keep_configs`](crate::ManagerOptions::keep_configs).
     pub async fn disable_plugin(&self, name: &str) -> bool {
         let known = self.set_enabled(name, false);
         if known {
+            self.kept_written().await;
             self.tell_worker(name, false).await;
         }
         known
@@ -157,6 +161,8 @@ impl PluginManager {
         } else {
             disabled.insert(name.to_owned());
         }
+        // Under the same lock: the kept flag follows the calls in their order.
+        self.keep_enabled(name, enabled);
         true
     }
 }
