@@ -6,18 +6,28 @@ use argh::FromArgs;
 use cjm_scheduling::LocalMonitor;
 use serde_json::Value;
 
+use cjm_manager::{Aggregate, ManagerOptions, PluginManager, ResourceProfile};
+
 use crate::out::outln;
 
-/// Show this machine's telemetry as the scheduler sees it.
+/// Show this machine's telemetry as the scheduler sees it, or (--profiles) what each
+/// plugin's calls were seen to use.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "stats")]
 pub struct StatsCommand {
     /// print JSON (the scheduler's keys)
     #[argh(switch)]
     json: bool,
+    /// the learned resource profiles kept in CJM_HOME: per plugin and configuration,
+    /// calls, failures, peak memory, GPU memory and duration (mean, max, last)
+    #[argh(switch)]
+    profiles: bool,
 }
 
 pub fn run(command: StatsCommand) -> Result<ExitCode> {
+    if command.profiles {
+        return profiles(command.json);
+    }
     let monitor = LocalMonitor::new()?;
     // CPU load is measured between two readings; a short wait gives the second
     // one something to measure.
@@ -44,4 +54,78 @@ pub fn run(command: StatsCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn profiles(json: bool) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let profiles = runtime.block_on(async {
+        let manager = PluginManager::new(ManagerOptions::from_env()?);
+        anyhow::Ok(manager.resource_profiles().await?)
+    })?;
+    if json {
+        let rows: Vec<Value> = profiles.iter().map(profile_json).collect();
+        outln!("{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if profiles.is_empty() {
+        outln!("no resource profiles learned yet")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!(
+        "{:<24} {:<16} {:>6} {:>6} {:>22} {:>22} {:>22}",
+        "PLUGIN",
+        "CONFIG",
+        "CALLS",
+        "FAILED",
+        "PEAK RSS MB mean/max/last",
+        "GPU MB mean/max/last",
+        "SECONDS mean/max/last"
+    )?;
+    for profile in &profiles {
+        outln!(
+            "{:<24} {:<16} {:>6} {:>6} {:>22} {:>22} {:>22}",
+            profile.plugin,
+            profile.config_fingerprint,
+            profile.calls,
+            profile.failures,
+            figures(&profile.peak_rss_mb, 1),
+            figures(&profile.gpu_memory_mb, 1),
+            figures(&profile.duration_s, 3)
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mean/max/last`, or `-` for a measure no call took.
+fn figures(aggregate: &Aggregate, decimals: usize) -> String {
+    if aggregate.count == 0 {
+        return String::from("-");
+    }
+    format!(
+        "{:.decimals$}/{:.decimals$}/{:.decimals$}",
+        aggregate.mean, aggregate.max, aggregate.last
+    )
+}
+
+fn profile_json(profile: &ResourceProfile) -> Value {
+    let aggregate = |aggregate: &Aggregate| {
+        serde_json::json!({
+            "count": aggregate.count,
+            "mean": aggregate.mean,
+            "max": aggregate.max,
+            "last": aggregate.last,
+        })
+    };
+    serde_json::json!({
+        "plugin": profile.plugin,
+        "config_fingerprint": profile.config_fingerprint,
+        "calls": profile.calls,
+        "failures": profile.failures,
+        "peak_rss_mb": aggregate(&profile.peak_rss_mb),
+        "gpu_memory_mb": aggregate(&profile.gpu_memory_mb),
+        "duration_s": aggregate(&profile.duration_s),
+        "updated_at": profile.updated_at,
+    })
 }

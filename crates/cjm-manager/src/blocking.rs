@@ -36,6 +36,8 @@ use crate::{
 /// | [Configuration](#configuration) | [`plugin_config`](Self::plugin_config), [`plugin_config_detail`](Self::plugin_config_detail), [`update_plugin_config`](Self::update_plugin_config), [`plugin_config_options`](Self::plugin_config_options), [`plugin_config_schema`](Self::plugin_config_schema), [`all_plugin_configs`](Self::all_plugin_configs) |
 /// | [Loaded plugins and their status](#loaded-plugins-and-their-status) | [`list_plugins`](Self::list_plugins), [`plugin_status`](Self::plugin_status), [`is_running`](Self::is_running), [`plugin_logs`](Self::plugin_logs) |
 /// | [Resources and telemetry](#resources-and-telemetry) | [`plugin_stats`](Self::plugin_stats), [`plugin_gpu_memory_mb`](Self::plugin_gpu_memory_mb), [`system_stats`](Self::system_stats), [`register_system_monitor`](Self::register_system_monitor) |
+/// | [Kept configuration](#kept-configuration) | [`kept_config`](Self::kept_config), [`config_drift`](Self::config_drift), [`import_original_configs`](Self::import_original_configs) |
+/// | [Learned resource profiles](#learned-resource-profiles) | [`resource_profiles`](Self::resource_profiles), [`learned_profile`](Self::learned_profile) |
 #[derive(Debug)]
 pub struct BlockingPluginManager {
     manager: PluginManager,
@@ -279,6 +281,44 @@ impl BlockingPluginManager {
     /// [`PluginManager::register_system_monitor`].
     pub fn register_system_monitor(&self, name: &str) -> Result<(), ManagerError> {
         self.manager.register_system_monitor(name)
+    }
+}
+
+/// # Kept configuration
+///
+/// [`PluginManager`'s](PluginManager#kept-configuration).
+impl BlockingPluginManager {
+    /// [`PluginManager::kept_config`], blocking.
+    pub fn kept_config(&self, name: &str) -> Result<Option<crate::KeptConfig>, ManagerError> {
+        self.block_on(self.manager.kept_config(name))
+    }
+
+    /// [`PluginManager::config_drift`].
+    pub fn config_drift(&self, name: &str) -> Option<crate::ConfigDrift> {
+        self.manager.config_drift(name)
+    }
+
+    /// [`PluginManager::import_original_configs`], blocking.
+    pub fn import_original_configs(&self, original: &std::path::Path) -> Result<usize, ManagerError> {
+        self.block_on(self.manager.import_original_configs(original))
+    }
+}
+
+/// # Learned resource profiles
+///
+/// [`PluginManager`'s](PluginManager#learned-resource-profiles).
+impl BlockingPluginManager {
+    /// [`PluginManager::resource_profiles`], blocking.
+    pub fn resource_profiles(&self) -> Result<Vec<crate::ResourceProfile>, ManagerError> {
+        self.block_on(self.manager.resource_profiles())
+    }
+
+    /// [`PluginManager::learned_profile`].
+    pub fn learned_profile(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::ResourceProfile>, ManagerError> {
+        self.manager.learned_profile(name)
     }
 }
 

@@ -14,11 +14,14 @@
 //! `--no-parent-watch` it does not follow its host's pid. With `--schema` it declares a
 //! config schema (`level`: integer 0..=9) that its own `initialize` never checks, so
 //! only the worker can refuse a configuration; with `--broken-schema` it declares one
-//! that is not valid JSON Schema. A configuration with `hold_while` (a path) has its
-//! `initialize` wait while that path exists (writing `PATH.held` once it waits). Its
-//! lifecycle hooks note themselves in the file
-//! named by the configuration's `hook_log`; its prefetch reports `prefetch_steps`
-//! steps, or stalls with `prefetch_stall`.
+//! that is not valid JSON Schema; with `--schema-v2` the next version of `--schema`,
+//! whose `level` is a word (`low` | `high`, default `low`). Action `hold_memory`
+//! (`mib`, `while_file`) allocates and touches that many MiB and holds them while
+//! `while_file` exists (having written `started_file` if given), then frees them. A
+//! configuration with `hold_while` (a path) has its `initialize` wait while that path
+//! exists (writing `PATH.held` once it waits). Its lifecycle hooks note themselves in
+//! the file named by the configuration's `hook_log`; its prefetch reports
+//! `prefetch_steps` steps, or stalls with `prefetch_stall`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -106,6 +109,14 @@ impl Plugin for Faulty {
                 Ok(json!({"child_pid": child.id()}))
             }
             "pid" => Ok(json!({"pid": std::process::id()})),
+            "hold_memory" => {
+                let mib: usize = call.required(1, "mib")?;
+                let while_file: String = call.required(2, "while_file")?;
+                // Touched page by page, so that it is resident, not only reserved.
+                let held = vec![1u8; mib << 20];
+                hold_while(std::path::Path::new(&while_file));
+                Ok(json!({"held_mib": held.len() >> 20}))
+            }
             // What the worker's environment says of one variable.
             "env" => {
                 let name: String = call.required(1, "name")?;
@@ -274,6 +285,14 @@ fn main() -> ExitCode {
                 "type": "object",
                 "properties": {
                     "level": {"type": "integer", "minimum": 0, "maximum": 9, "default": 0},
+                    "cleanup_marker": {"type": "string"},
+                },
+            }))
+        } else if args.iter().any(|arg| arg == "--schema-v2") {
+            Some(json!({
+                "type": "object",
+                "properties": {
+                    "level": {"type": "string", "enum": ["low", "high"], "default": "low"},
                     "cleanup_marker": {"type": "string"},
                 },
             }))

@@ -30,5 +30,6 @@ mod recovery;
 mod relay;
 mod scenario;
 mod scheduling;
+mod stores;
 mod serving;
 mod worker_env;
