@@ -299,7 +299,10 @@ impl BlockingPluginManager {
     }
 
     /// [`PluginManager::import_original_configs`], blocking.
-    pub fn import_original_configs(&self, original: &std::path::Path) -> Result<usize, ManagerError> {
+    pub fn import_original_configs(
+        &self,
+        original: &std::path::Path,
+    ) -> Result<usize, ManagerError> {
         self.block_on(self.manager.import_original_configs(original))
     }
 }

@@ -24,9 +24,9 @@ pub use discovery::{DiscoveredPlugin, Discovery, ManifestProblem, Shadowed};
 pub use error::ManagerError;
 pub use launch::{host_tls_fingerprint, PlacementSetupError, WorkerEnvError};
 pub use manager::{ConfigDrift, PluginConfig, PluginManager, WorkerInfo};
-pub use store::{Aggregate, KeptConfig, ResourceProfile, StoreError};
 pub use options::ManagerOptions;
 pub use policy::{FaultPolicy, OnTimeout, PluginState, PluginStatus, RestartPolicy, RetryPolicy};
+pub use store::{Aggregate, KeptConfig, ResourceProfile, StoreError};
 pub use stream::PluginStream;
 
 pub use cjm_interface::wire::{CallOutput, TypedResult};

@@ -25,13 +25,13 @@ use crate::{ManagerError, ManagerOptions};
 mod configuration;
 mod discovered;
 mod execution;
+mod kept;
+mod learning;
 mod lifecycle;
 mod readiness;
 mod setup;
 mod status;
 mod telemetry;
-mod kept;
-mod learning;
 // What they stand on.
 mod eviction;
 mod for_jobs;

@@ -30,6 +30,6 @@ mod recovery;
 mod relay;
 mod scenario;
 mod scheduling;
-mod stores;
 mod serving;
+mod stores;
 mod worker_env;

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cjm_manager::{
-    CallArgs, ConfigMap, ManagerError, ManualStats, PluginManager, ResourceProfile,
-    SafetyScheduler,
+    CallArgs, ConfigMap, ManagerError, ManualStats, PluginManager, ResourceProfile, SafetyScheduler,
 };
 use cjm_scheduling::Resource;
 use serde_json::{json, Value};
@@ -53,7 +52,10 @@ async fn configurations_and_enabled_flags_are_kept_across_host_restarts() {
     let echo = discovered.iter().find(|meta| meta.name == "echo").unwrap();
     assert!(!echo.enabled, "echo was disabled by the host before");
     let refused = second.load_plugin("echo", None).await.unwrap_err();
-    assert!(matches!(refused, ManagerError::Disabled { .. }), "{refused}");
+    assert!(
+        matches!(refused, ManagerError::Disabled { .. }),
+        "{refused}"
+    );
     // No configuration given: the one it last had.
     second.load_plugin("faulty", None).await.unwrap();
     assert_eq!(
@@ -106,7 +108,9 @@ async fn a_kept_configuration_that_breaks_the_changed_schema_is_refused_and_neve
     let second = home.manager();
     second.discover_manifests();
     second.load_plugin("faulty", None).await.unwrap();
-    let drift = second.config_drift("faulty").expect("the refusal is reported");
+    let drift = second
+        .config_drift("faulty")
+        .expect("the refusal is reported");
     assert_eq!(drift.plugin, "faulty");
     assert_eq!(drift.kept, config(json!({"level": 7})));
     let live = second.plugin_config_schema("faulty").await.unwrap();
@@ -114,7 +118,10 @@ async fn a_kept_configuration_that_breaks_the_changed_schema_is_refused_and_neve
         drift.live_fingerprint,
         cjm_validation::schema_fingerprint(&live)
     );
-    assert_ne!(drift.kept_fingerprint.as_deref(), Some(drift.live_fingerprint.as_str()));
+    assert_ne!(
+        drift.kept_fingerprint.as_deref(),
+        Some(drift.live_fingerprint.as_str())
+    );
     let fields: Vec<&str> = drift
         .refused
         .violations()
@@ -122,9 +129,15 @@ async fn a_kept_configuration_that_breaks_the_changed_schema_is_refused_and_neve
         .map(|violation| violation.path.as_str())
         .collect();
     // Its type and its allowed words: each broken rule is said, all of `level`.
-    assert!(!fields.is_empty() && fields.iter().all(|field| *field == "level"), "{drift}");
+    assert!(
+        !fields.is_empty() && fields.iter().all(|field| *field == "level"),
+        "{drift}"
+    );
     let text = drift.to_string();
-    assert!(text.contains("plugin faulty") && text.contains("level"), "{text}");
+    assert!(
+        text.contains("plugin faulty") && text.contains("level"),
+        "{text}"
+    );
     // Its worker got the new schema's defaults, never the stale configuration.
     assert_eq!(
         second.plugin_config("faulty").await.unwrap(),
@@ -172,7 +185,10 @@ async fn until_profile(
                 return profile;
             }
         }
-        assert!(Instant::now() < deadline, "{name}'s profile never got there");
+        assert!(
+            Instant::now() < deadline,
+            "{name}'s profile never got there"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -247,7 +263,10 @@ async fn a_plugin_whose_manifest_understates_its_memory_is_admitted_by_its_learn
 
     // It is in the API and in `cjm-ctl stats --profiles`, kept in the file.
     let profiles = manager.resource_profiles().await.unwrap();
-    assert!(profiles.iter().any(|profile| profile.plugin == "hog"), "{profiles:?}");
+    assert!(
+        profiles.iter().any(|profile| profile.plugin == "hog"),
+        "{profiles:?}"
+    );
     let out = std::process::Command::new(CTL)
         .args(["stats", "--profiles", "--json"])
         .env("CJM_HOME", home.path())
@@ -263,7 +282,10 @@ async fn a_plugin_whose_manifest_understates_its_memory_is_admitted_by_its_learn
         .iter()
         .find(|row| row["plugin"] == "hog")
         .unwrap_or_else(|| panic!("{shown}"));
-    assert!(hog["peak_rss_mb"]["max"].as_f64().unwrap() >= HELD_MIB as f64, "{hog}");
+    assert!(
+        hog["peak_rss_mb"]["max"].as_f64().unwrap() >= HELD_MIB as f64,
+        "{hog}"
+    );
 
     // A call dropped half-way is recorded too, as one that gave no result.
     let gate = home.path().join("gate-dropped");
@@ -287,6 +309,8 @@ async fn a_plugin_whose_manifest_understates_its_memory_is_admitted_by_its_learn
     // Without admission by learned profiles, the manifest's word alone: both fit.
     let declared_only = understating_manager(&home, false);
     declared_only.load_plugin("hog", None).await.unwrap();
-    two_at_once(&declared_only, &home, "declared").await.unwrap();
+    two_at_once(&declared_only, &home, "declared")
+        .await
+        .unwrap();
     declared_only.shutdown().await;
 }

@@ -124,7 +124,9 @@ impl PluginManager {
                 (Some(schema), fingerprint)
             }
             Err(err) => {
-                tracing::debug!("plugin {name}: no live config schema ({err}); the manifest's stands for it");
+                tracing::debug!(
+                    "plugin {name}: no live config schema ({err}); the manifest's stands for it"
+                );
                 (None, manifest_validator.fingerprint().to_owned())
             }
         };
@@ -172,7 +174,14 @@ impl PluginManager {
                         keep: false,
                     }
                 }
-                Err(refused) => self.refuse(name, kept_fingerprint, live_fingerprint, kept, refused, defaults),
+                Err(refused) => self.refuse(
+                    name,
+                    kept_fingerprint,
+                    live_fingerprint,
+                    kept,
+                    refused,
+                    defaults,
+                ),
             };
         }
         // The schema changed since: the kept configuration must satisfy the new one.
@@ -200,7 +209,14 @@ impl PluginManager {
                     config: live_validator.defaults().clone(),
                     keep: false,
                 };
-                self.refuse(name, kept_fingerprint, live_fingerprint, kept, refused, defaults)
+                self.refuse(
+                    name,
+                    kept_fingerprint,
+                    live_fingerprint,
+                    kept,
+                    refused,
+                    defaults,
+                )
             }
         }
     }

@@ -15,7 +15,7 @@ use cjm_proxy::RemotePluginProxy;
 
 use super::{PluginManager, Shared};
 use crate::loaded::{ExecutionEnd, LoadedPlugin, OnEnd};
-use crate::store::{ResourceProfile, Resident, Sample};
+use crate::store::{Resident, ResourceProfile, Sample};
 use crate::ManagerError;
 
 /// How long a sample waits for the worker's `/stats`.
@@ -65,7 +65,11 @@ impl PluginManager {
     /// Raise `resources` to what `plugin`'s calls on its configuration were seen to
     /// use, less what its running worker already holds (that memory is no longer
     /// free, and the scheduler must not count it twice).
-    pub(super) fn raise_to_learned(&self, plugin: &LoadedPlugin, resources: &mut ResourceRequirements) {
+    pub(super) fn raise_to_learned(
+        &self,
+        plugin: &LoadedPlugin,
+        resources: &mut ResourceRequirements,
+    ) {
         if !self.shared.options.admit_by_learned_profiles {
             return;
         }

@@ -134,7 +134,9 @@ pub(crate) fn import_original(
         let config = match serde_json::from_str::<Value>(&config) {
             Ok(Value::Object(config)) => Value::Object(config).to_string(),
             _ => {
-                tracing::warn!("original's kept configuration of {name} is not a JSON object; not imported");
+                tracing::warn!(
+                    "original's kept configuration of {name} is not a JSON object; not imported"
+                );
                 continue;
             }
         };
@@ -146,4 +148,49 @@ pub(crate) fn import_original(
     }
     transaction.commit()?;
     Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `plugin_configs.db` exactly as the original's `LocalPluginConfigStore`
+    /// creates it.
+    fn original_db(path: &Path) {
+        let connection = Connection::open(path).unwrap();
+        connection
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS plugin_configs (
+                    plugin_name TEXT PRIMARY KEY,
+                    config_json TEXT NOT NULL,
+                    enabled INTEGER NOT NULL DEFAULT 1,
+                    updated_at REAL NOT NULL
+                );
+                INSERT INTO plugin_configs VALUES ('whisper', '{\"model\": \"base\"}', 0, 1.5);
+                INSERT INTO plugin_configs VALUES ('ours', '{\"model\": \"theirs\"}', 1, 2.5);
+                INSERT INTO plugin_configs VALUES ('broken', '[1, 2]', 1, 3.5);",
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn the_originals_kept_configurations_are_imported_without_overwriting_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let original = dir.path().join("plugin_configs.db");
+        original_db(&original);
+        let mut ours = Connection::open(dir.path().join("host.sqlite3")).unwrap();
+        ours.execute_batch(SCHEMA).unwrap();
+        let mine: ConfigMap = serde_json::from_value(serde_json::json!({"model": "mine"})).unwrap();
+        save_config(&mut ours, "ours", &mine, "abc").unwrap();
+
+        assert_eq!(import_original(&mut ours, &original).unwrap(), 1);
+        let whisper = get(&mut ours, "whisper").unwrap().unwrap();
+        assert_eq!(whisper.config.unwrap()["model"], "base");
+        assert_eq!(whisper.schema_fingerprint, None, "checked at first load");
+        assert!(!whisper.enabled);
+        assert!(disabled(&mut ours).unwrap().contains("whisper"));
+        let kept = get(&mut ours, "ours").unwrap().unwrap();
+        assert_eq!(kept.config, Some(mine));
+        assert!(get(&mut ours, "broken").unwrap().is_none());
+    }
 }

@@ -92,8 +92,8 @@ impl HostDb {
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
             .and_then(|()| connection.execute_batch(schema))
             .map_err(|err| StoreError::new(path, "cannot set it up", err))?;
-        let found = first(&mut connection)
-            .map_err(|err| StoreError::new(path, "cannot read it", err))?;
+        let found =
+            first(&mut connection).map_err(|err| StoreError::new(path, "cannot read it", err))?;
         let (sender, work) = mpsc::channel::<Work>();
         let thread = std::thread::Builder::new()
             .name(String::from("cjm-host-store"))

@@ -14,8 +14,8 @@ use parking_lot::Mutex;
 
 pub use config::KeptConfig;
 pub use db::StoreError;
-pub use profiles::{Aggregate, ResourceProfile};
 pub(crate) use profiles::Sample;
+pub use profiles::{Aggregate, ResourceProfile};
 
 use db::HostDb;
 
@@ -88,12 +88,18 @@ impl HostStore {
 
     /// Keep `config` for `name`, checked against the schema of `schema_fingerprint`;
     /// waits until it is written.
-    pub(crate) async fn save_config(&self, name: &str, config: ConfigMap, schema_fingerprint: String) {
+    pub(crate) async fn save_config(
+        &self,
+        name: &str,
+        config: ConfigMap,
+        schema_fingerprint: String,
+    ) {
         let name = name.to_owned();
         let path = self.path().to_owned();
         self.db
             .ask(move |connection| {
-                if let Err(err) = config::save_config(connection, &name, &config, &schema_fingerprint)
+                if let Err(err) =
+                    config::save_config(connection, &name, &config, &schema_fingerprint)
                 {
                     tracing::warn!(
                         "host store {}: cannot keep the configuration of {name}: {err}",
@@ -130,7 +136,11 @@ impl HostStore {
         self.db
             .ask(move |connection| {
                 config::import_original(connection, &source).map_err(|err| {
-                    StoreError::new(&source, "cannot import the original's kept configurations", err)
+                    StoreError::new(
+                        &source,
+                        "cannot import the original's kept configurations",
+                        err,
+                    )
                 })
             })
             .await
@@ -189,7 +199,11 @@ impl HostStore {
 
     /// The profile of `plugin` on the configuration of `config_fingerprint`, as this
     /// host knows it.
-    pub(crate) fn learned(&self, plugin: &str, config_fingerprint: &str) -> Option<ResourceProfile> {
+    pub(crate) fn learned(
+        &self,
+        plugin: &str,
+        config_fingerprint: &str,
+    ) -> Option<ResourceProfile> {
         self.profiles
             .lock()
             .get(plugin)

@@ -121,7 +121,12 @@ pub(crate) struct Sample {
 }
 
 impl Sample {
-    pub(crate) fn new(plugin: &str, config_fingerprint: &str, succeeded: bool, duration_s: f64) -> Self {
+    pub(crate) fn new(
+        plugin: &str,
+        config_fingerprint: &str,
+        succeeded: bool,
+        duration_s: f64,
+    ) -> Self {
         Sample {
             plugin: plugin.to_owned(),
             config_fingerprint: config_fingerprint.to_owned(),
@@ -189,7 +194,10 @@ fn record(connection: &mut Connection, sample: &Sample) -> rusqlite::Result<Reso
     merged.pop().ok_or(rusqlite::Error::QueryReturnedNoRows)
 }
 
-fn fold_row(transaction: &rusqlite::Transaction<'_>, sample: &Sample) -> rusqlite::Result<ResourceProfile> {
+fn fold_row(
+    transaction: &rusqlite::Transaction<'_>,
+    sample: &Sample,
+) -> rusqlite::Result<ResourceProfile> {
     let mut profile = transaction
         .query_row(
             &format!(
@@ -252,7 +260,9 @@ mod tests {
         let path = dir.path().join("host.sqlite3");
         let open = || {
             let connection = Connection::open(&path).unwrap();
-            connection.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+            connection
+                .busy_timeout(std::time::Duration::from_secs(5))
+                .unwrap();
             connection
                 .execute_batch("PRAGMA journal_mode = WAL;")
                 .and_then(|()| connection.execute_batch(SCHEMA))
