@@ -14,6 +14,7 @@ mod chain;
 mod control;
 mod error;
 mod file_backed;
+pub mod log_line;
 pub mod json;
 mod plugin;
 pub mod private;
