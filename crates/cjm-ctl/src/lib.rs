@@ -8,6 +8,7 @@ mod export;
 mod fingerprint;
 mod install;
 mod jobs;
+mod jobs_show;
 mod list;
 mod logs;
 mod new;

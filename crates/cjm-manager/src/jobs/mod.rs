@@ -63,7 +63,7 @@ pub use diagnostics::{
     job_diagnostics, DiagnosticRecord, DiagnosticsError, DiagnosticsRetention, JobDiagnostics,
 };
 pub use events::{EventsLagged, JobEvents};
-pub use journal::{recent_jobs, JournalEntry, JournalError, JournalRetention};
+pub use journal::{journal_entry, recent_jobs, JournalEntry, JournalError, JournalRetention};
 pub use model::{
     Cancellation, JobChange, JobEvent, JobFailure, JobId, JobOutcome, JobState, JobStatus,
 };
