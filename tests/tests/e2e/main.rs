@@ -8,6 +8,7 @@
 mod access;
 mod common;
 mod config;
+mod diagnostics;
 mod ctl;
 mod early_cancel;
 mod errors;
