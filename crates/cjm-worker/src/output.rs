@@ -92,6 +92,10 @@ pub(crate) fn install(sink: Arc<Sink>) -> io::Result<()> {
     if OUTPUT_PIPE.set(output).is_err() {
         return Err(io::Error::other("the output pipe is installed already"));
     }
+    // SAFETY: registers a plain `extern "C"` function with no arguments.
+    if unsafe { libc::atexit(drain_at_exit) } != 0 {
+        tracing::warn!("cannot have the worker's output written out at exit");
+    }
     std::thread::Builder::new()
         .name(String::from("cjm-output"))
         .spawn(|| {
@@ -204,6 +208,29 @@ impl Output {
     }
 }
 
+/// At exit (`std::process::exit`, the end of `main`), what was printed last is
+/// written out before the process goes: a worker's last words before it gives up are
+/// what its log is read for. A process killed by a signal loses what the pump had
+/// not read yet, which it reads within microseconds of the write.
+extern "C" fn drain_at_exit() {
+    if let Some(output) = OUTPUT_PIPE.get() {
+        output.flush_all();
+    }
+}
+
+impl Output {
+    /// Wait until everything printed so far is out, the start of a line included.
+    fn flush_all(&self) {
+        let _ = io::stdout().flush();
+        self.wait_drained();
+        let mut state = self.state.lock();
+        if !state.partial.is_empty() {
+            let piece = std::mem::take(&mut state.partial);
+            self.write_line(&piece, &state.calls);
+        }
+    }
+}
+
 /// A call running plugin code, for attributing output; dropped when that code
 /// returns (see the module's doc).
 #[must_use]
@@ -223,14 +250,9 @@ impl Drop for Attributed {
         let Some(output) = OUTPUT_PIPE.get() else {
             return;
         };
-        // What `print!` left in std's buffer, out before the pipe is checked.
-        let _ = io::stdout().flush();
-        output.wait_drained();
+        // What `print!` left in std's buffer too, before the pipe is checked.
+        output.flush_all();
         let mut state = output.state.lock();
-        if !state.partial.is_empty() {
-            let piece = std::mem::take(&mut state.partial);
-            output.write_line(&piece, &state.calls);
-        }
         if let Some(at) = state.calls.iter().position(|id| *id == self.id) {
             state.calls.swap_remove(at);
         }
