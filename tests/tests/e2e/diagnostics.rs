@@ -191,3 +191,48 @@ async fn jobs_show_prints_the_timeline_and_the_jobs_own_lines() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no job \"no-such-job\""));
     manager.shutdown().await;
 }
+
+/// The store is the original's `records` table: the original's own
+/// `LocalDiagnosticsStore` (what its 0.0.46 worker writes through, given the file as
+/// `CJM_DIAGNOSTICS_DB`, its records stamped with its call envelope's job id) writes
+/// into ours, and a job reads back exactly the records stamped with its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_originals_records_stamped_with_a_job_id_read_back_as_that_jobs() {
+    let (home, manager) = faulty_home();
+    manager.load_plugin("faulty", None).await.unwrap();
+    let journal = home.path().join("jobs.sqlite3");
+    let jobs = Jobs::new(manager.clone(), JobOptions::default().journal(&journal))
+        .await
+        .unwrap();
+    let id = jobs.submit("faulty", chatty("ours", 1), 0).unwrap();
+    jobs.wait(id).await.unwrap();
+    let journal_id = jobs.journal_id(id).unwrap();
+    diagnostics_until(&jobs, id, |read| messages(read).contains(&"ours printed 0")).await;
+    let store = cjm_manager::jobs::diagnostics::path_beside(&journal);
+    let script = "import sys\n\
+        from pathlib import Path\n\
+        from cjm_plugin_system.core.diagnostics_store import LocalDiagnosticsStore, DiagnosticRecord\n\
+        store = LocalDiagnosticsStore(Path(sys.argv[1]))\n\
+        store.append_record(DiagnosticRecord(message='from the original', level='WARNING', logger_name='plugin', job_id=sys.argv[2]))\n\
+        store.append_record(DiagnosticRecord(message='another job', job_id='someone-else'))\n\
+        store.append_record(DiagnosticRecord(message='no job'))\n";
+    let status = Command::new(crate::python_env::python_046())
+        .args(["-c", script, store.to_str().unwrap(), &journal_id])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let read = diagnostics_until(&jobs, id, |read| {
+        messages(read).contains(&"from the original")
+    })
+    .await;
+    let last = read.records.last().unwrap();
+    assert_eq!(
+        (last.level.as_str(), last.target.as_str(), last.call_id.as_deref()),
+        ("WARNING", "plugin", None)
+    );
+    assert!(
+        messages(&read).iter().all(|text| text.starts_with("ours ") || *text == "from the original"),
+        "{read:#?}"
+    );
+    manager.shutdown().await;
+}
