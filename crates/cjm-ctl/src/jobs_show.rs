@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use argh::FromArgs;
 use cjm_manager::jobs::diagnostics::path_beside;
-use cjm_manager::jobs::{journal_entry, job_diagnostics, DiagnosticRecord, JournalEntry};
+use cjm_manager::jobs::{job_diagnostics, journal_entry, DiagnosticRecord, JournalEntry};
 use cjm_metadata::CjmHome;
 use serde_json::json;
 
@@ -73,8 +73,11 @@ pub fn run(command: ShowCommand) -> Result<ExitCode> {
     for record in &records {
         print_record(record)?;
     }
+    if !command.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
     // Follow while the job has not ended, then once more for its last lines.
-    while command.follow {
+    loop {
         let ended = job.finished_at.is_some();
         let page = job_diagnostics(&diagnostics, &job.id, after, PAGE)?;
         after = page.last_seq().or(after);

@@ -72,8 +72,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if attrs.metadata().name() != CALL_SPAN || attrs.metadata().target() != "cjm_worker::call"
-        {
+        if attrs.metadata().name() != CALL_SPAN || attrs.metadata().target() != "cjm_worker::call" {
             return;
         }
         let mut fields = Fields::default();

@@ -202,8 +202,7 @@ impl Output {
                 return;
             }
             // Timed: the pump may have finished between the check and this wait.
-            self.drained
-                .wait_for(&mut state, Duration::from_millis(2));
+            self.drained.wait_for(&mut state, Duration::from_millis(2));
         }
     }
 }

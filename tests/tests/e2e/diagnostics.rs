@@ -92,7 +92,9 @@ async fn two_jobs_at_once_on_one_worker_each_read_only_their_own_records() {
             assert_eq!(record.call_id.as_deref(), Some(journal_id.as_str()));
         }
         // Every tracing record of its own, in order.
-        let own: Vec<String> = (0..20).map(|i| format!("{mine} record {i} step={i}")).collect();
+        let own: Vec<String> = (0..20)
+            .map(|i| format!("{mine} record {i} step={i}"))
+            .collect();
         let traced: Vec<&str> = read
             .records
             .iter()
@@ -227,11 +229,17 @@ async fn the_originals_records_stamped_with_a_job_id_read_back_as_that_jobs() {
     .await;
     let last = read.records.last().unwrap();
     assert_eq!(
-        (last.level.as_str(), last.target.as_str(), last.call_id.as_deref()),
+        (
+            last.level.as_str(),
+            last.target.as_str(),
+            last.call_id.as_deref()
+        ),
         ("WARNING", "plugin", None)
     );
     assert!(
-        messages(&read).iter().all(|text| text.starts_with("ours ") || *text == "from the original"),
+        messages(&read)
+            .iter()
+            .all(|text| text.starts_with("ours ") || *text == "from the original"),
         "{read:#?}"
     );
     manager.shutdown().await;

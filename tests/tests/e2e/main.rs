@@ -8,8 +8,8 @@
 mod access;
 mod common;
 mod config;
-mod diagnostics;
 mod ctl;
+mod diagnostics;
 mod early_cancel;
 mod errors;
 mod exec_cli;

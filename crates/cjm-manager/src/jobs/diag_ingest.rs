@@ -57,7 +57,10 @@ impl Ingest {
     /// already. Called before a job's call is sent, so that its lines come after.
     pub(crate) fn follow(&self, plugin: &str, path: PathBuf) {
         let mut logs = self.logs.lock();
-        if logs.get(plugin).is_some_and(|followed| followed.path == path) {
+        if logs
+            .get(plugin)
+            .is_some_and(|followed| followed.path == path)
+        {
             return;
         }
         let offset = std::fs::metadata(&path).map_or(0, |meta| meta.len());

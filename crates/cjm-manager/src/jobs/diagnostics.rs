@@ -263,7 +263,8 @@ impl DiagnosticsStore {
             let transaction = connection.transaction()?;
             if let Some(max_age) = retention.max_age {
                 let now_ms = cjm_interface::log_line::LogLine::now_ms();
-                let cutoff = now_ms.saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
+                let cutoff =
+                    now_ms.saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
                 drop_where(
                     &transaction,
                     &format!("ts < {ISO_FROM_MS}"),
@@ -351,7 +352,9 @@ fn read(
             .optional()?;
         Ok(JobDiagnostics {
             records,
-            dropped: dropped.and_then(|count| u64::try_from(count).ok()).unwrap_or(0),
+            dropped: dropped
+                .and_then(|count| u64::try_from(count).ok())
+                .unwrap_or(0),
         })
     };
     query().map_err(failed(path, "cannot read it"))
@@ -435,7 +438,11 @@ mod tests {
         let path = dir.path().join("home/diagnostics.sqlite3");
         let store = DiagnosticsStore::open(&path, DiagnosticsRetention::default()).unwrap();
         store
-            .append(&[line("a-1", "a one"), line("b-2", "b one"), line("a-1.2", "a two")])
+            .append(&[
+                line("a-1", "a one"),
+                line("b-2", "b one"),
+                line("a-1.2", "a two"),
+            ])
             .unwrap();
         let a = store.read("a-1", None, 100).unwrap();
         let texts: Vec<&str> = a.records.iter().map(|r| r.message.as_str()).collect();
