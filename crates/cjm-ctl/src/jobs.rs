@@ -1,3 +1,5 @@
+mod show;
+
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -30,12 +32,12 @@ pub struct JobsCommand {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 enum JobsSubcommand {
-    Show(crate::jobs_show::ShowCommand),
+    Show(show::ShowCommand),
 }
 
 pub fn run(command: JobsCommand) -> Result<ExitCode> {
     if let Some(JobsSubcommand::Show(show)) = command.show {
-        return crate::jobs_show::run(show);
+        return show::run(show);
     }
     let path = CjmHome::from_env()?.journal_path();
     let jobs = recent_jobs(&path, command.count)?;

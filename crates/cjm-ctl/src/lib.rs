@@ -8,7 +8,6 @@ mod export;
 mod fingerprint;
 mod install;
 mod jobs;
-mod jobs_show;
 mod list;
 mod logs;
 mod new;

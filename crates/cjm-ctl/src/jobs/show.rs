@@ -61,7 +61,7 @@ pub fn run(command: ShowCommand) -> Result<ExitCode> {
         outln!(
             "{}",
             serde_json::to_string_pretty(&json!({
-                "job": crate::jobs::as_json(&job),
+                "job": super::as_json(&job),
                 "attempts": calls,
                 "dropped": dropped,
                 "records": records,
@@ -85,7 +85,7 @@ pub fn run(command: ShowCommand) -> Result<ExitCode> {
             print_record(record)?;
         }
         if ended && page.records.len() < PAGE {
-            outln!("  ended: {}", crate::jobs::state(&job))?;
+            outln!("  ended: {}", super::state(&job))?;
             break;
         }
         std::thread::sleep(FOLLOW_EVERY);
@@ -114,11 +114,11 @@ fn print_timeline(job: &JournalEntry, records: &[DiagnosticRecord], dropped: u64
         job.plugin,
         job.priority
     )?;
-    outln!("  submitted  {}", crate::jobs::clock(job.submitted_at))?;
+    outln!("  submitted  {}", super::clock(job.submitted_at))?;
     if let Some(started) = job.started_at {
         outln!(
             "  running    {}  (+{:.3} s)",
-            crate::jobs::clock(started),
+            super::clock(started),
             started - job.submitted_at
         )?;
     }
@@ -126,7 +126,7 @@ fn print_timeline(job: &JournalEntry, records: &[DiagnosticRecord], dropped: u64
         Some(finished) => outln!(
             "  {:<10} {}  (+{:.3} s){}",
             job.state.as_str(),
-            crate::jobs::clock(finished),
+            super::clock(finished),
             finished - job.submitted_at,
             job.error
                 .as_ref()
