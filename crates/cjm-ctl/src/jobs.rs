@@ -1,3 +1,5 @@
+mod show;
+
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -22,9 +24,21 @@ pub struct JobsCommand {
     /// how many jobs to show (default 20)
     #[argh(option, short = 'n', default = "20")]
     count: usize,
+    #[argh(subcommand)]
+    show: Option<JobsSubcommand>,
+}
+
+/// What `cjm-ctl jobs` does besides listing.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum JobsSubcommand {
+    Show(show::ShowCommand),
 }
 
 pub fn run(command: JobsCommand) -> Result<ExitCode> {
+    if let Some(JobsSubcommand::Show(show)) = command.show {
+        return show::run(show);
+    }
     let path = CjmHome::from_env()?.journal_path();
     let jobs = recent_jobs(&path, command.count)?;
     if command.json {
@@ -59,7 +73,7 @@ pub fn run(command: JobsCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn state(job: &JournalEntry) -> String {
+pub(crate) fn state(job: &JournalEntry) -> String {
     match (&job.error_category, &job.cancellation) {
         (Some(category), _) => format!("{} ({category})", job.state),
         (None, Some(how)) => format!("{} ({how})", job.state),
@@ -67,7 +81,7 @@ fn state(job: &JournalEntry) -> String {
     }
 }
 
-fn as_json(job: &JournalEntry) -> serde_json::Value {
+pub(crate) fn as_json(job: &JournalEntry) -> serde_json::Value {
     json!({
         "id": job.id,
         "plugin": job.plugin,
@@ -85,7 +99,7 @@ fn as_json(job: &JournalEntry) -> serde_json::Value {
 }
 
 /// `2026-12-03T10:15:04Z`.
-fn clock(seconds_since_epoch: f64) -> String {
+pub(crate) fn clock(seconds_since_epoch: f64) -> String {
     let at = UNIX_EPOCH + Duration::from_secs_f64(seconds_since_epoch.max(0.0));
     humantime::format_rfc3339_seconds(at).to_string()
 }

@@ -15,6 +15,7 @@ mod control;
 mod error;
 mod file_backed;
 pub mod json;
+pub mod log_line;
 mod plugin;
 pub mod private;
 mod random;

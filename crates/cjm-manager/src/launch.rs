@@ -206,6 +206,9 @@ pub(crate) async fn launch_spec(
         name: manifest.name.clone(),
         source: Box::new(source),
     })?;
+    // Our native worker on this machine writes its log as attributed lines, which
+    // the jobs read back per job (`jobs/diagnostics.rs`).
+    let log_lines = !elsewhere && matches!(launch, Launch::Native { .. });
     let (program, args, listen) = match launch {
         Launch::Native { command, args } => (command, args, ListenMode::InheritUnixSocket),
         Launch::Python {
@@ -233,6 +236,12 @@ pub(crate) async fn launch_spec(
         .map(|(key, value)| (key.clone(), value.clone()))
         .chain(worker_env)
         .collect();
+    if log_lines {
+        spec.env.push((
+            String::from(cjm_interface::log_line::LOG_LINES_ENV),
+            String::from("1"),
+        ));
+    }
     if relayed_before_fd {
         // cjm-relay starts the Python worker on the node; a release before 0.0.46
         // takes only --port.

@@ -98,10 +98,24 @@ pub(crate) fn tail_since(path: &Path, from: u64, lines: usize) -> String {
     last_lines(&String::from_utf8_lossy(&bytes), lines)
 }
 
-/// The last `count` lines of `text`.
+/// The last `count` lines of `text`, an attributed worker line
+/// (`cjm_interface::log_line`) shown as the text it carries.
 pub(crate) fn last_lines(text: &str, count: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(count)..].join("\n")
+    all[all.len().saturating_sub(count)..]
+        .iter()
+        .map(|line| readable(line))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn readable(line: &str) -> String {
+    use cjm_interface::log_line::{LogLine, OUTPUT};
+    match LogLine::parse(line) {
+        Some(record) if record.level == OUTPUT => record.msg,
+        Some(record) => format!("{} {}: {}", record.level, record.target, record.msg),
+        None => line.to_owned(),
+    }
 }
 
 /// `2026-11-25T14:08:38Z`.

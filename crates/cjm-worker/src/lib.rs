@@ -49,9 +49,11 @@ mod handover;
 mod host;
 mod lifecycle;
 mod listener;
+mod log_lines;
 #[cfg(not(feature = "remote"))]
 mod no_remote;
 mod offload;
+mod output;
 mod parent;
 mod proc_stats;
 #[cfg(feature = "remote")]
@@ -187,9 +189,13 @@ where
     } else {
         Err(HandOverError::NotAlone)
     };
-    init_logging();
+    let args = WorkerArgs::parse(std::env::args().skip(1)).map_err(|err| err.to_string());
+    let handed_a_socket = hand_over
+        .as_ref()
+        .is_ok_and(|hand_over| hand_over.listener.is_some());
+    init_logging(args.as_ref().ok(), handed_a_socket);
     allocator::tune();
-    match run(about, hand_over, make_plugin) {
+    match run(about, hand_over, args, make_plugin) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");
@@ -201,6 +207,7 @@ where
 fn run<P, F>(
     about: About,
     hand_over: Result<HandOver, HandOverError>,
+    args: Result<WorkerArgs, String>,
     make_plugin: F,
 ) -> Result<(), String>
 where
@@ -208,7 +215,7 @@ where
     F: FnOnce(&[String]) -> Result<P, PluginError>,
 {
     let hand_over = hand_over.map_err(|err| err.to_string())?;
-    let args = WorkerArgs::parse(std::env::args().skip(1)).map_err(|err| err.to_string())?;
+    let args = args?;
     let hand_over = match args.fd {
         Some(fd) => hand_over
             .with_inherited_fd(fd)
@@ -355,7 +362,21 @@ fn max_body_bytes_from_env() -> Result<usize, String> {
 /// unless `RUST_LOG` says otherwise. `RUST_LOG` directives are parsed only when it is
 /// set: parsing compiles regular expressions, which would add a millisecond and
 /// megabytes of touched code to every worker's start for nothing.
-fn init_logging() {
+///
+/// A local worker whose host asked for attributed lines (`log_lines.rs`) writes
+/// them instead, and routes what the plugin prints through itself; never for
+/// `--manifest`, `--help` or `--listen`, whose stdout a program reads.
+fn init_logging(args: Option<&WorkerArgs>, handed_a_socket: bool) {
+    let serving_here = args.is_some_and(|args| {
+        !args.help
+            && !args.manifest
+            && (args.port.is_some() || args.fd.is_some() || handed_a_socket)
+    });
+    #[cfg(feature = "remote")]
+    let serving_here = serving_here && args.is_some_and(|args| args.listen.is_none());
+    if serving_here && log_lines::wanted() && init_log_lines().is_ok() {
+        return;
+    }
     // Colours only for a person at a terminal, never into a log file.
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -369,4 +390,30 @@ fn init_logging() {
             .try_init(),
         None => builder.with_max_level(tracing::Level::INFO).try_init(),
     };
+}
+
+/// Attributed lines (see `log_lines.rs`): records through [`log_lines::CallLayer`],
+/// output through `output.rs`, both into the log file the host gave as stderr.
+fn init_log_lines() -> std::io::Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let sink = std::sync::Arc::new(log_lines::Sink::new(output::log_file()?));
+    // As in `init_logging`: directives parsed only when there are some.
+    let (directives, level) = match std::env::var_os(tracing_subscriber::EnvFilter::DEFAULT_ENV) {
+        Some(_) => (
+            Some(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            ),
+            None,
+        ),
+        None => (None, Some(tracing_subscriber::filter::LevelFilter::INFO)),
+    };
+    tracing_subscriber::registry()
+        .with(directives)
+        .with(level)
+        .with(log_lines::CallLayer::new(std::sync::Arc::clone(&sink)))
+        .try_init()
+        .map_err(std::io::Error::other)?;
+    output::install(sink)
 }

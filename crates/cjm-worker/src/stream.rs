@@ -166,6 +166,11 @@ pub(crate) async fn start(
     let (started_sender, started) = oneshot::channel::<Result<(), CallFailure>>();
     tokio::task::spawn_blocking(move || {
         let _running = running;
+        // Declared after `_running`, so dropped before it: the call's output is out
+        // before the call is marked finished.
+        let control = _running.control();
+        let _span = crate::log_lines::call_span(control.id()).entered();
+        let _attributed = crate::output::attribute(control.id());
         let name = worker.host.name().to_owned();
         let plugin = worker.host.read();
         let mut chunks = match guarded(|| plugin.execute_stream(call)) {

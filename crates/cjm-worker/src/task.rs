@@ -15,7 +15,9 @@ use hyper::{Request, Response, StatusCode};
 use crate::body::ResponseBody;
 use crate::calls::{Cancelled, EARLY_CANCEL_TTL};
 use crate::host::guarded;
+use crate::log_lines::call_span;
 use crate::offload::off_io;
+use crate::output;
 use crate::request::{answer_off_io, read_json};
 use crate::respond::{
     bytes_response, error_response, failure_response, json_response, refused_response,
@@ -57,6 +59,10 @@ fn run_execute(worker: &Worker, id: Option<String>, call: Call) -> Response<Resp
     let call = call.with_control(running.control());
     let result = {
         let plugin = worker.host.read();
+        // The plugin's records carry the call, and so does what it prints while it
+        // runs alone (see `log_lines.rs`, `output.rs`).
+        let _span = call_span(control.id()).entered();
+        let _attributed = output::attribute(control.id());
         guarded(|| plugin.execute(call))
     };
     drop(running);

@@ -1,4 +1,4 @@
-#![allow(clippy::print_stderr)] // a fixture: its stderr is the log the test reads back
+#![allow(clippy::print_stderr, clippy::print_stdout)] // a fixture: its output is the log the test reads back
 //! A plugin that misbehaves on request, for fault tests: `execute(action, ..)` with
 //! action `panic`, `sleep` (ms; deaf to cancellation), `exit` (code), `spawn_child`
 //! (starts `sleep` and returns its pid), `pid`, `nan` (a result holding NaN),
@@ -116,6 +116,29 @@ impl Plugin for Faulty {
                 let held = vec![1u8; mib << 20];
                 hold_while(std::path::Path::new(&while_file));
                 Ok(json!({"held_mib": held.len() >> 20}))
+            }
+            // Diagnostics: `lines` steps of a `tracing` record and a printed line, each
+            // naming `tag`, `step_ms` apart; with kwarg `wait_for` (a path), first
+            // waits (up to 10 s) until that file exists, so two calls can be made to
+            // run at once.
+            "chatty" => {
+                let tag: String = call.required(1, "tag")?;
+                let lines: u64 = call.or(2, "lines", 5)?;
+                let step_ms: u64 = call.or(3, "step_ms", 10)?;
+                if let Some(other) = call.optional::<String>(usize::MAX, "wait_for")? {
+                    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                    while !std::path::Path::new(&other).exists()
+                        && std::time::Instant::now() < deadline
+                    {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                for line in 0..lines {
+                    tracing::info!(step = line, "{tag} record {line}");
+                    println!("{tag} printed {line}");
+                    std::thread::sleep(Duration::from_millis(step_ms));
+                }
+                Ok(json!({"tag": tag, "lines": lines}))
             }
             // What the worker's environment says of one variable.
             "env" => {

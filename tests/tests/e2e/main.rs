@@ -9,6 +9,7 @@ mod access;
 mod common;
 mod config;
 mod ctl;
+mod diagnostics;
 mod early_cancel;
 mod errors;
 mod exec_cli;

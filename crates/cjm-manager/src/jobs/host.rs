@@ -33,6 +33,11 @@ pub(crate) trait JobHost: Send + Sync + fmt::Debug + 'static {
     /// Where the journal goes unless the options say otherwise.
     fn default_journal(&self) -> PathBuf;
 
+    /// The log file `plugin`'s worker writes, where the host has one to read back.
+    fn log_path(&self, _plugin: &str) -> Option<PathBuf> {
+        None
+    }
+
     /// An execution of `plugin` the host has admitted, on a running worker: the
     /// admission holds until the execution is dropped. Dropping this future at any
     /// point leaves the host as it was (nothing admitted, any worker start it began

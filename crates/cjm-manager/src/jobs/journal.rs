@@ -519,6 +519,31 @@ pub fn recent_jobs(path: &Path, limit: usize) -> Result<Vec<JournalEntry>, Journ
     read().map_err(failed(path, "cannot read it"))
 }
 
+/// Job `id` as the journal at `path` holds it, read only; `None` if it holds no such
+/// job (or there is no journal).
+pub fn journal_entry(path: &Path, id: &str) -> Result<Option<JournalEntry>, JournalError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let connection = open(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let read = || -> rusqlite::Result<Option<JournalEntry>> {
+        let has_jobs: Option<String> = connection
+            .query_row(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'jobs'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if has_jobs.is_none() {
+            return Ok(None);
+        }
+        connection
+            .query_row(&format!("{SELECT} WHERE id = ?1"), params![id], entry)
+            .optional()
+    };
+    read().map_err(failed(path, "cannot read it"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

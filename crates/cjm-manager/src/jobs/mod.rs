@@ -35,6 +35,8 @@
 
 mod cancel;
 mod chunks;
+mod diag_ingest;
+pub mod diagnostics;
 mod events;
 pub(crate) mod host;
 mod journal;
@@ -57,8 +59,11 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 
 pub use chunks::JobChunks;
+pub use diagnostics::{
+    job_diagnostics, DiagnosticRecord, DiagnosticsError, DiagnosticsRetention, JobDiagnostics,
+};
 pub use events::{EventsLagged, JobEvents};
-pub use journal::{recent_jobs, JournalEntry, JournalError, JournalRetention};
+pub use journal::{journal_entry, recent_jobs, JournalEntry, JournalError, JournalRetention};
 pub use model::{
     Cancellation, JobChange, JobEvent, JobFailure, JobId, JobOutcome, JobState, JobStatus,
 };
@@ -91,6 +96,9 @@ pub enum JobsError {
     /// The journal could not be opened.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The job diagnostics could not be opened or read.
+    #[error(transparent)]
+    Diagnostics(#[from] DiagnosticsError),
     /// The jobs were shut down.
     #[error("the job queue has been shut down")]
     Closed,
@@ -129,6 +137,8 @@ struct Inner {
     dispatch: Notify,
     events: broadcast::Sender<JobEvent>,
     journal: Option<Journal>,
+    /// Each job's log records (`diagnostics.rs`), read back from the logs.
+    diagnostics: Option<Arc<diag_ingest::Ingest>>,
     interrupted: Vec<JournalEntry>,
     closed: AtomicBool,
     /// Every journal record, for the tests to count endings.
@@ -203,6 +213,16 @@ impl Jobs {
     ) -> Result<Jobs, JobsError> {
         let options = options.normalized();
         let session = session_id();
+        let diagnostics = match (options.keep_journal, options.diagnostics) {
+            (true, Some(retention)) => {
+                let journal = options
+                    .journal
+                    .clone()
+                    .unwrap_or_else(|| host.default_journal());
+                Some(Arc::new(diag_ingest::open(&journal, retention).await?))
+            }
+            _ => None,
+        };
         let (journal, interrupted) = if options.keep_journal {
             let path = options
                 .journal
@@ -251,12 +271,16 @@ impl Jobs {
             dispatch: Notify::new(),
             events,
             journal,
+            diagnostics,
             interrupted,
             closed: AtomicBool::new(false),
             #[cfg(test)]
             recorded: Mutex::new(Vec::new()),
         });
         tokio::spawn(run::dispatch(Arc::clone(&inner)));
+        if let Some(ingest) = &inner.diagnostics {
+            tokio::spawn(diag_ingest::keep_ingesting(Arc::downgrade(ingest)));
+        }
         Ok(Jobs {
             _owner: Arc::new(Owner {
                 inner: Arc::clone(&inner),
@@ -453,6 +477,31 @@ impl Jobs {
             .jobs
             .get(&id)
             .map(|entry| entry.call_id.clone())
+    }
+
+    /// Job `id`'s log records after `after_seq` (oldest first, at most `limit`),
+    /// read back from its worker's log first; what the bounds dropped is counted.
+    /// Only its own records, whatever else ran on the worker at the same time: our
+    /// workers name the call in each record (see the README's "Per-job
+    /// diagnostics").
+    pub async fn diagnostics(
+        &self,
+        id: JobId,
+        after_seq: Option<i64>,
+        limit: usize,
+    ) -> Result<JobDiagnostics, JobsError> {
+        let job = self.journal_id(id).ok_or(JobsError::UnknownJob { id })?;
+        let Some(ingest) = self.inner.diagnostics.clone() else {
+            return Ok(JobDiagnostics::default());
+        };
+        let read = tokio::task::spawn_blocking(move || {
+            ingest.ingest()?;
+            ingest.store().read(&job, after_seq, limit)
+        });
+        match read.await {
+            Ok(read) => Ok(read?),
+            Err(_) => Err(JobsError::Closed),
+        }
     }
 
     /// Wait until the journal holds everything that happened so far (it is written

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::diagnostics::DiagnosticsRetention;
 use super::journal::JournalRetention;
 
 /// How a [`Jobs`](super::Jobs) queue behaves: [`JobOptions::default`], then the
@@ -38,6 +39,9 @@ pub struct JobOptions {
     /// How much of the journal's history is kept (default: 100 000 ended jobs, 30
     /// days).
     pub journal_retention: JournalRetention,
+    /// Each job's log records, kept beside the journal (`diagnostics.sqlite3`) and
+    /// bounded so; `None`: not kept. Only with a journal.
+    pub diagnostics: Option<DiagnosticsRetention>,
 }
 
 impl Default for JobOptions {
@@ -54,6 +58,7 @@ impl Default for JobOptions {
             keep_journal: true,
             journal: None,
             journal_retention: JournalRetention::default(),
+            diagnostics: Some(DiagnosticsRetention::default()),
         }
     }
 }
@@ -117,6 +122,12 @@ impl JobOptions {
     /// With `capacity` events kept for listeners that fall behind (at least 1).
     pub fn event_capacity(mut self, capacity: usize) -> Self {
         self.event_capacity = capacity.max(1);
+        self
+    }
+
+    /// With each job's log records kept within `retention` (`None`: not kept).
+    pub fn diagnostics(mut self, retention: Option<DiagnosticsRetention>) -> Self {
+        self.diagnostics = retention;
         self
     }
 

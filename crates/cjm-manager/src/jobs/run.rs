@@ -164,6 +164,7 @@ async fn attempts(
             },
         };
         let call_id = attempt_call_id(&base_id, attempt);
+        inner.follow_log(&plugin);
         if !mark_running(inner, id, &plugin, &execution, &call_id, attempt) {
             return stopped_before_sending(attempt);
         }
@@ -190,6 +191,7 @@ async fn attempts(
         };
         let retry = execution.retry();
         drop(execution);
+        inner.ingest_soon();
         let err = match result {
             Ok(value) => return Ending::Succeeded(value),
             Err(err) => err,

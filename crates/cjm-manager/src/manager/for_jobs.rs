@@ -247,6 +247,10 @@ impl JobHost for PluginManager {
         self.options().home.journal_path()
     }
 
+    fn log_path(&self, plugin: &str) -> Option<PathBuf> {
+        Some(self.options().home.log_path(plugin))
+    }
+
     fn begin<'a>(
         &'a self,
         plugin: &'a str,
