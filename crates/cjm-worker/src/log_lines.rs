@@ -45,6 +45,12 @@ impl Sink {
         }
     }
 
+    /// The log file's descriptor, for a signal handler that may take no lock.
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd as _;
+        self.file.lock().as_raw_fd()
+    }
+
     pub(crate) fn write(&self, line: &LogLine) {
         let mut text = line.to_line();
         text.push('\n');

@@ -14,7 +14,7 @@
 use std::fs::File;
 use std::io::{self, Write as _};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -95,6 +95,11 @@ pub(crate) fn install(sink: Arc<Sink>) -> io::Result<()> {
     // SAFETY: registers a plain `extern "C"` function with no arguments.
     if unsafe { libc::atexit(drain_at_exit) } != 0 {
         tracing::warn!("cannot have the worker's output written out at exit");
+    }
+    if let Some(output) = OUTPUT_PIPE.get() {
+        if let Err(err) = drain_on_abort(output.read.as_raw_fd(), output.sink.raw_fd()) {
+            tracing::warn!("cannot have the worker's output written out on abort: {err}");
+        }
     }
     std::thread::Builder::new()
         .name(String::from("cjm-output"))
@@ -228,6 +233,72 @@ impl Output {
             self.write_line(&piece, &state.calls);
         }
     }
+}
+
+/// The pipe's read end and the log file, for [`on_abort`], which may take no lock.
+static ABORT_FDS: [AtomicI32; 2] = [AtomicI32::new(-1), AtomicI32::new(-1)];
+
+/// On `abort()` (a failed C or C++ assertion, a CUDA library giving up, Rust's own
+/// stack-overflow or double-panic message, glibc's heap checks), what was printed
+/// last is written out raw before the process goes: those are exactly the words its
+/// log is read for, printed a moment before the signal, and they would otherwise die
+/// unread in the pipe. Only `SIGABRT`: a segfault prints nothing of its own, and
+/// std's handler for it (stack overflows) must stay.
+fn drain_on_abort(read: libc::c_int, log: libc::c_int) -> io::Result<()> {
+    ABORT_FDS[0].store(read, Ordering::SeqCst);
+    ABORT_FDS[1].store(log, Ordering::SeqCst);
+    // SAFETY: a zeroed sigaction is valid; `on_abort` only makes async-signal-safe
+    // calls (poll, read, write, raise) on descriptors that live as long as the process.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_abort as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // The default action is back as the handler starts, so raising the signal
+        // again at its end ends the process as the abort would have.
+        action.sa_flags = libc::SA_RESETHAND;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(libc::SIGABRT, &action, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+extern "C" fn on_abort(signal: libc::c_int) {
+    let read = ABORT_FDS[0].load(Ordering::SeqCst);
+    let log = ABORT_FDS[1].load(Ordering::SeqCst);
+    let mut buffer = [0u8; 4096];
+    loop {
+        let mut poll = libc::pollfd {
+            fd: read,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; a zero timeout never blocks.
+        if unsafe { libc::poll(&mut poll, 1, 0) } <= 0 {
+            break;
+        }
+        // SAFETY: `buffer` is writable for its length.
+        let count = unsafe { libc::read(read, buffer.as_mut_ptr().cast(), buffer.len()) };
+        let Ok(count) = usize::try_from(count) else {
+            break;
+        };
+        if count == 0 {
+            break;
+        }
+        let mut written = 0;
+        while written < count {
+            // SAFETY: the bytes from `written` to `count` were just read into `buffer`.
+            let wrote = unsafe {
+                libc::write(log, buffer[written..count].as_ptr().cast(), count - written)
+            };
+            match usize::try_from(wrote) {
+                Ok(wrote) if wrote > 0 => written += wrote,
+                _ => break,
+            }
+        }
+    }
+    // SAFETY: raising a signal is async-signal-safe.
+    unsafe { libc::raise(signal) };
 }
 
 /// A call running plugin code, for attributing output; dropped when that code

@@ -1,7 +1,7 @@
 #![allow(clippy::print_stderr, clippy::print_stdout)] // a fixture: its output is the log the test reads back
 //! A plugin that misbehaves on request, for fault tests: `execute(action, ..)` with
-//! action `panic`, `sleep` (ms; deaf to cancellation), `exit` (code), `spawn_child`
-//! (starts `sleep` and returns its pid), `pid`, `nan` (a result holding NaN),
+//! action `panic`, `sleep` (ms; deaf to cancellation), `exit` (code), `abort` (words
+//! printed first), `spawn_child` (starts `sleep` and returns its pid), `pid`, `nan` (a result holding NaN),
 //! `transient` / `resource` (fail with that category), `flaky` (file, n: fails
 //! transiently until called the n-th time, counting in the file); every action, given
 //! kwarg `started_file`, first writes that file (the worker's pid): the call has
@@ -101,6 +101,12 @@ impl Plugin for Faulty {
                 Ok(json!({"steps": steps}))
             }
             "exit" => std::process::exit(call.or(1, "code", 3)?),
+            // Last words, then abort(): what a native library does when it gives up.
+            "abort" => {
+                let words: String = call.required(1, "words")?;
+                eprintln!("{words}");
+                std::process::abort()
+            }
             "spawn_child" => {
                 let child = std::process::Command::new("sleep")
                     .arg("1000")

@@ -587,3 +587,22 @@ async fn a_worker_that_dies_on_its_own_leaves_nothing_behind_and_unloads_later()
     );
     assert!(!manager.is_loaded("faulty"));
 }
+
+/// A native library that gives up prints why and aborts: those last words, printed a
+/// moment before the signal, are in the call's error (the worker's output goes
+/// through a pipe it reads, and the abort handler writes out what was unread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_words_a_worker_prints_just_before_it_aborts_are_in_the_error() {
+    let home = TestHome::new();
+    home.native_manifest("faulty", FAULTY, &[]);
+    let manager = home.manager();
+    load_faulty(&manager).await;
+    let words = "device-side assert triggered at kernel 7f3a";
+    let err = manager
+        .execute_plugin("faulty", CallArgs::new().arg("abort").arg(words))
+        .await
+        .unwrap_err();
+    let text = error_chain(&err);
+    assert!(text.contains(words), "{text}");
+    assert!(!manager.is_running("faulty"));
+}
