@@ -26,7 +26,7 @@ use crate::state::Worker;
 const MAX_PROGRESS_WAIT: Duration = Duration::from_secs(30);
 
 /// The id the host gave the call, if any.
-fn call_id(request: &Request<Incoming>) -> Option<String> {
+pub(crate) fn call_id(request: &Request<Incoming>) -> Option<String> {
     request
         .headers()
         .get(wire::CALL_ID_HEADER)
@@ -48,14 +48,15 @@ pub(crate) async fn execute(
     .await
 }
 
-fn run_execute(worker: &Worker, id: Option<String>, call: Call) -> Response<ResponseBody> {
-    let running = match worker.calls.start(id) {
+fn run_execute(worker: &Worker, id: Option<String>, mut call: Call) -> Response<ResponseBody> {
+    let running = match worker.calls.start_with(id, call.take_envelope()) {
         Ok(running) => running,
         Err(refused) => return refused_response(worker.host.name(), &refused),
     };
     let control = running.control();
     let call = call.with_control(running.control());
     let result = {
+        let _span = crate::envelope::call_span(&control).entered();
         let plugin = worker.host.read();
         guarded(|| plugin.execute(call))
     };
@@ -68,6 +69,7 @@ fn run_execute(worker: &Worker, id: Option<String>, call: Call) -> Response<Resp
         ),
         Err(failure) => failure_response(worker.host.name(), &failure),
     };
+    crate::envelope::attach_accounts(&mut response, &control);
     // The last report rides on the answer: a watcher need not ask for it.
     let last = control.progress();
     if last.seq > 0 {
@@ -87,11 +89,11 @@ pub(crate) async fn execute_stream(
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let id = call_id(&request);
-    let call = match read_json::<Call>(&worker, request).await {
+    let mut call = match read_json::<Call>(&worker, request).await {
         Ok(call) => call,
         Err(response) => return response,
     };
-    let running = match worker.calls.start(id) {
+    let running = match worker.calls.start_with(id, call.take_envelope()) {
         Ok(running) => running,
         Err(refused) => return refused_response(worker.host.name(), &refused),
     };
