@@ -4,6 +4,7 @@
 
 #![warn(missing_docs)]
 
+mod adapter;
 mod error;
 mod home;
 mod manifest;
@@ -17,6 +18,10 @@ mod worker_env;
 /// Owner-only files and folders (`cjm_interface::private`, where the crates that keep
 /// such files below this one reach it too).
 pub use cjm_interface::private;
+pub use adapter::{
+    match_protocol_against_surface, AdapterManifest, ParamMismatch, SurfaceMatch, ADAPTER_UNIT,
+    NO_SURFACE_REASON,
+};
 pub use error::{ManifestError, ManifestErrorKind};
 pub use home::{CjmHome, HomeError};
 pub use manifest::{Launch, Manifest};
