@@ -31,4 +31,6 @@ mod relay;
 mod scenario;
 mod scheduling;
 mod serving;
+mod tasks;
+mod tasks046;
 mod worker_env;
