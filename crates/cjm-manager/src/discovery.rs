@@ -160,7 +160,9 @@ fn take_adapter(
                 manifest.task_name,
                 path.display()
             );
-            discovery.adapters.push(DiscoveredAdapter { manifest, path });
+            discovery
+                .adapters
+                .push(DiscoveredAdapter { manifest, path });
         }
         Err(err) => {
             tracing::warn!("skipping {}: {err}", path.display());

@@ -179,8 +179,7 @@ pub fn match_protocol_against_surface(
         let surface_params = found.get("params").filter(|params| !params.is_null());
         // As the original: only when the protocol lists parameters and the surface
         // records any list (empty included).
-        if let (Some(protocol_params), Some(surface_params)) = (protocol_params, surface_params)
-        {
+        if let (Some(protocol_params), Some(surface_params)) = (protocol_params, surface_params) {
             let surface_params = strings(surface_params);
             if protocol_params.is_empty() {
                 continue;

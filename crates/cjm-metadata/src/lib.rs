@@ -15,13 +15,13 @@ mod resources;
 mod secrets;
 mod worker_env;
 
-/// Owner-only files and folders (`cjm_interface::private`, where the crates that keep
-/// such files below this one reach it too).
-pub use cjm_interface::private;
 pub use adapter::{
     match_protocol_against_surface, AdapterManifest, ParamMismatch, SurfaceMatch, ADAPTER_UNIT,
     NO_SURFACE_REASON,
 };
+/// Owner-only files and folders (`cjm_interface::private`, where the crates that keep
+/// such files below this one reach it too).
+pub use cjm_interface::private;
 pub use error::{ManifestError, ManifestErrorKind};
 pub use home::{CjmHome, HomeError};
 pub use manifest::{Launch, Manifest};

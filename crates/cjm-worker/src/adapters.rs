@@ -292,7 +292,10 @@ impl<P: Plugin, A: TaskAdapter<P>> Bound for Typed<P, A> {
 
 /// `POST /task`: the body is read on the I/O thread, the adapter runs off it (as
 /// `/execute`). 404 for a task or method not served, naming what is.
-pub(crate) async fn task(worker: Arc<Worker>, request: Request<Incoming>) -> Response<ResponseBody> {
+pub(crate) async fn task(
+    worker: Arc<Worker>,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
     let id = crate::task::call_id(&request);
     answer_off_io(worker, request, move |worker, asked: TaskRequest| {
         run_task(worker, id, asked)

@@ -326,14 +326,18 @@ mod tests {
         assert!(calls.start_at(Some(String::from("a")), None, later).is_ok());
         for id in ["b", "c", "d"] {
             assert_eq!(
-                calls.start_at(Some(id.to_owned()), None, later).unwrap_err(),
+                calls
+                    .start_at(Some(id.to_owned()), None, later)
+                    .unwrap_err(),
                 Refused::Cancelled(id.to_owned())
             );
         }
         // Past its time, an early cancel is gone.
         calls.cancel_at(Some("e"), later);
         let expired = later + Duration::from_secs(60);
-        assert!(calls.start_at(Some(String::from("e")), None, expired).is_ok());
+        assert!(calls
+            .start_at(Some(String::from("e")), None, expired)
+            .is_ok());
     }
 
     #[test]

@@ -59,9 +59,10 @@ pub(crate) async fn handle(
         wire::PATH_CONFIG_OPTIONS if get => {
             plugin_value(worker, |plugin| plugin.config_options()).await
         }
-        wire::PATH_STRUCTURAL_SURFACE if get => {
-            json_response(StatusCode::OK, &crate::lifecycle::structural_surface(&worker.adapters))
-        }
+        wire::PATH_STRUCTURAL_SURFACE if get => json_response(
+            StatusCode::OK,
+            &crate::lifecycle::structural_surface(&worker.adapters),
+        ),
         wire::PATH_GET_SYSTEM_STATUS if post => {
             off_io(move || crate::lifecycle::monitor(&worker, |plugin| plugin.system_status()))
                 .await
@@ -124,15 +125,13 @@ async fn plugin_value(
     worker: Arc<Worker>,
     report: impl FnOnce(&dyn cjm_interface::Plugin) -> Value + Send + 'static,
 ) -> Response<ResponseBody> {
-    off_io(
-        move || match guarded(|| Ok(report(&*worker.host.read()))) {
-            Ok(value) => bytes_response(
-                StatusCode::OK,
-                wire::CONTENT_TYPE_JSON,
-                Bytes::from(json::to_vec(&value)),
-            ),
-            Err(failure) => failure_response(worker.host.name(), &failure),
-        },
-    )
+    off_io(move || match guarded(|| Ok(report(&*worker.host.read()))) {
+        Ok(value) => bytes_response(
+            StatusCode::OK,
+            wire::CONTENT_TYPE_JSON,
+            Bytes::from(json::to_vec(&value)),
+        ),
+        Err(failure) => failure_response(worker.host.name(), &failure),
+    })
     .await
 }

@@ -28,7 +28,12 @@ impl TaskAdapter<WordCountPlugin> for TextStatistics {
         ]
     }
 
-    fn call(&self, plugin: &WordCountPlugin, method: &str, call: Call) -> Result<Value, PluginError> {
+    fn call(
+        &self,
+        plugin: &WordCountPlugin,
+        method: &str,
+        call: Call,
+    ) -> Result<Value, PluginError> {
         match method {
             "count_text" => {
                 call.reject_unknown_kwargs(&["text"])?;

@@ -76,17 +76,28 @@ async fn task_our_host_calls_our_adapter_and_unknown_tasks_name_what_is_bound() 
     match &err {
         ManagerError::Plugin(ProxyError::UnknownTask { method, detail, .. }) => {
             assert_eq!(method, "count_words");
-            assert!(detail.contains("count_text") && detail.contains("count_file"), "{detail}");
+            assert!(
+                detail.contains("count_text") && detail.contains("count_file"),
+                "{detail}"
+            );
         }
         other => panic!("{other:?}"),
     }
     // Positional arguments are refused before anything is sent.
     let err = manager
-        .execute_task("cjm-wordcount", TASK, "count_text", CallArgs::new().arg("x"))
+        .execute_task(
+            "cjm-wordcount",
+            TASK,
+            "count_text",
+            CallArgs::new().arg("x"),
+        )
         .await
         .unwrap_err();
     assert!(
-        matches!(err, ManagerError::Plugin(ProxyError::TaskArguments { positional: 1, .. })),
+        matches!(
+            err,
+            ManagerError::Plugin(ProxyError::TaskArguments { positional: 1, .. })
+        ),
         "{err:?}"
     );
     manager.shutdown().await;
@@ -116,7 +127,10 @@ async fn task_jobs_carry_the_envelope_and_journal_the_workers_accounts() {
         .unwrap();
     let journal_id = jobs.journal_id(job).unwrap();
     let ended = jobs.wait(job).await.unwrap();
-    assert_eq!(ended.result, Some(json!({"lines": 0, "words": 4, "bytes": 7})));
+    assert_eq!(
+        ended.result,
+        Some(json!({"lines": 0, "words": 4, "bytes": 7}))
+    );
 
     // The adapter's log record carries the job's id (the worker's span).
     let log = home.path().join("logs").join("cjm-wordcount.log");
@@ -124,10 +138,16 @@ async fn task_jobs_carry_the_envelope_and_journal_the_workers_accounts() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.lines().any(|line| line.contains(&expected) && line.contains("counted a text")) {
+        if text
+            .lines()
+            .any(|line| line.contains(&expected) && line.contains("counted a text"))
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "{expected} not in the log:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "{expected} not in the log:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -145,7 +165,11 @@ async fn task_jobs_carry_the_envelope_and_journal_the_workers_accounts() {
     assert_eq!(ended.status.state, JobState::Failed);
     let failure = ended.status.failure.unwrap();
     assert_eq!(failure.category, ErrorCategory::Fatal);
-    assert!(failure.message.contains("Input/output error"), "{}", failure.message);
+    assert!(
+        failure.message.contains("Input/output error"),
+        "{}",
+        failure.message
+    );
 
     jobs.sync_journal().await;
     let accounts = job_accounts(&journal, &journal_id).unwrap();
@@ -176,7 +200,11 @@ async fn task_jobs_carry_the_envelope_and_journal_the_workers_accounts() {
     ) {}
     jobs.cancel(job).unwrap();
     let ended = jobs.wait(job).await.unwrap();
-    assert_eq!(ended.status.cancelled, Some(Cancellation::Cooperative), "{ended:?}");
+    assert_eq!(
+        ended.status.cancelled,
+        Some(Cancellation::Cooperative),
+        "{ended:?}"
+    );
     jobs.shutdown().await;
     manager.shutdown().await;
 }
@@ -195,14 +223,29 @@ fn task_cjm_ctl_task_prints_the_result_and_exits_by_category() {
             .output()
             .unwrap()
     };
-    let out = run(&["cjm-wordcount", TASK, "count_text", "--kwargs", r#"{"text": "x y"}"#]);
+    let out = run(&[
+        "cjm-wordcount",
+        TASK,
+        "count_text",
+        "--kwargs",
+        r#"{"text": "x y"}"#,
+    ]);
     assert!(out.status.success(), "{out:?}");
     let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed["words"], 2);
     let out = run(&["cjm-wordcount", "nope", "count_text"]);
     assert_eq!(out.status.code(), Some(65), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains(TASK), "{out:?}");
-    let out = run(&["cjm-wordcount", TASK, "count_file", "--kwargs", r#"{"file_path": "/proc/self/mem"}"#]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(TASK),
+        "{out:?}"
+    );
+    let out = run(&[
+        "cjm-wordcount",
+        TASK,
+        "count_file",
+        "--kwargs",
+        r#"{"file_path": "/proc/self/mem"}"#,
+    ]);
     assert_eq!(out.status.code(), Some(70), "{out:?}");
     let out = run(&["cjm-wordcount", TASK, "count_text", "--kwargs", "[1]"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");

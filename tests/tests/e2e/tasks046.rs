@@ -26,7 +26,8 @@ const TASK: &str = "text-statistics-py";
 fn generate_manifests(home: &TestHome, dir: &Path) {
     let bin = home.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    let shim = std::fs::read_to_string(python_env::fixture_dir_046().join("conda_shim.py")).unwrap();
+    let shim =
+        std::fs::read_to_string(python_env::fixture_dir_046().join("conda_shim.py")).unwrap();
     let conda = bin.join("conda");
     std::fs::write(
         &conda,
@@ -68,7 +69,11 @@ async fn task_our_host_binds_the_046_adapters_that_fit_and_calls_them() {
     let home = TestHome::new();
     let (manager, _) = tool_manager(&home).await;
     // Adapter manifests are units of their own, not broken plugin manifests.
-    assert!(manager.discovery_problems().is_empty(), "{:?}", manager.discovery_problems());
+    assert!(
+        manager.discovery_problems().is_empty(),
+        "{:?}",
+        manager.discovery_problems()
+    );
     let adapters = manager.adapter_manifests();
     assert_eq!(adapters.len(), 2, "{adapters:?}");
     let fitting: Vec<String> = manager
@@ -101,12 +106,24 @@ async fn task_our_host_binds_the_046_adapters_that_fit_and_calls_them() {
     );
 
     let counted = manager
-        .execute_task(TOOL, TASK, "count_text", CallArgs::new().kwarg("text", "a b c"))
+        .execute_task(
+            TOOL,
+            TASK,
+            "count_text",
+            CallArgs::new().kwarg("text", "a b c"),
+        )
         .await
         .unwrap();
-    assert_eq!(counted, json!({"words": 3, "unit": "words", "job_id": null}));
+    assert_eq!(
+        counted,
+        json!({"words": 3, "unit": "words", "job_id": null})
+    );
 
-    for (task, method) in [("nope", "count_text"), (TASK, "translate"), (TASK, "_private")] {
+    for (task, method) in [
+        ("nope", "count_text"),
+        (TASK, "translate"),
+        (TASK, "_private"),
+    ] {
         let err = manager
             .execute_task(TOOL, task, method, CallArgs::new())
             .await
@@ -191,7 +208,11 @@ async fn task_a_046_adapter_sees_the_jobs_envelope_and_its_accounts_are_journall
     ) {}
     jobs.cancel(job).unwrap();
     let ended = jobs.wait(job).await.unwrap();
-    assert_eq!(ended.status.cancelled, Some(Cancellation::Cooperative), "{ended:?}");
+    assert_eq!(
+        ended.status.cancelled,
+        Some(Cancellation::Cooperative),
+        "{ended:?}"
+    );
     jobs.shutdown().await;
     manager.shutdown().await;
 }
@@ -202,7 +223,12 @@ fn task_the_046_manager_calls_our_workers_adapter() {
     home.installed_manifest("cjm-wordcount", WORDCOUNT, &[]);
     let manifests = home.path().join("manifests-046");
     let exported = Command::new(CTL)
-        .args(["export-manifest", "cjm-wordcount", "--for-original", "--out"])
+        .args([
+            "export-manifest",
+            "cjm-wordcount",
+            "--for-original",
+            "--out",
+        ])
         .arg(manifests.join("cjm-wordcount.json"))
         .env("CJM_HOME", home.path())
         .current_dir(home.path())
@@ -235,9 +261,13 @@ fn task_the_046_manager_calls_our_workers_adapter() {
         json!({"lines": 0, "words": 3, "bytes": 13}),
         "{report}"
     );
-    let unknown = report["unknown_task"]["message"].as_str().unwrap_or_default();
+    let unknown = report["unknown_task"]["message"]
+        .as_str()
+        .unwrap_or_default();
     assert!(unknown.contains("text-statistics"), "{report}");
-    let unknown = report["unknown_method"]["message"].as_str().unwrap_or_default();
+    let unknown = report["unknown_method"]["message"]
+        .as_str()
+        .unwrap_or_default();
     assert!(unknown.contains("count_file"), "{report}");
     assert_eq!(report["failed"]["type"], "PluginFatalError", "{report}");
     assert_eq!(report["cancel_sent"], true, "{report}");

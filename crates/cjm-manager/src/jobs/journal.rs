@@ -559,7 +559,8 @@ pub fn job_accounts(path: &Path, job_id: &str) -> Result<Vec<JournalAccount>, Jo
                 job_id: row.get(0)?,
                 attempt: row.get(1)?,
                 event_type: row.get(2)?,
-                payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload)),
+                payload: serde_json::from_str(&payload)
+                    .unwrap_or(serde_json::Value::String(payload)),
                 recorded_at: row.get(4)?,
             })
         })?;

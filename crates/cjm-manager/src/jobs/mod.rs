@@ -58,11 +58,10 @@ use tokio::sync::{broadcast, mpsc, watch, Notify};
 
 pub use chunks::JobChunks;
 pub use events::{EventsLagged, JobEvents};
-pub use journal::{recent_jobs, JournalEntry, JournalError, JournalRetention};
 pub use journal::{job_accounts, JournalAccount};
+pub use journal::{recent_jobs, JournalEntry, JournalError, JournalRetention};
 pub use model::{
-    Cancellation, JobChange, JobEvent, JobFailure, JobId, JobOutcome, JobState, JobStatus,
-    TaskCall,
+    Cancellation, JobChange, JobEvent, JobFailure, JobId, JobOutcome, JobState, JobStatus, TaskCall,
 };
 pub use options::JobOptions;
 

@@ -367,7 +367,9 @@ async fn send(
     work: Work<'_>,
 ) -> Result<(Value, Option<ProgressResponse>), ManagerError> {
     let Some(reader) = work.chunks_to else {
-        return execution.run(work.call.clone(), work.call_id, work.to).await;
+        return execution
+            .run(work.call.clone(), work.call_id, work.to)
+            .await;
     };
     let reader_gone = || {
         // Nobody reads on: the stream (dropped with this future) stops its producer.

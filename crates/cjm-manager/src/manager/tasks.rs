@@ -134,7 +134,10 @@ pub(crate) fn surface_of(found: &DiscoveredPlugin) -> Option<&Value> {
 }
 
 /// The adapters of `adapters` that fit `found`.
-pub(crate) fn fitting(adapters: &[AdapterManifest], found: &DiscoveredPlugin) -> Vec<AdapterManifest> {
+pub(crate) fn fitting(
+    adapters: &[AdapterManifest],
+    found: &DiscoveredPlugin,
+) -> Vec<AdapterManifest> {
     let surface = surface_of(found);
     adapters
         .iter()

@@ -101,14 +101,19 @@ impl RemotePluginProxy {
             })
             .await;
         let result = match (value, target) {
-            (Err(ProxyError::Http { status: 404, detail, .. }), CallTarget::Task { task, method }) => {
-                Err(ProxyError::UnknownTask {
-                    plugin: self.plugin.clone(),
-                    task: task.to_owned(),
-                    method: method.to_owned(),
+            (
+                Err(ProxyError::Http {
+                    status: 404,
                     detail,
-                })
-            }
+                    ..
+                }),
+                CallTarget::Task { task, method },
+            ) => Err(ProxyError::UnknownTask {
+                plugin: self.plugin.clone(),
+                task: task.to_owned(),
+                method: method.to_owned(),
+                detail,
+            }),
             (value, _) => value.map(|value| (value, progress)),
         };
         Answered { result, accounts }
