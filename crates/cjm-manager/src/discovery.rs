@@ -209,6 +209,40 @@ mod tests {
     }
 
     #[test]
+    fn adapter_manifests_are_found_beside_plugins_not_taken_for_broken_ones() {
+        let root = tempfile::tempdir().unwrap();
+        let local = root.path().join("local");
+        let global = root.path().join("global");
+        let adapter = |task: &str| {
+            json!({"unit": "adapter", "name": "m.A", "task_name": task, "module": "m",
+                   "class": "A", "protocol_members": {"methods": [], "properties": []}})
+        };
+        write(&local, "adapter-a.json", adapter("search"));
+        write(&global, "adapter-a.json", adapter("shadowed"));
+        write(
+            &global,
+            "adapter-bad.json",
+            json!({"unit": "adapter", "name": "m.B"}),
+        );
+        write(
+            &global,
+            "tool.json",
+            json!({"name": "tool", "command": "/bin/t"}),
+        );
+        let found = discover(&[local, global.clone()]);
+        assert_eq!(found.plugins.len(), 1);
+        assert_eq!(found.adapters.len(), 1, "{:?}", found.adapters);
+        assert_eq!(found.adapters[0].manifest.task_name, "search");
+        assert_eq!(found.problems.len(), 1, "{:?}", found.problems);
+        assert_eq!(found.problems[0].path, global.join("adapter-bad.json"));
+        assert!(
+            found.problems[0].reason.contains("task_name"),
+            "{:?}",
+            found.problems
+        );
+    }
+
+    #[test]
     fn earlier_paths_shadow_later_ones_and_broken_files_are_reported() {
         let root = tempfile::tempdir().unwrap();
         let local = root.path().join("local");

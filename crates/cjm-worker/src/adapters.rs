@@ -360,3 +360,103 @@ fn run_task(worker: &Worker, id: Option<String>, asked: TaskRequest) -> Response
     crate::envelope::attach_accounts(&mut response, &control);
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use cjm_interface::ConfigMap;
+
+    use super::*;
+
+    struct One;
+    struct Other;
+
+    macro_rules! plugin {
+        ($type:ident) => {
+            impl Plugin for $type {
+                fn name(&self) -> &str {
+                    stringify!($type)
+                }
+                fn version(&self) -> &str {
+                    "0"
+                }
+                fn initialize(&mut self, _config: ConfigMap) -> Result<(), PluginError> {
+                    Ok(())
+                }
+                fn execute(&self, _call: Call) -> Result<Value, PluginError> {
+                    Ok(Value::Null)
+                }
+            }
+        };
+    }
+    plugin!(One);
+    plugin!(Other);
+
+    struct Named(&'static str, Vec<TaskMethod>);
+
+    impl<P: Plugin> TaskAdapter<P> for Named {
+        fn task_name(&self) -> &str {
+            self.0
+        }
+        fn methods(&self) -> Vec<TaskMethod> {
+            self.1.clone()
+        }
+        fn call(&self, _plugin: &P, method: &str, call: Call) -> Result<Value, PluginError> {
+            Ok(json!({"method": method, "kwargs": call.kwargs, "job": call.job_id()}))
+        }
+    }
+
+    fn ok() -> Vec<TaskMethod> {
+        vec![TaskMethod::new("find", &["word"])]
+    }
+
+    #[test]
+    fn adapters_a_worker_cannot_serve_are_refused_naming_why() {
+        let good = TaskAdapters::new().with::<One>(Named("search", ok()));
+        assert_eq!(good.check_for::<One>(), Ok(()));
+        let err = good.check_for::<Other>().unwrap_err();
+        assert!(matches!(&err, TaskAdapterError::OtherPlugin { task, .. } if task == "search"));
+        assert!(
+            err.to_string().contains("One") && err.to_string().contains("Other"),
+            "{err}"
+        );
+        let twice = good.clone().with::<One>(Named("search", ok()));
+        assert_eq!(
+            twice.check_for::<One>(),
+            Err(TaskAdapterError::BoundTwice(String::from("search")))
+        );
+        let unnamed = TaskAdapters::new().with::<One>(Named("", ok()));
+        assert_eq!(unnamed.check_for::<One>(), Err(TaskAdapterError::Unnamed));
+        for bad in ["", "_hidden"] {
+            let adapters =
+                TaskAdapters::new().with::<One>(Named("t", vec![TaskMethod::new(bad, &[])]));
+            assert!(matches!(
+                adapters.check_for::<One>(),
+                Err(TaskAdapterError::BadMethod { method, .. }) if method == bad
+            ));
+        }
+        let repeated = TaskAdapters::new().with::<One>(Named("t", [ok(), ok()].concat()));
+        assert!(repeated.check_for::<One>().is_err());
+    }
+
+    #[test]
+    fn an_adapter_gets_its_plugin_and_the_calls_envelope() {
+        let adapters = TaskAdapters::new().with::<One>(Named("search", ok()));
+        let bound = adapters.find("search").unwrap();
+        assert!(adapters.find("other").is_none());
+        let mut kwargs = ConfigMap::new();
+        kwargs.insert(String::from("word"), json!("x"));
+        let envelope = cjm_interface::envelope::CallEnvelope::for_job("s-3", 1);
+        let control = cjm_interface::CallControl::with_envelope("c", Some(envelope));
+        let call = Call::new(Vec::new(), kwargs).with_control(control);
+        let answer = bound.call(&One, "find", call).unwrap();
+        assert_eq!(
+            answer,
+            json!({"method": "find", "kwargs": {"word": "x"}, "job": "s-3"})
+        );
+        // Another plugin type is an error, never a wrong cast.
+        assert!(bound.call(&Other, "find", Call::default()).is_err());
+        let surface = adapters.surface_methods();
+        assert_eq!(surface[0]["params"], json!(["word"]));
+        assert_eq!(surface[0]["signature"], "(self, word)");
+    }
+}

@@ -640,6 +640,62 @@ mod tests {
     }
 
     #[test]
+    fn accounts_are_kept_per_job_and_go_with_their_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite3");
+        let retention = JournalRetention::default().max_jobs(Some(1)).max_age(None);
+        let (journal, _) = Journal::open(&path, "s1", retention).unwrap();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000);
+        let account = |kind: &str, n: i64| {
+            let mut payload = serde_json::Map::new();
+            payload.insert(String::from("n"), serde_json::json!(n));
+            cjm_interface::envelope::Account::new(kind, payload)
+        };
+        for n in 0..2u64 {
+            let id = format!("s1-{n}");
+            journal.record(Record::Submitted {
+                id: id.clone(),
+                plugin: String::from("p"),
+                priority: 0,
+                at: t0 + Duration::from_secs(n),
+            });
+            journal.record(Record::Accounts {
+                id: id.clone(),
+                attempt: 2,
+                accounts: vec![account("task_account", 1), account("result_saved", 2)],
+                at: t0 + Duration::from_secs(n),
+            });
+            journal.record(Record::State {
+                id,
+                state: JobState::Succeeded,
+                at: t0 + Duration::from_secs(n),
+            });
+        }
+        drop(journal);
+        let kept = job_accounts(&path, "s1-1").unwrap();
+        let kinds: Vec<(&str, u32, i64)> = kept
+            .iter()
+            .map(|a| {
+                (
+                    a.event_type.as_str(),
+                    a.attempt,
+                    a.payload["n"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(kinds, [("task_account", 2, 1), ("result_saved", 2, 2)]);
+        assert!(job_accounts(&path, "nope").unwrap().is_empty());
+        // Pruned with its job (at the next open: one ended job is kept).
+        let (journal, _) = Journal::open(&path, "s2", retention).unwrap();
+        drop(journal);
+        assert!(job_accounts(&path, "s1-0").unwrap().is_empty());
+        assert_eq!(job_accounts(&path, "s1-1").unwrap().len(), 2);
+        assert!(job_accounts(&dir.path().join("absent"), "s1-1")
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
     fn the_unfinished_jobs_of_a_host_that_is_gone_are_interrupted() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jobs.sqlite3");
