@@ -76,7 +76,7 @@ impl PluginManager {
         let discovery = self.shared.discovery.read();
         let mut servers = Vec::new();
         for found in &discovery.plugins {
-            if built_in_tasks(&found).any(|served| served == task) {
+            if built_in_tasks(found).any(|served| served == task) {
                 servers.push(TaskServer {
                     plugin: found.meta.name.clone(),
                     adapter: None,
