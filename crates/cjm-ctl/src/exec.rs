@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use argh::FromArgs;
 use cjm_manager::jobs::{
     Cancellation, JobChange, JobEvent, JobId, JobOptions, JobOutcome, JobState, Jobs, JobsError,
+    TaskCall,
 };
 use cjm_manager::{CallArgs, ConfigMap, ErrorCategory, ManagerOptions, PluginManager};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -51,6 +52,28 @@ pub fn run(command: ExecCommand) -> Result<ExitCode> {
         Some(text) => Some(parse_object("--config", Some(text))?),
         None => None,
     };
+    let call = CallArgs::from_json(args, kwargs);
+    let what = match command.stream {
+        true => Submit::Stream(call),
+        false => Submit::Plain(call),
+    };
+    run_as_job(&command.name, config, what)
+}
+
+/// What a command runs as a job.
+pub(crate) enum Submit {
+    /// `execute`.
+    Plain(CallArgs),
+    /// `execute_stream`, one JSON line per chunk.
+    Stream(CallArgs),
+    /// A task adapter's method (`/task`).
+    Task(TaskCall, CallArgs),
+}
+
+/// Load plugin `name` (with `config`), run `what` as a job with its progress shown
+/// and Ctrl-C as a cancel, print the result, stop the plugin: the exit status says
+/// how it ended (see [`ExecCommand`]).
+pub(crate) fn run_as_job(name: &str, config: Option<ConfigMap>, what: Submit) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -60,20 +83,16 @@ pub fn run(command: ExecCommand) -> Result<ExitCode> {
         let manager = PluginManager::new(ManagerOptions::from_env()?);
         manager.discover_manifests();
         let found = manager.discovery();
-        if !found
-            .plugins
-            .iter()
-            .any(|plugin| plugin.meta.name == command.name)
-        {
+        if !found.plugins.iter().any(|plugin| plugin.meta.name == name) {
             // "not found" would be wrong when its manifest is there but broken.
             if let Some(problem) = found
                 .problems
                 .iter()
-                .find(|problem| problem.path.file_stem() == Some(command.name.as_ref()))
+                .find(|problem| problem.path.file_stem() == Some(name.as_ref()))
             {
                 bail!(
                     "plugin {}: its manifest {} cannot be used: {}",
-                    command.name,
+                    name,
                     problem.path.display(),
                     problem.reason
                 );
@@ -85,15 +104,14 @@ pub fn run(command: ExecCommand) -> Result<ExitCode> {
         // Signals are taken over before anything starts, so that a Ctrl-C during the
         // load is a cancel too, never a host killed with its worker half started.
         let mut interrupts = Interrupts::new()?;
-        let call = CallArgs::from_json(args, kwargs);
-        let ended = match load(&manager, &command, config, &mut interrupts).await {
+        let ended = match load(&manager, name, config, &mut interrupts).await {
             Err(ended) => ended,
             Ok(()) => match Jobs::new(manager.clone(), JobOptions::default()).await {
                 Err(err) => Ended::failed(None, err),
-                Ok(jobs) if command.stream => {
-                    run_stream(&jobs, &command.name, call, &mut interrupts).await
-                }
-                Ok(jobs) => run_job(&jobs, &command.name, call, &mut interrupts).await,
+                Ok(jobs) => match what {
+                    Submit::Stream(call) => run_stream(&jobs, name, call, &mut interrupts).await,
+                    what => run_job(&jobs, name, what, &mut interrupts).await,
+                },
             },
         };
         manager.shutdown().await;
@@ -228,12 +246,12 @@ const CANCELLING: &str = "cjm-ctl: cancelling... (Ctrl-C again to force)";
 
 async fn load(
     manager: &PluginManager,
-    command: &ExecCommand,
+    name: &str,
     config: Option<ConfigMap>,
     interrupts: &mut Interrupts,
 ) -> Result<(), Ended> {
     tokio::select! {
-        loaded = manager.load_plugin(&command.name, config) => {
+        loaded = manager.load_plugin(name, config) => {
             loaded.map_err(|err| Ended::failed(err.category(), err))
         }
         // Nothing of the plugin's ran yet: the shutdown that follows stops its worker.
@@ -242,10 +260,14 @@ async fn load(
 }
 
 /// A plain call, as a job: its progress is shown, and it can be cancelled.
-async fn run_job(jobs: &Jobs, plugin: &str, call: CallArgs, interrupts: &mut Interrupts) -> Ended {
+async fn run_job(jobs: &Jobs, plugin: &str, what: Submit, interrupts: &mut Interrupts) -> Ended {
     // Subscribed before the job exists, so that no early report is missed.
     let mut events = jobs.events();
-    let id = match jobs.submit(plugin, call, 0) {
+    let submitted = match what {
+        Submit::Task(task, call) => jobs.submit_task(plugin, task, call, 0),
+        Submit::Plain(call) | Submit::Stream(call) => jobs.submit(plugin, call, 0),
+    };
+    let id = match submitted {
         Ok(id) => id,
         Err(err) => return Ended::failed(None, err),
     };
@@ -466,7 +488,7 @@ fn parse_json(flag: &str, text: &str) -> Result<Value> {
     serde_json::from_str(text).with_context(|| format!("{flag} is not valid JSON: {text}"))
 }
 
-fn parse_object(flag: &str, text: Option<&str>) -> Result<ConfigMap> {
+pub(crate) fn parse_object(flag: &str, text: Option<&str>) -> Result<ConfigMap> {
     match text {
         None => Ok(ConfigMap::new()),
         Some(text) => match parse_json(flag, text)? {

@@ -16,6 +16,7 @@ mod remove;
 mod secrets;
 mod stats;
 mod table;
+mod task;
 mod validate;
 
 use std::io::IsTerminal;
@@ -49,6 +50,7 @@ enum Command {
     TlsFingerprint(fingerprint::FingerprintCommand),
     Secrets(secrets::SecretsCommand),
     ExportManifest(export::ExportCommand),
+    Task(task::TaskCommand),
 }
 
 /// What the command line asks for: a command to run, or words to print and an exit
@@ -155,6 +157,7 @@ pub fn main() -> ExitCode {
         Command::TlsFingerprint(command) => fingerprint::run(command),
         Command::Secrets(command) => secrets::run(command),
         Command::ExportManifest(command) => export::run(command),
+        Command::Task(command) => task::run(command),
     };
     match result {
         Ok(code) => code,

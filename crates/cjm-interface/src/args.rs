@@ -32,6 +32,8 @@ pub struct Call {
     /// Keyword arguments.
     pub kwargs: ConfigMap,
     control: CallControl,
+    /// The envelope the body came with, until the worker makes the call's control.
+    envelope: Option<crate::envelope::CallEnvelope>,
 }
 
 impl PartialEq for Call {
@@ -48,7 +50,14 @@ impl Call {
             args,
             kwargs,
             control: CallControl::default(),
+            envelope: None,
         }
+    }
+
+    /// The envelope the call's body came with (the worker moves it into the call's
+    /// control: plugins read it there, [`CallControl::job_id`]).
+    pub fn take_envelope(&mut self) -> Option<crate::envelope::CallEnvelope> {
+        self.envelope.take()
     }
 
     /// This call, run under `control` (the worker gives every call one).
@@ -61,6 +70,12 @@ impl Call {
     /// keep in a stream's iterator.
     pub fn control(&self) -> CallControl {
         self.control.clone()
+    }
+
+    /// The job the call runs for, when the host runs it as one (see
+    /// [`CallControl::job_id`]).
+    pub fn job_id(&self) -> Option<&str> {
+        self.control.job_id()
     }
 
     /// Report how far the call has got (see [`CallControl::report_progress`]).
@@ -130,6 +145,12 @@ impl Call {
             .ok_or_else(|| missing(name))
     }
 
+    /// A keyword argument that must be given (a task adapter's calls have keyword
+    /// arguments only).
+    pub fn kwarg<T: DeserializeOwned>(&self, name: &str) -> Result<T, PluginError> {
+        self.required(usize::MAX, name)
+    }
+
     /// A parameter that must be given.
     pub fn required<T: DeserializeOwned>(
         &self,
@@ -171,7 +192,9 @@ impl Call {
 impl<'de> Deserialize<'de> for Call {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let request = crate::wire::ExecuteRequest::deserialize(deserializer)?;
-        Ok(Call::new(request.args, request.kwargs))
+        let mut call = Call::new(request.args, request.kwargs);
+        call.envelope = request.envelope;
+        Ok(call)
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use crate::envelope::{Account, CallEnvelope};
 use crate::PluginError;
 
 /// How far a call has got, as it last reported.
@@ -50,6 +51,10 @@ struct State {
 
 struct Inner {
     id: String,
+    /// Who the call is for, as the host said.
+    envelope: Option<CallEnvelope>,
+    /// What the plugin recorded for the host, until the answer takes them.
+    accounts: Mutex<Vec<Account>>,
     state: Mutex<State>,
     /// Woken on every report, on cancellation and at the end.
     changed: Condvar,
@@ -82,9 +87,16 @@ impl Default for CallControl {
 impl CallControl {
     /// The control of call `id` (chosen by the host; empty when it chose none).
     pub fn new(id: impl Into<String>) -> Self {
+        CallControl::with_envelope(id, None)
+    }
+
+    /// The control of call `id`, made for the job (and the rest) `envelope` names.
+    pub fn with_envelope(id: impl Into<String>, envelope: Option<CallEnvelope>) -> Self {
         CallControl {
             inner: Arc::new(Inner {
                 id: id.into(),
+                envelope,
+                accounts: Mutex::new(Vec::new()),
                 state: Mutex::new(State {
                     progress: Progress::default(),
                     cancelled: false,
@@ -98,6 +110,34 @@ impl CallControl {
     /// The call's id.
     pub fn id(&self) -> &str {
         &self.inner.id
+    }
+
+    /// Who the call is for, as the host sent it (the original 0.0.46's envelope);
+    /// `None` for a call without one (a direct call, an old host).
+    pub fn envelope(&self) -> Option<&CallEnvelope> {
+        self.inner.envelope.as_ref()
+    }
+
+    /// The job the call runs for, when the host runs it as a job: the id its journal
+    /// keeps it under. The worker also puts it on a `tracing` span (`job_id`) around
+    /// the call, so that the plugin's log records carry it.
+    pub fn job_id(&self) -> Option<&str> {
+        self.inner.envelope.as_ref()?.job_id.as_deref()
+    }
+
+    /// Record an account for the host (the original's `record_account`): it goes
+    /// back on the call's answer (success or failure) and the host keeps it with the
+    /// job. `payload` holds references and hashes, never content.
+    pub fn record_account(&self, event_type: impl Into<String>, payload: crate::ConfigMap) {
+        self.inner
+            .accounts
+            .lock()
+            .push(Account::new(event_type, payload));
+    }
+
+    /// The accounts recorded so far, taken: each goes back once.
+    pub fn take_accounts(&self) -> Vec<Account> {
+        std::mem::take(&mut *self.inner.accounts.lock())
     }
 
     /// Report how far the call has got: `fraction` from 0.0 to 1.0 (clamped; a

@@ -12,6 +12,7 @@ mod args;
 pub mod body;
 mod chain;
 mod control;
+pub mod envelope;
 mod error;
 mod file_backed;
 pub mod json;

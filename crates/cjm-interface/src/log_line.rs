@@ -4,13 +4,14 @@
 //! which call wrote it without guessing.
 //!
 //! ```text
-//! {"cjm_log":"INFO","call":"3f2a-1","target":"wordcount","msg":"counted 12 lines","ts_ms":1767225600123}
+//! {"cjm_log":"INFO","call":"3f2a-1","job":"5f0c2a9e41d7-3","target":"wordcount","msg":"counted 12 lines","ts_ms":1767225600123}
 //! {"cjm_log":"OUTPUT","msg":"a line printed while two calls ran","ts_ms":1767225600124}
 //! ```
 //!
 //! `cjm_log` is the level (`ERROR` .. `TRACE` for a `tracing` record, [`OUTPUT`] for
 //! a line the plugin wrote to stdout or stderr); `call` is the call id the worker was
-//! given, absent where the line cannot be told to belong to one call. A worker that
+//! given, absent where the line cannot be told to belong to one call; `job` the job id
+//! the call's envelope named, on a record emitted in the call's span. A worker that
 //! writes these lines wraps every line its plugin prints, so a plugin cannot forge
 //! one; any other line in a log (the host's start header, the original's Python
 //! worker, an older worker) reads as `None` from [`LogLine::parse`].
@@ -34,6 +35,10 @@ pub struct LogLine {
     /// The call in flight that wrote it, where the worker could tell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call: Option<String>,
+    /// The job the call belongs to, from the call's envelope (a `tracing` record in
+    /// the call's span; absent for printed output and calls outside any job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
     /// The `tracing` target (module path) of a record; empty for printed output.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub target: String,
@@ -78,6 +83,7 @@ mod tests {
         let line = LogLine {
             level: String::from("INFO"),
             call: Some(String::from("abc-1.2")),
+            job: Some(String::from("5f0c2a9e41d7-1")),
             target: String::from("fixture"),
             msg: String::from("two\nlines and {\"cjm_log\":\"ERROR\"} \u{1b}[31m"),
             ts_ms: 1_767_225_600_123,

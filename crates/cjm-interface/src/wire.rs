@@ -151,6 +151,9 @@ pub struct ExecuteRequest {
     /// Keyword arguments; absent means none.
     #[serde(default)]
     pub kwargs: ConfigMap,
+    /// Who the call is for (the original 0.0.46's envelope); absent means unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope: Option<crate::envelope::CallEnvelope>,
 }
 
 /// Answer of `GET /health`.

@@ -1,11 +1,13 @@
 //! Finding plugins: every `*.json` manifest in the search paths, first name wins.
+//! Adapter manifests (`"unit": "adapter"`) in the same folders are found beside
+//! them (see `adapters.rs`), never taken for broken plugin manifests.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cjm_metadata::{Manifest, PluginMeta};
+use cjm_metadata::{AdapterManifest, Manifest, PluginMeta};
 use cjm_validation::ConfigValidator;
 
 /// A plugin found through its manifest.
@@ -57,6 +59,17 @@ pub struct Discovery {
     pub problems: Vec<ManifestProblem>,
     /// Manifests hidden by another of the same name earlier in the search paths.
     pub shadowed: Vec<Shadowed>,
+    /// Task adapters found, one per name (the first in the search order).
+    pub adapters: Vec<DiscoveredAdapter>,
+}
+
+/// A task adapter found through its manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscoveredAdapter {
+    /// What the manifest says.
+    pub manifest: AdapterManifest,
+    /// The manifest file.
+    pub path: PathBuf,
 }
 
 /// Read every manifest in `search_paths`. Broken manifests (a `config_schema` that is
@@ -67,6 +80,10 @@ pub fn discover(search_paths: &[PathBuf]) -> Discovery {
     let mut first_seen: HashMap<String, PathBuf> = HashMap::new();
     for dir in search_paths {
         for path in manifest_files(dir, &mut discovery.problems) {
+            if let Some(adapter) = adapter_manifest(&path) {
+                take_adapter(&mut discovery, path, adapter);
+                continue;
+            }
             let manifest = match Manifest::load(&path) {
                 Ok(manifest) => manifest,
                 Err(err) => {
@@ -113,6 +130,50 @@ pub fn discover(search_paths: &[PathBuf]) -> Discovery {
     discovery
 }
 
+/// The adapter manifest at `path`, if the file is one (by its `unit`, as the
+/// original routes them); `None` for anything else, broken files included (the plugin
+/// manifest reader reports those).
+fn adapter_manifest(path: &Path) -> Option<Result<AdapterManifest, cjm_metadata::ManifestError>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    AdapterManifest::is_adapter(&value).then(|| AdapterManifest::from_value(value))
+}
+
+fn take_adapter(
+    discovery: &mut Discovery,
+    path: PathBuf,
+    adapter: Result<AdapterManifest, cjm_metadata::ManifestError>,
+) {
+    match adapter {
+        Ok(manifest) => {
+            if discovery
+                .adapters
+                .iter()
+                .any(|known| known.manifest.name == manifest.name)
+            {
+                tracing::debug!("{} shadowed (adapter {})", path.display(), manifest.name);
+                return;
+            }
+            tracing::info!(
+                "discovered adapter {} (task {:?}) in {}",
+                manifest.name,
+                manifest.task_name,
+                path.display()
+            );
+            discovery
+                .adapters
+                .push(DiscoveredAdapter { manifest, path });
+        }
+        Err(err) => {
+            tracing::warn!("skipping {}: {err}", path.display());
+            discovery.problems.push(ManifestProblem {
+                path,
+                reason: err.reason(),
+            });
+        }
+    }
+}
+
 /// The `*.json` files of `dir`, sorted so that discovery is deterministic.
 fn manifest_files(dir: &Path, problems: &mut Vec<ManifestProblem>) -> Vec<PathBuf> {
     let entries = match std::fs::read_dir(dir) {
@@ -145,6 +206,40 @@ mod tests {
     fn write(dir: &Path, file: &str, value: serde_json::Value) {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join(file), value.to_string()).unwrap();
+    }
+
+    #[test]
+    fn adapter_manifests_are_found_beside_plugins_not_taken_for_broken_ones() {
+        let root = tempfile::tempdir().unwrap();
+        let local = root.path().join("local");
+        let global = root.path().join("global");
+        let adapter = |task: &str| {
+            json!({"unit": "adapter", "name": "m.A", "task_name": task, "module": "m",
+                   "class": "A", "protocol_members": {"methods": [], "properties": []}})
+        };
+        write(&local, "adapter-a.json", adapter("search"));
+        write(&global, "adapter-a.json", adapter("shadowed"));
+        write(
+            &global,
+            "adapter-bad.json",
+            json!({"unit": "adapter", "name": "m.B"}),
+        );
+        write(
+            &global,
+            "tool.json",
+            json!({"name": "tool", "command": "/bin/t"}),
+        );
+        let found = discover(&[local, global.clone()]);
+        assert_eq!(found.plugins.len(), 1);
+        assert_eq!(found.adapters.len(), 1, "{:?}", found.adapters);
+        assert_eq!(found.adapters[0].manifest.task_name, "search");
+        assert_eq!(found.problems.len(), 1, "{:?}", found.problems);
+        assert_eq!(found.problems[0].path, global.join("adapter-bad.json"));
+        assert!(
+            found.problems[0].reason.contains("task_name"),
+            "{:?}",
+            found.problems
+        );
     }
 
     #[test]

@@ -164,12 +164,15 @@ pub enum WorkerEnvError {
 }
 
 /// The launch of `manifest`'s worker for the loaded plugin (or instance) `name`: its
-/// log is `name`'s own, so that two instances never share one.
+/// log is `name`'s own, so that two instances never share one. A Python worker of
+/// the original binds `adapters` (their `module:Class` specs: the discovered task
+/// adapters that fit it) with `--adapters`.
 pub(crate) async fn launch_spec(
     name: &str,
     manifest: &Manifest,
     manifest_path: &Path,
     options: &ManagerOptions,
+    adapters: &[String],
 ) -> Result<LaunchSpec, crate::ManagerError> {
     let placement_error = |source| crate::ManagerError::Placement {
         name: manifest.name.clone(),
@@ -215,18 +218,22 @@ pub(crate) async fn launch_spec(
             python_path,
             module,
             class,
-        } => (
-            python_path.clone(),
-            vec![
+        } => {
+            let mut args = vec![
                 String::from("-m"),
                 String::from(PYTHON_WORKER_MODULE),
                 String::from("--module"),
                 module,
                 String::from("--class"),
                 class,
-            ],
-            python_listen_mode(manifest, &python_path),
-        ),
+            ];
+            args.extend(adapters_args(adapters));
+            (
+                python_path.clone(),
+                args,
+                python_listen_mode(manifest, &python_path),
+            )
+        }
     };
     let mut spec = LaunchSpec::new(name, program, log_path);
     spec.args = args;
@@ -255,6 +262,14 @@ pub(crate) async fn launch_spec(
     spec.socket_dir = options.socket_dir.clone();
     spec.placement = placement;
     Ok(spec)
+}
+
+/// `--adapters module:Class,..` (the original's worker binds them), or nothing.
+pub(crate) fn adapters_args(adapters: &[String]) -> Vec<String> {
+    if adapters.is_empty() {
+        return Vec::new();
+    }
+    vec![String::from("--adapters"), adapters.join(",")]
 }
 
 /// The environment the original gives a worker (its data folders, the models folder,
@@ -733,7 +748,7 @@ mod tests {
                 "placement": {"ray": {"address": "http://127.0.0.1:8265"}}}"#,
         )
         .unwrap();
-        let err = launch_spec("p", &manifest, &manifest_path, &options)
+        let err = launch_spec("p", &manifest, &manifest_path, &options, &[])
             .await
             .unwrap_err();
         let crate::ManagerError::Placement { source, .. } = &err else {

@@ -20,10 +20,10 @@ mod store;
 mod stream;
 
 pub use blocking::{BlockingPluginManager, BlockingStream};
-pub use discovery::{DiscoveredPlugin, Discovery, ManifestProblem, Shadowed};
+pub use discovery::{DiscoveredAdapter, DiscoveredPlugin, Discovery, ManifestProblem, Shadowed};
 pub use error::ManagerError;
 pub use launch::{host_tls_fingerprint, PlacementSetupError, WorkerEnvError};
-pub use manager::{ConfigDrift, PluginConfig, PluginManager, WorkerInfo};
+pub use manager::{ConfigDrift, PluginConfig, PluginManager, TaskServer, WorkerInfo};
 pub use options::ManagerOptions;
 pub use policy::{FaultPolicy, OnTimeout, PluginState, PluginStatus, RestartPolicy, RetryPolicy};
 pub use store::{Aggregate, KeptConfig, ResourceProfile, StoreError};
@@ -31,7 +31,7 @@ pub use stream::PluginStream;
 
 pub use cjm_interface::wire::{CallOutput, TypedResult};
 pub use cjm_interface::{Arg, CallArgs, ConfigMap, ErrorCategory, FileBacked};
-pub use cjm_metadata::{CjmHome, Manifest, PluginMeta};
+pub use cjm_metadata::{AdapterManifest, CjmHome, Manifest, PluginMeta, SurfaceMatch};
 pub use cjm_proxy::{Endpoint, ProxyError};
 pub use cjm_scheduling::{
     GpuStats, LocalMonitor, ManualStats, PermissiveScheduler, QueueScheduler, Refusal,

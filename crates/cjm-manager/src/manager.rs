@@ -31,6 +31,7 @@ mod lifecycle;
 mod readiness;
 mod setup;
 mod status;
+mod tasks;
 mod telemetry;
 // What they stand on.
 mod eviction;
@@ -40,6 +41,7 @@ mod recovery;
 
 pub(crate) use for_jobs::{AfterKill, Forced};
 pub use kept::ConfigDrift;
+pub use tasks::TaskServer;
 use telemetry::ManagerStats;
 
 /// Manages plugin discovery, loading and execution, each plugin in its own worker
@@ -58,6 +60,7 @@ use telemetry::ManagerStats;
 /// | [Lifecycle](#lifecycle) | [`load_plugin`](Self::load_plugin), [`load_instance`](Self::load_instance), [`load_all`](Self::load_all), [`reload_plugin`](Self::reload_plugin), [`unload_plugin`](Self::unload_plugin), [`unload_all`](Self::unload_all), [`shutdown`](Self::shutdown) |
 /// | [Readiness](#readiness) | [`enable_plugin`](Self::enable_plugin), [`disable_plugin`](Self::disable_plugin), [`prefetch_plugin`](Self::prefetch_plugin) |
 /// | [Calls](#calls) | [`execute_plugin`](Self::execute_plugin), [`execute_plugin_output`](Self::execute_plugin_output), [`execute_plugin_with_timeout`](Self::execute_plugin_with_timeout), [`execute_plugin_stream`](Self::execute_plugin_stream) |
+/// | [Task adapters](#task-adapters) | [`adapter_manifests`](Self::adapter_manifests), [`adapters_for_task`](Self::adapters_for_task), [`check_adapter_compatibility`](Self::check_adapter_compatibility), [`matched_adapters`](Self::matched_adapters), [`capabilities_for_task`](Self::capabilities_for_task), [`execute_task`](Self::execute_task) |
 /// | [Configuration](#configuration) | [`plugin_config`](Self::plugin_config), [`plugin_config_detail`](Self::plugin_config_detail), [`update_plugin_config`](Self::update_plugin_config), [`plugin_config_options`](Self::plugin_config_options), [`plugin_config_schema`](Self::plugin_config_schema), [`all_plugin_configs`](Self::all_plugin_configs) |
 /// | [Loaded plugins and their status](#loaded-plugins-and-their-status) | [`list_plugins`](Self::list_plugins), [`is_loaded`](Self::is_loaded), [`plugin_meta`](Self::plugin_meta), [`plugins_by_category`](Self::plugins_by_category), [`loaded_categories`](Self::loaded_categories), [`worker_info`](Self::worker_info), [`plugin_status`](Self::plugin_status), [`is_running`](Self::is_running), [`active_executions`](Self::active_executions), [`plugin_logs`](Self::plugin_logs) |
 /// | [Resources and telemetry](#resources-and-telemetry) | [`plugin_stats`](Self::plugin_stats), [`plugin_gpu_memory_mb`](Self::plugin_gpu_memory_mb), [`system_stats`](Self::system_stats), [`register_system_monitor`](Self::register_system_monitor), [`unregister_system_monitor`](Self::unregister_system_monitor), [`system_monitor`](Self::system_monitor) |

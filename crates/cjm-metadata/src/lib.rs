@@ -4,6 +4,7 @@
 
 #![warn(missing_docs)]
 
+mod adapter;
 mod error;
 mod home;
 mod manifest;
@@ -14,6 +15,10 @@ mod resources;
 mod secrets;
 mod worker_env;
 
+pub use adapter::{
+    match_protocol_against_surface, AdapterManifest, ParamMismatch, SurfaceMatch, ADAPTER_UNIT,
+    NO_SURFACE_REASON,
+};
 /// Owner-only files and folders (`cjm_interface::private`, where the crates that keep
 /// such files below this one reach it too).
 pub use cjm_interface::private;

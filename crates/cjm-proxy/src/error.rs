@@ -128,6 +128,31 @@ pub enum ProxyError {
         /// The typed error (`_job_error`) of workers that send one.
         job_error: Option<Box<JobError>>,
     },
+    /// The worker serves no adapter for the task, or its adapter has no such method
+    /// (`/task` answered 404); `detail` says what it does serve.
+    #[error("plugin {plugin}: no task {task:?} method {method:?}: {detail}")]
+    UnknownTask {
+        /// The plugin's name.
+        plugin: String,
+        /// The task asked for.
+        task: String,
+        /// The method asked for.
+        method: String,
+        /// The worker's explanation, naming what is bound.
+        detail: String,
+    },
+    /// A task call was given positional arguments: task methods take keyword ones.
+    #[error("plugin {plugin}: task {task:?} method {method:?} takes keyword arguments only, got {positional} positional")]
+    TaskArguments {
+        /// The plugin's name.
+        plugin: String,
+        /// The task.
+        task: String,
+        /// The method.
+        method: String,
+        /// How many positional arguments were given.
+        positional: usize,
+    },
     /// The call was cancelled and stopped (the worker answered 409, or its stream
     /// ended with a cancellation).
     #[error("plugin {plugin}: {endpoint} was cancelled: {detail}")]
@@ -219,6 +244,8 @@ impl ProxyError {
             | ProxyError::InvalidResponse { plugin, .. }
             | ProxyError::Timeout { plugin, .. }
             | ProxyError::TempFile { plugin, .. }
+            | ProxyError::UnknownTask { plugin, .. }
+            | ProxyError::TaskArguments { plugin, .. }
             | ProxyError::BlockingInAsync { plugin } => plugin,
         }
     }
@@ -259,6 +286,9 @@ impl ProxyError {
             | ProxyError::Timeout { .. }
             | ProxyError::NotRunning { .. } => ErrorCategory::Transient,
             ProxyError::TempFile { .. } | ProxyError::Log { .. } => ErrorCategory::Resource,
+            ProxyError::UnknownTask { .. } | ProxyError::TaskArguments { .. } => {
+                ErrorCategory::UserInput
+            }
             ProxyError::Placement { source, .. } => match **source {
                 // Someone else answering for the dashboard: asking again sends nothing
                 // better.

@@ -28,6 +28,10 @@ use crate::transport::{self, Outgoing, Transport};
 use crate::worker::Worker;
 use crate::ProxyError;
 
+mod enveloped;
+
+pub use enveloped::{Answered, CallTarget};
+
 /// How long `/cleanup` may take before the worker is terminated regardless.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a terminated worker has to exit before it is killed.

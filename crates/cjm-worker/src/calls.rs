@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cjm_interface::envelope::CallEnvelope;
 use cjm_interface::CallControl;
 use parking_lot::Mutex;
 
@@ -121,10 +122,25 @@ impl Calls {
 
     /// Register a call; `id` is the host's, or one is made up.
     pub(crate) fn start(self: &Arc<Self>, id: Option<String>) -> Result<Running, Refused> {
-        self.start_at(id, Instant::now())
+        self.start_with(id, None)
     }
 
-    fn start_at(self: &Arc<Self>, id: Option<String>, now: Instant) -> Result<Running, Refused> {
+    /// [`start`](Self::start) a call that came with the host's envelope: its control
+    /// carries it (the job id, for the plugin and its log records).
+    pub(crate) fn start_with(
+        self: &Arc<Self>,
+        id: Option<String>,
+        envelope: Option<CallEnvelope>,
+    ) -> Result<Running, Refused> {
+        self.start_at(id, envelope, Instant::now())
+    }
+
+    fn start_at(
+        self: &Arc<Self>,
+        id: Option<String>,
+        envelope: Option<CallEnvelope>,
+        now: Instant,
+    ) -> Result<Running, Refused> {
         let mut registry = self.registry.lock();
         let id = match id.filter(|id| !id.is_empty()) {
             Some(id) if registry.in_flight.contains_key(&id) => return Err(Refused::InUse(id)),
@@ -141,7 +157,7 @@ impl Calls {
                 }
             },
         };
-        let control = CallControl::new(id.clone());
+        let control = CallControl::with_envelope(id.clone(), envelope);
         registry.in_flight.insert(id, control.clone());
         registry.latest = Some(control.clone());
         Ok(Running {
@@ -307,17 +323,21 @@ mod tests {
         }
         let later = start + Duration::from_secs(10);
         // "a", the oldest, made way for "d".
-        assert!(calls.start_at(Some(String::from("a")), later).is_ok());
+        assert!(calls.start_at(Some(String::from("a")), None, later).is_ok());
         for id in ["b", "c", "d"] {
             assert_eq!(
-                calls.start_at(Some(id.to_owned()), later).unwrap_err(),
+                calls
+                    .start_at(Some(id.to_owned()), None, later)
+                    .unwrap_err(),
                 Refused::Cancelled(id.to_owned())
             );
         }
         // Past its time, an early cancel is gone.
         calls.cancel_at(Some("e"), later);
         let expired = later + Duration::from_secs(60);
-        assert!(calls.start_at(Some(String::from("e")), expired).is_ok());
+        assert!(calls
+            .start_at(Some(String::from("e")), None, expired)
+            .is_ok());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use cjm_interface::envelope::PATH_TASK;
 use cjm_interface::json;
 use cjm_interface::wire::{self, HealthResponse, StatusResponse};
 use hyper::body::Incoming;
@@ -58,9 +59,10 @@ pub(crate) async fn handle(
         wire::PATH_CONFIG_OPTIONS if get => {
             plugin_value(worker, |plugin| plugin.config_options()).await
         }
-        wire::PATH_STRUCTURAL_SURFACE if get => {
-            json_response(StatusCode::OK, &crate::lifecycle::structural_surface())
-        }
+        wire::PATH_STRUCTURAL_SURFACE if get => json_response(
+            StatusCode::OK,
+            &crate::lifecycle::structural_surface(&worker.adapters),
+        ),
         wire::PATH_GET_SYSTEM_STATUS if post => {
             off_io(move || crate::lifecycle::monitor(&worker, |plugin| plugin.system_status()))
                 .await
@@ -70,6 +72,7 @@ pub(crate) async fn handle(
                 .await
         }
         wire::PATH_EXECUTE if post => crate::task::execute(worker, request).await,
+        PATH_TASK if post => crate::adapters::task(worker, request).await,
         wire::PATH_EXECUTE_STREAM if post => crate::task::execute_stream(worker, request).await,
         wire::PATH_CANCEL if post => crate::task::cancel(worker, request).await,
         wire::PATH_PROGRESS if get => crate::task::progress(worker, request).await,
@@ -84,6 +87,7 @@ pub(crate) async fn handle(
         wire::PATH_INITIALIZE
         | wire::PATH_RECONFIGURE
         | wire::PATH_EXECUTE
+        | PATH_TASK
         | wire::PATH_EXECUTE_STREAM
         | wire::PATH_CANCEL
         | wire::PATH_CLEANUP
@@ -121,15 +125,13 @@ async fn plugin_value(
     worker: Arc<Worker>,
     report: impl FnOnce(&dyn cjm_interface::Plugin) -> Value + Send + 'static,
 ) -> Response<ResponseBody> {
-    off_io(
-        move || match guarded(|| Ok(report(worker.host.read().as_ref()))) {
-            Ok(value) => bytes_response(
-                StatusCode::OK,
-                wire::CONTENT_TYPE_JSON,
-                Bytes::from(json::to_vec(&value)),
-            ),
-            Err(failure) => failure_response(worker.host.name(), &failure),
-        },
-    )
+    off_io(move || match guarded(|| Ok(report(&*worker.host.read()))) {
+        Ok(value) => bytes_response(
+            StatusCode::OK,
+            wire::CONTENT_TYPE_JSON,
+            Bytes::from(json::to_vec(&value)),
+        ),
+        Err(failure) => failure_response(worker.host.name(), &failure),
+    })
     .await
 }

@@ -1,20 +1,45 @@
 //! The plugin instance and the rules for calling it: `&self` methods share it, `&mut
 //! self` methods have it alone, and a panic becomes an error instead of a dead worker.
 
-use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::{
+    MappedRwLockReadGuard, MappedRwLockWriteGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use cjm_interface::{Plugin, PluginError};
 
+/// A plugin, seen both as one and as its own type: a task adapter is bound to the
+/// plugin's type, and gets it back by downcasting (`Plugin` has no `Any` supertrait,
+/// and upcasting `dyn Plugin` needs a newer Rust than the workspace's).
+pub(crate) trait Hosted: Send + Sync {
+    fn plugin(&self) -> &dyn Plugin;
+    fn plugin_mut(&mut self) -> &mut dyn Plugin;
+    fn any(&self) -> &dyn Any;
+}
+
+impl<P: Plugin> Hosted for P {
+    fn plugin(&self) -> &dyn Plugin {
+        self
+    }
+
+    fn plugin_mut(&mut self) -> &mut dyn Plugin {
+        self
+    }
+
+    fn any(&self) -> &dyn Any {
+        self
+    }
+}
+
 pub(crate) struct PluginHost {
-    plugin: RwLock<Box<dyn Plugin>>,
+    plugin: RwLock<Box<dyn Hosted>>,
     name: String,
     version: String,
 }
 
 impl PluginHost {
-    pub(crate) fn new(plugin: Box<dyn Plugin>) -> Self {
+    pub(crate) fn new<P: Plugin>(plugin: Box<P>) -> Self {
         let name = plugin.name().to_owned();
         let version = plugin.version().to_owned();
         PluginHost {
@@ -33,13 +58,18 @@ impl PluginHost {
     }
 
     /// Shared access, for `&self` methods.
-    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Box<dyn Plugin>> {
-        self.plugin.read()
+    pub(crate) fn read(&self) -> MappedRwLockReadGuard<'_, dyn Plugin> {
+        RwLockReadGuard::map(self.plugin.read(), |hosted| hosted.plugin())
+    }
+
+    /// Shared access to the plugin as its own type (for its task adapters).
+    pub(crate) fn read_any(&self) -> MappedRwLockReadGuard<'_, dyn Any> {
+        RwLockReadGuard::map(self.plugin.read(), |hosted| hosted.any())
     }
 
     /// Sole access, for `&mut self` methods: waits for every call in flight.
-    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Box<dyn Plugin>> {
-        self.plugin.write()
+    pub(crate) fn write(&self) -> MappedRwLockWriteGuard<'_, dyn Plugin> {
+        RwLockWriteGuard::map(self.plugin.write(), |hosted| hosted.plugin_mut())
     }
 }
 

@@ -36,6 +36,7 @@
 
 use std::io::IsTerminal;
 
+mod adapters;
 mod allocator;
 mod args;
 mod auth;
@@ -44,6 +45,7 @@ mod calls;
 pub mod config;
 mod config_check;
 mod configure;
+mod envelope;
 mod handler;
 mod handover;
 mod host;
@@ -71,6 +73,7 @@ use cjm_interface::{wire, ErrorChain, Plugin, PluginError};
 use cjm_metadata::ResourceRequirements;
 use serde_json::{json, Value};
 
+pub use adapters::{TaskAdapter, TaskAdapterError, TaskAdapters, TaskMethod};
 pub use args::{WorkerArgs, WorkerArgsError};
 /// Why a remote worker's TLS could not be set up (`cjm_tls::TlsError`).
 #[cfg(feature = "remote")]
@@ -180,6 +183,16 @@ where
     P: Plugin,
     F: FnOnce(&[String]) -> Result<P, PluginError>,
 {
+    main_with_adapters(about, TaskAdapters::new(), make_plugin)
+}
+
+/// [`main`] for a plugin that also serves task adapters on `/task` (see
+/// [`TaskAdapter`]); `--manifest` then records them in its `structural_surface`.
+pub fn main_with_adapters<P, F>(about: About, adapters: TaskAdapters, make_plugin: F) -> ExitCode
+where
+    P: Plugin,
+    F: FnOnce(&[String]) -> Result<P, PluginError>,
+{
     // First, before logging, the plugin or any thread exists (see `handover.rs`).
     let hand_over = if handover::is_only_thread() {
         // SAFETY: `take` changes the environment, which needs this to be the only
@@ -195,7 +208,7 @@ where
         .is_ok_and(|hand_over| hand_over.listener.is_some());
     init_logging(args.as_ref().ok(), handed_a_socket);
     allocator::tune();
-    match run(about, hand_over, args, make_plugin) {
+    match run(about, adapters, hand_over, args, make_plugin) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");
@@ -206,6 +219,7 @@ where
 
 fn run<P, F>(
     about: About,
+    adapters: TaskAdapters,
     hand_over: Result<HandOver, HandOverError>,
     args: Result<WorkerArgs, String>,
     make_plugin: F,
@@ -228,7 +242,11 @@ where
     let plugin = make_plugin(&args.plugin_args)
         .map_err(|err| format!("plugin construction failed: {err}"))?;
     if args.manifest {
-        let fields = manifest_fields(&plugin, &about);
+        let mut fields = manifest_fields(&plugin, &about);
+        if !adapters.tasks().is_empty() {
+            // What hosts match adapter manifests against, recorded at install.
+            fields["structural_surface"] = lifecycle::structural_surface(&adapters);
+        }
         let text = serde_json::to_string(&fields).map_err(|err| err.to_string())?;
         return print_line(&text);
     }
@@ -244,6 +262,7 @@ where
             .remote(remote)
             .parent_pid(args.ppid)
             .max_body_bytes(max_body_bytes_from_env()?)
+            .task_adapters(adapters)
             .hand_over(hand_over);
         return serve(plugin, options).map_err(|err| ErrorChain(&err).to_string());
     }
@@ -259,6 +278,7 @@ where
         .port(port)
         .parent_pid(args.ppid)
         .max_body_bytes(max_body_bytes_from_env()?)
+        .task_adapters(adapters)
         .hand_over(hand_over);
     serve(plugin, options).map_err(|err| ErrorChain(&err).to_string())
 }

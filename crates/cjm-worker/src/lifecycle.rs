@@ -34,7 +34,7 @@ fn hook(
 ) -> Response<ResponseBody> {
     let result = {
         let mut plugin = worker.host.write();
-        guarded(|| run(plugin.as_mut()))
+        guarded(|| run(&mut *plugin))
     };
     let answer = match result {
         Ok(()) => json!({"status": done}),
@@ -89,7 +89,7 @@ pub(crate) fn monitor(
 ) -> Response<ResponseBody> {
     let answer = {
         let plugin = worker.host.read();
-        guarded(|| ask(plugin.as_ref()).transpose())
+        guarded(|| ask(&*plugin).transpose())
     };
     match answer {
         Ok(Some(value)) => bytes_response(
@@ -108,8 +108,10 @@ pub(crate) fn monitor(
 
 /// What a host may call on this worker, in the shape of the original's
 /// `derive_structural_surface` (which introspects a Python class): our plugins all
-/// have the same surface, the protocol's.
-pub(crate) fn structural_surface() -> Value {
+/// have the same surface, the protocol's, and their task adapters' methods beside it
+/// (what the original's host matches an adapter manifest's protocol against), with
+/// each adapter under `task_adapters`.
+pub(crate) fn structural_surface(adapters: &crate::TaskAdapters) -> Value {
     let method = |name: &str, params: &[&str]| {
         json!({
             "name": name,
@@ -117,7 +119,7 @@ pub(crate) fn structural_surface() -> Value {
             "params": params,
         })
     };
-    json!({
+    let mut surface = json!({
         "methods": [
             method("cancel", &[]),
             method("cleanup", &[]),
@@ -134,5 +136,10 @@ pub(crate) fn structural_surface() -> Value {
         ],
         "properties": ["name", "version"],
         "attributes": [],
-    })
+    });
+    if let Some(Value::Array(methods)) = surface.get_mut("methods") {
+        methods.extend(adapters.surface_methods());
+    }
+    surface["task_adapters"] = Value::Array(adapters.surface());
+    surface
 }

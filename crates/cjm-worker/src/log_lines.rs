@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io::Write as _;
 
 use cjm_interface::log_line::{LogLine, LOG_LINES_ENV};
+use cjm_interface::CallControl;
 use parking_lot::Mutex;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
@@ -21,9 +22,16 @@ use tracing_subscriber::Layer;
 /// The name of the span a call's plugin code runs in.
 const CALL_SPAN: &str = "call";
 
-/// The span a call's plugin code runs in; its `id` attributes the records in it.
-pub(crate) fn call_span(id: &str) -> tracing::Span {
-    tracing::info_span!(target: "cjm_worker::call", CALL_SPAN, id = %id)
+/// The span a call's plugin code runs in: its `id` attributes the records in it, and
+/// `job_id` (empty for a call that came without an envelope) names the job, whatever
+/// subscriber the plugin set.
+pub(crate) fn call_span(control: &CallControl) -> tracing::Span {
+    tracing::info_span!(
+        target: "cjm_worker::call",
+        CALL_SPAN,
+        id = control.id(),
+        job_id = control.job_id().unwrap_or("")
+    )
 }
 
 /// Whether the host asked for attributed lines.
@@ -59,8 +67,11 @@ impl Sink {
     }
 }
 
-/// The call id recorded on a call span.
-struct CallId(String);
+/// The call and job ids recorded on a call span.
+struct CallId {
+    call: String,
+    job: Option<String>,
+}
 
 /// Writes each record as a [`LogLine`], with the call of its innermost call span.
 pub(crate) struct CallLayer {
@@ -84,22 +95,27 @@ where
         let mut fields = Fields::default();
         attrs.record(&mut fields);
         if let (Some(span), Some(call)) = (ctx.span(id), fields.id) {
-            span.extensions_mut().insert(CallId(call));
+            let job = fields.job_id.filter(|job| !job.is_empty());
+            span.extensions_mut().insert(CallId { call, job });
         }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let call = ctx.event_scope(event).and_then(|scope| {
-            scope
-                .into_iter()
-                .find_map(|span| span.extensions().get::<CallId>().map(|id| id.0.clone()))
+        let ids = ctx.event_scope(event).and_then(|scope| {
+            scope.into_iter().find_map(|span| {
+                span.extensions()
+                    .get::<CallId>()
+                    .map(|ids| (ids.call.clone(), ids.job.clone()))
+            })
         });
+        let (call, job) = ids.map_or((None, None), |(call, job)| (Some(call), job));
         let mut fields = Fields::default();
         event.record(&mut fields);
         let meta = event.metadata();
         self.sink.write(&LogLine {
             level: meta.level().as_str().to_owned(),
             call,
+            job,
             target: meta.target().to_owned(),
             msg: fields.text,
             ts_ms: LogLine::now_ms(),
@@ -113,6 +129,8 @@ struct Fields {
     text: String,
     /// A call span's `id`.
     id: Option<String>,
+    /// A call span's `job_id`.
+    job_id: Option<String>,
 }
 
 impl Fields {
@@ -132,8 +150,10 @@ impl Fields {
 
 impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "id" {
-            self.id = Some(value.to_owned());
+        match field.name() {
+            "id" => self.id = Some(value.to_owned()),
+            "job_id" => self.job_id = Some(value.to_owned()),
+            _ => {}
         }
         if field.name() == "message" {
             let rest = std::mem::take(&mut self.text);

@@ -177,6 +177,7 @@ impl Output {
                 [only] => Some(only.clone()),
                 _ => None,
             },
+            job: None,
             target: String::new(),
             msg: text.to_owned(),
             ts_ms: LogLine::now_ms(),

@@ -48,6 +48,7 @@ pub struct ServeOptions {
     hand_over: HandOver,
     #[cfg(feature = "remote")]
     remote: Option<RemoteServe>,
+    adapters: crate::TaskAdapters,
 }
 
 impl Default for ServeOptions {
@@ -59,6 +60,7 @@ impl Default for ServeOptions {
             hand_over: HandOver::default(),
             #[cfg(feature = "remote")]
             remote: None,
+            adapters: crate::TaskAdapters::default(),
         }
     }
 }
@@ -92,6 +94,13 @@ impl ServeOptions {
     /// handed them over (see [`HandOver::take`]).
     pub fn hand_over(mut self, hand_over: HandOver) -> Self {
         self.hand_over = hand_over;
+        self
+    }
+
+    /// Serve these task adapters on `/task` (see [`TaskAdapter`](crate::TaskAdapter));
+    /// [`serve`] refuses adapters written for another plugin type.
+    pub fn task_adapters(mut self, adapters: crate::TaskAdapters) -> Self {
+        self.adapters = adapters;
         self
     }
 
@@ -136,6 +145,15 @@ pub enum ServeError {
     /// A remote worker was also handed a socket: which one to serve on?
     #[error("--listen cannot be combined with a socket handed over (--fd, CJM_LISTEN_FD)")]
     ListenConflict,
+    /// Task adapters that cannot be served (see [`TaskAdapterError`](crate::TaskAdapterError)).
+    #[error("plugin {plugin} cannot serve its task adapters")]
+    TaskAdapters {
+        /// The plugin's name.
+        plugin: String,
+        /// What is wrong with them.
+        #[source]
+        source: crate::TaskAdapterError,
+    },
     /// A remote worker could not print its handshake line.
     #[error("cannot print the handshake line")]
     Announce(#[source] std::io::Error),
@@ -157,6 +175,13 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
     // Before listening: a plugin whose schema is plainly broken must not look ready.
     let config_check =
         ConfigCheck::new(plugin.config_schema()).map_err(|source| ServeError::ConfigSchema {
+            plugin: plugin.name().to_owned(),
+            source,
+        })?;
+    options
+        .adapters
+        .check_for::<P>()
+        .map_err(|source| ServeError::TaskAdapters {
             plugin: plugin.name().to_owned(),
             source,
         })?;
@@ -200,6 +225,7 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
         options.max_body_bytes,
         config_check,
         access_token.as_deref().map(AccessToken::new),
+        options.adapters,
     ));
     let outcome = runtime.block_on(async {
         let listener = listener.into_async().map_err(|source| ServeError::Listen {

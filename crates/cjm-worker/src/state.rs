@@ -24,6 +24,8 @@ pub(crate) struct Worker {
     cleaned_up: AtomicBool,
     /// The calls in flight, for `/cancel` and `/progress`.
     pub(crate) calls: Arc<Calls>,
+    /// The task adapters `/task` serves.
+    pub(crate) adapters: crate::TaskAdapters,
 }
 
 impl Worker {
@@ -32,6 +34,7 @@ impl Worker {
         max_body_bytes: usize,
         config_check: ConfigCheck,
         access: Option<AccessToken>,
+        adapters: crate::TaskAdapters,
     ) -> Self {
         Worker {
             host,
@@ -41,6 +44,7 @@ impl Worker {
             cpu: Mutex::new(CpuSampler::new()),
             cleaned_up: AtomicBool::new(false),
             calls: Arc::default(),
+            adapters,
         }
     }
 

@@ -169,7 +169,7 @@ pub(crate) async fn start(
         // Declared after `_running`, so dropped before it: the call's output is out
         // before the call is marked finished.
         let control = _running.control();
-        let _span = crate::log_lines::call_span(control.id()).entered();
+        let _span = crate::log_lines::call_span(&control).entered();
         let _attributed = crate::output::attribute(control.id());
         let name = worker.host.name().to_owned();
         let plugin = worker.host.read();

@@ -28,7 +28,7 @@ use crate::state::Worker;
 const MAX_PROGRESS_WAIT: Duration = Duration::from_secs(30);
 
 /// The id the host gave the call, if any.
-fn call_id(request: &Request<Incoming>) -> Option<String> {
+pub(crate) fn call_id(request: &Request<Incoming>) -> Option<String> {
     request
         .headers()
         .get(wire::CALL_ID_HEADER)
@@ -50,8 +50,8 @@ pub(crate) async fn execute(
     .await
 }
 
-fn run_execute(worker: &Worker, id: Option<String>, call: Call) -> Response<ResponseBody> {
-    let running = match worker.calls.start(id) {
+fn run_execute(worker: &Worker, id: Option<String>, mut call: Call) -> Response<ResponseBody> {
+    let running = match worker.calls.start_with(id, call.take_envelope()) {
         Ok(running) => running,
         Err(refused) => return refused_response(worker.host.name(), &refused),
     };
@@ -59,9 +59,9 @@ fn run_execute(worker: &Worker, id: Option<String>, call: Call) -> Response<Resp
     let call = call.with_control(running.control());
     let result = {
         let plugin = worker.host.read();
-        // The plugin's records carry the call, and so does what it prints while it
-        // runs alone (see `log_lines.rs`, `output.rs`).
-        let _span = call_span(control.id()).entered();
+        // The plugin's records carry the call and its job, and so does what it
+        // prints while it runs alone (see `log_lines.rs`, `output.rs`).
+        let _span = call_span(&control).entered();
         let _attributed = output::attribute(control.id());
         guarded(|| plugin.execute(call))
     };
@@ -74,6 +74,7 @@ fn run_execute(worker: &Worker, id: Option<String>, call: Call) -> Response<Resp
         ),
         Err(failure) => failure_response(worker.host.name(), &failure),
     };
+    crate::envelope::attach_accounts(&mut response, &control);
     // The last report rides on the answer: a watcher need not ask for it.
     let last = control.progress();
     if last.seq > 0 {
@@ -93,11 +94,11 @@ pub(crate) async fn execute_stream(
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let id = call_id(&request);
-    let call = match read_json::<Call>(&worker, request).await {
+    let mut call = match read_json::<Call>(&worker, request).await {
         Ok(call) => call,
         Err(response) => return response,
     };
-    let running = match worker.calls.start(id) {
+    let running = match worker.calls.start_with(id, call.take_envelope()) {
         Ok(running) => running,
         Err(refused) => return refused_response(worker.host.name(), &refused),
     };

@@ -6,6 +6,10 @@
 //! it reports its progress to the host (and the streaming form yields it as a chunk
 //! too), and it stops there when the host has cancelled the call.
 
+mod adapter;
+
+pub use adapter::{TextStatistics, TEXT_STATISTICS};
+
 use std::fs::File;
 use std::io::{self, Read};
 
@@ -333,7 +337,10 @@ impl Plugin for WordCountPlugin {
 /// The plugin binary's whole `main`; a library function so that test harnesses can
 /// link the very same worker into binaries of their own.
 pub fn main() -> std::process::ExitCode {
-    cjm_worker::main(about(), |_plugin_args| Ok(WordCountPlugin::default()))
+    let adapters = cjm_worker::TaskAdapters::new().with(TextStatistics);
+    cjm_worker::main_with_adapters(about(), adapters, |_plugin_args| {
+        Ok(WordCountPlugin::default())
+    })
 }
 
 #[cfg(test)]

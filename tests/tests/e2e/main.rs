@@ -33,4 +33,6 @@ mod scenario;
 mod scheduling;
 mod serving;
 mod stores;
+mod tasks;
+mod tasks046;
 mod worker_env;

@@ -204,6 +204,7 @@ mod tests {
         LogLine {
             level: String::from("INFO"),
             call: call.map(str::to_owned),
+            job: None,
             target: String::new(),
             msg: msg.to_owned(),
             ts_ms: 1,

@@ -417,6 +417,7 @@ mod tests {
             line: LogLine {
                 level: String::from("INFO"),
                 call: Some(call.to_owned()),
+                job: None,
                 target: String::from("t"),
                 msg: msg.to_owned(),
                 ts_ms: LogLine::now_ms(),

@@ -10,9 +10,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cjm_interface::envelope::{Account, CallEnvelope};
 use cjm_interface::wire::ProgressResponse;
 use cjm_interface::CallArgs;
-use cjm_proxy::ProxyError;
+use cjm_proxy::{CallTarget, ProxyError};
 use serde_json::Value;
 
 use crate::manager::{AfterKill, Forced};
@@ -58,6 +59,14 @@ pub(crate) trait JobHost: Send + Sync + fmt::Debug + 'static {
     ) -> BoxFuture<'a, Result<Forced, ManagerError>>;
 }
 
+/// What a job's call addresses (the plugin's `execute`, or a task's method) and who
+/// it is for (the job and attempt, in the original's envelope).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Addressed<'a> {
+    pub(crate) target: CallTarget<'a>,
+    pub(crate) envelope: &'a CallEnvelope,
+}
+
 /// A call's progress as the worker reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Progress {
@@ -78,14 +87,22 @@ pub(crate) trait JobCall: Send + Sync + fmt::Debug {
     /// Whether, and how often, a transient failure is tried again.
     fn retry(&self) -> RetryPolicy;
 
-    /// Run `call` as call `call_id`: its result, and its last progress report where
-    /// the worker sent it along. A call past the plugin's time limit fails with
-    /// [`ManagerError::Timeout`] after its `OnTimeout` was applied.
+    /// Run `call` as call `call_id`, to `to.target` with `to.envelope` beside it:
+    /// its result, and its last progress report where the worker sent it along. A
+    /// call past the plugin's time limit fails with [`ManagerError::Timeout`] after
+    /// its `OnTimeout` was applied.
     fn run<'a>(
         &'a self,
         call: CallArgs,
         call_id: &'a str,
+        to: Addressed<'a>,
     ) -> BoxFuture<'a, Result<(Value, Option<ProgressResponse>), ManagerError>>;
+
+    /// The accounts the worker sent with the calls run so far (success or failure),
+    /// taken: each is journalled once.
+    fn take_accounts(&self) -> Vec<Account> {
+        Vec::new()
+    }
 
     /// Start `call` as streaming call `call_id`: its chunks as the worker sends them
     /// (a wait for one past the plugin's time limit fails with a timeout, after its

@@ -97,6 +97,14 @@ pub(crate) enum Record {
         how: Cancellation,
         at: SystemTime,
     },
+    /// The accounts a worker sent with an attempt's call (the original's
+    /// `X-CJM-Accounts`).
+    Accounts {
+        id: String,
+        attempt: u32,
+        accounts: Vec<cjm_interface::envelope::Account>,
+        at: SystemTime,
+    },
     /// Answered once everything recorded before it is written.
     Synced(std::sync::mpsc::SyncSender<()>),
 }
@@ -170,6 +178,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancellation TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_submission ON jobs (submitted_at);
+CREATE TABLE IF NOT EXISTS accounts (
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    recorded_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS accounts_by_job ON accounts (job_id);
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY,
     host_pid INTEGER NOT NULL,
@@ -389,6 +405,21 @@ fn write_batch(
                 )?;
             }
             Record::Synced(_) => {}
+            Record::Accounts {
+                id,
+                attempt,
+                accounts,
+                at,
+            } => {
+                for account in accounts {
+                    let payload = serde_json::Value::Object(account.payload.clone()).to_string();
+                    transaction.execute(
+                        "INSERT INTO accounts (job_id, attempt, event_type, payload, recorded_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![id, attempt, account.event_type, payload, seconds(*at)],
+                    )?;
+                }
+            }
             Record::Cancelled { id, how, at } => {
                 transaction.execute(
                     "UPDATE jobs SET state = 'cancelled', cancellation = ?2, finished_at = ?3
@@ -425,6 +456,11 @@ fn prune(connection: &mut Connection, retention: JournalRetention) -> rusqlite::
             params![count],
         )?;
     }
+    // A job's accounts go with it.
+    transaction.execute(
+        "DELETE FROM accounts WHERE job_id NOT IN (SELECT id FROM jobs)",
+        [],
+    )?;
     transaction.commit()
 }
 
@@ -488,6 +524,49 @@ fn entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<JournalEntry> {
         cancellation: row.get(9)?,
         host_pid: row.get(10)?,
     })
+}
+
+/// One account a worker sent with a job's call, as the journal keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalAccount {
+    /// The job (`<session>-<number>`).
+    pub job_id: String,
+    /// The attempt whose call it came with (1 for the first).
+    pub attempt: u32,
+    /// What happened (`task_account`, ..).
+    pub event_type: String,
+    /// Its details.
+    pub payload: serde_json::Value,
+    /// When the host received it (seconds since the Unix epoch).
+    pub recorded_at: f64,
+}
+
+/// The accounts the journal at `path` keeps for job `job_id` (its journal id), in
+/// the order received; nothing when there is no journal yet. Read only.
+pub fn job_accounts(path: &Path, job_id: &str) -> Result<Vec<JournalAccount>, JournalError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let connection = open(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let read = || -> rusqlite::Result<Vec<JournalAccount>> {
+        let mut statement = connection.prepare(
+            "SELECT job_id, attempt, event_type, payload, recorded_at FROM accounts
+             WHERE job_id = ?1 ORDER BY rowid",
+        )?;
+        let rows = statement.query_map(params![job_id], |row| {
+            let payload: String = row.get(3)?;
+            Ok(JournalAccount {
+                job_id: row.get(0)?,
+                attempt: row.get(1)?,
+                event_type: row.get(2)?,
+                payload: serde_json::from_str(&payload)
+                    .unwrap_or(serde_json::Value::String(payload)),
+                recorded_at: row.get(4)?,
+            })
+        })?;
+        rows.collect()
+    };
+    read().map_err(failed(path, "cannot read job accounts"))
 }
 
 /// The `limit` most recent jobs of the journal at `path`, newest first; nothing
@@ -583,6 +662,62 @@ mod tests {
         assert_eq!(jobs[1].error_category.as_deref(), Some("transient"));
         assert_eq!(jobs[1].duration(), Some(Duration::from_secs(2)));
         assert_eq!(recent_jobs(&path, 1).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn accounts_are_kept_per_job_and_go_with_their_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite3");
+        let retention = JournalRetention::default().max_jobs(Some(1)).max_age(None);
+        let (journal, _) = Journal::open(&path, "s1", retention).unwrap();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000);
+        let account = |kind: &str, n: i64| {
+            let mut payload = serde_json::Map::new();
+            payload.insert(String::from("n"), serde_json::json!(n));
+            cjm_interface::envelope::Account::new(kind, payload)
+        };
+        for n in 0..2u64 {
+            let id = format!("s1-{n}");
+            journal.record(Record::Submitted {
+                id: id.clone(),
+                plugin: String::from("p"),
+                priority: 0,
+                at: t0 + Duration::from_secs(n),
+            });
+            journal.record(Record::Accounts {
+                id: id.clone(),
+                attempt: 2,
+                accounts: vec![account("task_account", 1), account("result_saved", 2)],
+                at: t0 + Duration::from_secs(n),
+            });
+            journal.record(Record::State {
+                id,
+                state: JobState::Succeeded,
+                at: t0 + Duration::from_secs(n),
+            });
+        }
+        drop(journal);
+        let kept = job_accounts(&path, "s1-1").unwrap();
+        let kinds: Vec<(&str, u32, i64)> = kept
+            .iter()
+            .map(|a| {
+                (
+                    a.event_type.as_str(),
+                    a.attempt,
+                    a.payload["n"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(kinds, [("task_account", 2, 1), ("result_saved", 2, 2)]);
+        assert!(job_accounts(&path, "nope").unwrap().is_empty());
+        // Pruned with its job (at the next open: one ended job is kept).
+        let (journal, _) = Journal::open(&path, "s2", retention).unwrap();
+        drop(journal);
+        assert!(job_accounts(&path, "s1-0").unwrap().is_empty());
+        assert_eq!(job_accounts(&path, "s1-1").unwrap().len(), 2);
+        assert!(job_accounts(&dir.path().join("absent"), "s1-1")
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

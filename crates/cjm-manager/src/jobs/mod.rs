@@ -63,9 +63,10 @@ pub use diagnostics::{
     job_diagnostics, DiagnosticRecord, DiagnosticsError, DiagnosticsRetention, JobDiagnostics,
 };
 pub use events::{EventsLagged, JobEvents};
+pub use journal::{job_accounts, JournalAccount};
 pub use journal::{journal_entry, recent_jobs, JournalEntry, JournalError, JournalRetention};
 pub use model::{
-    Cancellation, JobChange, JobEvent, JobFailure, JobId, JobOutcome, JobState, JobStatus,
+    Cancellation, JobChange, JobEvent, JobFailure, JobId, JobOutcome, JobState, JobStatus, TaskCall,
 };
 pub use options::JobOptions;
 
@@ -170,6 +171,8 @@ struct Entry {
     cancel: watch::Sender<CancelRequest>,
     /// A streaming job's reader, until the job ends.
     chunks_to: Option<mpsc::Sender<Value>>,
+    /// The task method the job calls; `None`: the plugin's `execute`.
+    task: Option<TaskCall>,
     /// Whether it holds one of its plugin's places (from its turn to its end).
     holds_place: bool,
     /// The execution while the call runs: where `/cancel` goes.
@@ -294,7 +297,20 @@ impl Jobs {
     /// [`JobOptions::aging`]). Refused at once when the plugin is not loaded or the
     /// queue is full. Never waits.
     pub fn submit(&self, plugin: &str, call: CallArgs, priority: i32) -> Result<JobId, JobsError> {
-        self.enqueue(plugin, call, priority, None)
+        self.enqueue(plugin, call, priority, None, None)
+    }
+
+    /// Queue a call of `task`'s method on `plugin` (`POST /task`), with the keyword
+    /// arguments of `kwargs`: as [`submit`](Self::submit) in every other way
+    /// (priority, progress, cancellation, retries, the journal).
+    pub fn submit_task(
+        &self,
+        plugin: &str,
+        task: TaskCall,
+        kwargs: CallArgs,
+        priority: i32,
+    ) -> Result<JobId, JobsError> {
+        self.enqueue(plugin, kwargs, priority, None, Some(task))
     }
 
     /// Queue `call` as a streaming job: as [`submit`](Self::submit), and its chunks
@@ -310,7 +326,7 @@ impl Jobs {
         priority: i32,
     ) -> Result<(JobId, JobChunks), JobsError> {
         let (chunks_to, chunks) = mpsc::channel(STREAM_BUFFER);
-        let id = self.enqueue(plugin, call, priority, Some(chunks_to))?;
+        let id = self.enqueue(plugin, call, priority, Some(chunks_to), None)?;
         Ok((id, JobChunks::new(chunks)))
     }
 
@@ -320,6 +336,7 @@ impl Jobs {
         call: CallArgs,
         priority: i32,
         chunks_to: Option<mpsc::Sender<Value>>,
+        task: Option<TaskCall>,
     ) -> Result<JobId, JobsError> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::SeqCst) {
@@ -372,6 +389,7 @@ impl Jobs {
                     outcome,
                     cancel,
                     chunks_to,
+                    task,
                     holds_place: false,
                     execution: None,
                 },

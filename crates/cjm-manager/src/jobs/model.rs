@@ -17,6 +17,26 @@ impl fmt::Display for JobId {
     }
 }
 
+/// A job that calls a method of a task adapter (`POST /task`) instead of the
+/// plugin's `execute`; see [`Jobs::submit_task`](super::Jobs::submit_task).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TaskCall {
+    /// The task, such as `"graph-storage"`.
+    pub task: String,
+    /// The adapter's method.
+    pub method: String,
+}
+
+impl TaskCall {
+    /// Method `method` of task `task`.
+    pub fn new(task: impl Into<String>, method: impl Into<String>) -> Self {
+        TaskCall {
+            task: task.into(),
+            method: method.into(),
+        }
+    }
+}
+
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

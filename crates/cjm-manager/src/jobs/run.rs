@@ -5,13 +5,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use cjm_interface::envelope::CallEnvelope;
 use cjm_interface::wire::ProgressResponse;
 use cjm_interface::ErrorCategory;
-use cjm_proxy::ProxyError;
+use cjm_proxy::{CallTarget, ProxyError};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
-use super::host::JobCall;
+use super::host::{Addressed, JobCall};
 use super::journal::Record;
 use super::model::{Cancellation, JobChange, JobFailure, JobId, JobState};
 use super::progress::{report_last, watch_progress, Watched};
@@ -135,7 +136,7 @@ async fn attempts(
     id: JobId,
     cancel: &mut watch::Receiver<CancelRequest>,
 ) -> Ending {
-    let Some((plugin, call, base_id, chunks_to)) = ({
+    let Some((plugin, call, base_id, chunks_to, task)) = ({
         let book = inner.book.lock();
         book.jobs.get(&id).and_then(|entry| {
             Some((
@@ -143,6 +144,7 @@ async fn attempts(
                 entry.call.clone()?,
                 entry.call_id.clone(),
                 entry.chunks_to.clone(),
+                entry.task.clone(),
             ))
         })
     }) else {
@@ -169,16 +171,36 @@ async fn attempts(
             return stopped_before_sending(attempt);
         }
         let mut delivered = 0u64;
+        // The job's journal id and this attempt travel with the call (the original's
+        // envelope): the plugin and its log records see which job they work for.
+        let envelope = CallEnvelope::for_job(base_id.clone(), attempt);
+        let target = match &task {
+            Some(task) => CallTarget::Task {
+                task: &task.task,
+                method: &task.method,
+            },
+            None => CallTarget::Execute,
+        };
         let result = tokio::select! {
             biased;
             () = abandoned(cancel.clone()) => return Ending::Cancelled(Cancellation::Abandoned),
             result = call_watched(inner, id, &plugin, &execution, Work {
                 call: &call,
                 call_id: &call_id,
+                to: Addressed { target, envelope: &envelope },
                 chunks_to: chunks_to.as_ref(),
                 delivered: &mut delivered,
             }) => result,
         };
+        let accounts = execution.take_accounts();
+        if !accounts.is_empty() {
+            inner.record(Record::Accounts {
+                id: base_id.clone(),
+                attempt,
+                accounts,
+                at: SystemTime::now(),
+            });
+        }
         let request = {
             let mut book = inner.book.lock();
             match book.jobs.get_mut(&id) {
@@ -283,6 +305,8 @@ fn mark_running(
 struct Work<'a> {
     call: &'a cjm_interface::CallArgs,
     call_id: &'a str,
+    /// What the call addresses, and the job's envelope.
+    to: Addressed<'a>,
     /// Where a streaming job's chunks go; `None` for a plain call.
     chunks_to: Option<&'a mpsc::Sender<Value>>,
     /// Chunks handed to the reader so far.
@@ -345,7 +369,9 @@ async fn send(
     work: Work<'_>,
 ) -> Result<(Value, Option<ProgressResponse>), ManagerError> {
     let Some(reader) = work.chunks_to else {
-        return execution.run(work.call.clone(), work.call_id).await;
+        return execution
+            .run(work.call.clone(), work.call_id, work.to)
+            .await;
     };
     let reader_gone = || {
         // Nobody reads on: the stream (dropped with this future) stops its producer.

@@ -286,6 +286,7 @@ impl JobCall for FakeCall {
         &'a self,
         _call: CallArgs,
         call_id: &'a str,
+        _to: super::host::Addressed<'a>,
     ) -> BoxFuture<'a, Result<(Value, Option<ProgressResponse>), ManagerError>> {
         Box::pin(self.run_call(call_id))
     }

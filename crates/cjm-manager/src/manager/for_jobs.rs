@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cjm_interface::envelope::Account;
 use cjm_interface::wire::ProgressResponse;
 use cjm_interface::CallArgs;
 use cjm_metadata::Launch;
@@ -14,7 +15,7 @@ use serde_json::Value;
 
 use super::lifecycle::Replacement;
 use super::PluginManager;
-use crate::jobs::host::{BoxFuture, Chunks, JobCall, JobHost, Progress};
+use crate::jobs::host::{Addressed, BoxFuture, Chunks, JobCall, JobHost, Progress};
 use crate::loaded::ExecutionGuard;
 use crate::{FaultPolicy, ManagerError, OnTimeout, PluginStream, RetryPolicy};
 
@@ -45,6 +46,9 @@ pub(crate) struct JobExecution {
     pub(crate) feed: ProgressFeed,
     pub(crate) policy: FaultPolicy,
     guard: ExecutionGuard,
+    /// The accounts the worker sent with this execution's calls, until the job
+    /// takes them for its journal.
+    accounts: parking_lot::Mutex<Vec<Account>>,
 }
 
 impl JobExecution {
@@ -56,8 +60,16 @@ impl JobExecution {
         &self,
         call: CallArgs,
         call_id: &str,
+        to: Addressed<'_>,
     ) -> Result<(Value, Option<ProgressResponse>), ManagerError> {
-        let running = self.proxy.execute_reporting(call, Some(call_id));
+        let running = async {
+            let answered = self
+                .proxy
+                .call_enveloped(to.target, call, Some(call_id), Some(to.envelope))
+                .await;
+            self.accounts.lock().extend(answered.accounts);
+            answered.result
+        };
         let Some(limit) = self.policy.call_timeout else {
             let result = running.await?;
             self.guard.succeeded();
@@ -170,8 +182,13 @@ impl JobCall for JobExecution {
         &'a self,
         call: CallArgs,
         call_id: &'a str,
+        to: Addressed<'a>,
     ) -> BoxFuture<'a, Result<(Value, Option<ProgressResponse>), ManagerError>> {
-        Box::pin(self.run_call(call, call_id))
+        Box::pin(self.run_call(call, call_id, to))
+    }
+
+    fn take_accounts(&self) -> Vec<Account> {
+        std::mem::take(&mut *self.accounts.lock())
     }
 
     fn stream<'a>(
@@ -287,6 +304,7 @@ impl PluginManager {
             feed,
             policy: *self.shared.options.fault_policy_for(name),
             guard,
+            accounts: parking_lot::Mutex::new(Vec::new()),
         })
     }
 

@@ -405,7 +405,19 @@ impl PluginManager {
         manifest_path: &std::path::Path,
     ) -> Result<RemotePluginProxy, ManagerError> {
         crate::launch::learn_original_version(manifest, manifest_path).await;
-        let mut spec = launch_spec(name, manifest, manifest_path, &self.shared.options).await?;
+        let adapters: Vec<String> = self
+            .matched_adapters(&manifest.name)
+            .iter()
+            .map(cjm_metadata::AdapterManifest::spec)
+            .collect();
+        let mut spec = launch_spec(
+            name,
+            manifest,
+            manifest_path,
+            &self.shared.options,
+            &adapters,
+        )
+        .await?;
         if manifest.resources.requires_gpu {
             if let Some(placement) = placement_key(manifest) {
                 let manager = self.clone();
