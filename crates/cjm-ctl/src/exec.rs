@@ -104,11 +104,13 @@ pub(crate) fn run_as_job(name: &str, config: Option<ConfigMap>, what: Submit) ->
         // Signals are taken over before anything starts, so that a Ctrl-C during the
         // load is a cancel too, never a host killed with its worker half started.
         let mut interrupts = Interrupts::new()?;
-        let ended = match load(&manager, name, config, &mut interrupts).await {
-            Err(ended) => ended,
-            Ok(()) => match Jobs::new(manager.clone(), JobOptions::default()).await {
-                Err(err) => Ended::failed(None, err),
-                Ok(jobs) => match what {
+        // The jobs first: a worker started after them knows where its job's log
+        // records go (the original's Python worker writes them itself).
+        let ended = match Jobs::new(manager.clone(), JobOptions::default()).await {
+            Err(err) => Ended::failed(None, err),
+            Ok(jobs) => match load(&manager, name, config, &mut interrupts).await {
+                Err(ended) => ended,
+                Ok(()) => match what {
                     Submit::Stream(call) => run_stream(&jobs, name, call, &mut interrupts).await,
                     what => run_job(&jobs, name, what, &mut interrupts).await,
                 },

@@ -166,13 +166,20 @@ pub enum WorkerEnvError {
 /// The launch of `manifest`'s worker for the loaded plugin (or instance) `name`: its
 /// log is `name`'s own, so that two instances never share one. A Python worker of
 /// the original binds `adapters` (their `module:Class` specs: the discovered task
-/// adapters that fit it) with `--adapters`.
+/// adapters that fit it) with `--adapters`, and, on this machine, writes its log
+/// records into `diagnostics_db` (the jobs' diagnostics store) when there is one.
+/// Where the original's worker writes its log records (a SQLite file), and the
+/// session it stamps on them.
+const ORIGINAL_DIAGNOSTICS_DB_ENV: &str = "CJM_DIAGNOSTICS_DB";
+const ORIGINAL_SESSION_ENV: &str = "CJM_WORKER_SESSION_ID";
+
 pub(crate) async fn launch_spec(
     name: &str,
     manifest: &Manifest,
     manifest_path: &Path,
     options: &ManagerOptions,
     adapters: &[String],
+    diagnostics_db: Option<&Path>,
 ) -> Result<LaunchSpec, crate::ManagerError> {
     let placement_error = |source| crate::ManagerError::Placement {
         name: manifest.name.clone(),
@@ -212,6 +219,12 @@ pub(crate) async fn launch_spec(
     // Our native worker on this machine writes its log as attributed lines, which
     // the jobs read back per job (`jobs/diagnostics.rs`).
     let log_lines = !elsewhere && matches!(launch, Launch::Native { .. });
+    // The original's Python worker stamps each record with the job id of the call's
+    // envelope and writes it to the store it is given (its `install_worker_diagnostics`).
+    let python_diagnostics = match (&launch, diagnostics_db) {
+        (Launch::Python { .. }, Some(db)) if !elsewhere => Some(db.to_owned()),
+        _ => None,
+    };
     let (program, args, listen) = match launch {
         Launch::Native { command, args } => (command, args, ListenMode::InheritUnixSocket),
         Launch::Python {
@@ -248,6 +261,14 @@ pub(crate) async fn launch_spec(
             String::from(cjm_interface::log_line::LOG_LINES_ENV),
             String::from("1"),
         ));
+    }
+    if let Some(db) = python_diagnostics {
+        spec.env.push((
+            String::from(ORIGINAL_DIAGNOSTICS_DB_ENV),
+            db.to_string_lossy().into_owned(),
+        ));
+        spec.env
+            .push((String::from(ORIGINAL_SESSION_ENV), session_id()));
     }
     if relayed_before_fd {
         // cjm-relay starts the Python worker on the node; a release before 0.0.46
@@ -748,7 +769,7 @@ mod tests {
                 "placement": {"ray": {"address": "http://127.0.0.1:8265"}}}"#,
         )
         .unwrap();
-        let err = launch_spec("p", &manifest, &manifest_path, &options, &[])
+        let err = launch_spec("p", &manifest, &manifest_path, &options, &[], None)
             .await
             .unwrap_err();
         let crate::ManagerError::Placement { source, .. } = &err else {

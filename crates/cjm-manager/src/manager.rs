@@ -103,6 +103,9 @@ struct Shared {
     live_schemas: Mutex<HashMap<String, String>>,
     /// Kept configurations refused at load because their schema changed.
     drifts: Mutex<HashMap<String, ConfigDrift>>,
+    /// The jobs' diagnostics store, once jobs run on this manager: the original's
+    /// Python workers started after that write their log records into it.
+    diagnostics_db: Mutex<Option<std::path::PathBuf>>,
 }
 
 /// A loaded plugin's current worker process, as [`PluginManager::worker_info`] reports

@@ -333,3 +333,55 @@ fn the_046_manager_runs_our_plugin_from_an_exported_manifest() {
     assert_eq!(report["typed_error"]["category"], "user_input", "{report}");
     assert!(report["stats_pid"].as_u64().is_some(), "{report}");
 }
+
+/// The original's worker writes its plugin's log records into our jobs' diagnostics
+/// store, each stamped with the job id our host sent in the call's envelope: two
+/// jobs at once on one 0.0.46 worker each read back only their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_046_workers_log_records_are_kept_per_job() {
+    let home = TestHome::new();
+    home.write_manifest(
+        STEPS,
+        json!({
+            "name": STEPS,
+            "version": "0.1.0",
+            "python_path": python_env::python_046(),
+            "module": "cjm_jobs_py.plugin",
+            "class": "StepsPlugin",
+            "env_vars": {"PYTHONPATH": python_env::fixture_dir_046(), "HOME": home.path()},
+        }),
+    );
+    let manager = home.manager();
+    manager.discover_manifests();
+    // The jobs before the worker: it is told at its start where the records go.
+    let jobs = Jobs::new(manager.clone(), options(&home).concurrency(STEPS, 2))
+        .await
+        .unwrap();
+    manager.load_plugin(STEPS, None).await.unwrap();
+    let first = jobs
+        .submit(STEPS, steps(6, 30).kwarg("tag", "alpha"), 0)
+        .unwrap();
+    let second = jobs
+        .submit(STEPS, steps(6, 30).kwarg("tag", "beta"), 0)
+        .unwrap();
+    jobs.wait(first).await.unwrap();
+    jobs.wait(second).await.unwrap();
+    for (job, own, other) in [(first, "alpha", "beta"), (second, "beta", "alpha")] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let records = loop {
+            let page = jobs.diagnostics(job, None, 100).await.unwrap();
+            if page.records.len() >= 6 || Instant::now() > deadline {
+                break page.records;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let messages: Vec<&str> = records.iter().map(|r| r.message.as_str()).collect();
+        let expected: Vec<String> = (1..=6).map(|step| format!("{own} step {step}")).collect();
+        assert_eq!(messages, expected, "job {job}: {records:?}");
+        assert!(
+            records.iter().all(|r| r.target == "cjm_jobs_py"),
+            "{records:?}"
+        );
+        assert!(!messages.iter().any(|m| m.contains(other)));
+    }
+}

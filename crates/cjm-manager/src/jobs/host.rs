@@ -39,6 +39,10 @@ pub(crate) trait JobHost: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// The jobs keep their diagnostics in `path`: workers that write their own
+    /// records there (the original's) are told so when they start.
+    fn diagnostics_store(&self, _path: &std::path::Path) {}
+
     /// An execution of `plugin` the host has admitted, on a running worker: the
     /// admission holds until the execution is dropped. Dropping this future at any
     /// point leaves the host as it was (nothing admitted, any worker start it began

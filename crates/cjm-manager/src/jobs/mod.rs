@@ -222,7 +222,9 @@ impl Jobs {
                     .journal
                     .clone()
                     .unwrap_or_else(|| host.default_journal());
-                Some(Arc::new(diag_ingest::open(&journal, retention).await?))
+                let ingest = diag_ingest::open(&journal, retention).await?;
+                host.diagnostics_store(&diagnostics::path_beside(&journal));
+                Some(Arc::new(ingest))
             }
             _ => None,
         };

@@ -268,6 +268,10 @@ impl JobHost for PluginManager {
         Some(self.options().home.log_path(plugin))
     }
 
+    fn diagnostics_store(&self, path: &std::path::Path) {
+        *self.shared.diagnostics_db.lock() = Some(path.to_owned());
+    }
+
     fn begin<'a>(
         &'a self,
         plugin: &'a str,

@@ -410,12 +410,14 @@ impl PluginManager {
             .iter()
             .map(cjm_metadata::AdapterManifest::spec)
             .collect();
+        let diagnostics_db = self.shared.diagnostics_db.lock().clone();
         let mut spec = launch_spec(
             name,
             manifest,
             manifest_path,
             &self.shared.options,
             &adapters,
+            diagnostics_db.as_deref(),
         )
         .await?;
         if manifest.resources.requires_gpu {

@@ -39,6 +39,7 @@ impl PluginManager {
                 store,
                 live_schemas: Mutex::new(HashMap::new()),
                 drifts: Mutex::new(HashMap::new()),
+                diagnostics_db: Mutex::new(None),
             }),
         }
     }
