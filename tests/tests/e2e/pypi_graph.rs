@@ -88,6 +88,21 @@ async fn call(manager: &PluginManager, method: &str, kwargs: Value) -> Value {
         .unwrap_or_else(|err| panic!("{method}: {err}"))
 }
 
+/// A call whose result is one of the original's typed DTOs, decoded by our host.
+async fn call_typed(manager: &PluginManager, method: &str, kwargs: Value) -> TypedResult {
+    let Value::Object(kwargs) = kwargs else {
+        panic!("kwargs must be an object")
+    };
+    match manager
+        .execute_task_output(TOOL, TASK, method, CallArgs::from_json(Vec::new(), kwargs))
+        .await
+        .unwrap_or_else(|err| panic!("{method}: {err}"))
+    {
+        CallOutput::Typed(result) => result,
+        CallOutput::Plain(value) => panic!("{method}: not a typed result: {value}"),
+    }
+}
+
 fn database(home: &TestHome) -> std::path::PathBuf {
     home.path()
         .join("plugin_data")
@@ -184,13 +199,13 @@ async fn pypi_graph_our_host_binds_the_real_adapter_and_calls_graph_storage() {
     assert_eq!(ids, json!(["e-1", "e-2"]));
 
     // Point reads come back as typed DTOs (`graph.node`, `graph.edge`).
-    let doc = typed(call(&manager, "get_node", json!({"node_id": "doc-1"})).await);
+    let doc = call_typed(&manager, "get_node", json!({"node_id": "doc-1"})).await;
     assert_eq!(doc.kind, "graph.node");
     assert_eq!(doc.data["id"], "doc-1");
     assert_eq!(doc.data["label"], "Document");
     assert_eq!(doc.data["properties"], title);
     assert!(doc.data["created_at"].is_f64(), "{doc:?}");
-    let edge = typed(call(&manager, "get_edge", json!({"edge_id": "e-1"})).await);
+    let edge = call_typed(&manager, "get_edge", json!({"edge_id": "e-1"})).await;
     assert_eq!(edge.kind, "graph.edge");
     assert_eq!(
         (
@@ -207,16 +222,14 @@ async fn pypi_graph_our_host_binds_the_real_adapter_and_calls_graph_storage() {
 
     // Typed queries: a node query (ordered, filtered), a count, an edge query, a
     // neighbourhood, and the raw escape.
-    let found = typed(
-        call(
-            &manager,
-            "query_nodes",
-            json!({"query": {"type": "node_query", "label": "Segment",
+    let found = call_typed(
+        &manager,
+        "query_nodes",
+        json!({"query": {"type": "node_query", "label": "Segment",
                              "where": [{"prop": "index", "op": "ge", "value": 1}],
                              "order_by": {"prop": "index", "descending": true}}}),
-        )
-        .await,
-    );
+    )
+    .await;
     assert_eq!(found.kind, "graph.node_query_result");
     let found_ids: Vec<&str> = found.data["nodes"]
         .as_array()
@@ -225,49 +238,41 @@ async fn pypi_graph_our_host_binds_the_real_adapter_and_calls_graph_storage() {
         .map(|node| node["id"].as_str().unwrap())
         .collect();
     assert_eq!(found_ids, ["seg-2", "seg-1"]);
-    let counted = typed(
-        call(
-            &manager,
-            "query_nodes",
-            json!({"query": {"type": "node_query", "related":
+    let counted = call_typed(
+        &manager,
+        "query_nodes",
+        json!({"query": {"type": "node_query", "related":
                 {"relation_type": "PART_OF", "direction": "out", "node_id": "doc-1"},
                 "count": true}}),
-        )
-        .await,
-    );
+    )
+    .await;
     assert_eq!(counted.data["count"], 2, "{counted:?}");
-    let edges = typed(
-        call(
-            &manager,
-            "query_edges",
-            json!({"query": {"type": "edge_query", "relation_type": "PART_OF",
+    let edges = call_typed(
+        &manager,
+        "query_edges",
+        json!({"query": {"type": "edge_query", "relation_type": "PART_OF",
                              "where": [{"prop": "weight", "op": "gt", "value": 0.5}]}}),
-        )
-        .await,
-    );
+    )
+    .await;
     assert_eq!(edges.kind, "graph.edge_query_result");
     assert_eq!(edges.data["edges"][0]["id"], "e-1", "{edges:?}");
     assert_eq!(edges.data["edges"].as_array().unwrap().len(), 1);
-    let context = typed(
-        call(
-            &manager,
-            "get_context",
-            json!({"node_id": "doc-1", "depth": 1}),
-        )
-        .await,
-    );
+    let context = call_typed(
+        &manager,
+        "get_context",
+        json!({"node_id": "doc-1", "depth": 1}),
+    )
+    .await;
     assert_eq!(context.kind, "graph.context");
     assert_eq!(context.data["nodes"].as_array().unwrap().len(), 3);
     assert_eq!(context.data["edges"].as_array().unwrap().len(), 2);
-    let raw = typed(
-        call(
+    let raw = call_typed(
             &manager,
             "raw_query",
             json!({"query": {"type": "raw_query", "backend": "sqlite",
                              "text": "SELECT label, COUNT(*) FROM nodes GROUP BY label ORDER BY label"}}),
-        )
-        .await,
-    );
+    )
+    .await;
     assert_eq!(raw.kind, "graph.raw_query_result");
     assert_eq!(raw.data["rows"], json!([["Document", 1], ["Segment", 2]]));
     // An untyped list of DTOs comes as plain JSON.
@@ -293,7 +298,7 @@ async fn pypi_graph_our_host_binds_the_real_adapter_and_calls_graph_storage() {
         .await,
         json!(true)
     );
-    let doc = typed(call(&manager, "get_node", json!({"node_id": "doc-1"})).await);
+    let doc = call_typed(&manager, "get_node", json!({"node_id": "doc-1"})).await;
     assert_eq!(doc.data["properties"]["pages"], 13);
     assert_eq!(doc.data["properties"]["title"], "Field notes");
     assert_eq!(
