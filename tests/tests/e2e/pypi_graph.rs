@@ -173,7 +173,7 @@ async fn pypi_graph_our_host_binds_the_real_adapter_and_calls_graph_storage() {
     );
 
     // Create: wire dicts in, the created ids out.
-    let title = json!({"title": "Field notes", "pages": 12, "tags": ["a", "b"], "meta": {"lang": "en", "score": 0.5}});
+    let title = json!({"title": "Field notes, naïve ✓", "pages": 12, "tags": ["a", "b"], "meta": {"lang": "en", "score": 0.5}});
     let ids = call(
         &manager,
         "add_nodes",
@@ -300,7 +300,7 @@ async fn pypi_graph_our_host_binds_the_real_adapter_and_calls_graph_storage() {
     );
     let doc = call_typed(&manager, "get_node", json!({"node_id": "doc-1"})).await;
     assert_eq!(doc.data["properties"]["pages"], 13);
-    assert_eq!(doc.data["properties"]["title"], "Field notes");
+    assert_eq!(doc.data["properties"]["title"], "Field notes, naïve ✓");
     assert_eq!(
         call(&manager, "delete_edges", json!({"edge_ids": ["e-2"]})).await,
         json!(1)
@@ -366,7 +366,48 @@ async fn pypi_graph_our_host_binds_the_real_adapter_and_calls_graph_storage() {
 
     // The store is the plugin's, in its data folder under this CJM_HOME.
     assert!(database(&home).is_file(), "{}", database(&home).display());
+    let by_id = call_typed(
+        &manager,
+        "query_nodes",
+        json!({"query": {"type": "node_query", "ids": ["doc-1"]}}),
+    )
+    .await;
     manager.shutdown().await;
+
+    // The original's own host reads the same store: the DTOs it decodes (with the
+    // interface library imported) are, field for field, what ours gave as typed data.
+    let theirs = original_reads(&home, "doc-1");
+    assert_eq!(theirs["adapters"], json!([ADAPTER]), "{theirs}");
+    assert_eq!(theirs["get_node"]["class"], "GraphNode", "{theirs}");
+    assert_eq!(theirs["get_node"]["data"], doc.data);
+    assert_eq!(
+        theirs["query_nodes"]["class"], "NodeQueryResult",
+        "{theirs}"
+    );
+    assert_eq!(theirs["query_nodes"]["data"], by_id.data);
+}
+
+/// What the original 0.0.46's PluginManager decodes reading node `id` from the
+/// store our host wrote (tests/fixtures/pypi_graph/original_graph_host.py).
+fn original_reads(home: &TestHome, id: &str) -> Value {
+    let script =
+        python_env::workspace_root().join("tests/fixtures/pypi_graph/original_graph_host.py");
+    let out = Command::new(python_env::python_graph())
+        .arg(script)
+        .arg(home.plugins_dir())
+        .arg(database(home))
+        .arg(id)
+        .env("HOME", home.path())
+        .current_dir(home.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
