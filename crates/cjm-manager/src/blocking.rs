@@ -32,7 +32,7 @@ use crate::{
 /// | [Discovery](#discovery) | [`discover_manifests`](Self::discover_manifests) |
 /// | [Lifecycle](#lifecycle) | [`load_plugin`](Self::load_plugin), [`load_instance`](Self::load_instance), [`load_all`](Self::load_all), [`reload_plugin`](Self::reload_plugin), [`unload_plugin`](Self::unload_plugin), [`unload_all`](Self::unload_all), [`shutdown`](Self::shutdown) |
 /// | [Readiness](#readiness) | [`enable_plugin`](Self::enable_plugin), [`disable_plugin`](Self::disable_plugin), [`prefetch_plugin`](Self::prefetch_plugin) |
-/// | [Calls](#calls) | [`execute_plugin`](Self::execute_plugin), [`execute_plugin_output`](Self::execute_plugin_output), [`execute_plugin_with_timeout`](Self::execute_plugin_with_timeout), [`execute_plugin_stream`](Self::execute_plugin_stream), [`execute_task`](Self::execute_task) |
+/// | [Calls](#calls) | [`execute_plugin`](Self::execute_plugin), [`execute_plugin_output`](Self::execute_plugin_output), [`execute_plugin_with_timeout`](Self::execute_plugin_with_timeout), [`execute_plugin_stream`](Self::execute_plugin_stream), [`execute_task`](Self::execute_task), [`execute_task_output`](Self::execute_task_output) |
 /// | [Configuration](#configuration) | [`plugin_config`](Self::plugin_config), [`plugin_config_detail`](Self::plugin_config_detail), [`update_plugin_config`](Self::update_plugin_config), [`plugin_config_options`](Self::plugin_config_options), [`plugin_config_schema`](Self::plugin_config_schema), [`all_plugin_configs`](Self::all_plugin_configs) |
 /// | [Loaded plugins and their status](#loaded-plugins-and-their-status) | [`list_plugins`](Self::list_plugins), [`plugin_status`](Self::plugin_status), [`is_running`](Self::is_running), [`plugin_logs`](Self::plugin_logs) |
 /// | [Resources and telemetry](#resources-and-telemetry) | [`plugin_stats`](Self::plugin_stats), [`plugin_gpu_memory_mb`](Self::plugin_gpu_memory_mb), [`system_stats`](Self::system_stats), [`register_system_monitor`](Self::register_system_monitor) |
@@ -170,6 +170,17 @@ impl BlockingPluginManager {
         kwargs: CallArgs,
     ) -> Result<Value, ManagerError> {
         self.block_on(self.manager.execute_task(name, task, method, kwargs))
+    }
+
+    /// [`PluginManager::execute_task_output`], blocking.
+    pub fn execute_task_output(
+        &self,
+        name: &str,
+        task: &str,
+        method: &str,
+        kwargs: CallArgs,
+    ) -> Result<CallOutput, ManagerError> {
+        self.block_on(self.manager.execute_task_output(name, task, method, kwargs))
     }
 
     /// [`PluginManager::execute_plugin_output`], blocking.

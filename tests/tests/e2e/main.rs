@@ -22,6 +22,7 @@ mod jobs;
 mod lifecycle;
 mod new;
 mod protocol;
+mod pypi_graph;
 mod python046;
 mod python_env;
 mod python_interop;

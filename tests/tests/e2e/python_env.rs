@@ -1,8 +1,10 @@
 //! The Pythons the interop tests run the originals with: the first release we are
-//! compatible with (0.0.20) and the newest (0.0.46, which needs Python 3.12 or
-//! newer). Each comes from an environment variable (CI's `.ci/run` sets both to venvs
-//! it makes), or else from a venv these tests create once under the workspace's
-//! target folder. Never skipped: without the original the tests fail and say why.
+//! compatible with (0.0.20), the newest (0.0.46, which needs Python 3.12 or newer),
+//! and 0.0.46 with a real adapter-serving plugin from PyPI (the SQLite graph store and
+//! its graph-storage adapter). Each comes from an environment variable (CI's
+//! `.ci/run` sets them to venvs it makes), or else from a venv these tests create once
+//! under the workspace's target folder. Never skipped: without the original the tests
+//! fail and say why.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -11,8 +13,12 @@ use std::sync::OnceLock;
 
 /// One release of the original, and where its Python comes from.
 pub struct Original {
-    /// The pip requirement.
+    /// The pip requirement of the original.
     pub requirement: &'static str,
+    /// What else is installed beside it, pinned.
+    pub extra_requirements: &'static [&'static str],
+    /// Python that succeeds only in a venv that has what the tests need.
+    pub check: &'static str,
     /// The variable naming a Python that has it.
     pub env_var: &'static str,
     /// The folder under `target/` of the venv made when the variable is not set.
@@ -21,9 +27,14 @@ pub struct Original {
     pub interpreters: &'static [&'static str],
 }
 
+/// What every original's venv must import.
+const ORIGINAL_CHECK: &str = "import cjm_plugin_system.core.proxy, httpx";
+
 /// The release the first interop tests compare against.
 pub const ORIGINAL: Original = Original {
     requirement: "cjm_plugin_system==0.0.20",
+    extra_requirements: &[],
+    check: ORIGINAL_CHECK,
     env_var: "CJM_TEST_PYTHON",
     venv_folder: "python-interop",
     interpreters: &["python3"],
@@ -32,8 +43,31 @@ pub const ORIGINAL: Original = Original {
 /// The newest release under that name.
 pub const ORIGINAL_046: Original = Original {
     requirement: "cjm_plugin_system==0.0.46",
+    extra_requirements: &[],
+    check: ORIGINAL_CHECK,
     env_var: "CJM_TEST_PYTHON_046",
     venv_folder: "python-interop-046",
+    interpreters: &["python3.13", "python3.12"],
+};
+
+/// 0.0.46 with a real tool plugin and its task adapter from PyPI. The graph
+/// primitives are pinned at 0.0.10, the last release on `cjm_plugin_system` (later
+/// ones require its successor, cjm-substrate); the check makes sure the venv holds
+/// 0.0.46 and no cjm-substrate.
+pub const ORIGINAL_GRAPH: Original = Original {
+    requirement: "cjm_plugin_system==0.0.46",
+    extra_requirements: &[
+        "cjm-graph-plugin-sqlite==0.0.24",
+        "cjm-graph-storage-adapter-interface==0.0.6",
+        "cjm_context_graph_primitives==0.0.10",
+    ],
+    check: "import cjm_plugin_system.core.proxy, httpx\n\
+            import cjm_graph_plugin_sqlite.plugin, cjm_graph_storage_adapter_interface.generic\n\
+            import importlib.metadata as m\n\
+            assert m.version('cjm_plugin_system') == '0.0.46', m.version('cjm_plugin_system')\n\
+            assert not [d for d in m.distributions() if d.metadata['Name'] == 'cjm-substrate']\n",
+    env_var: "CJM_TEST_PYTHON_GRAPH",
+    venv_folder: "python-interop-graph",
     interpreters: &["python3.13", "python3.12"],
 };
 
@@ -64,21 +98,34 @@ pub fn python_046() -> &'static Path {
     PYTHON.get_or_init(|| ORIGINAL_046.python())
 }
 
+/// A Python with 0.0.46, cjm-graph-plugin-sqlite and its graph-storage adapter.
+pub fn python_graph() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| ORIGINAL_GRAPH.python())
+}
+
 impl Original {
+    /// Everything pip installs into its venv.
+    fn requirements(&self) -> Vec<&'static str> {
+        let mut all = vec![self.requirement];
+        all.extend(self.extra_requirements);
+        all
+    }
+
     fn python(&self) -> PathBuf {
         let python = match std::env::var_os(self.env_var).filter(|v| !v.is_empty()) {
             Some(python) => PathBuf::from(python),
             None => self.own_venv(),
         };
         let check = Command::new(&python)
-            .args(["-c", "import cjm_plugin_system.core.proxy, httpx"])
+            .args(["-c", self.check])
             .output()
             .unwrap_or_else(|err| panic!("cannot run {}: {err}", python.display()));
         assert!(
             check.status.success(),
-            "{} cannot import the original ({}): {}",
+            "{} lacks what the tests need ({}): {}",
             python.display(),
-            self.requirement,
+            self.requirements().join(" "),
             String::from_utf8_lossy(&check.stderr)
         );
         python
@@ -97,7 +144,9 @@ impl Original {
         let venv = dir.join("venv");
         let python = venv.join("bin/python");
         let ready = venv.join(".cjm-ready");
-        if ready.is_file() {
+        let wanted = self.requirements().join("\n");
+        // A venv made for other pins is made again.
+        if std::fs::read_to_string(&ready).is_ok_and(|made| made == wanted) {
             return python;
         }
         let _ = std::fs::remove_dir_all(&venv);
@@ -116,13 +165,9 @@ impl Original {
             .iter()
             .any(|interpreter| run(Command::new(interpreter).arg("-m").arg("venv").arg(&venv)));
         let installed = created
-            && run(Command::new(&python).args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                self.requirement,
-            ]));
+            && run(Command::new(&python)
+                .args(["-m", "pip", "install", "--disable-pip-version-check"])
+                .args(self.requirements()));
         if !installed {
             let output = std::fs::read_to_string(&log_path).unwrap_or_default();
             let tail: Vec<&str> = output.lines().rev().take(15).collect();
@@ -131,7 +176,7 @@ impl Original {
                 "the Python interop tests need the original ({}) from PyPI, and \
                  installing it into {} failed (none of {:?} could make a venv, or PyPI \
                  is unreachable). Set {} to a python that has it. End of {}:\n{}",
-                self.requirement,
+                self.requirements().join(" "),
                 venv.display(),
                 self.interpreters,
                 self.env_var,
@@ -139,7 +184,7 @@ impl Original {
                 tail.join("\n")
             );
         }
-        std::fs::write(&ready, self.requirement).unwrap();
+        std::fs::write(&ready, wanted).unwrap();
         python
     }
 

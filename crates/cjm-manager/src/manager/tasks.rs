@@ -2,6 +2,7 @@
 //! beside the plugins, which plugins each fits (its protocol against the structural
 //! surface the plugin's manifest records), and calls of a task's method.
 
+use cjm_interface::wire::CallOutput;
 use cjm_interface::CallArgs;
 use cjm_metadata::{AdapterManifest, SurfaceMatch};
 use cjm_proxy::CallTarget;
@@ -124,6 +125,22 @@ impl PluginManager {
             Ok(result) => Ok(result?),
             Err(_) => Err(self.timed_out(name, execution.plugin(), limit)),
         }
+    }
+
+    /// [`execute_task`](Self::execute_task), with a typed result of the original
+    /// 0.0.46 (`{"__wire__": kind, "data": ..}`: its adapters return their DTOs so,
+    /// such as the graph-storage task's `graph.node`) given as its kind and data, as
+    /// its own host's `wire_decode` gives them.
+    pub async fn execute_task_output(
+        &self,
+        name: &str,
+        task: &str,
+        method: &str,
+        kwargs: CallArgs,
+    ) -> Result<CallOutput, ManagerError> {
+        self.execute_task(name, task, method, kwargs)
+            .await
+            .map(CallOutput::from_value)
     }
 }
 
