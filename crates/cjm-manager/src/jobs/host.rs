@@ -30,6 +30,11 @@ pub(crate) trait JobHost: Send + Sync + fmt::Debug + 'static {
     /// Whether `plugin` is loaded (and so can take jobs).
     fn is_loaded(&self, plugin: &str) -> bool;
 
+    /// Whether `plugin` is disabled (it refuses calls until enabled again).
+    fn is_disabled(&self, _plugin: &str) -> bool {
+        false
+    }
+
     /// Where the journal goes unless the options say otherwise.
     fn default_journal(&self) -> PathBuf;
 

@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
+use super::composition::journal::{self as compositions, CompositionEntry, CompositionRecord};
 use super::model::{Cancellation, JobState};
 
 /// A journal that cannot be opened, written or read.
@@ -97,6 +98,8 @@ pub(crate) enum Record {
         how: Cancellation,
         at: SystemTime,
     },
+    /// A composition's submission, a node's change, its end.
+    Composition(CompositionRecord),
     /// Answered once everything recorded before it is written.
     Synced(std::sync::mpsc::SyncSender<()>),
 }
@@ -152,6 +155,9 @@ const PRUNE_EVERY: usize = 512;
 pub(crate) struct Journal {
     sender: Option<mpsc::Sender<Record>>,
     writer: Option<JoinHandle<()>>,
+    /// Compositions that hosts which are gone left running, marked interrupted at
+    /// opening.
+    pub(crate) interrupted_compositions: Vec<CompositionEntry>,
 }
 
 const SCHEMA: &str = "
@@ -225,8 +231,9 @@ impl Journal {
         connection
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
             .and_then(|()| connection.execute_batch(SCHEMA))
+            .and_then(|()| connection.execute_batch(compositions::SCHEMA))
             .map_err(failed(path, "cannot set it up"))?;
-        let interrupted = mark_interrupted(&mut connection).map_err(failed(
+        let (interrupted, interrupted_compositions) = mark_interrupted(&mut connection).map_err(failed(
             path,
             "cannot mark the jobs of hosts that are gone as interrupted",
         ))?;
@@ -248,6 +255,7 @@ impl Journal {
             Journal {
                 sender: Some(sender),
                 writer: Some(writer),
+                interrupted_compositions,
             },
             interrupted,
         ))
@@ -389,6 +397,7 @@ fn write_batch(
                 )?;
             }
             Record::Synced(_) => {}
+            Record::Composition(record) => compositions::write(&transaction, session, pid, record)?,
             Record::Cancelled { id, how, at } => {
                 transaction.execute(
                     "UPDATE jobs SET state = 'cancelled', cancellation = ?2, finished_at = ?3
@@ -413,6 +422,7 @@ fn prune(connection: &mut Connection, retention: JournalRetention) -> rusqlite::
             &format!("DELETE FROM jobs WHERE state IN {ENDED} AND submitted_at < ?1"),
             params![before],
         )?;
+        compositions::prune(&transaction, before)?;
     }
     if let Some(count) = retention.max_jobs {
         let count = i64::try_from(count).unwrap_or(i64::MAX);
@@ -436,7 +446,10 @@ const ENDED: &str = "('succeeded', 'failed', 'cancelled', 'interrupted')";
 /// One immediate transaction: read and write under the write lock, so that two hosts
 /// opening the journal at once take turns (a deferred one would fail the second with
 /// `SQLITE_BUSY_SNAPSHOT`, which no busy timeout cures).
-fn mark_interrupted(connection: &mut Connection) -> rusqlite::Result<Vec<JournalEntry>> {
+#[allow(clippy::type_complexity)]
+fn mark_interrupted(
+    connection: &mut Connection,
+) -> rusqlite::Result<(Vec<JournalEntry>, Vec<CompositionEntry>)> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let sessions: Vec<(String, u32, String)> = transaction
         .prepare("SELECT id, host_pid, host_started FROM sessions")?
@@ -444,10 +457,14 @@ fn mark_interrupted(connection: &mut Connection) -> rusqlite::Result<Vec<Journal
         .collect::<rusqlite::Result<_>>()?;
     let mut interrupted = Vec::new();
     let now = seconds(SystemTime::now());
-    for (session, pid, started) in sessions {
-        if host_identity(pid).is_some_and(|now_started| now_started == started) {
-            continue; // that host still runs
-        }
+    let gone: Vec<String> = sessions
+        .into_iter()
+        // A host that still runs keeps its session.
+        .filter(|(_, pid, started)| !host_identity(*pid).is_some_and(|now| now == *started))
+        .map(|(session, _, _)| session)
+        .collect();
+    let interrupted_compositions = compositions::interrupt_gone(&transaction, &gone, now)?;
+    for session in gone {
         let unfinished: Vec<JournalEntry> = transaction
             .prepare(&format!(
                 "{SELECT} WHERE session = ?1 AND state IN ('queued', 'admitted', 'running')"
@@ -467,7 +484,7 @@ fn mark_interrupted(connection: &mut Connection) -> rusqlite::Result<Vec<Journal
         }));
     }
     transaction.commit()?;
-    Ok(interrupted)
+    Ok((interrupted, interrupted_compositions))
 }
 
 const SELECT: &str = "SELECT id, plugin, priority, state, submitted_at, started_at, finished_at,

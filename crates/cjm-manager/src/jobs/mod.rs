@@ -35,6 +35,7 @@
 
 mod cancel;
 mod chunks;
+mod composition;
 mod events;
 pub(crate) mod host;
 mod journal;
@@ -57,6 +58,12 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 
 pub use chunks::JobChunks;
+pub use composition::{
+    recent_compositions, Composition, CompositionChange, CompositionEntry, CompositionError,
+    CompositionEvent, CompositionEvents, CompositionId, CompositionNode, CompositionState,
+    CompositionStatus, CompositionsError, Input, NodeState, NodeStatus, NodeTarget, OutputRef,
+    OUTPUT_KEY,
+};
 pub use events::{EventsLagged, JobEvents};
 pub use journal::{recent_jobs, JournalEntry, JournalError, JournalRetention};
 pub use model::{
@@ -128,8 +135,11 @@ struct Inner {
     /// Wakes the dispatcher: a job was queued or one ended.
     dispatch: Notify,
     events: broadcast::Sender<JobEvent>,
+    /// The compositions' events and members.
+    hub: composition::Hub,
     journal: Option<Journal>,
     interrupted: Vec<JournalEntry>,
+    interrupted_compositions: Vec<CompositionEntry>,
     closed: AtomicBool,
     /// Every journal record, for the tests to count endings.
     #[cfg(test)]
@@ -143,6 +153,7 @@ struct Book {
     /// Ended jobs, oldest first, forgotten past `JobOptions::keep_finished`.
     finished: VecDeque<JobId>,
     next_id: u64,
+    compositions: composition::run::Runs,
 }
 
 #[derive(Debug)]
@@ -164,6 +175,8 @@ struct Entry {
     holds_place: bool,
     /// The execution while the call runs: where `/cancel` goes.
     execution: Option<Arc<dyn JobCall>>,
+    /// The composition node it runs, if it is a member of one.
+    member: Option<composition::run::Member>,
 }
 
 impl Entry {
@@ -203,7 +216,7 @@ impl Jobs {
     ) -> Result<Jobs, JobsError> {
         let options = options.normalized();
         let session = session_id();
-        let (journal, interrupted) = if options.keep_journal {
+        let (journal, interrupted, interrupted_compositions) = if options.keep_journal {
             let path = options
                 .journal
                 .clone()
@@ -219,9 +232,10 @@ impl Jobs {
                 what: String::from("opening it failed"),
                 source: Box::new(err),
             })??;
-            (Some(journal), interrupted)
+            let compositions = journal.interrupted_compositions.clone();
+            (Some(journal), interrupted, compositions)
         } else {
-            (None, Vec::new())
+            (None, Vec::new(), Vec::new())
         };
         for job in &interrupted {
             tracing::warn!(
@@ -237,6 +251,7 @@ impl Jobs {
             );
         }
         let (events, _) = broadcast::channel(options.event_capacity);
+        let options_event_capacity = options.event_capacity;
         let inner = Arc::new(Inner {
             host,
             book: Mutex::new(Book {
@@ -244,14 +259,17 @@ impl Jobs {
                 jobs: HashMap::new(),
                 finished: VecDeque::new(),
                 next_id: 1,
+                compositions: composition::run::Runs::default(),
             }),
             options,
             session,
             epoch: Instant::now(),
             dispatch: Notify::new(),
             events,
+            hub: composition::Hub::new(options_event_capacity),
             journal,
             interrupted,
+            interrupted_compositions,
             closed: AtomicBool::new(false),
             #[cfg(test)]
             recorded: Mutex::new(Vec::new()),
@@ -307,57 +325,8 @@ impl Jobs {
             }
             .into());
         }
-        let now = SystemTime::now();
-        let id = {
-            let mut book = inner.book.lock();
-            let limit = inner.options.max_queued;
-            if book.queue.len() >= limit {
-                return Err(JobsError::QueueFull { limit });
-            }
-            let id = JobId(book.next_id);
-            book.next_id += 1;
-            let call_id = format!("{}-{}", inner.session, id.0);
-            let (outcome, _) = watch::channel(None);
-            let (cancel, _) = watch::channel(CancelRequest::None);
-            inner.record(Record::Submitted {
-                id: call_id.clone(),
-                plugin: plugin.to_owned(),
-                priority,
-                at: now,
-            });
-            book.jobs.insert(
-                id,
-                Entry {
-                    status: JobStatus {
-                        id,
-                        plugin: plugin.to_owned(),
-                        priority,
-                        state: JobState::Queued,
-                        progress: None,
-                        submitted_at: now,
-                        admitted_at: None,
-                        started_at: None,
-                        finished_at: None,
-                        attempts: 0,
-                        failure: None,
-                        cancelled: None,
-                    },
-                    call: Some(call),
-                    call_id,
-                    attempt_call_id: None,
-                    outcome,
-                    cancel,
-                    chunks_to,
-                    holds_place: false,
-                    execution: None,
-                },
-            );
-            book.queue.push(id, plugin, priority, inner.epoch.elapsed());
-            inner.emit(id, plugin, JobChange::State(JobState::Queued));
-            id
-        };
-        inner.dispatch.notify_one();
-        Ok(id)
+        let mut book = inner.book.lock();
+        inner.enqueue_locked(&mut book, plugin, call, priority, chunks_to, None)
     }
 
     /// The job's status now; `None` for a job unknown here.
@@ -476,6 +445,94 @@ impl Jobs {
 }
 
 impl Inner {
+    /// Queue a job, under the book's lock (a composition's node becomes a job in the
+    /// step that made it ready). Refused when the queue is closed or full, or the
+    /// plugin is not loaded.
+    fn enqueue_locked(
+        &self,
+        book: &mut Book,
+        plugin: &str,
+        call: CallArgs,
+        priority: i32,
+        chunks_to: Option<mpsc::Sender<Value>>,
+        member: Option<composition::run::Member>,
+    ) -> Result<JobId, JobsError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(JobsError::Closed);
+        }
+        if member.is_some() && !self.host.is_loaded(plugin) {
+            return Err(ManagerError::NotLoaded {
+                name: plugin.to_owned(),
+            }
+            .into());
+        }
+        let limit = self.options.max_queued;
+        if book.queue.len() >= limit {
+            return Err(JobsError::QueueFull { limit });
+        }
+        let now = SystemTime::now();
+        let id = JobId(book.next_id);
+        book.next_id += 1;
+        let call_id = format!("{}-{}", self.session, id.0);
+        let (outcome, _) = watch::channel(None);
+        let (cancel, _) = watch::channel(CancelRequest::None);
+        self.record(Record::Submitted {
+            id: call_id.clone(),
+            plugin: plugin.to_owned(),
+            priority,
+            at: now,
+        });
+        book.jobs.insert(
+            id,
+            Entry {
+                status: JobStatus {
+                    id,
+                    plugin: plugin.to_owned(),
+                    priority,
+                    state: JobState::Queued,
+                    progress: None,
+                    submitted_at: now,
+                    admitted_at: None,
+                    started_at: None,
+                    finished_at: None,
+                    attempts: 0,
+                    failure: None,
+                    cancelled: None,
+                },
+                call: Some(call),
+                call_id,
+                attempt_call_id: None,
+                outcome,
+                cancel,
+                chunks_to,
+                holds_place: false,
+                execution: None,
+                member,
+            },
+        );
+        book.queue.push(id, plugin, priority, self.epoch.elapsed());
+        if let Some(member) = member {
+            // Indexed before its first event, so that the composition's listeners
+            // see all of its member's.
+            book.compositions.index_member(self, id, member);
+        }
+        self.emit(id, plugin, JobChange::State(JobState::Queued));
+        self.dispatch.notify_one();
+        Ok(id)
+    }
+
+    /// End queued job `id` cancelled, under the book's lock; whether it was queued.
+    fn cancel_queued_locked(&self, book: &mut Book, id: JobId) -> bool {
+        match book.jobs.get(&id) {
+            Some(entry) if entry.status.state == JobState::Queued => {
+                entry.ask(CancelRequest::Asked);
+                book.queue.remove(id);
+                run::end_locked(self, book, id, run::Ending::Cancelled(Cancellation::WhileQueued))
+            }
+            _ => false,
+        }
+    }
+
     /// Record in the journal; called under the book's lock with the change it
     /// records, so that the journal sees changes in the order they happened.
     fn record(&self, record: Record) {
@@ -489,12 +546,14 @@ impl Inner {
     /// Tell the listeners; called under the book's lock with the change it tells of,
     /// so that no event of a job comes after its final one.
     fn emit(&self, job: JobId, plugin: &str, change: JobChange) {
-        // Nobody listening is fine.
-        let _ = self.events.send(JobEvent {
+        let event = JobEvent {
             job,
             plugin: plugin.to_owned(),
             change,
-        });
+        };
+        self.hub.forward(&event);
+        // Nobody listening is fine.
+        let _ = self.events.send(event);
     }
 
     /// The most jobs of `plugin` that run at once.

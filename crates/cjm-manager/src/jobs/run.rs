@@ -11,6 +11,7 @@ use cjm_proxy::ProxyError;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
+use super::composition::run::{member_ended, MemberEnd};
 use super::host::JobCall;
 use super::journal::Record;
 use super::model::{Cancellation, JobChange, JobFailure, JobId, JobState};
@@ -429,6 +430,12 @@ pub(super) fn end_locked(inner: &Inner, book: &mut Book, id: JobId, ending: Endi
             entry.status.cancelled = Some(how);
         }
     }
+    // A member's result is its dependents' input; anyone else's is only waited for.
+    let for_member = if entry.member.is_some() {
+        result.clone()
+    } else {
+        None
+    };
     entry
         .outcome
         .send_replace(Some(outcome(&entry.status, result)));
@@ -439,7 +446,22 @@ pub(super) fn end_locked(inner: &Inner, book: &mut Book, id: JobId, ending: Endi
     let state = entry.status.state;
     inner.record(journal_ending(&entry.call_id, &entry.status, now));
     inner.emit(id, &plugin, JobChange::State(state));
+    let member = entry.member.map(|member| {
+        (
+            member,
+            MemberEnd {
+                state,
+                result: for_member,
+                failure: entry.status.failure.clone(),
+            },
+        )
+    });
     remember_finished(book, id, inner.options.keep_finished);
+    // Its node moves on in the same step: the composition never sees a member ended
+    // that its node has not taken in.
+    if let Some((member, end)) = member {
+        member_ended(inner, book, member, end);
+    }
     true
 }
 

@@ -239,6 +239,10 @@ impl JobHost for PluginManager {
         PluginManager::is_loaded(self, plugin)
     }
 
+    fn is_disabled(&self, plugin: &str) -> bool {
+        PluginManager::is_disabled(self, plugin)
+    }
+
     fn default_journal(&self) -> PathBuf {
         self.options().home.journal_path()
     }
