@@ -45,6 +45,8 @@ mod progress;
 mod queue;
 mod run;
 #[cfg(test)]
+mod composition_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, VecDeque};

@@ -58,7 +58,7 @@ use super::{Jobs, JobsError};
 /// member's own events reach the composition's listeners too).
 #[derive(Debug)]
 pub(crate) struct Hub {
-    events: broadcast::Sender<CompositionEvent>,
+    pub(crate) events: broadcast::Sender<CompositionEvent>,
     /// Taken after the book's lock, never before: it is only ever read and changed
     /// while the book's lock is held.
     members: Mutex<HashMap<JobId, (CompositionId, String)>>,
