@@ -13,6 +13,7 @@ mod logs;
 mod new;
 mod out;
 mod remove;
+mod run;
 mod secrets;
 mod stats;
 mod table;
@@ -45,6 +46,7 @@ enum Command {
     Logs(logs::LogsCommand),
     Stats(stats::StatsCommand),
     Jobs(jobs::JobsCommand),
+    Run(run::RunCommand),
     New(new::NewCommand),
     TlsFingerprint(fingerprint::FingerprintCommand),
     Secrets(secrets::SecretsCommand),
@@ -151,6 +153,7 @@ pub fn main() -> ExitCode {
         Command::Logs(command) => logs::run(command),
         Command::Stats(command) => stats::run(command),
         Command::Jobs(command) => jobs::run(command),
+        Command::Run(command) => run::run(command),
         Command::New(command) => new::run(command),
         Command::TlsFingerprint(command) => fingerprint::run(command),
         Command::Secrets(command) => secrets::run(command),

@@ -7,6 +7,7 @@
 
 mod access;
 mod common;
+mod compositions;
 mod config;
 mod ctl;
 mod early_cancel;

@@ -239,6 +239,12 @@ impl Jobs {
         CompositionEvents::new(self.inner.hub.events.subscribe(), Some(id))
     }
 
+    /// Every composition's events from now on (`cjm-ctl run` subscribes before it
+    /// submits, so that it sees its first nodes start).
+    pub fn composition_events(&self) -> CompositionEvents {
+        CompositionEvents::new(self.inner.hub.events.subscribe(), None)
+    }
+
     /// Compositions that hosts which ended left running, found in the journal when
     /// this queue opened it.
     pub fn interrupted_compositions(&self) -> &[CompositionEntry] {

@@ -481,17 +481,19 @@ fn finalize_if_done(inner: &Inner, book: &mut Book, id: CompositionId) {
     let now = SystemTime::now();
     run.status.state = state;
     run.status.finished_at = Some(now);
-    run.done.send_replace(Some(run.status.clone()));
     inner.record(Record::Composition(CompositionRecord::Ended {
         id: run.journal_id.clone(),
         state,
         at: now,
     }));
+    // Its listeners are told before its waiters: a waiter that then reads the
+    // events finds the end among them.
     inner.hub.send(CompositionEvent {
         composition: id,
         node: None,
         change: CompositionChange::Ended(state),
     });
+    run.done.send_replace(Some(run.status.clone()));
     let runs = &mut book.compositions;
     runs.finished.push_back(id);
     while runs.finished.len() > inner.options.keep_finished {
