@@ -536,9 +536,153 @@ pub fn recent_jobs(path: &Path, limit: usize) -> Result<Vec<JournalEntry>, Journ
     read().map_err(failed(path, "cannot read it"))
 }
 
+/// Which part of the journal's history [`history`] reads: newest first, filtered by
+/// plugin and state, a page of `limit` after skipping `offset`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HistoryQuery {
+    /// Only this plugin's jobs.
+    pub plugin: Option<String>,
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// At most this many (default: 50).
+    pub limit: Option<usize>,
+    /// Skipping this many of the newest first.
+    pub offset: usize,
+}
+
+impl HistoryQuery {
+    /// Only `plugin`'s jobs.
+    pub fn plugin(mut self, plugin: impl Into<String>) -> Self {
+        self.plugin = Some(plugin.into());
+        self
+    }
+
+    /// Only jobs in `state`.
+    pub fn state(mut self, state: JobState) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// A page of `limit` jobs after the first `offset`.
+    pub fn page(mut self, offset: usize, limit: usize) -> Self {
+        self.offset = offset;
+        self.limit = Some(limit);
+        self
+    }
+}
+
+/// Jobs of the journal at `path` as `query` asks, newest first; nothing when there is
+/// no journal yet. Read only.
+pub fn history(path: &Path, query: &HistoryQuery) -> Result<Vec<JournalEntry>, JournalError> {
+    let Some(connection) = open_to_read(path)? else {
+        return Ok(Vec::new());
+    };
+    let limit = i64::try_from(query.limit.unwrap_or(50)).unwrap_or(i64::MAX);
+    let offset = i64::try_from(query.offset).unwrap_or(i64::MAX);
+    connection
+        .prepare(&format!(
+            "{SELECT} WHERE (?1 IS NULL OR plugin = ?1) AND (?2 IS NULL OR state = ?2)
+             ORDER BY submitted_at DESC, rowid DESC LIMIT ?3 OFFSET ?4"
+        ))
+        .and_then(|mut statement| {
+            statement
+                .query_map(
+                    params![
+                        query.plugin,
+                        query.state.map(JobState::as_str),
+                        limit,
+                        offset
+                    ],
+                    entry,
+                )?
+                .collect()
+        })
+        .map_err(failed(path, "cannot read it"))
+}
+
+/// How many jobs of the journal at `path` are in each state (its whole kept history,
+/// every host's), by state name.
+pub fn job_counts(
+    path: &Path,
+) -> Result<std::collections::BTreeMap<String, i64>, JournalError> {
+    let Some(connection) = open_to_read(path)? else {
+        return Ok(Default::default());
+    };
+    connection
+        .prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .map_err(failed(path, "cannot read it"))
+}
+
+/// The journal at `path` opened to read; `None` when it (or its jobs) is not there.
+fn open_to_read(path: &Path) -> Result<Option<Connection>, JournalError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let connection = open(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let has_jobs: Option<String> = connection
+        .query_row(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'jobs'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(failed(path, "cannot read it"))?;
+    Ok(has_jobs.map(|_| connection))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_pages_newest_first_and_filters_by_plugin_and_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite3");
+        assert_eq!(history(&path, &HistoryQuery::default()).unwrap(), []);
+        let (journal, _) = Journal::open(&path, "h", JournalRetention::FOREVER).unwrap();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000);
+        for n in 0..10u64 {
+            let id = format!("h-{n}");
+            let at = t0 + Duration::from_secs(n);
+            journal.record(Record::Submitted {
+                id: id.clone(),
+                plugin: String::from(if n % 2 == 0 { "even" } else { "odd" }),
+                priority: 0,
+                at,
+            });
+            if n < 6 {
+                journal.record(Record::State {
+                    id,
+                    state: JobState::Succeeded,
+                    at,
+                });
+            }
+        }
+        drop(journal);
+        let ids = |query: HistoryQuery| -> Vec<String> {
+            history(&path, &query)
+                .unwrap()
+                .into_iter()
+                .map(|job| job.id)
+                .collect()
+        };
+        assert_eq!(ids(HistoryQuery::default().page(0, 3)), ["h-9", "h-8", "h-7"]);
+        assert_eq!(ids(HistoryQuery::default().page(3, 3)), ["h-6", "h-5", "h-4"]);
+        assert_eq!(ids(HistoryQuery::default().page(9, 3)), ["h-0"]);
+        assert_eq!(
+            ids(HistoryQuery::default().plugin("odd").state(JobState::Succeeded)),
+            ["h-5", "h-3", "h-1"]
+        );
+        assert_eq!(ids(HistoryQuery::default().state(JobState::Queued)).len(), 4);
+        let counts = job_counts(&path).unwrap();
+        assert_eq!((counts["succeeded"], counts["queued"]), (6, 4));
+    }
 
     #[test]
     fn records_are_written_off_the_caller_and_read_back_newest_first() {

@@ -44,8 +44,11 @@ mod options;
 mod progress;
 mod queue;
 mod run;
+mod verbs;
 #[cfg(test)]
 mod composition_tests;
+#[cfg(test)]
+mod verbs_tests;
 #[cfg(test)]
 mod tests;
 
@@ -67,8 +70,11 @@ pub use composition::{
     OUTPUT_KEY,
 };
 pub use events::{EventsLagged, JobEvents};
-pub use journal::{recent_jobs, JournalEntry, JournalError, JournalRetention};
+pub use journal::{
+    history, job_counts, recent_jobs, HistoryQuery, JournalEntry, JournalError, JournalRetention,
+};
 pub use model::{
+    BlockReason, CancelPhase, QueueStats,
     Cancellation, JobChange, JobEvent, JobFailure, JobId, JobOutcome, JobState, JobStatus,
 };
 pub use options::JobOptions;
@@ -103,6 +109,15 @@ pub enum JobsError {
     /// The jobs were shut down.
     #[error("the job queue has been shut down")]
     Closed,
+    /// The job has left the queue (it is admitted, running or ended): its priority
+    /// no longer matters.
+    #[error("{id} is {state}, not queued: only a queued job can be reordered")]
+    NotPending {
+        /// The job.
+        id: JobId,
+        /// Its state.
+        state: JobState,
+    },
 }
 
 /// The job queue. Cheap to clone; dropping the last clone cancels every job: queued
@@ -513,12 +528,18 @@ impl Inner {
             },
         );
         book.queue.push(id, plugin, priority, self.epoch.elapsed());
+        let (running, limit) = (book.queue.running(plugin), self.limit(plugin));
         if let Some(member) = member {
             // Indexed before its first event, so that the composition's listeners
             // see all of its member's.
             book.compositions.index_member(self, id, member);
         }
         self.emit(id, plugin, JobChange::State(JobState::Queued));
+        // Its turn cannot come before one of its plugin's jobs ends.
+        if running >= limit {
+            let reason = BlockReason::Concurrency { running, limit };
+            self.emit(id, plugin, JobChange::Blocked(Some(reason)));
+        }
         self.dispatch.notify_one();
         Ok(id)
     }

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use super::composition::run::{member_ended, MemberEnd};
 use super::host::JobCall;
 use super::journal::Record;
-use super::model::{Cancellation, JobChange, JobFailure, JobId, JobState};
+use super::model::{CancelPhase, Cancellation, JobChange, JobFailure, JobId, JobState};
 use super::progress::{report_last, watch_progress, Watched};
 use super::{outcome, Book, CancelRequest, Inner};
 use crate::ManagerError;
@@ -445,6 +445,13 @@ pub(super) fn end_locked(inner: &Inner, book: &mut Book, id: JobId, ending: Endi
     }
     let state = entry.status.state;
     inner.record(journal_ending(&entry.call_id, &entry.status, now));
+    if entry
+        .status
+        .cancelled
+        .is_some_and(|how| how != Cancellation::WhileQueued)
+    {
+        inner.emit(id, &plugin, JobChange::Cancel(CancelPhase::Completed));
+    }
     inner.emit(id, &plugin, JobChange::State(state));
     let member = entry.member.map(|member| {
         (

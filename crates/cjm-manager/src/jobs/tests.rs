@@ -90,7 +90,7 @@ pub(super) struct World {
     forcing: usize,
     kills: Vec<String>,
     /// Whether the plugin's calls stop when asked.
-    cooperative: bool,
+    pub(super) cooperative: bool,
     /// Whether the worker is the host's to kill.
     owned: bool,
     /// A call exceeding its plugin's limit, seen as it arrived.
