@@ -3,7 +3,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Result;
 use argh::FromArgs;
-use cjm_manager::jobs::{recent_jobs, JournalEntry};
+use cjm_manager::jobs::{history, job_counts, recent_jobs, HistoryQuery, JobState, JournalEntry};
 use cjm_metadata::CjmHome;
 use serde_json::json;
 
@@ -22,13 +22,86 @@ pub struct JobsCommand {
     /// how many jobs to show (default 20)
     #[argh(option, short = 'n', default = "20")]
     count: usize,
+    #[argh(subcommand)]
+    action: Option<JobsAction>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum JobsAction {
+    Stats(StatsCommand),
+    History(HistoryCommand),
+}
+
+/// How many jobs of the journal are in each state.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "stats")]
+struct StatsCommand {
+    /// print JSON instead of a table
+    #[argh(switch)]
+    json: bool,
+}
+
+/// The journal's jobs, newest first, a page at a time, filtered by plugin and state.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "history")]
+struct HistoryCommand {
+    /// only this plugin's jobs
+    #[argh(option)]
+    plugin: Option<String>,
+    /// only jobs in this state (queued, admitted, running, succeeded, failed,
+    /// cancelled, interrupted)
+    #[argh(option)]
+    state: Option<String>,
+    /// how many jobs (default 20)
+    #[argh(option, default = "20")]
+    limit: usize,
+    /// skip this many of the newest first (the next page: offset + limit)
+    #[argh(option, default = "0")]
+    offset: usize,
+    /// print JSON instead of a table
+    #[argh(switch)]
+    json: bool,
 }
 
 pub fn run(command: JobsCommand) -> Result<ExitCode> {
     let path = CjmHome::from_env()?.journal_path();
+    match command.action {
+        Some(JobsAction::Stats(stats)) => {
+            let counts = job_counts(&path)?;
+            if stats.json {
+                outln!("{}", serde_json::to_string_pretty(&json!({"journal": path, "counts": counts}))?)?;
+            } else {
+                let rows: Vec<[String; 2]> = counts
+                    .iter()
+                    .map(|(state, count)| [state.clone(), count.to_string()])
+                    .collect();
+                print_table(&["STATE", "JOBS"], &rows)?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(JobsAction::History(asked)) => {
+            let mut query = HistoryQuery::default().page(asked.offset, asked.limit);
+            if let Some(plugin) = asked.plugin {
+                query = query.plugin(plugin);
+            }
+            if let Some(state) = &asked.state {
+                let Some(state) = JobState::from_name(state) else {
+                    anyhow::bail!("--state {state}: not a job state (queued, admitted, running, succeeded, failed, cancelled, interrupted)");
+                };
+                query = query.state(state);
+            }
+            return show(&path, history(&path, &query)?, asked.json);
+        }
+        None => {}
+    }
     let jobs = recent_jobs(&path, command.count)?;
-    if command.json {
-        let jobs: Vec<_> = jobs.iter().map(as_json).collect();
+    show(&path, jobs, command.json)
+}
+
+fn show(path: &std::path::Path, jobs: Vec<JournalEntry>, as_json: bool) -> Result<ExitCode> {
+    if as_json {
+        let jobs: Vec<_> = jobs.iter().map(as_json_entry).collect();
         outln!(
             "{}",
             serde_json::to_string_pretty(&json!({"journal": path, "jobs": jobs}))?
@@ -67,7 +140,7 @@ fn state(job: &JournalEntry) -> String {
     }
 }
 
-fn as_json(job: &JournalEntry) -> serde_json::Value {
+fn as_json_entry(job: &JournalEntry) -> serde_json::Value {
     json!({
         "id": job.id,
         "plugin": job.plugin,

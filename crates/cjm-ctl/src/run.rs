@@ -102,6 +102,8 @@ async fn run_composition(
         Err(err) => return Ended::failed(Some(cjm_manager::ErrorCategory::UserInput), err),
     };
     let mut events_open = true;
+    // Its end is sent to listeners before its waiters are woken: seen here or not.
+    let mut end_seen = false;
     let outcome = {
         let wait = jobs.wait_for_composition(id);
         tokio::pin!(wait);
@@ -109,7 +111,10 @@ async fn run_composition(
             tokio::select! {
                 outcome = &mut wait => break outcome,
                 event = events.next(), if events_open => match event {
-                    Some(Ok(event)) if event.composition == id => show(&event),
+                    Some(Ok(event)) if event.composition == id => {
+                        end_seen |= matches!(event.change, CompositionChange::Ended(_));
+                        show(&event);
+                    }
                     Some(_) => {}
                     None => events_open = false,
                 },
@@ -135,7 +140,7 @@ async fn run_composition(
     };
     // The events up to its end are all sent by now (before its waiters were told):
     // what is left of them is shown, up to the end.
-    while events_open {
+    while events_open && !end_seen {
         match events.next().await {
             Some(Ok(event)) if event.composition == id => {
                 show(&event);

@@ -237,4 +237,28 @@ fn cjm_ctl_runs_the_example_pipeline_and_exits_by_its_end() {
     let (code, _, stderr) = ctl_run(&home, &bad, None);
     assert_eq!(code, 1, "{stderr:?}");
     assert!(stderr.iter().any(|line| line.contains("bad.yaml")), "{stderr:?}");
+
+    // The runs' jobs are in the journal: counted by state, and paged newest first.
+    let ctl = |args: &[&str]| -> Value {
+        let out = Command::new(CTL)
+            .args(args)
+            .env("CJM_HOME", home.path())
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let counts = ctl(&["jobs", "stats", "--json"]);
+    // write + count, then the failing count; the cancelled long one.
+    assert_eq!(counts["counts"]["succeeded"], 2, "{counts}");
+    assert_eq!(counts["counts"]["failed"], 1, "{counts}");
+    assert_eq!(counts["counts"]["cancelled"], 1, "{counts}");
+    let page = ctl(&["jobs", "history", "--state", "succeeded", "--limit", "1", "--json"]);
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(page["jobs"][0]["plugin"], "cjm-wordcount");
+    let next = ctl(&["jobs", "history", "--state", "succeeded", "--limit", "1", "--offset", "1", "--json"]);
+    assert_eq!(next["jobs"][0]["plugin"], "cjm-echo");
+    let faulty = ctl(&["jobs", "history", "--plugin", "faulty", "--json"]);
+    assert_eq!(faulty["jobs"][0]["state"], "cancelled");
 }
