@@ -770,6 +770,53 @@ mod tests {
     }
 
     #[test]
+    fn a_composition_a_gone_host_left_running_is_listed_interrupted() {
+        use crate::jobs::composition::journal::recent_compositions;
+        use crate::jobs::{CompositionState, NodeState};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite3");
+        {
+            let (journal, _) = Journal::open(&path, "old", JournalRetention::FOREVER).unwrap();
+            let nodes = vec![("a".to_owned(), "p".to_owned()), ("b".to_owned(), "q".to_owned())];
+            for id in ["old-c1", "old-c2"] {
+                journal.record(Record::Composition(CompositionRecord::Submitted {
+                    id: id.to_owned(),
+                    nodes: nodes.clone(),
+                    at: SystemTime::now(),
+                }));
+                journal.record(Record::Composition(CompositionRecord::Node {
+                    composition: id.to_owned(),
+                    node: "a".to_owned(),
+                    state: NodeState::Succeeded,
+                    job: Some(format!("{id}-job")),
+                    reason: None,
+                }));
+            }
+            journal.record(Record::Composition(CompositionRecord::Ended {
+                id: "old-c2".to_owned(),
+                state: CompositionState::Succeeded,
+                at: SystemTime::now(),
+            }));
+        }
+        // Its host ended (a crash: nothing more was written).
+        Connection::open(&path)
+            .unwrap()
+            .execute("UPDATE sessions SET host_started = 'a host that ended' WHERE id = 'old'", [])
+            .unwrap();
+        let (journal, _) = Journal::open(&path, "new", JournalRetention::FOREVER).unwrap();
+        let interrupted = &journal.interrupted_compositions;
+        assert_eq!(interrupted.len(), 1, "{interrupted:?}");
+        assert_eq!(interrupted[0].id, "old-c1");
+        assert_eq!(interrupted[0].state, CompositionState::Interrupted);
+        let states: Vec<&str> = interrupted[0].nodes.iter().map(|node| node.2.as_str()).collect();
+        assert_eq!(states, ["succeeded", "interrupted"]);
+        assert_eq!(interrupted[0].nodes[0].3.as_deref(), Some("old-c1-job"));
+        let kept = recent_compositions(&path, 10).unwrap();
+        assert_eq!(kept.len(), 2);
+        assert!(kept.iter().any(|c| c.id == "old-c2" && c.state == CompositionState::Succeeded));
+    }
+
+    #[test]
     fn a_journal_that_cannot_be_opened_names_its_file() {
         let dir = tempfile::tempdir().unwrap();
         let blocked = dir.path().join("file");
