@@ -404,6 +404,17 @@ fn check_composition(
         }
         let deps: Vec<usize> = (0..from.len()).filter(|&dep| from[dep].is_some()).collect();
         let Some(job) = node.job else {
+            // Failed without a job: only for an input naming a field that is not
+            // there, once every input was there to look in.
+            if node.state == NodeState::Failed {
+                let all_in = deps.iter().all(|&dep| {
+                    status.node(&name(dep)).map(|n| n.state) == Some(NodeState::Succeeded)
+                });
+                let absent = deps.iter().any(|&dep| from[dep] == Some(2));
+                if !(all_in && absent) {
+                    return Err(format!("{id} node {} failed without a job: {:?}", node.id, node.failure));
+                }
+            }
             continue;
         };
         // It has a job: every input had succeeded before it was queued.
