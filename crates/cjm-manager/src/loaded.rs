@@ -339,11 +339,32 @@ pub(crate) struct ExecutionGuard {
     scheduler: Arc<dyn ResourceScheduler>,
     _reservation: Reservation,
     claim: ExecutionClaim,
+    /// What the scheduler read of the machine when it admitted this (none when its
+    /// policy needed no figures).
+    view: Option<cjm_scheduling::SystemStats>,
 }
 
 impl ExecutionGuard {
     pub(crate) fn plugin(&self) -> &Arc<LoadedPlugin> {
         &self.claim.plugin
+    }
+
+    /// With the machine as the scheduler saw it when it admitted this.
+    pub(crate) fn admitted_seeing(mut self, view: Option<cjm_scheduling::SystemStats>) -> Self {
+        self.view = view;
+        self
+    }
+
+    /// What was declared, what is reserved, and the scheduler's view, for the jobs.
+    pub(crate) fn admission(&self) -> crate::jobs::ResourceSnapshot {
+        let reserved = self._reservation.demand();
+        crate::jobs::ResourceSnapshot {
+            declared: self.meta.resources.clone(),
+            requires_gpu: reserved.requires_gpu,
+            reserved_ram_mb: reserved.system_ram_mb,
+            reserved_vram_mb: reserved.gpu_vram_mb,
+            system_at_admission: self.view.clone(),
+        }
     }
 
     pub(crate) fn begin(
@@ -363,6 +384,7 @@ impl ExecutionGuard {
             scheduler,
             _reservation: reservation,
             claim,
+            view: None,
         }
     }
 }

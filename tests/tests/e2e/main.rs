@@ -25,6 +25,7 @@ mod protocol;
 mod python046;
 mod python_env;
 mod python_interop;
+mod queue_verbs;
 mod races;
 mod readme;
 mod recovery;

@@ -78,6 +78,11 @@ pub(crate) trait JobCall: Send + Sync + fmt::Debug {
     /// Whether, and how often, a transient failure is tried again.
     fn retry(&self) -> RetryPolicy;
 
+    /// What the execution was admitted with; `None` where the host cannot tell.
+    fn resources(&self) -> Option<super::model::ResourceSnapshot> {
+        None
+    }
+
     /// Run `call` as call `call_id`: its result, and its last progress report where
     /// the worker sent it along. A call past the plugin's time limit fails with
     /// [`ManagerError::Timeout`] after its `OnTimeout` was applied.

@@ -74,7 +74,7 @@ pub use journal::{
     history, job_counts, recent_jobs, HistoryQuery, JournalEntry, JournalError, JournalRetention,
 };
 pub use model::{
-    BlockReason, CancelPhase, QueueStats,
+    BlockReason, CancelPhase, QueueStats, ResourceSnapshot,
     Cancellation, JobChange, JobEvent, JobFailure, JobId, JobOutcome, JobState, JobStatus,
 };
 pub use options::JobOptions;
@@ -194,6 +194,8 @@ struct Entry {
     execution: Option<Arc<dyn JobCall>>,
     /// The composition node it runs, if it is a member of one.
     member: Option<composition::run::Member>,
+    /// What its (latest) execution was admitted with.
+    resources: Option<ResourceSnapshot>,
 }
 
 impl Entry {
@@ -525,6 +527,7 @@ impl Inner {
                 holds_place: false,
                 execution: None,
                 member,
+                resources: None,
             },
         );
         book.queue.push(id, plugin, priority, self.epoch.elapsed());

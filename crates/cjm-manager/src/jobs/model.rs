@@ -151,6 +151,25 @@ pub struct JobStatus {
     pub cancelled: Option<Cancellation>,
 }
 
+/// What a job was admitted with: its plugin's declared needs, what the scheduler
+/// reserved for it, and the machine as the scheduler read it then (the original's
+/// `get_resource_snapshot`, taken at admission rather than sampled later).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ResourceSnapshot {
+    /// The plugin's declared needs (as admitted: none for a worker placed elsewhere).
+    pub declared: cjm_metadata::ResourceRequirements,
+    /// Whether a GPU was required.
+    pub requires_gpu: bool,
+    /// System memory reserved for it while it runs, in MiB.
+    pub reserved_ram_mb: u64,
+    /// GPU memory reserved for it while it runs, in MiB.
+    pub reserved_vram_mb: u64,
+    /// The machine as the scheduler read it to admit the job; `None` when its policy
+    /// needed no reading (the permissive one, or nothing declared).
+    pub system_at_admission: Option<cjm_scheduling::SystemStats>,
+}
+
 /// How many jobs known here are in each state (ended ones as far as
 /// [`JobOptions::keep_finished`](super::JobOptions::keep_finished) keeps them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -266,6 +266,7 @@ fn mark_running(
     let now = SystemTime::now();
     entry.status.started_at.get_or_insert(now);
     entry.execution = Some(Arc::clone(execution));
+    entry.resources = execution.resources();
     entry.attempt_call_id = Some(call_id.to_owned());
     if attempt == 1 {
         inner.record(Record::State {

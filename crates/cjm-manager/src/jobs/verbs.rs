@@ -1,7 +1,7 @@
 //! The queue's remaining verbs (the original's `reorder`, `get_stats`): a queued job's
 //! priority changed, and the count of jobs by state.
 
-use super::model::{JobId, JobState, QueueStats};
+use super::model::{JobId, JobState, QueueStats, ResourceSnapshot};
 use super::{Jobs, JobsError};
 
 impl Jobs {
@@ -30,6 +30,13 @@ impl Jobs {
         entry.status.priority = priority;
         tracing::info!("job {id} reordered to priority {priority}");
         Ok(())
+    }
+
+    /// What job `id` was admitted with (declared needs, reservation, the scheduler's
+    /// reading of the machine); `None` before it was sent to its worker, or for a job
+    /// unknown here.
+    pub fn resource_snapshot(&self, id: JobId) -> Option<ResourceSnapshot> {
+        self.inner.book.lock().jobs.get(&id)?.resources.clone()
     }
 
     /// How many jobs are in each state now.

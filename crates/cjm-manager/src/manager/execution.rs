@@ -126,7 +126,7 @@ impl PluginManager {
             }
             Err(_) => scheduler.allocate(&meta, &stats).await?,
         };
-        Ok(ExecutionGuard::begin(claim, scheduler, reservation, meta))
+        Ok(ExecutionGuard::begin(claim, scheduler, reservation, meta).admitted_seeing(stats.seen()))
     }
 }
 

@@ -162,6 +162,10 @@ impl JobCall for JobExecution {
         self.policy.retry
     }
 
+    fn resources(&self) -> Option<crate::jobs::ResourceSnapshot> {
+        Some(self.admission())
+    }
+
     fn run<'a>(
         &'a self,
         call: CallArgs,
@@ -231,6 +235,12 @@ impl futures_core::Stream for ManagerChunks {
         stream
             .poll_next(cx)
             .map(|chunk| chunk.map(|chunk| chunk.map_err(ManagerError::from)))
+    }
+}
+
+impl JobExecution {
+    fn admission(&self) -> crate::jobs::ResourceSnapshot {
+        self.guard.admission()
     }
 }
 
