@@ -47,3 +47,85 @@ async fn a_jobs_resource_snapshot_is_its_admission() {
     jobs.shutdown().await;
     manager.shutdown().await;
 }
+
+/// Under a waiting policy, a job whose memory is not free says why it waits (once,
+/// however often the scheduler looks), and runs once the memory is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_waiting_for_memory_says_so_once_and_runs_when_it_frees() {
+    use cjm_manager::jobs::{BlockReason, JobChange};
+    use cjm_scheduling::QueueScheduler;
+    use std::time::Duration;
+
+    let home = TestHome::new();
+    home.write_manifest(
+        "echo-ram",
+        json!({
+            "name": "echo-ram",
+            "version": "0.1.0",
+            "command": ECHO,
+            "resources": {"min_system_ram_mb": 64},
+        }),
+    );
+    let stats = ManualStats::with_free(None, Some(10.0));
+    let looks = Arc::new(Counted {
+        stats: stats.clone(),
+        reads: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let mut options = home.options();
+    options.scheduler = Arc::new(
+        QueueScheduler::new(Duration::from_secs(30)).with_poll_interval(Duration::from_millis(5)),
+    );
+    options.stats_source = Some(looks.clone());
+    let manager = cjm_manager::PluginManager::new(options);
+    manager.discover_manifests();
+    manager.load_plugin("echo-ram", None).await.unwrap();
+    let jobs = Jobs::new(
+        manager.clone(),
+        JobOptions::default().journal(home.path().join("jobs.sqlite3")),
+    )
+    .await
+    .unwrap();
+    let mut events = jobs.events_for(cjm_manager::jobs::JobId(1));
+    let job = jobs
+        .submit("echo-ram", CallArgs::new().kwarg("text", "hi"), 0)
+        .unwrap();
+    assert_eq!(job, cjm_manager::jobs::JobId(1));
+    // The scheduler looks at the machine again and again while the job waits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while looks.reads.load(std::sync::atomic::Ordering::SeqCst) < 10 {
+        assert!(std::time::Instant::now() < deadline, "the scheduler stopped looking");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(jobs.status(job).unwrap().state, JobState::Admitted);
+    stats.update(|stats| stats.memory_available_mb = Some(4000.0));
+    assert_eq!(jobs.wait(job).await.unwrap().status.state, JobState::Succeeded);
+    // Its events up to its end: the reason told once, however often it was looked at.
+    let mut blocked = Vec::new();
+    while let Some(Ok(event)) = events.next().await {
+        match event.change {
+            JobChange::Blocked(reason) => blocked.push(reason),
+            JobChange::State(state) if state.is_final() => break,
+            _ => {}
+        }
+    }
+    assert_eq!(blocked, [Some(BlockReason::Memory)]);
+    jobs.shutdown().await;
+    manager.shutdown().await;
+}
+
+/// A statistics source that counts how often the scheduler reads it.
+#[derive(Debug)]
+struct Counted {
+    stats: ManualStats,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl cjm_scheduling::StatsSource for Counted {
+    fn system_stats(
+        &self,
+    ) -> cjm_scheduling::BoxFuture<'_, Result<cjm_scheduling::SystemStats, cjm_scheduling::StatsError>>
+    {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.stats.system_stats()
+    }
+}

@@ -47,6 +47,18 @@ pub(crate) trait JobHost: Send + Sync + fmt::Debug + 'static {
         plugin: &'a str,
     ) -> BoxFuture<'a, Result<Arc<dyn JobCall>, ManagerError>>;
 
+    /// [`begin`](Self::begin), telling `waiting` each time admission cannot be
+    /// granted at once (before it waits or evicts for it), so that the job can say
+    /// why it waits. Hosts that cannot tell just begin.
+    fn begin_telling<'a>(
+        &'a self,
+        plugin: &'a str,
+        waiting: Box<dyn Fn(&cjm_scheduling::Refusal) + Send + Sync + 'a>,
+    ) -> BoxFuture<'a, Result<Arc<dyn JobCall>, ManagerError>> {
+        drop(waiting);
+        self.begin(plugin)
+    }
+
     /// Kill `plugin`'s worker unless `still_needed` says otherwise once this caller
     /// has the plugin to itself; then restart it or leave it stopped.
     fn force_stop<'a>(

@@ -244,6 +244,18 @@ pub enum BlockReason {
         /// Its limit.
         limit: usize,
     },
+    /// Its turn came, and the scheduler cannot admit it yet: not enough system
+    /// memory free.
+    Memory,
+    /// Not enough GPU memory free (idle GPU plugins are being evicted for it, or it
+    /// waits).
+    Gpu,
+    /// The scheduler refused for another cause (its own queue, statistics that
+    /// cannot be read): `message` says which.
+    Scheduler {
+        /// The scheduler's refusal.
+        message: String,
+    },
 }
 
 /// What happened to a job.

@@ -14,7 +14,9 @@ use tokio::sync::{mpsc, watch};
 use super::composition::run::{member_ended, MemberEnd};
 use super::host::JobCall;
 use super::journal::Record;
-use super::model::{CancelPhase, Cancellation, JobChange, JobFailure, JobId, JobState};
+use super::model::{
+    BlockReason, CancelPhase, Cancellation, JobChange, JobFailure, JobId, JobState,
+};
 use super::progress::{report_last, watch_progress, Watched};
 use super::{outcome, Book, CancelRequest, Inner};
 use crate::ManagerError;
@@ -159,7 +161,7 @@ async fn attempts(
         let execution = tokio::select! {
             biased;
             () = asked(cancel) => return stopped_before_sending(attempt),
-            begun = inner.host.begin(&plugin) => match begun {
+            begun = inner.host.begin_telling(&plugin, blocked_by(inner, id)) => match begun {
                 Ok(execution) => execution,
                 Err(err) => return Ending::Failed(err),
             },
@@ -218,6 +220,39 @@ async fn attempts(
             () = tokio::time::sleep(delay) => {}
         }
     }
+}
+
+/// What tells job `id`'s listeners why its admission waits: once per reason, while
+/// it is admitted (a job no longer waiting says nothing more).
+fn blocked_by(
+    inner: &Arc<Inner>,
+    id: JobId,
+) -> Box<dyn Fn(&cjm_scheduling::Refusal) + Send + Sync + 'static> {
+    let inner = Arc::clone(inner);
+    let last = parking_lot::Mutex::new(None::<BlockReason>);
+    Box::new(move |refusal| {
+        let reason = if refusal.is_short_of(cjm_scheduling::Resource::GpuMemory) {
+            BlockReason::Gpu
+        } else if refusal.is_short_of(cjm_scheduling::Resource::SystemMemory) {
+            BlockReason::Memory
+        } else {
+            BlockReason::Scheduler {
+                message: refusal.to_string(),
+            }
+        };
+        let book = inner.book.lock();
+        let Some(entry) = book.jobs.get(&id) else {
+            return;
+        };
+        if entry.status.state != JobState::Admitted {
+            return;
+        }
+        let mut last = last.lock();
+        if last.as_ref() != Some(&reason) {
+            *last = Some(reason.clone());
+            inner.emit(id, &entry.status.plugin, JobChange::Blocked(Some(reason)));
+        }
+    })
 }
 
 /// The call id of attempt `attempt`: the job's own for the first, then one of its own

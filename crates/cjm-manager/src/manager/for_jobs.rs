@@ -267,6 +267,17 @@ impl JobHost for PluginManager {
         })
     }
 
+    fn begin_telling<'a>(
+        &'a self,
+        plugin: &'a str,
+        waiting: Box<dyn Fn(&cjm_scheduling::Refusal) + Send + Sync + 'a>,
+    ) -> BoxFuture<'a, Result<Arc<dyn JobCall>, ManagerError>> {
+        Box::pin(async move {
+            let (proxy, guard) = self.begin_execution_telling(plugin, &*waiting).await?;
+            Ok(Arc::new(self.job_execution(plugin, proxy, guard)) as Arc<dyn JobCall>)
+        })
+    }
+
     fn force_stop<'a>(
         &'a self,
         plugin: &'a str,
@@ -287,13 +298,22 @@ impl PluginManager {
         name: &str,
     ) -> Result<JobExecution, ManagerError> {
         let (proxy, guard) = self.begin_execution(name).await?;
+        Ok(self.job_execution(name, proxy, guard))
+    }
+
+    fn job_execution(
+        &self,
+        name: &str,
+        proxy: Arc<RemotePluginProxy>,
+        guard: ExecutionGuard,
+    ) -> JobExecution {
         let feed = ProgressFeed::of(&guard.plugin().manifest);
-        Ok(JobExecution {
+        JobExecution {
             proxy,
             feed,
             policy: *self.shared.options.fault_policy_for(name),
             guard,
-        })
+        }
     }
 
     /// Kill a plugin's worker and start it again with its configuration.
