@@ -3,7 +3,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Result;
 use argh::FromArgs;
-use cjm_manager::jobs::{history, job_counts, recent_jobs, HistoryQuery, JobState, JournalEntry};
+use cjm_manager::jobs::{
+    history, job_counts, recent_jobs, request_reorder, HistoryQuery, JobState, JournalEntry,
+};
 use cjm_metadata::CjmHome;
 use serde_json::json;
 
@@ -31,6 +33,21 @@ pub struct JobsCommand {
 enum JobsAction {
     Stats(StatsCommand),
     History(HistoryCommand),
+    Reorder(ReorderCommand),
+}
+
+/// Give a queued job of a running host another priority (higher goes first). The
+/// host carries it out and answers through the journal; a job that is not queued
+/// any more, or whose host is gone, is refused.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "reorder")]
+struct ReorderCommand {
+    /// the job, as `cjm-ctl jobs` lists it
+    #[argh(positional)]
+    id: String,
+    /// its new priority
+    #[argh(positional)]
+    priority: i32,
 }
 
 /// How many jobs of the journal are in each state.
@@ -78,6 +95,13 @@ pub fn run(command: JobsCommand) -> Result<ExitCode> {
                     .collect();
                 print_table(&["STATE", "JOBS"], &rows)?;
             }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(JobsAction::Reorder(asked)) => {
+            // The host looks for requests every 100 ms while it has queued jobs.
+            let wait = Duration::from_secs(5);
+            request_reorder(&path, &asked.id, asked.priority, wait)??;
+            outln!("{}: priority {}", asked.id, asked.priority)?;
             return Ok(ExitCode::SUCCESS);
         }
         Some(JobsAction::History(asked)) => {

@@ -129,3 +129,72 @@ impl cjm_scheduling::StatsSource for Counted {
         self.stats.system_stats()
     }
 }
+
+/// `cjm-ctl jobs reorder`, another process: the host of the queued job carries it
+/// out through the journal, and the job goes first; a job past the queue is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cjm_ctl_reorders_a_queued_job_of_a_running_host() {
+    let home = TestHome::new();
+    home.native_manifest("faulty", FAULTY, &[]);
+    let manager = home.manager();
+    manager.discover_manifests();
+    manager.load_plugin("faulty", None).await.unwrap();
+    // The journal where cjm-ctl looks for it: $CJM_HOME/jobs.sqlite3.
+    let jobs = Jobs::new(
+        manager.clone(),
+        JobOptions::default().journal(home.path().join("jobs.sqlite3")),
+    )
+    .await
+    .unwrap();
+    let started = home.path().join("started");
+    let blocker = jobs
+        .submit(
+            "faulty",
+            CallArgs::new()
+                .arg("steps")
+                .arg(100_000)
+                .arg(10)
+                .kwarg("started_file", started.to_str().unwrap()),
+            0,
+        )
+        .unwrap();
+    let first = jobs.submit("faulty", CallArgs::new().arg("pid"), 0).unwrap();
+    let second = jobs.submit("faulty", CallArgs::new().arg("pid"), 0).unwrap();
+    until_file(&started).await;
+    jobs.sync_journal().await;
+    let ctl = |args: Vec<String>| {
+        let home = home.path().to_owned();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(CTL)
+                .args(&args)
+                .env("CJM_HOME", &home)
+                .env_remove("RUST_LOG")
+                .output()
+                .unwrap()
+        })
+    };
+    let id = |job| jobs.journal_id(job).unwrap();
+    let out = ctl(vec!["jobs".into(), "reorder".into(), id(second), "10".into()])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(jobs.status(second).unwrap().priority, 10);
+    // The running one cannot be.
+    let out = ctl(vec!["jobs".into(), "reorder".into(), id(blocker), "10".into()])
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not queued"),
+        "{out:?}"
+    );
+    jobs.cancel(blocker).unwrap();
+    let second_done = jobs.wait(second).await.unwrap().status;
+    let first_done = jobs.wait(first).await.unwrap().status;
+    assert!(
+        second_done.started_at.unwrap() <= first_done.started_at.unwrap(),
+        "the reordered job went second"
+    );
+    jobs.shutdown().await;
+    manager.shutdown().await;
+}

@@ -100,6 +100,9 @@ pub(crate) enum Record {
     },
     /// A composition's submission, a node's change, its end.
     Composition(CompositionRecord),
+    /// A request of another process (`cjm-ctl jobs reorder`) was carried out, or
+    /// refused: its answer.
+    Answered { request: i64, answer: String },
     /// Answered once everything recorded before it is written.
     Synced(std::sync::mpsc::SyncSender<()>),
 }
@@ -176,6 +179,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancellation TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_submission ON jobs (submitted_at);
+CREATE TABLE IF NOT EXISTS job_requests (
+    id INTEGER PRIMARY KEY,
+    job TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    priority INTEGER,
+    asked_at REAL NOT NULL,
+    answer TEXT
+);
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY,
     host_pid INTEGER NOT NULL,
@@ -397,6 +408,12 @@ fn write_batch(
                 )?;
             }
             Record::Synced(_) => {}
+            Record::Answered { request, answer } => {
+                transaction.execute(
+                    "UPDATE job_requests SET answer = ?2 WHERE id = ?1",
+                    params![request, answer],
+                )?;
+            }
             Record::Composition(record) => compositions::write(&transaction, session, pid, record)?,
             Record::Cancelled { id, how, at } => {
                 transaction.execute(
@@ -617,6 +634,137 @@ pub fn job_counts(
                 .collect()
         })
         .map_err(failed(path, "cannot read it"))
+}
+
+/// What [`request_reorder`] was told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReorderRefused {
+    /// No such job in the journal.
+    #[error("no job {0} in the journal")]
+    Unknown(String),
+    /// The job is not queued (its state then).
+    #[error("job {job} is {state}, not queued: only a queued job can be reordered")]
+    NotPending {
+        /// The job.
+        job: String,
+        /// Its state.
+        state: String,
+    },
+    /// The host that runs it is gone, or did not answer in time.
+    #[error("job {job}: {why}")]
+    NoAnswer {
+        /// The job.
+        job: String,
+        /// Which.
+        why: String,
+    },
+    /// The host answered with a refusal.
+    #[error("job {job}: its host refused: {answer}")]
+    Refused {
+        /// The job.
+        job: String,
+        /// Its answer.
+        answer: String,
+    },
+}
+
+/// Ask the host that runs queued job `job` (its journal id) to give it `priority`,
+/// through the journal at `path`, and wait up to `wait` for its answer. For another
+/// process than the job's host (`cjm-ctl jobs reorder`); the host applies it as
+/// [`Jobs::reorder`](super::Jobs::reorder) does.
+pub fn request_reorder(
+    path: &Path,
+    job: &str,
+    priority: i32,
+    wait: Duration,
+) -> Result<Result<(), ReorderRefused>, JournalError> {
+    if !path.exists() {
+        return Ok(Err(ReorderRefused::Unknown(job.to_owned())));
+    }
+    let connection = open(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    let row: Option<(String, String, u32, Option<String>)> = connection
+        .query_row(
+            "SELECT jobs.state, jobs.session, jobs.host_pid, sessions.host_started
+             FROM jobs LEFT JOIN sessions ON sessions.id = jobs.session WHERE jobs.id = ?1",
+            params![job],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )
+        .optional()
+        .map_err(failed(path, "cannot read it"))?;
+    let Some((state, _session, pid, started)) = row else {
+        return Ok(Err(ReorderRefused::Unknown(job.to_owned())));
+    };
+    if state != JobState::Queued.as_str() {
+        return Ok(Err(ReorderRefused::NotPending {
+            job: job.to_owned(),
+            state,
+        }));
+    }
+    let alive = started.is_some_and(|started| host_identity(pid).is_some_and(|now| now == started));
+    if !alive {
+        return Ok(Err(ReorderRefused::NoAnswer {
+            job: job.to_owned(),
+            why: format!("its host (pid {pid}) is gone"),
+        }));
+    }
+    connection
+        .execute(
+            "INSERT INTO job_requests (job, kind, priority, asked_at) VALUES (?1, 'reorder', ?2, ?3)",
+            params![job, priority, seconds(SystemTime::now())],
+        )
+        .map_err(failed(path, "cannot write the request"))?;
+    let request = connection.last_insert_rowid();
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let answer: Option<String> = connection
+            .query_row(
+                "SELECT answer FROM job_requests WHERE id = ?1",
+                params![request],
+                |row| row.get(0),
+            )
+            .map_err(failed(path, "cannot read the answer"))?;
+        match answer.as_deref() {
+            Some(REORDERED) => return Ok(Ok(())),
+            Some(answer) => {
+                return Ok(Err(ReorderRefused::Refused {
+                    job: job.to_owned(),
+                    answer: answer.to_owned(),
+                }))
+            }
+            None if std::time::Instant::now() >= deadline => {
+                // Not left for the host to find later: the caller has given up.
+                let _ = connection.execute("DELETE FROM job_requests WHERE id = ?1", params![request]);
+                return Ok(Err(ReorderRefused::NoAnswer {
+                    job: job.to_owned(),
+                    why: format!("its host (pid {pid}) did not answer within {wait:?}"),
+                }));
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// The answer of a request carried out.
+pub(crate) const REORDERED: &str = "reordered";
+
+/// Requests for session `session`'s jobs not answered yet: (request, job, priority).
+pub(crate) fn pending_requests(
+    connection: &Connection,
+    session: &str,
+) -> rusqlite::Result<Vec<(i64, String, i32)>> {
+    connection
+        .prepare(
+            "SELECT id, job, priority FROM job_requests
+             WHERE answer IS NULL AND kind = 'reorder' AND substr(job, 1, length(?1) + 1) = ?1 || '-'",
+        )?
+        .query_map(params![session], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect()
+}
+
+/// The journal at `path` opened to read, as the host's request watcher does.
+pub(crate) fn open_for_requests(path: &Path) -> Result<Connection, JournalError> {
+    open(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
 }
 
 /// The journal at `path` opened to read; `None` when it (or its jobs) is not there.

@@ -43,6 +43,7 @@ mod model;
 mod options;
 mod progress;
 mod queue;
+mod requests;
 mod run;
 mod verbs;
 #[cfg(test)]
@@ -71,7 +72,7 @@ pub use composition::{
 };
 pub use events::{EventsLagged, JobEvents};
 pub use journal::{
-    history, job_counts, recent_jobs, HistoryQuery, JournalEntry, JournalError, JournalRetention,
+    history, job_counts, recent_jobs, request_reorder, HistoryQuery, ReorderRefused, JournalEntry, JournalError, JournalRetention,
 };
 pub use model::{
     BlockReason, CancelPhase, QueueStats, ResourceSnapshot,
@@ -235,11 +236,11 @@ impl Jobs {
     ) -> Result<Jobs, JobsError> {
         let options = options.normalized();
         let session = session_id();
-        let (journal, interrupted, interrupted_compositions) = if options.keep_journal {
-            let path = options
-                .journal
-                .clone()
-                .unwrap_or_else(|| host.default_journal());
+        let journal_path = options
+            .keep_journal
+            .then(|| options.journal.clone().unwrap_or_else(|| host.default_journal()));
+        let (journal, interrupted, interrupted_compositions) = if let Some(path) = &journal_path {
+            let path = path.clone();
             let opening = {
                 let session = session.clone();
                 let retention = options.journal_retention;
@@ -294,6 +295,9 @@ impl Jobs {
             recorded: Mutex::new(Vec::new()),
         });
         tokio::spawn(run::dispatch(Arc::clone(&inner)));
+        if let Some(path) = journal_path {
+            requests::watch(&inner, path);
+        }
         Ok(Jobs {
             _owner: Arc::new(Owner {
                 inner: Arc::clone(&inner),

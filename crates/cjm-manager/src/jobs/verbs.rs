@@ -2,34 +2,14 @@
 //! priority changed, and the count of jobs by state.
 
 use super::model::{JobId, JobState, QueueStats, ResourceSnapshot};
-use super::{Jobs, JobsError};
+use super::{Inner, Jobs, JobsError};
 
 impl Jobs {
     /// Give queued job `id` priority `priority`: it moves in line as if submitted at
     /// that priority, keeping what its waiting has earned. Refused for a job that is
     /// not queued ([`JobsError::NotPending`]) or unknown.
     pub fn reorder(&self, id: JobId, priority: i32) -> Result<(), JobsError> {
-        let mut book = self.inner.book.lock();
-        let book = &mut *book;
-        let entry = book.jobs.get_mut(&id).ok_or(JobsError::UnknownJob { id })?;
-        if entry.status.state != JobState::Queued {
-            return Err(JobsError::NotPending {
-                id,
-                state: entry.status.state,
-            });
-        }
-        let delta = priority.saturating_sub(entry.status.priority);
-        if !book.queue.reprioritize(id, delta) {
-            // Queued jobs are in line: one that is not would be a bug, not the caller's.
-            tracing::error!("queued job {id} was not in line");
-            return Err(JobsError::NotPending {
-                id,
-                state: entry.status.state,
-            });
-        }
-        entry.status.priority = priority;
-        tracing::info!("job {id} reordered to priority {priority}");
-        Ok(())
+        reorder(&self.inner, id, priority)
     }
 
     /// What job `id` was admitted with (declared needs, reservation, the scheduler's
@@ -56,4 +36,29 @@ impl Jobs {
         }
         stats
     }
+}
+
+/// [`Jobs::reorder`], for the queue's own request watcher too.
+pub(super) fn reorder(inner: &Inner, id: JobId, priority: i32) -> Result<(), JobsError> {
+    let mut book = inner.book.lock();
+    let book = &mut *book;
+    let entry = book.jobs.get_mut(&id).ok_or(JobsError::UnknownJob { id })?;
+    if entry.status.state != JobState::Queued {
+        return Err(JobsError::NotPending {
+            id,
+            state: entry.status.state,
+        });
+    }
+    let delta = priority.saturating_sub(entry.status.priority);
+    if !book.queue.reprioritize(id, delta) {
+        // Queued jobs are in line: one that is not would be a bug, not the caller's.
+        tracing::error!("queued job {id} was not in line");
+        return Err(JobsError::NotPending {
+            id,
+            state: entry.status.state,
+        });
+    }
+    entry.status.priority = priority;
+    tracing::info!("job {id} reordered to priority {priority}");
+    Ok(())
 }
