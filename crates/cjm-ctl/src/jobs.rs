@@ -87,7 +87,10 @@ pub fn run(command: JobsCommand) -> Result<ExitCode> {
         Some(JobsAction::Stats(stats)) => {
             let counts = job_counts(&path)?;
             if stats.json {
-                outln!("{}", serde_json::to_string_pretty(&json!({"journal": path, "counts": counts}))?)?;
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"journal": path, "counts": counts}))?
+                )?;
             } else {
                 let rows: Vec<[String; 2]> = counts
                     .iter()

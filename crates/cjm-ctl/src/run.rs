@@ -41,8 +41,8 @@ pub(crate) fn parse(text: &str) -> Result<Composition, serde_norway::Error> {
 pub fn run(command: RunCommand) -> Result<ExitCode> {
     let text = std::fs::read_to_string(&command.file)
         .with_context(|| format!("cannot read {}", command.file.display()))?;
-    let composition = parse(&text)
-        .with_context(|| format!("{} is not a composition", command.file.display()))?;
+    let composition =
+        parse(&text).with_context(|| format!("{} is not a composition", command.file.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -56,7 +56,9 @@ pub fn run(command: RunCommand) -> Result<ExitCode> {
             Err(ended) => ended,
             Ok(()) => match Jobs::new(manager.clone(), JobOptions::default()).await {
                 Err(err) => Ended::failed(None, err),
-                Ok(jobs) => run_composition(&jobs, composition, command.json, &mut interrupts).await,
+                Ok(jobs) => {
+                    run_composition(&jobs, composition, command.json, &mut interrupts).await
+                }
             },
         };
         manager.shutdown().await;
@@ -166,9 +168,17 @@ async fn run_composition(
         _ => match status.first_failure() {
             Some((node, failure)) => Ended::failed(
                 Some(failure.category),
-                anyhow::anyhow!("node '{}' ({}) failed: {}", node.id, node.plugin, failure.message),
+                anyhow::anyhow!(
+                    "node '{}' ({}) failed: {}",
+                    node.id,
+                    node.plugin,
+                    failure.message
+                ),
             ),
-            None => Ended::failed(None, anyhow::anyhow!("the composition ended {}", status.state)),
+            None => Ended::failed(
+                None,
+                anyhow::anyhow!("the composition ended {}", status.state),
+            ),
         },
     }
 }
@@ -259,8 +269,8 @@ mod tests {
 
     #[test]
     fn a_bad_reference_is_refused_where_it_is() {
-        let err = parse("nodes:\n  - id: a\n    plugin: p\n    kwargs: {x: {$output: 3}}\n")
-            .unwrap_err();
+        let err =
+            parse("nodes:\n  - id: a\n    plugin: p\n    kwargs: {x: {$output: 3}}\n").unwrap_err();
         assert!(err.to_string().contains("$output"), "{err}");
     }
 }

@@ -61,10 +61,16 @@ async fn a_fan_in_a_failure_and_a_cancel_with_real_workers() {
         .unwrap();
     let ended = jobs.wait_for_composition(fan_in).await.unwrap();
     assert_eq!(ended.state, CompositionState::Succeeded, "{ended:?}");
-    assert_eq!(ended.node("count").unwrap().result.as_ref().unwrap()["words"], 6);
+    assert_eq!(
+        ended.node("count").unwrap().result.as_ref().unwrap()["words"],
+        6
+    );
     let fold = ended.node("fold").unwrap().result.clone().unwrap();
     assert_eq!(fold["result"], json!("hi ".repeat(6)));
-    assert_eq!(fold["file_content_read"], json!("one two three one two three "));
+    assert_eq!(
+        fold["file_content_read"],
+        json!("one two three one two three ")
+    );
 
     // A failure: its dependent is skipped and never gets a job; the composition fails
     // with the failed node's category.
@@ -99,7 +105,10 @@ async fn a_fan_in_a_failure_and_a_cancel_with_real_workers() {
     // Running for real: it has reported progress.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        assert!(Instant::now() < deadline, "the long node never reported progress");
+        assert!(
+            Instant::now() < deadline,
+            "the long node never reported progress"
+        );
         let event = tokio::time::timeout(Duration::from_secs(20), events.next())
             .await
             .unwrap()
@@ -116,7 +125,9 @@ async fn a_fan_in_a_failure_and_a_cancel_with_real_workers() {
     assert!(jobs.cancel_composition(cancelled).unwrap());
     let ended = jobs.wait_for_composition(cancelled).await.unwrap();
     assert_eq!(ended.state, CompositionState::Cancelled);
-    let long = jobs.status(ended.node("long").unwrap().job.unwrap()).unwrap();
+    let long = jobs
+        .status(ended.node("long").unwrap().job.unwrap())
+        .unwrap();
     assert_eq!(long.state, JobState::Cancelled);
     assert_eq!(long.cancelled, Some(Cancellation::Cooperative));
     assert_eq!(ended.node("then").unwrap().state, NodeState::Skipped);
@@ -134,7 +145,10 @@ async fn a_fan_in_a_failure_and_a_cancel_with_real_workers() {
         ]
     );
     let fan_in_entry = &kept[2];
-    assert_eq!(Some(fan_in_entry.id.clone()), jobs.composition_journal_id(fan_in));
+    assert_eq!(
+        Some(fan_in_entry.id.clone()),
+        jobs.composition_journal_id(fan_in)
+    );
     assert_eq!(fan_in_entry.nodes.len(), 4);
     assert!(fan_in_entry
         .nodes
@@ -146,7 +160,11 @@ async fn a_fan_in_a_failure_and_a_cancel_with_real_workers() {
 }
 
 /// `cjm-ctl run FILE` under `home`: its exit status, stdout, stderr lines.
-fn ctl_run(home: &TestHome, file: &std::path::Path, interrupt_on: Option<&str>) -> (i32, String, Vec<String>) {
+fn ctl_run(
+    home: &TestHome,
+    file: &std::path::Path,
+    interrupt_on: Option<&str>,
+) -> (i32, String, Vec<String>) {
     let mut child = Command::new(CTL)
         .arg("run")
         .arg(file)
@@ -197,13 +215,19 @@ fn cjm_ctl_runs_the_example_pipeline_and_exits_by_its_end() {
     let results: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(results["state"], "succeeded");
     assert_eq!(results["nodes"]["count"]["result"]["words"], 9 * 1000);
-    assert_eq!(results["nodes"]["count"]["result"]["file_path"], json!(words));
+    assert_eq!(
+        results["nodes"]["count"]["result"]["file_path"],
+        json!(words)
+    );
     // Progress per node on stderr, each node's start before its end.
     let at = |text: &str| stderr.iter().position(|line| line.contains(text));
     let write_queued = at("[write] queued as").unwrap();
     let write_done = at("[write] succeeded").unwrap();
     let count_queued = at("[count] queued as").unwrap();
-    assert!(write_queued < write_done && write_done < count_queued, "{stderr:?}");
+    assert!(
+        write_queued < write_done && write_done < count_queued,
+        "{stderr:?}"
+    );
     assert!(at("[count] succeeded").is_some(), "{stderr:?}");
 
     // A node failing on its input: exit 65 (user_input), its dependent skipped.
@@ -233,10 +257,17 @@ fn cjm_ctl_runs_the_example_pipeline_and_exits_by_its_end() {
     assert_eq!(results["nodes"]["then"]["state"], "skipped");
     // A file that is no composition is refused naming it.
     let bad = home.path().join("bad.yaml");
-    std::fs::write(&bad, "nodes:\n  - {id: a, plugin: p, kwargs: {x: {$output: 3}}}\n").unwrap();
+    std::fs::write(
+        &bad,
+        "nodes:\n  - {id: a, plugin: p, kwargs: {x: {$output: 3}}}\n",
+    )
+    .unwrap();
     let (code, _, stderr) = ctl_run(&home, &bad, None);
     assert_eq!(code, 1, "{stderr:?}");
-    assert!(stderr.iter().any(|line| line.contains("bad.yaml")), "{stderr:?}");
+    assert!(
+        stderr.iter().any(|line| line.contains("bad.yaml")),
+        "{stderr:?}"
+    );
 
     // The runs' jobs are in the journal: counted by state, and paged newest first.
     let ctl = |args: &[&str]| -> Value {
@@ -254,10 +285,28 @@ fn cjm_ctl_runs_the_example_pipeline_and_exits_by_its_end() {
     assert_eq!(counts["counts"]["succeeded"], 2, "{counts}");
     assert_eq!(counts["counts"]["failed"], 1, "{counts}");
     assert_eq!(counts["counts"]["cancelled"], 1, "{counts}");
-    let page = ctl(&["jobs", "history", "--state", "succeeded", "--limit", "1", "--json"]);
+    let page = ctl(&[
+        "jobs",
+        "history",
+        "--state",
+        "succeeded",
+        "--limit",
+        "1",
+        "--json",
+    ]);
     assert_eq!(page["jobs"].as_array().unwrap().len(), 1);
     assert_eq!(page["jobs"][0]["plugin"], "cjm-wordcount");
-    let next = ctl(&["jobs", "history", "--state", "succeeded", "--limit", "1", "--offset", "1", "--json"]);
+    let next = ctl(&[
+        "jobs",
+        "history",
+        "--state",
+        "succeeded",
+        "--limit",
+        "1",
+        "--offset",
+        "1",
+        "--json",
+    ]);
     assert_eq!(next["jobs"][0]["plugin"], "cjm-echo");
     let faulty = ctl(&["jobs", "history", "--plugin", "faulty", "--json"]);
     assert_eq!(faulty["jobs"][0]["state"], "cancelled");

@@ -41,7 +41,10 @@ async fn a_jobs_resource_snapshot_is_its_admission() {
     assert_eq!(outcome.status.state, JobState::Succeeded);
     let snapshot = jobs.resource_snapshot(job).unwrap();
     assert_eq!(snapshot.declared.min_system_ram_mb, 64);
-    assert_eq!((snapshot.reserved_ram_mb, snapshot.reserved_vram_mb), (64, 0));
+    assert_eq!(
+        (snapshot.reserved_ram_mb, snapshot.reserved_vram_mb),
+        (64, 0)
+    );
     let seen = snapshot.system_at_admission.unwrap();
     assert_eq!(seen.memory_available_mb, Some(4000.0));
     jobs.shutdown().await;
@@ -93,12 +96,18 @@ async fn a_job_waiting_for_memory_says_so_once_and_runs_when_it_frees() {
     // The scheduler looks at the machine again and again while the job waits.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while looks.reads.load(std::sync::atomic::Ordering::SeqCst) < 10 {
-        assert!(std::time::Instant::now() < deadline, "the scheduler stopped looking");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scheduler stopped looking"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert_eq!(jobs.status(job).unwrap().state, JobState::Admitted);
     stats.update(|stats| stats.memory_available_mb = Some(4000.0));
-    assert_eq!(jobs.wait(job).await.unwrap().status.state, JobState::Succeeded);
+    assert_eq!(
+        jobs.wait(job).await.unwrap().status.state,
+        JobState::Succeeded
+    );
     // Its events up to its end: the reason told once, however often it was looked at.
     let mut blocked = Vec::new();
     while let Some(Ok(event)) = events.next().await {
@@ -123,8 +132,10 @@ struct Counted {
 impl cjm_scheduling::StatsSource for Counted {
     fn system_stats(
         &self,
-    ) -> cjm_scheduling::BoxFuture<'_, Result<cjm_scheduling::SystemStats, cjm_scheduling::StatsError>>
-    {
+    ) -> cjm_scheduling::BoxFuture<
+        '_,
+        Result<cjm_scheduling::SystemStats, cjm_scheduling::StatsError>,
+    > {
         self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.stats.system_stats()
     }
@@ -158,8 +169,12 @@ async fn cjm_ctl_reorders_a_queued_job_of_a_running_host() {
             0,
         )
         .unwrap();
-    let first = jobs.submit("faulty", CallArgs::new().arg("pid"), 0).unwrap();
-    let second = jobs.submit("faulty", CallArgs::new().arg("pid"), 0).unwrap();
+    let first = jobs
+        .submit("faulty", CallArgs::new().arg("pid"), 0)
+        .unwrap();
+    let second = jobs
+        .submit("faulty", CallArgs::new().arg("pid"), 0)
+        .unwrap();
     until_file(&started).await;
     jobs.sync_journal().await;
     let ctl = |args: Vec<String>| {
@@ -174,15 +189,33 @@ async fn cjm_ctl_reorders_a_queued_job_of_a_running_host() {
         })
     };
     let id = |job| jobs.journal_id(job).unwrap();
-    let out = ctl(vec!["jobs".into(), "reorder".into(), id(second), "10".into()])
-        .await
-        .unwrap();
+    let out = ctl(vec![
+        "jobs".into(),
+        "reorder".into(),
+        id(second),
+        "10".into(),
+    ])
+    .await
+    .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(jobs.status(second).unwrap().priority, 10);
+    jobs.sync_journal().await;
+    let listed = cjm_manager::jobs::history(
+        &home.path().join("jobs.sqlite3"),
+        &cjm_manager::jobs::HistoryQuery::default(),
+    )
+    .unwrap();
+    let entry = listed.iter().find(|entry| entry.id == id(second)).unwrap();
+    assert_eq!(entry.priority, 10);
     // The running one cannot be.
-    let out = ctl(vec!["jobs".into(), "reorder".into(), id(blocker), "10".into()])
-        .await
-        .unwrap();
+    let out = ctl(vec![
+        "jobs".into(),
+        "reorder".into(),
+        id(blocker),
+        "10".into(),
+    ])
+    .await
+    .unwrap();
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("not queued"),

@@ -43,15 +43,22 @@ async fn a_fan_in_waits_for_both_inputs_and_gets_each_bound() {
                 .kwarg("right", OutputRef::whole("b")),
         ]))
         .unwrap();
-    h.until("a and b run", |h| h.host.at_worker().len() == 2).await;
+    h.until("a and b run", |h| h.host.at_worker().len() == 2)
+        .await;
     let status = h.jobs.composition(id).unwrap();
     assert_eq!(status.node("c").unwrap().state, NodeState::Pending);
-    assert!(status.node("c").unwrap().job.is_none(), "no job before its inputs");
+    assert!(
+        status.node("c").unwrap().job.is_none(),
+        "no job before its inputs"
+    );
     let a = call_of(&h, id, "a").unwrap();
     h.host.end(&a, Ok(json!({"value": "from a"})));
     h.settle().await;
     // One input is not enough.
-    assert_eq!(h.jobs.composition(id).unwrap().node("c").unwrap().state, NodeState::Pending);
+    assert_eq!(
+        h.jobs.composition(id).unwrap().node("c").unwrap().state,
+        NodeState::Pending
+    );
     let b = call_of(&h, id, "b").unwrap();
     h.host.end(&b, Ok(json!([1, 2])));
     h.until("c runs", |h| call_of(h, id, "c").is_some()).await;
@@ -89,12 +96,26 @@ async fn a_failed_node_skips_its_dependents_and_failing_fast_the_rest() {
     let states: Vec<NodeState> = ended.nodes.iter().map(|node| node.state).collect();
     assert_eq!(
         states,
-        [NodeState::Failed, NodeState::Skipped, NodeState::Skipped, NodeState::Cancelled]
+        [
+            NodeState::Failed,
+            NodeState::Skipped,
+            NodeState::Skipped,
+            NodeState::Cancelled
+        ]
     );
-    assert!(ended.node("b").unwrap().reason.as_deref().unwrap().contains("'a'"));
+    assert!(ended
+        .node("b")
+        .unwrap()
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("'a'"));
     assert!(ended.node("b").unwrap().job.is_none() && ended.node("c").unwrap().job.is_none());
     let d = ended.node("d").unwrap().job.unwrap();
-    assert_eq!(h.jobs.status(d).unwrap().cancelled, Some(Cancellation::WhileQueued));
+    assert_eq!(
+        h.jobs.status(d).unwrap().cancelled,
+        Some(Cancellation::WhileQueued)
+    );
     // Only a ever reached a worker.
     assert_eq!(h.host.world.lock().arrived.len(), 1);
     // The events tell it in order, the end last, once.
@@ -112,16 +133,37 @@ async fn a_failed_node_skips_its_dependents_and_failing_fast_the_rest() {
     );
     let a_failed = seen
         .iter()
-        .position(|e| e.node.as_deref() == Some("a") && matches!(e.change, CompositionChange::Node { state: NodeState::Failed, .. }))
+        .position(|e| {
+            e.node.as_deref() == Some("a")
+                && matches!(
+                    e.change,
+                    CompositionChange::Node {
+                        state: NodeState::Failed,
+                        ..
+                    }
+                )
+        })
         .unwrap();
     let b_skipped = seen
         .iter()
-        .position(|e| e.node.as_deref() == Some("b") && matches!(e.change, CompositionChange::Node { state: NodeState::Skipped, .. }))
+        .position(|e| {
+            e.node.as_deref() == Some("b")
+                && matches!(
+                    e.change,
+                    CompositionChange::Node {
+                        state: NodeState::Skipped,
+                        ..
+                    }
+                )
+        })
         .unwrap();
     assert!(a_failed < b_skipped);
     assert!(seen.iter().any(|e| matches!(
         e.change,
-        CompositionChange::Job { change: super::JobChange::State(JobState::Running), .. }
+        CompositionChange::Job {
+            change: super::JobChange::State(JobState::Running),
+            ..
+        }
     )));
     h.check().unwrap();
 }
@@ -141,7 +183,11 @@ async fn a_cancel_mid_way_stops_the_running_member_and_skips_the_rest() {
     assert!(h.jobs.cancel_composition(id).unwrap());
     let ended = h.jobs.wait_for_composition(id).await.unwrap();
     assert_eq!(ended.state, CompositionState::Cancelled);
-    let job = |node: &str| h.jobs.status(ended.node(node).unwrap().job.unwrap()).unwrap();
+    let job = |node: &str| {
+        h.jobs
+            .status(ended.node(node).unwrap().job.unwrap())
+            .unwrap()
+    };
     assert_eq!(job("a").cancelled, Some(Cancellation::Cooperative));
     assert_eq!(job("b").cancelled, Some(Cancellation::WhileQueued));
     assert_eq!(ended.node("c").unwrap().state, NodeState::Skipped);
@@ -175,7 +221,10 @@ async fn a_missing_field_fails_the_node_that_wants_it_naming_the_field() {
     let b = ended.node("b").unwrap();
     assert_eq!(b.state, NodeState::Failed);
     let message = &b.failure.as_ref().unwrap().message;
-    assert!(message.contains("'written_to'") && message.contains("result"), "{message}");
+    assert!(
+        message.contains("'written_to'") && message.contains("result"),
+        "{message}"
+    );
     assert_eq!(ended.node("c").unwrap().state, NodeState::Skipped);
     assert_eq!(ended.state, CompositionState::Failed);
     assert_eq!(ended.first_failure().unwrap().0.id, "b");
@@ -192,11 +241,17 @@ async fn invalid_compositions_are_refused_whole_naming_the_node() {
     };
     assert_eq!(
         refused(Composition::new(vec![node("a", "p"), node("b", "nope")])),
-        CompositionError::NotLoaded { node: "b".into(), plugin: "nope".into() }
+        CompositionError::NotLoaded {
+            node: "b".into(),
+            plugin: "nope".into()
+        }
     );
     assert_eq!(
         refused(Composition::new(vec![node("a", "off")])),
-        CompositionError::Disabled { node: "a".into(), plugin: "off".into() }
+        CompositionError::Disabled {
+            node: "a".into(),
+            plugin: "off".into()
+        }
     );
     assert!(matches!(
         refused(Composition::new(vec![node("t", "p").task("transcribe", "run")])),
@@ -212,7 +267,10 @@ async fn invalid_compositions_are_refused_whole_naming_the_node() {
     // Nothing was queued for any of them.
     assert!(h.jobs.list().is_empty());
     // An empty composition has nothing to do: it has succeeded.
-    let empty = h.jobs.submit_composition(Composition::new(Vec::new())).unwrap();
+    let empty = h
+        .jobs
+        .submit_composition(Composition::new(Vec::new()))
+        .unwrap();
     assert_eq!(
         h.jobs.wait_for_composition(empty).await.unwrap().state,
         CompositionState::Succeeded
@@ -309,7 +367,11 @@ fn dags(shapes: &[Shape], steps: &[Step]) -> Result<(), String> {
         let mut log: Vec<CompositionEvent> = Vec::new();
         let ids: Vec<CompositionId> = shapes
             .iter()
-            .map(|shape| h.jobs.submit_composition(build(shape)).map_err(|err| err.to_string()))
+            .map(|shape| {
+                h.jobs
+                    .submit_composition(build(shape))
+                    .map_err(|err| err.to_string())
+            })
             .collect::<Result<_, _>>()?;
         for step in steps {
             let calls = h.host.at_worker();
@@ -330,7 +392,9 @@ fn dags(shapes: &[Shape], steps: &[Step]) -> Result<(), String> {
                 Step::CancelJob(n) => {
                     let jobs = h.jobs.list();
                     if !jobs.is_empty() {
-                        h.jobs.cancel(jobs[n % jobs.len()].id).map_err(|err| err.to_string())?;
+                        h.jobs
+                            .cancel(jobs[n % jobs.len()].id)
+                            .map_err(|err| err.to_string())?;
                     }
                 }
                 Step::CancelComposition(n) => {
@@ -355,7 +419,11 @@ fn dags(shapes: &[Shape], steps: &[Step]) -> Result<(), String> {
             while let Ok(event) = events.try_recv() {
                 log.push(event);
             }
-            if ids.iter().all(|id| h.jobs.composition(*id).is_some_and(|c| c.state != CompositionState::Running)) {
+            if ids.iter().all(|id| {
+                h.jobs
+                    .composition(*id)
+                    .is_some_and(|c| c.state != CompositionState::Running)
+            }) {
                 break;
             }
         }
@@ -378,11 +446,23 @@ fn check_composition(
         return Err(format!("{id} never ended: {status:?}"));
     }
     if status.state != derive(&status) {
-        return Err(format!("{id} ended {} but its nodes say {}", status.state, derive(&status)));
+        return Err(format!(
+            "{id} ended {} but its nodes say {}",
+            status.state,
+            derive(&status)
+        ));
     }
     let mine: Vec<&CompositionEvent> = log.iter().filter(|e| e.composition == id).collect();
-    let ends = mine.iter().filter(|e| matches!(e.change, CompositionChange::Ended(_))).count();
-    if ends != 1 || !matches!(mine.last().map(|e| &e.change), Some(CompositionChange::Ended(_))) {
+    let ends = mine
+        .iter()
+        .filter(|e| matches!(e.change, CompositionChange::Ended(_)))
+        .count();
+    if ends != 1
+        || !matches!(
+            mine.last().map(|e| &e.change),
+            Some(CompositionChange::Ended(_))
+        )
+    {
         return Err(format!("{id}: {ends} ends, or not last"));
     }
     // Where in the log each node entered each state.
@@ -400,7 +480,12 @@ fn check_composition(
     for (index, (_, from)) in shape.nodes.iter().enumerate() {
         let node = status.node(&name(index)).ok_or("node missing")?;
         if finals.get(&node.id) != Some(&1) || !node.state.is_final() {
-            return Err(format!("{id} node {}: {:?} final events, state {}", node.id, finals.get(&node.id), node.state));
+            return Err(format!(
+                "{id} node {}: {:?} final events, state {}",
+                node.id,
+                finals.get(&node.id),
+                node.state
+            ));
         }
         let deps: Vec<usize> = (0..from.len()).filter(|&dep| from[dep].is_some()).collect();
         let Some(job) = node.job else {
@@ -412,21 +497,36 @@ fn check_composition(
                 });
                 let absent = deps.iter().any(|&dep| from[dep] == Some(2));
                 if !(all_in && absent) {
-                    return Err(format!("{id} node {} failed without a job: {:?}", node.id, node.failure));
+                    return Err(format!(
+                        "{id} node {} failed without a job: {:?}",
+                        node.id, node.failure
+                    ));
                 }
             }
             continue;
         };
         // It has a job: every input had succeeded before it was queued.
-        let queued = at.get(&(node.id.clone(), NodeState::Running)).copied().ok_or("no running event")?;
+        let queued = at
+            .get(&(node.id.clone(), NodeState::Running))
+            .copied()
+            .ok_or("no running event")?;
         for &dep in &deps {
             let dep_node = status.node(&name(dep)).ok_or("dep missing")?;
             if dep_node.state != NodeState::Succeeded {
-                return Err(format!("{id} node {} ran though {} is {}", node.id, dep_node.id, dep_node.state));
+                return Err(format!(
+                    "{id} node {} ran though {} is {}",
+                    node.id, dep_node.id, dep_node.state
+                ));
             }
-            let succeeded = at.get(&(dep_node.id.clone(), NodeState::Succeeded)).copied().ok_or("no success event")?;
+            let succeeded = at
+                .get(&(dep_node.id.clone(), NodeState::Succeeded))
+                .copied()
+                .ok_or("no success event")?;
             if succeeded > queued {
-                return Err(format!("{id} node {} queued before {} succeeded", node.id, dep_node.id));
+                return Err(format!(
+                    "{id} node {} queued before {} succeeded",
+                    node.id, dep_node.id
+                ));
             }
         }
         // And its call got exactly the outputs it named.
@@ -435,15 +535,29 @@ fn check_composition(
             for &dep in &deps {
                 let dep_call = h
                     .jobs
-                    .journal_id(status.node(&name(dep)).and_then(|n| n.job).ok_or("dep job")?)
+                    .journal_id(
+                        status
+                            .node(&name(dep))
+                            .and_then(|n| n.job)
+                            .ok_or("dep job")?,
+                    )
                     .ok_or("dep job forgotten")?;
                 let expected = match from[dep] {
                     Some(0) => json!({"value": dep_call}),
                     Some(1) => Value::String(dep_call),
-                    _ => return Err(format!("{id} node {} ran with a missing field bound", node.id)),
+                    _ => {
+                        return Err(format!(
+                            "{id} node {} ran with a missing field bound",
+                            node.id
+                        ))
+                    }
                 };
                 if kwargs.get(&format!("from_{dep}")) != Some(&expected) {
-                    return Err(format!("{id} node {}: input from {dep} is {:?}", node.id, kwargs.get(&format!("from_{dep}"))));
+                    return Err(format!(
+                        "{id} node {}: input from {dep} is {:?}",
+                        node.id,
+                        kwargs.get(&format!("from_{dep}"))
+                    ));
                 }
             }
         }
@@ -453,7 +567,10 @@ fn check_composition(
                 if their[index].is_some() {
                     let dependent = status.node(&name(later)).ok_or("missing")?;
                     if dependent.job.is_some() {
-                        return Err(format!("{id}: {} ran though {} {}", dependent.id, node.id, node.state));
+                        return Err(format!(
+                            "{id}: {} ran though {} {}",
+                            dependent.id, node.id, node.state
+                        ));
                     }
                 }
             }

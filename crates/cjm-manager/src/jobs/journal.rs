@@ -100,6 +100,8 @@ pub(crate) enum Record {
     },
     /// A composition's submission, a node's change, its end.
     Composition(CompositionRecord),
+    /// A queued job's priority changed (reordered).
+    Priority { id: String, priority: i32 },
     /// A request of another process (`cjm-ctl jobs reorder`) was carried out, or
     /// refused: its answer.
     Answered { request: i64, answer: String },
@@ -244,10 +246,11 @@ impl Journal {
             .and_then(|()| connection.execute_batch(SCHEMA))
             .and_then(|()| connection.execute_batch(compositions::SCHEMA))
             .map_err(failed(path, "cannot set it up"))?;
-        let (interrupted, interrupted_compositions) = mark_interrupted(&mut connection).map_err(failed(
-            path,
-            "cannot mark the jobs of hosts that are gone as interrupted",
-        ))?;
+        let (interrupted, interrupted_compositions) =
+            mark_interrupted(&mut connection).map_err(failed(
+                path,
+                "cannot mark the jobs of hosts that are gone as interrupted",
+            ))?;
         prune(&mut connection, retention).map_err(failed(path, "cannot delete old history"))?;
         let pid = std::process::id();
         connection
@@ -408,6 +411,12 @@ fn write_batch(
                 )?;
             }
             Record::Synced(_) => {}
+            Record::Priority { id, priority } => {
+                transaction.execute(
+                    "UPDATE jobs SET priority = ?2 WHERE id = ?1",
+                    params![id, priority],
+                )?;
+            }
             Record::Answered { request, answer } => {
                 transaction.execute(
                     "UPDATE job_requests SET answer = ?2 WHERE id = ?1",
@@ -620,9 +629,7 @@ pub fn history(path: &Path, query: &HistoryQuery) -> Result<Vec<JournalEntry>, J
 
 /// How many jobs of the journal at `path` are in each state (its whole kept history,
 /// every host's), by state name.
-pub fn job_counts(
-    path: &Path,
-) -> Result<std::collections::BTreeMap<String, i64>, JournalError> {
+pub fn job_counts(path: &Path) -> Result<std::collections::BTreeMap<String, i64>, JournalError> {
     let Some(connection) = open_to_read(path)? else {
         return Ok(Default::default());
     };
@@ -734,7 +741,8 @@ pub fn request_reorder(
             }
             None if std::time::Instant::now() >= deadline => {
                 // Not left for the host to find later: the caller has given up.
-                let _ = connection.execute("DELETE FROM job_requests WHERE id = ?1", params![request]);
+                let _ =
+                    connection.execute("DELETE FROM job_requests WHERE id = ?1", params![request]);
                 return Ok(Err(ReorderRefused::NoAnswer {
                     job: job.to_owned(),
                     why: format!("its host (pid {pid}) did not answer within {wait:?}"),
@@ -820,14 +828,25 @@ mod tests {
                 .map(|job| job.id)
                 .collect()
         };
-        assert_eq!(ids(HistoryQuery::default().page(0, 3)), ["h-9", "h-8", "h-7"]);
-        assert_eq!(ids(HistoryQuery::default().page(3, 3)), ["h-6", "h-5", "h-4"]);
+        assert_eq!(
+            ids(HistoryQuery::default().page(0, 3)),
+            ["h-9", "h-8", "h-7"]
+        );
+        assert_eq!(
+            ids(HistoryQuery::default().page(3, 3)),
+            ["h-6", "h-5", "h-4"]
+        );
         assert_eq!(ids(HistoryQuery::default().page(9, 3)), ["h-0"]);
         assert_eq!(
-            ids(HistoryQuery::default().plugin("odd").state(JobState::Succeeded)),
+            ids(HistoryQuery::default()
+                .plugin("odd")
+                .state(JobState::Succeeded)),
             ["h-5", "h-3", "h-1"]
         );
-        assert_eq!(ids(HistoryQuery::default().state(JobState::Queued)).len(), 4);
+        assert_eq!(
+            ids(HistoryQuery::default().state(JobState::Queued)).len(),
+            4
+        );
         let counts = job_counts(&path).unwrap();
         assert_eq!((counts["succeeded"], counts["queued"]), (6, 4));
     }
@@ -925,7 +944,10 @@ mod tests {
         let path = dir.path().join("jobs.sqlite3");
         {
             let (journal, _) = Journal::open(&path, "old", JournalRetention::FOREVER).unwrap();
-            let nodes = vec![("a".to_owned(), "p".to_owned()), ("b".to_owned(), "q".to_owned())];
+            let nodes = vec![
+                ("a".to_owned(), "p".to_owned()),
+                ("b".to_owned(), "q".to_owned()),
+            ];
             for id in ["old-c1", "old-c2"] {
                 journal.record(Record::Composition(CompositionRecord::Submitted {
                     id: id.to_owned(),
@@ -949,19 +971,28 @@ mod tests {
         // Its host ended (a crash: nothing more was written).
         Connection::open(&path)
             .unwrap()
-            .execute("UPDATE sessions SET host_started = 'a host that ended' WHERE id = 'old'", [])
+            .execute(
+                "UPDATE sessions SET host_started = 'a host that ended' WHERE id = 'old'",
+                [],
+            )
             .unwrap();
         let (journal, _) = Journal::open(&path, "new", JournalRetention::FOREVER).unwrap();
         let interrupted = &journal.interrupted_compositions;
         assert_eq!(interrupted.len(), 1, "{interrupted:?}");
         assert_eq!(interrupted[0].id, "old-c1");
         assert_eq!(interrupted[0].state, CompositionState::Interrupted);
-        let states: Vec<&str> = interrupted[0].nodes.iter().map(|node| node.2.as_str()).collect();
+        let states: Vec<&str> = interrupted[0]
+            .nodes
+            .iter()
+            .map(|node| node.2.as_str())
+            .collect();
         assert_eq!(states, ["succeeded", "interrupted"]);
         assert_eq!(interrupted[0].nodes[0].3.as_deref(), Some("old-c1-job"));
         let kept = recent_compositions(&path, 10).unwrap();
         assert_eq!(kept.len(), 2);
-        assert!(kept.iter().any(|c| c.id == "old-c2" && c.state == CompositionState::Succeeded));
+        assert!(kept
+            .iter()
+            .any(|c| c.id == "old-c2" && c.state == CompositionState::Succeeded));
     }
 
     #[test]

@@ -36,6 +36,8 @@
 mod cancel;
 mod chunks;
 mod composition;
+#[cfg(test)]
+mod composition_tests;
 mod events;
 pub(crate) mod host;
 mod journal;
@@ -45,13 +47,11 @@ mod progress;
 mod queue;
 mod requests;
 mod run;
-mod verbs;
-#[cfg(test)]
-mod composition_tests;
-#[cfg(test)]
-mod verbs_tests;
 #[cfg(test)]
 mod tests;
+mod verbs;
+#[cfg(test)]
+mod verbs_tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,11 +72,12 @@ pub use composition::{
 };
 pub use events::{EventsLagged, JobEvents};
 pub use journal::{
-    history, job_counts, recent_jobs, request_reorder, HistoryQuery, ReorderRefused, JournalEntry, JournalError, JournalRetention,
+    history, job_counts, recent_jobs, request_reorder, HistoryQuery, JournalEntry, JournalError,
+    JournalRetention, ReorderRefused,
 };
 pub use model::{
-    BlockReason, CancelPhase, QueueStats, ResourceSnapshot,
-    Cancellation, JobChange, JobEvent, JobFailure, JobId, JobOutcome, JobState, JobStatus,
+    BlockReason, CancelPhase, Cancellation, JobChange, JobEvent, JobFailure, JobId, JobOutcome,
+    JobState, JobStatus, QueueStats, ResourceSnapshot,
 };
 pub use options::JobOptions;
 
@@ -236,9 +237,12 @@ impl Jobs {
     ) -> Result<Jobs, JobsError> {
         let options = options.normalized();
         let session = session_id();
-        let journal_path = options
-            .keep_journal
-            .then(|| options.journal.clone().unwrap_or_else(|| host.default_journal()));
+        let journal_path = options.keep_journal.then(|| {
+            options
+                .journal
+                .clone()
+                .unwrap_or_else(|| host.default_journal())
+        });
         let (journal, interrupted, interrupted_compositions) = if let Some(path) = &journal_path {
             let path = path.clone();
             let opening = {
@@ -557,7 +561,12 @@ impl Inner {
             Some(entry) if entry.status.state == JobState::Queued => {
                 entry.ask(CancelRequest::Asked);
                 book.queue.remove(id);
-                run::end_locked(self, book, id, run::Ending::Cancelled(Cancellation::WhileQueued))
+                run::end_locked(
+                    self,
+                    book,
+                    id,
+                    run::Ending::Cancelled(Cancellation::WhileQueued),
+                )
             }
             _ => false,
         }

@@ -242,7 +242,10 @@ impl FakeCall {
                 cjm_interface::Arg::File(_) => None,
             })
             .collect();
-        host.world.lock().kwargs_of.insert(call_id.to_owned(), kwargs);
+        host.world
+            .lock()
+            .kwargs_of
+            .insert(call_id.to_owned(), kwargs);
         tokio::time::sleep(host.send_delay).await;
         host.send_gate.pass().await;
         let (end, ended) = oneshot::channel();

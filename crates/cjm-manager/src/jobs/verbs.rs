@@ -1,6 +1,7 @@
 //! The queue's remaining verbs (the original's `reorder`, `get_stats`): a queued job's
 //! priority changed, and the count of jobs by state.
 
+use super::journal::Record;
 use super::model::{JobId, JobState, QueueStats, ResourceSnapshot};
 use super::{Inner, Jobs, JobsError};
 
@@ -59,6 +60,10 @@ pub(super) fn reorder(inner: &Inner, id: JobId, priority: i32) -> Result<(), Job
         });
     }
     entry.status.priority = priority;
+    inner.record(Record::Priority {
+        id: entry.call_id.clone(),
+        priority,
+    });
     tracing::info!("job {id} reordered to priority {priority}");
     Ok(())
 }

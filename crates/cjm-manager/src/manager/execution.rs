@@ -144,7 +144,10 @@ impl PluginManager {
                 scheduler.allocate(&meta, &stats).await?
             }
         };
-        Ok(ExecutionGuard::begin(claim, scheduler, reservation, meta).admitted_seeing(stats.seen()))
+        Ok(
+            ExecutionGuard::begin(claim, scheduler, reservation, meta)
+                .admitted_seeing(stats.seen()),
+        )
     }
 }
 

@@ -191,7 +191,9 @@ fn start_ready(inner: &Inner, book: &mut Book, id: CompositionId) {
             (NodeTarget::Task { task, method }, Ok(_)) => {
                 let failure = failure(
                     ErrorCategory::UserInput,
-                    format!("task '{task}' method '{method}': jobs run plugins' execute only so far"),
+                    format!(
+                        "task '{task}' method '{method}': jobs run plugins' execute only so far"
+                    ),
                 );
                 node_failed(inner, book, id, node, failure);
                 continue;

@@ -284,7 +284,9 @@ pub enum CompositionError {
         node: String,
     },
     /// A node takes the output of a node that is not in the composition.
-    #[error("composition: node '{node}' takes the output of '{missing}', which is not a node of it")]
+    #[error(
+        "composition: node '{node}' takes the output of '{missing}', which is not a node of it"
+    )]
     UnknownReference {
         /// The node that names it.
         node: String,
@@ -409,9 +411,10 @@ mod tests {
     use serde_json::json;
 
     fn node(id: &str, from: &[&str]) -> CompositionNode {
-        from.iter().fold(CompositionNode::new(id, "p"), |node, dep| {
-            node.kwarg(format!("from_{dep}"), OutputRef::whole(*dep))
-        })
+        from.iter()
+            .fold(CompositionNode::new(id, "p"), |node, dep| {
+                node.kwarg(format!("from_{dep}"), OutputRef::whole(*dep))
+            })
     }
 
     #[test]
@@ -433,8 +436,13 @@ mod tests {
                 missing: "zz".into()
             })
         );
-        let err = dependencies(&[node("x", &[]), node("a", &["c"]), node("b", &["a"]), node("c", &["b", "x"])])
-            .unwrap_err();
+        let err = dependencies(&[
+            node("x", &[]),
+            node("a", &["c"]),
+            node("b", &["a"]),
+            node("c", &["b", "x"]),
+        ])
+        .unwrap_err();
         let CompositionError::Cycle { cycle, .. } = &err else {
             panic!("{err:?}");
         };
@@ -467,11 +475,15 @@ mod tests {
             json!({"id": "n", "plugin": "p", "task": "t"}),
             json!({"id": "n", "plugin": "p", "unknown": 1}),
         ] {
-            assert!(serde_json::from_value::<CompositionNode>(bad.clone()).is_err(), "{bad}");
+            assert!(
+                serde_json::from_value::<CompositionNode>(bad.clone()).is_err(),
+                "{bad}"
+            );
         }
-        let task: CompositionNode =
-            serde_json::from_value(json!({"id": "n", "plugin": "p", "task_name": "t", "method": "m"}))
-                .unwrap();
+        let task: CompositionNode = serde_json::from_value(
+            json!({"id": "n", "plugin": "p", "task_name": "t", "method": "m"}),
+        )
+        .unwrap();
         assert_eq!(
             task.target,
             NodeTarget::Task {
