@@ -486,7 +486,7 @@ fn mark_interrupted(
     let gone: Vec<String> = sessions
         .into_iter()
         // A host that still runs keeps its session.
-        .filter(|(_, pid, started)| !host_identity(*pid).is_some_and(|now| now == *started))
+        .filter(|(_, pid, started)| host_identity(*pid).is_none_or(|now| now != *started))
         .map(|(session, _, _)| session)
         .collect();
     let interrupted_compositions = compositions::interrupt_gone(&transaction, &gone, now)?;
