@@ -122,7 +122,7 @@ pub(crate) fn run_as_job(name: &str, config: Option<ConfigMap>, what: Submit) ->
 }
 
 /// How `exec` ended, and so its exit status.
-enum Ended {
+pub(crate) enum Ended {
     Done,
     Failed {
         category: Option<ErrorCategory>,
@@ -137,7 +137,7 @@ enum Ended {
 }
 
 impl Ended {
-    fn failed(category: Option<ErrorCategory>, error: impl Into<anyhow::Error>) -> Self {
+    pub(crate) fn failed(category: Option<ErrorCategory>, error: impl Into<anyhow::Error>) -> Self {
         Ended::Failed {
             category,
             error: error.into(),
@@ -145,14 +145,14 @@ impl Ended {
     }
 
     /// A result that could not be printed.
-    fn unprinted(err: OutError) -> Self {
+    pub(crate) fn unprinted(err: OutError) -> Self {
         match err {
             OutError::Closed => Ended::StdoutClosed,
             err => Ended::failed(None, err),
         }
     }
 
-    fn report(self) -> ExitCode {
+    pub(crate) fn report(self) -> ExitCode {
         let status = match self {
             Ended::Done => ExecExit::Success,
             // Nowhere to say anything: stdout's reader is gone, and stderr is for
@@ -218,14 +218,14 @@ impl ExecExit {
 }
 
 /// SIGINT and SIGTERM, counted: the first asks the call to stop, the second forces.
-struct Interrupts {
+pub(crate) struct Interrupts {
     interrupt: Signal,
     terminate: Signal,
     seen: usize,
 }
 
 impl Interrupts {
-    fn new() -> Result<Self> {
+    pub(crate) fn new() -> Result<Self> {
         Ok(Interrupts {
             interrupt: signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?,
             terminate: signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?,
@@ -234,7 +234,7 @@ impl Interrupts {
     }
 
     /// The next SIGINT or SIGTERM; how many there were so far.
-    async fn next(&mut self) -> usize {
+    pub(crate) async fn next(&mut self) -> usize {
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
@@ -244,7 +244,7 @@ impl Interrupts {
     }
 }
 
-const CANCELLING: &str = "cjm-ctl: cancelling... (Ctrl-C again to force)";
+pub(crate) const CANCELLING: &str = "cjm-ctl: cancelling... (Ctrl-C again to force)";
 
 async fn load(
     manager: &PluginManager,

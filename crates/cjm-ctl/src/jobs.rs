@@ -5,7 +5,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Result;
 use argh::FromArgs;
-use cjm_manager::jobs::{recent_jobs, JournalEntry};
+use cjm_manager::jobs::{
+    history, job_counts, recent_jobs, request_reorder, HistoryQuery, JobState, JournalEntry,
+};
 use cjm_metadata::CjmHome;
 use serde_json::json;
 
@@ -25,23 +27,112 @@ pub struct JobsCommand {
     #[argh(option, short = 'n', default = "20")]
     count: usize,
     #[argh(subcommand)]
-    show: Option<JobsSubcommand>,
+    action: Option<JobsAction>,
 }
 
 /// What `cjm-ctl jobs` does besides listing.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
-enum JobsSubcommand {
+enum JobsAction {
     Show(show::ShowCommand),
+    Stats(StatsCommand),
+    History(HistoryCommand),
+    Reorder(ReorderCommand),
+}
+
+/// Give a queued job of a running host another priority (higher goes first). The
+/// host carries it out and answers through the journal; a job that is not queued
+/// any more, or whose host is gone, is refused.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "reorder")]
+struct ReorderCommand {
+    /// the job, as `cjm-ctl jobs` lists it
+    #[argh(positional)]
+    id: String,
+    /// its new priority
+    #[argh(positional)]
+    priority: i32,
+}
+
+/// How many jobs of the journal are in each state.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "stats")]
+struct StatsCommand {
+    /// print JSON instead of a table
+    #[argh(switch)]
+    json: bool,
+}
+
+/// The journal's jobs, newest first, a page at a time, filtered by plugin and state.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "history")]
+struct HistoryCommand {
+    /// only this plugin's jobs
+    #[argh(option)]
+    plugin: Option<String>,
+    /// only jobs in this state (queued, admitted, running, succeeded, failed,
+    /// cancelled, interrupted)
+    #[argh(option)]
+    state: Option<String>,
+    /// how many jobs (default 20)
+    #[argh(option, default = "20")]
+    limit: usize,
+    /// skip this many of the newest first (the next page: offset + limit)
+    #[argh(option, default = "0")]
+    offset: usize,
+    /// print JSON instead of a table
+    #[argh(switch)]
+    json: bool,
 }
 
 pub fn run(command: JobsCommand) -> Result<ExitCode> {
-    if let Some(JobsSubcommand::Show(show)) = command.show {
-        return show::run(show);
-    }
     let path = CjmHome::from_env()?.journal_path();
+    match command.action {
+        Some(JobsAction::Show(asked)) => return show::run(asked),
+        Some(JobsAction::Stats(stats)) => {
+            let counts = job_counts(&path)?;
+            if stats.json {
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"journal": path, "counts": counts}))?
+                )?;
+            } else {
+                let rows: Vec<[String; 2]> = counts
+                    .iter()
+                    .map(|(state, count)| [state.clone(), count.to_string()])
+                    .collect();
+                print_table(&["STATE", "JOBS"], &rows)?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(JobsAction::Reorder(asked)) => {
+            // The host looks for requests every 100 ms while it has queued jobs.
+            let wait = Duration::from_secs(5);
+            request_reorder(&path, &asked.id, asked.priority, wait)??;
+            outln!("{}: priority {}", asked.id, asked.priority)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(JobsAction::History(asked)) => {
+            let mut query = HistoryQuery::default().page(asked.offset, asked.limit);
+            if let Some(plugin) = asked.plugin {
+                query = query.plugin(plugin);
+            }
+            if let Some(state) = &asked.state {
+                let Some(state) = JobState::from_name(state) else {
+                    anyhow::bail!("--state {state}: not a job state (queued, admitted, running, succeeded, failed, cancelled, interrupted)");
+                };
+                query = query.state(state);
+            }
+            return show(&path, history(&path, &query)?, asked.json);
+        }
+        None => {}
+    }
     let jobs = recent_jobs(&path, command.count)?;
-    if command.json {
+    show(&path, jobs, command.json)
+}
+
+fn show(path: &std::path::Path, jobs: Vec<JournalEntry>, json: bool) -> Result<ExitCode> {
+    if json {
         let jobs: Vec<_> = jobs.iter().map(as_json).collect();
         outln!(
             "{}",

@@ -13,6 +13,7 @@ mod logs;
 mod new;
 mod out;
 mod remove;
+mod run;
 mod secrets;
 mod stats;
 mod table;
@@ -46,6 +47,7 @@ enum Command {
     Logs(logs::LogsCommand),
     Stats(stats::StatsCommand),
     Jobs(jobs::JobsCommand),
+    Run(run::RunCommand),
     New(new::NewCommand),
     TlsFingerprint(fingerprint::FingerprintCommand),
     Secrets(secrets::SecretsCommand),
@@ -153,6 +155,7 @@ pub fn main() -> ExitCode {
         Command::Logs(command) => logs::run(command),
         Command::Stats(command) => stats::run(command),
         Command::Jobs(command) => jobs::run(command),
+        Command::Run(command) => run::run(command),
         Command::New(command) => new::run(command),
         Command::TlsFingerprint(command) => fingerprint::run(command),
         Command::Secrets(command) => secrets::run(command),

@@ -203,6 +203,17 @@ pub(crate) async fn launch_spec(
     let launch = manifest.resolved_launch(manifest_path.parent());
     let placement = placement(manifest, manifest_path.parent(), &launch, options, identity)
         .map_err(placement_error)?;
+    if let (Ok(WorkerPlacement::Ray(_)), Launch::Python { .. }, false) =
+        (manifest.placement(), &launch, adapters.is_empty())
+    {
+        // Their modules are installed on this machine, not shipped to the Ray node:
+        // a worker there that cannot import one would not start at all.
+        tracing::warn!(
+            "{name}: task adapters {} fit it but are not bound on Ray (they are not \
+             shipped to the node); its tasks answer 404 there",
+            adapters.join(", ")
+        );
+    }
     let relayed_before_fd = match (manifest.placement(), &launch) {
         (Ok(WorkerPlacement::Ray(ray)), Launch::Python { .. }) => {
             !relayed_original_takes_fd(manifest, &ray.pip)

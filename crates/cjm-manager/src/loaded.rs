@@ -357,6 +357,9 @@ pub(crate) struct ExecutionGuard {
     started: std::time::Instant,
     succeeded: std::sync::atomic::AtomicBool,
     on_end: Option<OnEnd>,
+    /// What the scheduler read of the machine when it admitted this (none when its
+    /// policy needed no figures).
+    view: Option<cjm_scheduling::SystemStats>,
 }
 
 /// How an execution ended, for whoever records it.
@@ -393,6 +396,24 @@ impl ExecutionGuard {
         self
     }
 
+    /// With the machine as the scheduler saw it when it admitted this.
+    pub(crate) fn admitted_seeing(mut self, view: Option<cjm_scheduling::SystemStats>) -> Self {
+        self.view = view;
+        self
+    }
+
+    /// What was declared, what is reserved, and the scheduler's view, for the jobs.
+    pub(crate) fn admission(&self) -> crate::jobs::ResourceSnapshot {
+        let reserved = self._reservation.demand();
+        crate::jobs::ResourceSnapshot {
+            declared: self.meta.resources.clone(),
+            requires_gpu: reserved.requires_gpu,
+            reserved_ram_mb: reserved.system_ram_mb,
+            reserved_vram_mb: reserved.gpu_vram_mb,
+            system_at_admission: self.view.clone(),
+        }
+    }
+
     pub(crate) fn begin(
         claim: ExecutionClaim,
         scheduler: Arc<dyn ResourceScheduler>,
@@ -413,6 +434,8 @@ impl ExecutionGuard {
             started: std::time::Instant::now(),
             succeeded: std::sync::atomic::AtomicBool::new(false),
             on_end: None,
+
+            view: None,
         }
     }
 }

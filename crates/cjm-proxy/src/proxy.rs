@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::buffers::BufferPool;
 use crate::endpoint::{Endpoint, PrivateFolder};
-use crate::files::{self, TempFiles};
+use crate::files::TempFiles;
 use crate::launch::{LaunchSpec, ListenMode};
 use crate::log::{self, TAIL_LINES};
 use crate::stream::ChunkStream;
@@ -399,7 +399,21 @@ impl RemotePluginProxy {
         call: CallArgs,
         call_id: Option<&str>,
     ) -> Result<ChunkStream, ProxyError> {
-        let (body, files) = self.prepare_call(call).await?;
+        self.execute_stream_enveloped(call, call_id, None).await
+    }
+
+    /// [`execute_stream_as`](Self::execute_stream_as) with `envelope` beside the
+    /// arguments (see [`call_enveloped`](Self::call_enveloped)): a job's stream tells
+    /// the worker which job it is for.
+    pub async fn execute_stream_enveloped(
+        &self,
+        call: CallArgs,
+        call_id: Option<&str>,
+        envelope: Option<&cjm_interface::envelope::CallEnvelope>,
+    ) -> Result<ChunkStream, ProxyError> {
+        let (body, files) = self
+            .enveloped_body(CallTarget::Execute, call, envelope)
+            .await?;
         let request = with_call_id(Outgoing::post(wire::PATH_EXECUTE_STREAM, body), call_id);
         let response = self.send(request).await?;
         let response = self
@@ -543,23 +557,7 @@ impl RemotePluginProxy {
     }
 
     async fn prepare_call(&self, call: CallArgs) -> Result<(Bytes, TempFiles), ProxyError> {
-        let (args, kwargs, files) = if call.has_files() {
-            // Writing files (possibly large) must not stall the runtime's threads.
-            let plugin = self.plugin.clone();
-            let dir = self.temp_dir.clone();
-            tokio::task::spawn_blocking(move || files::materialize(&plugin, call, &dir))
-                .await
-                .map_err(|err| ProxyError::InvalidResponse {
-                    plugin: self.plugin.clone(),
-                    endpoint: wire::PATH_EXECUTE,
-                    reason: format!("writing file arguments failed: {err}"),
-                })??
-        } else {
-            files::materialize(&self.plugin, call, &self.temp_dir)?
-        };
-        let mut body = self.buffers.take();
-        json::write_call_body(&mut body, &args, &kwargs);
-        Ok((self.buffers.lend_as_bytes(body, &self.runtime), files))
+        self.enveloped_body(CallTarget::Execute, call, None).await
     }
 
     pub(crate) async fn request_json<T: DeserializeOwned>(

@@ -25,7 +25,7 @@ pub const MAX_STREAM_COUNT: u64 = 10_000_000;
 /// The manifest fields beyond name and version.
 pub fn about() -> About {
     About::new()
-        .description("Echo test plugin: repeats text, reads a file, streams chunks")
+        .description("Echo test plugin: repeats text, reads or writes a file, streams chunks")
         .package_name(env!("CARGO_PKG_NAME"))
         .category("test")
         // Said explicitly: hosts schedule by this, and echo must run anywhere.
@@ -81,11 +81,12 @@ impl Plugin for EchoPlugin {
     }
 
     fn execute(&self, mut call: Call) -> Result<Value, PluginError> {
-        call.reject_unknown_kwargs(&["text", "repeat", "file_path"])?;
+        call.reject_unknown_kwargs(&["text", "repeat", "file_path", "write_to"])?;
         // Taken, not copied: the text may be megabytes, and it becomes the result.
         let text: String = call.take_required(0, "text")?;
         let repeat: u64 = call.or(1, "repeat", 1u64)?;
         let file_path: Option<String> = call.optional(2, "file_path")?;
+        let write_to: Option<String> = call.optional(3, "write_to")?;
         if !(1..=MAX_REPEAT).contains(&repeat) {
             return Err(PluginError::invalid_argument(format!(
                 "'repeat' must be between 1 and {MAX_REPEAT}, got {repeat}"
@@ -111,12 +112,23 @@ impl Plugin for EchoPlugin {
         }
         debug_assert_eq!(result.len(), result_len);
         let file_content_read = file_path.as_deref().map(read_file_lossy);
-        Ok(json!({
+        // A file for the next step of a pipeline to read (`cjm-ctl run`'s example).
+        if let Some(path) = &write_to {
+            std::fs::write(path, &result).map_err(|err| {
+                PluginError::invalid_argument(format!("cannot write to '{path}': {err}"))
+            })?;
+        }
+        let mut answer = json!({
             "result": result,
             "processed_by_pid": std::process::id(),
             "file_content_read": file_content_read,
             "config_used": self.current_config(),
-        }))
+        });
+        // Only when asked: the original's callers compare the answer's keys.
+        if let (Some(path), Value::Object(map)) = (write_to, &mut answer) {
+            map.insert(String::from("written_to"), Value::String(path));
+        }
+        Ok(answer)
     }
 
     fn execute_stream(&self, call: Call) -> Result<ChunkIter<'_>, PluginError> {

@@ -7,7 +7,8 @@
 //! kwarg `started_file`, first writes that file (the worker's pid): the call has
 //! reached the plugin. `execute_stream` with kwarg
 //! `progress_file` streams without end, writing the count of chunks produced to that
-//! file, one chunk each `interval_ms`. With plugin argument `--crash-at-start` it
+//! file, one chunk each `interval_ms`; with kwarg `tell_job` it streams two chunks
+//! naming the job the call's envelope is for. With plugin argument `--crash-at-start` it
 //! exits before serving, with `--crash-at-start-if PATH` only while PATH exists;
 //! with `--never-ready` it hangs before serving, with `--hold-start-while PATH` only
 //! while PATH exists (writing `PATH.held` once it waits); with
@@ -184,6 +185,13 @@ impl Plugin for Faulty {
                 std::fs::write(&progress, (i + 1).to_string())?;
                 Ok(json!({"chunk": i}))
             })));
+        }
+        if call.optional::<bool>(usize::MAX, "tell_job")? == Some(true) {
+            // Each chunk says which job the host ran the stream for (its envelope).
+            let job = call.job_id().map(str::to_owned);
+            return Ok(Box::new(
+                (0..2).map(move |i| Ok(json!({"chunk": i, "job": job}))),
+            ));
         }
         let fail_after: u64 = call.or(0, "fail_after", 2)?;
         Ok(Box::new((0..=fail_after).map(move |i| {

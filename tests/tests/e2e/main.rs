@@ -7,6 +7,7 @@
 
 mod access;
 mod common;
+mod compositions;
 mod config;
 mod ctl;
 mod diagnostics;
@@ -26,6 +27,7 @@ mod pypi_graph;
 mod python046;
 mod python_env;
 mod python_interop;
+mod queue_verbs;
 mod races;
 mod readme;
 mod recovery;

@@ -1,8 +1,8 @@
 //! Task adapters (the original 0.0.46's `/task`) between our host and our worker:
 //! cjm-wordcount's `text-statistics` adapter called directly and as jobs, each
 //! status (404 unknown task or method, 409 cancelled, 500 typed failure), the job's
-//! envelope reaching the plugin's log records, and the worker's accounts landing in
-//! the job journal; and `cjm-ctl task`.
+//! envelope reaching the plugin's log records (and a streamed job's plugin code), and
+//! the worker's accounts landing in the job journal; and `cjm-ctl task`.
 
 use std::io::Write;
 use std::process::Command;
@@ -249,4 +249,40 @@ fn task_cjm_ctl_task_prints_the_result_and_exits_by_category() {
     assert_eq!(out.status.code(), Some(70), "{out:?}");
     let out = run(&["cjm-wordcount", TASK, "count_text", "--kwargs", "[1]"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_job_carries_its_envelope_too() {
+    let home = TestHome::new();
+    home.native_manifest("faulty", FAULTY, &[]);
+    let manager = home.manager();
+    manager.discover_manifests();
+    manager.load_plugin("faulty", None).await.unwrap();
+    let journal = home.path().join("jobs.sqlite3");
+    let jobs = Jobs::new(manager.clone(), JobOptions::default().journal(&journal))
+        .await
+        .unwrap();
+    let (job, mut chunks) = jobs
+        .submit_stream("faulty", CallArgs::new().kwarg("tell_job", true), 0)
+        .unwrap();
+    let journal_id = jobs.journal_id(job).unwrap();
+    let mut told = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), chunks.next())
+        .await
+        .unwrap()
+    {
+        told.push(chunk["job"].clone());
+    }
+    assert_eq!(told, [json!(journal_id), json!(journal_id)]);
+    assert_eq!(
+        jobs.wait(job).await.unwrap().status.state,
+        JobState::Succeeded
+    );
+    // A stream outside a job has no envelope: no job.
+    let direct = manager
+        .execute_plugin_stream("faulty", CallArgs::new().kwarg("tell_job", true))
+        .await
+        .unwrap();
+    let first = direct.collect().await.unwrap();
+    assert_eq!(first[0]["job"], Value::Null);
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::host::JobCall;
-use super::model::{Cancellation, JobId, JobState};
+use super::model::{CancelPhase, Cancellation, JobChange, JobId, JobState};
 use super::run::{end_locked, Ending};
 use super::{CancelRequest, Inner, JobsError};
 use crate::manager::{AfterKill, Forced};
@@ -41,6 +41,8 @@ pub(super) fn cancel(inner: &Arc<Inner>, id: JobId) -> Result<bool, JobsError> {
             else {
                 return Ok(true);
             };
+            let plugin = entry.status.plugin.clone();
+            inner.emit(id, &plugin, JobChange::Cancel(CancelPhase::Cooperative));
             drop(book);
             spawn_or_warn(id, stop_running(Arc::clone(inner), id, execution, call_id));
             Ok(true)
@@ -65,7 +67,9 @@ pub(super) fn cancel_now(inner: &Arc<Inner>, id: JobId) -> Result<bool, JobsErro
                     ) =>
             {
                 entry.ask(CancelRequest::Forced);
-                entry.status.plugin.clone()
+                let plugin = entry.status.plugin.clone();
+                inner.emit(id, &plugin, JobChange::Cancel(CancelPhase::Force));
+                plugin
             }
             _ => {
                 drop(book);
@@ -147,6 +151,7 @@ async fn stop_running(inner: Arc<Inner>, id: JobId, execution: Arc<dyn JobCall>,
                     && entry.cancel_request() == CancelRequest::Asked =>
             {
                 entry.ask(CancelRequest::Forced);
+                inner.emit(id, &plugin, JobChange::Cancel(CancelPhase::Force));
             }
             _ => return,
         }

@@ -88,7 +88,7 @@ mod tests {
     fn fraction(event: &JobEvent) -> f64 {
         match event.change {
             JobChange::Progress { fraction, .. } => fraction,
-            JobChange::State(_) => f64::NAN,
+            _ => f64::NAN,
         }
     }
 

@@ -31,6 +31,11 @@ pub(crate) trait JobHost: Send + Sync + fmt::Debug + 'static {
     /// Whether `plugin` is loaded (and so can take jobs).
     fn is_loaded(&self, plugin: &str) -> bool;
 
+    /// Whether `plugin` is disabled (it refuses calls until enabled again).
+    fn is_disabled(&self, _plugin: &str) -> bool {
+        false
+    }
+
     /// Where the journal goes unless the options say otherwise.
     fn default_journal(&self) -> PathBuf;
 
@@ -51,6 +56,18 @@ pub(crate) trait JobHost: Send + Sync + fmt::Debug + 'static {
         &'a self,
         plugin: &'a str,
     ) -> BoxFuture<'a, Result<Arc<dyn JobCall>, ManagerError>>;
+
+    /// [`begin`](Self::begin), telling `waiting` each time admission cannot be
+    /// granted at once (before it waits or evicts for it), so that the job can say
+    /// why it waits. Hosts that cannot tell just begin.
+    fn begin_telling<'a>(
+        &'a self,
+        plugin: &'a str,
+        waiting: Box<dyn Fn(&cjm_scheduling::Refusal) + Send + Sync + 'a>,
+    ) -> BoxFuture<'a, Result<Arc<dyn JobCall>, ManagerError>> {
+        drop(waiting);
+        self.begin(plugin)
+    }
 
     /// Kill `plugin`'s worker unless `still_needed` says otherwise once this caller
     /// has the plugin to itself; then restart it or leave it stopped.
@@ -91,6 +108,11 @@ pub(crate) trait JobCall: Send + Sync + fmt::Debug {
     /// Whether, and how often, a transient failure is tried again.
     fn retry(&self) -> RetryPolicy;
 
+    /// What the execution was admitted with; `None` where the host cannot tell.
+    fn resources(&self) -> Option<super::model::ResourceSnapshot> {
+        None
+    }
+
     /// Run `call` as call `call_id`, to `to.target` with `to.envelope` beside it:
     /// its result, and its last progress report where the worker sent it along. A
     /// call past the plugin's time limit fails with [`ManagerError::Timeout`] after
@@ -108,13 +130,15 @@ pub(crate) trait JobCall: Send + Sync + fmt::Debug {
         Vec::new()
     }
 
-    /// Start `call` as streaming call `call_id`: its chunks as the worker sends them
+    /// Start `call` as streaming call `call_id`, with `envelope` beside it: its chunks
+    /// as the worker sends them
     /// (a wait for one past the plugin's time limit fails with a timeout, after its
     /// `OnTimeout` was applied). Dropping them stops the worker's producer.
     fn stream<'a>(
         &'a self,
         call: CallArgs,
         call_id: &'a str,
+        envelope: &'a CallEnvelope,
     ) -> BoxFuture<'a, Result<Chunks<'a>, ManagerError>>;
 
     /// Ask call `call_id` to stop; `false` when the worker cannot be asked and only a

@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
+use super::composition::journal::{self as compositions, CompositionEntry, CompositionRecord};
 use super::model::{Cancellation, JobState};
 
 /// A journal that cannot be opened, written or read.
@@ -105,6 +106,13 @@ pub(crate) enum Record {
         accounts: Vec<cjm_interface::envelope::Account>,
         at: SystemTime,
     },
+    /// A composition's submission, a node's change, its end.
+    Composition(CompositionRecord),
+    /// A queued job's priority changed (reordered).
+    Priority { id: String, priority: i32 },
+    /// A request of another process (`cjm-ctl jobs reorder`) was carried out, or
+    /// refused: its answer.
+    Answered { request: i64, answer: String },
     /// Answered once everything recorded before it is written.
     Synced(std::sync::mpsc::SyncSender<()>),
 }
@@ -160,6 +168,9 @@ const PRUNE_EVERY: usize = 512;
 pub(crate) struct Journal {
     sender: Option<mpsc::Sender<Record>>,
     writer: Option<JoinHandle<()>>,
+    /// Compositions that hosts which are gone left running, marked interrupted at
+    /// opening.
+    pub(crate) interrupted_compositions: Vec<CompositionEntry>,
 }
 
 const SCHEMA: &str = "
@@ -186,6 +197,14 @@ CREATE TABLE IF NOT EXISTS accounts (
     recorded_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS accounts_by_job ON accounts (job_id);
+CREATE TABLE IF NOT EXISTS job_requests (
+    id INTEGER PRIMARY KEY,
+    job TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    priority INTEGER,
+    asked_at REAL NOT NULL,
+    answer TEXT
+);
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY,
     host_pid INTEGER NOT NULL,
@@ -241,11 +260,13 @@ impl Journal {
         connection
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
             .and_then(|()| connection.execute_batch(SCHEMA))
+            .and_then(|()| connection.execute_batch(compositions::SCHEMA))
             .map_err(failed(path, "cannot set it up"))?;
-        let interrupted = mark_interrupted(&mut connection).map_err(failed(
-            path,
-            "cannot mark the jobs of hosts that are gone as interrupted",
-        ))?;
+        let (interrupted, interrupted_compositions) =
+            mark_interrupted(&mut connection).map_err(failed(
+                path,
+                "cannot mark the jobs of hosts that are gone as interrupted",
+            ))?;
         prune(&mut connection, retention).map_err(failed(path, "cannot delete old history"))?;
         let pid = std::process::id();
         connection
@@ -264,6 +285,7 @@ impl Journal {
             Journal {
                 sender: Some(sender),
                 writer: Some(writer),
+                interrupted_compositions,
             },
             interrupted,
         ))
@@ -420,6 +442,19 @@ fn write_batch(
                     )?;
                 }
             }
+            Record::Priority { id, priority } => {
+                transaction.execute(
+                    "UPDATE jobs SET priority = ?2 WHERE id = ?1",
+                    params![id, priority],
+                )?;
+            }
+            Record::Answered { request, answer } => {
+                transaction.execute(
+                    "UPDATE job_requests SET answer = ?2 WHERE id = ?1",
+                    params![request, answer],
+                )?;
+            }
+            Record::Composition(record) => compositions::write(&transaction, session, pid, record)?,
             Record::Cancelled { id, how, at } => {
                 transaction.execute(
                     "UPDATE jobs SET state = 'cancelled', cancellation = ?2, finished_at = ?3
@@ -444,6 +479,7 @@ fn prune(connection: &mut Connection, retention: JournalRetention) -> rusqlite::
             &format!("DELETE FROM jobs WHERE state IN {ENDED} AND submitted_at < ?1"),
             params![before],
         )?;
+        compositions::prune(&transaction, before)?;
     }
     if let Some(count) = retention.max_jobs {
         let count = i64::try_from(count).unwrap_or(i64::MAX);
@@ -472,7 +508,10 @@ const ENDED: &str = "('succeeded', 'failed', 'cancelled', 'interrupted')";
 /// One immediate transaction: read and write under the write lock, so that two hosts
 /// opening the journal at once take turns (a deferred one would fail the second with
 /// `SQLITE_BUSY_SNAPSHOT`, which no busy timeout cures).
-fn mark_interrupted(connection: &mut Connection) -> rusqlite::Result<Vec<JournalEntry>> {
+#[allow(clippy::type_complexity)]
+fn mark_interrupted(
+    connection: &mut Connection,
+) -> rusqlite::Result<(Vec<JournalEntry>, Vec<CompositionEntry>)> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let sessions: Vec<(String, u32, String)> = transaction
         .prepare("SELECT id, host_pid, host_started FROM sessions")?
@@ -480,10 +519,14 @@ fn mark_interrupted(connection: &mut Connection) -> rusqlite::Result<Vec<Journal
         .collect::<rusqlite::Result<_>>()?;
     let mut interrupted = Vec::new();
     let now = seconds(SystemTime::now());
-    for (session, pid, started) in sessions {
-        if host_identity(pid).is_some_and(|now_started| now_started == started) {
-            continue; // that host still runs
-        }
+    let gone: Vec<String> = sessions
+        .into_iter()
+        // A host that still runs keeps its session.
+        .filter(|(_, pid, started)| host_identity(*pid).is_none_or(|now| now != *started))
+        .map(|(session, _, _)| session)
+        .collect();
+    let interrupted_compositions = compositions::interrupt_gone(&transaction, &gone, now)?;
+    for session in gone {
         let unfinished: Vec<JournalEntry> = transaction
             .prepare(&format!(
                 "{SELECT} WHERE session = ?1 AND state IN ('queued', 'admitted', 'running')"
@@ -503,7 +546,7 @@ fn mark_interrupted(connection: &mut Connection) -> rusqlite::Result<Vec<Journal
         }));
     }
     transaction.commit()?;
-    Ok(interrupted)
+    Ok((interrupted, interrupted_compositions))
 }
 
 const SELECT: &str = "SELECT id, plugin, priority, state, submitted_at, started_at, finished_at,
@@ -598,34 +641,306 @@ pub fn recent_jobs(path: &Path, limit: usize) -> Result<Vec<JournalEntry>, Journ
     read().map_err(failed(path, "cannot read it"))
 }
 
-/// Job `id` as the journal at `path` holds it, read only; `None` if it holds no such
-/// job (or there is no journal).
-pub fn journal_entry(path: &Path, id: &str) -> Result<Option<JournalEntry>, JournalError> {
+/// Which part of the journal's history [`history`] reads: newest first, filtered by
+/// plugin and state, a page of `limit` after skipping `offset`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HistoryQuery {
+    /// Only this plugin's jobs.
+    pub plugin: Option<String>,
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// At most this many (default: 50).
+    pub limit: Option<usize>,
+    /// Skipping this many of the newest first.
+    pub offset: usize,
+}
+
+impl HistoryQuery {
+    /// Only `plugin`'s jobs.
+    pub fn plugin(mut self, plugin: impl Into<String>) -> Self {
+        self.plugin = Some(plugin.into());
+        self
+    }
+
+    /// Only jobs in `state`.
+    pub fn state(mut self, state: JobState) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// A page of `limit` jobs after the first `offset`.
+    pub fn page(mut self, offset: usize, limit: usize) -> Self {
+        self.offset = offset;
+        self.limit = Some(limit);
+        self
+    }
+}
+
+/// Jobs of the journal at `path` as `query` asks, newest first; nothing when there is
+/// no journal yet. Read only.
+pub fn history(path: &Path, query: &HistoryQuery) -> Result<Vec<JournalEntry>, JournalError> {
+    let Some(connection) = open_to_read(path)? else {
+        return Ok(Vec::new());
+    };
+    let limit = i64::try_from(query.limit.unwrap_or(50)).unwrap_or(i64::MAX);
+    let offset = i64::try_from(query.offset).unwrap_or(i64::MAX);
+    connection
+        .prepare(&format!(
+            "{SELECT} WHERE (?1 IS NULL OR plugin = ?1) AND (?2 IS NULL OR state = ?2)
+             ORDER BY submitted_at DESC, rowid DESC LIMIT ?3 OFFSET ?4"
+        ))
+        .and_then(|mut statement| {
+            statement
+                .query_map(
+                    params![
+                        query.plugin,
+                        query.state.map(JobState::as_str),
+                        limit,
+                        offset
+                    ],
+                    entry,
+                )?
+                .collect()
+        })
+        .map_err(failed(path, "cannot read it"))
+}
+
+/// How many jobs of the journal at `path` are in each state (its whole kept history,
+/// every host's), by state name.
+pub fn job_counts(path: &Path) -> Result<std::collections::BTreeMap<String, i64>, JournalError> {
+    let Some(connection) = open_to_read(path)? else {
+        return Ok(Default::default());
+    };
+    connection
+        .prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .map_err(failed(path, "cannot read it"))
+}
+
+/// What [`request_reorder`] was told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReorderRefused {
+    /// No such job in the journal.
+    #[error("no job {0} in the journal")]
+    Unknown(String),
+    /// The job is not queued (its state then).
+    #[error("job {job} is {state}, not queued: only a queued job can be reordered")]
+    NotPending {
+        /// The job.
+        job: String,
+        /// Its state.
+        state: String,
+    },
+    /// The host that runs it is gone, or did not answer in time.
+    #[error("job {job}: {why}")]
+    NoAnswer {
+        /// The job.
+        job: String,
+        /// Which.
+        why: String,
+    },
+    /// The host answered with a refusal.
+    #[error("job {job}: its host refused: {answer}")]
+    Refused {
+        /// The job.
+        job: String,
+        /// Its answer.
+        answer: String,
+    },
+}
+
+/// Ask the host that runs queued job `job` (its journal id) to give it `priority`,
+/// through the journal at `path`, and wait up to `wait` for its answer. For another
+/// process than the job's host (`cjm-ctl jobs reorder`); the host applies it as
+/// [`Jobs::reorder`](super::Jobs::reorder) does.
+pub fn request_reorder(
+    path: &Path,
+    job: &str,
+    priority: i32,
+    wait: Duration,
+) -> Result<Result<(), ReorderRefused>, JournalError> {
+    if !path.exists() {
+        return Ok(Err(ReorderRefused::Unknown(job.to_owned())));
+    }
+    let connection = open(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    let row: Option<(String, String, u32, Option<String>)> = connection
+        .query_row(
+            "SELECT jobs.state, jobs.session, jobs.host_pid, sessions.host_started
+             FROM jobs LEFT JOIN sessions ON sessions.id = jobs.session WHERE jobs.id = ?1",
+            params![job],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )
+        .optional()
+        .map_err(failed(path, "cannot read it"))?;
+    let Some((state, _session, pid, started)) = row else {
+        return Ok(Err(ReorderRefused::Unknown(job.to_owned())));
+    };
+    if state != JobState::Queued.as_str() {
+        return Ok(Err(ReorderRefused::NotPending {
+            job: job.to_owned(),
+            state,
+        }));
+    }
+    let alive = started.is_some_and(|started| host_identity(pid).is_some_and(|now| now == started));
+    if !alive {
+        return Ok(Err(ReorderRefused::NoAnswer {
+            job: job.to_owned(),
+            why: format!("its host (pid {pid}) is gone"),
+        }));
+    }
+    connection
+        .execute(
+            "INSERT INTO job_requests (job, kind, priority, asked_at) VALUES (?1, 'reorder', ?2, ?3)",
+            params![job, priority, seconds(SystemTime::now())],
+        )
+        .map_err(failed(path, "cannot write the request"))?;
+    let request = connection.last_insert_rowid();
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let answer: Option<String> = connection
+            .query_row(
+                "SELECT answer FROM job_requests WHERE id = ?1",
+                params![request],
+                |row| row.get(0),
+            )
+            .map_err(failed(path, "cannot read the answer"))?;
+        match answer.as_deref() {
+            Some(REORDERED) => return Ok(Ok(())),
+            Some(answer) => {
+                return Ok(Err(ReorderRefused::Refused {
+                    job: job.to_owned(),
+                    answer: answer.to_owned(),
+                }))
+            }
+            None if std::time::Instant::now() >= deadline => {
+                // Not left for the host to find later: the caller has given up.
+                let _ =
+                    connection.execute("DELETE FROM job_requests WHERE id = ?1", params![request]);
+                return Ok(Err(ReorderRefused::NoAnswer {
+                    job: job.to_owned(),
+                    why: format!("its host (pid {pid}) did not answer within {wait:?}"),
+                }));
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// The answer of a request carried out.
+pub(crate) const REORDERED: &str = "reordered";
+
+/// Requests for session `session`'s jobs not answered yet: (request, job, priority).
+pub(crate) fn pending_requests(
+    connection: &Connection,
+    session: &str,
+) -> rusqlite::Result<Vec<(i64, String, i32)>> {
+    connection
+        .prepare(
+            "SELECT id, job, priority FROM job_requests
+             WHERE answer IS NULL AND kind = 'reorder' AND substr(job, 1, length(?1) + 1) = ?1 || '-'",
+        )?
+        .query_map(params![session], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect()
+}
+
+/// The journal at `path` opened to read, as the host's request watcher does.
+pub(crate) fn open_for_requests(path: &Path) -> Result<Connection, JournalError> {
+    open(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+}
+
+/// The journal at `path` opened to read; `None` when it (or its jobs) is not there.
+fn open_to_read(path: &Path) -> Result<Option<Connection>, JournalError> {
     if !path.exists() {
         return Ok(None);
     }
     let connection = open(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let read = || -> rusqlite::Result<Option<JournalEntry>> {
-        let has_jobs: Option<String> = connection
-            .query_row(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'jobs'",
-                [],
-                |row| row.get(0),
-            )
-            .optional()?;
-        if has_jobs.is_none() {
-            return Ok(None);
-        }
-        connection
-            .query_row(&format!("{SELECT} WHERE id = ?1"), params![id], entry)
-            .optional()
+    let has_jobs: Option<String> = connection
+        .query_row(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'jobs'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(failed(path, "cannot read it"))?;
+    Ok(has_jobs.map(|_| connection))
+}
+
+/// Job `id` as the journal at `path` holds it, read only; `None` if it holds no such
+/// job (or there is no journal).
+pub fn journal_entry(path: &Path, id: &str) -> Result<Option<JournalEntry>, JournalError> {
+    let Some(connection) = open_to_read(path)? else {
+        return Ok(None);
     };
-    read().map_err(failed(path, "cannot read it"))
+    connection
+        .query_row(&format!("{SELECT} WHERE id = ?1"), params![id], entry)
+        .optional()
+        .map_err(failed(path, "cannot read it"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_pages_newest_first_and_filters_by_plugin_and_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite3");
+        assert_eq!(history(&path, &HistoryQuery::default()).unwrap(), []);
+        let (journal, _) = Journal::open(&path, "h", JournalRetention::FOREVER).unwrap();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000);
+        for n in 0..10u64 {
+            let id = format!("h-{n}");
+            let at = t0 + Duration::from_secs(n);
+            journal.record(Record::Submitted {
+                id: id.clone(),
+                plugin: String::from(if n % 2 == 0 { "even" } else { "odd" }),
+                priority: 0,
+                at,
+            });
+            if n < 6 {
+                journal.record(Record::State {
+                    id,
+                    state: JobState::Succeeded,
+                    at,
+                });
+            }
+        }
+        drop(journal);
+        let ids = |query: HistoryQuery| -> Vec<String> {
+            history(&path, &query)
+                .unwrap()
+                .into_iter()
+                .map(|job| job.id)
+                .collect()
+        };
+        assert_eq!(
+            ids(HistoryQuery::default().page(0, 3)),
+            ["h-9", "h-8", "h-7"]
+        );
+        assert_eq!(
+            ids(HistoryQuery::default().page(3, 3)),
+            ["h-6", "h-5", "h-4"]
+        );
+        assert_eq!(ids(HistoryQuery::default().page(9, 3)), ["h-0"]);
+        assert_eq!(
+            ids(HistoryQuery::default()
+                .plugin("odd")
+                .state(JobState::Succeeded)),
+            ["h-5", "h-3", "h-1"]
+        );
+        assert_eq!(
+            ids(HistoryQuery::default().state(JobState::Queued)).len(),
+            4
+        );
+        let counts = job_counts(&path).unwrap();
+        assert_eq!((counts["succeeded"], counts["queued"]), (6, 4));
+    }
 
     #[test]
     fn records_are_written_off_the_caller_and_read_back_newest_first() {
@@ -766,6 +1081,65 @@ mod tests {
         // A second host opening it now finds nothing more to mark.
         let (_again, none) = Journal::open(&path, "newer", JournalRetention::FOREVER).unwrap();
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_composition_a_gone_host_left_running_is_listed_interrupted() {
+        use crate::jobs::composition::journal::recent_compositions;
+        use crate::jobs::{CompositionState, NodeState};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite3");
+        {
+            let (journal, _) = Journal::open(&path, "old", JournalRetention::FOREVER).unwrap();
+            let nodes = vec![
+                ("a".to_owned(), "p".to_owned()),
+                ("b".to_owned(), "q".to_owned()),
+            ];
+            for id in ["old-c1", "old-c2"] {
+                journal.record(Record::Composition(CompositionRecord::Submitted {
+                    id: id.to_owned(),
+                    nodes: nodes.clone(),
+                    at: SystemTime::now(),
+                }));
+                journal.record(Record::Composition(CompositionRecord::Node {
+                    composition: id.to_owned(),
+                    node: "a".to_owned(),
+                    state: NodeState::Succeeded,
+                    job: Some(format!("{id}-job")),
+                    reason: None,
+                }));
+            }
+            journal.record(Record::Composition(CompositionRecord::Ended {
+                id: "old-c2".to_owned(),
+                state: CompositionState::Succeeded,
+                at: SystemTime::now(),
+            }));
+        }
+        // Its host ended (a crash: nothing more was written).
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "UPDATE sessions SET host_started = 'a host that ended' WHERE id = 'old'",
+                [],
+            )
+            .unwrap();
+        let (journal, _) = Journal::open(&path, "new", JournalRetention::FOREVER).unwrap();
+        let interrupted = &journal.interrupted_compositions;
+        assert_eq!(interrupted.len(), 1, "{interrupted:?}");
+        assert_eq!(interrupted[0].id, "old-c1");
+        assert_eq!(interrupted[0].state, CompositionState::Interrupted);
+        let states: Vec<&str> = interrupted[0]
+            .nodes
+            .iter()
+            .map(|node| node.2.as_str())
+            .collect();
+        assert_eq!(states, ["succeeded", "interrupted"]);
+        assert_eq!(interrupted[0].nodes[0].3.as_deref(), Some("old-c1-job"));
+        let kept = recent_compositions(&path, 10).unwrap();
+        assert_eq!(kept.len(), 2);
+        assert!(kept
+            .iter()
+            .any(|c| c.id == "old-c2" && c.state == CompositionState::Succeeded));
     }
 
     #[test]

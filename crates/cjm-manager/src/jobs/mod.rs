@@ -35,6 +35,9 @@
 
 mod cancel;
 mod chunks;
+mod composition;
+#[cfg(test)]
+mod composition_tests;
 mod diag_ingest;
 pub mod diagnostics;
 mod events;
@@ -44,9 +47,13 @@ mod model;
 mod options;
 mod progress;
 mod queue;
+mod requests;
 mod run;
 #[cfg(test)]
 mod tests;
+mod verbs;
+#[cfg(test)]
+mod verbs_tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,14 +66,23 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 
 pub use chunks::JobChunks;
+pub use composition::{
+    recent_compositions, Composition, CompositionChange, CompositionEntry, CompositionError,
+    CompositionEvent, CompositionEvents, CompositionId, CompositionNode, CompositionState,
+    CompositionStatus, CompositionsError, Input, NodeState, NodeStatus, NodeTarget, OutputRef,
+    OUTPUT_KEY,
+};
 pub use diagnostics::{
     job_diagnostics, DiagnosticRecord, DiagnosticsError, DiagnosticsRetention, JobDiagnostics,
 };
 pub use events::{EventsLagged, JobEvents};
-pub use journal::{job_accounts, JournalAccount};
-pub use journal::{journal_entry, recent_jobs, JournalEntry, JournalError, JournalRetention};
+pub use journal::{
+    history, job_accounts, job_counts, journal_entry, recent_jobs, request_reorder, HistoryQuery,
+    JournalAccount, JournalEntry, JournalError, JournalRetention, ReorderRefused,
+};
 pub use model::{
-    Cancellation, JobChange, JobEvent, JobFailure, JobId, JobOutcome, JobState, JobStatus, TaskCall,
+    BlockReason, CancelPhase, Cancellation, JobChange, JobEvent, JobFailure, JobId, JobOutcome,
+    JobState, JobStatus, QueueStats, ResourceSnapshot, TaskCall,
 };
 pub use options::JobOptions;
 
@@ -103,6 +119,15 @@ pub enum JobsError {
     /// The jobs were shut down.
     #[error("the job queue has been shut down")]
     Closed,
+    /// The job has left the queue (it is admitted, running or ended): its priority
+    /// no longer matters.
+    #[error("{id} is {state}, not queued: only a queued job can be reordered")]
+    NotPending {
+        /// The job.
+        id: JobId,
+        /// Its state.
+        state: JobState,
+    },
 }
 
 /// The job queue. Cheap to clone; dropping the last clone cancels every job: queued
@@ -137,10 +162,13 @@ struct Inner {
     /// Wakes the dispatcher: a job was queued or one ended.
     dispatch: Notify,
     events: broadcast::Sender<JobEvent>,
+    /// The compositions' events and members.
+    hub: composition::Hub,
     journal: Option<Journal>,
     /// Each job's log records (`diagnostics.rs`), read back from the logs.
     diagnostics: Option<Arc<diag_ingest::Ingest>>,
     interrupted: Vec<JournalEntry>,
+    interrupted_compositions: Vec<CompositionEntry>,
     closed: AtomicBool,
     /// Every journal record, for the tests to count endings.
     #[cfg(test)]
@@ -154,6 +182,7 @@ struct Book {
     /// Ended jobs, oldest first, forgotten past `JobOptions::keep_finished`.
     finished: VecDeque<JobId>,
     next_id: u64,
+    compositions: composition::run::Runs,
 }
 
 #[derive(Debug)]
@@ -177,6 +206,10 @@ struct Entry {
     holds_place: bool,
     /// The execution while the call runs: where `/cancel` goes.
     execution: Option<Arc<dyn JobCall>>,
+    /// The composition node it runs, if it is a member of one.
+    member: Option<composition::run::Member>,
+    /// What its (latest) execution was admitted with.
+    resources: Option<ResourceSnapshot>,
 }
 
 impl Entry {
@@ -216,23 +249,22 @@ impl Jobs {
     ) -> Result<Jobs, JobsError> {
         let options = options.normalized();
         let session = session_id();
-        let diagnostics = match (options.keep_journal, options.diagnostics) {
-            (true, Some(retention)) => {
-                let journal = options
-                    .journal
-                    .clone()
-                    .unwrap_or_else(|| host.default_journal());
-                let ingest = diag_ingest::open(&journal, retention).await?;
-                host.diagnostics_store(&diagnostics::path_beside(&journal));
+        let journal_path = options.keep_journal.then(|| {
+            options
+                .journal
+                .clone()
+                .unwrap_or_else(|| host.default_journal())
+        });
+        let diagnostics = match (&journal_path, options.diagnostics) {
+            (Some(journal), Some(retention)) => {
+                let ingest = diag_ingest::open(journal, retention).await?;
+                host.diagnostics_store(&diagnostics::path_beside(journal));
                 Some(Arc::new(ingest))
             }
             _ => None,
         };
-        let (journal, interrupted) = if options.keep_journal {
-            let path = options
-                .journal
-                .clone()
-                .unwrap_or_else(|| host.default_journal());
+        let (journal, interrupted, interrupted_compositions) = if let Some(path) = &journal_path {
+            let path = path.clone();
             let opening = {
                 let session = session.clone();
                 let retention = options.journal_retention;
@@ -244,9 +276,10 @@ impl Jobs {
                 what: String::from("opening it failed"),
                 source: Box::new(err),
             })??;
-            (Some(journal), interrupted)
+            let compositions = journal.interrupted_compositions.clone();
+            (Some(journal), interrupted, compositions)
         } else {
-            (None, Vec::new())
+            (None, Vec::new(), Vec::new())
         };
         for job in &interrupted {
             tracing::warn!(
@@ -262,6 +295,7 @@ impl Jobs {
             );
         }
         let (events, _) = broadcast::channel(options.event_capacity);
+        let options_event_capacity = options.event_capacity;
         let inner = Arc::new(Inner {
             host,
             book: Mutex::new(Book {
@@ -269,15 +303,18 @@ impl Jobs {
                 jobs: HashMap::new(),
                 finished: VecDeque::new(),
                 next_id: 1,
+                compositions: composition::run::Runs::default(),
             }),
             options,
             session,
             epoch: Instant::now(),
             dispatch: Notify::new(),
             events,
+            hub: composition::Hub::new(options_event_capacity),
             journal,
             diagnostics,
             interrupted,
+            interrupted_compositions,
             closed: AtomicBool::new(false),
             #[cfg(test)]
             recorded: Mutex::new(Vec::new()),
@@ -285,6 +322,9 @@ impl Jobs {
         tokio::spawn(run::dispatch(Arc::clone(&inner)));
         if let Some(ingest) = &inner.diagnostics {
             tokio::spawn(diag_ingest::keep_ingesting(Arc::downgrade(ingest)));
+        }
+        if let Some(path) = journal_path {
+            requests::watch(&inner, path);
         }
         Ok(Jobs {
             _owner: Arc::new(Owner {
@@ -299,7 +339,7 @@ impl Jobs {
     /// [`JobOptions::aging`]). Refused at once when the plugin is not loaded or the
     /// queue is full. Never waits.
     pub fn submit(&self, plugin: &str, call: CallArgs, priority: i32) -> Result<JobId, JobsError> {
-        self.enqueue(plugin, call, priority, None, None)
+        self.enqueue(plugin, NewJob::plain(call, priority))
     }
 
     /// Queue a call of `task`'s method on `plugin` (`POST /task`), with the keyword
@@ -312,7 +352,7 @@ impl Jobs {
         kwargs: CallArgs,
         priority: i32,
     ) -> Result<JobId, JobsError> {
-        self.enqueue(plugin, kwargs, priority, None, Some(task))
+        self.enqueue(plugin, NewJob::plain(kwargs, priority).task(Some(task)))
     }
 
     /// Queue `call` as a streaming job: as [`submit`](Self::submit), and its chunks
@@ -328,18 +368,15 @@ impl Jobs {
         priority: i32,
     ) -> Result<(JobId, JobChunks), JobsError> {
         let (chunks_to, chunks) = mpsc::channel(STREAM_BUFFER);
-        let id = self.enqueue(plugin, call, priority, Some(chunks_to), None)?;
+        let job = NewJob {
+            chunks_to: Some(chunks_to),
+            ..NewJob::plain(call, priority)
+        };
+        let id = self.enqueue(plugin, job)?;
         Ok((id, JobChunks::new(chunks)))
     }
 
-    fn enqueue(
-        &self,
-        plugin: &str,
-        call: CallArgs,
-        priority: i32,
-        chunks_to: Option<mpsc::Sender<Value>>,
-        task: Option<TaskCall>,
-    ) -> Result<JobId, JobsError> {
+    fn enqueue(&self, plugin: &str, job: NewJob) -> Result<JobId, JobsError> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::SeqCst) {
             return Err(JobsError::Closed);
@@ -350,58 +387,8 @@ impl Jobs {
             }
             .into());
         }
-        let now = SystemTime::now();
-        let id = {
-            let mut book = inner.book.lock();
-            let limit = inner.options.max_queued;
-            if book.queue.len() >= limit {
-                return Err(JobsError::QueueFull { limit });
-            }
-            let id = JobId(book.next_id);
-            book.next_id += 1;
-            let call_id = format!("{}-{}", inner.session, id.0);
-            let (outcome, _) = watch::channel(None);
-            let (cancel, _) = watch::channel(CancelRequest::None);
-            inner.record(Record::Submitted {
-                id: call_id.clone(),
-                plugin: plugin.to_owned(),
-                priority,
-                at: now,
-            });
-            book.jobs.insert(
-                id,
-                Entry {
-                    status: JobStatus {
-                        id,
-                        plugin: plugin.to_owned(),
-                        priority,
-                        state: JobState::Queued,
-                        progress: None,
-                        submitted_at: now,
-                        admitted_at: None,
-                        started_at: None,
-                        finished_at: None,
-                        attempts: 0,
-                        failure: None,
-                        cancelled: None,
-                    },
-                    call: Some(call),
-                    call_id,
-                    attempt_call_id: None,
-                    outcome,
-                    cancel,
-                    chunks_to,
-                    task,
-                    holds_place: false,
-                    execution: None,
-                },
-            );
-            book.queue.push(id, plugin, priority, inner.epoch.elapsed());
-            inner.emit(id, plugin, JobChange::State(JobState::Queued));
-            id
-        };
-        inner.dispatch.notify_one();
-        Ok(id)
+        let mut book = inner.book.lock();
+        inner.enqueue_locked(&mut book, plugin, job, None)
     }
 
     /// The job's status now; `None` for a job unknown here.
@@ -544,7 +531,138 @@ impl Jobs {
     }
 }
 
+/// What a job to be queued runs.
+pub(crate) struct NewJob {
+    call: CallArgs,
+    priority: i32,
+    /// Where a streaming job's chunks go.
+    chunks_to: Option<mpsc::Sender<Value>>,
+    /// The task adapter's method it calls instead of `execute`.
+    task: Option<TaskCall>,
+}
+
+impl NewJob {
+    pub(crate) fn plain(call: CallArgs, priority: i32) -> Self {
+        NewJob {
+            call,
+            priority,
+            chunks_to: None,
+            task: None,
+        }
+    }
+
+    pub(crate) fn task(mut self, task: Option<TaskCall>) -> Self {
+        self.task = task;
+        self
+    }
+}
+
 impl Inner {
+    /// Queue a job, under the book's lock (a composition's node becomes a job in the
+    /// step that made it ready). Refused when the queue is closed or full, or the
+    /// plugin is not loaded.
+    fn enqueue_locked(
+        &self,
+        book: &mut Book,
+        plugin: &str,
+        job: NewJob,
+        member: Option<composition::run::Member>,
+    ) -> Result<JobId, JobsError> {
+        let NewJob {
+            call,
+            priority,
+            chunks_to,
+            task,
+        } = job;
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(JobsError::Closed);
+        }
+        if member.is_some() && !self.host.is_loaded(plugin) {
+            return Err(ManagerError::NotLoaded {
+                name: plugin.to_owned(),
+            }
+            .into());
+        }
+        let limit = self.options.max_queued;
+        if book.queue.len() >= limit {
+            return Err(JobsError::QueueFull { limit });
+        }
+        let now = SystemTime::now();
+        let id = JobId(book.next_id);
+        book.next_id += 1;
+        let call_id = format!("{}-{}", self.session, id.0);
+        let (outcome, _) = watch::channel(None);
+        let (cancel, _) = watch::channel(CancelRequest::None);
+        self.record(Record::Submitted {
+            id: call_id.clone(),
+            plugin: plugin.to_owned(),
+            priority,
+            at: now,
+        });
+        book.jobs.insert(
+            id,
+            Entry {
+                status: JobStatus {
+                    id,
+                    plugin: plugin.to_owned(),
+                    priority,
+                    state: JobState::Queued,
+                    progress: None,
+                    submitted_at: now,
+                    admitted_at: None,
+                    started_at: None,
+                    finished_at: None,
+                    attempts: 0,
+                    failure: None,
+                    cancelled: None,
+                },
+                call: Some(call),
+                call_id,
+                attempt_call_id: None,
+                outcome,
+                cancel,
+                chunks_to,
+                task,
+                holds_place: false,
+                execution: None,
+                member,
+                resources: None,
+            },
+        );
+        book.queue.push(id, plugin, priority, self.epoch.elapsed());
+        let (running, limit) = (book.queue.running(plugin), self.limit(plugin));
+        if let Some(member) = member {
+            // Indexed before its first event, so that the composition's listeners
+            // see all of its member's.
+            book.compositions.index_member(self, id, member);
+        }
+        self.emit(id, plugin, JobChange::State(JobState::Queued));
+        // Its turn cannot come before one of its plugin's jobs ends.
+        if running >= limit {
+            let reason = BlockReason::Concurrency { running, limit };
+            self.emit(id, plugin, JobChange::Blocked(Some(reason)));
+        }
+        self.dispatch.notify_one();
+        Ok(id)
+    }
+
+    /// End queued job `id` cancelled, under the book's lock; whether it was queued.
+    fn cancel_queued_locked(&self, book: &mut Book, id: JobId) -> bool {
+        match book.jobs.get(&id) {
+            Some(entry) if entry.status.state == JobState::Queued => {
+                entry.ask(CancelRequest::Asked);
+                book.queue.remove(id);
+                run::end_locked(
+                    self,
+                    book,
+                    id,
+                    run::Ending::Cancelled(Cancellation::WhileQueued),
+                )
+            }
+            _ => false,
+        }
+    }
+
     /// Record in the journal; called under the book's lock with the change it
     /// records, so that the journal sees changes in the order they happened.
     fn record(&self, record: Record) {
@@ -558,12 +676,14 @@ impl Inner {
     /// Tell the listeners; called under the book's lock with the change it tells of,
     /// so that no event of a job comes after its final one.
     fn emit(&self, job: JobId, plugin: &str, change: JobChange) {
-        // Nobody listening is fine.
-        let _ = self.events.send(JobEvent {
+        let event = JobEvent {
             job,
             plugin: plugin.to_owned(),
             change,
-        });
+        };
+        self.hub.forward(&event);
+        // Nobody listening is fine.
+        let _ = self.events.send(event);
     }
 
     /// The most jobs of `plugin` that run at once.

@@ -171,6 +171,44 @@ pub struct JobStatus {
     pub cancelled: Option<Cancellation>,
 }
 
+/// What a job was admitted with: its plugin's declared needs, what the scheduler
+/// reserved for it, and the machine as the scheduler read it then (the original's
+/// `get_resource_snapshot`, taken at admission rather than sampled later).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ResourceSnapshot {
+    /// The plugin's declared needs (as admitted: none for a worker placed elsewhere).
+    pub declared: cjm_metadata::ResourceRequirements,
+    /// Whether a GPU was required.
+    pub requires_gpu: bool,
+    /// System memory reserved for it while it runs, in MiB.
+    pub reserved_ram_mb: u64,
+    /// GPU memory reserved for it while it runs, in MiB.
+    pub reserved_vram_mb: u64,
+    /// The machine as the scheduler read it to admit the job; `None` when its policy
+    /// needed no reading (the permissive one, or nothing declared).
+    pub system_at_admission: Option<cjm_scheduling::SystemStats>,
+}
+
+/// How many jobs known here are in each state (ended ones as far as
+/// [`JobOptions::keep_finished`](super::JobOptions::keep_finished) keeps them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Waiting for their turn.
+    pub queued: usize,
+    /// Their turn came; being admitted.
+    pub admitted: usize,
+    /// Sent to their workers.
+    pub running: usize,
+    /// Ended with a result.
+    pub succeeded: usize,
+    /// Ended with an error.
+    pub failed: usize,
+    /// Cancelled.
+    pub cancelled: usize,
+}
+
 /// A job's end, as [`Jobs::wait`](super::Jobs::wait) returns it: its final status and
 /// its result (`None` unless it succeeded).
 #[derive(Debug, Clone, PartialEq)]
@@ -192,10 +230,62 @@ pub struct JobEvent {
     pub change: JobChange,
 }
 
+/// A step of a running job's cancel, as the original names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CancelPhase {
+    /// The plugin was asked to stop (`POST /cancel`); the host waits for it.
+    Cooperative,
+    /// It did not stop in time (or was cancelled at once): its worker is being killed.
+    Force,
+    /// The job has ended cancelled.
+    Completed,
+}
+
+impl CancelPhase {
+    /// The original's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelPhase::Cooperative => "cooperative",
+            CancelPhase::Force => "force",
+            CancelPhase::Completed => "completed",
+        }
+    }
+}
+
+/// Why a queued job waits, when it is not simply its turn.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BlockReason {
+    /// Its plugin runs as many jobs at once as it may (`JobOptions::concurrency`).
+    Concurrency {
+        /// Jobs of the plugin running.
+        running: usize,
+        /// Its limit.
+        limit: usize,
+    },
+    /// Its turn came, and the scheduler cannot admit it yet: not enough system
+    /// memory free.
+    Memory,
+    /// Not enough GPU memory free (idle GPU plugins are being evicted for it, or it
+    /// waits).
+    Gpu,
+    /// The scheduler refused for another cause (its own queue, statistics that
+    /// cannot be read): `message` says which.
+    Scheduler {
+        /// The scheduler's refusal.
+        message: String,
+    },
+}
+
 /// What happened to a job.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum JobChange {
+    /// Why it waits changed (`None`: nothing holds it any more).
+    Blocked(Option<BlockReason>),
+    /// Its cancel went a step further.
+    Cancel(CancelPhase),
     /// It entered a new state (the status holds the details).
     State(JobState),
     /// It reported progress.

@@ -101,6 +101,22 @@ impl JobQueue {
             .insert(waiting);
     }
 
+    /// Move waiting job `id` by `delta` priority levels, keeping what its waiting
+    /// has earned and its place among equals; whether it was waiting.
+    pub(crate) fn reprioritize(&mut self, id: JobId, delta: i32) -> bool {
+        let Some(mut waiting) = self.index.remove(&id) else {
+            return false;
+        };
+        self.take_out(&waiting);
+        waiting.rank += f64::from(delta);
+        self.index.insert(id, waiting.clone());
+        self.by_plugin
+            .entry(waiting.plugin.clone())
+            .or_default()
+            .insert(waiting);
+        true
+    }
+
     /// Take job `id` out of the line (it was cancelled); whether it was waiting.
     pub(crate) fn remove(&mut self, id: JobId) -> bool {
         match self.index.remove(&id) {
@@ -153,7 +169,6 @@ impl JobQueue {
     }
 
     /// Jobs of `plugin` running now.
-    #[cfg(test)]
     pub(crate) fn running(&self, plugin: &str) -> usize {
         self.running.get(plugin).copied().unwrap_or(0)
     }
@@ -245,6 +260,21 @@ mod tests {
         queue.finished("gpu");
         assert_eq!(queue.pop(|_| 1).unwrap().id, JobId(2));
         assert_eq!(queue.running("gpu"), 1);
+    }
+
+    #[test]
+    fn a_reordered_job_moves_by_its_new_priority_and_keeps_its_aging() {
+        let mut queue = JobQueue::new(AGING);
+        queue.push(JobId(1), "p", 0, Duration::ZERO);
+        queue.push(JobId(2), "p", 1, Duration::from_secs(5));
+        queue.push(JobId(3), "p", 0, Duration::from_secs(5));
+        // 3 up to 2's level: it was queued at the same time, after it.
+        assert!(queue.reprioritize(JobId(3), 1));
+        // 1 up by one: it waited longer, so it now goes first.
+        assert!(queue.reprioritize(JobId(1), 1));
+        assert!(!queue.reprioritize(JobId(9), 1));
+        queue.check().unwrap();
+        assert_eq!(ids(&mut queue, 1), [1, 2, 3]);
     }
 
     #[test]

@@ -12,9 +12,12 @@ use cjm_proxy::{CallTarget, ProxyError};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
+use super::composition::run::{member_ended, MemberEnd};
 use super::host::{Addressed, JobCall};
 use super::journal::Record;
-use super::model::{Cancellation, JobChange, JobFailure, JobId, JobState};
+use super::model::{
+    BlockReason, CancelPhase, Cancellation, JobChange, JobFailure, JobId, JobState,
+};
 use super::progress::{report_last, watch_progress, Watched};
 use super::{outcome, Book, CancelRequest, Inner};
 use crate::ManagerError;
@@ -160,7 +163,7 @@ async fn attempts(
         let execution = tokio::select! {
             biased;
             () = asked(cancel) => return stopped_before_sending(attempt),
-            begun = inner.host.begin(&plugin) => match begun {
+            begun = inner.host.begin_telling(&plugin, blocked_by(inner, id)) => match begun {
                 Ok(execution) => execution,
                 Err(err) => return Ending::Failed(err),
             },
@@ -243,6 +246,39 @@ async fn attempts(
     }
 }
 
+/// What tells job `id`'s listeners why its admission waits: once per reason, while
+/// it is admitted (a job no longer waiting says nothing more).
+fn blocked_by(
+    inner: &Arc<Inner>,
+    id: JobId,
+) -> Box<dyn Fn(&cjm_scheduling::Refusal) + Send + Sync + 'static> {
+    let inner = Arc::clone(inner);
+    let last = parking_lot::Mutex::new(None::<BlockReason>);
+    Box::new(move |refusal| {
+        let reason = if refusal.is_short_of(cjm_scheduling::Resource::GpuMemory) {
+            BlockReason::Gpu
+        } else if refusal.is_short_of(cjm_scheduling::Resource::SystemMemory) {
+            BlockReason::Memory
+        } else {
+            BlockReason::Scheduler {
+                message: refusal.to_string(),
+            }
+        };
+        let book = inner.book.lock();
+        let Some(entry) = book.jobs.get(&id) else {
+            return;
+        };
+        if entry.status.state != JobState::Admitted {
+            return;
+        }
+        let mut last = last.lock();
+        if last.as_ref() != Some(&reason) {
+            *last = Some(reason.clone());
+            inner.emit(id, &entry.status.plugin, JobChange::Blocked(Some(reason)));
+        }
+    })
+}
+
 /// The call id of attempt `attempt`: the job's own for the first, then one of its own
 /// for each retry.
 pub(super) fn attempt_call_id(base: &str, attempt: u32) -> String {
@@ -289,6 +325,7 @@ fn mark_running(
     let now = SystemTime::now();
     entry.status.started_at.get_or_insert(now);
     entry.execution = Some(Arc::clone(execution));
+    entry.resources = execution.resources();
     entry.attempt_call_id = Some(call_id.to_owned());
     if attempt == 1 {
         inner.record(Record::State {
@@ -381,7 +418,9 @@ async fn send(
             detail: String::from("its reader went away"),
         })
     };
-    let mut chunks = execution.stream(work.call.clone(), work.call_id).await?;
+    let mut chunks = execution
+        .stream(work.call.clone(), work.call_id, work.to.envelope)
+        .await?;
     loop {
         let chunk = tokio::select! {
             chunk = std::future::poll_fn(|cx| chunks.as_mut().poll_next(cx)) => chunk,
@@ -457,6 +496,12 @@ pub(super) fn end_locked(inner: &Inner, book: &mut Book, id: JobId, ending: Endi
             entry.status.cancelled = Some(how);
         }
     }
+    // A member's result is its dependents' input; anyone else's is only waited for.
+    let for_member = if entry.member.is_some() {
+        result.clone()
+    } else {
+        None
+    };
     entry
         .outcome
         .send_replace(Some(outcome(&entry.status, result)));
@@ -466,8 +511,30 @@ pub(super) fn end_locked(inner: &Inner, book: &mut Book, id: JobId, ending: Endi
     }
     let state = entry.status.state;
     inner.record(journal_ending(&entry.call_id, &entry.status, now));
+    if entry
+        .status
+        .cancelled
+        .is_some_and(|how| how != Cancellation::WhileQueued)
+    {
+        inner.emit(id, &plugin, JobChange::Cancel(CancelPhase::Completed));
+    }
     inner.emit(id, &plugin, JobChange::State(state));
+    let member = entry.member.map(|member| {
+        (
+            member,
+            MemberEnd {
+                state,
+                result: for_member,
+                failure: entry.status.failure.clone(),
+            },
+        )
+    });
     remember_finished(book, id, inner.options.keep_finished);
+    // Its node moves on in the same step: the composition never sees a member ended
+    // that its node has not taken in.
+    if let Some((member, end)) = member {
+        member_ended(inner, book, member, end);
+    }
     true
 }
 

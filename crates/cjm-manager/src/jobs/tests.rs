@@ -30,7 +30,7 @@ use crate::{ManagerError, RetryPolicy};
 
 /// A gate a step waits at while the test holds it.
 #[derive(Debug, Default)]
-struct Gate {
+pub(super) struct Gate {
     held: Mutex<bool>,
     opened: Notify,
 }
@@ -66,13 +66,17 @@ struct AtWorker {
 }
 
 #[derive(Debug, Default)]
-struct World {
-    loaded: HashSet<String>,
+pub(super) struct World {
+    pub(super) loaded: HashSet<String>,
+    /// Loaded but disabled.
+    pub(super) disabled: HashSet<String>,
+    /// Each call's keyword arguments, by call id.
+    pub(super) kwargs_of: HashMap<String, serde_json::Map<String, Value>>,
     limits: HashMap<String, usize>,
     /// Calls at the worker now, by call id.
     at_worker: HashMap<String, AtWorker>,
     /// Every call id that reached a worker, in order.
-    arrived: Vec<String>,
+    pub(super) arrived: Vec<String>,
     /// Calls running now by plugin, and the most ever seen at once.
     running: HashMap<String, usize>,
     most_running: HashMap<String, usize>,
@@ -86,7 +90,7 @@ struct World {
     forcing: usize,
     kills: Vec<String>,
     /// Whether the plugin's calls stop when asked.
-    cooperative: bool,
+    pub(super) cooperative: bool,
     /// Whether the worker is the host's to kill.
     owned: bool,
     /// A call exceeding its plugin's limit, seen as it arrived.
@@ -94,8 +98,8 @@ struct World {
 }
 
 #[derive(Debug)]
-struct Fake {
-    world: Mutex<World>,
+pub(super) struct Fake {
+    pub(super) world: Mutex<World>,
     /// Held: admissions wait (a worker starting on demand, a scheduler waiting).
     begin_gate: Gate,
     /// Held: requests wait on their way to the worker.
@@ -109,7 +113,7 @@ struct Fake {
 }
 
 impl Fake {
-    fn new(plugins: &[(&str, usize)]) -> Arc<Self> {
+    pub(super) fn new(plugins: &[(&str, usize)]) -> Arc<Self> {
         Arc::new(Fake {
             world: Mutex::new(World {
                 loaded: plugins.iter().map(|(name, _)| (*name).to_owned()).collect(),
@@ -136,7 +140,7 @@ impl Fake {
         Arc::new(host)
     }
 
-    fn end(&self, call_id: &str, result: Result<Value, ManagerError>) -> bool {
+    pub(super) fn end(&self, call_id: &str, result: Result<Value, ManagerError>) -> bool {
         let call = self.world.lock().at_worker.remove(call_id);
         match call {
             Some(call) => call.end.send(result).is_ok(),
@@ -160,7 +164,7 @@ impl Fake {
         }
     }
 
-    fn at_worker(&self) -> Vec<String> {
+    pub(super) fn at_worker(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.world.lock().at_worker.keys().cloned().collect();
         ids.sort();
         ids
@@ -182,7 +186,7 @@ fn cancelled(plugin: &str) -> ManagerError {
     })
 }
 
-fn fatal(plugin: &str) -> ManagerError {
+pub(super) fn fatal(plugin: &str) -> ManagerError {
     ManagerError::NotRunning {
         name: plugin.to_owned(),
         reason: String::from("failed for good"),
@@ -227,8 +231,21 @@ impl FakeCall {
     async fn run_call(
         &self,
         call_id: &str,
+        call: CallArgs,
     ) -> Result<(Value, Option<ProgressResponse>), ManagerError> {
         let host = &self.host;
+        let kwargs = call
+            .kwargs
+            .into_iter()
+            .filter_map(|(name, arg)| match arg {
+                cjm_interface::Arg::Value(value) => Some((name, value)),
+                cjm_interface::Arg::File(_) => None,
+            })
+            .collect();
+        host.world
+            .lock()
+            .kwargs_of
+            .insert(call_id.to_owned(), kwargs);
         tokio::time::sleep(host.send_delay).await;
         host.send_gate.pass().await;
         let (end, ended) = oneshot::channel();
@@ -284,17 +301,18 @@ impl JobCall for FakeCall {
 
     fn run<'a>(
         &'a self,
-        _call: CallArgs,
+        call: CallArgs,
         call_id: &'a str,
         _to: super::host::Addressed<'a>,
     ) -> BoxFuture<'a, Result<(Value, Option<ProgressResponse>), ManagerError>> {
-        Box::pin(self.run_call(call_id))
+        Box::pin(self.run_call(call_id, call))
     }
 
     fn stream<'a>(
         &'a self,
         _call: CallArgs,
         call_id: &'a str,
+        _envelope: &'a cjm_interface::envelope::CallEnvelope,
     ) -> BoxFuture<'a, Result<Chunks<'a>, ManagerError>> {
         Box::pin(async move {
             // An endless stream, a chunk a millisecond, counted as running while its
@@ -404,6 +422,10 @@ impl JobHost for FakeHost {
         self.0.world.lock().loaded.contains(plugin)
     }
 
+    fn is_disabled(&self, plugin: &str) -> bool {
+        self.0.world.lock().disabled.contains(plugin)
+    }
+
     fn default_journal(&self) -> PathBuf {
         PathBuf::from("/nonexistent/jobs.sqlite3")
     }
@@ -450,16 +472,16 @@ impl JobHost for FakeHost {
 
 // ---- the harness -----------------------------------------------------------------------
 
-struct Harness {
-    host: Arc<Fake>,
-    jobs: Jobs,
+pub(super) struct Harness {
+    pub(super) host: Arc<Fake>,
+    pub(super) jobs: Jobs,
     events: broadcast::Receiver<JobEvent>,
     /// Final events seen, by job.
     endings: HashMap<JobId, Vec<JobState>>,
 }
 
 impl Harness {
-    async fn new(host: Arc<Fake>, options: JobOptions) -> Harness {
+    pub(super) async fn new(host: Arc<Fake>, options: JobOptions) -> Harness {
         let limits = host.world.lock().limits.clone();
         let mut options = options.without_journal().event_capacity(1 << 16);
         for (plugin, limit) in limits {
@@ -483,7 +505,7 @@ impl Harness {
 
     /// Let every task run until all wait (a millisecond of the paused clock), and
     /// take in the events.
-    async fn settle(&mut self) {
+    pub(super) async fn settle(&mut self) {
         tokio::time::sleep(Duration::from_millis(1)).await;
         self.drain();
     }
@@ -498,7 +520,7 @@ impl Harness {
         }
     }
 
-    fn state(&self, id: JobId) -> JobState {
+    pub(super) fn state(&self, id: JobId) -> JobState {
         self.jobs.status(id).unwrap().state
     }
 
@@ -507,7 +529,7 @@ impl Harness {
     }
 
     /// Wait (on the paused clock) until `condition` holds.
-    async fn until(&mut self, what: &str, condition: impl Fn(&Harness) -> bool) {
+    pub(super) async fn until(&mut self, what: &str, condition: impl Fn(&Harness) -> bool) {
         for _ in 0..100_000 {
             if condition(self) {
                 return;
@@ -540,7 +562,7 @@ impl Harness {
     }
 
     /// Every invariant that must hold after any step.
-    fn check(&mut self) -> Result<(), String> {
+    pub(super) fn check(&mut self) -> Result<(), String> {
         self.drain();
         let world = self.host.world.lock();
         if let Some(violation) = world.violations.first() {
@@ -613,7 +635,7 @@ impl Harness {
     }
 }
 
-fn options() -> JobOptions {
+pub(super) fn options() -> JobOptions {
     JobOptions::default().cancel_timeout(Duration::from_secs(5))
 }
 

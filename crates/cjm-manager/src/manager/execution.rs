@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use cjm_interface::CallArgs;
 use cjm_proxy::RemotePluginProxy;
-use cjm_scheduling::Resource;
+use cjm_scheduling::{Refusal, Resource};
 use serde_json::Value;
 
 use super::PluginManager;
@@ -104,20 +104,34 @@ impl PluginManager {
         &self,
         name: &str,
     ) -> Result<(Arc<RemotePluginProxy>, ExecutionGuard), ManagerError> {
+        self.begin_execution_telling(name, &|_| {}).await
+    }
+
+    /// [`begin_execution`](Self::begin_execution), telling `waiting` why the
+    /// scheduler did not admit it at once, before it waits (or evicts) for it.
+    pub(super) async fn begin_execution_telling(
+        &self,
+        name: &str,
+        waiting: &(dyn Fn(&Refusal) + Send + Sync),
+    ) -> Result<(Arc<RemotePluginProxy>, ExecutionGuard), ManagerError> {
         let claim = ExecutionClaim::new(self.loaded(name)?);
         if self.is_disabled(name) {
             return Err(ManagerError::Disabled {
                 name: name.to_owned(),
             });
         }
-        let execution = self.admit(claim).await?;
+        let execution = self.admit(claim, waiting).await?;
         let proxy = self.ready_worker(execution.plugin()).await?;
         Ok((proxy, execution))
     }
 
     /// Ask the scheduler; when it refuses for GPU memory, evict idle GPU plugins
     /// first; let a waiting policy wait only when that does not help.
-    async fn admit(&self, claim: ExecutionClaim) -> Result<ExecutionGuard, ManagerError> {
+    async fn admit(
+        &self,
+        claim: ExecutionClaim,
+        waiting: &(dyn Fn(&Refusal) + Send + Sync),
+    ) -> Result<ExecutionGuard, ManagerError> {
         let mut meta = claim.plugin().meta();
         if !claim.plugin().runs_here() {
             // Its placement (Ray) admitted it where it runs; it takes nothing here.
@@ -130,12 +144,18 @@ impl PluginManager {
         let reservation = match scheduler.try_allocate(&meta, &stats).await {
             Ok(reservation) => reservation,
             Err(refusal) if refusal.is_short_of(Resource::GpuMemory) => {
+                waiting(&refusal);
                 self.evict_for(&meta, scheduler.as_ref(), &stats).await?
             }
-            Err(_) => scheduler.allocate(&meta, &stats).await?,
+            Err(refusal) => {
+                waiting(&refusal);
+                scheduler.allocate(&meta, &stats).await?
+            }
         };
         let on_end = self.call_recorder(claim.plugin());
-        Ok(ExecutionGuard::begin(claim, scheduler, reservation, meta).on_end(on_end))
+        Ok(ExecutionGuard::begin(claim, scheduler, reservation, meta)
+            .admitted_seeing(stats.seen())
+            .on_end(on_end))
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cjm_interface::envelope::Account;
+use cjm_interface::envelope::{Account, CallEnvelope};
 use cjm_interface::wire::ProgressResponse;
 use cjm_interface::CallArgs;
 use cjm_metadata::Launch;
@@ -178,6 +178,10 @@ impl JobCall for JobExecution {
         self.policy.retry
     }
 
+    fn resources(&self) -> Option<crate::jobs::ResourceSnapshot> {
+        Some(self.admission())
+    }
+
     fn run<'a>(
         &'a self,
         call: CallArgs,
@@ -195,10 +199,13 @@ impl JobCall for JobExecution {
         &'a self,
         call: CallArgs,
         call_id: &'a str,
+        envelope: &'a CallEnvelope,
     ) -> BoxFuture<'a, Result<Chunks<'a>, ManagerError>> {
         Box::pin(async move {
             let limit = self.policy.call_timeout;
-            let started = self.proxy.execute_stream_as(call, Some(call_id));
+            let started = self
+                .proxy
+                .execute_stream_enveloped(call, Some(call_id), Some(envelope));
             let chunks = match limit {
                 None => started.await?,
                 Some(limit) => match tokio::time::timeout(limit, started).await {
@@ -255,9 +262,19 @@ impl futures_core::Stream for ManagerChunks {
     }
 }
 
+impl JobExecution {
+    fn admission(&self) -> crate::jobs::ResourceSnapshot {
+        self.guard.admission()
+    }
+}
+
 impl JobHost for PluginManager {
     fn is_loaded(&self, plugin: &str) -> bool {
         PluginManager::is_loaded(self, plugin)
+    }
+
+    fn is_disabled(&self, plugin: &str) -> bool {
+        PluginManager::is_disabled(self, plugin)
     }
 
     fn default_journal(&self) -> PathBuf {
@@ -282,6 +299,17 @@ impl JobHost for PluginManager {
         })
     }
 
+    fn begin_telling<'a>(
+        &'a self,
+        plugin: &'a str,
+        waiting: Box<dyn Fn(&cjm_scheduling::Refusal) + Send + Sync + 'a>,
+    ) -> BoxFuture<'a, Result<Arc<dyn JobCall>, ManagerError>> {
+        Box::pin(async move {
+            let (proxy, guard) = self.begin_execution_telling(plugin, &*waiting).await?;
+            Ok(Arc::new(self.job_execution(plugin, proxy, guard)) as Arc<dyn JobCall>)
+        })
+    }
+
     fn force_stop<'a>(
         &'a self,
         plugin: &'a str,
@@ -302,14 +330,23 @@ impl PluginManager {
         name: &str,
     ) -> Result<JobExecution, ManagerError> {
         let (proxy, guard) = self.begin_execution(name).await?;
+        Ok(self.job_execution(name, proxy, guard))
+    }
+
+    fn job_execution(
+        &self,
+        name: &str,
+        proxy: Arc<RemotePluginProxy>,
+        guard: ExecutionGuard,
+    ) -> JobExecution {
         let feed = ProgressFeed::of(&guard.plugin().manifest);
-        Ok(JobExecution {
+        JobExecution {
             proxy,
             feed,
             policy: *self.shared.options.fault_policy_for(name),
             guard,
             accounts: parking_lot::Mutex::new(Vec::new()),
-        })
+        }
     }
 
     /// Kill a plugin's worker and start it again with its configuration.

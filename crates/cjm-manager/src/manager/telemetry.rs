@@ -17,11 +17,26 @@ const GET_SYSTEM_STATUS: &str = "get_system_status";
 #[derive(Debug)]
 pub(super) struct ManagerStats<'a> {
     pub(super) manager: &'a PluginManager,
+    /// The last reading the scheduler got through this source: what it admitted by.
+    seen: parking_lot::Mutex<Option<SystemStats>>,
+}
+
+impl ManagerStats<'_> {
+    /// The last reading taken through this source, if any was.
+    pub(super) fn seen(&self) -> Option<SystemStats> {
+        self.seen.lock().clone()
+    }
 }
 
 impl StatsSource for ManagerStats<'_> {
     fn system_stats(&self) -> BoxFuture<'_, Result<SystemStats, StatsError>> {
-        Box::pin(self.manager.read_system_stats())
+        Box::pin(async move {
+            let read = self.manager.read_system_stats().await;
+            if let Ok(stats) = &read {
+                *self.seen.lock() = Some(stats.clone());
+            }
+            read
+        })
     }
 }
 
@@ -86,7 +101,10 @@ impl PluginManager {
 
 impl PluginManager {
     pub(super) fn stats_source(&self) -> ManagerStats<'_> {
-        ManagerStats { manager: self }
+        ManagerStats {
+            manager: self,
+            seen: parking_lot::Mutex::new(None),
+        }
     }
 
     async fn read_system_stats(&self) -> Result<SystemStats, StatsError> {

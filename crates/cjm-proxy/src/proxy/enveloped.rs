@@ -119,7 +119,7 @@ impl RemotePluginProxy {
         Answered { result, accounts }
     }
 
-    async fn enveloped_body(
+    pub(super) async fn enveloped_body(
         &self,
         target: CallTarget<'_>,
         call: CallArgs,
