@@ -284,6 +284,8 @@ async fn run_job(jobs: &Jobs, plugin: &str, what: Submit, interrupts: &mut Inter
                 event = events.next(), if events_open => match event {
                     Some(Ok(JobEvent { job, change: JobChange::Progress { fraction, message }, .. }))
                         if job == id => progress.show(fraction, &message),
+                    Some(Ok(JobEvent { job, change: JobChange::Blocked(Some(reason)), .. }))
+                        if job == id => progress.suspend(|| eprintln!("cjm-ctl: waiting: {reason}")),
                     Some(_) => {}
                     None => events_open = false,
                 },

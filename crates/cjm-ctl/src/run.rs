@@ -202,6 +202,10 @@ fn show(event: &CompositionEvent) {
             }
         }
         CompositionChange::Job {
+            change: JobChange::Blocked(Some(reason)),
+            ..
+        } => eprintln!("[{node}] waiting: {reason}"),
+        CompositionChange::Job {
             change: JobChange::State(state),
             ..
         } if !state.is_final() && *state != JobState::Queued => eprintln!("[{node}] {state}"),

@@ -1,5 +1,6 @@
 //! The queue's verbs with a real manager: a job's resource snapshot is what the
-//! scheduler admitted it with, and what it read of the machine to do so.
+//! scheduler admitted it with, and what it read of the machine to do so; why a job
+//! waits (memory, its worker being started again).
 
 use std::sync::Arc;
 
@@ -227,6 +228,80 @@ async fn cjm_ctl_reorders_a_queued_job_of_a_running_host() {
     assert!(
         second_done.started_at.unwrap() <= first_done.started_at.unwrap(),
         "the reordered job went second"
+    );
+    jobs.shutdown().await;
+    manager.shutdown().await;
+}
+
+/// A job whose worker died before it says, once admitted, that it waits for the
+/// worker to be started again (where), then runs; one whose worker runs says nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_worker_must_start_again_says_it_waits_for_its_placement() {
+    use cjm_manager::jobs::{BlockReason, JobChange, JobId};
+
+    let home = TestHome::new();
+    home.native_manifest("faulty", FAULTY, &[]);
+    let mut options = home.options();
+    options.plugin_fault_policies.insert(
+        String::from("faulty"),
+        cjm_manager::FaultPolicy::default().with_restart(cjm_manager::RestartPolicy::up_to(
+            1,
+            std::time::Duration::from_millis(10),
+        )),
+    );
+    let manager = cjm_manager::PluginManager::new(options);
+    manager.discover_manifests();
+    manager.load_plugin("faulty", None).await.unwrap();
+    let jobs = Jobs::new(
+        manager.clone(),
+        JobOptions::default().journal(home.path().join("jobs.sqlite3")),
+    )
+    .await
+    .unwrap();
+    let reasons = |id: JobId| {
+        let mut events = jobs.events_for(id);
+        async move {
+            let mut blocked = Vec::new();
+            while let Some(Ok(event)) = events.next().await {
+                match event.change {
+                    JobChange::Blocked(reason) => blocked.push(reason),
+                    JobChange::State(state) if state.is_final() => break,
+                    _ => {}
+                }
+            }
+            blocked
+        }
+    };
+    let running = reasons(JobId(1));
+    let job = jobs
+        .submit("faulty", CallArgs::new().arg("pid"), 0)
+        .unwrap();
+    assert_eq!(
+        jobs.wait(job).await.unwrap().status.state,
+        JobState::Succeeded
+    );
+    assert_eq!(running.await, []);
+
+    // Its worker exits under the next job; the one after starts it again.
+    let died = jobs
+        .submit("faulty", CallArgs::new().arg("exit").arg(3), 0)
+        .unwrap();
+    assert_eq!(
+        jobs.wait(died).await.unwrap().status.state,
+        JobState::Failed
+    );
+    let restarting = reasons(JobId(3));
+    let job = jobs
+        .submit("faulty", CallArgs::new().arg("pid"), 0)
+        .unwrap();
+    assert_eq!(job, JobId(3));
+    let ended = jobs.wait(job).await.unwrap();
+    assert_eq!(ended.status.state, JobState::Succeeded, "{ended:?}");
+    assert_eq!(
+        restarting.await,
+        [Some(BlockReason::Placement {
+            placement: String::from("this machine")
+        })]
     );
     jobs.shutdown().await;
     manager.shutdown().await;

@@ -58,12 +58,13 @@ pub(crate) trait JobHost: Send + Sync + fmt::Debug + 'static {
     ) -> BoxFuture<'a, Result<Arc<dyn JobCall>, ManagerError>>;
 
     /// [`begin`](Self::begin), telling `waiting` each time admission cannot be
-    /// granted at once (before it waits or evicts for it), so that the job can say
-    /// why it waits. Hosts that cannot tell just begin.
+    /// granted at once (before it waits or evicts for it), and when the admitted
+    /// call must wait for its worker to be placed and started, so that the job can
+    /// say why it waits. Hosts that cannot tell just begin.
     fn begin_telling<'a>(
         &'a self,
         plugin: &'a str,
-        waiting: Box<dyn Fn(&cjm_scheduling::Refusal) + Send + Sync + 'a>,
+        waiting: Box<dyn Fn(Waiting<'_>) + Send + Sync + 'a>,
     ) -> BoxFuture<'a, Result<Arc<dyn JobCall>, ManagerError>> {
         drop(waiting);
         self.begin(plugin)
@@ -78,6 +79,15 @@ pub(crate) trait JobHost: Send + Sync + fmt::Debug + 'static {
         still_needed: Box<dyn Fn() -> bool + Send + Sync + 'a>,
         after: AfterKill,
     ) -> BoxFuture<'a, Result<Forced, ManagerError>>;
+}
+
+/// Why a job's execution cannot begin yet, as its host tells it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Waiting<'a> {
+    /// The scheduler refused to admit it now.
+    Refused(&'a cjm_scheduling::Refusal),
+    /// Admitted, its worker is being placed and started (`placement`: where).
+    Placement(&'a str),
 }
 
 /// What a job's call addresses (the plugin's `execute`, or a task's method) and who

@@ -276,6 +276,29 @@ pub enum BlockReason {
         /// The scheduler's refusal.
         message: String,
     },
+    /// Admitted, it waits for its worker to be placed and started (a stopped or dead
+    /// worker started again, or one placed by Ray, which may wait for a node).
+    Placement {
+        /// Where: `this machine`, or the placement (`ray <dashboard address>`).
+        placement: String,
+    },
+}
+
+impl std::fmt::Display for BlockReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlockReason::Concurrency { running, limit } => write!(
+                f,
+                "its plugin runs {running} job(s) already, its limit is {limit}"
+            ),
+            BlockReason::Memory => f.write_str("not enough system memory free"),
+            BlockReason::Gpu => f.write_str("not enough GPU memory free"),
+            BlockReason::Scheduler { message } => write!(f, "the scheduler: {message}"),
+            BlockReason::Placement { placement } => {
+                write!(f, "its worker is being started ({placement})")
+            }
+        }
+    }
 }
 
 /// What happened to a job.

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use super::composition::run::{member_ended, MemberEnd};
-use super::host::{Addressed, JobCall};
+use super::host::{Addressed, JobCall, Waiting};
 use super::journal::Record;
 use super::model::{
     BlockReason, CancelPhase, Cancellation, JobChange, JobFailure, JobId, JobState,
@@ -21,6 +21,7 @@ use super::model::{
 use super::progress::{report_last, watch_progress, Watched};
 use super::{outcome, Book, CancelRequest, Inner};
 use crate::ManagerError;
+use cjm_scheduling::Resource;
 
 /// How long a job's end waits for its watcher's last look at its progress.
 const LAST_REPORT_WAIT: Duration = Duration::from_millis(500);
@@ -248,21 +249,23 @@ async fn attempts(
 
 /// What tells job `id`'s listeners why its admission waits: once per reason, while
 /// it is admitted (a job no longer waiting says nothing more).
-fn blocked_by(
-    inner: &Arc<Inner>,
-    id: JobId,
-) -> Box<dyn Fn(&cjm_scheduling::Refusal) + Send + Sync + 'static> {
+fn blocked_by(inner: &Arc<Inner>, id: JobId) -> Box<dyn Fn(Waiting<'_>) + Send + Sync + 'static> {
     let inner = Arc::clone(inner);
     let last = parking_lot::Mutex::new(None::<BlockReason>);
-    Box::new(move |refusal| {
-        let reason = if refusal.is_short_of(cjm_scheduling::Resource::GpuMemory) {
-            BlockReason::Gpu
-        } else if refusal.is_short_of(cjm_scheduling::Resource::SystemMemory) {
-            BlockReason::Memory
-        } else {
-            BlockReason::Scheduler {
-                message: refusal.to_string(),
+    Box::new(move |waiting| {
+        let reason = match waiting {
+            Waiting::Refused(refusal) if refusal.is_short_of(Resource::GpuMemory) => {
+                BlockReason::Gpu
             }
+            Waiting::Refused(refusal) if refusal.is_short_of(Resource::SystemMemory) => {
+                BlockReason::Memory
+            }
+            Waiting::Refused(refusal) => BlockReason::Scheduler {
+                message: refusal.to_string(),
+            },
+            Waiting::Placement(placement) => BlockReason::Placement {
+                placement: placement.to_owned(),
+            },
         };
         let book = inner.book.lock();
         let Some(entry) = book.jobs.get(&id) else {

@@ -10,7 +10,8 @@ use cjm_scheduling::{Refusal, Resource};
 use serde_json::Value;
 
 use super::PluginManager;
-use crate::loaded::{ExecutionClaim, ExecutionGuard};
+use crate::jobs::host::Waiting;
+use crate::loaded::{ExecutionClaim, ExecutionGuard, Worker};
 use crate::{ManagerError, PluginStream};
 
 /// # Calls
@@ -112,7 +113,7 @@ impl PluginManager {
     pub(super) async fn begin_execution_telling(
         &self,
         name: &str,
-        waiting: &(dyn Fn(&Refusal) + Send + Sync),
+        waiting: &(dyn Fn(Waiting<'_>) + Send + Sync),
     ) -> Result<(Arc<RemotePluginProxy>, ExecutionGuard), ManagerError> {
         let claim = ExecutionClaim::new(self.loaded(name)?);
         if self.is_disabled(name) {
@@ -120,8 +121,17 @@ impl PluginManager {
                 name: name.to_owned(),
             });
         }
-        let execution = self.admit(claim, waiting).await?;
-        let proxy = self.ready_worker(execution.plugin()).await?;
+        let execution = self
+            .admit(claim, &|refusal| waiting(Waiting::Refused(refusal)))
+            .await?;
+        let plugin = execution.plugin();
+        if !matches!(plugin.worker_now(), Some(Worker::Running(_))) {
+            let placement = crate::launch::placement_key(&plugin.manifest);
+            waiting(Waiting::Placement(
+                placement.as_deref().unwrap_or("this machine"),
+            ));
+        }
+        let proxy = self.ready_worker(plugin).await?;
         Ok((proxy, execution))
     }
 

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::lifecycle::Replacement;
 use super::PluginManager;
-use crate::jobs::host::{Addressed, BoxFuture, Chunks, JobCall, JobHost, Progress};
+use crate::jobs::host::{Addressed, BoxFuture, Chunks, JobCall, JobHost, Progress, Waiting};
 use crate::loaded::ExecutionGuard;
 use crate::{FaultPolicy, ManagerError, OnTimeout, PluginStream, RetryPolicy};
 
@@ -302,7 +302,7 @@ impl JobHost for PluginManager {
     fn begin_telling<'a>(
         &'a self,
         plugin: &'a str,
-        waiting: Box<dyn Fn(&cjm_scheduling::Refusal) + Send + Sync + 'a>,
+        waiting: Box<dyn Fn(Waiting<'_>) + Send + Sync + 'a>,
     ) -> BoxFuture<'a, Result<Arc<dyn JobCall>, ManagerError>> {
         Box::pin(async move {
             let (proxy, guard) = self.begin_execution_telling(plugin, &*waiting).await?;
