@@ -3,6 +3,7 @@
 // stdout only through `out`, which ends the program quietly when its reader goes.
 #![allow(clippy::print_stderr)]
 
+mod completions;
 mod exec;
 mod export;
 mod fingerprint;
@@ -53,6 +54,7 @@ enum Command {
     Secrets(secrets::SecretsCommand),
     ExportManifest(export::ExportCommand),
     Task(task::TaskCommand),
+    Completions(completions::CompletionsCommand),
 }
 
 /// What the command line asks for: a command to run, or words to print and an exit
@@ -100,6 +102,17 @@ fn parse(program: &str, args: &[String]) -> Parsed {
             text: output.trim_end().to_owned(),
             ok: status.is_ok(),
         },
+    }
+}
+
+/// The help text of the command at `path` (`[]`: the program's own), as `--help`
+/// prints it.
+pub(crate) fn help_of(path: &[&str]) -> String {
+    let mut args = path.to_vec();
+    args.push("--help");
+    match Cli::from_args(&["cjm-ctl"], &args) {
+        Err(EarlyExit { output, .. }) => output,
+        Ok(_) => String::new(),
     }
 }
 
@@ -161,6 +174,7 @@ pub fn main() -> ExitCode {
         Command::Secrets(command) => secrets::run(command),
         Command::ExportManifest(command) => export::run(command),
         Command::Task(command) => task::run(command),
+        Command::Completions(command) => completions::run(command),
     };
     match result {
         Ok(code) => code,

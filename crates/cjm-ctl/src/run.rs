@@ -18,7 +18,7 @@ use crate::exec::{Ended, Interrupts, CANCELLING};
 use crate::out::outln;
 
 /// Run a composition written in YAML: nodes (id, plugin, args, kwargs, priority),
-/// whose inputs may be other nodes' outputs (`{$output: NODE, field: NAME}`). Each
+/// whose inputs may be other nodes' outputs (`$output: NODE` with `field: NAME`). Each
 /// node's progress goes to stderr, the results to stdout at the end. Ctrl-C cancels
 /// the composition, a second Ctrl-C forces its running jobs. Exit status as exec's:
 /// 0 succeeded, the first failed node's category (65, 69, 70, 75), 130 cancelled.

@@ -7,6 +7,7 @@
 
 mod access;
 mod common;
+mod completions;
 mod compositions;
 mod config;
 mod ctl;
