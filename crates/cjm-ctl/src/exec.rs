@@ -8,7 +8,9 @@ use cjm_manager::jobs::{
     Cancellation, JobChange, JobEvent, JobId, JobOptions, JobOutcome, JobState, Jobs, JobsError,
     TaskCall,
 };
-use cjm_manager::{CallArgs, ConfigMap, ErrorCategory, ManagerOptions, PluginManager};
+use cjm_manager::{
+    CallArgs, ConfigMap, ErrorCategory, ManagerError, ManagerOptions, PluginManager, ProxyError,
+};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -244,6 +246,16 @@ impl Interrupts {
     }
 }
 
+/// The category a failed load exits by. A worker that cannot be started at all (its
+/// program missing or not executable) is a broken installation, not a plugin's
+/// failure: it exits 1 with the manifest's other faults, not 70.
+fn load_category(err: &ManagerError) -> Option<ErrorCategory> {
+    match err {
+        ManagerError::Plugin(ProxyError::Spawn { .. }) => None,
+        other => other.category(),
+    }
+}
+
 pub(crate) const CANCELLING: &str = "cjm-ctl: cancelling... (Ctrl-C again to force)";
 
 async fn load(
@@ -254,7 +266,7 @@ async fn load(
 ) -> Result<(), Ended> {
     tokio::select! {
         loaded = manager.load_plugin(name, config) => {
-            loaded.map_err(|err| Ended::failed(err.category(), err))
+            loaded.map_err(|err| Ended::failed(load_category(&err), err))
         }
         // Nothing of the plugin's ran yet: the shutdown that follows stops its worker.
         _ = interrupts.next() => Err(Ended::Cancelled { how: None }),
@@ -410,6 +422,13 @@ async fn run_stream(
 }
 
 /// Progress as it comes: a bar on a terminal, plain lines on any other stderr.
+/// The fraction shown for a report of `fraction`: never all done while the call has
+/// not answered (a plugin may say 100% and still be writing its result), so at most
+/// 99%.
+fn shown(fraction: f64) -> f64 {
+    fraction.clamp(0.0, 0.99)
+}
+
 struct ProgressDisplay {
     bar: Option<ProgressBar>,
     last_line: Option<String>,
@@ -434,23 +453,28 @@ impl ProgressDisplay {
                 // The bar stays hidden until it has its first report in full, and the
                 // message goes before the position, so that no frame shows a fraction
                 // beside the message of the step before it.
+                // `wide_msg`: the message takes the width left and is cut there, so
+                // that a long one never wraps and leaves a trail of lines.
                 let style = if fraction < 0.0 {
                     // Cannot tell how far: a spinner that says what it does.
-                    ProgressStyle::with_template("{spinner} {msg}")
+                    ProgressStyle::with_template("{spinner} {wide_msg}")
                         .unwrap_or_else(|_| ProgressStyle::default_spinner())
                 } else {
-                    ProgressStyle::with_template("[{bar:40}] {percent:>3}% {msg}")
+                    ProgressStyle::with_template("[{bar:30}] {percent:>3}% {wide_msg}")
                         .unwrap_or_else(|_| ProgressStyle::default_bar())
                         .progress_chars("=> ")
                 };
                 bar.set_style(style);
                 bar.set_message(message.to_owned());
                 if fraction >= 0.0 {
-                    bar.set_position((fraction.clamp(0.0, 1.0) * 1000.0) as u64);
+                    bar.set_position((shown(fraction) * 1000.0).round() as u64);
                 }
                 let first = bar.is_hidden();
                 if first {
                     bar.set_draw_target(ProgressDrawTarget::stderr());
+                    // Redrawn now and then, so that the last report is shown even
+                    // when it came within the draw rate's limit of the one before.
+                    bar.enable_steady_tick(std::time::Duration::from_millis(100));
                 }
                 if first || fraction < 0.0 {
                     bar.tick();
@@ -460,10 +484,7 @@ impl ProgressDisplay {
                 let line = if fraction < 0.0 {
                     format!("progress: {message}")
                 } else {
-                    format!(
-                        "progress: {:.0}% {message}",
-                        fraction.clamp(0.0, 1.0) * 100.0
-                    )
+                    format!("progress: {}% {message}", (shown(fraction) * 100.0).round())
                 };
                 if self.last_line.as_deref() != Some(line.as_str()) {
                     eprintln!("{}", line.trim_end());

@@ -98,11 +98,44 @@ fn parse(program: &str, args: &[String]) -> Parsed {
             text: format!("{program}: no command given; `{program} --help` lists them"),
             ok: false,
         },
-        Err(EarlyExit { output, status }) => Parsed::Print {
+        Err(EarlyExit { output, status }) if status.is_ok() => Parsed::Print {
             text: output.trim_end().to_owned(),
-            ok: status.is_ok(),
+            ok: true,
         },
+        Err(EarlyExit { output, .. }) => {
+            let path = command_path(program, &words);
+            let command = std::iter::once(program)
+                .chain(path.iter().copied())
+                .collect::<Vec<_>>()
+                .join(" ");
+            Parsed::Print {
+                text: format!(
+                    "{program}: {}\n`{command} --help` says what it takes",
+                    output.trim_end()
+                ),
+                ok: false,
+            }
+        }
     }
+}
+
+/// The commands named at the start of `words` (`["jobs", "history"]` of `jobs
+/// history --bogus`): the longest prefix whose `--help` argh answers.
+fn command_path<'a>(program: &str, words: &[&'a str]) -> Vec<&'a str> {
+    let mut path: Vec<&str> = Vec::new();
+    for word in words {
+        if word.starts_with('-') {
+            break;
+        }
+        let mut asked = path.clone();
+        asked.push(word);
+        asked.push("--help");
+        match Cli::from_args(&[program], &asked) {
+            Err(EarlyExit { status: Ok(()), .. }) => path.push(word),
+            _ => break,
+        }
+    }
+    path
 }
 
 /// The help text of the command at `path` (`[]`: the program's own), as `--help`
@@ -291,7 +324,28 @@ mod tests {
         );
         assert!(matches!(parsed(&[]), Parsed::Print { ok: false, .. }));
         match parsed(&["frobnicate"]) {
-            Parsed::Print { text, ok: false } => assert!(text.contains("frobnicate"), "{text}"),
+            Parsed::Print { text, ok: false } => {
+                assert!(text.starts_with("cjm-ctl: "), "{text}");
+                assert!(text.contains("frobnicate"), "{text}");
+                assert!(
+                    text.ends_with("`cjm-ctl --help` says what it takes"),
+                    "{text}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // The hint names the command the mistake was made in.
+        match parsed(&["jobs", "history", "--bogus"]) {
+            Parsed::Print { text, ok: false } => {
+                assert!(
+                    text.starts_with("cjm-ctl: Unrecognized argument: --bogus"),
+                    "{text}"
+                );
+                assert!(
+                    text.ends_with("`cjm-ctl jobs history --help` says what it takes"),
+                    "{text}"
+                );
+            }
             other => panic!("{other:?}"),
         }
     }

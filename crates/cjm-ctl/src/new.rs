@@ -263,22 +263,27 @@ const RESERVED: &[&str] = &[
     "logging",
 ];
 
+/// The rule a new plugin's name follows, said whole whichever part it breaks: the
+/// name becomes a crate name, a Rust identifier and a Python module.
+const NAME_RULE: &str = "a new plugin's name starts with an ASCII letter and holds only \
+     ASCII letters, digits, '-' and '_' (it names a crate and a module)";
+
 /// The name's problem, if any: cjm's name rules (`validate_name`), and what a crate
 /// name, a Rust identifier and a Python module need besides.
 fn name_problem(name: &str) -> Option<String> {
+    let follows_rule = name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if name.is_empty() {
+        return Some(format!("it is empty; {NAME_RULE}"));
+    }
+    if !follows_rule {
+        return Some(NAME_RULE.to_owned());
+    }
+    // Length, the one rule of cjm's own names left to break.
     if let Err(err) = cjm_metadata::validate_name(name) {
-        return Some(err.to_string());
-    }
-    if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        return Some("it must start with an ASCII letter".into());
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Some(
-            "only ASCII letters, digits, '-' and '_' make a crate name and a module name".into(),
-        );
+        return Some(err.reason.to_owned());
     }
     if RESERVED.contains(&module_name(name).to_ascii_lowercase().as_str()) {
         return Some("it is reserved (a keyword, or a crate or module the plugin needs)".into());
@@ -553,10 +558,11 @@ mod tests {
         }
         for (bad, expected) in [
             ("", "empty"),
-            ("../x", "must not start with"),
-            ("9lives", "start with an ASCII letter"),
-            ("voxtral.v2", "only ASCII letters, digits, '-' and '_'"),
-            ("a b", "only ASCII letters"),
+            ("../x", NAME_RULE),
+            ("9lives", NAME_RULE),
+            ("voxtral.v2", NAME_RULE),
+            ("a b", NAME_RULE),
+            (&"a".repeat(129), "longer than 128"),
             ("test", "reserved"),
             ("serde-json", "reserved"),
             ("class", "reserved"),
@@ -564,6 +570,8 @@ mod tests {
         ] {
             let problem = name_problem(bad).unwrap_or_default();
             assert!(problem.contains(expected), "{bad}: {problem}");
+            // Said once: no clause of cjm's own name errors repeated inside.
+            assert!(!problem.contains("invalid name"), "{bad}: {problem}");
         }
     }
 

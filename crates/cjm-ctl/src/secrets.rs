@@ -63,6 +63,7 @@ pub fn run(command: SecretsCommand) -> Result<ExitCode> {
     match command.action {
         Action::Set(set) => {
             validate_name(&set.plugin)?;
+            SecretStore::check_variable(&set.variable)?;
             let value = read_value(&set.plugin, &set.variable)?;
             store.set(&set.plugin, &set.variable, Secret::new(value))?;
             eprintln!(

@@ -72,6 +72,13 @@ pub enum SecretStoreError {
         /// The path.
         path: PathBuf,
     },
+    /// The variable is not one a manifest's `worker_env` can declare, so no worker
+    /// would ever be given it.
+    #[error("secret {variable:?}: {}", crate::worker_env::VARIABLE_NAME_RULE)]
+    NotAVariable {
+        /// The name as given.
+        variable: String,
+    },
     /// Others may read the file: its secrets are not used until that is fixed.
     #[error("secret store {} can be read by others (mode {mode:o}); chmod 600 it", path.display())]
     Exposed {
@@ -128,6 +135,7 @@ impl SecretStore {
 
     /// Set plugin `plugin`'s secret `variable`.
     pub fn set(&self, plugin: &str, variable: &str, value: Secret) -> Result<(), SecretStoreError> {
+        Self::check_variable(variable)?;
         let _locked = self.lock()?;
         let mut stored = self.read()?;
         stored
@@ -136,6 +144,17 @@ impl SecretStore {
             .or_default()
             .insert(variable.to_owned(), value);
         self.write(&stored)
+    }
+
+    /// Refuse a `variable` that no manifest's `worker_env` can declare (so no worker
+    /// would be given it): before asking anyone for its value.
+    pub fn check_variable(variable: &str) -> Result<(), SecretStoreError> {
+        if crate::worker_env::is_variable_name(variable) {
+            return Ok(());
+        }
+        Err(SecretStoreError::NotAVariable {
+            variable: variable.to_owned(),
+        })
     }
 
     /// Remove plugin `plugin`'s secret `variable`; whether there was one.
@@ -259,6 +278,21 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn a_name_no_worker_could_be_given_is_refused_and_nothing_is_written() {
+        let home = tempfile::tempdir().unwrap();
+        let store = SecretStore::at(home.path().join("secrets.json"));
+        for bad in ["bad name", "1KEY", "api_key", "", "A-B"] {
+            let err = store.set("p", bad, Secret::new("v")).unwrap_err();
+            assert!(
+                matches!(&err, SecretStoreError::NotAVariable { variable } if variable == bad),
+                "{bad}: {err}"
+            );
+            assert!(err.to_string().contains("not a variable name"), "{err}");
+        }
+        assert!(!store.path().exists());
+    }
 
     #[test]
     fn secrets_are_kept_0600_and_replaced_whole() {

@@ -57,9 +57,7 @@ pub(crate) fn from_fields(extra: &Map<String, Value>) -> Result<Vec<EnvVarSpec>,
     for spec in &specs {
         let bad = |reason: String| format!("\"worker_env\" {}: {reason}", spec.name);
         if !is_variable_name(&spec.name) {
-            return Err(bad(String::from(
-                "not a variable name (capitals, digits and _, not starting with a digit)",
-            )));
+            return Err(bad(String::from(VARIABLE_NAME_RULE)));
         }
         if !seen.insert(spec.name.as_str()) {
             return Err(bad(String::from("declared twice")));
@@ -76,7 +74,11 @@ pub(crate) fn from_fields(extra: &Map<String, Value>) -> Result<Vec<EnvVarSpec>,
     Ok(specs)
 }
 
-fn is_variable_name(name: &str) -> bool {
+/// What [`is_variable_name`] accepts, as errors say it.
+pub(crate) const VARIABLE_NAME_RULE: &str =
+    "not a variable name (capitals, digits and _, not starting with a digit)";
+
+pub(crate) fn is_variable_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     bytes
         .next()

@@ -99,6 +99,11 @@ impl Plugin for Faulty {
                     );
                     control.wait_cancelled(Duration::from_millis(step_ms));
                 }
+                if let Some(done_ms) = call.optional::<u64>(usize::MAX, "then_done_ms")? {
+                    // All done by its own account, and still a moment from its answer.
+                    control.report_progress(1.0, "done");
+                    control.wait_cancelled(Duration::from_millis(done_ms));
+                }
                 Ok(json!({"steps": steps}))
             }
             "exit" => std::process::exit(call.or(1, "code", 3)?),

@@ -147,6 +147,18 @@ fn on_a_terminal_progress_is_a_bar_drawn_in_place_and_cleared() {
     let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
     grantpt(&master).unwrap();
     unlockpt(&master).unwrap();
+    // A narrow terminal: the bar must fit it, never wrap.
+    const COLUMNS: usize = 44;
+    rustix::termios::tcsetwinsize(
+        &master,
+        rustix::termios::Winsize {
+            ws_row: 24,
+            ws_col: COLUMNS as u16,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        },
+    )
+    .unwrap();
     let terminal = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -154,6 +166,7 @@ fn on_a_terminal_progress_is_a_bar_drawn_in_place_and_cleared() {
         .unwrap();
     let child = Command::new(CTL)
         .args(["exec", "faulty", "--args", r#"["steps", 40, 25]"#])
+        .args(["--kwargs", r#"{"then_done_ms": 300}"#])
         .env("CJM_HOME", home.path())
         .env("TERM", "xterm")
         .env_remove("RUST_LOG")
@@ -185,7 +198,17 @@ fn on_a_terminal_progress_is_a_bar_drawn_in_place_and_cleared() {
     assert!(drawn.contains("[="), "no bar drawn: {drawn:?}");
     // Drawn once it has something to say: no empty first frame.
     let first_frame = drawn.split('\r').next().unwrap();
-    assert!(first_frame.contains("step 0 of 40"), "{drawn:?}");
+    assert!(first_frame.contains("step 0"), "{drawn:?}");
+    // Every frame fits the terminal (the message cut, not wrapped), and none says
+    // 100% while the call has not answered, though the plugin reported 1.0.
+    for frame in drawn.split(['\r', '\n']) {
+        let visible = strip_escapes(frame);
+        assert!(
+            visible.chars().count() <= COLUMNS,
+            "{visible:?} is wider than {COLUMNS}: {drawn:?}"
+        );
+        assert!(!visible.contains("100%"), "{visible:?}");
+    }
     // Redrawn in place: the cursor goes back to the start of the line (escape
     // sequences erase it) rather than a new line per report.
     assert!(drawn.contains('\u{1b}'), "{drawn:?}");
@@ -274,6 +297,40 @@ fn each_error_category_has_its_exit_status() {
     let (got, _, stderr) =
         Exec::start(&home, &["faulty", "--config", r#"{"refuse": true}"#]).finish();
     assert_eq!(got, 65, "{stderr:?}");
+    // A manifest whose program is gone is a broken installation: 1, as the README's
+    // table says, naming the program.
+    home.write_manifest(
+        "gone",
+        serde_json::json!({"name": "gone", "version": "0.1.0", "command": "/nonexistent/bin/gone"}),
+    );
+    let (got, _, stderr) = Exec::start(&home, &["gone"]).finish();
+    assert_eq!(got, 1, "{stderr:?}");
+    assert!(
+        stderr
+            .iter()
+            .any(|line| line.contains("/nonexistent/bin/gone")),
+        "{stderr:?}"
+    );
+}
+
+/// `text` without its ANSI escape sequences (`ESC [ params letter`).
+fn strip_escapes(text: &str) -> String {
+    let mut visible = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        visible.push(c);
+    }
+    visible
 }
 
 /// Wait up to 20 s for `child` to exit; its status.

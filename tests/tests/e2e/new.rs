@@ -150,9 +150,17 @@ fn bad_names_and_existing_folders_are_refused_before_anything_is_written() {
     for (name, reason) in [
         (
             "9lives",
-            "invalid plugin name \"9lives\": it must start with an ASCII letter",
+            "invalid plugin name \"9lives\": a new plugin's name starts with an ASCII letter",
         ),
-        ("a.b", "invalid plugin name \"a.b\": only ASCII letters"),
+        // One message states the whole rule, whatever part of it a name breaks.
+        (
+            "a.b",
+            "invalid plugin name \"a.b\": a new plugin's name starts with an ASCII letter and holds only ASCII letters, digits, '-' and '_'",
+        ),
+        (
+            "a b",
+            "invalid plugin name \"a b\": a new plugin's name starts with an ASCII letter and holds only ASCII letters, digits, '-' and '_'",
+        ),
         ("../up", "invalid plugin name \"../up\""),
         ("test", "invalid plugin name \"test\": it is reserved"),
     ] {

@@ -143,7 +143,7 @@ async fn a_worker_gets_its_folders_declared_variables_and_secrets_and_nothing_le
 }
 
 #[test]
-fn a_secret_is_never_taken_from_the_command_line_and_an_empty_one_is_refused() {
+fn a_secret_is_never_taken_from_the_command_line_and_an_empty_or_misnamed_one_is_refused() {
     let home = env_home();
     let (ok, _, stderr) = ctl(
         &home,
@@ -153,5 +153,11 @@ fn a_secret_is_never_taken_from_the_command_line_and_an_empty_one_is_refused() {
     assert!(!ok, "a value on the command line is refused: {stderr}");
     let (ok, _, stderr) = ctl(&home, &["secrets", "set", "faulty", "CJM_TEST_TOKEN"], "");
     assert!(!ok && stderr.contains("no value given"), "{stderr}");
+    // A name no worker could be given is refused before the value is read.
+    for bad in ["bad name", "1KEY"] {
+        let (ok, _, stderr) = ctl(&home, &["secrets", "set", "faulty", bad], TOKEN);
+        assert!(!ok && stderr.contains("not a variable name"), "{stderr}");
+        assert!(!stderr.contains(TOKEN), "{stderr}");
+    }
     assert!(!home.path().join("secrets.json").exists());
 }
