@@ -178,15 +178,26 @@ pub(crate) fn as_json(job: &JournalEntry) -> serde_json::Value {
         "plugin": job.plugin,
         "priority": job.priority,
         "state": job.state.as_str(),
-        "submitted_at": job.submitted_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "duration_s": job.duration().map(|duration| duration.as_secs_f64()),
+        "submitted_at": to_millis(job.submitted_at),
+        "started_at": job.started_at.map(to_millis),
+        "finished_at": job.finished_at.map(to_millis),
+        "duration_s": job.duration().map(millis_as_seconds),
         "error_category": job.error_category,
         "error": job.error,
         "cancellation": job.cancellation,
         "host_pid": job.host_pid,
     })
+}
+
+/// Seconds to the millisecond, as JSON shows them: `0.912`, not the float noise of
+/// `0.91200000000000003`.
+pub(crate) fn millis_as_seconds(duration: Duration) -> f64 {
+    to_millis(duration.as_secs_f64())
+}
+
+/// `value` rounded to three decimals (seconds to the millisecond, MiB to the KiB).
+pub(crate) fn to_millis(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
 }
 
 /// `2026-12-03T10:15:04Z`.
@@ -197,4 +208,21 @@ pub(crate) fn clock(seconds_since_epoch: f64) -> String {
 
 fn seconds(duration: Duration) -> String {
     format!("{:.3} s", duration.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_in_json_carry_no_float_noise() {
+        // A duration between two times the journal keeps as seconds since the epoch.
+        let noisy = Duration::from_secs_f64(1_796_645_025.0_f64 - 1_796_645_024.088);
+        assert_ne!(json!(noisy.as_secs_f64()).to_string(), "0.912");
+        assert_eq!(json!(millis_as_seconds(noisy)).to_string(), "0.912");
+        assert_eq!(
+            json!(to_millis(1_796_645_024.016_862_9)).to_string(),
+            "1796645024.017"
+        );
+    }
 }

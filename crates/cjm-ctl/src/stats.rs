@@ -113,9 +113,9 @@ fn profile_json(profile: &ResourceProfile) -> Value {
     let aggregate = |aggregate: &Aggregate| {
         serde_json::json!({
             "count": aggregate.count,
-            "mean": aggregate.mean,
-            "max": aggregate.max,
-            "last": aggregate.last,
+            "mean": crate::jobs::to_millis(aggregate.mean),
+            "max": crate::jobs::to_millis(aggregate.max),
+            "last": crate::jobs::to_millis(aggregate.last),
         })
     };
     serde_json::json!({
@@ -126,6 +126,6 @@ fn profile_json(profile: &ResourceProfile) -> Value {
         "peak_rss_mb": aggregate(&profile.peak_rss_mb),
         "gpu_memory_mb": aggregate(&profile.gpu_memory_mb),
         "duration_s": aggregate(&profile.duration_s),
-        "updated_at": profile.updated_at,
+        "updated_at": crate::jobs::to_millis(profile.updated_at),
     })
 }

@@ -85,7 +85,15 @@ fn install_all_builds_the_examples_then_they_list_run_skip_rebuild_and_go() {
     let first = ctl(&home, &install);
     let stderr = text(&first.stderr);
     assert!(first.status.success(), "{stderr}\n{}", text(&first.stdout));
-    assert!(stderr.contains("[1/3] cjm-echo: building"), "{stderr}");
+    // Which profile it builds with, and what the build did.
+    assert!(
+        stderr.contains("[1/3] cjm-echo: building with the dev profile"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("[1/3] cjm-echo: ") && stderr.contains(" crates compiled in "),
+        "{stderr}"
+    );
     assert!(stderr.contains("[2/3] cjm-wordcount: building"), "{stderr}");
     assert!(stderr.contains("[3/3] cjm-sysmon: building"), "{stderr}");
     let summary = text(&first.stdout);
@@ -139,9 +147,10 @@ fn install_all_builds_the_examples_then_they_list_run_skip_rebuild_and_go() {
     let validated = ctl(&home, &["validate", "--config", config]);
     assert!(validated.status.success(), "{}", text(&validated.stdout));
 
-    // Unchanged: nothing is built or rewritten.
+    // Unchanged: nothing is built or rewritten, the last build's log included.
     let built_at = std::fs::metadata(&echo_binary).unwrap().modified().unwrap();
     let again = ctl(&home, &install);
+    assert_eq!(std::fs::read_to_string(&log_path).unwrap(), log);
     assert!(again.status.success(), "{}", text(&again.stderr));
     assert!(
         !text(&again.stderr).contains("building"),

@@ -111,6 +111,7 @@ pub fn build_in_workspace(
     root: &Path,
     settings: &CargoSettings,
     log: &mut File,
+    compiled: &mut dyn FnMut(&str, bool),
 ) -> Result<(), String> {
     let manifest = package_dir.join("Cargo.toml");
     let target_dir = if settings.target_dir_override {
@@ -130,14 +131,26 @@ pub fn build_in_workspace(
         .try_clone()
         .map_err(|err| format!("cannot use the log: {err}"))?;
     let program = command.get_program().to_string_lossy().into_owned();
-    let output = command
+    let mut child = command
         .stderr(stderr)
-        .output()
+        .spawn()
         .map_err(|err| format!("cannot run {program}: {err}"))?;
-    if !output.status.success() {
-        return Err(format!("{program} failed ({})", output.status));
+    // Read as cargo writes it, so that each crate compiled is told as it is.
+    let mut binaries = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        for message in Message::parse_stream(std::io::BufReader::new(stdout)).flatten() {
+            if let Message::CompilerArtifact(artifact) = &message {
+                compiled(&artifact.target.name, artifact.fresh);
+            }
+            binaries.extend(built_binary(message, &manifest));
+        }
     }
-    let binaries = built_binaries(&output.stdout, &manifest);
+    let status = child
+        .wait()
+        .map_err(|err| format!("cannot wait for {program}: {err}"))?;
+    if !status.success() {
+        return Err(format!("{program} failed ({status})"));
+    }
     let bin_dir = root.join("bin");
     std::fs::create_dir_all(&bin_dir)
         .map_err(|err| format!("cannot create {}: {err}", bin_dir.display()))?;
@@ -158,19 +171,16 @@ pub fn build_in_workspace(
     Ok(())
 }
 
-/// The executables cargo reported building for the package of `manifest`.
-fn built_binaries(stdout: &[u8], manifest: &Path) -> Vec<PathBuf> {
-    Message::parse_stream(stdout)
-        .filter_map(Result::ok)
-        .filter_map(|message| match message {
-            Message::CompilerArtifact(artifact)
-                if artifact.manifest_path.as_std_path() == manifest && artifact.target.is_bin() =>
-            {
-                artifact.executable.map(|path| path.into_std_path_buf())
-            }
-            _ => None,
-        })
-        .collect()
+/// The executable of the package of `manifest` that `message` reports built, if any.
+fn built_binary(message: Message, manifest: &Path) -> Option<PathBuf> {
+    match message {
+        Message::CompilerArtifact(artifact)
+            if artifact.manifest_path.as_std_path() == manifest && artifact.target.is_bin() =>
+        {
+            artifact.executable.map(|path| path.into_std_path_buf())
+        }
+        _ => None,
+    }
 }
 
 /// Run `cargo install`, appending its output to `log`. The error says how it ended.
@@ -361,9 +371,10 @@ mod tests {
             r#"{"reason":"build-finished","success":true}"#.to_owned(),
         ]
         .join("\n");
-        assert_eq!(
-            built_binaries(stdout.as_bytes(), Path::new("/w/p/Cargo.toml")),
-            [PathBuf::from("/w/target/release/p")]
-        );
+        let built: Vec<PathBuf> = Message::parse_stream(stdout.as_bytes())
+            .flatten()
+            .filter_map(|message| built_binary(message, Path::new("/w/p/Cargo.toml")))
+            .collect();
+        assert_eq!(built, [PathBuf::from("/w/target/release/p")]);
     }
 }

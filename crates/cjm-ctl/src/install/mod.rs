@@ -63,6 +63,36 @@ pub(crate) struct Installer {
     force: bool,
 }
 
+/// An install log while its entry is checked: the last install's lines, then the
+/// check's from `start`.
+pub(crate) struct InstallLog {
+    pub(crate) file: File,
+    start: u64,
+}
+
+impl InstallLog {
+    /// Unchanged: the log is the last install's again.
+    pub(crate) fn unchanged(self) {
+        let _ = self.file.set_len(self.start);
+    }
+
+    /// Going on to build: the log holds this install's lines only, the check's first.
+    pub(crate) fn building(mut self) -> File {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut checked = Vec::new();
+        let kept = self
+            .file
+            .seek(SeekFrom::Start(self.start))
+            .and_then(|_| self.file.read_to_end(&mut checked))
+            .and_then(|_| self.file.set_len(0))
+            .and_then(|()| self.file.write_all(&checked));
+        if let Err(err) = kept {
+            tracing::warn!("the install log could not be started afresh: {err}");
+        }
+        self.file
+    }
+}
+
 /// A successful install: the manifest written, or found current.
 #[derive(Debug)]
 pub(crate) enum Installed {
@@ -79,14 +109,39 @@ impl Installer {
     /// user's alone (0600 in a 0700 folder), as the workers' logs are: a build's
     /// output can show paths, environment and whatever the plugin prints.
     fn open_log(&self, name: &str) -> Result<File, StepError> {
+        self.open_log_with(name, true)
+    }
+
+    /// The plugin's install log, its last install's lines kept after `start`: a check
+    /// that finds the install unchanged takes its own lines out again
+    /// ([`InstallLog::unchanged`]), one that goes on to build leaves only its own
+    /// ([`InstallLog::building`]).
+    fn open_log_for_check(&self, name: &str) -> Result<InstallLog, StepError> {
+        let file = self.open_log_with(name, false)?;
+        let start = file
+            .metadata()
+            .map(|metadata| metadata.len())
+            .map_err(|err| {
+                StepError::new(
+                    "starting",
+                    format!("{}: {err}", self.log_path(name).display()),
+                )
+            })?;
+        Ok(InstallLog { file, start })
+    }
+
+    fn open_log_with(&self, name: &str, truncate: bool) -> Result<File, StepError> {
         use cjm_metadata::private::{create_private_parent, make_private, private_file_options};
         let path = self.log_path(name);
         create_private_parent(&path)
             .and_then(|()| {
-                private_file_options()
-                    .write(true)
-                    .truncate(true)
-                    .open(&path)
+                let mut options = private_file_options();
+                if truncate {
+                    options.write(true).truncate(true);
+                } else {
+                    options.append(true).read(true);
+                }
+                options.open(&path)
             })
             .and_then(|file| {
                 // One made by an earlier release, readable by others, is closed to them.

@@ -25,7 +25,7 @@ pub fn install(
     let envs_dir = installer.home.envs_dir();
     let env = envs_dir.join(&entry.env_name);
     let manifest_path = installer.home.manifest_path(&entry.name);
-    let mut log = installer.open_log(&entry.name)?;
+    let mut check_log = installer.open_log_for_check(&entry.name)?;
 
     progress.step("checking");
     let path_package = stamp::path_source(entry).map(|dir| {
@@ -35,7 +35,7 @@ pub fn install(
                 &installer.cargo.program,
                 dir,
                 installer.cargo.offline,
-                &mut log,
+                &mut check_log.file,
             ),
         )
     });
@@ -54,20 +54,34 @@ pub fn install(
         if let (Some(fingerprint), Some(stamp)) = (&fingerprint, Stamp::read(&env)) {
             let binary = env.join("bin").join(&stamp.bin);
             if stamp.records(fingerprint) && manifest_launches(&manifest_path, &binary) {
+                check_log.unchanged();
                 return Ok(Installed::Unchanged(manifest_path));
             }
         }
     }
 
+    let mut log = check_log.building();
     progress.step(&format!(
-        "building (log: {})",
+        "building with the {} profile (log: {})",
+        installer.cargo.profile,
         installer.log_path(&entry.name).display()
     ));
     let staging = envs_dir.join(format!(".{}.staging", entry.env_name));
     remove_if_present(&staging).map_err(|reason| StepError::new("building", reason))?;
     match &path_package {
         Some((dir, Ok(package))) => {
-            cargo::build_in_workspace(package, dir, bin, &staging, &installer.cargo, &mut log)
+            let mut ticker = progress.ticker("compiled");
+            let built = cargo::build_in_workspace(
+                package,
+                dir,
+                bin,
+                &staging,
+                &installer.cargo,
+                &mut log,
+                &mut |name, fresh| ticker.tick(name, fresh),
+            );
+            ticker.done();
+            built
         }
         // A path whose metadata cargo could not give is left to cargo install, whose
         // message then says what is wrong with it.

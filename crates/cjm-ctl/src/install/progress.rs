@@ -2,7 +2,7 @@
 //! and a summary table at the end, with the end of the log of every failure.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::out::{outln, OutError};
 use crate::table::print_table;
@@ -25,6 +25,73 @@ impl Progress {
 
     pub fn note(&self, what: &str) {
         eprintln!("[{}/{}] {}: {what}", self.index, self.total, self.name);
+    }
+
+    /// Counts what a long step has done (`what`: "compiled"), told as it goes: in
+    /// place on a terminal, else a line every [`TICK_EVERY`]; and a line at the end.
+    pub fn ticker(&self, what: &'static str) -> Ticker<'_> {
+        use std::io::IsTerminal;
+        Ticker {
+            progress: self,
+            what,
+            count: 0,
+            fresh: 0,
+            started: Instant::now(),
+            told: Instant::now(),
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+/// How often a ticker tells its count when stderr is not a terminal.
+const TICK_EVERY: Duration = Duration::from_secs(15);
+
+/// See [`Progress::ticker`].
+pub struct Ticker<'a> {
+    progress: &'a Progress,
+    what: &'static str,
+    count: usize,
+    /// Of them, how many were done already (a crate cargo found fresh).
+    fresh: usize,
+    started: Instant,
+    told: Instant,
+    terminal: bool,
+}
+
+impl Ticker<'_> {
+    /// One more done: `name` (`fresh`: it was already).
+    pub fn tick(&mut self, name: &str, fresh: bool) {
+        self.count += 1;
+        self.fresh += usize::from(fresh);
+        let (index, total, plugin) = (
+            self.progress.index,
+            self.progress.total,
+            &self.progress.name,
+        );
+        if self.terminal {
+            eprint!(
+                "\r\x1b[2K[{index}/{total}] {plugin}: {} {} ({name})",
+                self.count, self.what
+            );
+        } else if self.told.elapsed() >= TICK_EVERY {
+            self.told = Instant::now();
+            self.progress
+                .note(&format!("{} {} so far ({name})", self.count, self.what));
+        }
+    }
+
+    /// The step is over: its count and time, on a line of its own.
+    pub fn done(self) {
+        if self.terminal && self.count > 0 {
+            eprint!("\r\x1b[2K");
+        }
+        self.progress.note(&format!(
+            "{} crates {} in {:.1} s ({} of them already were)",
+            self.count - self.fresh,
+            self.what,
+            self.started.elapsed().as_secs_f64(),
+            self.fresh
+        ));
     }
 }
 

@@ -33,7 +33,6 @@ pub fn install(
     let env = installer.home.envs_dir().join(&entry.env_name);
     let aside = env.with_file_name(format!(".{}.old", entry.env_name));
     let manifest_path = installer.home.manifest_path(&entry.name);
-    let mut log = installer.open_log(&entry.name)?;
     let package = spec.package.as_deref().ok_or_else(|| {
         StepError::new(
             "checking",
@@ -52,6 +51,8 @@ pub fn install(
         return Ok(Installed::Unchanged(manifest_path));
     }
 
+    // Only now: an unchanged install keeps the log of the one that built it.
+    let mut log = installer.open_log(&entry.name)?;
     progress.step(&format!(
         "creating environment (log: {})",
         installer.log_path(&entry.name).display()
