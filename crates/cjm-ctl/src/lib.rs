@@ -12,6 +12,7 @@ mod list;
 mod logs;
 mod new;
 mod out;
+mod python_json;
 mod remove;
 mod run;
 mod secrets;
