@@ -3,10 +3,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use argh::FromArgs;
-use cjm_manager::{ManagerOptions, PluginManager};
 use cjm_interface::substrate::{
     SubstrateVersion, SPOKEN_SUBSTRATE_VERSIONS, SUBSTRATE_VERSION_ENV,
 };
+use cjm_manager::{ManagerOptions, PluginManager};
 use cjm_metadata::Launch;
 use serde_json::json;
 
@@ -42,6 +42,13 @@ pub fn run(command: ExportCommand) -> Result<ExitCode> {
         .as_deref()
         .map(|asked| SubstrateVersion::parse(asked, "--for-substrate"))
         .transpose()?;
+    if command.for_original && substrate.is_some() {
+        // One manifest, one host: the worker names its errors the way that host does.
+        bail!(
+            "--for-original and --for-substrate are different hosts: write one manifest \
+             for each"
+        );
+    }
     if !command.for_original && substrate.is_none() {
         bail!(
             "say which host the manifest is for: --for-original (cjm_plugin_system 0.0.46) \
@@ -90,7 +97,10 @@ pub fn run(command: ExportCommand) -> Result<ExitCode> {
     if let Some(version) = substrate {
         // Its host passes the manifest's variables to the worker: this one says which
         // release to answer as (`/health`'s substrate_version).
-        env_vars.insert(SUBSTRATE_VERSION_ENV.to_owned(), version.as_str().to_owned());
+        env_vars.insert(
+            SUBSTRATE_VERSION_ENV.to_owned(),
+            version.as_str().to_owned(),
+        );
         installer_version = format!(
             "cjm-ctl {} (export-manifest for cjm-substrate {version})",
             env!("CARGO_PKG_VERSION")

@@ -160,8 +160,14 @@ mod tests {
     #[test]
     fn writes_what_python_writes() {
         let cases = [
-            (json!({"b": 1, "a": [true, null, "x"]}), r#"{"a":[true,null,"x"],"b":1}"#),
-            (json!("é\u{1F600}\"\\\n\u{7f}\u{1}"), r#""\u00e9\ud83d\ude00\"\\\n\u007f\u0001""#),
+            (
+                json!({"b": 1, "a": [true, null, "x"]}),
+                r#"{"a":[true,null,"x"],"b":1}"#,
+            ),
+            (
+                json!("é\u{1F600}\"\\\n\u{7f}\u{1}"),
+                r#""\u00e9\ud83d\ude00\"\\\n\u007f\u0001""#,
+            ),
             (json!(1.0), "1.0"),
             (json!(0.1), "0.1"),
             (json!(-2.5), "-2.5"),

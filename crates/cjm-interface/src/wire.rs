@@ -365,7 +365,9 @@ impl JobError {
     /// Whether it reports a cancelled call rather than a failure.
     pub fn is_cancellation(&self) -> bool {
         self.original_exc_repr.starts_with("PluginCancelledError")
-            || self.original_exc_repr.starts_with("CapabilityCancelledError")
+            || self
+                .original_exc_repr
+                .starts_with("CapabilityCancelledError")
     }
 }
 

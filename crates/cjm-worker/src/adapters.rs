@@ -326,7 +326,7 @@ fn run_task(worker: &Worker, id: Option<String>, asked: TaskRequest) -> Response
     }
     let running = match worker.calls.start_with(id, asked.envelope) {
         Ok(running) => running,
-        Err(refused) => return refused_response(&worker, &refused),
+        Err(refused) => return refused_response(worker, &refused),
     };
     let control = running.control();
     let started = Instant::now();
@@ -361,7 +361,7 @@ fn run_task(worker: &Worker, id: Option<String>, asked: TaskRequest) -> Response
             wire::CONTENT_TYPE_JSON,
             Bytes::from(json::to_vec(&value)),
         ),
-        Err(failure) => failure_response(&worker, &failure),
+        Err(failure) => failure_response(worker, &failure),
     };
     crate::envelope::attach_accounts(&mut response, &control);
     response

@@ -83,9 +83,9 @@ fn configured(
         ),
         // Whatever the plugin refuses is the caller's configuration: the original's 400.
         Err(failure @ CallFailure::Plugin(_)) => {
-            failure_response_with(StatusCode::BAD_REQUEST, &worker, &failure)
+            failure_response_with(StatusCode::BAD_REQUEST, worker, &failure)
         }
-        Err(failure) => failure_response(&worker, &failure),
+        Err(failure) => failure_response(worker, &failure),
     }
 }
 

@@ -124,7 +124,7 @@ fn cleanup(worker: &Worker) -> Response<ResponseBody> {
                 status: String::from("cleaned"),
             },
         ),
-        Err(failure) => failure_response(&worker, &failure),
+        Err(failure) => failure_response(worker, &failure),
     }
 }
 

@@ -64,7 +64,13 @@ mod tests {
         names.sort_unstable();
         assert_eq!(
             names,
-            ["cancelled_write_bytes", "rchar", "read_bytes", "wchar", "write_bytes"]
+            [
+                "cancelled_write_bytes",
+                "rchar",
+                "read_bytes",
+                "wchar",
+                "write_bytes"
+            ]
         );
         assert!(
             io["rchar"].as_u64().unwrap() >= read_back.len() as u64,

@@ -102,7 +102,7 @@ pub(crate) fn monitor(
             format!("plugin {} is not a system monitor", worker.host.name()),
             None,
         ),
-        Err(failure) => failure_response(&worker, &failure),
+        Err(failure) => failure_response(worker, &failure),
     }
 }
 

@@ -87,7 +87,10 @@ fn the_substrate_manager_runs_our_worker_from_an_exported_v2_manifest() {
     let manifest: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(manifest["format_version"], "2.0");
     assert_eq!(manifest["code"]["name"], NAME);
-    assert_eq!(manifest["install"]["env_vars"][SUBSTRATE_VERSION_ENV], "0.0.74");
+    assert_eq!(
+        manifest["install"]["env_vars"][SUBSTRATE_VERSION_ENV],
+        "0.0.74"
+    );
     let (small, big) = inputs(&home);
     let report = run_successor(&home, path.parent().unwrap(), &small, &big);
 
@@ -95,7 +98,9 @@ fn the_substrate_manager_runs_our_worker_from_an_exported_v2_manifest() {
     assert_eq!(report["mismatch_variable"], Value::Null, "{report}");
     assert_eq!(report["loaded"], true, "{report}");
     assert_eq!(report["health"]["substrate_version"], "0.0.74", "{report}");
-    let program = report["health"]["python_executable"].as_str().unwrap_or_default();
+    let program = report["health"]["python_executable"]
+        .as_str()
+        .unwrap_or_default();
     assert_eq!(
         std::fs::canonicalize(program).ok(),
         std::fs::canonicalize(WORDCOUNT).ok(),
@@ -108,7 +113,10 @@ fn the_substrate_manager_runs_our_worker_from_an_exported_v2_manifest() {
     assert_eq!(chunks.last().unwrap()["words"], 3, "{report}");
     assert!(report["stream"].get("raised").is_none(), "{report}");
     // Typed errors: a plain call's and a stream's, in its own exception classes.
-    assert_eq!(report["typed_error"]["type"], "CapabilityInputError", "{report}");
+    assert_eq!(
+        report["typed_error"]["type"], "CapabilityInputError",
+        "{report}"
+    );
     assert_eq!(
         report["stream_missing"]["raised"], "CapabilityInputError",
         "{report}"
@@ -132,9 +140,13 @@ fn the_substrate_manager_runs_our_worker_from_an_exported_v2_manifest() {
     ] {
         assert!(payload["io"][counter].is_u64(), "{counter}: {report}");
     }
-    let unknown = report["unknown_task"]["message"].as_str().unwrap_or_default();
+    let unknown = report["unknown_task"]["message"]
+        .as_str()
+        .unwrap_or_default();
     assert!(unknown.contains("No adapter bound for task"), "{report}");
-    let unknown = report["unknown_method"]["message"].as_str().unwrap_or_default();
+    let unknown = report["unknown_method"]["message"]
+        .as_str()
+        .unwrap_or_default();
     assert!(unknown.contains("no method"), "{report}");
     assert_eq!(
         report["task_failed"]["type"], "CapabilityInputError",
@@ -142,9 +154,15 @@ fn the_substrate_manager_runs_our_worker_from_an_exported_v2_manifest() {
     );
     // Progress of the long task call, then its cancel, as that host sees them.
     let seen = &report["progress_seen"];
-    assert!(seen["progress"].as_f64().unwrap_or_default() > 0.0, "{report}");
     assert!(
-        seen["message"].as_str().unwrap_or_default().contains("bytes"),
+        seen["progress"].as_f64().unwrap_or_default() > 0.0,
+        "{report}"
+    );
+    assert!(
+        seen["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("bytes"),
         "{report}"
     );
     assert_eq!(report["cancel_sent"], true, "{report}");
@@ -186,6 +204,16 @@ fn export_for_a_substrate_release_our_workers_do_not_speak_is_refused() {
         "{stderr}"
     );
     assert!(stderr.contains("speaks 0.0.74"), "{stderr}");
+    assert!(!path.exists());
+    // One manifest answers one host: the worker names its errors as that host does.
+    let (both, path) = export(
+        &home,
+        "manifests-both",
+        &["--for-original", "--for-substrate", "0.0.74"],
+    );
+    assert!(!both.status.success(), "{both:?}");
+    let stderr = String::from_utf8_lossy(&both.stderr);
+    assert!(stderr.contains("different hosts"), "{stderr}");
     assert!(!path.exists());
 }
 
