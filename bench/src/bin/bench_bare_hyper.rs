@@ -68,6 +68,8 @@ async fn answer(request: Request<Incoming>) -> Response<Full<Bytes>> {
             pid: std::process::id(),
             name: String::from("bare-hyper"),
             version: String::from(env!("CARGO_PKG_VERSION")),
+            substrate_version: None,
+            python_executable: None,
         };
         return json_response(serde_json::to_vec(&health).unwrap_or_default());
     }

@@ -13,6 +13,7 @@ mod list;
 mod logs;
 mod new;
 mod out;
+mod python_json;
 mod remove;
 mod run;
 mod secrets;

@@ -21,6 +21,7 @@ mod plugin;
 pub mod private;
 mod random;
 pub mod remote;
+pub mod substrate;
 pub mod wire;
 
 pub use args::{Arg, Call, CallArgs};

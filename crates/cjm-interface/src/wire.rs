@@ -167,6 +167,14 @@ pub struct HealthResponse {
     pub name: String,
     /// The plugin's version.
     pub version: String,
+    /// The cjm-substrate release the worker answers as (the successor's host refuses
+    /// a worker without its own); absent from 0.0.46-era workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substrate_version: Option<String>,
+    /// The worker's program (the successor names its Python); sent with
+    /// `substrate_version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python_executable: Option<String>,
 }
 
 /// Answer of `GET /stats`: memory of the worker and all its descendants, the
@@ -296,22 +304,56 @@ pub struct JobError {
     pub extra: ConfigMap,
 }
 
+/// Whose exception names a typed error is written in. A host knows a stream that was
+/// cancelled (rather than failed) only by its own class name at the start of
+/// `original_exc_repr`: the original's `PluginCancelledError`, its successor's
+/// (cjm-substrate) `CapabilityCancelledError`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ErrorNames {
+    /// The original's (cjm_plugin_system, up to 0.0.46), and our hosts'.
+    #[default]
+    Original,
+    /// The successor's: `Capability*Error`, and `capability_name` for the plugin.
+    Substrate,
+}
+
 impl JobError {
     /// The typed error of `err`, raised by plugin `plugin`.
     pub fn from_plugin_error(err: &crate::PluginError, plugin: &str) -> Self {
+        Self::from_plugin_error_named(err, plugin, ErrorNames::Original)
+    }
+
+    /// [`JobError::from_plugin_error`], in the exception names of one host.
+    pub fn from_plugin_error_named(
+        err: &crate::PluginError,
+        plugin: &str,
+        names: ErrorNames,
+    ) -> Self {
+        let class = match names {
+            ErrorNames::Original => "Plugin",
+            ErrorNames::Substrate => "Capability",
+        };
+        let mut extra = ConfigMap::new();
+        let plugin_name = match names {
+            ErrorNames::Original => Some(plugin.to_owned()),
+            ErrorNames::Substrate => {
+                extra.insert(String::from("capability_name"), plugin.into());
+                None
+            }
+        };
         JobError {
             category: err.category().as_str().to_owned(),
             message: err.message().to_owned(),
             retriable: err.retriable(),
             original_exc_repr: match err.kind() {
-                crate::ErrorKind::Cancelled => format!("PluginCancelledError({plugin:?})"),
-                kind => format!("PluginError({}: {:?})", kind.as_str(), err.message()),
+                crate::ErrorKind::Cancelled => format!("{class}CancelledError({plugin:?})"),
+                kind => format!("{class}Error({}: {:?})", kind.as_str(), err.message()),
             },
             retry_after_seconds: err.retry_after_seconds(),
             fields_invalid: (!err.fields_invalid().is_empty())
                 .then(|| err.fields_invalid().to_vec()),
-            plugin_name: Some(plugin.to_owned()),
-            extra: ConfigMap::new(),
+            plugin_name,
+            extra,
         }
     }
 
@@ -323,6 +365,9 @@ impl JobError {
     /// Whether it reports a cancelled call rather than a failure.
     pub fn is_cancellation(&self) -> bool {
         self.original_exc_repr.starts_with("PluginCancelledError")
+            || self
+                .original_exc_repr
+                .starts_with("CapabilityCancelledError")
     }
 }
 
@@ -433,6 +478,31 @@ pub struct ProgressResponse {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn each_host_reads_a_cancelled_stream_by_its_own_class_name() {
+        use super::*;
+        let cancelled = crate::PluginError::cancelled("stopped");
+        let original = JobError::from_plugin_error(&cancelled, "cjm-wordcount");
+        assert!(original
+            .original_exc_repr
+            .starts_with("PluginCancelledError("));
+        assert_eq!(original.plugin_name.as_deref(), Some("cjm-wordcount"));
+        let successor =
+            JobError::from_plugin_error_named(&cancelled, "cjm-wordcount", ErrorNames::Substrate);
+        assert!(successor
+            .original_exc_repr
+            .starts_with("CapabilityCancelledError("));
+        let sent = serde_json::to_value(&successor).unwrap();
+        assert_eq!(sent["capability_name"], "cjm-wordcount");
+        assert!(sent.get("plugin_name").is_none(), "{sent}");
+        // Our hosts read both.
+        assert!(original.is_cancellation() && successor.is_cancellation());
+        let failed = crate::PluginError::invalid_argument("bad");
+        let failed = JobError::from_plugin_error_named(&failed, "x", ErrorNames::Substrate);
+        assert!(failed.original_exc_repr.starts_with("CapabilityError("));
+        assert!(!failed.is_cancellation());
+    }
 
     #[test]
     fn only_an_exact_typed_envelope_is_unwrapped() {

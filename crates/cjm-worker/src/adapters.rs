@@ -326,10 +326,11 @@ fn run_task(worker: &Worker, id: Option<String>, asked: TaskRequest) -> Response
     }
     let running = match worker.calls.start_with(id, asked.envelope) {
         Ok(running) => running,
-        Err(refused) => return refused_response(worker.host.name(), &refused),
+        Err(refused) => return refused_response(worker, &refused),
     };
     let control = running.control();
     let started = Instant::now();
+    let io = crate::io_counters::mark();
     let result = {
         let _span = crate::log_lines::call_span(&control).entered();
         let _attributed = crate::output::attribute(control.id());
@@ -345,6 +346,10 @@ fn run_task(worker: &Worker, id: Option<String>, asked: TaskRequest) -> Response
     account.insert(String::from("ok"), json!(result.is_ok()));
     let seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
     account.insert(String::from("duration_s"), json!(seconds));
+    // As the successor's worker: what the call read and wrote, on success only.
+    if let (Ok(_), Some(io)) = (&result, io.since()) {
+        account.insert(String::from("io"), io);
+    }
     if let Err(failure) = &result {
         let category = failure.as_plugin_error().0.category();
         account.insert(String::from("error_category"), json!(category.as_str()));
@@ -356,7 +361,7 @@ fn run_task(worker: &Worker, id: Option<String>, asked: TaskRequest) -> Response
             wire::CONTENT_TYPE_JSON,
             Bytes::from(json::to_vec(&value)),
         ),
-        Err(failure) => failure_response(worker.host.name(), &failure),
+        Err(failure) => failure_response(worker, &failure),
     };
     crate::envelope::attach_accounts(&mut response, &control);
     response

@@ -23,7 +23,7 @@ pub(crate) async fn initialize(
     answer_off_io(worker, request, move |worker, config: ConfigMap| {
         let config = match checked_config(worker, config, claim.as_ref()) {
             Ok(config) => config,
-            Err(refusal) => return refusal.into_response(worker.host.name()),
+            Err(refusal) => return refusal.into_response(worker),
         };
         let result = {
             let mut plugin = worker.host.write();
@@ -48,7 +48,7 @@ pub(crate) async fn reconfigure(
         let new = match checked_config(worker, asked.new_config.unwrap_or_default(), claim.as_ref())
         {
             Ok(config) => config,
-            Err(refusal) => return refusal.into_response(worker.host.name()),
+            Err(refusal) => return refusal.into_response(worker),
         };
         let result = {
             let mut plugin = worker.host.write();
@@ -83,9 +83,9 @@ fn configured(
         ),
         // Whatever the plugin refuses is the caller's configuration: the original's 400.
         Err(failure @ CallFailure::Plugin(_)) => {
-            failure_response_with(StatusCode::BAD_REQUEST, worker.host.name(), &failure)
+            failure_response_with(StatusCode::BAD_REQUEST, worker, &failure)
         }
-        Err(failure) => failure_response(worker.host.name(), &failure),
+        Err(failure) => failure_response(worker, &failure),
     }
 }
 
@@ -119,7 +119,8 @@ enum ConfigRefusal {
 }
 
 impl ConfigRefusal {
-    fn into_response(self, plugin: &str) -> Response<ResponseBody> {
+    fn into_response(self, worker: &Worker) -> Response<ResponseBody> {
+        let plugin = worker.host.name();
         match self {
             ConfigRefusal::BrokenSchema(reason) => error_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -129,7 +130,7 @@ impl ConfigRefusal {
                 Some(ErrorKind::Failed.as_str()),
             ),
             ConfigRefusal::Invalid(violations) => failure_response(
-                plugin,
+                worker,
                 &CallFailure::Plugin(PluginError::invalid_config(violations)),
             ),
         }

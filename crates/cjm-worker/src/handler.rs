@@ -42,6 +42,14 @@ pub(crate) async fn handle(
                 pid: std::process::id(),
                 name: worker.host.name().to_owned(),
                 version: worker.host.version().to_owned(),
+                substrate_version: worker
+                    .substrate
+                    .as_ref()
+                    .map(|(version, _)| version.as_str().to_owned()),
+                python_executable: worker
+                    .substrate
+                    .as_ref()
+                    .map(|(_, program)| program.clone()),
             },
         ),
         wire::PATH_STATS if get => stats(&worker),
@@ -116,7 +124,7 @@ fn cleanup(worker: &Worker) -> Response<ResponseBody> {
                 status: String::from("cleaned"),
             },
         ),
-        Err(failure) => failure_response(worker.host.name(), &failure),
+        Err(failure) => failure_response(worker, &failure),
     }
 }
 
@@ -131,7 +139,7 @@ async fn plugin_value(
             wire::CONTENT_TYPE_JSON,
             Bytes::from(json::to_vec(&value)),
         ),
-        Err(failure) => failure_response(worker.host.name(), &failure),
+        Err(failure) => failure_response(&worker, &failure),
     })
     .await
 }

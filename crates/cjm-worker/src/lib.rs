@@ -49,6 +49,7 @@ mod envelope;
 mod handler;
 mod handover;
 mod host;
+mod io_counters;
 mod lifecycle;
 mod listener;
 mod log_lines;
@@ -69,6 +70,7 @@ mod task;
 
 use std::process::ExitCode;
 
+use cjm_interface::substrate::SubstrateVersion;
 use cjm_interface::{wire, ErrorChain, Plugin, PluginError};
 use cjm_metadata::ResourceRequirements;
 use serde_json::{json, Value};
@@ -239,6 +241,13 @@ where
     if args.help {
         return print_line(&usage(&about));
     }
+    // Refused before the plugin loads anything: a host of a release we do not speak
+    // would misread us mid-call, and echoing its version would hide that.
+    let substrate = if args.manifest {
+        None
+    } else {
+        SubstrateVersion::from_env().map_err(|err| err.to_string())?
+    };
     let plugin = make_plugin(&args.plugin_args)
         .map_err(|err| format!("plugin construction failed: {err}"))?;
     if args.manifest {
@@ -263,6 +272,7 @@ where
             .parent_pid(args.ppid)
             .max_body_bytes(max_body_bytes_from_env()?)
             .task_adapters(adapters)
+            .answer_substrate(substrate)
             .hand_over(hand_over);
         return serve(plugin, options).map_err(|err| ErrorChain(&err).to_string());
     }
@@ -279,6 +289,7 @@ where
         .parent_pid(args.ppid)
         .max_body_bytes(max_body_bytes_from_env()?)
         .task_adapters(adapters)
+        .answer_substrate(substrate)
         .hand_over(hand_over);
     serve(plugin, options).map_err(|err| ErrorChain(&err).to_string())
 }
@@ -328,9 +339,12 @@ Options:
   --manifest    print the manifest fields (name, version, config schema, ..) as JSON
   -h, --help    print this help
 
-Environment: RUST_LOG (log level), {max_body} (largest request body in bytes).",
+Environment: RUST_LOG (log level), {max_body} (largest request body in bytes),
+{substrate} (the cjm-substrate release to answer as: {spoken}).",
         listen_fd = wire::LISTEN_FD_ENV,
         max_body = wire::MAX_BODY_ENV,
+        substrate = cjm_interface::substrate::SUBSTRATE_VERSION_ENV,
+        spoken = cjm_interface::substrate::SPOKEN_SUBSTRATE_VERSIONS.join(", "),
         remote = remote_usage(),
         listen_synopsis = if cfg!(feature = "remote") {
             format!("       {program} [PLUGIN ARGS..] --listen ADDR:PORT [--lease-secs N]\n")

@@ -60,7 +60,7 @@ pub(crate) async fn prefetch(
         .map(str::to_owned);
     let running = match worker.calls.start(id) {
         Ok(running) => running,
-        Err(refused) => return crate::respond::refused_response(worker.host.name(), &refused),
+        Err(refused) => return crate::respond::refused_response(&worker, &refused),
     };
     off_io(move || {
         let control = running.control();
@@ -76,7 +76,7 @@ pub(crate) async fn prefetch(
                     status: String::from("prefetched"),
                 },
             ),
-            Err(failure) => failure_response(worker.host.name(), &failure),
+            Err(failure) => failure_response(&worker, &failure),
         }
     })
     .await
@@ -102,7 +102,7 @@ pub(crate) fn monitor(
             format!("plugin {} is not a system monitor", worker.host.name()),
             None,
         ),
-        Err(failure) => failure_response(worker.host.name(), &failure),
+        Err(failure) => failure_response(worker, &failure),
     }
 }
 

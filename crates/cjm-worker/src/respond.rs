@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::body::ResponseBody;
 use crate::calls::Refused;
 use crate::host::CallFailure;
+use crate::state::Worker;
 
 pub(crate) fn too_large(limit: usize) -> Response<ResponseBody> {
     error_response(
@@ -51,7 +52,7 @@ pub(crate) fn method_not_allowed(allowed: &'static str) -> Response<ResponseBody
 /// The answer to a failed plugin call. Its status follows what the failure means to
 /// the caller: 409 for a call that was cancelled, 400 for the caller's mistake
 /// (`user_input`), 500 for the rest.
-pub(crate) fn failure_response(plugin: &str, failure: &CallFailure) -> Response<ResponseBody> {
+pub(crate) fn failure_response(worker: &Worker, failure: &CallFailure) -> Response<ResponseBody> {
     let status = match failure {
         CallFailure::Plugin(err) if err.kind() == ErrorKind::Cancelled => StatusCode::CONFLICT,
         CallFailure::Plugin(err) if err.category() == ErrorCategory::UserInput => {
@@ -59,13 +60,13 @@ pub(crate) fn failure_response(plugin: &str, failure: &CallFailure) -> Response<
         }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    failure_response_with(status, plugin, failure)
+    failure_response_with(status, worker, failure)
 }
 
 /// The answer to a call that was not started: 409 with a cancelled `_job_error`
 /// (the answer of a call cancelled while running) for a call cancelled before it
 /// arrived, 400 for an id already in use.
-pub(crate) fn refused_response(plugin: &str, refused: &Refused) -> Response<ResponseBody> {
+pub(crate) fn refused_response(worker: &Worker, refused: &Refused) -> Response<ResponseBody> {
     let err = match refused {
         Refused::Cancelled(id) => PluginError::cancelled(format!(
             "call {id} was cancelled before it reached the worker"
@@ -74,14 +75,14 @@ pub(crate) fn refused_response(plugin: &str, refused: &Refused) -> Response<Resp
             "call id {id} is already in use by a call in flight on this worker"
         )),
     };
-    failure_response(plugin, &CallFailure::Plugin(err))
+    failure_response(worker, &CallFailure::Plugin(err))
 }
 
 /// [`failure_response`] with the status given (`/initialize` answers the original's
 /// 400 for whatever the plugin refuses).
 pub(crate) fn failure_response_with(
     status: StatusCode,
-    plugin: &str,
+    worker: &Worker,
     failure: &CallFailure,
 ) -> Response<ResponseBody> {
     let (err, kind) = failure.as_plugin_error();
@@ -90,7 +91,11 @@ pub(crate) fn failure_response_with(
         &ErrorResponse {
             detail: err.message().to_owned(),
             kind: Some(kind.to_owned()),
-            job_error: Some(JobError::from_plugin_error(&err, plugin)),
+            job_error: Some(JobError::from_plugin_error_named(
+                &err,
+                worker.host.name(),
+                worker.error_names(),
+            )),
         },
     )
 }

@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cjm_interface::substrate::SubstrateVersion;
 use cjm_interface::Plugin;
 use cjm_validation::SchemaError;
 use hyper::server::conn::http1;
@@ -49,6 +50,7 @@ pub struct ServeOptions {
     #[cfg(feature = "remote")]
     remote: Option<RemoteServe>,
     adapters: crate::TaskAdapters,
+    substrate: Option<SubstrateVersion>,
 }
 
 impl Default for ServeOptions {
@@ -61,6 +63,7 @@ impl Default for ServeOptions {
             #[cfg(feature = "remote")]
             remote: None,
             adapters: crate::TaskAdapters::default(),
+            substrate: None,
         }
     }
 }
@@ -101,6 +104,15 @@ impl ServeOptions {
     /// [`serve`] refuses adapters written for another plugin type.
     pub fn task_adapters(mut self, adapters: crate::TaskAdapters) -> Self {
         self.adapters = adapters;
+        self
+    }
+
+    /// Answer the successor's host of this release: `/health` names it as its
+    /// `substrate_version` (see [`cjm_interface::substrate`]). `None`: answer as the
+    /// original 0.0.46's workers do. `main` takes it from
+    /// [`SUBSTRATE_VERSION_ENV`](cjm_interface::substrate::SUBSTRATE_VERSION_ENV).
+    pub fn answer_substrate(mut self, version: Option<SubstrateVersion>) -> Self {
+        self.substrate = version;
         self
     }
 
@@ -226,6 +238,7 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
         config_check,
         access_token.as_deref().map(AccessToken::new),
         options.adapters,
+        options.substrate,
     ));
     let outcome = runtime.block_on(async {
         let listener = listener.into_async().map_err(|source| ServeError::Listen {

@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use cjm_interface::substrate::SubstrateVersion;
+use cjm_interface::wire::ErrorNames;
 use parking_lot::Mutex;
 
 use crate::auth::AccessToken;
@@ -26,6 +28,8 @@ pub(crate) struct Worker {
     pub(crate) calls: Arc<Calls>,
     /// The task adapters `/task` serves.
     pub(crate) adapters: crate::TaskAdapters,
+    /// The successor's release `/health` answers as, with this program's path.
+    pub(crate) substrate: Option<(SubstrateVersion, String)>,
 }
 
 impl Worker {
@@ -35,7 +39,15 @@ impl Worker {
         config_check: ConfigCheck,
         access: Option<AccessToken>,
         adapters: crate::TaskAdapters,
+        substrate: Option<SubstrateVersion>,
     ) -> Self {
+        // The successor's host shows this path in its refusals; ours is the binary.
+        let substrate = substrate.map(|version| {
+            let program = std::env::current_exe()
+                .map(|path| path.display().to_string())
+                .unwrap_or_default();
+            (version, program)
+        });
         Worker {
             host,
             max_body_bytes,
@@ -45,6 +57,16 @@ impl Worker {
             cleaned_up: AtomicBool::new(false),
             calls: Arc::default(),
             adapters,
+            substrate,
+        }
+    }
+
+    /// The exception names of the host this worker answers (see
+    /// `wire::ErrorNames`): the successor's when it answers as a cjm-substrate release.
+    pub(crate) fn error_names(&self) -> ErrorNames {
+        match self.substrate {
+            Some(_) => ErrorNames::Substrate,
+            None => ErrorNames::Original,
         }
     }
 

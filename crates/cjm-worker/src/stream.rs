@@ -82,11 +82,15 @@ impl LineWriter {
 
     /// The stream's last line when it fails: both the original 0.0.20's `error` and
     /// 0.0.46's `_job_error`, so that hosts of either version see a failure.
-    fn push_failure(&mut self, plugin: &str, failure: &CallFailure) {
+    fn push_failure(&mut self, worker: &Worker, failure: &CallFailure) {
         let (err, _) = failure.as_plugin_error();
         let line = StreamError {
             error: failure.to_string(),
-            job_error: Some(JobError::from_plugin_error(&err, plugin)),
+            job_error: Some(JobError::from_plugin_error_named(
+                &err,
+                worker.host.name(),
+                worker.error_names(),
+            )),
         };
         match serde_json::to_value(&line) {
             Ok(line) => {
@@ -171,7 +175,6 @@ pub(crate) async fn start(
         let control = _running.control();
         let _span = crate::log_lines::call_span(&control).entered();
         let _attributed = crate::output::attribute(control.id());
-        let name = worker.host.name().to_owned();
         let plugin = worker.host.read();
         let mut chunks = match guarded(|| plugin.execute_stream(call)) {
             Ok(chunks) => chunks,
@@ -192,10 +195,10 @@ pub(crate) async fn start(
                     }
                 }
                 Ok(Some(Err(err))) => {
-                    return writer.push_failure(&name, &CallFailure::Plugin(err));
+                    return writer.push_failure(&worker, &CallFailure::Plugin(err));
                 }
                 Ok(None) => return,
-                Err(failure) => return writer.push_failure(&name, &failure),
+                Err(failure) => return writer.push_failure(&worker, &failure),
             }
         }
     });

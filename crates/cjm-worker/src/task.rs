@@ -53,7 +53,7 @@ pub(crate) async fn execute(
 fn run_execute(worker: &Worker, id: Option<String>, mut call: Call) -> Response<ResponseBody> {
     let running = match worker.calls.start_with(id, call.take_envelope()) {
         Ok(running) => running,
-        Err(refused) => return refused_response(worker.host.name(), &refused),
+        Err(refused) => return refused_response(worker, &refused),
     };
     let control = running.control();
     let call = call.with_control(running.control());
@@ -72,7 +72,7 @@ fn run_execute(worker: &Worker, id: Option<String>, mut call: Call) -> Response<
             wire::CONTENT_TYPE_JSON,
             Bytes::from(json::to_vec(&value)),
         ),
-        Err(failure) => failure_response(worker.host.name(), &failure),
+        Err(failure) => failure_response(worker, &failure),
     };
     crate::envelope::attach_accounts(&mut response, &control);
     // The last report rides on the answer: a watcher need not ask for it.
@@ -100,10 +100,9 @@ pub(crate) async fn execute_stream(
     };
     let running = match worker.calls.start_with(id, call.take_envelope()) {
         Ok(running) => running,
-        Err(refused) => return refused_response(worker.host.name(), &refused),
+        Err(refused) => return refused_response(&worker, &refused),
     };
-    let plugin = worker.host.name().to_owned();
-    match crate::stream::start(worker, call, running).await {
+    match crate::stream::start(Arc::clone(&worker), call, running).await {
         Ok(body) => {
             let mut response = Response::new(Either::Right(body));
             response.headers_mut().insert(
@@ -112,7 +111,7 @@ pub(crate) async fn execute_stream(
             );
             response
         }
-        Err(failure) => failure_response(&plugin, &failure),
+        Err(failure) => failure_response(&worker, &failure),
     }
 }
 

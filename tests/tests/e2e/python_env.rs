@@ -1,7 +1,7 @@
 //! The Pythons the interop tests run the originals with: the first release we are
 //! compatible with (0.0.20), the newest (0.0.46, which needs Python 3.12 or newer),
-//! and 0.0.46 with a real adapter-serving plugin from PyPI (the SQLite graph store and
-//! its graph-storage adapter). Each comes from an environment variable (CI's
+//! 0.0.46 with a real adapter-serving plugin from PyPI (the SQLite graph store and
+//! its graph-storage adapter), and the successor, cjm-substrate 0.0.74. Each comes from an environment variable (CI's
 //! `.ci/run` sets them to venvs it makes), or else from a venv these tests create once
 //! under the workspace's target folder. Never skipped: without the original the tests
 //! fail and say why.
@@ -71,6 +71,19 @@ pub const ORIGINAL_GRAPH: Original = Original {
     interpreters: &["python3.13", "python3.12"],
 };
 
+/// The original's successor, cjm-substrate (import `cjm_substrate`, Python 3.12 or
+/// newer): its host, `CapabilityManager`, and its worker.
+pub const SUBSTRATE: Original = Original {
+    requirement: "cjm-substrate==0.0.74",
+    extra_requirements: &[],
+    check: "import cjm_substrate.core.manager, httpx\n\
+            import importlib.metadata as m\n\
+            assert m.version('cjm-substrate') == '0.0.74', m.version('cjm-substrate')\n",
+    env_var: "CJM_TEST_PYTHON_SUBSTRATE",
+    venv_folder: "python-interop-substrate",
+    interpreters: &["python3.13", "python3.12"],
+};
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -84,6 +97,16 @@ pub fn fixture_dir() -> PathBuf {
 
 pub fn fixture_dir_046() -> PathBuf {
     workspace_root().join("tests/fixtures/python046")
+}
+
+pub fn fixture_dir_substrate() -> PathBuf {
+    workspace_root().join("tests/fixtures/substrate")
+}
+
+/// A Python with cjm-substrate 0.0.74 installed.
+pub fn python_substrate() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| SUBSTRATE.python())
 }
 
 /// A Python with the original 0.0.20 installed.
