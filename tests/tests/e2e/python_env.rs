@@ -71,6 +71,30 @@ pub const ORIGINAL_GRAPH: Original = Original {
     interpreters: &["python3.13", "python3.12"],
 };
 
+/// The successor, cjm-substrate 0.0.74 (Python 3.12 or newer), alone: no
+/// cjm_plugin_system beside it, as its own capabilities are installed.
+pub const SUBSTRATE: Original = Original {
+    requirement: "cjm-substrate==0.0.74",
+    extra_requirements: &[],
+    check: "import cjm_substrate.core.proxy, cjm_substrate.cli, httpx\n\
+            import importlib.metadata as m\n\
+            assert m.version('cjm-substrate') == '0.0.74', m.version('cjm-substrate')\n\
+            assert not [d for d in m.distributions() if d.metadata['Name'].lower().replace('-', '_') == 'cjm_plugin_system']\n",
+    env_var: "CJM_TEST_PYTHON_SUBSTRATE",
+    venv_folder: "python-interop-substrate",
+    interpreters: &["python3.13", "python3.12"],
+};
+
+/// A Python with cjm-substrate 0.0.74 installed.
+pub fn python_substrate() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| SUBSTRATE.python())
+}
+
+pub fn fixture_dir_substrate() -> PathBuf {
+    workspace_root().join("tests/fixtures/substrate")
+}
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -22,7 +22,7 @@ pub fn create(spec: &PythonSpec, env: &Path, log: &mut File) -> Result<(), Strin
     match &spec.env_file {
         Some(env_file) => create_conda(env_file, env, log),
         None => {
-            let python = match (&spec.python_version, needs_python_312(&spec.interface_libs)) {
+            let python = match (&spec.python_version, needs_python_312_for(spec)) {
                 (None, Some(why)) => python_312_or_newer(&why)?,
                 (version, _) => base_interpreter(version.as_deref())?,
             };
@@ -71,6 +71,31 @@ fn create_conda(env_file: &Path, env: &Path, log: &mut File) -> Result<(), Strin
             python.display()
         ))
     }
+}
+
+/// Why the entry needs Python 3.12 or newer, if it does: the original's newer
+/// releases (see [`needs_python_312`]), or its successor, `cjm-substrate` (named in
+/// `interface_libs`, or the package is one of its `cjm-capability-*` plugins).
+fn needs_python_312_for(spec: &PythonSpec) -> Option<String> {
+    needs_python_312(&spec.interface_libs).or_else(|| {
+        spec.interface_libs
+            .iter()
+            .chain(&spec.package)
+            .find_map(|requirement| needs_substrate(requirement))
+    })
+}
+
+/// Why `requirement` needs the successor (and so Python 3.12 or newer), if it does.
+pub(super) fn needs_substrate(requirement: &str) -> Option<String> {
+    let normalized = requirement.trim().to_ascii_lowercase().replace(['-', '.'], "_");
+    if normalized.starts_with("cjm_substrate") {
+        return Some(format!(
+            "{requirement} (the successor, cjm-substrate) needs Python 3.12 or newer"
+        ));
+    }
+    normalized.starts_with("cjm_capability_").then(|| {
+        format!("{requirement} is a plugin of cjm-substrate, which needs Python 3.12 or newer")
+    })
 }
 
 /// Why the entry needs Python 3.12 or newer, if it does: the original from 0.0.21 on
@@ -217,6 +242,22 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn the_successor_and_its_capabilities_ask_for_python_312() {
+        let spec = |libs: &[&str], package: &str| PythonSpec {
+            env_file: None,
+            python_version: None,
+            package: Some(package.to_owned()),
+            interface_libs: libs.iter().map(|lib| lib.to_string()).collect(),
+        };
+        assert!(needs_python_312_for(&spec(&["numpy"], "cjm-echo-py")).is_none());
+        let why = needs_python_312_for(&spec(&["cjm-substrate==0.0.74"], "x")).unwrap();
+        assert!(why.contains("cjm-substrate"), "{why}");
+        let why = needs_python_312_for(&spec(&[], "cjm-capability-fs>=0.1")).unwrap();
+        assert!(why.contains("plugin of cjm-substrate"), "{why}");
+        assert!(needs_python_312_for(&spec(&[], "/src/cjm_substrate_echo")).is_none());
+    }
 
     #[test]
     fn versions_compare_by_component() {

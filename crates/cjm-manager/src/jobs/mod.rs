@@ -33,6 +33,7 @@
 //! # }
 //! ```
 
+mod call_metrics;
 mod cancel;
 mod chunks;
 mod composition;
@@ -76,8 +77,9 @@ pub use diagnostics::{
     job_diagnostics, DiagnosticRecord, DiagnosticsError, DiagnosticsRetention, JobDiagnostics,
 };
 pub use events::{EventsLagged, JobEvents};
+pub use call_metrics::JournalCallMetrics;
 pub use journal::{
-    history, job_accounts, job_counts, journal_entry, recent_jobs, request_reorder, HistoryQuery,
+    history, job_accounts, job_call_metrics, job_counts, journal_entry, recent_jobs, request_reorder, HistoryQuery,
     JournalAccount, JournalEntry, JournalError, JournalRetention, ReorderRefused,
 };
 pub use model::{
