@@ -322,3 +322,85 @@ fn home_workers(home: &TestHome) -> usize {
         })
         .count()
 }
+
+/// The fixture package, copied into the test's home so that pip's in-tree build
+/// output stays out of the repository.
+fn copy_fixture(home: &TestHome) -> PathBuf {
+    let target = home.path().join("src/cjm-substrate-echo");
+    let mut pending = vec![(python_env::fixture_dir_substrate(), target.clone())];
+    while let Some((from, to)) = pending.pop() {
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in entries(&from) {
+            let name = entry.file_name().unwrap().to_owned();
+            if name == "__pycache__" || name == "build" || name.to_string_lossy().ends_with(".egg-info") {
+                continue;
+            }
+            if entry.is_dir() {
+                pending.push((entry.clone(), to.join(&name)));
+            } else {
+                std::fs::copy(&entry, to.join(&name)).unwrap();
+            }
+        }
+    }
+    target
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn substrate_install_all_makes_a_python_312_venv_and_records_the_successor() {
+    let home = TestHome::new();
+    let package = copy_fixture(&home);
+    let yaml = home.path().join("plugins.yaml");
+    // No python_version: the entry needs cjm-substrate, so a Python 3.12 or newer is
+    // looked for.
+    std::fs::write(
+        &yaml,
+        format!(
+            "plugins:\n  - name: {CAPABILITY}\n    package: {}\n    \
+             interface_libs: [\"cjm-substrate==0.0.74\"]\n",
+            package.display(),
+        ),
+    )
+    .unwrap();
+    let installed = ctl(&home, &["install-all", "--config", yaml.to_str().unwrap()], &[]);
+    let log = std::fs::read_to_string(home.path().join(format!("logs/install-{CAPABILITY}.log")))
+        .unwrap_or_default();
+    assert!(
+        installed.status.success(),
+        "{}\n{}\n{log}",
+        String::from_utf8_lossy(&installed.stdout),
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(home.plugins_dir().join(format!("{CAPABILITY}.json"))).unwrap(),
+    )
+    .unwrap();
+    let env_python = home.path().join(format!("envs/{CAPABILITY}/bin/python"));
+    assert_eq!(manifest["python_path"], env_python.to_str().unwrap());
+    assert_eq!(manifest["module"], "cjm_substrate_echo.capability");
+    assert_eq!(manifest["class"], "EchoCapability");
+    assert_eq!(manifest["cjm_substrate_version"], "0.0.74");
+    assert!(manifest.get("cjm_plugin_system_version").is_none());
+    assert_eq!(manifest["worker_env"][0]["name"], "ECHO_STORE");
+    let version = Command::new(&env_python)
+        .args(["-c", "import sys; print(sys.version_info >= (3, 12))"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), "True");
+
+    let manager = PluginManager::new(home.options());
+    manager.discover_manifests();
+    manager.load_plugin(CAPABILITY, None).await.unwrap();
+    let info = manager.worker_info(CAPABILITY).unwrap();
+    assert_eq!(info.substrate_version.as_deref(), Some("0.0.74"));
+    assert_eq!(
+        info.python_executable.as_deref(),
+        env_python.to_str(),
+        "the worker runs the venv install-all made"
+    );
+    let answer = manager
+        .execute_plugin(CAPABILITY, CallArgs::new().kwarg("text", "installed"))
+        .await
+        .unwrap();
+    assert_eq!(answer["echo"], "installed");
+    manager.shutdown().await;
+}
