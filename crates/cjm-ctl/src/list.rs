@@ -75,7 +75,12 @@ pub fn run(command: ListCommand) -> Result<ExitCode> {
             .map(|(plugin, _)| plugin.meta.name.clone())
             .collect();
         let probed = health::probe(&manager, &names)?;
-        Some(names.into_iter().zip(probed).collect::<std::collections::HashMap<_, _>>())
+        Some(
+            names
+                .into_iter()
+                .zip(probed)
+                .collect::<std::collections::HashMap<_, _>>(),
+        )
     } else {
         None
     };

@@ -255,11 +255,7 @@ pub(crate) async fn launch_spec(
                 class,
             ];
             args.extend(adapters_args(adapters));
-            (
-                python_path.clone(),
-                args,
-                python_listen_mode(&release),
-            )
+            (python_path.clone(), args, python_listen_mode(&release))
         }
     };
     let mut spec = LaunchSpec::new(name, program, log_path);
@@ -426,14 +422,10 @@ fn python_release(manifest: &Manifest, python: &Path) -> PythonRelease {
 fn python_listen_mode(release: &PythonRelease) -> ListenMode {
     match release {
         PythonRelease::Substrate(_) => ListenMode::InheritUnixSocketByFdArg,
-        PythonRelease::PluginSystem(version) => {
-            match version.as_deref().and_then(parse_version) {
-                Some(version) if version >= FIRST_FD_RELEASE => {
-                    ListenMode::InheritUnixSocketByFdArg
-                }
-                _ => ListenMode::WorkerBinds,
-            }
-        }
+        PythonRelease::PluginSystem(version) => match version.as_deref().and_then(parse_version) {
+            Some(version) if version >= FIRST_FD_RELEASE => ListenMode::InheritUnixSocketByFdArg,
+            _ => ListenMode::WorkerBinds,
+        },
     }
 }
 

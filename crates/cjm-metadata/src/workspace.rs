@@ -87,10 +87,15 @@ mod tests {
         let unmarked = dir.path().join("plain");
         std::fs::create_dir_all(&unmarked).unwrap();
 
-        let found = Workspace::resolve_from(None, Some(&inner)).unwrap().unwrap();
+        let found = Workspace::resolve_from(None, Some(&inner))
+            .unwrap()
+            .unwrap();
         assert_eq!(found.root(), marked);
         assert_eq!(found.data_dir(), marked.join(".cjm"));
-        assert_eq!(Workspace::resolve_from(None, Some(&unmarked)).unwrap(), None);
+        assert_eq!(
+            Workspace::resolve_from(None, Some(&unmarked)).unwrap(),
+            None
+        );
 
         let named = Workspace::resolve_from(Some(&marked), Some(&unmarked))
             .unwrap()
@@ -98,6 +103,9 @@ mod tests {
         assert_eq!(named.root(), marked);
         let err = Workspace::resolve_from(Some(&unmarked), Some(&inner)).unwrap_err();
         assert_eq!(err.given, unmarked);
-        assert!(err.to_string().contains("has no cjm-workspace.yaml"), "{err}");
+        assert!(
+            err.to_string().contains("has no cjm-workspace.yaml"),
+            "{err}"
+        );
     }
 }

@@ -633,11 +633,12 @@ impl RemotePluginProxy {
         metrics.post_secs = post.as_secs_f64();
         let parsed = read.and_then(|()| {
             let decoding = Instant::now();
-            let parsed = serde_json::from_slice(&buffer).map_err(|err| ProxyError::InvalidResponse {
-                plugin: self.plugin.clone(),
-                endpoint,
-                reason: err.to_string(),
-            });
+            let parsed =
+                serde_json::from_slice(&buffer).map_err(|err| ProxyError::InvalidResponse {
+                    plugin: self.plugin.clone(),
+                    endpoint,
+                    reason: err.to_string(),
+                });
             metrics.answered(buffer.len(), post, decoding.elapsed());
             parsed
         });

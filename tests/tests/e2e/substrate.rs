@@ -198,7 +198,10 @@ async fn substrate_accounts_and_call_metrics_land_in_the_journal_and_jobs_show()
         .submit(CAPABILITY, CallArgs::new().kwarg("text", "x"), 0)
         .unwrap();
     let plain_id = jobs.journal_id(plain).unwrap();
-    assert_eq!(jobs.wait(plain).await.unwrap().status.state, JobState::Succeeded);
+    assert_eq!(
+        jobs.wait(plain).await.unwrap().status.state,
+        JobState::Succeeded
+    );
     jobs.sync_journal().await;
 
     let accounts = job_accounts(&journal, &task_id).unwrap();
@@ -225,7 +228,10 @@ async fn substrate_accounts_and_call_metrics_land_in_the_journal_and_jobs_show()
     // A plain call is measured the same on our side; the worker accounts for nothing.
     let plain_metrics = job_call_metrics(&journal, &plain_id).unwrap();
     assert_eq!(plain_metrics.len(), 1, "{plain_metrics:?}");
-    assert!(plain_metrics[0].metrics.bytes_in.is_some_and(|bytes| bytes > 0));
+    assert!(plain_metrics[0]
+        .metrics
+        .bytes_in
+        .is_some_and(|bytes| bytes > 0));
     assert_eq!(plain_metrics[0].metrics.worker_secs, None);
     jobs.shutdown().await;
     manager.shutdown().await;
@@ -234,7 +240,10 @@ async fn substrate_accounts_and_call_metrics_land_in_the_journal_and_jobs_show()
     assert!(shown.status.success(), "{shown:?}");
     let text = String::from_utf8_lossy(&shown.stdout);
     assert!(text.contains("call 1: "), "{text}");
-    assert!(text.contains(&format!("{} B out", measured.bytes_out)), "{text}");
+    assert!(
+        text.contains(&format!("{} B out", measured.bytes_out)),
+        "{text}"
+    );
     assert!(text.contains("B in") && text.contains("io "), "{text}");
     assert!(text.contains("account 1: task_account"), "{text}");
     let shown = ctl(&home, &["jobs", "show", &task_id, "--json"], &[]);
@@ -279,7 +288,10 @@ fn substrate_workspace_manifests_are_discovered_and_list_health_shows_its_releas
         plugins[0]["manifest"],
         json!(manifests.join("cjm-substrate-echo.json"))
     );
-    assert_eq!(plugins[0]["health"]["substrate_version"], "0.0.74", "{report}");
+    assert_eq!(
+        plugins[0]["health"]["substrate_version"], "0.0.74",
+        "{report}"
+    );
     assert!(plugins[0]["health"]["python_executable"].is_string());
 
     // Found by walking up from a folder inside it, as the successor finds it; the
@@ -296,11 +308,17 @@ fn substrate_workspace_manifests_are_discovered_and_list_health_shows_its_releas
         .unwrap();
     assert!(listed.status.success(), "{listed:?}");
     let text = String::from_utf8_lossy(&listed.stdout);
-    assert!(text.contains("SUBSTRATE") && text.contains("0.0.74"), "{text}");
+    assert!(
+        text.contains("SUBSTRATE") && text.contains("0.0.74"),
+        "{text}"
+    );
     // The probe stopped every worker it started.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while home_workers(&home) > 0 {
-        assert!(std::time::Instant::now() < deadline, "a probed worker is left");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a probed worker is left"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -317,7 +335,9 @@ fn home_workers(home: &TestHome) -> usize {
                 .map(|env| String::from_utf8_lossy(&env).contains(&marker))
                 .unwrap_or(false)
                 && std::fs::read(entry.path().join("cmdline"))
-                    .map(|argv| String::from_utf8_lossy(&argv).contains("cjm_substrate.core.worker"))
+                    .map(|argv| {
+                        String::from_utf8_lossy(&argv).contains("cjm_substrate.core.worker")
+                    })
                     .unwrap_or(false)
         })
         .count()
@@ -332,7 +352,10 @@ fn copy_fixture(home: &TestHome) -> PathBuf {
         std::fs::create_dir_all(&to).unwrap();
         for entry in entries(&from) {
             let name = entry.file_name().unwrap().to_owned();
-            if name == "__pycache__" || name == "build" || name.to_string_lossy().ends_with(".egg-info") {
+            if name == "__pycache__"
+                || name == "build"
+                || name.to_string_lossy().ends_with(".egg-info")
+            {
                 continue;
             }
             if entry.is_dir() {
@@ -361,7 +384,11 @@ async fn substrate_install_all_makes_a_python_312_venv_and_records_the_successor
         ),
     )
     .unwrap();
-    let installed = ctl(&home, &["install-all", "--config", yaml.to_str().unwrap()], &[]);
+    let installed = ctl(
+        &home,
+        &["install-all", "--config", yaml.to_str().unwrap()],
+        &[],
+    );
     let log = std::fs::read_to_string(home.path().join(format!("logs/install-{CAPABILITY}.log")))
         .unwrap_or_default();
     assert!(
@@ -402,5 +429,42 @@ async fn substrate_install_all_makes_a_python_312_venv_and_records_the_successor
         .await
         .unwrap();
     assert_eq!(answer["echo"], "installed");
+    manager.shutdown().await;
+}
+
+/// A manifest that records nothing of its environment (written by hand, in our flat
+/// form): the environment is asked which release it has, and the successor's worker
+/// is started for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn substrate_environment_unrecorded_in_the_manifest_is_asked() {
+    let home = TestHome::new();
+    home.write_manifest(
+        "echo-by-hand",
+        json!({
+            "name": "echo-by-hand",
+            "version": "0.2.0",
+            "python_path": python_env::python_substrate(),
+            "module": "cjm_substrate_echo.capability",
+            "class": "EchoCapability",
+            "env_vars": {"PYTHONPATH": python_env::fixture_dir_substrate()},
+        }),
+    );
+    let manager = home.manager();
+    manager.discover_manifests();
+    manager.load_plugin("echo-by-hand", None).await.unwrap();
+    let info = manager.worker_info("echo-by-hand").unwrap();
+    assert_eq!(info.substrate_version.as_deref(), Some("0.0.74"));
+    let argv = argv(info.pid);
+    assert!(
+        argv.windows(2)
+            .any(|pair| pair == ["-m", "cjm_substrate.core.worker"])
+            && argv.iter().any(|word| word == "--fd"),
+        "{argv:?}"
+    );
+    let answer = manager
+        .execute_plugin("echo-by-hand", CallArgs::new().kwarg("text", "asked"))
+        .await
+        .unwrap();
+    assert_eq!(answer["echo"], "asked");
     manager.shutdown().await;
 }

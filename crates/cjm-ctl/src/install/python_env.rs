@@ -87,7 +87,10 @@ fn needs_python_312_for(spec: &PythonSpec) -> Option<String> {
 
 /// Why `requirement` needs the successor (and so Python 3.12 or newer), if it does.
 pub(super) fn needs_substrate(requirement: &str) -> Option<String> {
-    let normalized = requirement.trim().to_ascii_lowercase().replace(['-', '.'], "_");
+    let normalized = requirement
+        .trim()
+        .to_ascii_lowercase()
+        .replace(['-', '.'], "_");
     if normalized.starts_with("cjm_substrate") {
         return Some(format!(
             "{requirement} (the successor, cjm-substrate) needs Python 3.12 or newer"

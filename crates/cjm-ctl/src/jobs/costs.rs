@@ -34,7 +34,8 @@ impl Costs {
                 "call {}: {} B out, {} B in, post {:.4} s, decode {} s, worker {} s{}",
                 row.attempt,
                 m.bytes_out,
-                m.bytes_in.map_or_else(|| String::from("-"), |b| b.to_string()),
+                m.bytes_in
+                    .map_or_else(|| String::from("-"), |b| b.to_string()),
                 m.post_secs,
                 optional(m.decode_secs),
                 optional(m.worker_secs),
@@ -42,7 +43,9 @@ impl Costs {
                     String::new()
                 } else {
                     let io: Vec<String> =
-                        m.io.iter().map(|(counter, value)| format!("{counter}={value}")).collect();
+                        m.io.iter()
+                            .map(|(counter, value)| format!("{counter}={value}"))
+                            .collect();
                     format!(", io {}", io.join(" "))
                 }
             )?;

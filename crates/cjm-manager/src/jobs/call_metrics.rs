@@ -23,8 +23,7 @@ CREATE INDEX IF NOT EXISTS call_metrics_by_job ON call_metrics (job_id);
 ";
 
 /// Removes the rows of jobs the journal no longer keeps.
-pub(super) const PRUNE: &str =
-    "DELETE FROM call_metrics WHERE job_id NOT IN (SELECT id FROM jobs)";
+pub(super) const PRUNE: &str = "DELETE FROM call_metrics WHERE job_id NOT IN (SELECT id FROM jobs)";
 
 /// One attempt's call, as the journal keeps it.
 #[derive(Debug, Clone, PartialEq)]

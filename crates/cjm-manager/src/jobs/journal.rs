@@ -1080,6 +1080,65 @@ mod tests {
     }
 
     #[test]
+    fn call_metrics_are_kept_per_attempt_and_go_with_their_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite3");
+        let retention = JournalRetention::default().max_jobs(Some(1)).max_age(None);
+        let (journal, _) = Journal::open(&path, "s1", retention).unwrap();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000);
+        let measured = |bytes_out: u64, worker: Option<f64>| {
+            let mut metrics = cjm_proxy::CallMetrics::default();
+            metrics.bytes_out = bytes_out;
+            metrics.bytes_in = Some(7);
+            metrics.post_secs = 0.5;
+            metrics.decode_secs = Some(0.001);
+            metrics.worker_secs = worker;
+            if worker.is_some() {
+                metrics.io.insert(String::from("wchar"), 4096);
+            }
+            metrics
+        };
+        for n in 0..2u64 {
+            let id = format!("s1-{n}");
+            journal.record(Record::Submitted {
+                id: id.clone(),
+                plugin: String::from("p"),
+                priority: 0,
+                at: t0 + Duration::from_secs(n),
+            });
+            for attempt in 1..=2 {
+                journal.record(Record::Metrics {
+                    id: id.clone(),
+                    attempt,
+                    metrics: vec![measured(u64::from(attempt) * 10, Some(0.25))],
+                    at: t0 + Duration::from_secs(n),
+                });
+            }
+            journal.record(Record::State {
+                id,
+                state: JobState::Succeeded,
+                at: t0 + Duration::from_secs(n),
+            });
+        }
+        drop(journal);
+        let kept = job_call_metrics(&path, "s1-1").unwrap();
+        let rows: Vec<(u32, u64, Option<f64>)> = kept
+            .iter()
+            .map(|row| (row.attempt, row.metrics.bytes_out, row.metrics.worker_secs))
+            .collect();
+        assert_eq!(rows, [(1, 10, Some(0.25)), (2, 20, Some(0.25))]);
+        assert_eq!(kept[0].metrics, measured(10, Some(0.25)));
+        assert!(job_call_metrics(&path, "nope").unwrap().is_empty());
+        let (journal, _) = Journal::open(&path, "s2", retention).unwrap();
+        drop(journal);
+        assert!(job_call_metrics(&path, "s1-0").unwrap().is_empty());
+        assert_eq!(job_call_metrics(&path, "s1-1").unwrap().len(), 2);
+        assert!(job_call_metrics(&dir.path().join("absent"), "s1-1")
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
     fn the_unfinished_jobs_of_a_host_that_is_gone_are_interrupted() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jobs.sqlite3");

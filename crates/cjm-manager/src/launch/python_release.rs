@@ -63,12 +63,14 @@ pub(crate) struct Installed {
 }
 
 /// Python that prints `<dist> <version>` for each of the two that is installed.
-pub(crate) const VERSIONS_QUERY: &str = "import importlib.metadata as m\n\
-for d in ('cjm_plugin_system', 'cjm_substrate'):\n\
-    try:\n\
-        print(d, m.version(d))\n\
-    except m.PackageNotFoundError:\n\
-        pass\n";
+pub(crate) const VERSIONS_QUERY: &str = r#"
+import importlib.metadata as m
+for d in ("cjm_plugin_system", "cjm_substrate"):
+    try:
+        print(d, m.version(d))
+    except m.PackageNotFoundError:
+        pass
+"#;
 
 impl Installed {
     /// Read [`VERSIONS_QUERY`]'s output.
@@ -108,9 +110,8 @@ pub(crate) fn recorded(manifest: &Manifest) -> Option<PythonRelease> {
     }
     let resolved = manifest.extra.get("resolved").and_then(Value::as_object)?;
     resolved.iter().find_map(|(dist, version)| {
-        (normalized(dist) == SUBSTRATE_DIST).then(|| {
-            PythonRelease::Substrate(version.as_str().map(str::to_owned))
-        })
+        (normalized(dist) == SUBSTRATE_DIST)
+            .then(|| PythonRelease::Substrate(version.as_str().map(str::to_owned)))
     })
 }
 
@@ -167,6 +168,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(recorded(&original), None);
+    }
+
+    /// The query is run by every Python of a plugin whose manifest records nothing.
+    #[test]
+    fn the_versions_query_is_python_that_runs() {
+        let Ok(out) = std::process::Command::new("python3")
+            .args(["-c", VERSIONS_QUERY])
+            .output()
+        else {
+            return; // No Python here: the e2e tests run it against the originals.
+        };
+        assert!(out.status.success(), "{out:?}");
     }
 
     #[test]
