@@ -468,3 +468,36 @@ async fn substrate_environment_unrecorded_in_the_manifest_is_asked() {
     assert_eq!(answer["echo"], "asked");
     manager.shutdown().await;
 }
+
+/// Without a Python 3.12 or newer, an entry that needs the successor fails before
+/// anything is made, naming what was looked for.
+#[test]
+fn substrate_install_all_without_python_312_says_what_it_looked_for() {
+    let home = TestHome::new();
+    let empty = home.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let yaml = home.path().join("plugins.yaml");
+    std::fs::write(
+        &yaml,
+        format!("plugins:\n  - name: {CAPABILITY}\n    package: cjm-capability-none\n"),
+    )
+    .unwrap();
+    let out = ctl(
+        &home,
+        &["install-all", "--config", yaml.to_str().unwrap()],
+        &[("PATH", &empty), ("PYENV_ROOT", &empty)],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("plugin of cjm-substrate"), "{said}");
+    assert!(
+        said.contains("looked for python3.14, python3.13, python3.12 on PATH")
+            && said.contains(&format!("{}/versions/*/bin/python3", empty.display())),
+        "{said}"
+    );
+    assert!(!home.path().join(format!("envs/{CAPABILITY}")).exists());
+}

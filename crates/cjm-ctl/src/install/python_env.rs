@@ -123,14 +123,15 @@ fn needs_python_312(interface_libs: &[String]) -> Option<String> {
 /// The newest Python 3.12 or newer: `python3.13`, `python3.12` on PATH, then
 /// pyenv's installed versions (its shims fail for versions not selected).
 fn python_312_or_newer(why: &str) -> Result<PathBuf, String> {
-    let mut candidates: Vec<PathBuf> = ["python3.14", "python3.13", "python3.12"]
-        .iter()
-        .filter_map(|name| find_on_path(name))
-        .collect();
+    const NAMES: [&str; 3] = ["python3.14", "python3.13", "python3.12"];
+    let mut candidates: Vec<PathBuf> = NAMES.iter().filter_map(|name| find_on_path(name)).collect();
     let pyenv = std::env::var_os("PYENV_ROOT")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".pyenv")));
-    if let Some(versions) = pyenv.and_then(|root| std::fs::read_dir(root.join("versions")).ok()) {
+    if let Some(versions) = pyenv
+        .as_ref()
+        .and_then(|root| std::fs::read_dir(root.join("versions")).ok())
+    {
         let mut found: Vec<PathBuf> = versions
             .flatten()
             .map(|entry| entry.path().join("bin/python3"))
@@ -140,6 +141,7 @@ fn python_312_or_newer(why: &str) -> Result<PathBuf, String> {
         found.reverse();
         candidates.extend(found);
     }
+    let tried = candidates.clone();
     candidates
         .into_iter()
         .find(|python| {
@@ -150,9 +152,20 @@ fn python_312_or_newer(why: &str) -> Result<PathBuf, String> {
                 .is_ok_and(|out| out.status.success())
         })
         .ok_or_else(|| {
+            let pyenv = pyenv.map_or_else(
+                || String::from("pyenv's versions (neither PYENV_ROOT nor HOME is set)"),
+                |root| format!("{}/*/bin/python3", root.join("versions").display()),
+            );
+            let older = if tried.is_empty() {
+                String::new()
+            } else {
+                let tried: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+                format!(" (older: {})", tried.join(", "))
+            };
             format!(
-                "{why}, and none was found (on PATH as python3.12 or newer, or installed \
-                 with pyenv); install one or set python_version"
+                "{why}, and none was found: looked for {} on PATH and {pyenv}{older}; \
+                 install one or set python_version",
+                NAMES.join(", ")
             )
         })
 }
