@@ -1,3 +1,4 @@
+mod costs;
 mod show;
 
 use std::process::ExitCode;

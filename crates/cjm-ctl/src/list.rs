@@ -7,6 +7,8 @@ use cjm_manager::{DiscoveredPlugin, ManagerOptions, ManifestProblem, PluginManag
 use cjm_metadata::WorkerPlacement;
 use serde_json::json;
 
+mod health;
+
 use crate::out::outln;
 use crate::table::print_table;
 use crate::validate::{launch_problem, LaunchProblem};
@@ -19,6 +21,10 @@ pub struct ListCommand {
     /// print JSON instead of a table
     #[argh(switch)]
     json: bool,
+    /// start each plugin's worker once, show what its /health says (the
+    /// successor's worker: its cjm-substrate release and Python), and stop it
+    #[argh(switch)]
+    health: bool,
 }
 
 /// A plugin's STATUS cell: `ok`, `broken: <reason>` or `command missing: <path>`.
@@ -60,6 +66,29 @@ pub fn run(command: ListCommand) -> Result<ExitCode> {
     let found = manager.discovery();
     let statuses: Vec<String> = found.plugins.iter().map(plugin_status).collect();
     let all_ok = found.problems.is_empty() && statuses.iter().all(|status| status == "ok");
+    let healths = if command.health {
+        let names: Vec<String> = found
+            .plugins
+            .iter()
+            .zip(&statuses)
+            .filter(|(_, status)| *status == "ok")
+            .map(|(plugin, _)| plugin.meta.name.clone())
+            .collect();
+        let probed = health::probe(&manager, &names)?;
+        Some(
+            names
+                .into_iter()
+                .zip(probed)
+                .collect::<std::collections::HashMap<_, _>>(),
+        )
+    } else {
+        None
+    };
+    let health_of = |name: &str| {
+        healths
+            .as_ref()
+            .map(|all| all.get(name).cloned().unwrap_or_default())
+    };
     let code = if all_ok {
         ExitCode::SUCCESS
     } else {
@@ -71,7 +100,7 @@ pub fn run(command: ListCommand) -> Result<ExitCode> {
             .iter()
             .zip(&statuses)
             .map(|(plugin, status)| {
-                json!({
+                let mut entry = json!({
                     "name": plugin.meta.name,
                     "version": plugin.meta.version,
                     "category": plugin.meta.category,
@@ -80,7 +109,16 @@ pub fn run(command: ListCommand) -> Result<ExitCode> {
                     "manifest": plugin.path,
                     "description": plugin.meta.description,
                     "status": status,
-                })
+                });
+                if let Some(health) = health_of(&plugin.meta.name) {
+                    entry["health"] = json!({
+                        "worker_version": health.worker_version,
+                        "substrate_version": health.substrate_version,
+                        "python_executable": health.python_executable,
+                        "error": health.error,
+                    });
+                }
+                entry
             })
             .collect();
         let shadowed: Vec<_> = found
@@ -144,6 +182,17 @@ pub fn run(command: ListCommand) -> Result<ExitCode> {
             ],
             &rows,
         )?;
+    }
+    if let Some(healths) = &healths {
+        let mut rows: Vec<[String; 3]> = healths
+            .iter()
+            .map(|(name, health)| [name.clone(), health.substrate_cell(), health.python_cell()])
+            .collect();
+        rows.sort();
+        if !rows.is_empty() {
+            outln!()?;
+            print_table(&["NAME", "SUBSTRATE", "PYTHON"], &rows)?;
+        }
     }
     for shadowed in &found.shadowed {
         outln!(

@@ -23,8 +23,10 @@ use parking_lot::Mutex;
 
 use crate::ManagerOptions;
 
-/// The original's universal worker module, which hosts a Python plugin class.
-const PYTHON_WORKER_MODULE: &str = "cjm_plugin_system.core.worker";
+mod python_release;
+
+use python_release::ORIGINAL_VERSION_FIELD;
+use python_release::{Installed, PythonRelease};
 
 /// Why a manifest's placement could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -243,20 +245,17 @@ pub(crate) async fn launch_spec(
             module,
             class,
         } => {
+            let release = python_release(manifest, &python_path);
             let mut args = vec![
                 String::from("-m"),
-                String::from(PYTHON_WORKER_MODULE),
+                String::from(release.worker_module()),
                 String::from("--module"),
                 module,
                 String::from("--class"),
                 class,
             ];
             args.extend(adapters_args(adapters));
-            (
-                python_path.clone(),
-                args,
-                python_listen_mode(manifest, &python_path),
-            )
+            (python_path.clone(), args, python_listen_mode(&release))
         }
     };
     let mut spec = LaunchSpec::new(name, program, log_path);
@@ -321,18 +320,33 @@ fn worker_env(manifest: &Manifest, home: &CjmHome) -> Result<WorkerEnv, WorkerEn
             source,
         })?;
     let text = |path: &Path| path.to_string_lossy().into_owned();
+    // Each folder under both names: the original's, and its successor's (where a
+    // plugin is a capability), so that a plugin of either finds it.
     let standard = [
         ("CJM_PLUGIN_DATA_DIR", text(&data_root)),
         ("PLUGIN_DATA_DIR", text(&plugin_data)),
+        ("CJM_CAPABILITY_DATA_DIR", text(&data_root)),
+        ("CAPABILITY_DATA_DIR", text(&plugin_data)),
         ("CJM_MODELS_DIR", text(&home.models_dir())),
         ("PLUGIN_NAME", manifest.name.clone()),
+        ("CAPABILITY_NAME", manifest.name.clone()),
     ];
     let mut env: Vec<(String, String)> = standard
         .iter()
-        .filter(|(name, _)| *name != "PLUGIN_NAME")
+        .filter(|(name, _)| !name.ends_with("_NAME"))
         .map(|(name, value)| ((*name).to_owned(), value.clone()))
         .collect();
     env.push((String::from("CJM_WORKER_SESSION_ID"), session_id()));
+    // The successor hands its worker the workspace the host resolved (the worker
+    // alone would miss one found by walking up from the host's folder).
+    if std::env::var_os(cjm_metadata::WORKSPACE_ENV).is_none() {
+        if let Ok(Some(workspace)) = cjm_metadata::Workspace::resolve() {
+            env.push((
+                String::from(cjm_metadata::WORKSPACE_ENV),
+                text(workspace.root()),
+            ));
+        }
+    }
     let mut secret_names = Vec::new();
     let store = cjm_metadata::SecretStore::at(home.secrets_path());
     for spec in manifest.worker_env().map_err(WorkerEnvError::Manifest)? {
@@ -390,27 +404,28 @@ struct WorkerEnv {
     secret_names: Vec<String>,
 }
 
-/// The manifest field where `cjm-ctl install-all` records the version of the
-/// original installed in a Python plugin's environment.
-pub const ORIGINAL_VERSION_FIELD: &str = "cjm_plugin_system_version";
-
 /// The first release of the original whose worker takes its socket with `--fd`.
 const FIRST_FD_RELEASE: (u32, u32, u32) = (0, 0, 46);
 
+/// Which release line a Python plugin's environment runs: what the manifest
+/// records (see [`python_release::recorded`]), else the environment's own answer
+/// (see [`learn_original_version`]), else the original.
+fn python_release(manifest: &Manifest, python: &Path) -> PythonRelease {
+    python_release::recorded(manifest)
+        .or_else(|| installed_release(python))
+        .unwrap_or(PythonRelease::PluginSystem(None))
+}
+
 /// How a Python worker gets its socket: `--fd` (a Unix socket in a private folder,
-/// no port race) from 0.0.46 on, `--port` before. The version is the one
-/// `install-all` recorded in the manifest, else the environment's own answer (see
-/// [`learn_original_version`]).
-fn python_listen_mode(manifest: &Manifest, python: &Path) -> ListenMode {
-    let recorded = manifest
-        .extra
-        .get(ORIGINAL_VERSION_FIELD)
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_owned);
-    let version = recorded.or_else(|| installed_original(python));
-    match version.as_deref().and_then(parse_version) {
-        Some(version) if version >= FIRST_FD_RELEASE => ListenMode::InheritUnixSocketByFdArg,
-        _ => ListenMode::WorkerBinds,
+/// no port race) from 0.0.46 on and in every release of the successor, `--port`
+/// before.
+fn python_listen_mode(release: &PythonRelease) -> ListenMode {
+    match release {
+        PythonRelease::Substrate(_) => ListenMode::InheritUnixSocketByFdArg,
+        PythonRelease::PluginSystem(version) => match version.as_deref().and_then(parse_version) {
+            Some(version) if version >= FIRST_FD_RELEASE => ListenMode::InheritUnixSocketByFdArg,
+            _ => ListenMode::WorkerBinds,
+        },
     }
 }
 
@@ -427,6 +442,9 @@ fn relayed_original_takes_fd(manifest: &Manifest, pip: &[String]) -> bool {
         let name = name.trim().to_ascii_lowercase().replace(['-', '.'], "_");
         (name == "cjm_plugin_system").then(|| version.trim().to_owned())
     });
+    if let Some(PythonRelease::Substrate(_)) = python_release::recorded(manifest) {
+        return true;
+    }
     let recorded = || {
         manifest
             .extra
@@ -458,39 +476,40 @@ fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
 /// How long a Python environment may take to say which original it has.
 const VERSION_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The versions of `cjm_plugin_system` Python environments said they have, by
-/// interpreter.
-fn found_versions() -> &'static Mutex<HashMap<PathBuf, String>> {
-    static FOUND: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
+/// The versions of `cjm_plugin_system` and `cjm_substrate` Python environments said
+/// they have, by interpreter.
+fn found_versions() -> &'static Mutex<HashMap<PathBuf, Installed>> {
+    static FOUND: OnceLock<Mutex<HashMap<PathBuf, Installed>>> = OnceLock::new();
     FOUND.get_or_init(Default::default)
 }
 
-/// The version of `cjm_plugin_system` installed for `python`, if it has said.
-fn installed_original(python: &Path) -> Option<String> {
-    found_versions().lock().get(python).cloned()
+/// The release installed for `python`, if it has said.
+fn installed_release(python: &Path) -> Option<PythonRelease> {
+    found_versions()
+        .lock()
+        .get(python)
+        .and_then(PythonRelease::of_installed)
 }
 
-/// Before a Python worker's start, where `install-all` did not record which original
-/// the environment has: ask the interpreter, once per interpreter (an answer is kept;
-/// a failed or late one is asked again at the next start), without blocking the
-/// runtime and never for longer than [`VERSION_QUERY_TIMEOUT`]. Without an answer the
-/// worker is started with `--port`, which every release accepts.
+/// Before a Python worker's start, where the manifest does not record which
+/// original the environment has: ask the interpreter, once per interpreter (an
+/// answer is kept; a failed or late one is asked again at the next start), without
+/// blocking the runtime and never for longer than [`VERSION_QUERY_TIMEOUT`]. Without
+/// an answer the worker is started as the original's with `--port`, which every
+/// release of it accepts.
 pub(crate) async fn learn_original_version(manifest: &Manifest, manifest_path: &Path) {
-    if manifest.extra.contains_key(ORIGINAL_VERSION_FIELD) {
+    if python_release::recorded(manifest).is_some() {
         return;
     }
     let Launch::Python { python_path, .. } = manifest.resolved_launch(manifest_path.parent())
     else {
         return;
     };
-    if installed_original(&python_path).is_some() {
+    if installed_release(&python_path).is_some() {
         return;
     }
     let asking = tokio::process::Command::new(&python_path)
-        .args([
-            "-c",
-            "import importlib.metadata as m; print(m.version('cjm_plugin_system'))",
-        ])
+        .args(["-c", python_release::VERSIONS_QUERY])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -498,14 +517,16 @@ pub(crate) async fn learn_original_version(manifest: &Manifest, manifest_path: &
     let python = python_path.display();
     match tokio::time::timeout(VERSION_QUERY_TIMEOUT, asking).await {
         Ok(Ok(out)) if out.status.success() => {
-            let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            tracing::debug!("{python} has cjm_plugin_system {version}");
-            found_versions().lock().insert(python_path, version);
+            let installed = Installed::parse(&String::from_utf8_lossy(&out.stdout));
+            tracing::debug!("{python} has {installed:?}");
+            if PythonRelease::of_installed(&installed).is_some() {
+                found_versions().lock().insert(python_path, installed);
+            }
         }
-        Ok(Ok(out)) => tracing::debug!("{python} has no cjm_plugin_system ({})", out.status),
+        Ok(Ok(out)) => tracing::debug!("{python} could not say its versions ({})", out.status),
         Ok(Err(err)) => tracing::debug!("{python} could not be asked for its version: {err}"),
         Err(_) => tracing::warn!(
-            "{python} did not say which cjm_plugin_system it has within {VERSION_QUERY_TIMEOUT:?}; its worker is started with --port"
+            "{python} did not say which original it has within {VERSION_QUERY_TIMEOUT:?}; its worker is started with --port"
         ),
     }
 }
@@ -573,7 +594,11 @@ fn placement(
                         .clone()
                         .unwrap_or_else(|| String::from("python")),
                     String::from("-m"),
-                    String::from(PYTHON_WORKER_MODULE),
+                    String::from(
+                        python_release::recorded(manifest)
+                            .unwrap_or(PythonRelease::PluginSystem(None))
+                            .worker_module(),
+                    ),
                     String::from("--module"),
                     module.clone(),
                     String::from("--class"),

@@ -128,6 +128,11 @@ pub struct WorkerInfo {
     pub version: String,
     /// The plugin's log, which the worker's output is appended to.
     pub log_path: PathBuf,
+    /// The successor's (cjm-substrate) release the worker runs, as its `/health`
+    /// said; `None` for any other worker.
+    pub substrate_version: Option<String>,
+    /// The worker's Python interpreter, as the successor's worker says it.
+    pub python_executable: Option<String>,
 }
 
 // What the groups share.

@@ -72,6 +72,10 @@ impl ManagerOptions {
 
     /// Defaults for the given home folder.
     pub fn with_home(home: CjmHome) -> Self {
+        if let Err(err) = cjm_metadata::Workspace::resolve() {
+            // Discovery goes on without it: the global manifests are still there.
+            tracing::warn!("{err}; its manifests are not searched");
+        }
         ManagerOptions {
             search_paths: home.default_search_paths(),
             home,

@@ -1,5 +1,7 @@
 use std::path::{Path, PathBuf};
 
+use crate::workspace::Workspace;
+
 /// The folder holding everything the system writes: `$CJM_HOME`, by default `~/.cjm`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CjmHome {
@@ -94,17 +96,27 @@ impl CjmHome {
     }
 
     /// Where manifests are looked for, first match wins: the project's
-    /// `./.cjm/plugins` and `./.cjm/manifests`, then the global `plugins/` and
-    /// `manifests/` (the second of each pair is where the original 0.0.46 puts them).
+    /// `./.cjm/plugins` and `./.cjm/manifests`, then the successor's workspace's
+    /// (`<root>/.cjm/plugins` and `<root>/.cjm/manifests`, see [`Workspace`]; left
+    /// out when `CJM_WORKSPACE` names no workspace, which
+    /// [`Workspace::resolve`] reports), then the global `plugins/` and `manifests/`
+    /// (the second of each pair is where the originals put them).
     pub fn default_search_paths(&self) -> Vec<PathBuf> {
         let local = std::env::current_dir()
             .map(|dir| dir.join(".cjm"))
             .unwrap_or_else(|_| PathBuf::from(".cjm"));
-        vec![
-            local.join("plugins"),
-            local.join("manifests"),
-            self.plugins_dir(),
-            self.original_manifests_dir(),
-        ]
+        let mut paths = vec![local.join("plugins"), local.join("manifests")];
+        if let Ok(Some(workspace)) = Workspace::resolve() {
+            for path in [
+                workspace.data_dir().join("plugins"),
+                workspace.data_dir().join("manifests"),
+            ] {
+                if !paths.contains(&path) {
+                    paths.push(path);
+                }
+            }
+        }
+        paths.extend([self.plugins_dir(), self.original_manifests_dir()]);
+        paths
     }
 }

@@ -14,6 +14,7 @@ mod placement;
 mod resources;
 mod secrets;
 mod worker_env;
+mod workspace;
 
 pub use adapter::{
     match_protocol_against_surface, AdapterManifest, ParamMismatch, SurfaceMatch, ADAPTER_UNIT,
@@ -33,3 +34,4 @@ pub use secrets::{Secret, SecretStore, SecretStoreError};
 pub use worker_env::{
     expand as expand_worker_env, EnvVarSpec, PLACEHOLDERS as WORKER_ENV_PLACEHOLDERS,
 };
+pub use workspace::{Workspace, WorkspaceError, WORKSPACE_ENV, WORKSPACE_MARKER};

@@ -21,9 +21,9 @@ pub struct EnvVarSpec {
     /// or a command line.
     #[serde(default)]
     pub secret: bool,
-    /// The value when the host's environment does not set one; `${CJM_MODELS_DIR}`,
-    /// `${CJM_PLUGIN_DATA_DIR}`, `${PLUGIN_DATA_DIR}` and `${PLUGIN_NAME}` are
-    /// replaced. Not allowed for a secret.
+    /// The value when the host's environment does not set one; the
+    /// [`PLACEHOLDERS`] (`${CJM_MODELS_DIR}`, `${PLUGIN_DATA_DIR}`, .., and the
+    /// successor's names for the same folders) are replaced. Not allowed for a secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
     /// What it is for, for people.
@@ -37,12 +37,16 @@ pub struct EnvVarSpec {
     pub options: Option<Vec<String>>,
 }
 
-/// The placeholders a default may use.
-pub const PLACEHOLDERS: [&str; 4] = [
+/// The placeholders a default may use: the original 0.0.46's, then its successor's
+/// (cjm-substrate, where a plugin is a capability) names for the same three things.
+pub const PLACEHOLDERS: [&str; 7] = [
     "CJM_MODELS_DIR",
     "CJM_PLUGIN_DATA_DIR",
     "PLUGIN_DATA_DIR",
     "PLUGIN_NAME",
+    "CJM_CAPABILITY_DATA_DIR",
+    "CAPABILITY_DATA_DIR",
+    "CAPABILITY_NAME",
 ];
 
 /// The declared variables of a manifest's fields, checked: names well formed and
@@ -172,5 +176,15 @@ mod tests {
         );
         let err = expand("${CJM_MODELS_DIR}", lookup).unwrap_err();
         assert!(err.contains("${CJM_MODELS_DIR} has no value"), "{err}");
+    }
+
+    #[test]
+    fn the_successors_placeholders_are_known() {
+        let specs = parse(json!([
+            {"name": "A", "default": "${CAPABILITY_DATA_DIR}/db"},
+            {"name": "B", "default": "${CJM_CAPABILITY_DATA_DIR}/${CAPABILITY_NAME}"},
+        ]))
+        .unwrap();
+        assert_eq!(specs.len(), 2);
     }
 }

@@ -41,5 +41,5 @@ pub use placement::RayPlacement;
 pub use placement::{
     Attach, LocalSpawn, PlaceFuture, Placed, Placement, RayOptions, RelayShip, Shortfall,
 };
-pub use proxy::{Answered, CallTarget, RemotePluginProxy};
+pub use proxy::{Answered, CallMetrics, CallTarget, PythonRuntime, RemotePluginProxy};
 pub use stream::{BlockingChunks, ChunkStream};

@@ -29,8 +29,23 @@ use crate::worker::Worker;
 use crate::ProxyError;
 
 mod enveloped;
+mod metrics;
+
+/// What the successor's (cjm-substrate's) worker adds to `/health`: the release it
+/// runs and its interpreter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[non_exhaustive]
+pub struct PythonRuntime {
+    /// The `cjm_substrate` version the worker imports.
+    #[serde(default)]
+    pub substrate_version: Option<String>,
+    /// The worker's `sys.executable`.
+    #[serde(default)]
+    pub python_executable: Option<String>,
+}
 
 pub use enveloped::{Answered, CallTarget};
+pub use metrics::CallMetrics;
 
 /// How long `/cleanup` may take before the worker is terminated regardless.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,6 +67,9 @@ const ALIVE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct RemotePluginProxy {
     plugin: String,
     version: String,
+    /// What the worker's `/health` says of the Python it runs, if it is the
+    /// successor's (cjm-substrate) worker.
+    python_runtime: PythonRuntime,
     log_path: PathBuf,
     log_start: u64,
     temp_dir: PathBuf,
@@ -105,6 +123,7 @@ impl RemotePluginProxy {
         let mut proxy = RemotePluginProxy {
             plugin: spec.plugin.clone(),
             version: String::new(),
+            python_runtime: PythonRuntime::default(),
             log_path: spec.log_path.clone(),
             log_start: placed.log_start,
             temp_dir: spec.temp_dir.clone(),
@@ -127,8 +146,9 @@ impl RemotePluginProxy {
         } else {
             Instant::now()
         };
-        let health = proxy.wait_ready(spec, ready_from).await?;
+        let (health, python_runtime) = proxy.wait_ready(spec, ready_from).await?;
         proxy.version = health.version;
+        proxy.python_runtime = python_runtime;
         proxy.worker_pid = health.pid;
         tracing::debug!(
             "plugin {} ready on {} ({}, pid {}) after {:?}",
@@ -145,7 +165,7 @@ impl RemotePluginProxy {
         &self,
         spec: &LaunchSpec,
         started: Instant,
-    ) -> Result<HealthResponse, ProxyError> {
+    ) -> Result<(HealthResponse, PythonRuntime), ProxyError> {
         let deadline = tokio::time::Instant::from_std(started + spec.start_timeout);
         let mut retry = Duration::from_millis(1);
         loop {
@@ -160,6 +180,10 @@ impl RemotePluginProxy {
                 let body = transport::read_body(response).await?;
                 let health = serde_json::from_slice::<HealthResponse>(&body)
                     .map_err(|err| format!("health answer: {err}"))?;
+                // Fields only the successor's worker sends; a value of another type
+                // is left out rather than refusing a worker that answers.
+                let python_runtime =
+                    serde_json::from_slice::<PythonRuntime>(&body).unwrap_or_default();
                 // A port the worker binds itself may have been taken by another
                 // worker, which would answer in its place: only ours counts.
                 // (A worker elsewhere is reached at the address it was placed at.)
@@ -174,7 +198,7 @@ impl RemotePluginProxy {
                         self.endpoint, health.pid
                     ));
                 }
-                Ok(health)
+                Ok((health, python_runtime))
             };
             tokio::select! {
                 biased;
@@ -222,6 +246,12 @@ impl RemotePluginProxy {
     /// The version the worker reported at start.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// What the worker's `/health` said at start of the Python it runs (the
+    /// successor's worker says it; others leave it empty).
+    pub fn python_runtime(&self) -> &PythonRuntime {
+        &self.python_runtime
     }
 
     /// Process id of a local worker (the leader of its process group); `None` for a
@@ -573,20 +603,44 @@ impl RemotePluginProxy {
         request: Outgoing,
         headers: impl FnOnce(&hyper::HeaderMap),
     ) -> Result<T, ProxyError> {
+        let mut unused = CallMetrics::default();
+        self.request_json_measured(request, headers, &mut unused)
+            .await
+    }
+
+    /// As `request_json_reading`, measuring the call into `metrics` (its bytes out
+    /// are the caller's to set).
+    async fn request_json_measured<T: DeserializeOwned>(
+        &self,
+        request: Outgoing,
+        headers: impl FnOnce(&hyper::HeaderMap),
+        metrics: &mut CallMetrics,
+    ) -> Result<T, ProxyError> {
         let endpoint = request.endpoint;
-        let response = self.send(request).await?;
+        let posted = Instant::now();
+        let response = self.send(request).await;
+        metrics.post_secs = posted.elapsed().as_secs_f64();
+        let response = response?;
         headers(response.headers());
-        let response = self.check_status(endpoint, response).await?;
+        let response = self.check_status(endpoint, response).await;
+        metrics.post_secs = posted.elapsed().as_secs_f64();
+        let response = response?;
         let mut buffer = self.buffers.take();
         let read = self
             .until_exit(endpoint, transport::read_body_into(response, &mut buffer))
             .await;
+        let post = posted.elapsed();
+        metrics.post_secs = post.as_secs_f64();
         let parsed = read.and_then(|()| {
-            serde_json::from_slice(&buffer).map_err(|err| ProxyError::InvalidResponse {
-                plugin: self.plugin.clone(),
-                endpoint,
-                reason: err.to_string(),
-            })
+            let decoding = Instant::now();
+            let parsed =
+                serde_json::from_slice(&buffer).map_err(|err| ProxyError::InvalidResponse {
+                    plugin: self.plugin.clone(),
+                    endpoint,
+                    reason: err.to_string(),
+                });
+            metrics.answered(buffer.len(), post, decoding.elapsed());
+            parsed
         });
         self.buffers.give_back(buffer, &self.runtime);
         parsed

@@ -37,6 +37,7 @@ mod scenario;
 mod scheduling;
 mod serving;
 mod stores;
+mod substrate;
 mod substrate_worker;
 mod tasks;
 mod tasks046;

@@ -72,13 +72,19 @@ pub const ORIGINAL_GRAPH: Original = Original {
 };
 
 /// The original's successor, cjm-substrate (import `cjm_substrate`, Python 3.12 or
-/// newer): its host, `CapabilityManager`, and its worker.
+/// newer), alone: no cjm_plugin_system beside it, as its own capabilities are
+/// installed. Its host (`CapabilityManager`), its worker and its installer.
 pub const SUBSTRATE: Original = Original {
     requirement: "cjm-substrate==0.0.74",
     extra_requirements: &[],
-    check: "import cjm_substrate.core.manager, httpx\n\
-            import importlib.metadata as m\n\
-            assert m.version('cjm-substrate') == '0.0.74', m.version('cjm-substrate')\n",
+    check: "import cjm_substrate.core.manager, cjm_substrate.core.proxy, cjm_substrate.cli, httpx
+\
+            import importlib.metadata as m
+\
+            assert m.version('cjm-substrate') == '0.0.74', m.version('cjm-substrate')
+\
+            assert not [d for d in m.distributions() if d.metadata['Name'].lower().replace('-', '_') == 'cjm_plugin_system']
+",
     env_var: "CJM_TEST_PYTHON_SUBSTRATE",
     venv_folder: "python-interop-substrate",
     interpreters: &["python3.13", "python3.12"],

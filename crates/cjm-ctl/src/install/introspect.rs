@@ -1,6 +1,9 @@
 //! The manifest of a Python plugin, made as the original's installer makes it: the
 //! package's `meta.get_plugin_metadata()`, plus the config schema of a plugin
 //! instance when the metadata has none; then the launch fields of our environment.
+//! In an environment of the successor (cjm-substrate, without the original), as its
+//! installer makes it: the one capability class of `<module>.capability`, named
+//! after its distribution, with its declared worker environment.
 
 use std::fs::File;
 use std::io::Write;
@@ -16,22 +19,21 @@ use super::manifest_writer;
 /// that stdout carries the metadata alone. A failure to read the schema is not
 /// fatal, as in the original, but it is logged.
 const SCRIPT: &str = r#"
-import importlib, json, sys
+import importlib, importlib.metadata as md, json, sys
 out, sys.stdout = sys.stdout, sys.stderr
 module_name = sys.argv[1]
-try:
-    import cjm_plugin_system.core.worker  # noqa: F401
-except Exception as e:
-    sys.exit("the environment cannot import cjm_plugin_system.core.worker, the "
-             "original's worker (add cjm_plugin_system to interface_libs): %r" % (e,))
-meta = importlib.import_module(module_name + ".meta").get_plugin_metadata()
-if not isinstance(meta, dict):
-    sys.exit("%s.meta.get_plugin_metadata() returned %s, not a dict"
-             % (module_name, type(meta).__name__))
-if "config_schema" not in meta:
+
+def version(dist):
     try:
-        cls = getattr(importlib.import_module(meta.get("module", module_name + ".plugin")),
-                      meta.get("class", ""))
+        return md.version(dist)
+    except Exception:
+        return None
+
+def schema_of(meta):
+    if "config_schema" in meta:
+        return
+    try:
+        cls = getattr(importlib.import_module(meta["module"]), meta.get("class", ""))
         instance = cls()
         if hasattr(instance, "get_config_schema"):
             meta["config_schema"] = instance.get_config_schema()
@@ -42,11 +44,55 @@ if "config_schema" not in meta:
                 pass
     except Exception as e:
         print("config schema not captured: %r" % (e,), file=sys.stderr)
-try:
-    import importlib.metadata
-    meta["cjm_plugin_system_version"] = importlib.metadata.version("cjm_plugin_system")
-except Exception as e:
-    print("version of cjm_plugin_system not read: %r" % (e,), file=sys.stderr)
+
+def successor_meta():
+    # The successor's installer: no meta module; the one concrete ToolCapability of
+    # <module>.capability, named after its distribution.
+    import dataclasses, inspect
+    from cjm_substrate.core.capability import ToolCapability
+    mod = importlib.import_module(module_name + ".capability")
+    found = [c for _, c in inspect.getmembers(mod, inspect.isclass)
+             if issubclass(c, ToolCapability) and c is not ToolCapability
+             and not inspect.isabstract(c) and c.__module__ == mod.__name__]
+    if len(found) != 1:
+        sys.exit("%s.capability has %d concrete ToolCapability classes (%s); the "
+                 "successor's installer needs exactly one"
+                 % (module_name, len(found), [c.__name__ for c in found]))
+    cap = found[0]
+    dists = md.packages_distributions().get(module_name)
+    dist = dists[0] if dists else module_name.replace("_", "-")
+    dm = md.metadata(dist)
+    meta = {"name": dm.get("Name", dist), "version": dm.get("Version", "") or "",
+            "description": dm.get("Summary", "") or "",
+            "module": mod.__name__, "class": cap.__name__}
+    env = getattr(cap, "WORKER_ENV", None) or []
+    if env:
+        meta["worker_env"] = [dataclasses.asdict(s) if dataclasses.is_dataclass(s)
+                              else dict(s) for s in env]
+    return meta
+
+original, successor = version("cjm_plugin_system"), version("cjm_substrate")
+if original is None and successor is not None:
+    meta = successor_meta()
+    schema_of(meta)
+    meta["cjm_substrate_version"] = successor
+else:
+    try:
+        import cjm_plugin_system.core.worker  # noqa: F401
+    except Exception as e:
+        sys.exit("the environment cannot import cjm_plugin_system.core.worker, the "
+                 "original's worker, nor has it cjm_substrate, its successor (add one of "
+                 "them to interface_libs): %r" % (e,))
+    meta = importlib.import_module(module_name + ".meta").get_plugin_metadata()
+    if not isinstance(meta, dict):
+        sys.exit("%s.meta.get_plugin_metadata() returned %s, not a dict"
+                 % (module_name, type(meta).__name__))
+    meta.setdefault("module", module_name + ".plugin")
+    schema_of(meta)
+    if original is not None:
+        meta["cjm_plugin_system_version"] = original
+    else:
+        print("version of cjm_plugin_system not read", file=sys.stderr)
 out.write(json.dumps(meta, default=str))
 "#;
 

@@ -22,7 +22,7 @@ pub fn create(spec: &PythonSpec, env: &Path, log: &mut File) -> Result<(), Strin
     match &spec.env_file {
         Some(env_file) => create_conda(env_file, env, log),
         None => {
-            let python = match (&spec.python_version, needs_python_312(&spec.interface_libs)) {
+            let python = match (&spec.python_version, needs_python_312_for(spec)) {
                 (None, Some(why)) => python_312_or_newer(&why)?,
                 (version, _) => base_interpreter(version.as_deref())?,
             };
@@ -73,6 +73,34 @@ fn create_conda(env_file: &Path, env: &Path, log: &mut File) -> Result<(), Strin
     }
 }
 
+/// Why the entry needs Python 3.12 or newer, if it does: the original's newer
+/// releases (see [`needs_python_312`]), or its successor, `cjm-substrate` (named in
+/// `interface_libs`, or the package is one of its `cjm-capability-*` plugins).
+fn needs_python_312_for(spec: &PythonSpec) -> Option<String> {
+    needs_python_312(&spec.interface_libs).or_else(|| {
+        spec.interface_libs
+            .iter()
+            .chain(&spec.package)
+            .find_map(|requirement| needs_substrate(requirement))
+    })
+}
+
+/// Why `requirement` needs the successor (and so Python 3.12 or newer), if it does.
+pub(super) fn needs_substrate(requirement: &str) -> Option<String> {
+    let normalized = requirement
+        .trim()
+        .to_ascii_lowercase()
+        .replace(['-', '.'], "_");
+    if normalized.starts_with("cjm_substrate") {
+        return Some(format!(
+            "{requirement} (the successor, cjm-substrate) needs Python 3.12 or newer"
+        ));
+    }
+    normalized.starts_with("cjm_capability_").then(|| {
+        format!("{requirement} is a plugin of cjm-substrate, which needs Python 3.12 or newer")
+    })
+}
+
 /// Why the entry needs Python 3.12 or newer, if it does: the original from 0.0.21 on
 /// (0.0.46, its last release, requires it), named in `interface_libs` unpinned or
 /// pinned to such a version.
@@ -95,14 +123,15 @@ fn needs_python_312(interface_libs: &[String]) -> Option<String> {
 /// The newest Python 3.12 or newer: `python3.13`, `python3.12` on PATH, then
 /// pyenv's installed versions (its shims fail for versions not selected).
 fn python_312_or_newer(why: &str) -> Result<PathBuf, String> {
-    let mut candidates: Vec<PathBuf> = ["python3.14", "python3.13", "python3.12"]
-        .iter()
-        .filter_map(|name| find_on_path(name))
-        .collect();
+    const NAMES: [&str; 3] = ["python3.14", "python3.13", "python3.12"];
+    let mut candidates: Vec<PathBuf> = NAMES.iter().filter_map(|name| find_on_path(name)).collect();
     let pyenv = std::env::var_os("PYENV_ROOT")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".pyenv")));
-    if let Some(versions) = pyenv.and_then(|root| std::fs::read_dir(root.join("versions")).ok()) {
+    if let Some(versions) = pyenv
+        .as_ref()
+        .and_then(|root| std::fs::read_dir(root.join("versions")).ok())
+    {
         let mut found: Vec<PathBuf> = versions
             .flatten()
             .map(|entry| entry.path().join("bin/python3"))
@@ -112,6 +141,7 @@ fn python_312_or_newer(why: &str) -> Result<PathBuf, String> {
         found.reverse();
         candidates.extend(found);
     }
+    let tried = candidates.clone();
     candidates
         .into_iter()
         .find(|python| {
@@ -122,9 +152,20 @@ fn python_312_or_newer(why: &str) -> Result<PathBuf, String> {
                 .is_ok_and(|out| out.status.success())
         })
         .ok_or_else(|| {
+            let pyenv = pyenv.map_or_else(
+                || String::from("pyenv's versions (neither PYENV_ROOT nor HOME is set)"),
+                |root| format!("{}/*/bin/python3", root.join("versions").display()),
+            );
+            let older = if tried.is_empty() {
+                String::new()
+            } else {
+                let tried: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+                format!(" (older: {})", tried.join(", "))
+            };
             format!(
-                "{why}, and none was found (on PATH as python3.12 or newer, or installed \
-                 with pyenv); install one or set python_version"
+                "{why}, and none was found: looked for {} on PATH and {pyenv}{older}; \
+                 install one or set python_version",
+                NAMES.join(", ")
             )
         })
 }
@@ -217,6 +258,22 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn the_successor_and_its_capabilities_ask_for_python_312() {
+        let spec = |libs: &[&str], package: &str| PythonSpec {
+            env_file: None,
+            python_version: None,
+            package: Some(package.to_owned()),
+            interface_libs: libs.iter().map(|lib| lib.to_string()).collect(),
+        };
+        assert!(needs_python_312_for(&spec(&["numpy"], "cjm-echo-py")).is_none());
+        let why = needs_python_312_for(&spec(&["cjm-substrate==0.0.74"], "x")).unwrap();
+        assert!(why.contains("cjm-substrate"), "{why}");
+        let why = needs_python_312_for(&spec(&[], "cjm-capability-fs>=0.1")).unwrap();
+        assert!(why.contains("plugin of cjm-substrate"), "{why}");
+        assert!(needs_python_312_for(&spec(&[], "/src/cjm_substrate_echo")).is_none());
+    }
 
     #[test]
     fn versions_compare_by_component() {

@@ -11,6 +11,7 @@ use cjm_manager::jobs::{job_diagnostics, journal_entry, DiagnosticRecord, Journa
 use cjm_metadata::CjmHome;
 use serde_json::json;
 
+use super::costs::Costs;
 use crate::out::outln;
 
 /// Records read at a time.
@@ -55,7 +56,9 @@ pub fn run(command: ShowCommand) -> Result<ExitCode> {
             break page.dropped;
         }
     };
+    let costs = Costs::read(&journal, &job.id)?;
     if command.json {
+        let (metrics, accounts) = costs.json();
         let calls = attempts(&records);
         let records: Vec<_> = records.iter().map(record_json).collect();
         outln!(
@@ -63,6 +66,8 @@ pub fn run(command: ShowCommand) -> Result<ExitCode> {
             serde_json::to_string_pretty(&json!({
                 "job": super::as_json(&job),
                 "attempts": calls,
+                "call_metrics": metrics,
+                "accounts": accounts,
                 "dropped": dropped,
                 "records": records,
             }))?
@@ -70,6 +75,7 @@ pub fn run(command: ShowCommand) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     print_timeline(&job, &records, dropped)?;
+    costs.print()?;
     for record in &records {
         print_record(record)?;
     }

@@ -140,6 +140,12 @@ pub(crate) trait JobCall: Send + Sync + fmt::Debug {
         Vec::new()
     }
 
+    /// What the calls run so far cost (see [`cjm_proxy::CallMetrics`]), taken: each
+    /// is journalled once.
+    fn take_metrics(&self) -> Vec<cjm_proxy::CallMetrics> {
+        Vec::new()
+    }
+
     /// Start `call` as streaming call `call_id`, with `envelope` beside it: its chunks
     /// as the worker sends them
     /// (a wait for one past the plugin's time limit fails with a timeout, after its

@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
+use super::call_metrics::{self, JournalCallMetrics};
 use super::composition::journal::{self as compositions, CompositionEntry, CompositionRecord};
 use super::model::{Cancellation, JobState};
 
@@ -104,6 +105,13 @@ pub(crate) enum Record {
         id: String,
         attempt: u32,
         accounts: Vec<cjm_interface::envelope::Account>,
+        at: SystemTime,
+    },
+    /// What an attempt's call cost (bytes, seconds, the worker's I/O).
+    Metrics {
+        id: String,
+        attempt: u32,
+        metrics: Vec<cjm_proxy::CallMetrics>,
         at: SystemTime,
     },
     /// A composition's submission, a node's change, its end.
@@ -261,6 +269,7 @@ impl Journal {
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
             .and_then(|()| connection.execute_batch(SCHEMA))
             .and_then(|()| connection.execute_batch(compositions::SCHEMA))
+            .and_then(|()| connection.execute_batch(call_metrics::SCHEMA))
             .map_err(failed(path, "cannot set it up"))?;
         let (interrupted, interrupted_compositions) =
             mark_interrupted(&mut connection).map_err(failed(
@@ -442,6 +451,16 @@ fn write_batch(
                     )?;
                 }
             }
+            Record::Metrics {
+                id,
+                attempt,
+                metrics,
+                at,
+            } => {
+                for one in metrics {
+                    call_metrics::insert(&transaction, id, *attempt, one, seconds(*at))?;
+                }
+            }
             Record::Priority { id, priority } => {
                 transaction.execute(
                     "UPDATE jobs SET priority = ?2 WHERE id = ?1",
@@ -497,6 +516,7 @@ fn prune(connection: &mut Connection, retention: JournalRetention) -> rusqlite::
         "DELETE FROM accounts WHERE job_id NOT IN (SELECT id FROM jobs)",
         [],
     )?;
+    transaction.execute(call_metrics::PRUNE, [])?;
     transaction.commit()
 }
 
@@ -610,6 +630,30 @@ pub fn job_accounts(path: &Path, job_id: &str) -> Result<Vec<JournalAccount>, Jo
         rows.collect()
     };
     read().map_err(failed(path, "cannot read job accounts"))
+}
+
+/// What each attempt of job `job_id` cost, as the journal at `path` keeps it, in
+/// the order recorded; nothing when there is no journal yet (or one written before
+/// the table was). Read only.
+pub fn job_call_metrics(
+    path: &Path,
+    job_id: &str,
+) -> Result<Vec<JournalCallMetrics>, JournalError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let connection = open(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let exists: bool = connection
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'call_metrics')",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(failed(path, "cannot read call metrics"))?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    call_metrics::of_job(&connection, job_id).map_err(failed(path, "cannot read call metrics"))
 }
 
 /// The `limit` most recent jobs of the journal at `path`, newest first; nothing
@@ -1031,6 +1075,65 @@ mod tests {
         assert!(job_accounts(&path, "s1-0").unwrap().is_empty());
         assert_eq!(job_accounts(&path, "s1-1").unwrap().len(), 2);
         assert!(job_accounts(&dir.path().join("absent"), "s1-1")
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn call_metrics_are_kept_per_attempt_and_go_with_their_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite3");
+        let retention = JournalRetention::default().max_jobs(Some(1)).max_age(None);
+        let (journal, _) = Journal::open(&path, "s1", retention).unwrap();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000);
+        let measured = |bytes_out: u64, worker: Option<f64>| {
+            let mut metrics = cjm_proxy::CallMetrics::default();
+            metrics.bytes_out = bytes_out;
+            metrics.bytes_in = Some(7);
+            metrics.post_secs = 0.5;
+            metrics.decode_secs = Some(0.001);
+            metrics.worker_secs = worker;
+            if worker.is_some() {
+                metrics.io.insert(String::from("wchar"), 4096);
+            }
+            metrics
+        };
+        for n in 0..2u64 {
+            let id = format!("s1-{n}");
+            journal.record(Record::Submitted {
+                id: id.clone(),
+                plugin: String::from("p"),
+                priority: 0,
+                at: t0 + Duration::from_secs(n),
+            });
+            for attempt in 1..=2 {
+                journal.record(Record::Metrics {
+                    id: id.clone(),
+                    attempt,
+                    metrics: vec![measured(u64::from(attempt) * 10, Some(0.25))],
+                    at: t0 + Duration::from_secs(n),
+                });
+            }
+            journal.record(Record::State {
+                id,
+                state: JobState::Succeeded,
+                at: t0 + Duration::from_secs(n),
+            });
+        }
+        drop(journal);
+        let kept = job_call_metrics(&path, "s1-1").unwrap();
+        let rows: Vec<(u32, u64, Option<f64>)> = kept
+            .iter()
+            .map(|row| (row.attempt, row.metrics.bytes_out, row.metrics.worker_secs))
+            .collect();
+        assert_eq!(rows, [(1, 10, Some(0.25)), (2, 20, Some(0.25))]);
+        assert_eq!(kept[0].metrics, measured(10, Some(0.25)));
+        assert!(job_call_metrics(&path, "nope").unwrap().is_empty());
+        let (journal, _) = Journal::open(&path, "s2", retention).unwrap();
+        drop(journal);
+        assert!(job_call_metrics(&path, "s1-0").unwrap().is_empty());
+        assert_eq!(job_call_metrics(&path, "s1-1").unwrap().len(), 2);
+        assert!(job_call_metrics(&dir.path().join("absent"), "s1-1")
             .unwrap()
             .is_empty());
     }

@@ -33,6 +33,7 @@
 //! # }
 //! ```
 
+mod call_metrics;
 mod cancel;
 mod chunks;
 mod composition;
@@ -65,6 +66,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 
+pub use call_metrics::JournalCallMetrics;
 pub use chunks::JobChunks;
 pub use composition::{
     recent_compositions, Composition, CompositionChange, CompositionEntry, CompositionError,
@@ -77,8 +79,9 @@ pub use diagnostics::{
 };
 pub use events::{EventsLagged, JobEvents};
 pub use journal::{
-    history, job_accounts, job_counts, journal_entry, recent_jobs, request_reorder, HistoryQuery,
-    JournalAccount, JournalEntry, JournalError, JournalRetention, ReorderRefused,
+    history, job_accounts, job_call_metrics, job_counts, journal_entry, recent_jobs,
+    request_reorder, HistoryQuery, JournalAccount, JournalEntry, JournalError, JournalRetention,
+    ReorderRefused,
 };
 pub use model::{
     BlockReason, CancelPhase, Cancellation, JobChange, JobEvent, JobFailure, JobId, JobOutcome,

@@ -205,6 +205,15 @@ async fn attempts(
                 at: SystemTime::now(),
             });
         }
+        let metrics = execution.take_metrics();
+        if !metrics.is_empty() {
+            inner.record(Record::Metrics {
+                id: base_id.clone(),
+                attempt,
+                metrics,
+                at: SystemTime::now(),
+            });
+        }
         let request = {
             let mut book = inner.book.lock();
             match book.jobs.get_mut(&id) {

@@ -49,6 +49,8 @@ pub(crate) struct JobExecution {
     /// The accounts the worker sent with this execution's calls, until the job
     /// takes them for its journal.
     accounts: parking_lot::Mutex<Vec<Account>>,
+    /// What this execution's calls cost, until the job takes it for its journal.
+    metrics: parking_lot::Mutex<Vec<cjm_proxy::CallMetrics>>,
 }
 
 impl JobExecution {
@@ -68,6 +70,7 @@ impl JobExecution {
                 .call_enveloped(to.target, call, Some(call_id), Some(to.envelope))
                 .await;
             self.accounts.lock().extend(answered.accounts);
+            self.metrics.lock().push(answered.metrics);
             answered.result
         };
         let Some(limit) = self.policy.call_timeout else {
@@ -193,6 +196,10 @@ impl JobCall for JobExecution {
 
     fn take_accounts(&self) -> Vec<Account> {
         std::mem::take(&mut *self.accounts.lock())
+    }
+
+    fn take_metrics(&self) -> Vec<cjm_proxy::CallMetrics> {
+        std::mem::take(&mut *self.metrics.lock())
     }
 
     fn stream<'a>(
@@ -346,6 +353,7 @@ impl PluginManager {
             policy: *self.shared.options.fault_policy_for(name),
             guard,
             accounts: parking_lot::Mutex::new(Vec::new()),
+            metrics: parking_lot::Mutex::new(Vec::new()),
         }
     }
 

@@ -38,6 +38,8 @@ impl PluginManager {
             endpoint: proxy.endpoint().clone(),
             version: proxy.version().to_owned(),
             log_path: proxy.log_path().to_path_buf(),
+            substrate_version: proxy.python_runtime().substrate_version.clone(),
+            python_executable: proxy.python_runtime().python_executable.clone(),
         })
     }
 

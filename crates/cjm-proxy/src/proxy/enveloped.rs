@@ -10,7 +10,7 @@ use cjm_interface::wire::{self, ProgressResponse};
 use cjm_interface::{json, CallArgs};
 use serde_json::Value;
 
-use super::{with_call_id, RemotePluginProxy};
+use super::{with_call_id, CallMetrics, RemotePluginProxy};
 use crate::files::{self, TempFiles};
 use crate::transport::Outgoing;
 use crate::ProxyError;
@@ -39,6 +39,9 @@ pub struct Answered {
     /// (none from a worker that records none, or sends a header that cannot be
     /// read: that is logged, never the call's error).
     pub accounts: Vec<Account>,
+    /// What the call cost: bytes each way, seconds posting and decoding, and the
+    /// worker's own seconds and I/O where its accounts say them.
+    pub metrics: CallMetrics,
 }
 
 impl RemotePluginProxy {
@@ -78,15 +81,17 @@ impl RemotePluginProxy {
                 return Answered {
                     result: Err(err),
                     accounts: Vec::new(),
+                    metrics: CallMetrics::default(),
                 }
             }
         };
+        let mut metrics = CallMetrics::sent(body.len());
         let request = with_call_id(Outgoing::post(endpoint, body), call_id);
         let mut progress = None;
         let mut accounts = Vec::new();
         let plugin = self.plugin.clone();
         let value = self
-            .request_json_reading(request, |headers| {
+            .request_json_measured(request, |headers| {
                 progress = headers
                     .get(wire::PROGRESS_HEADER)
                     .and_then(|value| serde_json::from_slice(value.as_bytes()).ok());
@@ -98,8 +103,9 @@ impl RemotePluginProxy {
                         ),
                     }
                 }
-            })
+            }, &mut metrics)
             .await;
+        metrics.read_accounts(&accounts);
         let result = match (value, target) {
             (
                 Err(ProxyError::Http {
@@ -116,7 +122,11 @@ impl RemotePluginProxy {
             }),
             (value, _) => value.map(|value| (value, progress)),
         };
-        Answered { result, accounts }
+        Answered {
+            result,
+            accounts,
+            metrics,
+        }
     }
 
     pub(super) async fn enveloped_body(
