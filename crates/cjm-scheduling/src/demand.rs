@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use cjm_metadata::ResourceRequirements;
 
-use crate::{StatsError, SystemStats};
+use crate::{Impossible, StatsError, SystemStats};
 
 /// What one execution holds while it runs, from the manifest's `resources`.
 ///
@@ -169,6 +169,10 @@ pub struct Refusal {
     pub plugin: String,
     /// Each resource that did not suffice; empty when the refusal had another cause.
     pub shortfalls: Vec<Shortfall>,
+    /// Each resource it needs more of than there can ever be (the machine's total,
+    /// the plugin's declared limit): it was refused at once and waiting would not
+    /// help.
+    pub never: Vec<Impossible>,
     /// The statistics could not be read (and so nothing could be checked).
     pub stats_error: Option<StatsError>,
     /// Requests that were still ahead in the queue when the wait ended.
@@ -185,6 +189,7 @@ impl Refusal {
         Refusal {
             plugin: plugin.into(),
             shortfalls,
+            never: Vec::new(),
             stats_error: None,
             queued_ahead: 0,
             waited: None,
@@ -200,6 +205,20 @@ impl Refusal {
         }
     }
 
+    /// `plugin` can never be admitted: it needs more than there can be of each of
+    /// `never` (see [`never_admissible`](crate::never_admissible)).
+    pub fn never_admissible(plugin: impl Into<String>, never: Vec<Impossible>) -> Self {
+        Refusal {
+            never,
+            ..Refusal::new(plugin, Vec::new())
+        }
+    }
+
+    /// Whether it can never be admitted, however long it waits.
+    pub fn is_never_admissible(&self) -> bool {
+        !self.never.is_empty()
+    }
+
     /// Whether `resource` was one of the reasons.
     pub fn is_short_of(&self, resource: Resource) -> bool {
         self.shortfalls
@@ -211,7 +230,12 @@ impl Refusal {
 impl Refusal {
     /// The reasons, `; ` between them, and how long it waited.
     fn reasons(&self) -> String {
-        let mut reasons: Vec<String> = self.shortfalls.iter().map(ToString::to_string).collect();
+        let mut reasons: Vec<String> = self
+            .never
+            .iter()
+            .map(|impossible| format!("never admissible: {impossible}"))
+            .collect();
+        reasons.extend(self.shortfalls.iter().map(ToString::to_string));
         if let Some(error) = &self.stats_error {
             reasons.push(error.to_string());
         }

@@ -39,6 +39,8 @@
 #![warn(missing_docs)]
 
 mod demand;
+mod eviction;
+mod feasibility;
 mod gpu;
 mod ledger;
 mod monitor;
@@ -48,6 +50,10 @@ mod scheduler;
 mod stats;
 
 pub use demand::{Demand, Refusal, Resource, Shortfall};
+pub use eviction::{
+    plan_eviction, EvictionCandidate, EvictionPlan, EVICTION_MARGIN, HOLLOW_BELOW_MB,
+};
+pub use feasibility::{never_admissible, Bound, Impossible};
 pub use ledger::{Reservation, ReservationLedger};
 pub use monitor::LocalMonitor;
 pub use queue::QueueScheduler;

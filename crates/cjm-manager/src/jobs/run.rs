@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use super::composition::run::{member_ended, MemberEnd};
 use super::host::{Addressed, JobCall, Waiting};
 use super::journal::Record;
+use super::observe;
 use super::model::{
     BlockReason, CancelPhase, Cancellation, JobChange, JobFailure, JobId, JobState,
 };
@@ -197,18 +198,22 @@ async fn attempts(
             }) => result,
         };
         let accounts = execution.take_accounts();
-        if !accounts.is_empty() {
-            inner.record(Record::Accounts {
-                id: base_id.clone(),
-                attempt,
-                accounts,
-                at: SystemTime::now(),
-            });
-        }
         let request = {
             let mut book = inner.book.lock();
             match book.jobs.get_mut(&id) {
                 Some(entry) => {
+                    if !accounts.is_empty() {
+                        observe::record(
+                            inner,
+                            entry,
+                            Record::Accounts {
+                                id: base_id.clone(),
+                                attempt,
+                                accounts,
+                                at: SystemTime::now(),
+                            },
+                        );
+                    }
                     entry.execution = None;
                     entry.cancel_request()
                 }
@@ -234,6 +239,10 @@ async fn attempts(
         // A stream that delivered chunks is not made again: its reader has them.
         if !worth_retrying(&err) || attempt > retry.attempts || delivered > 0 {
             return Ending::Failed(err);
+        }
+        // A retry is kept in the journal whatever the plugin's observability class.
+        if let Some(entry) = inner.book.lock().jobs.get_mut(&id) {
+            observe::keep_from_now(inner, entry);
         }
         let delay = retry.delay_before(attempt);
         tracing::warn!(
@@ -330,12 +339,18 @@ fn mark_running(
     entry.execution = Some(Arc::clone(execution));
     entry.resources = execution.resources();
     entry.attempt_call_id = Some(call_id.to_owned());
+    // Running: no longer a queued job's target.
+    entry.pending = None;
     if attempt == 1 {
-        inner.record(Record::State {
-            id: entry.call_id.clone(),
-            state: JobState::Running,
-            at: now,
-        });
+        observe::record(
+            inner,
+            entry,
+            Record::State {
+                id: entry.call_id.clone(),
+                state: JobState::Running,
+                at: now,
+            },
+        );
     }
     inner.emit(id, plugin, JobChange::State(JobState::Running));
     true
@@ -513,7 +528,9 @@ pub(super) fn end_locked(inner: &Inner, book: &mut Book, id: JobId, ending: Endi
         book.queue.finished(&plugin);
     }
     let state = entry.status.state;
-    inner.record(journal_ending(&entry.call_id, &entry.status, now));
+    entry.pending = None;
+    let ending = journal_ending(&entry.call_id, &entry.status, now);
+    observe::record_ending(inner, entry, ending);
     if entry
         .status
         .cancelled
