@@ -45,6 +45,8 @@ pub(crate) mod host;
 mod journal;
 mod model;
 mod observe;
+#[cfg(test)]
+mod observe_tests;
 mod options;
 mod progress;
 mod queue;
