@@ -36,6 +36,7 @@ mod scenario;
 mod scheduling;
 mod serving;
 mod stores;
+mod substrate_scheduler;
 mod tasks;
 mod tasks046;
 mod worker_env;
