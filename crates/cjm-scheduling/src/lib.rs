@@ -38,6 +38,7 @@
 
 #![warn(missing_docs)]
 
+mod credit;
 mod demand;
 mod eviction;
 mod feasibility;
@@ -49,6 +50,7 @@ mod safety;
 mod scheduler;
 mod stats;
 
+pub use credit::credit_held_gpu_memory;
 pub use demand::{Demand, Refusal, Resource, Shortfall};
 pub use eviction::{
     plan_eviction, EvictionCandidate, EvictionPlan, EVICTION_MARGIN, HOLLOW_BELOW_MB,

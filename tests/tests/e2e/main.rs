@@ -36,6 +36,7 @@ mod scenario;
 mod scheduling;
 mod serving;
 mod stores;
+mod substrate_rules;
 mod substrate_scheduler;
 mod tasks;
 mod tasks046;

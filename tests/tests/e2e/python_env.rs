@@ -71,6 +71,18 @@ pub const ORIGINAL_GRAPH: Original = Original {
     interpreters: &["python3.13", "python3.12"],
 };
 
+/// The successor, cjm-substrate 0.0.74 (Python 3.12 or newer).
+pub const SUBSTRATE: Original = Original {
+    requirement: "cjm-substrate==0.0.74",
+    extra_requirements: &[],
+    check: "import cjm_substrate.core.manager, cjm_substrate.core.queue\n\
+            import importlib.metadata as m\n\
+            assert m.version('cjm-substrate') == '0.0.74', m.version('cjm-substrate')\n",
+    env_var: "CJM_TEST_PYTHON_SUBSTRATE",
+    venv_folder: "python-interop-substrate",
+    interpreters: &["python3.13", "python3.12"],
+};
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -102,6 +114,31 @@ pub fn python_046() -> &'static Path {
 pub fn python_graph() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| ORIGINAL_GRAPH.python())
+}
+
+/// A Python with cjm-substrate 0.0.74; `None`, with the reason printed, only when
+/// `CJM_TEST_PYTHON_SUBSTRATE` is not set and the venv cannot be made here (no
+/// Python 3.12, no PyPI). Set, it must work.
+pub fn python_substrate_or_skip() -> Option<&'static Path> {
+    static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            if std::env::var_os(SUBSTRATE.env_var).is_some_and(|v| !v.is_empty()) {
+                return Some(SUBSTRATE.python());
+            }
+            match std::panic::catch_unwind(|| SUBSTRATE.python()) {
+                Ok(python) => Some(python),
+                Err(why) => {
+                    let why = why
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .unwrap_or_else(|| String::from("(no reason given)"));
+                    eprintln!("skipped: no cjm-substrate 0.0.74 venv could be made: {why}");
+                    None
+                }
+            }
+        })
+        .as_deref()
 }
 
 impl Original {

@@ -4,6 +4,7 @@
 //! no eviction may take from it, waits forever).
 
 use cjm_metadata::ResourceRequirements;
+use cjm_scheduling::credit_held_gpu_memory;
 
 use super::PluginManager;
 use crate::loaded::{LoadedPlugin, Worker};
@@ -46,13 +47,12 @@ impl PluginManager {
         let Some(held) = self.worker_gpu_memory_mb(plugin).filter(|held| *held > 0.0) else {
             return;
         };
-        let credited = resources.min_gpu_vram_mb.saturating_sub(held as u64);
+        let declared = resources.min_gpu_vram_mb;
+        let credited = credit_held_gpu_memory(resources, held);
         tracing::debug!(
             "plugin {}: its worker holds {held:.0} MiB of GPU memory already; admitted \
-             by {credited} MiB of its {} MiB need",
+             by {credited} MiB of its {declared} MiB need",
             plugin.name(),
-            resources.min_gpu_vram_mb
         );
-        resources.min_gpu_vram_mb = credited;
     }
 }
