@@ -57,7 +57,9 @@ impl FromStr for Observability {
 }
 
 /// The manifest's `observability` field: `"full"`, `"ambient"`, or absent.
-pub(crate) fn observability_of(extra: &Map<String, Value>) -> Result<Option<Observability>, String> {
+pub(crate) fn observability_of(
+    extra: &Map<String, Value>,
+) -> Result<Option<Observability>, String> {
     match extra.get("observability") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(word)) => word.parse().map(Some).map_err(|err| format!("{err}")),

@@ -29,6 +29,9 @@ mod tests {
         let mut cpu = ResourceRequirements::default();
         cpu.min_gpu_vram_mb = 800;
         assert_eq!(credit_held_gpu_memory(&mut cpu, 500.0), 0);
-        assert_eq!(cpu.min_gpu_vram_mb, 800, "GPU memory counts only with a GPU");
+        assert_eq!(
+            cpu.min_gpu_vram_mb, 800,
+            "GPU memory counts only with a GPU"
+        );
     }
 }

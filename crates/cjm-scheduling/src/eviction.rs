@@ -96,7 +96,11 @@ pub fn plan_eviction(shortfall_mb: f64, candidates: &[EvictionCandidate]) -> Evi
         .collect();
     order.sort_by(|(a_mb, a), (b_mb, b)| {
         b_mb.total_cmp(a_mb)
-            .then(candidates[*a].last_used.total_cmp(&candidates[*b].last_used))
+            .then(
+                candidates[*a]
+                    .last_used
+                    .total_cmp(&candidates[*b].last_used),
+            )
             .then_with(|| candidates[*a].name.cmp(&candidates[*b].name))
     });
     let mut plan = EvictionPlan {

@@ -190,7 +190,10 @@ impl ManualStats {
     /// Report that process `pid` holds `mb` MiB of GPU memory (from now on, a
     /// process not set holds none).
     pub fn set_process_gpu_memory(&self, pid: u32, mb: f64) {
-        self.processes.lock().get_or_insert_default().insert(pid, mb);
+        self.processes
+            .lock()
+            .get_or_insert_default()
+            .insert(pid, mb);
     }
 
     /// Make every following read fail with `reason`, until the next `set`.

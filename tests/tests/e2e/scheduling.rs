@@ -179,7 +179,11 @@ async fn a_hollow_instance_is_not_evicted_however_long_idle() {
     let copy = pid(&manager, "gpu-a-copy");
     run(&manager, REQUESTER).await.unwrap();
     assert_stopped(&manager, "gpu-b");
-    assert_eq!(pid(&manager, "gpu-a-copy"), copy, "the hollow copy was stopped");
+    assert_eq!(
+        pid(&manager, "gpu-a-copy"),
+        copy,
+        "the hollow copy was stopped"
+    );
     assert_eq!(
         manager.plugin_status("gpu-a").unwrap().state,
         PluginState::Running,
@@ -244,7 +248,11 @@ async fn the_largest_idle_plugin_is_stopped_first() {
     let before = pids(&manager);
     run(&manager, REQUESTER).await.unwrap();
     assert_stopped(&manager, "gpu-b");
-    assert_eq!(pids(&manager)[0], before[0], "gpu-a, idle longest, was stopped");
+    assert_eq!(
+        pids(&manager)[0],
+        before[0],
+        "gpu-a, idle longest, was stopped"
+    );
     assert_eq!(pids(&manager)[2], before[2], "gpu-c was stopped");
     manager.shutdown().await;
 }
@@ -275,7 +283,8 @@ async fn a_worker_is_credited_with_the_gpu_memory_it_holds() {
     book.hold(std::process::id(), 1_500.0);
     let err = run(&manager, REQUESTER).await.unwrap_err();
     assert!(
-        err.to_string().contains("GPU memory needed 1000 MB, free 500 MB"),
+        err.to_string()
+            .contains("GPU memory needed 1000 MB, free 500 MB"),
         "{err}"
     );
     manager.shutdown().await;

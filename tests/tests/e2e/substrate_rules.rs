@@ -10,8 +10,7 @@ use std::process::{Command, Stdio};
 
 use cjm_metadata::ResourceRequirements;
 use cjm_scheduling::{
-    credit_held_gpu_memory, never_admissible, plan_eviction, Demand, EvictionCandidate,
-    SystemStats,
+    credit_held_gpu_memory, never_admissible, plan_eviction, Demand, EvictionCandidate, SystemStats,
 };
 use serde_json::{json, Value};
 

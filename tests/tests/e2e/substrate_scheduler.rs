@@ -59,7 +59,10 @@ async fn a_never_admissible_job_fails_at_once_under_the_permissive_and_the_queue
     let policies: [(&str, Arc<dyn ResourceScheduler>); 2] = [
         ("permissive", Arc::new(PermissiveScheduler)),
         // Five minutes of waiting for memory in use now.
-        ("queue", Arc::new(QueueScheduler::new(Duration::from_secs(300)))),
+        (
+            "queue",
+            Arc::new(QueueScheduler::new(Duration::from_secs(300))),
+        ),
     ];
     for (policy, scheduler) in policies {
         let manager = manager_under(&home, scheduler).await;
@@ -162,9 +165,8 @@ async fn an_ambient_plugins_successful_jobs_are_not_in_the_journal() {
     let jobs = Jobs::new(manager.clone(), JobOptions::default().journal(&journal))
         .await
         .unwrap();
-    let submit = |plugin: &str, action: &str| {
-        jobs.submit(plugin, CallArgs::new().arg(action), 0).unwrap()
-    };
+    let submit =
+        |plugin: &str, action: &str| jobs.submit(plugin, CallArgs::new().arg(action), 0).unwrap();
     let succeeded: Vec<_> = (0..5).map(|_| submit("quiet", "pid")).collect();
     let failed = submit("quiet", "nonsense");
     let full = submit("loud", "pid");

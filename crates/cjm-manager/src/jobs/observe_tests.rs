@@ -35,8 +35,10 @@ fn records_of(h: &Harness, id: JobId) -> Vec<String> {
 /// Run the call that arrives next to `result`.
 async fn answer(h: &mut Harness, result: Result<serde_json::Value, crate::ManagerError>) {
     let before = h.host.world.lock().arrived.len();
-    h.until("a call arrives", |h| h.host.world.lock().arrived.len() > before)
-        .await;
+    h.until("a call arrives", |h| {
+        h.host.world.lock().arrived.len() > before
+    })
+    .await;
     let call = h.host.at_worker()[0].clone();
     h.host.end(&call, result);
 }
@@ -79,10 +81,20 @@ async fn an_ambient_plugins_successes_stay_out_of_the_journal() {
     assert_eq!(h.state(failed), JobState::Failed);
     assert_eq!(h.state(retried), JobState::Succeeded);
     assert_eq!(h.state(cancelled), JobState::Cancelled);
-    assert!(records_of(&h, succeeded).is_empty(), "{:?}", records_of(&h, succeeded));
+    assert!(
+        records_of(&h, succeeded).is_empty(),
+        "{:?}",
+        records_of(&h, succeeded)
+    );
     assert_eq!(records_of(&h, failed), ["Submitted", "Running", "Failed"]);
-    assert_eq!(records_of(&h, retried), ["Submitted", "Running", "Succeeded"]);
-    assert_eq!(records_of(&h, cancelled), ["Submitted", "Running", "Cancelled"]);
+    assert_eq!(
+        records_of(&h, retried),
+        ["Submitted", "Running", "Succeeded"]
+    );
+    assert_eq!(
+        records_of(&h, cancelled),
+        ["Submitted", "Running", "Cancelled"]
+    );
     assert_eq!(records_of(&h, full), ["Submitted", "Running", "Succeeded"]);
     h.check().unwrap();
 }

@@ -15,10 +15,10 @@ use tokio::sync::{mpsc, watch};
 use super::composition::run::{member_ended, MemberEnd};
 use super::host::{Addressed, JobCall, Waiting};
 use super::journal::Record;
-use super::observe;
 use super::model::{
     BlockReason, CancelPhase, Cancellation, JobChange, JobFailure, JobId, JobState,
 };
+use super::observe;
 use super::progress::{report_last, watch_progress, Watched};
 use super::{outcome, Book, CancelRequest, Inner};
 use crate::ManagerError;

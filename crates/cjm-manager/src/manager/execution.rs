@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cjm_interface::CallArgs;
-use cjm_proxy::RemotePluginProxy;
 use cjm_metadata::PluginMeta;
+use cjm_proxy::RemotePluginProxy;
 use cjm_scheduling::{never_admissible, Demand, Refusal, Resource, StatsSource};
 use serde_json::Value;
 
