@@ -215,6 +215,8 @@ struct Entry {
     resources: Option<ResourceSnapshot>,
     /// How far it is in the journal (its plugin's observability class).
     kept: observe::Kept,
+    /// An ambient job's records held back until it is known to be kept.
+    held_back: Vec<Record>,
     /// Holds its plugin as the target of a queued job (no eviction stops it) until
     /// it runs or ends.
     pending: Option<host::PendingHold>,
@@ -639,6 +641,7 @@ impl Inner {
                 member,
                 resources: None,
                 kept,
+                held_back: Vec::new(),
                 pending: self.host.pending_target(plugin),
             },
         );

@@ -39,10 +39,17 @@ impl Kept {
     }
 }
 
-/// Record `record` of `entry`'s job if the journal keeps its records by now.
-pub(super) fn record(inner: &Inner, entry: &Entry, record: Record) {
-    if entry.kept != Kept::NotYet {
-        inner.record(record);
+/// Record `record` of `entry`'s job if the journal keeps its records by now; an
+/// ambient job's accounts and reorders are held back until it is known whether it
+/// will be (its submission and start are written from its status then).
+pub(super) fn record(inner: &Inner, entry: &mut Entry, record: Record) {
+    match entry.kept {
+        Kept::NotYet => {
+            if matches!(record, Record::Accounts { .. } | Record::Priority { .. }) {
+                entry.held_back.push(record);
+            }
+        }
+        Kept::All | Kept::Since => inner.record(record),
     }
 }
 
@@ -67,6 +74,9 @@ pub(super) fn keep_from_now(inner: &Inner, entry: &mut Entry) {
             at: started,
         });
     }
+    for record in std::mem::take(&mut entry.held_back) {
+        inner.record(record);
+    }
 }
 
 /// Record `entry`'s ending: an ambient job is written now if it failed or was
@@ -76,4 +86,6 @@ pub(super) fn record_ending(inner: &Inner, entry: &mut Entry, ending: Record) {
         keep_from_now(inner, entry);
     }
     record(inner, entry, ending);
+    // A success not kept: what was held back goes with it.
+    entry.held_back.clear();
 }

@@ -98,3 +98,32 @@ async fn an_ambient_plugins_successes_stay_out_of_the_journal() {
     assert_eq!(records_of(&h, full), ["Submitted", "Running", "Succeeded"]);
     h.check().unwrap();
 }
+
+/// What an ambient job's records were held back (a reorder) follow it into the
+/// journal once it is kept, after its submission; a success takes them with it.
+#[tokio::test(start_paused = true)]
+async fn held_back_records_follow_an_ambient_job_only_if_it_is_kept() {
+    let options = options().observability("quiet", Observability::Ambient);
+    let mut h = Harness::new(Fake::new(&[("quiet", 1)]), options).await;
+    let running = h.jobs.submit("quiet", Default::default(), 0).unwrap();
+    h.until("it runs", |h| h.state(running) == JobState::Running)
+        .await;
+    let kept = h.jobs.submit("quiet", Default::default(), 0).unwrap();
+    let dropped = h.jobs.submit("quiet", Default::default(), 0).unwrap();
+    h.jobs.reorder(kept, 5).unwrap();
+    h.jobs.reorder(dropped, 3).unwrap();
+    assert!(h.jobs.cancel(kept).unwrap());
+    h.until("it ends", |h| h.state(kept).is_final()).await;
+    let call = h.host.at_worker()[0].clone();
+    h.host.end(&call, Ok(json!(1)));
+    answer(&mut h, Ok(json!(2))).await;
+    h.until("it ends", |h| h.state(dropped).is_final()).await;
+    assert_eq!(records_of(&h, kept), ["Submitted", "Priority", "Cancelled"]);
+    assert!(
+        records_of(&h, dropped).is_empty(),
+        "{:?}",
+        records_of(&h, dropped)
+    );
+    assert!(records_of(&h, running).is_empty());
+    h.check().unwrap();
+}
