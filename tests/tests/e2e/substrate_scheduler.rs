@@ -205,3 +205,48 @@ fn a_bad_observability_class_is_a_manifest_error_naming_it() {
     );
     assert!(manager.plugin_meta("odd").is_none());
 }
+
+/// A plugin declares it may take at most 100 MB; its calls were seen to take 200:
+/// under the default, permissive policy its next call fails at once, naming its
+/// limit, rather than running past what its author allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learned_need_past_the_declared_limit_is_never_admissible() {
+    let home = TestHome::new();
+    home.write_manifest(
+        "hog",
+        json!({
+            "name": "hog",
+            "version": "0.1.0",
+            "command": FAULTY,
+            "resources": {"min_system_ram_mb": 1, "max_system_ram_mb": 100},
+        }),
+    );
+    let manager = home.manager();
+    manager.discover_manifests();
+    manager.load_plugin("hog", None).await.unwrap();
+    let hold = || {
+        CallArgs::new()
+            .arg("hold_memory")
+            .arg(200)
+            .arg(home.path().join("no-gate").to_string_lossy().into_owned())
+    };
+    manager.execute_plugin("hog", hold()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !manager
+        .learned_profile("hog")
+        .unwrap()
+        .is_some_and(|profile| profile.peak_rss_mb.max >= 200.0)
+    {
+        assert!(Instant::now() < deadline, "the call's peak was never learned");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let err = manager.execute_plugin("hog", hold()).await.unwrap_err();
+    assert_eq!(err.category(), Some(ErrorCategory::Resource));
+    let text = err.to_string();
+    assert!(
+        text.contains("never admissible: system memory needed")
+            && text.contains("available 100 MB (the plugin's declared limit)"),
+        "{text}"
+    );
+    manager.shutdown().await;
+}
