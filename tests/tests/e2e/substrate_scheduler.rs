@@ -237,7 +237,10 @@ async fn a_learned_need_past_the_declared_limit_is_never_admissible() {
         .unwrap()
         .is_some_and(|profile| profile.peak_rss_mb.max >= 200.0)
     {
-        assert!(Instant::now() < deadline, "the call's peak was never learned");
+        assert!(
+            Instant::now() < deadline,
+            "the call's peak was never learned"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let err = manager.execute_plugin("hog", hold()).await.unwrap_err();

@@ -165,11 +165,17 @@ impl PluginManager {
             })
             .map(|plugin| {
                 let meta = plugin.meta();
-                let mut need = meta.resources.clone();
-                self.raise_to_learned(&plugin, &mut need);
                 let mut candidate =
                     EvictionCandidate::new(plugin.name(), self.worker_gpu_memory_mb(&plugin));
-                candidate.estimated_mb = need.min_gpu_vram_mb as f64;
+                // Unmeasured, it is thought to hold what its calls were seen to peak
+                // at, else what it declares.
+                let learned = self
+                    .learned_profile(plugin.name())
+                    .ok()
+                    .flatten()
+                    .filter(|profile| profile.gpu_memory_mb.count > 0)
+                    .map(|profile| profile.gpu_memory_mb.max);
+                candidate.estimated_mb = learned.unwrap_or(meta.resources.gpu_vram_mb() as f64);
                 candidate.last_used = meta.last_executed;
                 candidate.busy = plugin.claims() > 0;
                 candidate.pending_target = plugin.pending_jobs() > 0;
