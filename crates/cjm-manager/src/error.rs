@@ -200,6 +200,12 @@ impl ManagerError {
         {
             return job_error.retriable;
         }
+        // More than the machine has in all, or than the plugin's limit: never.
+        if let ManagerError::Refused(refusal) = self {
+            if refusal.is_never_admissible() {
+                return false;
+            }
+        }
         self.category()
             .is_some_and(ErrorCategory::retriable_by_default)
     }

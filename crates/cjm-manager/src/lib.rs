@@ -31,7 +31,9 @@ pub use stream::PluginStream;
 
 pub use cjm_interface::wire::{CallOutput, TypedResult};
 pub use cjm_interface::{Arg, CallArgs, ConfigMap, ErrorCategory, FileBacked};
-pub use cjm_metadata::{AdapterManifest, CjmHome, Manifest, PluginMeta, SurfaceMatch};
+pub use cjm_metadata::{
+    AdapterManifest, CjmHome, Manifest, Observability, PluginMeta, SurfaceMatch,
+};
 pub use cjm_proxy::{Endpoint, ProxyError};
 pub use cjm_scheduling::{
     GpuStats, LocalMonitor, ManualStats, PermissiveScheduler, QueueScheduler, Refusal,

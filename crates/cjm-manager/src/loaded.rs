@@ -36,6 +36,8 @@ pub(crate) struct LoadedPlugin {
     /// a restart goes on holding it on a task of its own when its caller is dropped.
     lifecycle: Arc<tokio::sync::Mutex<()>>,
     active_executions: AtomicUsize,
+    /// Queued jobs whose target it is (see [`PendingJob`]): eviction leaves it alone.
+    pending_jobs: AtomicUsize,
     /// Restarts by the restart policy since the last load or reload.
     restarts: AtomicU32,
     /// When the current worker became ready: idleness counts from here at the
@@ -106,6 +108,7 @@ impl LoadedPlugin {
             slot_changed: Notify::new(),
             lifecycle: Arc::new(tokio::sync::Mutex::new(())),
             active_executions: AtomicUsize::new(0),
+            pending_jobs: AtomicUsize::new(0),
             restarts: AtomicU32::new(0),
         }
     }
@@ -259,6 +262,11 @@ impl LoadedPlugin {
     }
 
     /// Executions asked for and not finished, waiting ones included.
+    /// Queued jobs whose target it is now.
+    pub(crate) fn pending_jobs(&self) -> usize {
+        self.pending_jobs.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn claims(&self) -> usize {
         self.slot.lock().claims
     }
@@ -478,5 +486,25 @@ impl ExecutionClaim {
 impl Drop for ExecutionClaim {
     fn drop(&mut self) {
         self.plugin.slot.lock().claims -= 1;
+    }
+}
+
+/// A queued job's mark on its plugin, from its submission until it runs or ends:
+/// a plugin some queued job waits for is not idle memory to take back.
+#[derive(Debug)]
+pub(crate) struct PendingJob {
+    plugin: Arc<LoadedPlugin>,
+}
+
+impl PendingJob {
+    pub(crate) fn new(plugin: Arc<LoadedPlugin>) -> Self {
+        plugin.pending_jobs.fetch_add(1, Ordering::SeqCst);
+        PendingJob { plugin }
+    }
+}
+
+impl Drop for PendingJob {
+    fn drop(&mut self) {
+        self.plugin.pending_jobs.fetch_sub(1, Ordering::SeqCst);
     }
 }

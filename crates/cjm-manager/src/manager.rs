@@ -38,6 +38,7 @@ mod eviction;
 mod for_jobs;
 mod idle;
 mod recovery;
+mod residency;
 
 pub(crate) use for_jobs::{AfterKill, Forced};
 pub use kept::ConfigDrift;

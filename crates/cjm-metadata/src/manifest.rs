@@ -163,6 +163,14 @@ impl Manifest {
         keep_alive_of(&self.extra).ok().flatten()
     }
 
+    /// How much of its jobs the journal keeps (`observability`: `full` or
+    /// `ambient`; checked when the manifest was read); `None` when it does not say.
+    pub fn observability(&self) -> Option<crate::Observability> {
+        crate::observability::observability_of(&self.extra)
+            .ok()
+            .flatten()
+    }
+
     /// The native command made absolute against the manifest's folder.
     pub fn resolved_launch(&self, manifest_dir: Option<&Path>) -> Launch {
         match (&self.launch, manifest_dir) {
@@ -225,6 +233,7 @@ impl TryFrom<RawManifest> for Manifest {
         crate::placement::WorkerPlacement::from_fields(&raw.extra)?;
         crate::worker_env::from_fields(&raw.extra)?;
         keep_alive_of(&raw.extra)?;
+        crate::observability::observability_of(&raw.extra)?;
         let has_native = raw.command.is_some() || raw.args.is_some();
         let has_python = raw.python_path.is_some() || raw.module.is_some() || raw.class.is_some();
         let launch = match (has_native, has_python) {

@@ -29,6 +29,14 @@ pub struct ResourceRequirements {
     /// System memory one execution needs available, in MiB.
     #[serde(default)]
     pub min_system_ram_mb: u64,
+    /// The most GPU memory one execution may be admitted with, in MiB: an
+    /// execution found to need more (its learned need) is refused at once, never
+    /// queued. Counted only when `requires_gpu`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_gpu_vram_mb: Option<u64>,
+    /// The most system memory one execution may be admitted with, in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_system_ram_mb: Option<u64>,
     /// Keys this version does not know, kept so that a manifest round-trips unchanged.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

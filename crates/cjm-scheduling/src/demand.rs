@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use cjm_metadata::ResourceRequirements;
 
-use crate::{StatsError, SystemStats};
+use crate::{Bound, Impossible, StatsError, SystemStats};
 
 /// What one execution holds while it runs, from the manifest's `resources`.
 ///
@@ -111,6 +111,9 @@ pub struct Shortfall {
     pub reported_free_mb: Option<f64>,
     /// Held by executions admitted earlier and still running.
     pub reserved_mb: u64,
+    /// Set when it can never be had (then `reported_free_mb` is the most there can
+    /// be): what bounds it.
+    pub bound: Option<Bound>,
 }
 
 impl Shortfall {
@@ -127,7 +130,19 @@ impl Shortfall {
             needed_mb,
             reported_free_mb,
             reserved_mb,
+            bound: None,
         })
+    }
+
+    /// More than there can ever be, as a shortfall of a refusal.
+    fn impossible(impossible: Impossible) -> Shortfall {
+        Shortfall {
+            resource: impossible.resource,
+            needed_mb: impossible.needed_mb,
+            reported_free_mb: Some(impossible.available_mb),
+            reserved_mb: 0,
+            bound: Some(impossible.bound),
+        }
     }
 
     /// Free for a new execution: reported free less what is reserved.
@@ -140,6 +155,18 @@ impl Shortfall {
 impl fmt::Display for Shortfall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (resource, needed) = (self.resource, self.needed_mb);
+        if let (Some(bound), Some(available)) = (self.bound, self.reported_free_mb) {
+            return write!(
+                f,
+                "never admissible: {}",
+                Impossible {
+                    resource,
+                    needed_mb: needed,
+                    available_mb: available,
+                    bound,
+                }
+            );
+        }
         match (self.reported_free_mb, self.free_mb()) {
             (Some(reported), Some(free)) if self.reserved_mb > 0 => write!(
                 f,
@@ -200,11 +227,26 @@ impl Refusal {
         }
     }
 
-    /// Whether `resource` was one of the reasons.
+    /// `plugin` can never be admitted: it needs more than there can be of each of
+    /// `never` (see [`never_admissible`](crate::never_admissible)).
+    pub fn never_admissible(plugin: impl Into<String>, never: Vec<Impossible>) -> Self {
+        let shortfalls = never.into_iter().map(Shortfall::impossible).collect();
+        Refusal::new(plugin, shortfalls)
+    }
+
+    /// Whether it can never be admitted, however long it waits.
+    pub fn is_never_admissible(&self) -> bool {
+        self.shortfalls
+            .iter()
+            .any(|shortfall| shortfall.bound.is_some())
+    }
+
+    /// Whether `resource` was one of the reasons, as memory in use now (waiting or
+    /// eviction may help).
     pub fn is_short_of(&self, resource: Resource) -> bool {
         self.shortfalls
             .iter()
-            .any(|shortfall| shortfall.resource == resource)
+            .any(|shortfall| shortfall.resource == resource && shortfall.bound.is_none())
     }
 }
 

@@ -11,6 +11,19 @@
 //!   [`Refusal`] names each resource that was short, what was needed and what was free.
 //! - [`QueueScheduler`] waits up to a timeout for the needs to fit, then refuses.
 //!
+//! An execution that needs more than the machine has in all, or more than its
+//! plugin's declared limit, is refused at once by the waiting policies
+//! ([`never_admissible`]; the manager refuses it before any policy, the permissive
+//! one included): no release could ever admit it.
+//!
+//! # The successor's rules
+//!
+//! cjm-substrate 0.0.74's scheduling rules, as pure functions the manager applies:
+//! [`plan_eviction`] (idle GPU workers, largest first, until [`EVICTION_MARGIN`]
+//! times the shortfall is freed, none measured under [`HOLLOW_BELOW_MB`]),
+//! [`never_admissible`], and [`credit_held_gpu_memory`] (a worker's own GPU memory
+//! counts as available to its own next admission).
+//!
 //! # Reservations
 //!
 //! Admission returns a [`Reservation`] that holds the plugin's declared needs until it
@@ -38,7 +51,10 @@
 
 #![warn(missing_docs)]
 
+mod credit;
 mod demand;
+mod eviction;
+mod feasibility;
 mod gpu;
 mod ledger;
 mod monitor;
@@ -47,7 +63,12 @@ mod safety;
 mod scheduler;
 mod stats;
 
+pub use credit::credit_held_gpu_memory;
 pub use demand::{Demand, Refusal, Resource, Shortfall};
+pub use eviction::{
+    plan_eviction, EvictionCandidate, EvictionPlan, EVICTION_MARGIN, HOLLOW_BELOW_MB,
+};
+pub use feasibility::{never_admissible, Bound, Impossible};
 pub use ledger::{Reservation, ReservationLedger};
 pub use monitor::LocalMonitor;
 pub use queue::QueueScheduler;

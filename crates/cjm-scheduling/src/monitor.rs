@@ -71,6 +71,16 @@ impl LocalMonitor {
         gpu::memory_of(&self.process_tree(root))
     }
 
+    /// [`gpu_memory_of_process_tree`](Self::gpu_memory_of_process_tree), with a
+    /// tree the driver lists nowhere holding none (0) rather than unknown; `None`
+    /// only without a driver.
+    pub fn gpu_memory_held_by_process_tree(&self, root: u32) -> Option<f64> {
+        if !gpu::available() {
+            return None;
+        }
+        Some(gpu::memory_of(&self.process_tree(root)).unwrap_or(0.0))
+    }
+
     /// Every process using a GPU, with its device and the memory the driver reports
     /// for it (what a monitor plugin's `list_processes` answers); empty without a
     /// driver.

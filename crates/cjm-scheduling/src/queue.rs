@@ -5,8 +5,8 @@ use cjm_metadata::PluginMeta;
 use tokio::time::Instant;
 
 use crate::{
-    BoxFuture, Demand, Refusal, Reservation, ReservationLedger, ResourceScheduler, Shortfall,
-    StatsError, StatsSource,
+    never_admissible, BoxFuture, Demand, Refusal, Reservation, ReservationLedger,
+    ResourceScheduler, Shortfall, StatsError, StatsSource,
 };
 
 /// Waits up to a timeout for an execution's declared needs to fit, then refuses.
@@ -103,11 +103,20 @@ impl QueueScheduler {
             let at_head = ticket.ahead() == 0;
             if at_head {
                 match stats.system_stats().await {
-                    Ok(snapshot) => match ticket.try_reserve_at_head(demand, &snapshot) {
-                        Some(Ok(reservation)) => return Ok(reservation),
-                        Some(Err(short)) => last = Some(LastCheck::Short(short)),
-                        None => {}
-                    },
+                    Ok(snapshot) => {
+                        let never = never_admissible(&plugin.resources, &snapshot);
+                        if !never.is_empty() {
+                            // No release can ever admit it: waiting would be a hang.
+                            let refusal = Refusal::never_admissible(&plugin.name, never);
+                            tracing::info!("{refusal}");
+                            return Err(refusal);
+                        }
+                        match ticket.try_reserve_at_head(demand, &snapshot) {
+                            Some(Ok(reservation)) => return Ok(reservation),
+                            Some(Err(short)) => last = Some(LastCheck::Short(short)),
+                            None => {}
+                        }
+                    }
                     Err(error) => last = Some(LastCheck::Unavailable(error)),
                 }
             }

@@ -3,7 +3,8 @@ use std::sync::Arc;
 use cjm_metadata::PluginMeta;
 
 use crate::{
-    BoxFuture, Demand, Refusal, Reservation, ReservationLedger, ResourceScheduler, StatsSource,
+    never_admissible, BoxFuture, Demand, Refusal, Reservation, ReservationLedger,
+    ResourceScheduler, StatsSource,
 };
 
 /// Admits an execution only if its declared needs fit in what is free now (reported
@@ -42,6 +43,10 @@ impl ResourceScheduler for SafetyScheduler {
                 .system_stats()
                 .await
                 .map_err(|error| Refusal::stats_unavailable(&plugin.name, error))?;
+            let never = never_admissible(&plugin.resources, &stats);
+            if !never.is_empty() {
+                return Err(Refusal::never_admissible(&plugin.name, never));
+            }
             self.ledger.try_reserve(demand, &stats).map_err(|short| {
                 let refusal = Refusal::new(&plugin.name, short);
                 tracing::info!("{refusal}");

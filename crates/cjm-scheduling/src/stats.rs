@@ -127,6 +127,13 @@ pub trait StatsSource: Send + Sync + fmt::Debug {
     /// A fresh reading of the machine, or why none could be had. Schedulers call
     /// it on every admission that has needs to check, so it should be quick.
     fn system_stats(&self) -> BoxFuture<'_, Result<SystemStats, StatsError>>;
+
+    /// GPU memory held by process `pid` and its descendants, in MiB, where the
+    /// source can tell (0 for a process it sees holding none); `None` where it
+    /// cannot. Eviction sizes its victims by it.
+    fn process_gpu_memory_mb(&self, _pid: u32) -> Option<f64> {
+        None
+    }
 }
 
 /// Statistics set by hand: for tests, benchmarks, and hosts that measure the machine
@@ -134,6 +141,8 @@ pub trait StatsSource: Send + Sync + fmt::Debug {
 #[derive(Debug, Clone)]
 pub struct ManualStats {
     current: Arc<Mutex<Result<SystemStats, String>>>,
+    /// GPU memory per process, once any is set: a process not listed holds none.
+    processes: Arc<Mutex<Option<std::collections::HashMap<u32, f64>>>>,
 }
 
 impl Default for ManualStats {
@@ -147,6 +156,7 @@ impl ManualStats {
     pub fn new(stats: SystemStats) -> Self {
         ManualStats {
             current: Arc::new(Mutex::new(Ok(stats))),
+            processes: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -177,6 +187,15 @@ impl ManualStats {
         }
     }
 
+    /// Report that process `pid` holds `mb` MiB of GPU memory (from now on, a
+    /// process not set holds none).
+    pub fn set_process_gpu_memory(&self, pid: u32, mb: f64) {
+        self.processes
+            .lock()
+            .get_or_insert_default()
+            .insert(pid, mb);
+    }
+
     /// Make every following read fail with `reason`, until the next `set`.
     pub fn fail(&self, reason: impl Into<String>) {
         *self.lock() = Err(reason.into());
@@ -194,6 +213,13 @@ impl StatsSource for ManualStats {
             .clone()
             .map_err(|reason| StatsError::new("manual statistics", reason));
         Box::pin(std::future::ready(current))
+    }
+
+    fn process_gpu_memory_mb(&self, pid: u32) -> Option<f64> {
+        self.processes
+            .lock()
+            .as_ref()
+            .map(|held| held.get(&pid).copied().unwrap_or(0.0))
     }
 }
 

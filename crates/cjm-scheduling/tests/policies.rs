@@ -170,6 +170,36 @@ async fn queue_refuses_after_its_timeout() {
     assert_eq!(scheduler.waiting(), 0);
 }
 
+/// More than the machine's largest GPU has in all: no release could ever admit it,
+/// so neither policy waits (the paused clock would show any wait).
+#[tokio::test(start_paused = true)]
+async fn a_never_admissible_request_is_refused_at_once_by_every_waiting_policy() {
+    let stats = gpu_free(2000.0);
+    stats.update(|figures| figures.gpu_total_memory_mb = Some(24_000.0));
+    let huge = gpu_plugin("llm", 30_000);
+    let queue = QueueScheduler::new(Duration::from_secs(300));
+    let started = tokio::time::Instant::now();
+    let refusal = queue.allocate(&huge, &stats).await.unwrap_err();
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert!(refusal.is_never_admissible());
+    assert!(!refusal.is_short_of(Resource::GpuMemory));
+    assert_eq!(
+        refusal.to_string(),
+        "execution of llm not admitted: never admissible: GPU memory needed 30000 MB, \
+         available 24000 MB (the machine's total)"
+    );
+    assert_eq!(queue.waiting(), 0);
+    let refusal = SafetyScheduler::new()
+        .allocate(&huge, &stats)
+        .await
+        .unwrap_err();
+    assert!(refusal.is_never_admissible());
+    // What fits the machine but not what is free now still waits, as before.
+    let fits = gpu_plugin("whisper", 20_000);
+    let waiting = tokio::time::timeout(Duration::from_secs(1), queue.allocate(&fits, &stats));
+    assert!(waiting.await.is_err(), "admitted with 2000 MB free");
+}
+
 #[tokio::test]
 async fn queue_notices_memory_freed_outside_by_polling() {
     let scheduler =

@@ -38,6 +38,8 @@ mod scheduling;
 mod serving;
 mod stores;
 mod substrate;
+mod substrate_rules;
+mod substrate_scheduler;
 mod substrate_worker;
 mod tasks;
 mod tasks046;

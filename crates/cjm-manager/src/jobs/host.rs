@@ -26,6 +26,11 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub(crate) type Chunks<'a> =
     Pin<Box<dyn futures_core::Stream<Item = Result<Value, ManagerError>> + Send + 'a>>;
 
+/// What the host gives a queued job to hold while it waits: its plugin is the
+/// target of a queued job as long as it is held (eviction leaves such a plugin
+/// alone).
+pub(crate) type PendingHold = Box<dyn fmt::Debug + Send + Sync>;
+
 /// The host the jobs run on.
 pub(crate) trait JobHost: Send + Sync + fmt::Debug + 'static {
     /// Whether `plugin` is loaded (and so can take jobs).
@@ -34,6 +39,18 @@ pub(crate) trait JobHost: Send + Sync + fmt::Debug + 'static {
     /// Whether `plugin` is disabled (it refuses calls until enabled again).
     fn is_disabled(&self, _plugin: &str) -> bool {
         false
+    }
+
+    /// `plugin`'s observability class as its manifest declares it; `None` when it
+    /// does not say.
+    fn observability(&self, _plugin: &str) -> Option<cjm_metadata::Observability> {
+        None
+    }
+
+    /// Mark `plugin` the target of a queued job until the returned hold is dropped;
+    /// `None` where the host does not track it.
+    fn pending_target(&self, _plugin: &str) -> Option<PendingHold> {
+        None
     }
 
     /// Where the journal goes unless the options say otherwise.

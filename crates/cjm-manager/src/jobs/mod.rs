@@ -45,6 +45,9 @@ mod events;
 pub(crate) mod host;
 mod journal;
 mod model;
+mod observe;
+#[cfg(test)]
+mod observe_tests;
 mod options;
 mod progress;
 mod queue;
@@ -213,6 +216,13 @@ struct Entry {
     member: Option<composition::run::Member>,
     /// What its (latest) execution was admitted with.
     resources: Option<ResourceSnapshot>,
+    /// How far it is in the journal (its plugin's observability class).
+    kept: observe::Kept,
+    /// An ambient job's records held back until it is known to be kept.
+    held_back: Vec<Record>,
+    /// Holds its plugin as the target of a queued job (no eviction stops it) until
+    /// it runs or ends.
+    pending: Option<host::PendingHold>,
 }
 
 impl Entry {
@@ -596,12 +606,15 @@ impl Inner {
         let call_id = format!("{}-{}", self.session, id.0);
         let (outcome, _) = watch::channel(None);
         let (cancel, _) = watch::channel(CancelRequest::None);
-        self.record(Record::Submitted {
-            id: call_id.clone(),
-            plugin: plugin.to_owned(),
-            priority,
-            at: now,
-        });
+        let kept = observe::Kept::from_start(self.observability(plugin));
+        if kept.at_submission() {
+            self.record(Record::Submitted {
+                id: call_id.clone(),
+                plugin: plugin.to_owned(),
+                priority,
+                at: now,
+            });
+        }
         book.jobs.insert(
             id,
             Entry {
@@ -630,6 +643,9 @@ impl Inner {
                 execution: None,
                 member,
                 resources: None,
+                kept,
+                held_back: Vec::new(),
+                pending: self.host.pending_target(plugin),
             },
         );
         book.queue.push(id, plugin, priority, self.epoch.elapsed());
@@ -687,6 +703,17 @@ impl Inner {
         self.hub.forward(&event);
         // Nobody listening is fine.
         let _ = self.events.send(event);
+    }
+
+    /// `plugin`'s observability class: the options' word for it, else its
+    /// manifest's, else the options' default.
+    fn observability(&self, plugin: &str) -> cjm_metadata::Observability {
+        self.options
+            .observability
+            .get(plugin)
+            .copied()
+            .or_else(|| self.host.observability(plugin))
+            .unwrap_or(self.options.default_observability)
     }
 
     /// The most jobs of `plugin` that run at once.

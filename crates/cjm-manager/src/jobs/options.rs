@@ -2,6 +2,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cjm_metadata::Observability;
+
 use super::diagnostics::DiagnosticsRetention;
 use super::journal::JournalRetention;
 
@@ -42,6 +44,11 @@ pub struct JobOptions {
     /// Each job's log records, kept beside the journal (`diagnostics.sqlite3`) and
     /// bounded so; `None`: not kept. Only with a journal.
     pub diagnostics: Option<DiagnosticsRetention>,
+    /// Observability class by plugin or instance name, over what its manifest
+    /// declares: `ambient` journals only failed, cancelled and retried jobs.
+    pub observability: HashMap<String, Observability>,
+    /// The class of plugins neither named here nor declaring one (default `full`).
+    pub default_observability: Observability,
 }
 
 impl Default for JobOptions {
@@ -59,6 +66,8 @@ impl Default for JobOptions {
             journal: None,
             journal_retention: JournalRetention::default(),
             diagnostics: Some(DiagnosticsRetention::default()),
+            observability: HashMap::new(),
+            default_observability: Observability::Full,
         }
     }
 }
@@ -128,6 +137,19 @@ impl JobOptions {
     /// With each job's log records kept within `retention` (`None`: not kept).
     pub fn diagnostics(mut self, retention: Option<DiagnosticsRetention>) -> Self {
         self.diagnostics = retention;
+        self
+    }
+
+    /// With `plugin` (a plugin or instance name) journaled as `class` says,
+    /// whatever its manifest declares.
+    pub fn observability(mut self, plugin: impl Into<String>, class: Observability) -> Self {
+        self.observability.insert(plugin.into(), class);
+        self
+    }
+
+    /// With `class` for plugins that neither the options nor their manifest name.
+    pub fn default_observability(mut self, class: Observability) -> Self {
+        self.default_observability = class;
         self
     }
 

@@ -18,6 +18,7 @@ use super::journal::Record;
 use super::model::{
     BlockReason, CancelPhase, Cancellation, JobChange, JobFailure, JobId, JobState,
 };
+use super::observe;
 use super::progress::{report_last, watch_progress, Watched};
 use super::{outcome, Book, CancelRequest, Inner};
 use crate::ManagerError;
@@ -197,27 +198,35 @@ async fn attempts(
             }) => result,
         };
         let accounts = execution.take_accounts();
-        if !accounts.is_empty() {
-            inner.record(Record::Accounts {
-                id: base_id.clone(),
-                attempt,
-                accounts,
-                at: SystemTime::now(),
-            });
-        }
         let metrics = execution.take_metrics();
-        if !metrics.is_empty() {
-            inner.record(Record::Metrics {
-                id: base_id.clone(),
-                attempt,
-                metrics,
-                at: SystemTime::now(),
-            });
-        }
         let request = {
             let mut book = inner.book.lock();
             match book.jobs.get_mut(&id) {
                 Some(entry) => {
+                    if !accounts.is_empty() {
+                        observe::record(
+                            inner,
+                            entry,
+                            Record::Accounts {
+                                id: base_id.clone(),
+                                attempt,
+                                accounts,
+                                at: SystemTime::now(),
+                            },
+                        );
+                    }
+                    if !metrics.is_empty() {
+                        observe::record(
+                            inner,
+                            entry,
+                            Record::Metrics {
+                                id: base_id.clone(),
+                                attempt,
+                                metrics,
+                                at: SystemTime::now(),
+                            },
+                        );
+                    }
                     entry.execution = None;
                     entry.cancel_request()
                 }
@@ -243,6 +252,10 @@ async fn attempts(
         // A stream that delivered chunks is not made again: its reader has them.
         if !worth_retrying(&err) || attempt > retry.attempts || delivered > 0 {
             return Ending::Failed(err);
+        }
+        // A retry is kept in the journal whatever the plugin's observability class.
+        if let Some(entry) = inner.book.lock().jobs.get_mut(&id) {
+            observe::keep_from_now(inner, entry);
         }
         let delay = retry.delay_before(attempt);
         tracing::warn!(
@@ -339,12 +352,18 @@ fn mark_running(
     entry.execution = Some(Arc::clone(execution));
     entry.resources = execution.resources();
     entry.attempt_call_id = Some(call_id.to_owned());
+    // Running: no longer a queued job's target.
+    entry.pending = None;
     if attempt == 1 {
-        inner.record(Record::State {
-            id: entry.call_id.clone(),
-            state: JobState::Running,
-            at: now,
-        });
+        observe::record(
+            inner,
+            entry,
+            Record::State {
+                id: entry.call_id.clone(),
+                state: JobState::Running,
+                at: now,
+            },
+        );
     }
     inner.emit(id, plugin, JobChange::State(JobState::Running));
     true
@@ -522,7 +541,9 @@ pub(super) fn end_locked(inner: &Inner, book: &mut Book, id: JobId, ending: Endi
         book.queue.finished(&plugin);
     }
     let state = entry.status.state;
-    inner.record(journal_ending(&entry.call_id, &entry.status, now));
+    entry.pending = None;
+    let ending = journal_ending(&entry.call_id, &entry.status, now);
+    observe::record_ending(inner, entry, ending);
     if entry
         .status
         .cancelled

@@ -107,7 +107,7 @@ pub(super) struct Fake {
     /// Virtual time an admission and a request's way take.
     begin_delay: Duration,
     send_delay: Duration,
-    retry: RetryPolicy,
+    pub(super) retry: RetryPolicy,
     /// Wakes whoever waits for a call to arrive.
     arrived: Notify,
 }
@@ -134,7 +134,7 @@ impl Fake {
         })
     }
 
-    fn with(self: Arc<Self>, change: impl FnOnce(&mut Fake)) -> Arc<Self> {
+    pub(super) fn with(self: Arc<Self>, change: impl FnOnce(&mut Fake)) -> Arc<Self> {
         let mut host = Arc::try_unwrap(self).unwrap();
         change(&mut host);
         Arc::new(host)
@@ -171,7 +171,7 @@ impl Fake {
     }
 }
 
-fn worker_died(plugin: &str) -> ManagerError {
+pub(super) fn worker_died(plugin: &str) -> ManagerError {
     // Transient, as a broken connection is: the retry policy may try again.
     ManagerError::Busy {
         name: format!("{plugin} (its worker died)"),

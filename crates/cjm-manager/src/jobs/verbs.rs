@@ -60,10 +60,11 @@ pub(super) fn reorder(inner: &Inner, id: JobId, priority: i32) -> Result<(), Job
         });
     }
     entry.status.priority = priority;
-    inner.record(Record::Priority {
+    let record = Record::Priority {
         id: entry.call_id.clone(),
         priority,
-    });
+    };
+    super::observe::record(inner, entry, record);
     tracing::info!("job {id} reordered to priority {priority}");
     Ok(())
 }

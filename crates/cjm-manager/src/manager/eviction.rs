@@ -1,5 +1,5 @@
-//! Freeing GPU memory for a refused execution by stopping idle GPU plugins, least
-//! recently used first. A stopped plugin stays loaded, with its configuration, and
+//! Freeing GPU memory for a refused execution by stopping idle GPU plugins, largest
+//! first (the successor's rule, `cjm_scheduling::plan_eviction`). A stopped plugin stays loaded, with its configuration, and
 //! starts again on its next execution.
 
 use std::collections::{BTreeMap, HashSet};
@@ -8,7 +8,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use cjm_metadata::PluginMeta;
-use cjm_scheduling::{Reservation, Resource, ResourceScheduler};
+use cjm_scheduling::{
+    plan_eviction, EvictionCandidate, Refusal, Reservation, Resource, ResourceScheduler,
+};
 
 use cjm_proxy::{Endpoint, Shortfall};
 
@@ -19,35 +21,53 @@ use crate::loaded::LoadedPlugin;
 use crate::ManagerError;
 
 impl PluginManager {
-    /// After `meta`'s execution was refused for GPU memory: stop idle GPU plugins
-    /// (never the requester, never one with executions asked for), least recently
-    /// used first, asking the scheduler again after each. When that is not enough the
-    /// policy gets its say (a waiting one waits), then the error names what was done.
+    /// After `meta`'s execution was refused for GPU memory (`refusal`): stop idle
+    /// GPU plugins by the successor's rule ([`plan_eviction`]: largest first, until
+    /// 1.25 times the shortfall is freed; never one measured hollow, busy, the
+    /// target of a queued job, or the requester), then ask the scheduler again;
+    /// while it is still short and some are left, plan again. When that is not
+    /// enough the policy gets its say (a waiting one waits), then the error names
+    /// what was done.
     pub(super) async fn evict_for(
         &self,
         meta: &PluginMeta,
         scheduler: &dyn ResourceScheduler,
         stats: &ManagerStats<'_>,
+        refusal: &Refusal,
     ) -> Result<Reservation, ManagerError> {
         let mut evicted = Vec::new();
         let mut tried = HashSet::new();
-        while let Some(victim) = self.least_recently_used_idle_gpu_plugin(&meta.name, &tried) {
-            tried.insert(victim.name().to_owned());
-            if !self.stop_if_idle(&victim, &meta.name).await {
-                continue;
+        let mut short_mb = gpu_shortfall_mb(refusal);
+        while let Some(shortfall_mb) = short_mb {
+            let (plugins, candidates) = self.eviction_candidates(&meta.name, &tried);
+            let plan = plan_eviction(shortfall_mb, &candidates);
+            if plan.victims.is_empty() {
+                break;
             }
             tracing::info!(
-                "stopped idle GPU plugin {} to free memory for {}",
-                victim.name(),
-                meta.name
+                "{} is {shortfall_mb:.0} MiB of GPU memory short: stopping {} idle GPU \
+                 plugin(s) to free {:.0} MiB",
+                meta.name,
+                plan.victims.len(),
+                plan.target_mb
             );
-            evicted.push(victim.name().to_owned());
-            match scheduler.try_allocate(meta, stats).await {
-                Ok(reservation) => return Ok(reservation),
-                Err(refusal) if refusal.is_short_of(Resource::GpuMemory) => {}
-                // GPU memory fits now; what else is short is the policy's to decide.
-                Err(_) => break,
+            for index in plan.victims {
+                let victim = &plugins[index];
+                tried.insert(victim.name().to_owned());
+                if self.stop_if_idle(victim, &meta.name).await {
+                    tracing::info!(
+                        "stopped idle GPU plugin {} (holding {:.0} MiB) to free memory for {}",
+                        victim.name(),
+                        candidates[index].freeable_mb().unwrap_or(0.0),
+                        meta.name
+                    );
+                    evicted.push(victim.name().to_owned());
+                }
             }
+            short_mb = match scheduler.try_allocate(meta, stats).await {
+                Ok(reservation) => return Ok(reservation),
+                Err(refusal) => gpu_shortfall_mb(&refusal),
+            };
         }
         match scheduler.allocate(meta, stats).await {
             Ok(reservation) => Ok(reservation),
@@ -126,28 +146,42 @@ impl PluginManager {
         })
     }
 
-    /// Running GPU plugins nobody claims, least recently used first.
-    fn least_recently_used_idle_gpu_plugin(
+    /// The running GPU plugins of this machine but `requester` and those `tried`,
+    /// each as eviction sees it: what it holds (measured, else its learned or
+    /// declared need), when it last ran, whether it is busy or a queued job's
+    /// target.
+    fn eviction_candidates(
         &self,
         requester: &str,
         tried: &HashSet<String>,
-    ) -> Option<Arc<LoadedPlugin>> {
+    ) -> (Vec<Arc<LoadedPlugin>>, Vec<EvictionCandidate>) {
         self.gpu_plugins_besides(requester)
             .into_iter()
             .filter(|plugin| {
                 !tried.contains(plugin.name())
-                    && plugin.claims() == 0
                     && plugin.proxy().is_some_and(|proxy| proxy.is_running())
                     // Stopping a worker elsewhere frees nothing on this machine.
                     && plugin.runs_here()
             })
-            .map(|plugin| (plugin.meta().last_executed, plugin))
-            .min_by(|(a_time, a), (b_time, b)| {
-                a_time
-                    .total_cmp(b_time)
-                    .then_with(|| a.name().cmp(b.name()))
+            .map(|plugin| {
+                let meta = plugin.meta();
+                let mut candidate =
+                    EvictionCandidate::new(plugin.name(), self.worker_gpu_memory_mb(&plugin));
+                // Unmeasured, it is thought to hold what its calls were seen to peak
+                // at, else what it declares.
+                let learned = self
+                    .learned_profile(plugin.name())
+                    .ok()
+                    .flatten()
+                    .filter(|profile| profile.gpu_memory_mb.count > 0)
+                    .map(|profile| profile.gpu_memory_mb.max);
+                candidate.estimated_mb = learned.unwrap_or(meta.resources.gpu_vram_mb() as f64);
+                candidate.last_used = meta.last_executed;
+                candidate.busy = plugin.claims() > 0;
+                candidate.pending_target = plugin.pending_jobs() > 0;
+                (plugin, candidate)
             })
-            .map(|(_, plugin)| plugin)
+            .unzip()
     }
 
     fn busy_gpu_plugins(&self, requester: &str) -> Vec<String> {
@@ -200,7 +234,7 @@ impl PluginManager {
         let Some(lock) = plugin.try_lock_lifecycle() else {
             return false;
         };
-        if plugin.claims() > 0 || !self.is_loaded(plugin.name()) {
+        if plugin.claims() > 0 || plugin.pending_jobs() > 0 || !self.is_loaded(plugin.name()) {
             return false;
         }
         let config = self.config_to_keep(plugin).await;
@@ -217,6 +251,18 @@ impl PluginManager {
             .await;
         matches!(stopped, Ok(Replaced::Done))
     }
+}
+
+/// How much GPU memory `refusal` found missing (needed less free), when it was
+/// short of GPU memory with a figure to tell; `None` otherwise (eviction cannot
+/// size what to free).
+fn gpu_shortfall_mb(refusal: &Refusal) -> Option<f64> {
+    refusal
+        .shortfalls
+        .iter()
+        .find(|shortfall| shortfall.resource == Resource::GpuMemory)
+        .and_then(|shortfall| Some(shortfall.needed_mb as f64 - shortfall.free_mb()?))
+        .filter(|missing| *missing > 0.0)
 }
 
 /// An idle GPU plugin placed elsewhere, as eviction for a placement sees it.

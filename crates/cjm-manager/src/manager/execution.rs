@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cjm_interface::CallArgs;
+use cjm_metadata::PluginMeta;
 use cjm_proxy::RemotePluginProxy;
-use cjm_scheduling::{Refusal, Resource};
+use cjm_scheduling::{never_admissible, Demand, Refusal, Resource, StatsSource};
 use serde_json::Value;
 
 use super::PluginManager;
@@ -143,19 +144,24 @@ impl PluginManager {
         waiting: &(dyn Fn(&Refusal) + Send + Sync),
     ) -> Result<ExecutionGuard, ManagerError> {
         let mut meta = claim.plugin().meta();
+        let stats = self.stats_source();
         if !claim.plugin().runs_here() {
             // Its placement (Ray) admitted it where it runs; it takes nothing here.
             meta.resources = cjm_metadata::ResourceRequirements::default();
         } else {
-            self.raise_to_learned(claim.plugin(), &mut meta.resources);
+            let learned_gpu = self.raise_to_learned(claim.plugin(), &mut meta.resources);
+            refuse_never_admissible(&meta, &stats).await?;
+            if !learned_gpu {
+                self.credit_own_gpu_memory(claim.plugin(), &mut meta.resources);
+            }
         }
         let scheduler = Arc::clone(&self.shared.options.scheduler);
-        let stats = self.stats_source();
         let reservation = match scheduler.try_allocate(&meta, &stats).await {
             Ok(reservation) => reservation,
             Err(refusal) if refusal.is_short_of(Resource::GpuMemory) => {
                 waiting(&refusal);
-                self.evict_for(&meta, scheduler.as_ref(), &stats).await?
+                self.evict_for(&meta, scheduler.as_ref(), &stats, &refusal)
+                    .await?
             }
             Err(refusal) => {
                 waiting(&refusal);
@@ -167,6 +173,28 @@ impl PluginManager {
             .admitted_seeing(stats.seen())
             .on_end(on_end))
     }
+}
+
+/// Refuse at once, whatever the policy, an execution that needs more than the
+/// machine has in all or than its plugin's declared limit: no release of memory
+/// would ever admit it, and a waiting policy would wait for nothing. Figures that
+/// cannot be read bound nothing but the declared limits.
+async fn refuse_never_admissible(
+    meta: &PluginMeta,
+    stats: &dyn StatsSource,
+) -> Result<(), ManagerError> {
+    if Demand::of(&meta.resources).is_nothing() {
+        return Ok(());
+    }
+    // Without figures the declared limits still hold.
+    let snapshot = stats.system_stats().await.unwrap_or_default();
+    let never = never_admissible(&meta.resources, &snapshot);
+    if never.is_empty() {
+        return Ok(());
+    }
+    let refusal = Refusal::never_admissible(&meta.name, never);
+    tracing::warn!("{refusal}");
+    Err(refusal.into())
 }
 
 /// A fresh id for a stream's call, by which [`PluginStream::cancel`] names it.

@@ -296,6 +296,15 @@ impl JobHost for PluginManager {
         *self.shared.diagnostics_db.lock() = Some(path.to_owned());
     }
 
+    fn observability(&self, plugin: &str) -> Option<cjm_metadata::Observability> {
+        self.loaded(plugin).ok()?.manifest.observability()
+    }
+
+    fn pending_target(&self, plugin: &str) -> Option<crate::jobs::host::PendingHold> {
+        let plugin = self.loaded(plugin).ok()?;
+        Some(Box::new(crate::loaded::PendingJob::new(plugin)))
+    }
+
     fn begin<'a>(
         &'a self,
         plugin: &'a str,

@@ -64,20 +64,21 @@ impl PluginManager {
 impl PluginManager {
     /// Raise `resources` to what `plugin`'s calls on its configuration were seen to
     /// use, less what its running worker already holds (that memory is no longer
-    /// free, and the scheduler must not count it twice).
+    /// free, and the scheduler must not count it twice). Whether it set the GPU
+    /// need.
     pub(super) fn raise_to_learned(
         &self,
         plugin: &LoadedPlugin,
         resources: &mut ResourceRequirements,
-    ) {
+    ) -> bool {
         if !self.shared.options.admit_by_learned_profiles {
-            return;
+            return false;
         }
         let Some(store) = &self.shared.store else {
-            return;
+            return false;
         };
         let Some(profile) = store.learned(plugin.name(), &plugin.config_fingerprint()) else {
-            return;
+            return false;
         };
         let held = plugin
             .proxy()
@@ -104,7 +105,9 @@ impl PluginManager {
             // GPU memory in use is a GPU in use, whatever the manifest says.
             resources.requires_gpu = true;
             resources.min_gpu_vram_mb = gpu;
+            return true;
         }
+        false
     }
 
     /// Whether `name`'s calls were seen using GPU memory.
