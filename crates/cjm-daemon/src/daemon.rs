@@ -225,6 +225,7 @@ async fn load_at_start(manager: &PluginManager, load: &LoadAtStart) -> Result<()
         LoadAtStart::Nothing => Ok(()),
         LoadAtStart::Named(names) => {
             for name in names {
+                // The manager logs each load.
                 manager
                     .load_plugin(name, None)
                     .await
@@ -232,7 +233,6 @@ async fn load_at_start(manager: &PluginManager, load: &LoadAtStart) -> Result<()
                         name: name.clone(),
                         source,
                     })?;
-                tracing::info!("loaded {name}");
             }
             Ok(())
         }
@@ -240,7 +240,7 @@ async fn load_at_start(manager: &PluginManager, load: &LoadAtStart) -> Result<()
             for found in manager.discovery().plugins {
                 let name = found.meta.name;
                 match manager.load_plugin(&name, None).await {
-                    Ok(()) => tracing::info!("loaded {name}"),
+                    Ok(()) => {}
                     Err(err) => tracing::error!(
                         "cannot load plugin {name}: {}; serving the others",
                         cjm_interface::ErrorChain(&err)
