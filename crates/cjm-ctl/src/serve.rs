@@ -39,9 +39,9 @@ pub fn run(command: ServeCommand) -> Result<ExitCode> {
         (false, true) => LoadAtStart::Nothing,
     };
     if let Some(text) = &command.listen {
-        let addr: SocketAddr = text
-            .parse()
-            .with_context(|| format!("--listen {text}: expected an address such as 127.0.0.1:8765"))?;
+        let addr: SocketAddr = text.parse().with_context(|| {
+            format!("--listen {text}: expected an address such as 127.0.0.1:8765")
+        })?;
         options.listen = Listen::tcp(addr)?;
     }
     options.grace = Duration::from_secs(command.grace_secs);

@@ -40,7 +40,10 @@ pub(crate) async fn handle(
     Ok(response)
 }
 
-async fn route(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let request_query = request.uri().query().map(str::to_owned);
@@ -62,7 +65,9 @@ async fn route(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respon
         ["api", "jobs"] if post => jobs_api::submit(shared, request).await,
         ["api", "jobs"] if get => Ok(jobs_api::list(&shared)),
         ["api", "jobs", id] if get => jobs_api::get(&shared, id),
-        ["api", "jobs", id, "wait"] if get => jobs_api::wait(shared.clone(), id, request_query).await,
+        ["api", "jobs", id, "wait"] if get => {
+            jobs_api::wait(shared.clone(), id, request_query).await
+        }
         ["api", "jobs", id, "cancel"] if post => jobs_api::cancel(&shared, id, request_query),
         ["api", "events"] if get => {
             let last_event_id = request

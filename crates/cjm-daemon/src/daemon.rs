@@ -188,7 +188,10 @@ impl Daemon {
         // moment to finish their responses.
         shared.closing.send_replace(true);
         let finishing = async { while connections.join_next().await.is_some() {} };
-        if tokio::time::timeout(CONNECTIONS_GRACE, finishing).await.is_err() {
+        if tokio::time::timeout(CONNECTIONS_GRACE, finishing)
+            .await
+            .is_err()
+        {
             // Only connections are left, which hold no job or worker: dropping the
             // set ends them.
             tracing::warn!("{} connection(s) still open: closed", connections.len());

@@ -107,7 +107,12 @@ impl EventLog {
     pub(crate) fn subscribe(
         &self,
         last_event_id: Option<&str>,
-    ) -> (broadcast::Receiver<Arc<Numbered>>, Backlog, u64, Option<String>) {
+    ) -> (
+        broadcast::Receiver<Arc<Numbered>>,
+        Backlog,
+        u64,
+        Option<String>,
+    ) {
         let ring = self.ring.lock();
         let live = self.live.subscribe();
         let (after, note) = match last_event_id {
@@ -172,7 +177,11 @@ pub(crate) fn stream(
                 json!({"missed": missed, "detail": detail})
             ))
         };
-        if send.send(Bytes::from_static(b"retry: 1000\n\n")).await.is_err() {
+        if send
+            .send(Bytes::from_static(b"retry: 1000\n\n"))
+            .await
+            .is_err()
+        {
             return;
         }
         if let Some(note) = note {
@@ -255,7 +264,10 @@ mod tests {
         }
         // Kept: 3, 4, 5.
         let (_, backlog, at, note) = log.subscribe(Some("s:3"));
-        assert_eq!((ids(&backlog), backlog.lost, at, note), (vec![4, 5], 0, 5, None));
+        assert_eq!(
+            (ids(&backlog), backlog.lost, at, note),
+            (vec![4, 5], 0, 5, None)
+        );
         let (_, backlog, _, _) = log.subscribe(Some("s:1"));
         assert_eq!((ids(&backlog), backlog.lost), (vec![3, 4, 5], 1));
         // No id: from now on.

@@ -78,7 +78,10 @@ pub(crate) async fn submit(
 
 fn status_of(shared: &Shared, id: JobId) -> Result<Value, ApiError> {
     let status = shared.jobs.status(id).ok_or_else(|| {
-        ApiError::not_found("unknown_job", format!("no {id} here (or it ended long ago)"))
+        ApiError::not_found(
+            "unknown_job",
+            format!("no {id} here (or it ended long ago)"),
+        )
     })?;
     Ok(job_status(&status, shared.jobs.journal_id(id)))
 }
@@ -92,7 +95,12 @@ pub(crate) fn list(shared: &Shared) -> Response<Body> {
         .iter()
         .map(|status| job_status(status, shared.jobs.journal_id(status.id)))
         .collect();
-    let interrupted: Vec<Value> = shared.jobs.interrupted().iter().map(journal_entry).collect();
+    let interrupted: Vec<Value> = shared
+        .jobs
+        .interrupted()
+        .iter()
+        .map(journal_entry)
+        .collect();
     body::json(
         StatusCode::OK,
         &json!({"jobs": jobs, "interrupted": interrupted}),

@@ -56,9 +56,13 @@ impl Bound {
     pub(crate) async fn bind(listen: &Listen) -> Result<Bound, DaemonError> {
         match listen {
             Listen::Tcp(addr) => {
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| DaemonError::Bind { addr: *addr, source })?;
+                let listener =
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| DaemonError::Bind {
+                            addr: *addr,
+                            source,
+                        })?;
                 Ok(Bound::Tcp(listener))
             }
             Listen::Unix(path) => bind_unix(path),
@@ -163,6 +167,9 @@ mod tests {
         assert!(Listen::tcp("[::1]:8080".parse().unwrap()).is_ok());
         let refused = Listen::tcp("0.0.0.0:8080".parse().unwrap()).unwrap_err();
         let text = refused.to_string();
-        assert!(text.contains("0.0.0.0:8080") && text.contains("TLS"), "{text}");
+        assert!(
+            text.contains("0.0.0.0:8080") && text.contains("TLS"),
+            "{text}"
+        );
     }
 }

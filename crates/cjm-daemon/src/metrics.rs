@@ -168,7 +168,9 @@ impl Metrics {
             JobState::Running => {
                 if let Some(status) = status.filter(|status| status.attempts <= 1) {
                     if let Some(wait) = between(status.submitted_at, status.started_at) {
-                        self.queue_wait_seconds.get_or_create(&plugin()).observe(wait);
+                        self.queue_wait_seconds
+                            .get_or_create(&plugin())
+                            .observe(wait);
                     }
                 }
             }
@@ -204,7 +206,11 @@ impl Metrics {
     }
 
     /// The text of a scrape.
-    pub(crate) fn render(&self, manager: &PluginManager, jobs: &Jobs) -> Result<String, std::fmt::Error> {
+    pub(crate) fn render(
+        &self,
+        manager: &PluginManager,
+        jobs: &Jobs,
+    ) -> Result<String, std::fmt::Error> {
         let _one_at_a_time = self.scrape.lock();
         self.queued.clear();
         self.running.clear();

@@ -30,11 +30,15 @@ pub fn notify_systemd(state: &str) -> Result<bool, NotifyError> {
     if let Some(abstract_name) = bytes.strip_prefix(b"@") {
         // A name in the abstract namespace (systemd uses these in containers).
         use std::os::linux::net::SocketAddrExt;
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
+        let addr =
+            std::os::unix::net::SocketAddr::from_abstract_name(abstract_name).map_err(failed)?;
+        datagram
+            .send_to_addr(state.as_bytes(), &addr)
             .map_err(failed)?;
-        datagram.send_to_addr(state.as_bytes(), &addr).map_err(failed)?;
     } else {
-        datagram.send_to(state.as_bytes(), &socket).map_err(failed)?;
+        datagram
+            .send_to(state.as_bytes(), &socket)
+            .map_err(failed)?;
     }
     Ok(true)
 }

@@ -111,10 +111,7 @@ pub(crate) async fn load(
         Ok(Err(err)) => return Err(err.into()),
         Err(err) => return Err(task_failed("the load", err)),
     }
-    Ok(body::json(
-        StatusCode::OK,
-        &plugin(&shared, &name, None),
-    ))
+    Ok(body::json(StatusCode::OK, &plugin(&shared, &name, None)))
 }
 
 /// `POST /api/plugins/{name}/unload`.

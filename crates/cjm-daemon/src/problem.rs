@@ -45,7 +45,12 @@ impl ApiError {
     }
 
     pub(crate) fn not_found(error: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, error, ErrorCategory::UserInput, detail)
+        Self::new(
+            StatusCode::NOT_FOUND,
+            error,
+            ErrorCategory::UserInput,
+            detail,
+        )
     }
 
     /// The daemon is stopping: nothing new starts.

@@ -101,7 +101,10 @@ mod tests {
         assert_eq!(query(None, "force"), None);
         assert!(query_flag(Some("force=true"), "force").unwrap());
         assert!(!query_flag(Some("x=1"), "force").unwrap());
-        assert_eq!(query_flag(Some("force=maybe"), "force").unwrap_err().status, 400);
+        assert_eq!(
+            query_flag(Some("force=maybe"), "force").unwrap_err().status,
+            400
+        );
         assert_eq!(job_id("job-7").unwrap(), JobId(7));
         assert_eq!(job_id("7").unwrap(), JobId(7));
         assert!(job_id("seven").is_err());
