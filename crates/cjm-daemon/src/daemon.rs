@@ -234,7 +234,7 @@ async fn load_at_start(manager: &PluginManager, load: &LoadAtStart) -> Result<()
                     .await
                     .map_err(|source| DaemonError::Load {
                         name: name.clone(),
-                        source,
+                        source: Box::new(source),
                     })?;
             }
             Ok(())

@@ -52,16 +52,22 @@ pub enum DaemonError {
     Home(#[from] cjm_metadata::HomeError),
     /// The job queue could not be opened (its journal).
     #[error("cannot open the job queue: {0}")]
-    Jobs(#[from] JobsError),
+    Jobs(Box<JobsError>),
     /// A plugin named with `--load` could not be loaded.
     #[error("cannot load plugin {name}: {source}")]
     Load {
         /// The plugin.
         name: String,
-        /// Why.
-        source: ManagerError,
+        /// Why (boxed: the manager's errors are large, and this one is rare).
+        source: Box<ManagerError>,
     },
     /// The signal handlers could not be installed.
     #[error("cannot watch for SIGTERM and SIGINT: {0}")]
     Signals(std::io::Error),
+}
+
+impl From<JobsError> for DaemonError {
+    fn from(err: JobsError) -> Self {
+        DaemonError::Jobs(Box::new(err))
+    }
 }

@@ -337,6 +337,8 @@ fn journal_state(home: &TestHome, journal_id: &str) -> String {
 
 /// A Python with prometheus_client: $CJM_TEST_PROM_PYTHON, or a venv of the tests'
 /// own under target/; `None` (said on stderr) where pip cannot reach PyPI.
+// The skip is said on stderr, where cargo test shows it.
+#[allow(clippy::print_stderr)]
 fn prometheus_python() -> Option<PathBuf> {
     if let Some(python) = std::env::var_os("CJM_TEST_PROM_PYTHON").filter(|v| !v.is_empty()) {
         return Some(PathBuf::from(python));
