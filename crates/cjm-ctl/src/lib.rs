@@ -17,6 +17,7 @@ mod python_json;
 mod remove;
 mod run;
 mod secrets;
+mod serve;
 mod stats;
 mod table;
 mod task;
@@ -56,6 +57,7 @@ enum Command {
     ExportManifest(export::ExportCommand),
     Task(task::TaskCommand),
     Completions(completions::CompletionsCommand),
+    Serve(serve::ServeCommand),
 }
 
 /// What the command line asks for: a command to run, or words to print and an exit
@@ -153,18 +155,6 @@ pub(crate) fn help_of(path: &[&str]) -> String {
 /// The whole program: parse the command line, run the command, map errors to a
 /// message on stderr and a non-zero exit code.
 pub fn main() -> ExitCode {
-    let stderr_is_terminal = std::io::stderr().is_terminal();
-    // cjm-ctl reports discovery problems itself (in list's table, validate's lines,
-    // one warning in exec); the manager's own log lines would say each twice.
-    let default_filter = "warn,cjm_manager::discovery=error";
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(stderr_is_terminal)
-        .try_init();
     let mut args = std::env::args();
     let program = args
         .next()
@@ -176,7 +166,24 @@ pub fn main() -> ExitCode {
             |name| name.to_string_lossy().into_owned(),
         );
     let args: Vec<String> = args.collect();
-    let command = match parse(&program, &args) {
+    let parsed = parse(&program, &args);
+    // A daemon logs what it does (loads, stops, interrupted jobs); the other
+    // commands report problems themselves, where the manager's own lines would say
+    // each twice.
+    let default_filter = match &parsed {
+        Parsed::Run(Command::Serve(_)) => "info",
+        _ => "warn,cjm_manager::discovery=error",
+    };
+    let stderr_is_terminal = std::io::stderr().is_terminal();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(stderr_is_terminal)
+        .try_init();
+    let command = match parsed {
         Parsed::Run(command) => command,
         Parsed::Print { text, ok: true } => {
             return match out::outln!("{text}") {
@@ -209,6 +216,7 @@ pub fn main() -> ExitCode {
         Command::ExportManifest(command) => export::run(command),
         Command::Task(command) => task::run(command),
         Command::Completions(command) => completions::run(command),
+        Command::Serve(command) => serve::run(command),
     };
     match result {
         Ok(code) => code,

@@ -11,6 +11,7 @@ mod completions;
 mod compositions;
 mod config;
 mod ctl;
+mod daemon;
 mod diagnostics;
 mod early_cancel;
 mod errors;

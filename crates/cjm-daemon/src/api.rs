@@ -1,0 +1,144 @@
+//! The routes, by hand: a dozen of them, matched on the method and the path's
+//! segments. Every failure becomes a JSON error; nothing a request carries can panic
+//! a handler (its values are checked, never unwrapped).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+
+use crate::body::{self, Body};
+use crate::events;
+use crate::jobs_api;
+use crate::metrics;
+use crate::plugins_api;
+use crate::problem::ApiError;
+use crate::state::Shared;
+
+/// Answer one request.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = match route(shared, request).await {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::debug!(
+                "{method} {path}: {} {} ({})",
+                err.status.as_u16(),
+                err.error,
+                err.detail
+            );
+            err.response()
+        }
+    };
+    Ok(response)
+}
+
+async fn route(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let request_query = request.uri().query().map(str::to_owned);
+    let request_query = request_query.as_deref();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let get = method == Method::GET;
+    let post = method == Method::POST;
+    match segments.as_slice() {
+        ["api", "health"] if get => Ok(health(&shared)),
+        ["api", "plugins"] if get => Ok(plugins_api::list(&shared)),
+        ["api", "plugins", name, "load"] if post => {
+            let name = (*name).to_owned();
+            plugins_api::load(shared, name, request).await
+        }
+        ["api", "plugins", name, "unload"] if post => {
+            let name = (*name).to_owned();
+            plugins_api::unload(shared, name).await
+        }
+        ["api", "jobs"] if post => jobs_api::submit(shared, request).await,
+        ["api", "jobs"] if get => Ok(jobs_api::list(&shared)),
+        ["api", "jobs", id] if get => jobs_api::get(&shared, id),
+        ["api", "jobs", id, "wait"] if get => {
+            jobs_api::wait(shared.clone(), id, request_query).await
+        }
+        ["api", "jobs", id, "cancel"] if post => jobs_api::cancel(&shared, id, request_query),
+        ["api", "events"] if get => {
+            let last_event_id = request
+                .headers()
+                .get("last-event-id")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
+            Ok(events::stream(
+                Arc::clone(&shared.events),
+                last_event_id,
+                shared.closing.subscribe(),
+            ))
+        }
+        ["metrics"] if get => match shared.metrics.render(&shared.manager, &shared.jobs) {
+            Ok(text) => Ok(body::with_type(StatusCode::OK, text, metrics::CONTENT_TYPE)),
+            Err(_) => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "failed",
+                cjm_manager::ErrorCategory::Fatal,
+                "the metrics could not be written",
+            )),
+        },
+        known if allowed(known).is_some() => {
+            let allow = allowed(known).unwrap_or("");
+            let mut response = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                cjm_manager::ErrorCategory::UserInput,
+                format!("{method} {path}: this route takes {allow}"),
+            )
+            .response();
+            response
+                .headers_mut()
+                .insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
+            Ok(response)
+        }
+        _ => Err(ApiError::not_found(
+            "no_such_route",
+            format!("{method} {path}: no such route (see the README's \"The daemon\")"),
+        )),
+    }
+}
+
+/// The methods a known route takes; `None` for a path that is no route.
+fn allowed(segments: &[&str]) -> Option<&'static str> {
+    match segments {
+        ["api", "health"] | ["api", "plugins"] | ["api", "events"] | ["metrics"] => Some("GET"),
+        ["api", "jobs"] => Some("GET, POST"),
+        ["api", "jobs", _] | ["api", "jobs", _, "wait"] => Some("GET"),
+        ["api", "plugins", _, "load" | "unload"] | ["api", "jobs", _, "cancel"] => Some("POST"),
+        _ => None,
+    }
+}
+
+/// `GET /api/health`: 200 while serving, 503 while stopping.
+fn health(shared: &Shared) -> Response<Body> {
+    let draining = shared.is_draining();
+    let status = match draining {
+        true => StatusCode::SERVICE_UNAVAILABLE,
+        false => StatusCode::OK,
+    };
+    body::json(
+        status,
+        &json!({
+            "status": if draining { "stopping" } else { "ok" },
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "uptime_s": shared.started.elapsed().as_secs(),
+            "session": shared.jobs.session(),
+            "plugins_loaded": shared.manager.list_plugins().len(),
+            "jobs_queued": shared.jobs.queued(),
+        }),
+    )
+}

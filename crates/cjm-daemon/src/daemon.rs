@@ -1,0 +1,315 @@
+//! The daemon's life: start (lock, listener, manager, jobs, plugins), serve until a
+//! signal, and stop in order (no new work, running jobs given their grace, then
+//! cancelled, workers stopped, journal flushed).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cjm_manager::jobs::{JobState, Jobs, JournalEntry};
+use cjm_manager::PluginManager;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::error::DaemonError;
+use crate::events::{until_closing, EventLog};
+use crate::json::job_event;
+use crate::listen::{Accepted, Bound, Listen};
+use crate::lock::DaemonLock;
+use crate::metrics::Metrics;
+use crate::notify::notify_systemd;
+use crate::options::{DaemonOptions, LoadAtStart};
+use crate::state::Shared;
+
+/// A started daemon: listening, its plugins loaded. [`run_until_signalled`]
+/// serves it.
+///
+/// [`run_until_signalled`]: Daemon::run_until_signalled
+#[derive(Debug)]
+pub struct Daemon {
+    shared: Arc<Shared>,
+    bound: Bound,
+    address: Listen,
+    grace: Duration,
+    terminate: Signal,
+    interrupt: Signal,
+    _lock: DaemonLock,
+}
+
+/// How long open connections get to finish once the jobs are done.
+const CONNECTIONS_GRACE: Duration = Duration::from_secs(5);
+
+impl Daemon {
+    /// Take the home's lock, listen, open the job queue (logging the jobs the last
+    /// host left interrupted), and load the plugins asked for.
+    pub async fn start(options: DaemonOptions) -> Result<Daemon, DaemonError> {
+        let home = options.manager.home.root().to_path_buf();
+        let lock_path = options.lock_path();
+        cjm_interface::private::create_private_parent(&lock_path).map_err(|source| {
+            DaemonError::Io {
+                what: "cannot make the home folder",
+                path: home.clone(),
+                source,
+            }
+        })?;
+        let lock = DaemonLock::acquire(&home, &lock_path)?;
+        // Before anything starts: a signal during the load is an orderly stop too.
+        let terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+        let interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+        let bound = Bound::bind(&options.listen).await?;
+        let address = bound.address();
+        let manager = PluginManager::new(options.manager);
+        manager.discover_manifests();
+        for problem in manager.discovery_problems() {
+            tracing::warn!("skipped manifest {problem}");
+        }
+        // The jobs before the workers: a worker started after them knows where its
+        // job's log records go.
+        let jobs = Jobs::new(manager.clone(), options.jobs).await?;
+        report_interrupted(jobs.interrupted());
+        if let Err(err) = load_at_start(&manager, &options.load).await {
+            manager.shutdown().await;
+            return Err(err);
+        }
+        let (closing, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            events: Arc::new(EventLog::new(jobs.session(), options.event_buffer)),
+            manager,
+            jobs,
+            metrics: Metrics::new(),
+            max_body: options.max_body,
+            started: Instant::now(),
+            draining: AtomicBool::new(false),
+            closing,
+        });
+        tokio::spawn(collect_events(Arc::clone(&shared)));
+        Ok(Daemon {
+            shared,
+            bound,
+            address,
+            grace: options.grace,
+            terminate,
+            interrupt,
+            _lock: lock,
+        })
+    }
+
+    /// Where it listens.
+    pub fn address(&self) -> &Listen {
+        &self.address
+    }
+
+    /// The jobs the last host on this home left queued or running.
+    pub fn interrupted(&self) -> &[JournalEntry] {
+        self.shared.jobs.interrupted()
+    }
+
+    /// The manager it serves.
+    pub fn manager(&self) -> &PluginManager {
+        &self.shared.manager
+    }
+
+    /// Serve until SIGTERM or SIGINT, then stop in order: no new connections or
+    /// jobs, queued jobs cancelled, running ones given the grace period (a second
+    /// signal ends it), then cancelled; the workers stopped, the journal flushed.
+    pub async fn run_until_signalled(self) -> Result<(), DaemonError> {
+        let Daemon {
+            shared,
+            bound,
+            address,
+            grace,
+            mut terminate,
+            mut interrupt,
+            _lock,
+        } = self;
+        let mut connections = JoinSet::new();
+        let stopped_by = loop {
+            tokio::select! {
+                _ = terminate.recv() => break "SIGTERM",
+                _ = interrupt.recv() => break "SIGINT",
+                accepted = bound.accept() => match accepted {
+                    Ok(Accepted::Unix(stream)) => {
+                        connections.spawn(serve_connection(stream, Arc::clone(&shared)));
+                    }
+                    Ok(Accepted::Tcp(stream)) => {
+                        connections.spawn(serve_connection(stream, Arc::clone(&shared)));
+                    }
+                    Err(err) => {
+                        // Out of file descriptors, most likely: wait a moment rather
+                        // than spin.
+                        tracing::warn!("cannot accept a connection on {address}: {err}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        };
+        if let Err(err) = notify_systemd("STOPPING=1") {
+            tracing::warn!("{err}");
+        }
+        // No new connections: the socket goes with the listener.
+        drop(bound);
+        shared.draining.store(true, Ordering::SeqCst);
+        let jobs = &shared.jobs;
+        for status in jobs.list() {
+            if status.state == JobState::Queued {
+                let _ = jobs.cancel(status.id);
+            }
+        }
+        let running = unfinished(jobs);
+        tracing::info!(
+            "{stopped_by}: stopping; {running} running job(s) have {}s to end",
+            grace.as_secs_f64()
+        );
+        let all_ended = async {
+            for status in jobs.list() {
+                let _ = jobs.wait(status.id).await;
+            }
+        };
+        tokio::select! {
+            _ = all_ended => {}
+            _ = tokio::time::sleep(grace) => {
+                tracing::warn!("grace period over: cancelling {} job(s)", unfinished(jobs));
+            }
+            _ = terminate.recv() => tracing::warn!("SIGTERM again: cancelling {} job(s) now", unfinished(jobs)),
+            _ = interrupt.recv() => tracing::warn!("SIGINT again: cancelling {} job(s) now", unfinished(jobs)),
+        }
+        // Cancels what is left (in the queue's phases: asked, then forced), waits for
+        // every job to end and for the journal to hold it.
+        jobs.shutdown().await;
+        shared.manager.shutdown().await;
+        jobs.sync_journal().await;
+        // The event streams end (after the jobs' last events); open connections get a
+        // moment to finish their responses.
+        shared.closing.send_replace(true);
+        let finishing = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(CONNECTIONS_GRACE, finishing)
+            .await
+            .is_err()
+        {
+            // Only connections are left, which hold no job or worker: dropping the
+            // set ends them.
+            tracing::warn!("{} connection(s) still open: closed", connections.len());
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn unfinished(jobs: &Jobs) -> usize {
+    jobs.list()
+        .iter()
+        .filter(|status| !status.state.is_final())
+        .count()
+}
+
+fn report_interrupted(interrupted: &[JournalEntry]) {
+    if interrupted.is_empty() {
+        return;
+    }
+    let ids: Vec<String> = interrupted
+        .iter()
+        .map(|job| format!("{} ({}, host pid {})", job.id, job.plugin, job.host_pid))
+        .collect();
+    tracing::warn!(
+        "the last host left {} job(s) interrupted: {}",
+        interrupted.len(),
+        ids.join(", ")
+    );
+}
+
+async fn load_at_start(manager: &PluginManager, load: &LoadAtStart) -> Result<(), DaemonError> {
+    match load {
+        LoadAtStart::Nothing => Ok(()),
+        LoadAtStart::Named(names) => {
+            for name in names {
+                // The manager logs each load.
+                manager
+                    .load_plugin(name, None)
+                    .await
+                    .map_err(|source| DaemonError::Load {
+                        name: name.clone(),
+                        source: Box::new(source),
+                    })?;
+            }
+            Ok(())
+        }
+        LoadAtStart::All => {
+            for found in manager.discovery().plugins {
+                let name = found.meta.name;
+                match manager.load_plugin(&name, None).await {
+                    Ok(()) => {}
+                    Err(err) => tracing::error!(
+                        "cannot load plugin {name}: {}; serving the others",
+                        cjm_interface::ErrorChain(&err)
+                    ),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Feed the numbered event log and the metrics from the jobs' events, until the jobs
+/// are gone or the daemon closes.
+async fn collect_events(shared: Arc<Shared>) {
+    let mut events = shared.jobs.events();
+    let mut closing = shared.closing.subscribe();
+    loop {
+        let next = tokio::select! {
+            next = events.next() => next,
+            _ = until_closing(&mut closing) => return,
+        };
+        match next {
+            Some(Ok(event)) => {
+                let status = shared.jobs.status(event.job);
+                shared.metrics.observe(&event, status.as_ref());
+                shared.events.push("job", &job_event(&event));
+            }
+            Some(Err(lagged)) => {
+                tracing::warn!("{lagged}");
+                shared.metrics.missed(lagged.missed);
+                shared.events.push(
+                    "lagged",
+                    &serde_json::json!({"missed": lagged.missed, "detail": lagged.to_string()}),
+                );
+            }
+            None => return,
+        }
+    }
+}
+
+/// How long a client may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn serve_connection<I>(io: I, shared: Arc<Shared>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut closing = shared.closing.subscribe();
+    let service = {
+        let shared = Arc::clone(&shared);
+        service_fn(move |request| crate::api::handle(Arc::clone(&shared), request))
+    };
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        served = connection.as_mut() => {
+            if let Err(err) = served {
+                tracing::debug!("connection ended: {err}");
+            }
+        }
+        _ = until_closing(&mut closing) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! `/api/jobs`: submit, list, get, wait (a long poll), cancel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cjm_manager::jobs::JobId;
+use cjm_manager::CallArgs;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::body::{self, Body};
+use crate::json::{job_status, journal_entry};
+use crate::problem::ApiError;
+use crate::request::{job_id, parse_json, query, query_flag, read_body};
+use crate::state::Shared;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    plugin: String,
+    #[serde(default)]
+    args: Vec<Value>,
+    #[serde(default)]
+    kwargs: Map<String, Value>,
+    #[serde(default)]
+    priority: i32,
+}
+
+/// `POST /api/jobs`: `{plugin, args, kwargs, priority}` -> `{id, journal_id}`.
+pub(crate) async fn submit(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let bytes = read_body(request, shared.max_body).await?;
+    let body: SubmitBody = parse_json(&bytes, "the job")?;
+    if body.plugin.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "the job: `plugin` is empty",
+        ));
+    }
+    if shared.is_draining() {
+        return Err(ApiError::stopping());
+    }
+    if !shared.manager.is_loaded(&body.plugin) {
+        let known = shared
+            .manager
+            .discovery()
+            .plugins
+            .iter()
+            .any(|found| found.meta.name == body.plugin);
+        return Err(if known {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "plugin_not_loaded",
+                cjm_manager::ErrorCategory::UserInput,
+                format!(
+                    "plugin {} is not loaded: POST /api/plugins/{}/load first",
+                    body.plugin, body.plugin
+                ),
+            )
+        } else {
+            ApiError::not_found(
+                "unknown_plugin",
+                format!("no plugin {} is installed here", body.plugin),
+            )
+        });
+    }
+    let call = CallArgs::from_json(body.args, body.kwargs);
+    let id = shared.jobs.submit(&body.plugin, call, body.priority)?;
+    Ok(body::json(
+        StatusCode::ACCEPTED,
+        &json!({"id": id.0, "journal_id": shared.jobs.journal_id(id)}),
+    ))
+}
+
+fn status_of(shared: &Shared, id: JobId) -> Result<Value, ApiError> {
+    let status = shared.jobs.status(id).ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_job",
+            format!("no {id} here (or it ended long ago)"),
+        )
+    })?;
+    Ok(job_status(&status, shared.jobs.journal_id(id)))
+}
+
+/// `GET /api/jobs`: the jobs known here, oldest first, and those the last host left
+/// interrupted.
+pub(crate) fn list(shared: &Shared) -> Response<Body> {
+    let jobs: Vec<Value> = shared
+        .jobs
+        .list()
+        .iter()
+        .map(|status| job_status(status, shared.jobs.journal_id(status.id)))
+        .collect();
+    let interrupted: Vec<Value> = shared
+        .jobs
+        .interrupted()
+        .iter()
+        .map(journal_entry)
+        .collect();
+    body::json(
+        StatusCode::OK,
+        &json!({"jobs": jobs, "interrupted": interrupted}),
+    )
+}
+
+/// `GET /api/jobs/{id}`.
+pub(crate) fn get(shared: &Shared, id: &str) -> Result<Response<Body>, ApiError> {
+    let id = job_id(id)?;
+    Ok(body::json(StatusCode::OK, &status_of(shared, id)?))
+}
+
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+const MAX_WAIT: Duration = Duration::from_secs(600);
+
+/// `GET /api/jobs/{id}/wait?timeout_ms=`: answers when the job ends (with its result)
+/// or when the time is up (`"ended": false`), whichever comes first.
+pub(crate) async fn wait(
+    shared: Arc<Shared>,
+    id: &str,
+    request_query: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let id = job_id(id)?;
+    let timeout = match query(request_query, "timeout_ms") {
+        None => DEFAULT_WAIT,
+        Some(text) => text
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("?timeout_ms={text}: expected a number of milliseconds"),
+                )
+            })?
+            .min(MAX_WAIT),
+    };
+    // Known first, so that an unknown job is a 404 at once, not after the timeout.
+    status_of(&shared, id)?;
+    // Dropping the wait (timeout, or the client gone) only drops a subscription.
+    match tokio::time::timeout(timeout, shared.jobs.wait(id)).await {
+        Ok(Ok(outcome)) => Ok(body::json(
+            StatusCode::OK,
+            &json!({
+                "ended": true,
+                "job": job_status(&outcome.status, shared.jobs.journal_id(id)),
+                "result": outcome.result,
+            }),
+        )),
+        Ok(Err(err)) => Err(err.into()),
+        Err(_) => Ok(body::json(
+            StatusCode::OK,
+            &json!({"ended": false, "job": status_of(&shared, id)?}),
+        )),
+    }
+}
+
+/// `POST /api/jobs/{id}/cancel[?force=true]`: cooperative, or the worker killed at
+/// once. `cancelled`: whether the job had not ended yet.
+pub(crate) fn cancel(
+    shared: &Shared,
+    id: &str,
+    request_query: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let id = job_id(id)?;
+    let force = query_flag(request_query, "force")?;
+    let cancelled = match force {
+        true => shared.jobs.cancel_now(id)?,
+        false => shared.jobs.cancel(id)?,
+    };
+    Ok(body::json(
+        StatusCode::OK,
+        &json!({"id": id.0, "cancelled": cancelled, "forced": force}),
+    ))
+}

@@ -1,0 +1,32 @@
+//! What every request handler shares.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use cjm_manager::jobs::Jobs;
+use cjm_manager::PluginManager;
+use tokio::sync::watch;
+
+use crate::events::EventLog;
+use crate::metrics::Metrics;
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) manager: PluginManager,
+    pub(crate) jobs: Jobs,
+    pub(crate) events: Arc<EventLog>,
+    pub(crate) metrics: Metrics,
+    pub(crate) max_body: usize,
+    pub(crate) started: Instant,
+    /// Set at SIGTERM: no new jobs, loads or unloads; what runs may end.
+    pub(crate) draining: AtomicBool,
+    /// Turns true when the jobs and workers are done: event streams end.
+    pub(crate) closing: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
