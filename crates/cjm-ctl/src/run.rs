@@ -249,7 +249,7 @@ fn print_results(
     }
     for node in &status.nodes {
         let detail = match (&node.result, &node.failure, &node.reason) {
-            (Some(result), _, _) => result.to_string(),
+            (Some(result), _, _) => one_line(&result.to_string()),
             (_, Some(failure), _) => format!("{} ({})", failure.message, failure.category.as_str()),
             (_, _, Some(reason)) => reason.clone(),
             _ => String::new(),
@@ -259,9 +259,42 @@ fn print_results(
     Ok(())
 }
 
+/// How much of a node's result a line shows; `--json` prints all of it.
+const RESULT_SHOWN: usize = 200;
+
+/// `text` cut to [`RESULT_SHOWN`] characters, saying how much was left out: a node's
+/// result may be a whole document, and a summary line is no place for it.
+fn one_line(text: &str) -> String {
+    match text.char_indices().nth(RESULT_SHOWN) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!(
+            "{}... ({} bytes in all; --json prints them)",
+            &text[..cut],
+            text.len()
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_result_is_cut_on_its_summary_line_saying_so() {
+        assert_eq!(one_line("{\"words\":9}"), "{\"words\":9}");
+        let long = format!("\"{}\"", "é".repeat(300));
+        let shown = one_line(&long);
+        let prefix: String = long.chars().take(RESULT_SHOWN).collect();
+        assert!(shown.starts_with(&prefix), "{shown}");
+        assert!(shown.ends_with(&format!(
+            "... ({} bytes in all; --json prints them)",
+            long.len()
+        )));
+        assert_eq!(
+            shown.chars().count(),
+            RESULT_SHOWN + "... (602 bytes in all; --json prints them)".chars().count()
+        );
+    }
 
     #[test]
     fn the_example_pipeline_is_a_composition() {
