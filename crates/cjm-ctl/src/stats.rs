@@ -22,18 +22,28 @@ pub struct StatsCommand {
     /// calls, failures, peak memory, GPU memory and duration (mean, max, last)
     #[argh(switch)]
     profiles: bool,
+    /// the figures of a monitor plugin instead of this machine's own reading: it is
+    /// loaded, asked (its /get_system_status, else execute("get_system_status")) as
+    /// the scheduler would ask it, and stopped
+    #[argh(option)]
+    monitor: Option<String>,
 }
 
 pub fn run(command: StatsCommand) -> Result<ExitCode> {
     if command.profiles {
         return profiles(command.json);
     }
-    let monitor = LocalMonitor::new()?;
-    // CPU load is measured between two readings; a short wait gives the second
-    // one something to measure.
-    let _ = monitor.snapshot();
-    std::thread::sleep(Duration::from_millis(250));
-    let stats = serde_json::to_value(monitor.snapshot())?;
+    let stats = match &command.monitor {
+        Some(plugin) => serde_json::to_value(from_monitor_plugin(plugin)?)?,
+        None => {
+            let monitor = LocalMonitor::new()?;
+            // CPU load is measured between two readings; a short wait gives the
+            // second one something to measure.
+            let _ = monitor.snapshot();
+            std::thread::sleep(Duration::from_millis(250));
+            serde_json::to_value(monitor.snapshot())?
+        }
+    };
     if command.json {
         outln!("{}", serde_json::to_string_pretty(&stats)?)?;
         return Ok(ExitCode::SUCCESS);
@@ -54,6 +64,25 @@ pub fn run(command: StatsCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What monitor plugin `plugin` reports, read as the scheduler reads it.
+fn from_monitor_plugin(plugin: &str) -> Result<cjm_scheduling::SystemStats> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let manager = PluginManager::new(ManagerOptions::from_env()?);
+        manager.discover_manifests();
+        let read = async {
+            manager.load_plugin(plugin, None).await?;
+            manager.register_system_monitor(plugin)?;
+            anyhow::Ok(manager.system_stats().await?)
+        }
+        .await;
+        manager.shutdown().await;
+        read
+    })
 }
 
 fn profiles(json: bool) -> Result<ExitCode> {

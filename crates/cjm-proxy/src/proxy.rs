@@ -517,6 +517,15 @@ impl RemotePluginProxy {
         self.request_json(Outgoing::get(wire::PATH_STATS)).await
     }
 
+    /// `POST /get_system_status`: a monitor plugin's figures of the machine, from its
+    /// own route (0.0.46's, served by our workers' monitor hooks too). A worker whose
+    /// plugin is no monitor answers 404, one whose monitor left it unimplemented
+    /// 501; a 0.0.20 worker has no such route (404).
+    pub async fn get_system_status(&self) -> Result<Value, ProxyError> {
+        self.request_json(Outgoing::post(wire::PATH_GET_SYSTEM_STATUS, Bytes::new()))
+            .await
+    }
+
     /// Stop the worker in order: the plugin's `/cleanup`, then SIGTERM to its process
     /// group, then SIGKILL if it has not exited in time. Safe to call more than once.
     /// A worker the host does not own is only let go: its plugin is not cleaned up

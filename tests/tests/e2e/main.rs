@@ -26,6 +26,7 @@ mod lifecycle;
 mod new;
 mod protocol;
 mod pypi_graph;
+mod pypi_monitor;
 mod python046;
 mod python_env;
 mod python_interop;

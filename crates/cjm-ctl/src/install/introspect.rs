@@ -3,7 +3,10 @@
 //! instance when the metadata has none; then the launch fields of our environment.
 //! In an environment of the successor (cjm-substrate, without the original), as its
 //! installer makes it: the one capability class of `<module>.capability`, named
-//! after its distribution, with its declared worker environment.
+//! after its distribution, with its declared worker environment. A 0.0.46 plugin
+//! without a meta module (its "new-style" `ToolCapability`, such as
+//! cjm-system-monitor-nvidia) is read the same way from `<module>.plugin`, as 0.0.46's
+//! installer reads it.
 
 use std::fs::File;
 use std::io::Write;
@@ -45,19 +48,18 @@ def schema_of(meta):
     except Exception as e:
         print("config schema not captured: %r" % (e,), file=sys.stderr)
 
-def successor_meta():
-    # The successor's installer: no meta module; the one concrete ToolCapability of
-    # <module>.capability, named after its distribution.
+def capability_meta(base, submodule):
+    # A capability without a meta module, as the successor's installer (and 0.0.46's
+    # for its re-based "new-style" plugins) reads it: the one concrete subclass of
+    # `base` in <module>.<submodule>, named after its distribution.
     import dataclasses, inspect
-    from cjm_substrate.core.capability import ToolCapability
-    mod = importlib.import_module(module_name + ".capability")
+    mod = importlib.import_module(module_name + "." + submodule)
     found = [c for _, c in inspect.getmembers(mod, inspect.isclass)
-             if issubclass(c, ToolCapability) and c is not ToolCapability
+             if issubclass(c, base) and c is not base
              and not inspect.isabstract(c) and c.__module__ == mod.__name__]
     if len(found) != 1:
-        sys.exit("%s.capability has %d concrete ToolCapability classes (%s); the "
-                 "successor's installer needs exactly one"
-                 % (module_name, len(found), [c.__name__ for c in found]))
+        sys.exit("%s has %d concrete ToolCapability classes (%s); the installer "
+                 "needs exactly one" % (mod.__name__, len(found), [c.__name__ for c in found]))
     cap = found[0]
     dists = md.packages_distributions().get(module_name)
     dist = dists[0] if dists else module_name.replace("_", "-")
@@ -69,6 +71,25 @@ def successor_meta():
     if env:
         meta["worker_env"] = [dataclasses.asdict(s) if dataclasses.is_dataclass(s)
                               else dict(s) for s in env]
+    return meta
+
+def successor_meta():
+    from cjm_substrate.core.capability import ToolCapability
+    return capability_meta(ToolCapability, "capability")
+
+def original_meta():
+    try:
+        meta_module = importlib.import_module(module_name + ".meta")
+    except ImportError:
+        meta_module = None
+    if meta_module is None or not hasattr(meta_module, "get_plugin_metadata"):
+        # 0.0.46's new-style plugin: a ToolCapability in <module>.plugin.
+        from cjm_plugin_system.core.capability import ToolCapability
+        return capability_meta(ToolCapability, "plugin")
+    meta = meta_module.get_plugin_metadata()
+    if not isinstance(meta, dict):
+        sys.exit("%s.meta.get_plugin_metadata() returned %s, not a dict"
+                 % (module_name, type(meta).__name__))
     return meta
 
 original, successor = version("cjm_plugin_system"), version("cjm_substrate")
@@ -83,10 +104,7 @@ else:
         sys.exit("the environment cannot import cjm_plugin_system.core.worker, the "
                  "original's worker, nor has it cjm_substrate, its successor (add one of "
                  "them to interface_libs): %r" % (e,))
-    meta = importlib.import_module(module_name + ".meta").get_plugin_metadata()
-    if not isinstance(meta, dict):
-        sys.exit("%s.meta.get_plugin_metadata() returned %s, not a dict"
-                 % (module_name, type(meta).__name__))
+    meta = original_meta()
     meta.setdefault("module", module_name + ".plugin")
     schema_of(meta)
     if original is not None:

@@ -8,7 +8,7 @@ use cjm_scheduling::{BoxFuture, StatsError, StatsSource, SystemStats};
 use serde_json::Value;
 
 use super::PluginManager;
-use crate::ManagerError;
+use crate::{ManagerError, ProxyError};
 
 /// What a system monitor plugin is asked, as the original asks it.
 const GET_SYSTEM_STATUS: &str = "get_system_status";
@@ -129,20 +129,66 @@ impl PluginManager {
             ManagerError::NotLoaded { .. } => failed(String::from("it is not loaded")),
             err => failed(err.to_string()),
         })?;
-        let answer = worker
-            // Positionally, exactly as the original's manager asks its monitor plugins.
-            .execute(CallArgs::new().arg(GET_SYSTEM_STATUS))
-            .await
-            .map_err(|err| failed(err.to_string()))?;
+        // Its own route first, as 0.0.46's host asks (a monitor that is a
+        // `ToolCapability` has no `execute` at all); a worker without it, or whose
+        // plugin leaves it unimplemented, is asked as 0.0.20's host asks: positionally.
+        let answer = match worker.get_system_status().await {
+            Err(ProxyError::Http {
+                status: 404 | 405 | 501,
+                ..
+            }) => worker
+                .execute(CallArgs::new().arg(GET_SYSTEM_STATUS))
+                .await
+                .map_err(|err| failed(err.to_string()))?,
+            answered => answered.map_err(|err| failed(err.to_string()))?,
+        };
+        let answer = without_absent_gpu(answer);
         if !answer.is_object() {
             return Err(failed(format!(
                 "{GET_SYSTEM_STATUS} answered {}, not an object",
                 kind_of(&answer)
             )));
         }
+        // A plugin that is no monitor may still answer `execute` with an object: one
+        // without a single figure the scheduler reads is no reading of the machine.
+        const FIGURES: [&str; 4] = [
+            "memory_available_mb",
+            "memory_total_mb",
+            "cpu_percent",
+            "gpu_free_memory_mb",
+        ];
+        if !FIGURES.iter().any(|key| answer.get(key).is_some()) {
+            return Err(failed(format!(
+                "{GET_SYSTEM_STATUS} answered no figure of the machine (none of {}): is it a \
+                 system monitor?",
+                FIGURES.join(", ")
+            )));
+        }
         serde_json::from_value(answer)
             .map_err(|err| failed(format!("{GET_SYSTEM_STATUS} answer unreadable: {err}")))
     }
+}
+
+/// A monitor's answer with its GPU figures taken out when it says there is no GPU
+/// (the original's `SystemStats` reports `gpu_type: "None"` with zeros): zero free
+/// GPU memory would read as a GPU that is full, not as none at all.
+fn without_absent_gpu(mut answer: Value) -> Value {
+    let no_gpu = answer.get("gpu_type").and_then(Value::as_str) == Some("None")
+        && answer
+            .get("gpu_total_memory_mb")
+            .and_then(Value::as_f64)
+            .is_none_or(|total| total <= 0.0);
+    if let (true, Some(fields)) = (no_gpu, answer.as_object_mut()) {
+        for key in [
+            "gpu_free_memory_mb",
+            "gpu_total_memory_mb",
+            "gpu_used_memory_mb",
+            "gpu_load_percent",
+        ] {
+            fields.remove(key);
+        }
+    }
+    answer
 }
 
 fn kind_of(value: &Value) -> &'static str {
