@@ -267,6 +267,33 @@ fn drain_on_abort(read: libc::c_int, log: libc::c_int) -> io::Result<()> {
 extern "C" fn on_abort(signal: libc::c_int) {
     let read = ABORT_FDS[0].load(Ordering::SeqCst);
     let log = ABORT_FDS[1].load(Ordering::SeqCst);
+    // The pump runs on in its own thread while this one handles the signal, and may
+    // have taken the last words out of the pipe without having written them yet.
+    // Done only when the pipe is empty and the pump idle at once: drain, then wait
+    // for a busy pump (bounded: atomics and nanosleep only), and look again.
+    let pause = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 1_000_000,
+    };
+    let mut waited = 0;
+    loop {
+        drain_raw(read, log);
+        let busy = OUTPUT_PIPE
+            .get()
+            .is_some_and(|output| output.busy.load(Ordering::SeqCst));
+        if !busy || waited >= 200 {
+            break;
+        }
+        waited += 1;
+        // SAFETY: nanosleep is async-signal-safe; `pause` is a valid timespec.
+        unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
+    }
+    // SAFETY: raising a signal is async-signal-safe.
+    unsafe { libc::raise(signal) };
+}
+
+/// Copy what the pipe `read` holds now to `log`, raw, without blocking.
+fn drain_raw(read: libc::c_int, log: libc::c_int) {
     let mut buffer = [0u8; 4096];
     loop {
         let mut poll = libc::pollfd {
@@ -276,15 +303,15 @@ extern "C" fn on_abort(signal: libc::c_int) {
         };
         // SAFETY: one valid pollfd; a zero timeout never blocks.
         if unsafe { libc::poll(&mut poll, 1, 0) } <= 0 {
-            break;
+            return;
         }
         // SAFETY: `buffer` is writable for its length.
         let count = unsafe { libc::read(read, buffer.as_mut_ptr().cast(), buffer.len()) };
         let Ok(count) = usize::try_from(count) else {
-            break;
+            return;
         };
         if count == 0 {
-            break;
+            return;
         }
         let mut written = 0;
         while written < count {
@@ -294,12 +321,10 @@ extern "C" fn on_abort(signal: libc::c_int) {
             };
             match usize::try_from(wrote) {
                 Ok(wrote) if wrote > 0 => written += wrote,
-                _ => break,
+                _ => return,
             }
         }
     }
-    // SAFETY: raising a signal is async-signal-safe.
-    unsafe { libc::raise(signal) };
 }
 
 /// A call running plugin code, for attributing output; dropped when that code
