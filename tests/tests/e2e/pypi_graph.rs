@@ -29,23 +29,7 @@ const ADAPTER_SPEC: &str = "cjm_graph_storage_adapter_interface.generic:GenericG
 /// so a `conda` that runs the graph venv's Python goes first on PATH). Returns the
 /// original's own verdict of whether the adapter fits the tool.
 fn generate_manifests(home: &TestHome) -> Value {
-    let bin = home.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let shim =
-        std::fs::read_to_string(python_env::fixture_dir_046().join("conda_shim.py")).unwrap();
-    let conda = bin.join("conda");
-    std::fs::write(
-        &conda,
-        format!("#!{}\n{shim}", python_env::python_graph().display()),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&conda, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = python_env::path_with_conda_shim(home, python_env::python_graph());
     let script =
         python_env::workspace_root().join("tests/fixtures/pypi_graph/generate_graph_manifests.py");
     let out = Command::new(python_env::python_graph())

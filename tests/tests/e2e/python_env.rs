@@ -86,6 +86,23 @@ pub const SUBSTRATE: Original = Original {
     interpreters: &["python3.13", "python3.12"],
 };
 
+/// A `PATH` whose first folder (under `home`) holds a `conda` that runs `python`:
+/// the originals' adapter introspection runs `conda run -n ENV python ..`.
+pub fn path_with_conda_shim(home: &crate::common::TestHome, python: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = home.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let shim = std::fs::read_to_string(fixture_dir_046().join("conda_shim.py")).unwrap();
+    let conda = bin.join("conda");
+    std::fs::write(&conda, format!("#!{}\n{shim}", python.display())).unwrap();
+    std::fs::set_permissions(&conda, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -26,23 +26,7 @@ const TASK: &str = "echo-store";
 /// successor's own code; its adapter introspection runs `conda run -n ENV python ..`,
 /// so a `conda` that runs the venv's Python goes first on PATH.
 fn generate_manifests(home: &TestHome, dir: &Path) {
-    let bin = home.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let shim =
-        std::fs::read_to_string(python_env::fixture_dir_046().join("conda_shim.py")).unwrap();
-    let conda = bin.join("conda");
-    std::fs::write(
-        &conda,
-        format!("#!{}\n{shim}", python_env::python_substrate().display()),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&conda, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = python_env::path_with_conda_shim(home, python_env::python_substrate());
     let out = Command::new(python_env::python_substrate())
         .arg(python_env::fixture_dir_substrate().join("generate_manifests.py"))
         .arg(dir)
