@@ -41,6 +41,15 @@ pub fn run(command: RemoveCommand) -> Result<ExitCode> {
             .with_context(|| format!("cannot remove {}", env.display()))?;
         removed.push(env);
     }
+    // The adapters its install registered go with it: left behind, they would be
+    // bound to other plugins whose environments lack their modules.
+    for (adapter, _) in
+        crate::install::adapter_manifest::registered_for(home.plugins_dir().as_path(), &env_name)
+    {
+        std::fs::remove_file(&adapter)
+            .with_context(|| format!("cannot remove {}", adapter.display()))?;
+        removed.push(adapter);
+    }
     if manifest_path.exists() {
         std::fs::remove_file(&manifest_path)
             .with_context(|| format!("cannot remove {}", manifest_path.display()))?;

@@ -25,6 +25,8 @@ mod jobs;
 mod lifecycle;
 mod new;
 mod protocol;
+mod pypi;
+mod pypi_capability;
 mod pypi_graph;
 mod pypi_monitor;
 mod python046;

@@ -66,6 +66,26 @@ pub struct PythonSpec {
     pub python_version: Option<String>,
     pub package: Option<String>,
     pub interface_libs: Vec<String>,
+    /// The successor's `adapters:`: task adapters installed into the same
+    /// environment, each registered with an adapter manifest beside the plugin's.
+    pub adapters: Vec<AdapterSpec>,
+}
+
+/// One entry of `adapters:` (the successor's install-all): `lib`, a pip requirement
+/// installed with the interface libraries (none when another package brings the
+/// module), and `impl`, the adapter's `module:Class` to register.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdapterSpec {
+    pub lib: Option<String>,
+    pub module: String,
+    pub class_name: String,
+}
+
+impl AdapterSpec {
+    /// As the worker's `--adapters` takes it, and as plugins.yaml writes it.
+    pub fn spec(&self) -> String {
+        format!("{}:{}", self.module, self.class_name)
+    }
 }
 
 /// Why a plugins file cannot be used: every problem found, not just the first.
@@ -123,10 +143,20 @@ struct RawEntry {
     python_version: Option<String>,
     package: Option<String>,
     interface_libs: Option<Vec<String>>,
+    // The successor's per-capability task adapters.
+    adapters: Option<Vec<RawAdapter>>,
     // Native extension.
     cargo: Option<RawCargo>,
     bin: Option<String>,
     executable: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdapter {
+    lib: Option<String>,
+    #[serde(rename = "impl")]
+    implementation: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,11 +201,29 @@ impl PluginsFile {
     pub fn parse(text: &str, base: &Path) -> Result<Vec<PluginEntry>, Vec<EntryProblem>> {
         let document: Value = serde_norway::from_str(text)
             .map_err(|err| vec![file_problem(format!("not valid YAML: {err}"))])?;
-        let plugins = match document.get("plugins") {
-            Some(Value::Sequence(plugins)) => plugins,
-            Some(Value::Null) => return Ok(Vec::new()),
-            Some(_) => return Err(vec![file_problem("\"plugins\" must be a list of entries")]),
-            None => return Err(vec![file_problem("no \"plugins\" list")]),
+        // The successor's capabilities.yaml names the same list `capabilities`.
+        let (key, list) = match (document.get("plugins"), document.get("capabilities")) {
+            (Some(_), Some(_)) => {
+                return Err(vec![file_problem(
+                    "both \"plugins\" and \"capabilities\" lists: keep one",
+                )])
+            }
+            (Some(list), None) => ("plugins", list),
+            (None, Some(list)) => ("capabilities", list),
+            (None, None) => {
+                return Err(vec![file_problem(
+                    "no \"plugins\" list (nor the successor's \"capabilities\")",
+                )])
+            }
+        };
+        let plugins = match list {
+            Value::Sequence(plugins) => plugins,
+            Value::Null => return Ok(Vec::new()),
+            _ => {
+                return Err(vec![file_problem(format!(
+                    "\"{key}\" must be a list of entries"
+                ))])
+            }
         };
         let mut problems = Vec::new();
         let mut entries = Vec::new();
@@ -265,7 +313,7 @@ fn resolve_local_package(package: &str, base: &Path) -> String {
 }
 
 fn validate_entry(
-    raw: RawEntry,
+    mut raw: RawEntry,
     base: &Path,
     report: &mut impl FnMut(String),
 ) -> Option<PluginEntry> {
@@ -331,8 +379,16 @@ fn validate_entry(
                 .package
                 .map(|package| resolve_local_package(&package, base)),
             interface_libs: raw.interface_libs.unwrap_or_default(),
+            adapters: adapter_specs(raw.adapters.take().unwrap_or_default(), &mut problems),
         }))
     };
+    if raw.adapters.is_some() && forms == 1 {
+        problems.push(
+            "\"adapters\" only apply to a Python entry (they are installed into its \
+             environment)"
+                .into(),
+        );
+    }
     if raw.bin.is_some() && !matches!(source, Some(Source::Cargo { .. })) && forms == 1 {
         problems.push("\"bin\" only applies to a \"cargo\" source".into());
     }
@@ -348,6 +404,51 @@ fn validate_entry(
         }),
         _ => None,
     }
+}
+
+/// Each adapter names its class as `module.path:Class`, both parts Python
+/// identifiers: they reach the environment's Python as argv and as the worker's
+/// `--adapters`, so anything else is a mistake said now, not an import error later.
+fn adapter_specs(raw: Vec<RawAdapter>, problems: &mut Vec<String>) -> Vec<AdapterSpec> {
+    let mut specs = Vec::new();
+    for (index, adapter) in raw.into_iter().enumerate() {
+        let at = format!("adapters[{index}]");
+        let Some(implementation) = adapter.implementation else {
+            problems.push(format!(
+                "{at}: no \"impl\" (the adapter's 'module:ClassName')"
+            ));
+            continue;
+        };
+        let parsed = implementation.rsplit_once(':').filter(|(module, class)| {
+            module.split('.').all(is_python_identifier) && is_python_identifier(class)
+        });
+        let Some((module, class_name)) = parsed else {
+            problems.push(format!(
+                "{at}: impl {implementation:?} is not 'module.path:ClassName'"
+            ));
+            continue;
+        };
+        if let Some(lib) = &adapter.lib {
+            if let Some(reason) = unsafe_value(lib) {
+                problems.push(format!("{at}: lib {lib:?} {reason}"));
+                continue;
+            }
+        }
+        specs.push(AdapterSpec {
+            lib: adapter.lib,
+            module: module.to_owned(),
+            class_name: class_name.to_owned(),
+        });
+    }
+    specs
+}
+
+fn is_python_identifier(word: &str) -> bool {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .is_some_and(|first| first == '_' || first.is_alphabetic())
+        && chars.all(|c| c == '_' || c.is_alphanumeric())
 }
 
 fn cargo_source(raw: RawCargo, base: &Path, problems: &mut Vec<String>) -> Option<CargoSource> {
@@ -545,8 +646,45 @@ plugins:
                 python_version: Some("3.11".into()),
                 package: Some("git+https://example.invalid/whisper.git".into()),
                 interface_libs: vec!["cjm-transcription-plugin-system".into()],
+                adapters: Vec::new(),
             })
         );
+    }
+
+    #[test]
+    fn the_successors_capabilities_file_and_its_adapters_parse() {
+        let dir = base();
+        let yaml = r#"
+capabilities:
+  - name: cjm-capability-pysbd
+    python_version: "3.12"
+    package: cjm-capability-pysbd==0.0.1
+    interface_libs: [cjm-substrate==0.0.74]
+    adapters:
+      - lib: cjm-sentence-segmentation-adapter-interface==0.0.2
+        impl: cjm_sentence_segmentation_adapter_interface.generic:GenericSentenceSegmentationAdapter
+      - impl: _private.mod:Adapter2
+"#;
+        let entries = PluginsFile::parse(yaml, dir.path()).unwrap();
+        let Source::Python(spec) = &entries[0].source else {
+            panic!("{entries:?}")
+        };
+        assert_eq!(
+            spec.adapters,
+            [
+                AdapterSpec {
+                    lib: Some("cjm-sentence-segmentation-adapter-interface==0.0.2".into()),
+                    module: "cjm_sentence_segmentation_adapter_interface.generic".into(),
+                    class_name: "GenericSentenceSegmentationAdapter".into(),
+                },
+                AdapterSpec {
+                    lib: None,
+                    module: "_private.mod".into(),
+                    class_name: "Adapter2".into(),
+                }
+            ]
+        );
+        assert_eq!(spec.adapters[1].spec(), "_private.mod:Adapter2");
     }
 
     #[test]
@@ -605,6 +743,28 @@ plugins:
             ("- {name: a, executable: tool, bin: b}", "\"bin\" only applies"),
             ("- {name: a, executable: missing}", "is not a file"),
             ("- {name: a, python_version: '3.11'}", "needs \"package\""),
+            (
+                "- {name: a, package: p, adapters: [{lib: l}]}",
+                "plugin a: adapters[0]: no \"impl\"",
+            ),
+            (
+                "- {name: a, package: p, adapters: [{impl: 'm.n:C', lib: l}, {impl: 'm;x:C'}]}",
+                "plugin a: adapters[1]: impl \"m;x:C\" is not 'module.path:ClassName'",
+            ),
+            ("- {name: a, package: p, adapters: [{impl: 'mod'}]}", "is not 'module.path"),
+            ("- {name: a, package: p, adapters: [{impl: 'm:'}]}", "is not 'module.path"),
+            (
+                "- {name: a, package: p, adapters: [{impl: 'm:C', lib: '--index-url=x'}]}",
+                "adapters[0]: lib \"--index-url=x\" must not start with '-'",
+            ),
+            (
+                "- {name: a, package: p, adapters: [{impl: 'm:C', libb: x}]}",
+                "unknown field `libb`",
+            ),
+            (
+                "- {name: a, executable: tool, adapters: [{impl: 'm:C'}]}",
+                "\"adapters\" only apply to a Python entry",
+            ),
             ("- {name: a, package: 3}", "plugin a: package: invalid type"),
             ("- just a string", "plugin #1: must be a mapping of keys"),
             (
@@ -647,7 +807,18 @@ plugins:
     #[test]
     fn broken_files_say_what_is_wrong() {
         assert!(problems("plugins: [")[0].contains("not valid YAML"));
-        assert_eq!(problems("other: 1"), ["no \"plugins\" list"]);
+        assert_eq!(
+            problems("other: 1"),
+            ["no \"plugins\" list (nor the successor's \"capabilities\")"]
+        );
+        assert_eq!(
+            problems("plugins: []\ncapabilities: []"),
+            ["both \"plugins\" and \"capabilities\" lists: keep one"]
+        );
+        assert_eq!(
+            problems("capabilities: 3"),
+            ["\"capabilities\" must be a list of entries"]
+        );
         assert_eq!(
             problems("plugins: 3"),
             ["\"plugins\" must be a list of entries"]

@@ -6,7 +6,8 @@
 //! after its distribution, with its declared worker environment. A 0.0.46 plugin
 //! without a meta module (its "new-style" `ToolCapability`, such as
 //! cjm-system-monitor-nvidia) is read the same way from `<module>.plugin`, as 0.0.46's
-//! installer reads it.
+//! installer reads it. Either way its structural surface is recorded, for matching
+//! task adapters.
 
 use std::fs::File;
 use std::io::Write;
@@ -92,10 +93,27 @@ def original_meta():
                  % (module_name, type(meta).__name__))
     return meta
 
+def record_surface(meta):
+    # The class's structural surface (public methods with their parameters,
+    # properties, attributes), read off the class as both installers do: the host
+    # matches task adapters against it without importing anything.
+    for home in ("cjm_substrate.core.capability", "cjm_plugin_system.core.capability"):
+        try:
+            derive = importlib.import_module(home).derive_structural_surface
+        except Exception:
+            continue
+        try:
+            cls = getattr(importlib.import_module(meta["module"]), meta.get("class", ""))
+            meta["structural_surface"] = derive(cls)
+        except Exception as e:
+            print("structural surface not recorded: %r" % (e,), file=sys.stderr)
+        return
+
 original, successor = version("cjm_plugin_system"), version("cjm_substrate")
 if original is None and successor is not None:
     meta = successor_meta()
     schema_of(meta)
+    record_surface(meta)
     meta["cjm_substrate_version"] = successor
 else:
     try:
@@ -107,6 +125,8 @@ else:
     meta = original_meta()
     meta.setdefault("module", module_name + ".plugin")
     schema_of(meta)
+    if "structural_surface" not in meta:
+        record_surface(meta)
     if original is not None:
         meta["cjm_plugin_system_version"] = original
     else:

@@ -1,6 +1,7 @@
 //! `cjm-ctl install-all`: install every plugin of a plugins.yaml into its own
 //! environment under `$CJM_HOME/envs/` and write its manifest.
 
+pub(crate) mod adapter_manifest;
 mod cargo;
 pub mod config;
 #[cfg(test)]

@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 
 use cjm_metadata::{Launch, Manifest};
 
+use super::adapter_manifest::{self, AdapterFile};
 use super::cargo::run_logged;
 use super::config::{PluginEntry, PythonSpec};
 use super::native::remove_if_present;
@@ -47,6 +48,7 @@ pub fn install(
     if !installer.force
         && Stamp::read(&env).is_some_and(|stamp| stamp.records(&fingerprint))
         && manifest_launches(&manifest_path, &python)
+        && adapters_registered(&manifest_path, &entry.env_name, spec)
     {
         return Ok(Installed::Unchanged(manifest_path));
     }
@@ -65,20 +67,24 @@ pub fn install(
             )
         })?;
     }
-    let built = build(entry, spec, package, &env, progress, &mut log).and_then(|manifest| {
-        Stamp::new(Some(&fingerprint), STAMP_BIN)
-            .write(&env)
-            .map_err(|err| {
-                StepError::new("installing", format!("cannot write the stamp: {err}"))
-            })?;
-        progress.step("writing manifest");
-        manifest_writer::write_atomically(&manifest_path, manifest.as_bytes()).map_err(|err| {
-            StepError::new(
-                "writing manifest",
-                format!("{}: {err}", manifest_path.display()),
-            )
-        })
-    });
+    let built =
+        build(entry, spec, package, &env, progress, &mut log).and_then(|(manifest, adapters)| {
+            Stamp::new(Some(&fingerprint), STAMP_BIN)
+                .write(&env)
+                .map_err(|err| {
+                    StepError::new("installing", format!("cannot write the stamp: {err}"))
+                })?;
+            progress.step("writing manifest");
+            manifest_writer::write_atomically(&manifest_path, manifest.as_bytes()).map_err(
+                |err| {
+                    StepError::new(
+                        "writing manifest",
+                        format!("{}: {err}", manifest_path.display()),
+                    )
+                },
+            )?;
+            register_adapters(&manifest_path, &entry.env_name, &adapters)
+        });
     match built {
         Ok(()) => {
             // The new environment is in use; the old one may go.
@@ -94,7 +100,8 @@ pub fn install(
     }
 }
 
-/// Create the environment at `env`, install the packages, read the manifest.
+/// Create the environment at `env`, install the packages, read the manifest and
+/// those of the adapters.
 fn build(
     entry: &PluginEntry,
     spec: &PythonSpec,
@@ -102,7 +109,7 @@ fn build(
     env: &Path,
     progress: &Progress,
     log: &mut File,
-) -> Result<String, StepError> {
+) -> Result<(String, Vec<AdapterFile>), StepError> {
     python_env::create(spec, env, log)
         .map_err(|reason| StepError::new("creating environment", reason))?;
     let python = python_env::env_python(env);
@@ -112,6 +119,11 @@ fn build(
         .interface_libs
         .iter()
         .map(String::as_str)
+        .chain(
+            spec.adapters
+                .iter()
+                .filter_map(|adapter| adapter.lib.as_deref()),
+        )
         .chain([package])
     {
         pip_install(&python, requirement, log)
@@ -119,7 +131,7 @@ fn build(
     }
 
     progress.step("reading manifest");
-    introspect::manifest_of(
+    let manifest = introspect::manifest_of(
         &python,
         &python,
         &introspect::module_name(package),
@@ -127,7 +139,64 @@ fn build(
         &entry.env_name,
         log,
     )
-    .map_err(|reason| StepError::new("reading manifest", reason))
+    .map_err(|reason| StepError::new("reading manifest", reason))?;
+    if !spec.adapters.is_empty() {
+        progress.step("reading adapters");
+    }
+    let adapters = spec
+        .adapters
+        .iter()
+        .map(|adapter| adapter_manifest::adapter_file_of(&python, adapter, &entry.env_name, log))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|reason| StepError::new("reading adapters", reason))?;
+    Ok((manifest, adapters))
+}
+
+/// Write the adapter manifests beside the plugin's, and drop those an earlier
+/// install of the environment registered that it no longer has.
+fn register_adapters(
+    manifest_path: &Path,
+    env_name: &str,
+    adapters: &[AdapterFile],
+) -> Result<(), StepError> {
+    let Some(dir) = manifest_path.parent() else {
+        return Ok(());
+    };
+    let stale = adapter_manifest::registered_for(dir, env_name);
+    for adapter in adapters {
+        let path = dir.join(&adapter.file_name);
+        manifest_writer::write_atomically(&path, adapter.text.as_bytes()).map_err(|err| {
+            StepError::new("writing manifest", format!("{}: {err}", path.display()))
+        })?;
+    }
+    for (path, _) in stale {
+        let kept = path
+            .file_name()
+            .is_some_and(|name| adapters.iter().any(|adapter| *name == *adapter.file_name));
+        if !kept {
+            if let Err(err) = std::fs::remove_file(&path) {
+                tracing::warn!(
+                    "cannot remove the stale adapter manifest {}: {err}",
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether every adapter of the entry has its manifest beside the plugin's (a
+/// deleted one makes the install run again).
+fn adapters_registered(manifest_path: &Path, env_name: &str, spec: &PythonSpec) -> bool {
+    let registered = manifest_path
+        .parent()
+        .map(|dir| adapter_manifest::registered_for(dir, env_name))
+        .unwrap_or_default();
+    spec.adapters.iter().all(|adapter| {
+        registered.iter().any(|(_, manifest)| {
+            manifest.module == adapter.module && manifest.class_name == adapter.class_name
+        })
+    })
 }
 
 /// `python -m pip install <requirement>`; a requirement is split into words as the

@@ -266,6 +266,7 @@ mod tests {
             python_version: None,
             package: Some(package.to_owned()),
             interface_libs: libs.iter().map(|lib| lib.to_string()).collect(),
+            adapters: Vec::new(),
         };
         assert!(needs_python_312_for(&spec(&["numpy"], "cjm-echo-py")).is_none());
         let why = needs_python_312_for(&spec(&["cjm-substrate==0.0.74"], "x")).unwrap();

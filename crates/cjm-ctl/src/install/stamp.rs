@@ -348,6 +348,7 @@ mod tests {
                 python_version: None,
                 package: Some(dir.path().to_string_lossy().into_owned()),
                 interface_libs: Vec::new(),
+                adapters: Vec::new(),
             }),
         };
         let packages = [dir.path().to_path_buf()];
