@@ -16,6 +16,7 @@ mod loaded;
 mod manager;
 mod options;
 mod policy;
+mod sqlite_file;
 mod store;
 mod stream;
 
