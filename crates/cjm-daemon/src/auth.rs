@@ -149,10 +149,14 @@ impl Auth {
         }
         match session_cookie(headers) {
             Some(session) if self.session_is_valid(session) => Ok(Credential::Cookie),
-            Some(_) => Err("the session is unknown or expired (or the daemon restarted): \
-                 log in again with the link it prints at start"),
-            None => Err("this route needs `Authorization: Bearer <token>` (the token is in \
-                 $CJM_HOME/daemon.token) or a session from the login link the daemon prints"),
+            Some(_) => Err(
+                "the session is unknown or expired (or the daemon restarted): \
+                 log in again with the link it prints at start",
+            ),
+            None => Err(
+                "this route needs `Authorization: Bearer <token>` (the token is in \
+                 $CJM_HOME/daemon.token) or a session from the login link the daemon prints",
+            ),
         }
     }
 
@@ -178,7 +182,11 @@ impl Auth {
             let accepted = login
                 .as_ref()
                 .is_some_and(|one| one.expires > Instant::now() && one.secret.matches(offered));
-            if accepted || login.as_ref().is_some_and(|one| one.expires <= Instant::now()) {
+            if accepted
+                || login
+                    .as_ref()
+                    .is_some_and(|one| one.expires <= Instant::now())
+            {
                 // Used once, or past its time: gone either way.
                 *login = None;
             }
@@ -371,14 +379,32 @@ mod tests {
         let (auth, one_time) = Auth::new(token, true).unwrap();
         let one_time = one_time.unwrap();
         let host = ("host", "127.0.0.1:8000");
-        assert_eq!(status(auth.gate(Via::Unix, &request("POST", "/api/jobs", &[]))), None);
-        assert_eq!(status(auth.gate(Via::Http, &request("GET", "/api/health", &[]))), None);
-        assert_eq!(status(auth.gate(Via::Http, &request("GET", "/api/jobs", &[]))), Some(401));
+        assert_eq!(
+            status(auth.gate(Via::Unix, &request("POST", "/api/jobs", &[]))),
+            None
+        );
+        assert_eq!(
+            status(auth.gate(Via::Http, &request("GET", "/api/health", &[]))),
+            None
+        );
+        assert_eq!(
+            status(auth.gate(Via::Http, &request("GET", "/api/jobs", &[]))),
+            Some(401)
+        );
         let wrong = ("authorization", "Bearer 00");
-        assert_eq!(status(auth.gate(Via::Http, &request("GET", "/x", &[wrong]))), Some(401));
+        assert_eq!(
+            status(auth.gate(Via::Http, &request("GET", "/x", &[wrong]))),
+            Some(401)
+        );
         let good = ("authorization", bearer.as_str());
-        assert_eq!(status(auth.gate(Via::Http, &request("GET", "/x", &[good]))), None);
-        assert_eq!(status(auth.gate(Via::Http, &request("POST", "/x", &[good]))), None);
+        assert_eq!(
+            status(auth.gate(Via::Http, &request("GET", "/x", &[good]))),
+            None
+        );
+        assert_eq!(
+            status(auth.gate(Via::Http, &request("POST", "/x", &[good]))),
+            None
+        );
         let theirs = ("origin", "http://evil.example");
         let ours = ("origin", "http://127.0.0.1:8000");
         assert_eq!(
@@ -406,22 +432,37 @@ mod tests {
         };
         assert_eq!(response.status(), 303);
         let cookie = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
-        assert!(cookie.ends_with("; HttpOnly; SameSite=Strict; Path=/; Secure"), "{cookie}");
-        assert_eq!(status(auth.gate(Via::Http, &request("GET", &login, &[]))), Some(403));
+        assert!(
+            cookie.ends_with("; HttpOnly; SameSite=Strict; Path=/; Secure"),
+            "{cookie}"
+        );
+        assert_eq!(
+            status(auth.gate(Via::Http, &request("GET", &login, &[]))),
+            Some(403)
+        );
         let pair = cookie.split(';').next().unwrap().to_owned();
         let with_cookie = ("cookie", pair.as_str());
-        assert_eq!(status(auth.gate(Via::Http, &request("GET", "/x", &[with_cookie]))), None);
+        assert_eq!(
+            status(auth.gate(Via::Http, &request("GET", "/x", &[with_cookie]))),
+            None
+        );
         // A cookie's state change needs an Origin, and ours.
         assert_eq!(
             status(auth.gate(Via::Http, &request("POST", "/x", &[with_cookie, host]))),
             Some(403)
         );
         assert_eq!(
-            status(auth.gate(Via::Http, &request("POST", "/x", &[with_cookie, host, ours]))),
+            status(auth.gate(
+                Via::Http,
+                &request("POST", "/x", &[with_cookie, host, ours])
+            )),
             None
         );
         let forged = ("cookie", "cjm_session=00");
-        assert_eq!(status(auth.gate(Via::Http, &request("GET", "/x", &[forged]))), Some(401));
+        assert_eq!(
+            status(auth.gate(Via::Http, &request("GET", "/x", &[forged]))),
+            Some(401)
+        );
     }
 
     #[test]
@@ -429,6 +470,9 @@ mod tests {
         let (auth, one_time) = Auth::new(Secret::random(32).unwrap(), true).unwrap();
         auth.login.lock().as_mut().unwrap().expires = Instant::now();
         let login = format!("/login?token={}", one_time.unwrap().expose());
-        assert_eq!(status(auth.gate(Via::Http, &request("GET", &login, &[]))), Some(403));
+        assert_eq!(
+            status(auth.gate(Via::Http, &request("GET", &login, &[]))),
+            Some(403)
+        );
     }
 }

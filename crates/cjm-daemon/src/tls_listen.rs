@@ -165,10 +165,7 @@ fn self_signed(
         IfExists::Replace,
     )
     .map_err(io("cannot write", &cert_path))?;
-    tracing::info!(
-        "made a self-signed TLS certificate in {}",
-        folder.display()
-    );
+    tracing::info!("made a self-signed TLS certificate in {}", folder.display());
     Ok((
         vec![cert_der],
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der)),

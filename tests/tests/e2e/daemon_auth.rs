@@ -69,20 +69,34 @@ async fn loopback_tcp_needs_the_token_or_the_login_cookie_and_checks_origins() {
         "debug",
     );
     assert!(!served.tls);
-    assert_eq!(TcpServed::token(&home), token, "the token is kept across starts");
+    assert_eq!(
+        TcpServed::token(&home),
+        token,
+        "the token is kept across starts"
+    );
     let bearer = format!("Bearer {token}");
     let bearer = ("authorization", bearer.as_str());
-    assert!(served.login.starts_with(&format!("http://127.0.0.1:{}/login?token=", served.port())));
+    assert!(served
+        .login
+        .starts_with(&format!("http://127.0.0.1:{}/login?token=", served.port())));
 
     // Health is open; everything else needs the token, unknown routes included.
     let (status, _, body) = served.request("GET", "/api/health", &[], None).await;
     assert_eq!(status, 200, "{body}");
-    for (method, path) in [("GET", "/api/jobs"), ("POST", "/api/jobs"), ("GET", "/nowhere"), ("GET", "/metrics")] {
+    for (method, path) in [
+        ("GET", "/api/jobs"),
+        ("POST", "/api/jobs"),
+        ("GET", "/nowhere"),
+        ("GET", "/metrics"),
+    ] {
         let (status, headers, body) = served.request(method, path, &[], None).await;
         assert_refused(status, &body, 401, "unauthorized");
         assert_eq!(headers["www-authenticate"], "Bearer");
     }
-    let wrong = ("authorization", "Bearer 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+    let wrong = (
+        "authorization",
+        "Bearer 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    );
     let (status, _, body) = served.request("GET", "/api/jobs", &[wrong], None).await;
     assert_refused(status, &body, 401, "unauthorized");
     let (status, _, body) = served.request("GET", "/api/jobs", &[bearer], None).await;
@@ -97,7 +111,13 @@ async fn loopback_tcp_needs_the_token_or_the_login_cookie_and_checks_origins() {
         .request("POST", "/api/jobs", &[bearer, evil], Some(job.clone()))
         .await;
     let refused = assert_refused(status, &body, 403, "cross_origin");
-    assert!(refused["detail"].as_str().unwrap().contains("http://evil.example:8080"), "{refused}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("http://evil.example:8080"),
+        "{refused}"
+    );
     let own = served.origin();
     let ours = ("origin", own.as_str());
     let (status, _, body) = served
@@ -122,18 +142,32 @@ async fn loopback_tcp_needs_the_token_or_the_login_cookie_and_checks_origins() {
     let cookie = headers["set-cookie"].to_str().unwrap().to_owned();
     let attributes: Vec<&str> = cookie.split("; ").collect();
     assert!(attributes[0].starts_with("cjm_session="), "{cookie}");
-    assert_eq!(&attributes[1..], ["HttpOnly", "SameSite=Strict", "Path=/"], "{cookie}");
+    assert_eq!(
+        &attributes[1..],
+        ["HttpOnly", "SameSite=Strict", "Path=/"],
+        "{cookie}"
+    );
     let session = attributes[0].to_owned();
     let (status, headers, body) = served.request("GET", &path, &[], None).await;
     assert_refused(status, &body, 403, "login_refused");
-    assert!(headers.get("set-cookie").is_none(), "a used link set a cookie");
+    assert!(
+        headers.get("set-cookie").is_none(),
+        "a used link set a cookie"
+    );
 
     let with_cookie = ("cookie", session.as_str());
-    let (status, _, body) = served.request("GET", "/api/jobs", &[with_cookie], None).await;
+    let (status, _, body) = served
+        .request("GET", "/api/jobs", &[with_cookie], None)
+        .await;
     assert_eq!(status, 200, "{body}");
     let two_cookies = format!("theme=dark; {session}");
     let (status, _, body) = served
-        .request("GET", "/api/jobs", &[("cookie", two_cookies.as_str())], None)
+        .request(
+            "GET",
+            "/api/jobs",
+            &[("cookie", two_cookies.as_str())],
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     // A browser's state change carries Origin: without one, or another, refused.
@@ -160,17 +194,25 @@ async fn loopback_tcp_needs_the_token_or_the_login_cookie_and_checks_origins() {
     let log = served.stderr().join("\n");
     assert!(log.contains("(auth)"), "the refusals are logged: {log}");
     for secret in [&token, &one_time, &session_value] {
-        assert!(!log.contains(secret.as_str()), "a secret in the log:\n{log}");
+        assert!(
+            !log.contains(secret.as_str()),
+            "a secret in the log:\n{log}"
+        );
     }
     let printed = served.stdout.lock().unwrap().clone();
-    let showing: Vec<&String> = printed.iter().filter(|line| line.contains(&one_time)).collect();
+    let showing: Vec<&String> = printed
+        .iter()
+        .filter(|line| line.contains(&one_time))
+        .collect();
     assert_eq!(showing.len(), 1, "{printed:?}");
     assert!(showing[0].starts_with("login: "));
     drop(served);
 
     // A restart logs browsers out; the token stays.
     let served = TcpServed::start(&home, &["--listen", "127.0.0.1:0"], "info");
-    let (status, _, body) = served.request("GET", "/api/jobs", &[with_cookie], None).await;
+    let (status, _, body) = served
+        .request("GET", "/api/jobs", &[with_cookie], None)
+        .await;
     assert_refused(status, &body, 401, "unauthorized");
     let (status, _, body) = served.request("GET", "/api/jobs", &[bearer], None).await;
     assert_eq!(status, 200, "{body}");
@@ -191,7 +233,10 @@ async fn beyond_loopback_only_tls_serves_with_a_pinned_certificate_and_the_token
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let said = refused(&["--listen", "0.0.0.0:0"]);
-    assert!(said.contains("TLS") && said.contains("--tls-cert"), "{said}");
+    assert!(
+        said.contains("TLS") && said.contains("--tls-cert"),
+        "{said}"
+    );
     let said = refused(&["--listen", "0.0.0.0:0", "--tls-cert", "/nonexistent.pem"]);
     assert!(said.contains("--tls-key"), "{said}");
     let said = refused(&[
@@ -204,11 +249,23 @@ async fn beyond_loopback_only_tls_serves_with_a_pinned_certificate_and_the_token
     ]);
     assert!(said.contains("/nonexistent/cert.pem"), "{said}");
 
-    let mut served = TcpServed::start(&home, &["--listen", "0.0.0.0:0", "--tls-self-signed"], "debug");
+    let mut served = TcpServed::start(
+        &home,
+        &["--listen", "0.0.0.0:0", "--tls-self-signed"],
+        "debug",
+    );
     assert!(served.tls, "{}", served.ready);
-    assert!(served.ready.starts_with("ready: serving on https://0.0.0.0:"), "{}", served.ready);
+    assert!(
+        served
+            .ready
+            .starts_with("ready: serving on https://0.0.0.0:"),
+        "{}",
+        served.ready
+    );
     let fingerprint = served.fingerprint.clone().expect("a tls-sha256 line");
-    assert!(served.login.starts_with(&format!("https://127.0.0.1:{}/login?token=", served.port())));
+    assert!(served
+        .login
+        .starts_with(&format!("https://127.0.0.1:{}/login?token=", served.port())));
     let folder = home.path().join("daemon-tls");
     assert_eq!(mode(&folder), 0o700);
     assert_eq!(mode(&folder.join("key.pem")), 0o600);
@@ -223,24 +280,38 @@ async fn beyond_loopback_only_tls_serves_with_a_pinned_certificate_and_the_token
     let (status, _, body) = served.request("GET", "/api/jobs", &[bearer], None).await;
     assert_eq!(status, 200, "{body}");
     // Over TLS the cookie is Secure, and the daemon's origin is https.
-    let (status, headers, body) = served.request("GET", &login_path(&served.login), &[], None).await;
+    let (status, headers, body) = served
+        .request("GET", &login_path(&served.login), &[], None)
+        .await;
     assert_eq!(status, 303, "{body}");
     let cookie = headers["set-cookie"].to_str().unwrap().to_owned();
-    assert!(cookie.ends_with("; HttpOnly; SameSite=Strict; Path=/; Secure"), "{cookie}");
+    assert!(
+        cookie.ends_with("; HttpOnly; SameSite=Strict; Path=/; Secure"),
+        "{cookie}"
+    );
     let plain_origin = format!("http://{}", served.host());
     let (status, _, body) = served
-        .request("POST", "/api/jobs", &[bearer, ("origin", plain_origin.as_str())], Some("{}".into()))
+        .request(
+            "POST",
+            "/api/jobs",
+            &[bearer, ("origin", plain_origin.as_str())],
+            Some("{}".into()),
+        )
         .await;
     assert_refused(status, &body, 403, "cross_origin");
 
     // Another certificate's pin fails; plain HTTP gets no HTTP answer.
-    let stream = tokio::net::TcpStream::connect(served.connect_addr()).await.unwrap();
+    let stream = tokio::net::TcpStream::connect(served.connect_addr())
+        .await
+        .unwrap();
     let other = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
     assert!(pinned_tls(stream, other).await.is_err());
     let plain = {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(served.connect_addr()).unwrap();
-        stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
         let _ = stream.write_all(b"GET /api/health HTTP/1.1\r\nhost: x\r\n\r\n");
         let mut answer = Vec::new();
         let _ = stream.read_to_end(&mut answer);
@@ -278,7 +349,11 @@ async fn beyond_loopback_only_tls_serves_with_a_pinned_certificate_and_the_token
 fn unix_get(socket: &Path, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nhost: daemon\r\nconnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: daemon\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     let status = answer.split(' ').nth(1).unwrap().parse().unwrap();

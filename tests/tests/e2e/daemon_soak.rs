@@ -1,15 +1,16 @@
 //! One live daemon (loopback TCP, with its token) under abuse and load: a thousand bad
 //! requests of many kinds and a few slowloris connections, 200 event streams at once,
-//! thousands of jobs. Every bad request gets its JSON error (or, for what is not HTTP,
+//! 10 000 jobs. Every bad request gets its JSON error (or, for what is not HTTP,
 //! a bare 400 or a close); the daemon goes on serving; its open files come back to
 //! where they were and its memory stays within a stated bound; every client sees the
-//! same events in order; every job ends and the journal says so.
+//! same events in order; 10 000 jobs end and the journal says so.
 //!
 //! Bounds (asserted): after the bad requests, RSS within +24 MiB of the warmed-up
 //! figure and open fds within +8; after the 200 streams close, fds within +8 again;
 //! after the jobs, RSS within +160 MiB (10 000 ended jobs are kept in memory by
-//! design: `keep_finished`). `CJM_SOAK_JOBS` sets the number of jobs (default 2000;
-//! the ignored `soak_ten_thousand_jobs` runs 10 000). The figures are printed.
+//! design: `keep_finished`). `CJM_SOAK_JOBS` sets the number of jobs (default
+//! 10 000, about 30 s on two busy cores, as long as the slowloris connections take to
+//! be closed). The figures are printed (`-- --nocapture`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream as StdTcpStream};
@@ -51,10 +52,20 @@ fn bad_request(kind: usize, host: &str, token: &str) -> (Vec<u8>, Expect) {
             .into_bytes()
     };
     match kind % 16 {
-        0 => (post("/api/jobs", "{\"plugin\": \"faulty\",", ""), Expect::Json(400, "invalid_json")),
-        1 => (post("/api/jobs", "{\"plugin\": 5}", ""), Expect::Json(400, "invalid_request")),
+        0 => (
+            post("/api/jobs", "{\"plugin\": \"faulty\",", ""),
+            Expect::Json(400, "invalid_json"),
+        ),
+        1 => (
+            post("/api/jobs", "{\"plugin\": 5}", ""),
+            Expect::Json(400, "invalid_request"),
+        ),
         2 => (
-            post("/api/jobs", "{\"plugin\": \"faulty\", \"args\": [], \"surprise\": 1}", ""),
+            post(
+                "/api/jobs",
+                "{\"plugin\": \"faulty\", \"args\": [], \"surprise\": 1}",
+                "",
+            ),
             Expect::Json(400, "invalid_request"),
         ),
         3 => {
@@ -75,7 +86,7 @@ fn bad_request(kind: usize, host: &str, token: &str) -> (Vec<u8>, Expect) {
                  transfer-encoding: chunked\r\n\r\n"
             )
             .into_bytes();
-            let chunk = vec![b'[' ; 256 << 10];
+            let chunk = vec![b'['; 256 << 10];
             for _ in 0..6 {
                 bytes.extend(format!("{:x}\r\n", chunk.len()).into_bytes());
                 bytes.extend(&chunk);
@@ -89,21 +100,37 @@ fn bad_request(kind: usize, host: &str, token: &str) -> (Vec<u8>, Expect) {
                 .into_bytes(),
             Expect::Json(405, "method_not_allowed"),
         ),
-        6 => (get("/api/nothing/here", &auth), Expect::Json(404, "no_such_route")),
+        6 => (
+            get("/api/nothing/here", &auth),
+            Expect::Json(404, "no_such_route"),
+        ),
         7 => (get("/api/jobs", ""), Expect::Json(401, "unauthorized")),
         8 => (
             get("/api/jobs", "authorization: Bearer 0123456789abcdef\r\n"),
             Expect::Json(401, "unauthorized"),
         ),
-        9 => (get("/api/jobs", "cookie: cjm_session=forged\r\n"), Expect::Json(401, "unauthorized")),
-        10 => (get("/api/jobs/not-a-number", &auth), Expect::Json(400, "invalid_job_id")),
-        11 => (post("/api/jobs/987654321/cancel", "", ""), Expect::Json(404, "unknown_job")),
+        9 => (
+            get("/api/jobs", "cookie: cjm_session=forged\r\n"),
+            Expect::Json(401, "unauthorized"),
+        ),
+        10 => (
+            get("/api/jobs/not-a-number", &auth),
+            Expect::Json(400, "invalid_job_id"),
+        ),
+        11 => (
+            post("/api/jobs/987654321/cancel", "", ""),
+            Expect::Json(404, "unknown_job"),
+        ),
         12 => (
             post("/api/jobs", "{\"plugin\": \"nobody\", \"args\": []}", ""),
             Expect::Json(404, "unknown_plugin"),
         ),
         13 => (
-            post("/api/jobs", "{\"plugin\": \"faulty\", \"args\": []}", "origin: http://evil.example\r\n"),
+            post(
+                "/api/jobs",
+                "{\"plugin\": \"faulty\", \"args\": []}",
+                "origin: http://evil.example\r\n",
+            ),
             Expect::Json(403, "cross_origin"),
         ),
         // Truncated: fewer bytes than said, then the write side closed.
@@ -119,13 +146,20 @@ fn bad_request(kind: usize, host: &str, token: &str) -> (Vec<u8>, Expect) {
         _ => match kind % 3 {
             0 => (b"HELLO THERE\r\n\r\n".to_vec(), Expect::BareOrClosed),
             1 => (b"GET /api/health HTT".to_vec(), Expect::BareOrClosed),
-            _ => (vec![0u8, 159, 146, 150, 13, 10, 13, 10], Expect::BareOrClosed),
+            _ => (
+                vec![0u8, 159, 146, 150, 13, 10, 13, 10],
+                Expect::BareOrClosed,
+            ),
         },
     }
 }
 
-/// Send `bytes`, close our write side, read the answer (or the close).
-fn exchange_raw(addr: SocketAddr, bytes: Vec<u8>) -> Option<(u16, String)> {
+/// Send `bytes`, read the answer (or the close). A request cut short is followed by
+/// closing our write side (else the daemon would wait for the rest, as it should, up
+/// to its header limit); a whole one is not, since a server may take a half-close for
+/// a client gone.
+fn exchange_raw(addr: SocketAddr, bytes: Vec<u8>, expect: Expect) -> Option<(u16, String)> {
+    let half_close = matches!(expect, Expect::BareOrClosed);
     let mut stream = StdTcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -134,7 +168,9 @@ fn exchange_raw(addr: SocketAddr, bytes: Vec<u8>) -> Option<(u16, String)> {
     // Its own thread: the daemon may answer (413) and close before taking it all.
     let writing = std::thread::spawn(move || {
         let _ = writer.write_all(&bytes);
-        let _ = writer.shutdown(std::net::Shutdown::Write);
+        if half_close {
+            let _ = writer.shutdown(std::net::Shutdown::Write);
+        }
     });
     let mut answer = Vec::new();
     match stream.read_to_end(&mut answer) {
@@ -145,7 +181,9 @@ fn exchange_raw(addr: SocketAddr, bytes: Vec<u8>) -> Option<(u16, String)> {
     writing.join().unwrap();
     let text = String::from_utf8_lossy(&answer).into_owned();
     let status = text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())?;
     Some((status, body))
 }
 
@@ -154,8 +192,15 @@ fn check_bad(kind: usize, expect: Expect, answer: Option<(u16, String)>) {
         (Expect::Json(status, error), Some((got, body))) => {
             let value: Value = serde_json::from_str(&body)
                 .unwrap_or_else(|_| panic!("kind {kind}: not JSON: {got} {body:?}"));
-            assert_eq!((got, value["error"].as_str()), (status, Some(error)), "kind {kind}: {value}");
-            assert!(value["category"].is_string() && value["detail"].is_string(), "{value}");
+            assert_eq!(
+                (got, value["error"].as_str()),
+                (status, Some(error)),
+                "kind {kind}: {value}"
+            );
+            assert!(
+                value["category"].is_string() && value["detail"].is_string(),
+                "{value}"
+            );
         }
         (Expect::Json(status, error), None) => {
             panic!("kind {kind}: closed without its {status} {error}")
@@ -178,7 +223,9 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 /// Wait until the daemon's open fds are at most `bound`.
@@ -203,7 +250,9 @@ struct Conn {
 
 impl Conn {
     async fn open(served: &TcpServed, token: &str) -> Conn {
-        let stream = tokio::net::TcpStream::connect(served.connect_addr()).await.unwrap();
+        let stream = tokio::net::TcpStream::connect(served.connect_addr())
+            .await
+            .unwrap();
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .unwrap();
@@ -222,12 +271,17 @@ impl Conn {
             .uri(path)
             .header("host", &self.host)
             .header("authorization", &self.auth)
-            .body(Full::new(Bytes::from(body.map(|b| b.to_string()).unwrap_or_default())))
+            .body(Full::new(Bytes::from(
+                body.map(|b| b.to_string()).unwrap_or_default(),
+            )))
             .unwrap();
         let response = self.sender.send_request(request).await.unwrap();
         let status = response.status().as_u16();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 }
 
@@ -284,7 +338,11 @@ async fn soak(jobs: usize) {
     let started = Instant::now();
     let home = TestHome::new();
     home.native_manifest("faulty", FAULTY, &[]);
-    let mut served = TcpServed::start(&home, &["--listen", "127.0.0.1:0", "--load", "faulty"], "warn");
+    let mut served = TcpServed::start(
+        &home,
+        &["--listen", "127.0.0.1:0", "--load", "faulty"],
+        "warn",
+    );
     let pid = served.pid();
     let token = TcpServed::token(&home);
     let addr = served.connect_addr();
@@ -300,7 +358,9 @@ async fn soak(jobs: usize) {
                 let mut stream = StdTcpStream::connect(addr).unwrap();
                 let began = Instant::now();
                 let _ = stream.write_all(b"GET /api/health HTTP/1.1\r\nx-slow: ");
-                stream.set_read_timeout(Some(Duration::from_millis(250))).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_millis(250)))
+                    .unwrap();
                 let mut byte = [0u8; 512];
                 while !stop.load(Ordering::SeqCst) {
                     if stream.write_all(b"a").is_err() {
@@ -308,7 +368,11 @@ async fn soak(jobs: usize) {
                     }
                     match stream.read(&mut byte) {
                         Ok(_) => return Some(began.elapsed()),
-                        Err(err) if matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                        Err(err)
+                            if matches!(
+                                err.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) => {}
                         Err(_) => return Some(began.elapsed()),
                     }
                 }
@@ -321,7 +385,7 @@ async fn soak(jobs: usize) {
     // figures to hold to.
     for kind in 0..32 {
         let (bytes, expect) = bad_request(kind, &host, &token);
-        check_bad(kind, expect, exchange_raw(addr, bytes));
+        check_bad(kind, expect, exchange_raw(addr, bytes, expect));
     }
     let (rss_before, fds_before) = (rss_kib(pid), open_fds(pid));
 
@@ -333,7 +397,7 @@ async fn soak(jobs: usize) {
             std::thread::spawn(move || {
                 for kind in (worker..1000).step_by(8) {
                     let (bytes, expect) = bad_request(kind, &host, &token);
-                    check_bad(kind, expect, exchange_raw(addr, bytes));
+                    check_bad(kind, expect, exchange_raw(addr, bytes, expect));
                 }
             })
         })
@@ -360,21 +424,46 @@ async fn soak(jobs: usize) {
     let mut streams = Vec::new();
     for _ in 0..200 {
         let response = served
-            .send("GET", "/api/events", &[("authorization", &format!("Bearer {token}"))], None)
+            .send(
+                "GET",
+                "/api/events",
+                &[("authorization", &format!("Bearer {token}"))],
+                None,
+            )
             .await;
         assert_eq!(response.status(), 200);
-        streams.push(tokio::spawn(job_events(response.into_body(), Arc::clone(&job))));
+        streams.push(tokio::spawn(job_events(
+            response.into_body(),
+            Arc::clone(&job),
+        )));
     }
     let (status, body) = conn
-        .call("POST", "/api/jobs", Some(json!({"plugin": "faulty", "args": ["steps", 5, 10]})))
+        .call(
+            "POST",
+            "/api/jobs",
+            Some(json!({"plugin": "faulty", "args": ["steps", 5, 10]})),
+        )
         .await;
     assert_eq!(status, 202, "{body}");
     job.set(body["id"].as_u64().unwrap()).unwrap();
     let mut first: Option<Vec<(u64, Value)>> = None;
     for stream in streams {
         let seen = stream.await.unwrap();
-        assert!(seen.windows(2).all(|pair| pair[0].0 < pair[1].0), "{seen:?}");
-        assert!(seen.len() >= 7, "queued, running, 5 progress, succeeded: {seen:?}");
+        assert!(
+            seen.windows(2).all(|pair| pair[0].0 < pair[1].0),
+            "{seen:?}"
+        );
+        // Progress reports may be coalesced under load; the states are all there.
+        let states: Vec<&Value> = seen
+            .iter()
+            .filter(|(_, data)| data["change"] == "state")
+            .map(|(_, data)| &data["state"])
+            .collect();
+        assert_eq!(
+            states,
+            ["queued", "admitted", "running", "succeeded"],
+            "{seen:?}"
+        );
         match &first {
             None => first = Some(seen),
             Some(first) => assert_eq!(&seen, first),
@@ -391,14 +480,22 @@ async fn soak(jobs: usize) {
             let mut ids = Vec::new();
             for _ in (lane..jobs).step_by(8) {
                 let (status, body) = conn
-                    .call("POST", "/api/jobs", Some(json!({"plugin": "faulty", "args": ["pid"]})))
+                    .call(
+                        "POST",
+                        "/api/jobs",
+                        Some(json!({"plugin": "faulty", "args": ["pid"]})),
+                    )
                     .await;
                 assert_eq!(status, 202, "{body}");
                 ids.push(body["id"].as_u64().unwrap());
             }
             for id in ids {
                 let (status, body) = conn
-                    .call("GET", &format!("/api/jobs/{id}/wait?timeout_ms=60000"), None)
+                    .call(
+                        "GET",
+                        &format!("/api/jobs/{id}/wait?timeout_ms=60000"),
+                        None,
+                    )
                     .await;
                 assert_eq!(status, 200, "{body}");
                 assert_eq!(body["job"]["state"], "succeeded", "{body}");
@@ -422,13 +519,19 @@ async fn soak(jobs: usize) {
     stop.store(true, Ordering::SeqCst);
     let slow_closed: Vec<Option<Duration>> = slow.into_iter().map(|t| t.join().unwrap()).collect();
     assert!(
-        slow_closed.iter().all(|closed| closed.is_some_and(|after| after < Duration::from_secs(40))),
+        slow_closed
+            .iter()
+            .all(|closed| closed.is_some_and(|after| after < Duration::from_secs(40))),
         "slowloris connections left open: {slow_closed:?}"
     );
 
     assert_eq!(served.stop().code(), Some(0), "{:?}", served.stderr());
     let counts = cjm_manager::jobs::job_counts(&home.path().join("jobs.sqlite3")).unwrap();
-    assert_eq!(counts.get("succeeded"), Some(&(jobs as i64 + 1)), "{counts:?}");
+    assert_eq!(
+        counts.get("succeeded"),
+        Some(&(jobs as i64 + 1)),
+        "{counts:?}"
+    );
     assert_eq!(counts.values().sum::<i64>(), jobs as i64 + 1, "{counts:?}");
     assert!(
         rss_after_jobs <= rss_before + 160 * 1024,
@@ -451,13 +554,6 @@ async fn daemon_soak_bad_requests_many_streams_and_many_jobs() {
     let jobs = std::env::var("CJM_SOAK_JOBS")
         .ok()
         .and_then(|text| text.parse().ok())
-        .unwrap_or(2000);
+        .unwrap_or(10_000);
     soak(jobs).await;
-}
-
-/// The issue's figure: 10 000 jobs (run by .ci/run; minutes on a small machine).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "10 000 jobs: run with --ignored (.ci/run does)"]
-async fn soak_ten_thousand_jobs() {
-    soak(10_000).await;
 }

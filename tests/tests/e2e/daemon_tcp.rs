@@ -132,7 +132,11 @@ impl TcpServed {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, headers, String::from_utf8_lossy(&bytes).into_owned())
+        (
+            status,
+            headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
     }
 
     /// The response, its body unread (an event stream).
@@ -188,8 +192,7 @@ pub async fn pinned_tls(
     fingerprint: &str,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier =
-        cjm_tls::PinnedServer::new(fingerprint.parse().unwrap(), Arc::clone(&provider));
+    let verifier = cjm_tls::PinnedServer::new(fingerprint.parse().unwrap(), Arc::clone(&provider));
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
