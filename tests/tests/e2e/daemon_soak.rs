@@ -507,6 +507,10 @@ async fn soak(jobs: usize) {
     }
     let jobs_took = jobs_started.elapsed();
     let rss_after_jobs = rss_kib(pid);
+    // A new connection: the first one may have been idle past the daemon's 30 s
+    // header limit, which closes idle keep-alive connections too.
+    drop(conn);
+    let mut conn = Conn::open(&served, &token).await;
     let (status, _) = conn.call("GET", "/api/health", None).await;
     assert_eq!(status, 200);
     drop(conn);
