@@ -78,6 +78,11 @@ impl Daemon {
                     listen: options.listen.to_string(),
                 })
             }
+            // The variant is public: `Listen::tcp`'s check is made here again, so that
+            // no caller serves the network in clear.
+            (Listen::Tcp(addr), _) if !addr.ip().is_loopback() => {
+                return Err(DaemonError::NotLoopback { addr: *addr })
+            }
             _ => None,
         };
         let (auth, login) = Auth::new(token, options.listen.tcp_addr().is_some())?;
