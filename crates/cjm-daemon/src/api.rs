@@ -10,6 +10,7 @@ use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
+use crate::auth::{Gate, Via};
 use crate::body::{self, Body};
 use crate::events;
 use crate::jobs_api;
@@ -21,10 +22,15 @@ use crate::state::Shared;
 /// Answer one request.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
+    via: Via,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    if let Gate::Answer(response) = shared.auth.gate(via, &request) {
+        tracing::debug!("{method} {path}: {} (auth)", response.status().as_u16());
+        return Ok(response);
+    }
     let response = match route(shared, request).await {
         Ok(response) => response,
         Err(err) => {

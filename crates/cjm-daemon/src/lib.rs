@@ -21,6 +21,7 @@
 //! ```
 
 mod api;
+mod auth;
 mod body;
 mod daemon;
 mod error;
@@ -32,13 +33,17 @@ mod lock;
 mod metrics;
 mod notify;
 mod options;
+mod pem;
 mod plugins_api;
 mod problem;
 mod request;
 mod state;
+mod tls_listen;
+mod token;
 
 pub use daemon::Daemon;
 pub use error::DaemonError;
 pub use listen::Listen;
 pub use notify::{notify_systemd, NotifyError};
 pub use options::{DaemonOptions, LoadAtStart};
+pub use tls_listen::TlsSource;

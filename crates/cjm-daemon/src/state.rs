@@ -8,6 +8,7 @@ use cjm_manager::jobs::Jobs;
 use cjm_manager::PluginManager;
 use tokio::sync::watch;
 
+use crate::auth::Auth;
 use crate::events::EventLog;
 use crate::metrics::Metrics;
 
@@ -18,6 +19,8 @@ pub(crate) struct Shared {
     pub(crate) events: Arc<EventLog>,
     pub(crate) metrics: Metrics,
     pub(crate) max_body: usize,
+    /// Who may use the API over TCP.
+    pub(crate) auth: Auth,
     pub(crate) started: Instant,
     /// Set at SIGTERM: no new jobs, loads or unloads; what runs may end.
     pub(crate) draining: AtomicBool,

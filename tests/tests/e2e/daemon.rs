@@ -599,7 +599,7 @@ async fn serve_runs_jobs_streams_events_refuses_bad_requests_and_stops_on_sigter
         said.contains(&format!("pid {} holds its lock", served.pid())),
         "{said}"
     );
-    // A network address is refused until TLS and tokens are built.
+    // A network address is refused without TLS (daemon_auth.rs tests the rest).
     let open = Command::new(CTL)
         .args(["serve", "--listen", "0.0.0.0:0"])
         .env("CJM_HOME", home.path())
