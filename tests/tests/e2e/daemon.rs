@@ -536,8 +536,18 @@ async fn serve_runs_jobs_streams_events_refuses_bad_requests_and_stops_on_sigter
     let (_, waited) = call(&socket, "GET", &format!("/api/jobs/{after}/wait"), None).await;
     assert_eq!(waited["job"]["state"], "succeeded", "{waited}");
 
-    // Metrics: what happened, counted, in a format a real parser reads.
-    let (status, content_type, text) = call_raw(&socket, "GET", "/metrics", None, &[]).await;
+    // Metrics: what happened, counted, in a format a real parser reads. They are
+    // counted from the jobs' events, which may reach the counters just after `/wait`
+    // answered: read until the last job is counted (a scrape is a moment's view).
+    let last_counted = "cjm_job_run_seconds_count{plugin=\"faulty\"} 3";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (status, content_type, text) = loop {
+        let scraped = call_raw(&socket, "GET", "/metrics", None, &[]).await;
+        if scraped.2.contains(last_counted) || Instant::now() > deadline {
+            break scraped;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(status, 200);
     assert!(
         content_type.starts_with("application/openmetrics-text"),
