@@ -16,11 +16,14 @@ use serde_json::Value;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::out::{outln, OutError};
+use crate::remote_exec::RemoteCall;
 
 /// Load a plugin, run it once, print the result as JSON and stop it. Progress goes to
 /// stderr (a bar on a terminal); Ctrl-C cancels, a second Ctrl-C forces. Exit status:
 /// 0 ok, 65 user_input, 69 resource, 70 fatal, 75 transient, 130 cancelled, 141 stdout
-/// closed (as by SIGPIPE: `| head`), 1 other.
+/// closed (as by SIGPIPE: `| head`), 1 other. When a daemon serves CJM_HOME
+/// (`cjm-ctl serve`), the call runs there and the plugin stays loaded; --local runs it
+/// here.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "exec")]
 pub struct ExecCommand {
@@ -36,9 +39,13 @@ pub struct ExecCommand {
     /// initial configuration, a JSON object
     #[argh(option)]
     config: Option<String>,
-    /// stream the results: one JSON line per chunk
+    /// stream the results: one JSON line per chunk (always in-process: the daemon's
+    /// API has no chunk stream)
     #[argh(switch)]
     stream: bool,
+    /// run in this process even when a daemon serves CJM_HOME
+    #[argh(switch)]
+    local: bool,
 }
 
 pub fn run(command: ExecCommand) -> Result<ExitCode> {
@@ -54,6 +61,18 @@ pub fn run(command: ExecCommand) -> Result<ExitCode> {
         Some(text) => Some(parse_object("--config", Some(text))?),
         None => None,
     };
+    if !command.stream {
+        if let Some(client) = crate::daemon_link::find(command.local)? {
+            let call = RemoteCall {
+                plugin: command.name,
+                args,
+                kwargs,
+                task: None,
+                config,
+            };
+            return crate::remote_exec::run(client, call);
+        }
+    }
     let call = CallArgs::from_json(args, kwargs);
     let what = match command.stream {
         true => Submit::Stream(call),
@@ -429,13 +448,13 @@ fn shown(fraction: f64) -> f64 {
     fraction.clamp(0.0, 0.99)
 }
 
-struct ProgressDisplay {
+pub(crate) struct ProgressDisplay {
     bar: Option<ProgressBar>,
     last_line: Option<String>,
 }
 
 impl ProgressDisplay {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::hidden();
             bar.set_length(1000);
@@ -447,7 +466,7 @@ impl ProgressDisplay {
         }
     }
 
-    fn show(&mut self, fraction: f64, message: &str) {
+    pub(crate) fn show(&mut self, fraction: f64, message: &str) {
         match &self.bar {
             Some(bar) => {
                 // The bar stays hidden until it has its first report in full, and the
@@ -495,14 +514,14 @@ impl ProgressDisplay {
     }
 
     /// Print around the bar without tearing it.
-    fn suspend(&self, print: impl FnOnce()) {
+    pub(crate) fn suspend(&self, print: impl FnOnce()) {
         match &self.bar {
             Some(bar) => bar.suspend(print),
             None => print(),
         }
     }
 
-    fn finish(self) {
+    pub(crate) fn finish(self) {
         if let Some(bar) = self.bar {
             bar.finish_and_clear();
         }

@@ -4,6 +4,7 @@
 #![allow(clippy::print_stderr)]
 
 mod completions;
+mod daemon_link;
 mod exec;
 mod export;
 mod fingerprint;
@@ -14,6 +15,7 @@ mod logs;
 mod new;
 mod out;
 mod python_json;
+mod remote_exec;
 mod remove;
 mod run;
 mod secrets;

@@ -82,6 +82,7 @@ impl Daemon {
             manager,
             jobs,
             metrics: Metrics::new(),
+            admission: Default::default(),
             max_body: options.max_body,
             started: Instant::now(),
             draining: AtomicBool::new(false),
@@ -269,6 +270,7 @@ async fn collect_events(shared: Arc<Shared>) {
             Some(Ok(event)) => {
                 let status = shared.jobs.status(event.job);
                 shared.metrics.observe(&event, status.as_ref());
+                shared.admission.observe(&event);
                 shared.events.push("job", &job_event(&event));
             }
             Some(Err(lagged)) => {

@@ -22,12 +22,14 @@
 
 mod api;
 mod body;
+mod client;
 mod daemon;
 mod error;
 mod events;
 mod jobs_api;
 mod json;
 mod listen;
+mod logs_api;
 mod lock;
 mod metrics;
 mod notify;
@@ -35,10 +37,14 @@ mod options;
 mod plugins_api;
 mod problem;
 mod request;
+mod sse;
 mod state;
+mod system_api;
 
+pub use client::{ClientError, DaemonClient};
 pub use daemon::Daemon;
 pub use error::DaemonError;
 pub use listen::Listen;
 pub use notify::{notify_systemd, NotifyError};
 pub use options::{DaemonOptions, LoadAtStart};
+pub use sse::{EventStream, SseEvent};

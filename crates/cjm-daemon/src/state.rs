@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::events::EventLog;
 use crate::metrics::Metrics;
+use crate::system_api::Admission;
 
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -17,6 +18,8 @@ pub(crate) struct Shared {
     pub(crate) jobs: Jobs,
     pub(crate) events: Arc<EventLog>,
     pub(crate) metrics: Metrics,
+    /// Why each waiting job waits (`GET /api/system`).
+    pub(crate) admission: Admission,
     pub(crate) max_body: usize,
     pub(crate) started: Instant,
     /// Set at SIGTERM: no new jobs, loads or unloads; what runs may end.

@@ -1,0 +1,423 @@
+//! The command line through a daemon: with `cjm-ctl serve` running on a home, `exec`,
+//! `task`, `list`, `stats`, `logs` and `jobs` go through its socket, and answer as
+//! they do in-process (`--local`); the worker stays loaded between two execs, a job
+//! submitted from one terminal is seen by another's `jobs --follow`, Ctrl-C cancels
+//! the daemon's job, and a socket nobody serves falls back to in-process. Every step
+//! waits for a condition with a deadline, never for a fixed time.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::*;
+
+/// A `cjm-ctl serve` child on `home`; killed on drop if it still runs.
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn start(home: &TestHome) -> Daemon {
+        let mut child = Command::new(CTL)
+            .arg("serve")
+            .env("CJM_HOME", home.path())
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (send, receive) = mpsc::channel();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = send.send(line);
+            }
+        });
+        let daemon = Daemon { child };
+        let ready = receive.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert!(ready.starts_with("ready: serving on unix:"), "{ready}");
+        daemon
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn ctl(home: &TestHome) -> Command {
+    let mut command = Command::new(CTL);
+    command
+        .env("CJM_HOME", home.path())
+        .current_dir(home.path())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    command
+}
+
+fn run(home: &TestHome, args: &[&str]) -> Output {
+    ctl(home).args(args).output().unwrap()
+}
+
+fn json_of(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
+fn home_with_plugins() -> TestHome {
+    let home = TestHome::new();
+    home.native_manifest("faulty", FAULTY, &[]);
+    home.installed_manifest("cjm-wordcount", WORDCOUNT, &[]);
+    home
+}
+
+/// The newest job of the journal, as `cjm-ctl jobs --json --local` shows it.
+fn newest_job(home: &TestHome) -> Value {
+    let listed = json_of(&run(home, &["jobs", "--json", "-n", "1"]));
+    listed["jobs"][0].clone()
+}
+
+/// The worker pid of `plugin` in the daemon, from `cjm-ctl list --json`.
+fn daemon_worker(home: &TestHome, plugin: &str) -> Option<u64> {
+    let listed = json_of(&run(home, &["list", "--json"]));
+    listed["daemon"]["loaded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|loaded| loaded["name"] == plugin)
+        .and_then(|loaded| loaded["pid"].as_u64())
+}
+
+/// How a command's output is compared between the daemon and `--local`.
+#[derive(Debug, Clone, Copy)]
+enum Compare {
+    /// stdout, byte for byte.
+    Same,
+    /// stdout as JSON, equal.
+    Json,
+    /// stdout as JSON, only this key's value equal (the daemon adds others).
+    JsonKey(&'static str),
+    /// stdout as JSON, the same keys (live figures differ between two readings).
+    JsonKeys,
+    /// The exit status only.
+    Status,
+}
+
+/// Whether the command ran a job, which then lands in the journal under the host
+/// that ran it: the daemon's pid, or the command's own.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Journals {
+    Yes,
+    No,
+}
+
+#[test]
+fn the_commands_answer_the_same_through_the_daemon_and_in_process() {
+    let home = home_with_plugins();
+    let daemon = Daemon::start(&home);
+    let cases: &[(&[&str], i32, Compare, Journals)] = &[
+        (
+            &["exec", "faulty", "--args", r#"["steps", 3, 1]"#],
+            0,
+            Compare::Json,
+            Journals::Yes,
+        ),
+        (
+            &["exec", "faulty", "--args", r#"["nonsense"]"#],
+            65,
+            Compare::Same,
+            Journals::Yes,
+        ),
+        (
+            &["exec", "faulty", "--args", r#"["resource"]"#],
+            69,
+            Compare::Same,
+            Journals::Yes,
+        ),
+        (
+            &["exec", "faulty", "--args", r#"["panic"]"#],
+            70,
+            Compare::Same,
+            Journals::Yes,
+        ),
+        (
+            &["exec", "faulty", "--args", r#"["transient"]"#],
+            75,
+            Compare::Same,
+            Journals::Yes,
+        ),
+        (&["exec", "no-such-plugin"], 65, Compare::Same, Journals::No),
+        (
+            &[
+                "task",
+                "cjm-wordcount",
+                "text-statistics",
+                "count_text",
+                "--kwargs",
+                r#"{"text": "x y z"}"#,
+            ],
+            0,
+            Compare::Json,
+            Journals::Yes,
+        ),
+        (
+            &["task", "cjm-wordcount", "nope", "count_text"],
+            65,
+            Compare::Same,
+            Journals::Yes,
+        ),
+        (&["list", "--json"], 0, Compare::JsonKey("plugins"), Journals::No),
+        (&["stats", "--json"], 0, Compare::JsonKeys, Journals::No),
+        (&["logs", "faulty", "-n", "3"], 0, Compare::Same, Journals::No),
+        (&["logs", "no-such-plugin"], 1, Compare::Same, Journals::No),
+        (&["jobs", "--json"], 0, Compare::Json, Journals::No),
+        (&["jobs", "cancel", "999"], 1, Compare::Status, Journals::No),
+    ];
+    for (args, code, compare, journals) in cases {
+        let before = newest_job(&home)["id"].clone();
+        let through = run(&home, args);
+        let journalled = newest_job(&home);
+        if *journals == Journals::Yes {
+            assert_ne!(journalled["id"], before, "{args:?}: no job journalled");
+            assert_eq!(
+                journalled["host_pid"],
+                daemon.pid(),
+                "{args:?}: not run by the daemon: {journalled}"
+            );
+        }
+        let mut local_args = args.to_vec();
+        // `--local` is `jobs`'s own, before its subcommand; the others' at the end.
+        match args[..2] {
+            ["jobs", "cancel"] => local_args.insert(1, "--local"),
+            _ => local_args.push("--local"),
+        }
+        let local = run(&home, &local_args);
+        if *journals == Journals::Yes {
+            let journalled = newest_job(&home);
+            assert_ne!(
+                journalled["host_pid"],
+                daemon.pid(),
+                "{args:?} --local ran in the daemon: {journalled}"
+            );
+        }
+        let explain = || {
+            format!(
+                "{args:?}\nthrough the daemon: {through:?}\nin-process: {local:?}",
+            )
+        };
+        assert_eq!(through.status.code(), Some(*code), "{}", explain());
+        assert_eq!(local.status.code(), Some(*code), "{}", explain());
+        match compare {
+            Compare::Same => assert_eq!(through.stdout, local.stdout, "{}", explain()),
+            Compare::Json => assert_eq!(json_of(&through), json_of(&local), "{}", explain()),
+            Compare::JsonKey(key) => {
+                let (through, local) = (json_of(&through), json_of(&local));
+                assert_eq!(through[key], local[key]);
+                assert!(through["daemon"]["loaded"].is_array(), "{through}");
+                assert!(local.get("daemon").is_none(), "{local}");
+            }
+            Compare::JsonKeys => {
+                let keys = |value: Value| {
+                    value
+                        .as_object()
+                        .unwrap()
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                };
+                let (through, local) = (keys(json_of(&through)), keys(json_of(&local)));
+                assert!(through.contains(&String::from("memory_total_mb")), "{through:?}");
+                assert_eq!(through, local);
+            }
+            Compare::Status => {}
+        }
+        if *code != 0 {
+            let stderr = String::from_utf8_lossy(&through.stderr);
+            assert!(stderr.starts_with("cjm-ctl: "), "{}", explain());
+        }
+    }
+}
+
+#[test]
+fn a_plugin_stays_loaded_in_the_daemon_between_two_execs() {
+    let home = home_with_plugins();
+    let _daemon = Daemon::start(&home);
+    assert_eq!(daemon_worker(&home, "faulty"), None);
+    let first = run(&home, &["exec", "faulty", "--args", r#"["steps", 2, 1]"#]);
+    assert!(first.status.success(), "{first:?}");
+    let pid = daemon_worker(&home, "faulty").expect("loaded by the first exec");
+    assert!(alive(pid as u32));
+    let second = run(&home, &["exec", "faulty", "--args", r#"["steps", 2, 1]"#]);
+    assert!(second.status.success(), "{second:?}");
+    assert_eq!(json_of(&first), json_of(&second));
+    assert_eq!(daemon_worker(&home, "faulty"), Some(pid), "the worker changed");
+}
+
+/// A child whose stdout and stderr lines are read as they come.
+struct Watched {
+    child: Child,
+    lines: mpsc::Receiver<(bool, String)>,
+    seen: Vec<String>,
+}
+
+impl Watched {
+    fn start(mut command: Command) -> Watched {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (send, lines) = mpsc::channel();
+        for (is_stdout, reader) in [
+            (
+                true,
+                Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            ),
+            (false, Box::new(child.stderr.take().unwrap())),
+        ] {
+            let send = send.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(reader).lines().map_while(Result::ok) {
+                    if send.send((is_stdout, line)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Watched {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first line (of stdout when `stdout`, else stderr) that `wanted` accepts.
+    fn wait_for(&mut self, stdout: bool, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok((is_stdout, line)) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                self.seen.push(line.clone());
+                if is_stdout == stdout && wanted(&line) {
+                    return line;
+                }
+            }
+        }
+        panic!("no such line within 30 s: {:?}", self.seen);
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
+    }
+
+    fn exit_code(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "no exit: {:?}", self.seen);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn a_job_from_one_terminal_shows_in_anothers_follow() {
+    let home = home_with_plugins();
+    let daemon = Daemon::start(&home);
+    let mut follow = ctl(&home);
+    follow.args(["jobs", "--follow", "--json"]);
+    let mut follow = Watched::start(follow);
+    follow.wait_for(false, |line| line.contains("following the jobs of the daemon"));
+    let exec = run(&home, &["exec", "faulty", "--args", r#"["steps", 3, 5]"#]);
+    assert!(exec.status.success(), "{exec:?}");
+    let journalled = newest_job(&home);
+    assert_eq!(journalled["host_pid"], daemon.pid());
+    let id = journalled["id"].as_str().unwrap().to_owned();
+    let line = follow.wait_for(true, |line| {
+        serde_json::from_str::<Value>(line)
+            .is_ok_and(|change| change["id"] == id.as_str() && change["state"] == "succeeded")
+    });
+    let change: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(change["plugin"], "faulty");
+    // Its progress came through too, before it ended.
+    assert!(
+        follow.seen.iter().any(|seen| seen.contains("\"progress\"") && seen.contains(&id)),
+        "{:?}",
+        follow.seen
+    );
+    // Ctrl-C ends a follow quietly.
+    follow.signal(rustix::process::Signal::INT);
+    assert_eq!(follow.exit_code(), Some(0));
+}
+
+#[test]
+fn ctrl_c_cancels_the_daemons_job_and_exits_130() {
+    let home = home_with_plugins();
+    let daemon = Daemon::start(&home);
+    let mut exec = ctl(&home);
+    exec.args(["exec", "faulty", "--args", r#"["steps", 100000, 20]"#]);
+    let mut exec = Watched::start(exec);
+    exec.wait_for(false, |line| line.starts_with("progress:"));
+    let worker = daemon_worker(&home, "faulty").expect("loaded in the daemon");
+    exec.signal(rustix::process::Signal::INT);
+    assert_eq!(exec.exit_code(), Some(130), "{:?}", exec.seen);
+    assert!(
+        exec.seen.iter().any(|line| line.contains("cancelling")),
+        "{:?}",
+        exec.seen
+    );
+    let journalled = newest_job(&home);
+    assert_eq!(journalled["host_pid"], daemon.pid());
+    assert_eq!(journalled["state"], "cancelled", "{journalled}");
+    assert_eq!(journalled["cancellation"], "cooperative", "{journalled}");
+    // Cooperative: the plugin stopped its call, its worker lives on in the daemon.
+    assert_eq!(daemon_worker(&home, "faulty"), Some(worker));
+}
+
+#[test]
+fn a_socket_nobody_serves_falls_back_to_in_process() {
+    let home = home_with_plugins();
+    // A killed daemon's leftover: the file, and nobody listening on it.
+    drop(UnixListener::bind(home.path().join("daemon.sock")).unwrap());
+    assert!(home.path().join("daemon.sock").exists());
+    let output = ctl(&home)
+        .args(["exec", "faulty", "--args", r#"["steps", 2, 1]"#])
+        .env("RUST_LOG", "cjm_ctl=debug")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("running in-process"), "{stderr}");
+    let journalled = newest_job(&home);
+    assert_eq!(journalled["state"], "succeeded");
+    assert_ne!(journalled["host_pid"], Value::Null);
+    // Quietly by default: nothing said about the socket.
+    let quiet = run(&home, &["exec", "faulty", "--args", r#"["steps", 2, 1]"#]);
+    assert!(quiet.status.success(), "{quiet:?}");
+    let stderr = String::from_utf8_lossy(&quiet.stderr);
+    assert!(!stderr.contains("daemon"), "{stderr}");
+}
