@@ -79,6 +79,19 @@ async fn load(
             }
             Ok(())
         }
+        Err(err) if err.api_error() == Some("unknown_plugin") => {
+            let category = err.category();
+            let hint = format!(
+                "the daemon at {} does not know plugin {} (it reads the manifests when it \
+                 starts: one installed since is known after a restart; --local runs it here)",
+                client.socket().display(),
+                call.plugin
+            );
+            Err(Ended::failed(
+                category,
+                anyhow::Error::new(err).context(hint),
+            ))
+        }
         Err(err) => Err(failed(err)),
     }
 }

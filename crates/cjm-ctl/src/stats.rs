@@ -104,7 +104,9 @@ fn print_admission(admission: &Value) -> Result<()> {
             waiting["job"],
             waiting["plugin"].as_str().unwrap_or("?"),
             waiting["state"].as_str().unwrap_or("?"),
-            waiting["reason"].as_str().unwrap_or("its turn has not come")
+            waiting["reason"]
+                .as_str()
+                .unwrap_or("its turn has not come")
         )?;
     }
     Ok(())

@@ -189,7 +189,9 @@ impl DaemonClient {
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
-        let response = self.exchange(Method::GET, path, request, Bytes::new()).await?;
+        let response = self
+            .exchange(Method::GET, path, request, Bytes::new())
+            .await?;
         let status = response.status();
         if !status.is_success() {
             let bytes = response
@@ -243,9 +245,8 @@ impl DaemonClient {
                     path: self.socket.clone(),
                     source,
                 })?;
-        let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(http)?;
+        let (mut sender, connection) =
+            http1::handshake(TokioIo::new(stream)).await.map_err(http)?;
         // The connection's own task: it ends with the response's body (or when the
         // daemon closes it), so dropping the response leaves nothing behind.
         tokio::spawn(async move {

@@ -6,6 +6,7 @@
 //! its status: [`Admission`] keeps the last reason of each job that has not started.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use cjm_manager::jobs::{BlockReason, JobChange, JobEvent, JobId, JobState};
 use hyper::{Response, StatusCode};
@@ -57,8 +58,17 @@ fn reason_kind(reason: &BlockReason) -> &'static str {
     }
 }
 
+/// How long apart two readings are when the first has no CPU load: load is measured
+/// between two readings, and the daemon's first has nothing before it.
+const CPU_WINDOW: Duration = Duration::from_millis(250);
+
 pub(crate) async fn system(shared: &Shared) -> Response<Body> {
-    let (stats, stats_error) = match shared.manager.system_stats().await {
+    let mut read = shared.manager.system_stats().await;
+    if read.as_ref().is_ok_and(|stats| stats.cpu_percent.is_none()) {
+        tokio::time::sleep(CPU_WINDOW).await;
+        read = shared.manager.system_stats().await;
+    }
+    let (stats, stats_error) = match read {
         Ok(stats) => match serde_json::to_value(&stats) {
             Ok(value) => (value, None),
             Err(err) => (Value::Null, Some(err.to_string())),

@@ -179,9 +179,19 @@ fn the_commands_answer_the_same_through_the_daemon_and_in_process() {
             Compare::Same,
             Journals::Yes,
         ),
-        (&["list", "--json"], 0, Compare::JsonKey("plugins"), Journals::No),
+        (
+            &["list", "--json"],
+            0,
+            Compare::JsonKey("plugins"),
+            Journals::No,
+        ),
         (&["stats", "--json"], 0, Compare::JsonKeys, Journals::No),
-        (&["logs", "faulty", "-n", "3"], 0, Compare::Same, Journals::No),
+        (
+            &["logs", "faulty", "-n", "3"],
+            0,
+            Compare::Same,
+            Journals::No,
+        ),
         (&["logs", "no-such-plugin"], 1, Compare::Same, Journals::No),
         (&["jobs", "--json"], 0, Compare::Json, Journals::No),
         (&["jobs", "cancel", "999"], 1, Compare::Status, Journals::No),
@@ -213,11 +223,8 @@ fn the_commands_answer_the_same_through_the_daemon_and_in_process() {
                 "{args:?} --local ran in the daemon: {journalled}"
             );
         }
-        let explain = || {
-            format!(
-                "{args:?}\nthrough the daemon: {through:?}\nin-process: {local:?}",
-            )
-        };
+        let explain =
+            || format!("{args:?}\nthrough the daemon: {through:?}\nin-process: {local:?}",);
         assert_eq!(through.status.code(), Some(*code), "{}", explain());
         assert_eq!(local.status.code(), Some(*code), "{}", explain());
         match compare {
@@ -239,7 +246,10 @@ fn the_commands_answer_the_same_through_the_daemon_and_in_process() {
                         .collect::<Vec<_>>()
                 };
                 let (through, local) = (keys(json_of(&through)), keys(json_of(&local)));
-                assert!(through.contains(&String::from("memory_total_mb")), "{through:?}");
+                assert!(
+                    through.contains(&String::from("memory_total_mb")),
+                    "{through:?}"
+                );
                 assert_eq!(through, local);
             }
             Compare::Status => {}
@@ -263,7 +273,11 @@ fn a_plugin_stays_loaded_in_the_daemon_between_two_execs() {
     let second = run(&home, &["exec", "faulty", "--args", r#"["steps", 2, 1]"#]);
     assert!(second.status.success(), "{second:?}");
     assert_eq!(json_of(&first), json_of(&second));
-    assert_eq!(daemon_worker(&home, "faulty"), Some(pid), "the worker changed");
+    assert_eq!(
+        daemon_worker(&home, "faulty"),
+        Some(pid),
+        "the worker changed"
+    );
 }
 
 /// A child whose stdout and stderr lines are read as they come.
@@ -351,7 +365,9 @@ fn a_job_from_one_terminal_shows_in_anothers_follow() {
     let mut follow = ctl(&home);
     follow.args(["jobs", "--follow", "--json"]);
     let mut follow = Watched::start(follow);
-    follow.wait_for(false, |line| line.contains("following the jobs of the daemon"));
+    follow.wait_for(false, |line| {
+        line.contains("following the jobs of the daemon")
+    });
     let exec = run(&home, &["exec", "faulty", "--args", r#"["steps", 3, 5]"#]);
     assert!(exec.status.success(), "{exec:?}");
     let journalled = newest_job(&home);
@@ -365,7 +381,10 @@ fn a_job_from_one_terminal_shows_in_anothers_follow() {
     assert_eq!(change["plugin"], "faulty");
     // Its progress came through too, before it ended.
     assert!(
-        follow.seen.iter().any(|seen| seen.contains("\"progress\"") && seen.contains(&id)),
+        follow
+            .seen
+            .iter()
+            .any(|seen| seen.contains("\"progress\"") && seen.contains(&id)),
         "{:?}",
         follow.seen
     );
@@ -385,8 +404,15 @@ fn ctrl_c_cancels_the_daemons_job_and_exits_130() {
     let worker = daemon_worker(&home, "faulty").expect("loaded in the daemon");
     exec.signal(rustix::process::Signal::INT);
     assert_eq!(exec.exit_code(), Some(130), "{:?}", exec.seen);
+    // What the daemon said of the job's end: asked, and it stopped (no note of force).
+    exec.wait_for(false, |line| line == "cjm-ctl: cancelled");
     assert!(
         exec.seen.iter().any(|line| line.contains("cancelling")),
+        "{:?}",
+        exec.seen
+    );
+    assert!(
+        !exec.seen.iter().any(|line| line.contains("forced")),
         "{:?}",
         exec.seen
     );
