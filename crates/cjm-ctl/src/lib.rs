@@ -9,6 +9,7 @@ mod exec;
 mod export;
 mod fingerprint;
 mod install;
+mod job_ui;
 mod jobs;
 mod list;
 mod logs;

@@ -11,7 +11,7 @@ use cjm_manager::jobs::Cancellation;
 use cjm_manager::{ConfigMap, ErrorCategory};
 use serde_json::{json, Map, Value};
 
-use crate::exec::{Ended, Interrupts, ProgressDisplay, CANCELLING};
+use crate::job_ui::{Ended, Interrupts, ProgressDisplay, CANCELLING};
 use crate::out::outln;
 
 /// A call for the daemon to run.

@@ -20,6 +20,7 @@
 //! # }
 //! ```
 
+mod admission;
 mod api;
 mod body;
 mod client;

@@ -8,9 +8,9 @@ use cjm_manager::jobs::Jobs;
 use cjm_manager::PluginManager;
 use tokio::sync::watch;
 
+use crate::admission::Admission;
 use crate::events::EventLog;
 use crate::metrics::Metrics;
-use crate::system_api::Admission;
 
 #[derive(Debug)]
 pub(crate) struct Shared {

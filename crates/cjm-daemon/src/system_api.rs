@@ -1,51 +1,16 @@
 //! `GET /api/system`: the machine as the scheduler reads it (CPU, memory, GPUs: the
 //! manager's telemetry, a monitor plugin's where one is registered) and admission:
-//! how many jobs are queued and running, and which wait for what.
-//!
-//! Why a job waits is said only in its events (`JobChange::Blocked`), never kept in
-//! its status: [`Admission`] keeps the last reason of each job that has not started.
+//! how many jobs are queued and running, and which wait for what (the reasons kept
+//! by [`crate::admission::Admission`]).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use cjm_manager::jobs::{BlockReason, JobChange, JobEvent, JobId, JobState};
+use cjm_manager::jobs::{BlockReason, JobState};
 use hyper::{Response, StatusCode};
-use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 use crate::body::{self, Body};
 use crate::state::Shared;
-
-/// The last block reason of each job that waits.
-#[derive(Debug, Default)]
-pub(crate) struct Admission {
-    reasons: Mutex<HashMap<JobId, BlockReason>>,
-}
-
-impl Admission {
-    /// Follow `event`: a reason kept, replaced, or dropped once the job moves on.
-    pub(crate) fn observe(&self, event: &JobEvent) {
-        let mut reasons = self.reasons.lock();
-        match &event.change {
-            JobChange::Blocked(Some(reason)) => {
-                reasons.insert(event.job, reason.clone());
-            }
-            JobChange::Blocked(None) => {
-                reasons.remove(&event.job);
-            }
-            // Admitted: what held it in the queue holds it no more (a new reason
-            // follows if admission waits); running or ended: nothing holds it.
-            JobChange::State(state) if *state != JobState::Queued => {
-                reasons.remove(&event.job);
-            }
-            _ => {}
-        }
-    }
-
-    fn reason(&self, id: JobId) -> Option<BlockReason> {
-        self.reasons.lock().get(&id).cloned()
-    }
-}
 
 fn reason_kind(reason: &BlockReason) -> &'static str {
     match reason {
@@ -122,32 +87,16 @@ pub(crate) async fn system(shared: &Shared) -> Response<Body> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn event(job: u64, change: JobChange) -> JobEvent {
-        JobEvent {
-            job: JobId(job),
-            plugin: String::from("p"),
-            change,
-        }
-    }
-
     #[test]
-    fn a_reason_is_kept_while_the_job_waits_and_dropped_when_it_moves_on() {
-        let admission = Admission::default();
+    fn every_reason_has_a_kind() {
+        assert_eq!(reason_kind(&BlockReason::Gpu), "gpu");
+        assert_eq!(reason_kind(&BlockReason::Memory), "memory");
         let concurrency = BlockReason::Concurrency {
             running: 1,
             limit: 1,
         };
-        admission.observe(&event(1, JobChange::State(JobState::Queued)));
-        admission.observe(&event(1, JobChange::Blocked(Some(concurrency.clone()))));
-        assert_eq!(admission.reason(JobId(1)), Some(concurrency));
-        admission.observe(&event(1, JobChange::State(JobState::Admitted)));
-        assert_eq!(admission.reason(JobId(1)), None);
-        admission.observe(&event(1, JobChange::Blocked(Some(BlockReason::Gpu))));
-        assert_eq!(reason_kind(&admission.reason(JobId(1)).unwrap()), "gpu");
-        admission.observe(&event(1, JobChange::State(JobState::Running)));
-        assert_eq!(admission.reason(JobId(1)), None);
+        assert_eq!(reason_kind(&concurrency), "concurrency");
     }
 }

@@ -447,3 +447,37 @@ fn a_socket_nobody_serves_falls_back_to_in_process() {
     let stderr = String::from_utf8_lossy(&quiet.stderr);
     assert!(!stderr.contains("daemon"), "{stderr}");
 }
+
+#[test]
+fn stats_through_the_daemon_says_who_waits_for_what() {
+    let home = home_with_plugins();
+    let _daemon = Daemon::start(&home);
+    let long = r#"["steps", 100000, 20]"#;
+    let mut first = ctl(&home);
+    first.args(["exec", "faulty", "--args", long]);
+    let mut first = Watched::start(first);
+    first.wait_for(false, |line| line.starts_with("progress:"));
+    // One job of a plugin at a time (the default): the second waits for the first.
+    let mut second = ctl(&home);
+    second.args(["exec", "faulty", "--args", long]);
+    let mut second = Watched::start(second);
+    second.wait_for(false, |line| {
+        line.starts_with("cjm-ctl: waiting: its plugin runs 1")
+    });
+    let stats = run(&home, &["stats"]);
+    assert!(stats.status.success(), "{stats:?}");
+    let text = String::from_utf8_lossy(&stats.stdout);
+    assert!(
+        text.contains("admission  1 queued, 0 admitted, 1 running"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|line| line
+            .contains("(faulty, queued): its plugin runs 1 job(s) already, its limit is 1")),
+        "{text}"
+    );
+    for exec in [&mut second, &mut first] {
+        exec.signal(rustix::process::Signal::INT);
+        assert_eq!(exec.exit_code(), Some(130), "{:?}", exec.seen);
+    }
+}

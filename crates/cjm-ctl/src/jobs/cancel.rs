@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use argh::FromArgs;
 use cjm_daemon::DaemonClient;
-use serde_json::Value;
 
 use crate::out::outln;
 
@@ -63,7 +62,7 @@ async fn daemon_number(client: &DaemonClient, id: &str) -> Result<u64> {
         .as_array()
         .into_iter()
         .flatten()
-        .find(|job| job["journal_id"] == Value::from(id))
+        .find(|job| job["journal_id"].as_str() == Some(id))
         .and_then(|job| job["id"].as_u64());
     match found {
         Some(number) => Ok(number),

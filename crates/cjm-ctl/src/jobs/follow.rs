@@ -84,17 +84,21 @@ async fn from_daemon(client: &DaemonClient, json: bool) -> Result<()> {
         let Some(number) = data["job"].as_u64() else {
             continue;
         };
-        if !journal_ids.contains_key(&number) {
-            let id = match client.get(&format!("/api/jobs/{number}")).await {
-                Ok(job) => job["journal_id"].as_str().map(str::to_owned),
-                Err(err) => {
-                    tracing::debug!("job {number}: {err}");
-                    None
-                }
-            };
-            journal_ids.insert(number, id.unwrap_or_else(|| format!("job-{number}")));
-        }
-        let id = journal_ids.get(&number).cloned().unwrap_or_default();
+        let id = match journal_ids.get(&number) {
+            Some(id) => id.clone(),
+            None => {
+                let id = match client.get(&format!("/api/jobs/{number}")).await {
+                    Ok(job) => job["journal_id"].as_str().map(str::to_owned),
+                    Err(err) => {
+                        tracing::debug!("job {number}: {err}");
+                        None
+                    }
+                };
+                let id = id.unwrap_or_else(|| format!("job-{number}"));
+                journal_ids.insert(number, id.clone());
+                id
+            }
+        };
         let plugin = &data["plugin"];
         let change = match data["change"].as_str() {
             Some("state") => json!({"id": id, "plugin": plugin, "state": data["state"]}),
