@@ -481,3 +481,144 @@ fn stats_through_the_daemon_says_who_waits_for_what() {
         assert_eq!(exec.exit_code(), Some(130), "{:?}", exec.seen);
     }
 }
+
+#[test]
+fn jobs_cancel_from_another_terminal_ends_the_exec() {
+    let home = home_with_plugins();
+    let daemon = Daemon::start(&home);
+    let mut exec = ctl(&home);
+    exec.args(["exec", "faulty", "--args", r#"["steps", 100000, 20]"#]);
+    let mut exec = Watched::start(exec);
+    exec.wait_for(false, |line| line.starts_with("progress:"));
+    let running = newest_job(&home);
+    assert_eq!(running["state"], "running", "{running}");
+    assert_eq!(running["host_pid"], daemon.pid());
+    let id = running["id"].as_str().unwrap();
+    let cancel = run(&home, &["jobs", "cancel", id]);
+    assert!(cancel.status.success(), "{cancel:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&cancel.stdout),
+        format!("{id}: cancelling\n")
+    );
+    // The exec waiting on it hears of its end from the daemon.
+    assert_eq!(exec.exit_code(), Some(130), "{:?}", exec.seen);
+    assert_eq!(newest_job(&home)["state"], "cancelled");
+    // Again: it has ended.
+    let again = run(&home, &["jobs", "cancel", id]);
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout),
+        format!("{id}: had ended already\n")
+    );
+    // Without a daemon there is nothing to ask.
+    let local = run(&home, &["jobs", "--local", "cancel", id]);
+    assert_eq!(local.status.code(), Some(1), "{local:?}");
+    assert!(String::from_utf8_lossy(&local.stderr).contains("no daemon serves"));
+}
+
+#[test]
+fn logs_follow_through_the_daemon_prints_what_is_appended() {
+    let home = home_with_plugins();
+    let _daemon = Daemon::start(&home);
+    let log = home.path().join("logs").join("faulty.log");
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    std::fs::write(&log, "first\nsecond\n").unwrap();
+    let mut follow = ctl(&home);
+    follow.args(["logs", "faulty", "-n", "1", "--follow"]);
+    let mut follow = Watched::start(follow);
+    follow.wait_for(true, |line| line == "second");
+    // Written in two pieces: a line is printed once it is whole.
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut file, b"third, half").unwrap();
+    std::io::Write::write_all(&mut file, b" and whole\n").unwrap();
+    follow.wait_for(true, |line| line == "third, half and whole");
+    assert!(
+        !follow.seen.iter().any(|line| line == "first"),
+        "{:?}",
+        follow.seen
+    );
+    follow.signal(rustix::process::Signal::INT);
+    assert_eq!(follow.exit_code(), Some(0));
+}
+
+/// One request to the daemon on `home`'s socket: the status and the JSON body.
+fn request(home: &TestHome, method: &str, path: &str) -> (u16, Value) {
+    use http_body_util::{BodyExt, Empty};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let stream = tokio::net::UnixStream::connect(home.path().join("daemon.sock"))
+            .await
+            .unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "daemon")
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    })
+}
+
+#[test]
+fn the_system_and_log_routes_refuse_bad_input_with_json_errors() {
+    let home = home_with_plugins();
+    let _daemon = Daemon::start(&home);
+    let (status, system) = request(&home, "GET", "/api/system");
+    assert_eq!(status, 200, "{system}");
+    assert!(
+        system["memory"]["total_mb"].as_f64().unwrap() > 0.0,
+        "{system}"
+    );
+    assert_eq!(
+        system["stats"]["memory_total_mb"],
+        system["memory"]["total_mb"]
+    );
+    assert_eq!(system["admission"]["waiting"], serde_json::json!([]));
+    for (method, path, want, error) in [
+        ("POST", "/api/system", 405, "method_not_allowed"),
+        (
+            "GET",
+            "/api/plugins/faulty/logs?tail=many",
+            400,
+            "invalid_query",
+        ),
+        (
+            "GET",
+            "/api/plugins/faulty/logs?follow=maybe",
+            400,
+            "invalid_query",
+        ),
+        ("GET", "/api/plugins/no%20such/logs", 400, "invalid_name"),
+        ("GET", "/api/plugins/faulty/logs", 404, "no_log"),
+        (
+            "DELETE",
+            "/api/plugins/faulty/logs",
+            405,
+            "method_not_allowed",
+        ),
+    ] {
+        let (status, body) = request(&home, method, path);
+        assert_eq!(status, want, "{method} {path}: {body}");
+        assert_eq!(body["error"], error, "{method} {path}: {body}");
+        assert_eq!(body["category"], "user_input", "{body}");
+    }
+    let log = home.path().join("logs").join("faulty.log");
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    std::fs::write(&log, "a\nb\nc\n").unwrap();
+    let (status, body) = request(&home, "GET", "/api/plugins/faulty/logs?tail=2");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, serde_json::json!({"lines": ["b", "c"]}));
+    // The daemon serves on after all of it.
+    assert_eq!(request(&home, "GET", "/api/health").0, 200);
+}
