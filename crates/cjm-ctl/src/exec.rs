@@ -1,19 +1,14 @@
 use std::process::ExitCode;
 
-use std::io::IsTerminal;
-
 use anyhow::{bail, Context, Result};
 use argh::FromArgs;
 use cjm_manager::jobs::{
-    Cancellation, JobChange, JobEvent, JobId, JobOptions, JobOutcome, JobState, Jobs, JobsError,
-    TaskCall,
+    JobChange, JobEvent, JobId, JobOptions, JobOutcome, JobState, Jobs, JobsError, TaskCall,
 };
 use cjm_manager::{
     CallArgs, ConfigMap, ErrorCategory, ManagerError, ManagerOptions, PluginManager, ProxyError,
 };
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
-use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::job_ui::{Ended, Interrupts, ProgressDisplay, CANCELLING};
 use crate::out::outln;
