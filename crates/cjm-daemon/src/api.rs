@@ -14,10 +14,12 @@ use crate::auth::{Gate, Via};
 use crate::body::{self, Body};
 use crate::events;
 use crate::jobs_api;
+use crate::logs_api;
 use crate::metrics;
 use crate::plugins_api;
 use crate::problem::ApiError;
 use crate::state::Shared;
+use crate::system_api;
 
 /// Answer one request.
 pub(crate) async fn handle(
@@ -68,6 +70,8 @@ async fn route(
             let name = (*name).to_owned();
             plugins_api::unload(shared, name).await
         }
+        ["api", "system"] if get => Ok(system_api::system(&shared).await),
+        ["api", "plugins", name, "logs"] if get => logs_api::logs(&shared, name, request_query),
         ["api", "jobs"] if post => jobs_api::submit(shared, request).await,
         ["api", "jobs"] if get => Ok(jobs_api::list(&shared)),
         ["api", "jobs", id] if get => jobs_api::get(&shared, id),
@@ -122,6 +126,7 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
     match segments {
         ["api", "health"] | ["api", "plugins"] | ["api", "events"] | ["metrics"] => Some("GET"),
         ["api", "jobs"] => Some("GET, POST"),
+        ["api", "system"] | ["api", "plugins", _, "logs"] => Some("GET"),
         ["api", "jobs", _] | ["api", "jobs", _, "wait"] => Some("GET"),
         ["api", "plugins", _, "load" | "unload"] | ["api", "jobs", _, "cancel"] => Some("POST"),
         _ => None,

@@ -107,6 +107,7 @@ impl Daemon {
             manager,
             jobs,
             metrics: Metrics::new(),
+            admission: Default::default(),
             max_body: options.max_body,
             auth,
             started: Instant::now(),
@@ -330,6 +331,7 @@ async fn collect_events(shared: Arc<Shared>) {
             Some(Ok(event)) => {
                 let status = shared.jobs.status(event.job);
                 shared.metrics.observe(&event, status.as_ref());
+                shared.admission.observe(&event);
                 shared.events.push("job", &job_event(&event));
             }
             Some(Err(lagged)) => {

@@ -1,9 +1,10 @@
-//! `/api/jobs`: submit, list, get, wait (a long poll), cancel.
+//! `/api/jobs`: submit (a call, or a task adapter's method), list, get, wait (a long
+//! poll), cancel.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use cjm_manager::jobs::JobId;
+use cjm_manager::jobs::{JobId, TaskCall};
 use cjm_manager::CallArgs;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -26,6 +27,16 @@ struct SubmitBody {
     kwargs: Map<String, Value>,
     #[serde(default)]
     priority: i32,
+    /// A task adapter's method (`/task`) instead of `execute`: `cjm-ctl task`.
+    #[serde(default)]
+    task: Option<TaskBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskBody {
+    task: String,
+    method: String,
 }
 
 /// `POST /api/jobs`: `{plugin, args, kwargs, priority}` -> `{id, journal_id}`.
@@ -69,7 +80,15 @@ pub(crate) async fn submit(
         });
     }
     let call = CallArgs::from_json(body.args, body.kwargs);
-    let id = shared.jobs.submit(&body.plugin, call, body.priority)?;
+    let id = match body.task {
+        Some(TaskBody { task, method }) => {
+            let task = TaskCall::new(task, method);
+            shared
+                .jobs
+                .submit_task(&body.plugin, task, call, body.priority)?
+        }
+        None => shared.jobs.submit(&body.plugin, call, body.priority)?,
+    };
     Ok(body::json(
         StatusCode::ACCEPTED,
         &json!({"id": id.0, "journal_id": shared.jobs.journal_id(id)}),

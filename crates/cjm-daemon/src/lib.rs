@@ -20,9 +20,11 @@
 //! # }
 //! ```
 
+mod admission;
 mod api;
 mod auth;
 mod body;
+mod client;
 mod daemon;
 mod error;
 mod events;
@@ -30,6 +32,7 @@ mod jobs_api;
 mod json;
 mod listen;
 mod lock;
+mod logs_api;
 mod metrics;
 mod notify;
 mod options;
@@ -37,13 +40,17 @@ mod pem;
 mod plugins_api;
 mod problem;
 mod request;
+mod sse;
 mod state;
+mod system_api;
 mod tls_listen;
 mod token;
 
+pub use client::{ClientError, DaemonClient};
 pub use daemon::Daemon;
 pub use error::DaemonError;
 pub use listen::Listen;
 pub use notify::{notify_systemd, NotifyError};
 pub use options::{DaemonOptions, LoadAtStart};
+pub use sse::{EventStream, SseEvent};
 pub use tls_listen::TlsSource;

@@ -8,6 +8,7 @@ use cjm_manager::jobs::Jobs;
 use cjm_manager::PluginManager;
 use tokio::sync::watch;
 
+use crate::admission::Admission;
 use crate::auth::Auth;
 use crate::events::EventLog;
 use crate::metrics::Metrics;
@@ -18,6 +19,8 @@ pub(crate) struct Shared {
     pub(crate) jobs: Jobs,
     pub(crate) events: Arc<EventLog>,
     pub(crate) metrics: Metrics,
+    /// Why each waiting job waits (`GET /api/system`).
+    pub(crate) admission: Admission,
     pub(crate) max_body: usize,
     /// Who may use the API over TCP.
     pub(crate) auth: Auth,

@@ -13,6 +13,7 @@ mod config;
 mod ctl;
 mod daemon;
 mod daemon_auth;
+mod daemon_cli;
 mod daemon_soak;
 mod daemon_tcp;
 mod diagnostics;
