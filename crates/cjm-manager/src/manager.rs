@@ -24,6 +24,7 @@ use crate::{ManagerError, ManagerOptions};
 // `PluginManager` (rustdoc shows the blocks in this order).
 mod configuration;
 mod discovered;
+mod events;
 mod execution;
 mod kept;
 mod learning;
@@ -41,6 +42,7 @@ mod recovery;
 mod residency;
 
 pub(crate) use for_jobs::{AfterKill, Forced};
+pub use events::{PluginChange, PluginEvent};
 pub use kept::ConfigDrift;
 pub use tasks::TaskServer;
 use telemetry::ManagerStats;
@@ -107,6 +109,8 @@ struct Shared {
     /// The jobs' diagnostics store, once jobs run on this manager: the original's
     /// Python workers started after that write their log records into it.
     diagnostics_db: Mutex<Option<std::path::PathBuf>>,
+    /// Where plugin events go (`manager/events.rs`).
+    plugin_events: tokio::sync::broadcast::Sender<PluginEvent>,
 }
 
 /// A loaded plugin's current worker process, as [`PluginManager::worker_info`] reports
