@@ -13,6 +13,10 @@ use serde_json::json;
 use crate::body::{self, Body};
 use crate::events;
 use crate::jobs_api;
+use crate::jobs_query;
+use crate::openapi;
+use crate::plugin_verbs;
+use crate::tasks_api;
 use crate::metrics;
 use crate::plugins_api;
 use crate::problem::ApiError;
@@ -51,6 +55,7 @@ async fn route(
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let get = method == Method::GET;
     let post = method == Method::POST;
+    let put = method == Method::PUT;
     match segments.as_slice() {
         ["api", "health"] if get => Ok(health(&shared)),
         ["api", "plugins"] if get => Ok(plugins_api::list(&shared)),
@@ -62,8 +67,34 @@ async fn route(
             let name = (*name).to_owned();
             plugins_api::unload(shared, name).await
         }
+        ["api", "plugins", name, "reload"] if post => {
+            plugin_verbs::reload(shared, (*name).to_owned(), request).await
+        }
+        ["api", "plugins", name, "enable"] if post => {
+            plugin_verbs::set_enabled(shared, (*name).to_owned(), true).await
+        }
+        ["api", "plugins", name, "disable"] if post => {
+            plugin_verbs::set_enabled(shared, (*name).to_owned(), false).await
+        }
+        ["api", "plugins", name, "config"] if get => {
+            plugin_verbs::get_config(shared, (*name).to_owned()).await
+        }
+        ["api", "plugins", name, "config"] if put || post => {
+            plugin_verbs::put_config(shared, (*name).to_owned(), request).await
+        }
+        ["api", "plugins", name, "schema"] if get => {
+            plugin_verbs::schema(shared, (*name).to_owned()).await
+        }
+        ["api", "plugins", name, "stats"] if get => {
+            plugin_verbs::stats(shared, (*name).to_owned()).await
+        }
+        ["api", "tasks"] if post => tasks_api::submit(shared, request).await,
+        ["api", "jobs", "history"] if get => {
+            jobs_query::journal_history(shared, request_query).await
+        }
+        ["api", "openapi.json"] if get => Ok(openapi::serve()),
         ["api", "jobs"] if post => jobs_api::submit(shared, request).await,
-        ["api", "jobs"] if get => Ok(jobs_api::list(&shared)),
+        ["api", "jobs"] if get => jobs_query::list(&shared, request_query),
         ["api", "jobs", id] if get => jobs_api::get(&shared, id),
         ["api", "jobs", id, "wait"] if get => {
             jobs_api::wait(shared.clone(), id, request_query).await
@@ -111,13 +142,17 @@ async fn route(
     }
 }
 
-/// The methods a known route takes; `None` for a path that is no route.
-fn allowed(segments: &[&str]) -> Option<&'static str> {
+/// The methods a known route takes; `None` for a path that is no route (its arms are
+/// held to the OpenAPI document by `openapi.rs`'s tests).
+pub(crate) fn allowed(segments: &[&str]) -> Option<&'static str> {
     match segments {
         ["api", "health"] | ["api", "plugins"] | ["api", "events"] | ["metrics"] => Some("GET"),
         ["api", "jobs"] => Some("GET, POST"),
         ["api", "jobs", _] | ["api", "jobs", _, "wait"] => Some("GET"),
         ["api", "plugins", _, "load" | "unload"] | ["api", "jobs", _, "cancel"] => Some("POST"),
+        ["api", "plugins", _, "reload" | "enable" | "disable"] | ["api", "tasks"] => Some("POST"),
+        ["api", "plugins", _, "config"] => Some("GET, PUT, POST"),
+        ["api", "plugins", _, "schema" | "stats"] | ["api", "openapi.json"] => Some("GET"),
         _ => None,
     }
 }

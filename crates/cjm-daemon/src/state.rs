@@ -18,6 +18,8 @@ pub(crate) struct Shared {
     pub(crate) events: Arc<EventLog>,
     pub(crate) metrics: Metrics,
     pub(crate) max_body: usize,
+    /// The job journal, for `/api/jobs/history`; `None` when none is kept.
+    pub(crate) journal: Option<std::path::PathBuf>,
     pub(crate) started: Instant,
     /// Set at SIGTERM: no new jobs, loads or unloads; what runs may end.
     pub(crate) draining: AtomicBool,
