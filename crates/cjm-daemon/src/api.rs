@@ -14,13 +14,13 @@ use crate::body::{self, Body};
 use crate::events;
 use crate::jobs_api;
 use crate::jobs_query;
+use crate::metrics;
 use crate::openapi;
 use crate::plugin_verbs;
-use crate::tasks_api;
-use crate::metrics;
 use crate::plugins_api;
 use crate::problem::ApiError;
 use crate::state::Shared;
+use crate::tasks_api;
 
 /// Answer one request.
 pub(crate) async fn handle(

@@ -46,12 +46,18 @@ fn number(request_query: Option<&str>, name: &str) -> Result<Option<usize>, ApiE
 
 fn asked(request_query: Option<&str>, default_limit: usize) -> Result<Asked, ApiError> {
     let known = ["plugin", "state", "offset", "limit"];
-    for pair in request_query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+    for pair in request_query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         let key = pair.split_once('=').map_or(pair, |(key, _)| key);
         if !known.contains(&key) {
             return Err(ApiError::bad_request(
                 "invalid_query",
-                format!("?{key}: not a parameter of this route (it takes plugin, state, offset, limit)"),
+                format!(
+                    "?{key}: not a parameter of this route (it takes plugin, state, offset, limit)"
+                ),
             ));
         }
     }
@@ -88,13 +94,21 @@ fn asked(request_query: Option<&str>, default_limit: usize) -> Result<Asked, Api
 /// first, filtered, a page of them; `total` counts the filtered ones, `next_offset`
 /// is the next page's (`null` on the last). `interrupted`: what the last host on this
 /// home left unfinished.
-pub(crate) fn list(shared: &Shared, request_query: Option<&str>) -> Result<Response<Body>, ApiError> {
+pub(crate) fn list(
+    shared: &Shared,
+    request_query: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
     let asked = asked(request_query, DEFAULT_LIMIT)?;
     let matching: Vec<_> = shared
         .jobs
         .list()
         .into_iter()
-        .filter(|status| asked.plugin.as_deref().is_none_or(|plugin| status.plugin == plugin))
+        .filter(|status| {
+            asked
+                .plugin
+                .as_deref()
+                .is_none_or(|plugin| status.plugin == plugin)
+        })
         .filter(|status| asked.state.is_none_or(|state| status.state == state))
         .collect();
     let total = matching.len();
@@ -208,9 +222,20 @@ mod tests {
             }
         );
         assert_eq!(super::asked(None, 100).unwrap().limit, 100);
-        for bad in ["state=done", "limit=0", "limit=x", "offset=-1", "after=3", "limit=5000"] {
+        for bad in [
+            "state=done",
+            "limit=0",
+            "limit=x",
+            "offset=-1",
+            "after=3",
+            "limit=5000",
+        ] {
             let err = super::asked(Some(bad), 100).unwrap_err();
-            assert_eq!((err.status.as_u16(), err.error), (400, "invalid_query"), "{bad}");
+            assert_eq!(
+                (err.status.as_u16(), err.error),
+                (400, "invalid_query"),
+                "{bad}"
+            );
         }
     }
 }

@@ -346,7 +346,10 @@ mod tests {
                     .filter(|(path, _)| {
                         let documented = segments(path);
                         documented.len() == expansion.len()
-                            && documented.iter().zip(&expansion).all(|(doc, arm)| doc == arm)
+                            && documented
+                                .iter()
+                                .zip(&expansion)
+                                .all(|(doc, arm)| doc == arm)
                     })
                     .collect();
                 assert!(
@@ -355,7 +358,10 @@ mod tests {
                     expansion.join("/")
                 );
                 for (path, got) in candidates {
-                    assert_eq!(got, &want, "{path}: documented {got:?}, the router takes {methods}");
+                    assert_eq!(
+                        got, &want,
+                        "{path}: documented {got:?}, the router takes {methods}"
+                    );
                 }
             }
         }

@@ -42,8 +42,14 @@ impl PluginMetrics {
             "worker_deaths",
             "Workers that ended without the host stopping them, or were killed for a call past its time",
         );
-        let restarts = counter("worker_restarts", "Workers started again by the restart policy after a death");
-        let idle_stops = counter("worker_idle_stops", "Workers stopped after their keep-alive passed idle");
+        let restarts = counter(
+            "worker_restarts",
+            "Workers started again by the restart policy after a death",
+        );
+        let idle_stops = counter(
+            "worker_idle_stops",
+            "Workers stopped after their keep-alive passed idle",
+        );
         let evictions = counter(
             "worker_evictions",
             "Idle workers stopped to free GPU memory for another plugin",

@@ -124,7 +124,10 @@ pub(crate) async fn set_enabled(
 
 /// `GET /api/plugins/{name}/config`: the configuration in force, and whether it is
 /// the running worker's word or the one kept for its next start.
-pub(crate) async fn get_config(shared: Arc<Shared>, name: String) -> Result<Response<Body>, ApiError> {
+pub(crate) async fn get_config(
+    shared: Arc<Shared>,
+    name: String,
+) -> Result<Response<Body>, ApiError> {
     let detail = shared
         .manager
         .plugin_config_detail(&name)

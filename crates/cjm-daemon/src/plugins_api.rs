@@ -120,19 +120,17 @@ pub(crate) async fn load(
         let shared = Arc::clone(&shared);
         let name = name.clone();
         let instance = instance.clone();
-        tokio::spawn(async move {
-            shared
-                .manager
-                .load_instance(&name, &instance, config)
-                .await
-        })
+        tokio::spawn(async move { shared.manager.load_instance(&name, &instance, config).await })
     };
     match loading.await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => return Err(crate::plugin_verbs::config_refusal(err)),
         Err(err) => return Err(task_failed("the load", err)),
     }
-    Ok(body::json(StatusCode::OK, &plugin(&shared, &instance, None)))
+    Ok(body::json(
+        StatusCode::OK,
+        &plugin(&shared, &instance, None),
+    ))
 }
 
 /// `POST /api/plugins/{name}/unload`.

@@ -41,8 +41,8 @@ mod idle;
 mod recovery;
 mod residency;
 
-pub(crate) use for_jobs::{AfterKill, Forced};
 pub use events::{PluginChange, PluginEvent};
+pub(crate) use for_jobs::{AfterKill, Forced};
 pub use kept::ConfigDrift;
 pub use tasks::TaskServer;
 use telemetry::ManagerStats;

@@ -126,7 +126,12 @@ impl Drop for Served {
 
 /// One request on a connection of its own: the status, the content type and the
 /// body (JSON when it parses, else a string).
-pub(crate) async fn call(socket: &Path, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+pub(crate) async fn call(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let (status, _, text) = call_raw(socket, method, path, body.map(|b| b.to_string()), &[]).await;
     let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, value)

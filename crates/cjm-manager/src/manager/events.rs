@@ -149,7 +149,12 @@ impl PluginManager {
     pub(super) fn worker_died(&self, plugin: &LoadedPlugin, pid: u32, detail: String) {
         let told = plugin.death_told.swap(pid, Ordering::SeqCst);
         if told != pid {
-            self.announce(plugin.name(), PluginChange::WorkerDied, Some(pid), Some(detail));
+            self.announce(
+                plugin.name(),
+                PluginChange::WorkerDied,
+                Some(pid),
+                Some(detail),
+            );
         }
     }
 }

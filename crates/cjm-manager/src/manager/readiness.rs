@@ -8,8 +8,8 @@ use std::time::Duration;
 use cjm_proxy::{HookOutcome, ProxyError};
 use tokio::time::Instant;
 
-use super::for_jobs::ProgressFeed;
 use super::events::PluginChange;
+use super::for_jobs::ProgressFeed;
 use super::PluginManager;
 use crate::ManagerError;
 

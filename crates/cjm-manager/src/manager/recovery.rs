@@ -101,7 +101,8 @@ impl PluginManager {
     ) -> ManagerError {
         let worker_killed = match self.shared.options.fault_policy_for(name).on_timeout {
             OnTimeout::KillWorker => {
-                let reason = format!("was killed by the host after an execution ran past {after:?}");
+                let reason =
+                    format!("was killed by the host after an execution ran past {after:?}");
                 let pid = plugin.proxy().map(|proxy| proxy.worker_pid());
                 plugin.kill(reason.clone());
                 if let Some(pid) = pid {
