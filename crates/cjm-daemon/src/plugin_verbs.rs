@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use cjm_manager::{ConfigMap, ErrorCategory, ManagerError};
+use cjm_manager::{ConfigMap, ManagerError};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
@@ -19,32 +19,13 @@ use crate::problem::ApiError;
 use crate::request::{parse_json, read_body};
 use crate::state::Shared;
 
-/// MB (as the manager reports GPU memory) to bytes, the metric's base unit.
-pub(crate) fn mb_to_bytes(mb: f64) -> u64 {
-    (mb * 1024.0 * 1024.0).max(0.0) as u64
-}
-
-/// The manager's error as the API says it; a configuration refused by the schema is
-/// 422 with the validator's words (the plugin keeps the one it had).
-pub(crate) fn config_refusal(err: ManagerError) -> ApiError {
-    match err {
-        ManagerError::InvalidConfig { .. } => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_config",
-            ErrorCategory::UserInput,
-            cjm_interface::ErrorChain(&err).to_string(),
-        ),
-        err => err.into(),
-    }
-}
-
 /// `change` on a task of its own; its outcome, or why the task failed.
 async fn on_task<T: Send + 'static>(
     what: &str,
     change: impl Future<Output = Result<T, ManagerError>> + Send + 'static,
 ) -> Result<T, ApiError> {
     match tokio::spawn(change).await {
-        Ok(outcome) => outcome.map_err(config_refusal),
+        Ok(outcome) => outcome.map_err(ApiError::from),
         Err(err) => Err(task_failed(what, err)),
     }
 }
@@ -191,7 +172,7 @@ pub(crate) async fn stats(shared: Arc<Shared>, name: String) -> Result<Response<
         .plugin_gpu_memory_mb(&name)
         .ok()
         .flatten()
-        .map(mb_to_bytes);
+        .map(crate::json::mb_to_bytes);
     if let Value::Object(map) = &mut value {
         map.insert(String::from("name"), Value::from(name));
         map.insert(String::from("gpu_memory_bytes"), json!(gpu));

@@ -48,7 +48,7 @@ pub(crate) fn plugin(
         "location": worker.as_ref().map(|worker| worker.location.clone()),
         "rss_bytes": worker.as_ref().filter(|worker| worker.local).and_then(|worker| rss_bytes(worker.pid)),
         "enabled": meta.map(|meta| meta.enabled),
-        "gpu_memory_bytes": manager.plugin_gpu_memory_mb(name).ok().flatten().map(crate::plugin_verbs::mb_to_bytes),
+        "gpu_memory_bytes": manager.plugin_gpu_memory_mb(name).ok().flatten().map(crate::json::mb_to_bytes),
         "restarts": status.as_ref().map(|status| status.restarts),
         "last_failure": status.as_ref().and_then(|status| status.last_failure.clone()),
         "keep_alive_s": status.as_ref().and_then(|status| status.keep_alive).map(|keep| keep.as_secs_f64()),
@@ -124,7 +124,7 @@ pub(crate) async fn load(
     };
     match loading.await {
         Ok(Ok(())) => {}
-        Ok(Err(err)) => return Err(crate::plugin_verbs::config_refusal(err)),
+        Ok(Err(err)) => return Err(err.into()),
         Err(err) => return Err(task_failed("the load", err)),
     }
     Ok(body::json(

@@ -541,23 +541,36 @@ async fn serve_runs_jobs_streams_events_refuses_bad_requests_and_stops_on_sigter
     let (_, waited) = call(&socket, "GET", &format!("/api/jobs/{after}/wait"), None).await;
     assert_eq!(waited["job"]["state"], "succeeded", "{waited}");
 
-    // Metrics: what happened, counted, in a format a real parser reads.
-    let (status, content_type, text) = call_raw(&socket, "GET", "/metrics", None, &[]).await;
-    assert_eq!(status, 200);
-    assert!(
-        content_type.starts_with("application/openmetrics-text"),
-        "{content_type}"
-    );
-    for line in [
+    // Metrics: what happened, counted, in a format a real parser reads. The
+    // counters follow the job events, which the daemon reads a moment after a wait
+    // may have answered: waited for, with a deadline.
+    let want = [
         "cjm_jobs_submitted_total{plugin=\"faulty\"} 3",
         "cjm_jobs_finished_total{plugin=\"faulty\",status=\"succeeded\"} 2",
         "cjm_jobs_finished_total{plugin=\"faulty\",status=\"cancelled\"} 1",
         "cjm_workers_running 1",
         "cjm_job_run_seconds_count{plugin=\"faulty\"} 3",
         "cjm_build_info{version=\"",
-    ] {
-        assert!(text.contains(line), "{line} not in:\n{text}");
-    }
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let (status, content_type, text) = call_raw(&socket, "GET", "/metrics", None, &[]).await;
+        assert_eq!(status, 200);
+        assert!(
+            content_type.starts_with("application/openmetrics-text"),
+            "{content_type}"
+        );
+        let missing: Vec<&str> = want
+            .iter()
+            .copied()
+            .filter(|line| !text.contains(line))
+            .collect();
+        if missing.is_empty() {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "{missing:?} not in:\n{text}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert!(!text.contains("job-"), "a job id in a label:\n{text}");
     if let Some(python) = prometheus_python() {
         let parsed = Command::new(python)

@@ -484,3 +484,101 @@ async fn daemon_api_the_openapi_document_lists_every_route_the_daemon_answers() 
     assert_error(status, &body, 404, "no_such_route");
     drop(served);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_api_loads_at_start_and_idle_stops_are_told_resumable_and_counted() {
+    let home = TestHome::new();
+    home.write_manifest(
+        "faulty",
+        json!({
+            "name": "faulty",
+            "version": "0.1.0",
+            "command": FAULTY,
+            "keep_alive_secs": 0.3,
+        }),
+    );
+    let served = Served::start(&home, &["--load", "faulty"], &[]);
+    let socket = served.socket.clone();
+    let (_, health) = call(&socket, "GET", "/api/health", None).await;
+    let session = health["session"].as_str().unwrap().to_owned();
+
+    // From the start of this run: the load at start was told too, before `ready`.
+    let mut events = Events::open(&socket, Some(&format!("{session}:0"))).await;
+    let pids = expect_plugin(
+        &mut events,
+        &[("faulty", "worker_started"), ("faulty", "loaded")],
+    )
+    .await;
+    let first_pid = pids[0].unwrap();
+    // Idle past its keep-alive: stopped, and told with the stopped worker's pid.
+    let stopped = loop {
+        let event = events.next().await;
+        if event.kind == "plugin" {
+            break event;
+        }
+    };
+    assert_eq!(stopped.data["state"], "idle_stopped", "{:?}", stopped.data);
+    assert_eq!(stopped.data["pid"].as_u64(), Some(first_pid));
+    assert!(
+        stopped.data["detail"]
+            .as_str()
+            .unwrap()
+            .contains("keep-alive"),
+        "{:?}",
+        stopped.data
+    );
+    // The next call starts it again.
+    let job = submit(&socket, "faulty", json!(["pid"])).await;
+    let ended = wait_job(&socket, job).await;
+    let second_pid = ended["result"]["pid"].as_u64().unwrap();
+    let pids = expect_plugin(&mut events, &[("faulty", "worker_started")]).await;
+    assert_eq!(pids, [Some(second_pid)]);
+
+    // A client that reconnects after the stop gets what followed it, plugin and job
+    // events in one numbering.
+    let mut resumed = Events::open(&socket, stopped.id.as_deref()).await;
+    let after = sequence_of(&stopped);
+    let started = loop {
+        let event = resumed.next().await;
+        assert!(
+            sequence_of(&event) > after,
+            "{event:?} is not after {stopped:?}"
+        );
+        if event.kind == "plugin" {
+            break event;
+        }
+    };
+    assert_eq!(
+        started.data["state"], "worker_started",
+        "{:?}",
+        started.data
+    );
+    assert_eq!(started.data["pid"].as_u64(), Some(second_pid));
+
+    // One call after one stop: two spawns; one idle stop, or two if the new worker
+    // idled past its keep-alive again meanwhile.
+    let text = metrics(&socket).await;
+    let value = |name: &str| -> u64 {
+        let prefix = format!("{name}{{plugin=\"faulty\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("cjm_worker_spawns_total"), 2, "{text}");
+    assert!(
+        (1..=2).contains(&value("cjm_worker_idle_stops_total")),
+        "{text}"
+    );
+    drop(served);
+}
+
+fn sequence_of(event: &crate::daemon::Event) -> u64 {
+    event
+        .id
+        .as_deref()
+        .and_then(|id| id.rsplit(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{event:?} has no id"))
+}
