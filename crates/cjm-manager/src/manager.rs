@@ -69,6 +69,7 @@ use telemetry::ManagerStats;
 /// | [Resources and telemetry](#resources-and-telemetry) | [`plugin_stats`](Self::plugin_stats), [`plugin_gpu_memory_mb`](Self::plugin_gpu_memory_mb), [`system_stats`](Self::system_stats), [`register_system_monitor`](Self::register_system_monitor), [`unregister_system_monitor`](Self::unregister_system_monitor), [`system_monitor`](Self::system_monitor) |
 /// | [Kept configuration](#kept-configuration) | [`kept_config`](Self::kept_config), [`config_drift`](Self::config_drift), [`import_original_configs`](Self::import_original_configs) |
 /// | [Learned resource profiles](#learned-resource-profiles) | [`resource_profiles`](Self::resource_profiles), [`learned_profile`](Self::learned_profile) |
+/// | [Plugin events](#plugin-events) | [`plugin_events`](Self::plugin_events) |
 ///
 /// Not methods here: admission, eviction, idle stops and restarts after a crash
 /// happen to every call as the [`ManagerOptions`] say; queued calls with progress and
