@@ -43,6 +43,11 @@ pub struct ServeCommand {
     /// (default 30)
     #[argh(option, default = "30")]
     grace_secs: u64,
+    /// restart a worker that dies up to this many times between loads, the first
+    /// after 100 ms, then twice as long each time (default 0: a dead worker stays
+    /// dead until reloaded)
+    #[argh(option, default = "0")]
+    restarts: u32,
 }
 
 pub fn run(command: ServeCommand) -> Result<ExitCode> {
@@ -75,6 +80,8 @@ pub fn run(command: ServeCommand) -> Result<ExitCode> {
         (None, None) => {}
     }
     options.grace = Duration::from_secs(command.grace_secs);
+    options.manager.fault_policy.restart =
+        cjm_manager::RestartPolicy::up_to(command.restarts, Duration::from_millis(100));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

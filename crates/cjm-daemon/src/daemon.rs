@@ -88,6 +88,9 @@ impl Daemon {
         let (auth, login) = Auth::new(token, options.listen.tcp_addr().is_some())?;
         let bound = Bound::bind(&options.listen).await?;
         let address = bound.address();
+        let journal = options.jobs.keep_journal.then(|| {
+            (options.jobs.journal.clone()).unwrap_or_else(|| options.manager.home.journal_path())
+        });
         let manager = PluginManager::new(options.manager);
         manager.discover_manifests();
         for problem in manager.discovery_problems() {
@@ -97,6 +100,8 @@ impl Daemon {
         // job's log records go.
         let jobs = Jobs::new(manager.clone(), options.jobs).await?;
         report_interrupted(jobs.interrupted());
+        // Before the loads at start: they are told on the event stream too.
+        let plugin_events = manager.plugin_events();
         if let Err(err) = load_at_start(&manager, &options.load).await {
             manager.shutdown().await;
             return Err(err);
@@ -110,11 +115,16 @@ impl Daemon {
             admission: Default::default(),
             max_body: options.max_body,
             auth,
+            journal,
             started: Instant::now(),
             draining: AtomicBool::new(false),
             closing,
         });
         tokio::spawn(collect_events(Arc::clone(&shared)));
+        tokio::spawn(crate::plugin_events::collect(
+            Arc::clone(&shared),
+            plugin_events,
+        ));
         Ok(Daemon {
             shared,
             bound,

@@ -1,5 +1,5 @@
-//! `/api/jobs`: submit (a call, or a task adapter's method), list, get, wait (a long
-//! poll), cancel.
+//! `/api/jobs`: submit (a call, or a task adapter's method), get, wait (a long
+//! poll), cancel (the listing: `jobs_query.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::body::{self, Body};
-use crate::json::{job_status, journal_entry};
+use crate::json::job_status;
 use crate::problem::ApiError;
 use crate::request::{job_id, parse_json, query, query_flag, read_body};
 use crate::state::Shared;
@@ -103,27 +103,6 @@ fn status_of(shared: &Shared, id: JobId) -> Result<Value, ApiError> {
         )
     })?;
     Ok(job_status(&status, shared.jobs.journal_id(id)))
-}
-
-/// `GET /api/jobs`: the jobs known here, oldest first, and those the last host left
-/// interrupted.
-pub(crate) fn list(shared: &Shared) -> Response<Body> {
-    let jobs: Vec<Value> = shared
-        .jobs
-        .list()
-        .iter()
-        .map(|status| job_status(status, shared.jobs.journal_id(status.id)))
-        .collect();
-    let interrupted: Vec<Value> = shared
-        .jobs
-        .interrupted()
-        .iter()
-        .map(journal_entry)
-        .collect();
-    body::json(
-        StatusCode::OK,
-        &json!({"jobs": jobs, "interrupted": interrupted}),
-    )
 }
 
 /// `GET /api/jobs/{id}`.

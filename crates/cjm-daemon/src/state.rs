@@ -24,6 +24,9 @@ pub(crate) struct Shared {
     pub(crate) max_body: usize,
     /// Who may use the API over TCP.
     pub(crate) auth: Auth,
+
+    /// The job journal, for `/api/jobs/history`; `None` when none is kept.
+    pub(crate) journal: Option<std::path::PathBuf>,
     pub(crate) started: Instant,
     /// Set at SIGTERM: no new jobs, loads or unloads; what runs may end.
     pub(crate) draining: AtomicBool,

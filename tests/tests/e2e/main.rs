@@ -12,6 +12,7 @@ mod compositions;
 mod config;
 mod ctl;
 mod daemon;
+mod daemon_api;
 mod daemon_auth;
 mod daemon_cli;
 mod daemon_soak;
