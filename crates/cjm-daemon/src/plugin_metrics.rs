@@ -16,43 +16,72 @@ struct Plugin {
     plugin: String,
 }
 
+/// A death by its cause (`exited`, `signal`, `lost`, `timed_out`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginCause {
+    plugin: String,
+    cause: String,
+}
+
+/// A stop by its reason (`keep_alive`, `gpu_memory`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginReason {
+    plugin: String,
+    reason: String,
+}
+
 /// The counters and the gauge, registered in the daemon's registry.
 #[derive(Debug)]
 pub(crate) struct PluginMetrics {
     spawns: Family<Plugin, Counter>,
-    deaths: Family<Plugin, Counter>,
+    deaths: Family<PluginCause, Counter>,
     restarts: Family<Plugin, Counter>,
-    idle_stops: Family<Plugin, Counter>,
-    evictions: Family<Plugin, Counter>,
+    idle_stops: Family<PluginReason, Counter>,
+    evictions: Family<PluginReason, Counter>,
     gpu_memory: Family<Plugin, Gauge>,
 }
 
 impl PluginMetrics {
     pub(crate) fn register(registry: &mut Registry) -> Self {
-        let mut counter = |name: &str, help: &str| {
-            let family = Family::<Plugin, Counter>::default();
+        fn counted<L>(registry: &mut Registry, name: &str, help: &str) -> Family<L, Counter>
+        where
+            L: EncodeLabelSet
+                + Clone
+                + std::hash::Hash
+                + Eq
+                + std::fmt::Debug
+                + Send
+                + Sync
+                + 'static,
+        {
+            let family = Family::<L, Counter>::default();
             registry.register(name, help, family.clone());
             family
-        };
-        let spawns = counter(
+        }
+        let spawns = counted(
+            registry,
             "worker_spawns",
             "Worker processes started (at load, reload, restart, or again after an idle stop)",
         );
-        let deaths = counter(
+        let deaths = counted(
+            registry,
             "worker_deaths",
-            "Workers that ended without the host stopping them, or were killed for a call past its time",
+            "Workers that ended without the host stopping them, or were killed for a call past its time, by cause (exited, signal, lost, timed_out)",
         );
-        let restarts = counter(
+        let restarts = counted(
+            registry,
             "worker_restarts",
             "Workers started again by the restart policy after a death",
         );
-        let idle_stops = counter(
+        let idle_stops = counted(
+            registry,
             "worker_idle_stops",
-            "Workers stopped after their keep-alive passed idle",
+            "Workers stopped after their keep-alive passed idle, by reason (keep_alive)",
         );
-        let evictions = counter(
+        let evictions = counted(
+            registry,
             "worker_evictions",
-            "Idle workers stopped to free GPU memory for another plugin",
+            "Idle workers stopped to free memory for another plugin, by reason (gpu_memory)",
         );
         let gpu_memory = Family::<Plugin, Gauge>::default();
         registry.register_with_unit(
@@ -73,20 +102,38 @@ impl PluginMetrics {
 
     /// Count `event`.
     pub(crate) fn observe(&self, event: &PluginEvent) {
-        let label = Plugin {
-            plugin: event.name.clone(),
+        let plugin = event.name.clone();
+        let why = || event.reason.unwrap_or("unknown").to_owned();
+        match event.change {
+            PluginChange::WorkerStarted => self.spawns.get_or_create(&Plugin { plugin }).inc(),
+            PluginChange::WorkerRestarted => {
+                let label = Plugin { plugin };
+                self.spawns.get_or_create(&label).inc();
+                self.restarts.get_or_create(&label).inc()
+            }
+            PluginChange::WorkerDied => self
+                .deaths
+                .get_or_create(&PluginCause {
+                    plugin,
+                    cause: why(),
+                })
+                .inc(),
+            PluginChange::IdleStopped => self
+                .idle_stops
+                .get_or_create(&PluginReason {
+                    plugin,
+                    reason: why(),
+                })
+                .inc(),
+            PluginChange::Evicted => self
+                .evictions
+                .get_or_create(&PluginReason {
+                    plugin,
+                    reason: why(),
+                })
+                .inc(),
+            _ => 0,
         };
-        let counters: &[&Family<Plugin, Counter>] = match event.change {
-            PluginChange::WorkerStarted => &[&self.spawns],
-            PluginChange::WorkerRestarted => &[&self.spawns, &self.restarts],
-            PluginChange::WorkerDied => &[&self.deaths],
-            PluginChange::IdleStopped => &[&self.idle_stops],
-            PluginChange::Evicted => &[&self.evictions],
-            _ => &[],
-        };
-        for family in counters {
-            family.get_or_create(&label).inc();
-        }
     }
 
     /// Set the gauges for a scrape (the caller holds the scrape lock).

@@ -322,6 +322,13 @@ impl RemotePluginProxy {
         self.worker.exit_description()
     }
 
+    /// How the worker ended, in one word for counting: `exited`, `signal` or `lost`
+    /// (see [`exit_description`](Self::exit_description) for the words); `None`
+    /// while it runs.
+    pub fn exit_cause(&self) -> Option<&'static str> {
+        self.worker.exit_cause()
+    }
+
     /// A future that resolves when the worker has ended, however it ended. It holds
     /// nothing of the proxy: a watcher awaiting it never keeps a worker alive that
     /// the proxy's drop would stop.

@@ -88,6 +88,20 @@ impl Worker {
         self.exit_within(limit).await.is_some()
     }
 
+    /// How the worker ended, as a metric's label: `exited` (with a status),
+    /// `signal` (killed by one), `lost` (a remote worker gone); `None` while it runs.
+    pub(crate) fn exit_cause(&self) -> Option<&'static str> {
+        use std::os::unix::process::ExitStatusExt;
+        match self {
+            Worker::Local(process) => process.exit_status().map(|status| match status {
+                Some(status) if status.code().is_some() => "exited",
+                Some(status) if status.signal().is_some() => "signal",
+                _ => "lost",
+            }),
+            Worker::Remote(remote) => remote.gone_reason().map(|_| "lost"),
+        }
+    }
+
     /// How the worker ended, in words; `None` while it runs.
     pub(crate) fn exit_description(&self) -> Option<String> {
         match self {

@@ -256,7 +256,7 @@ async fn daemon_api_plugin_verbs_config_and_worker_events_in_order() {
     let text = metrics(&socket).await;
     for line in [
         "cjm_worker_spawns_total{plugin=\"faulty\"} 3",
-        "cjm_worker_deaths_total{plugin=\"faulty\"} 1",
+        "cjm_worker_deaths_total{plugin=\"faulty\",cause=\"signal\"} 1",
         "cjm_worker_restarts_total{plugin=\"faulty\"} 1",
         "cjm_worker_spawns_total{plugin=\"faulty-two\"} 1",
     ] {
@@ -559,16 +559,22 @@ async fn daemon_api_loads_at_start_and_idle_stops_are_told_resumable_and_counted
     // idled past its keep-alive again meanwhile.
     let text = metrics(&socket).await;
     let value = |name: &str| -> u64 {
-        let prefix = format!("{name}{{plugin=\"faulty\"}} ");
+        let prefix = format!("{name}{{plugin=\"faulty\"");
         text.lines()
             .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|rest| rest.rsplit_once(' '))
             .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .1
             .parse()
             .unwrap()
     };
     assert_eq!(value("cjm_worker_spawns_total"), 2, "{text}");
     assert!(
         (1..=2).contains(&value("cjm_worker_idle_stops_total")),
+        "{text}"
+    );
+    assert!(
+        text.contains("cjm_worker_idle_stops_total{plugin=\"faulty\",reason=\"keep_alive\"}"),
         "{text}"
     );
     drop(served);

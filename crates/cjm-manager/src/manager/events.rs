@@ -31,6 +31,10 @@ pub struct PluginEvent {
     pub pid: Option<u32>,
     /// Why, in words, where there is more to say ("was killed by signal 9").
     pub detail: Option<String>,
+    /// Why, in one word, for counting: a death's cause (`exited`, `signal`, `lost`,
+    /// `timed_out`), an idle stop's or an eviction's reason (`keep_alive`,
+    /// `gpu_memory`).
+    pub reason: Option<&'static str>,
 }
 
 /// What happened to a plugin.
@@ -100,12 +104,25 @@ impl PluginManager {
         pid: Option<u32>,
         detail: Option<String>,
     ) {
+        self.announce_why(name, change, pid, detail, None);
+    }
+
+    /// [`announce`](Self::announce), with the one-word reason of a death or a stop.
+    pub(super) fn announce_why(
+        &self,
+        name: &str,
+        change: PluginChange,
+        pid: Option<u32>,
+        detail: Option<String>,
+        reason: Option<&'static str>,
+    ) {
         tracing::debug!("plugin {name}: {}", change.as_str());
         let _ = self.shared.plugin_events.send(PluginEvent {
             name: name.to_owned(),
             change,
             pid,
             detail,
+            reason,
         });
     }
 
@@ -141,19 +158,27 @@ impl PluginManager {
             let detail = proxy
                 .exit_description()
                 .unwrap_or_else(|| String::from("ended"));
-            PluginManager { shared }.worker_died(&plugin, proxy.worker_pid(), detail);
+            let cause = proxy.exit_cause().unwrap_or("lost");
+            PluginManager { shared }.worker_died(&plugin, proxy.worker_pid(), detail, cause);
         });
     }
 
     /// Tell the death of `plugin`'s worker `pid`, unless it was told already.
-    pub(super) fn worker_died(&self, plugin: &LoadedPlugin, pid: u32, detail: String) {
+    pub(super) fn worker_died(
+        &self,
+        plugin: &LoadedPlugin,
+        pid: u32,
+        detail: String,
+        cause: &'static str,
+    ) {
         let told = plugin.death_told.swap(pid, Ordering::SeqCst);
         if told != pid {
-            self.announce(
+            self.announce_why(
                 plugin.name(),
                 PluginChange::WorkerDied,
                 Some(pid),
                 Some(detail),
+                Some(cause),
             );
         }
     }

@@ -382,7 +382,12 @@ impl PluginManager {
             plugin.set_config(replacement.config);
             slot.put_back(SlotOutcome::Stopped(reason.clone()));
             if let Some(change) = replacement.stopped_as {
-                self.announce(plugin.name(), change, old_pid, Some(reason));
+                let why = match change {
+                    PluginChange::IdleStopped => Some("keep_alive"),
+                    PluginChange::Evicted => Some("gpu_memory"),
+                    _ => None,
+                };
+                self.announce_why(plugin.name(), change, old_pid, Some(reason), why);
             }
             return Ok(Replaced::Done);
         }

@@ -57,7 +57,8 @@ impl PluginManager {
             Some(Worker::Dead(reason)) => reason,
         };
         if let Some(proxy) = plugin.proxy() {
-            self.worker_died(plugin, proxy.worker_pid(), reason.clone());
+            let cause = proxy.exit_cause().unwrap_or("lost");
+            self.worker_died(plugin, proxy.worker_pid(), reason.clone(), cause);
         }
         let policy = self.shared.options.fault_policy_for(name).restart;
         let restart = plugin.restarts() + 1;
@@ -106,7 +107,7 @@ impl PluginManager {
                 let pid = plugin.proxy().map(|proxy| proxy.worker_pid());
                 plugin.kill(reason.clone());
                 if let Some(pid) = pid {
-                    self.worker_died(plugin, pid, reason);
+                    self.worker_died(plugin, pid, reason, "timed_out");
                 }
                 true
             }
