@@ -11,6 +11,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::body::{self, Body};
+use crate::dashboard;
 use crate::events;
 use crate::jobs_api;
 use crate::metrics;
@@ -53,6 +54,8 @@ async fn route(
     let post = method == Method::POST;
     match segments.as_slice() {
         ["api", "health"] if get => Ok(health(&shared)),
+        [""] if get => Ok(dashboard::page()),
+        ["assets", name] if get => dashboard::asset(name),
         ["api", "plugins"] if get => Ok(plugins_api::list(&shared)),
         ["api", "plugins", name, "load"] if post => {
             let name = (*name).to_owned();
@@ -116,6 +119,7 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
     match segments {
         ["api", "health"] | ["api", "plugins"] | ["api", "events"] | ["metrics"] => Some("GET"),
         ["api", "jobs"] => Some("GET, POST"),
+        [""] | ["assets", _] => Some("GET"),
         ["api", "jobs", _] | ["api", "jobs", _, "wait"] => Some("GET"),
         ["api", "plugins", _, "load" | "unload"] | ["api", "jobs", _, "cancel"] => Some("POST"),
         _ => None,

@@ -23,6 +23,7 @@
 mod api;
 mod body;
 mod daemon;
+mod dashboard;
 mod error;
 mod events;
 mod jobs_api;

@@ -12,6 +12,7 @@ mod compositions;
 mod config;
 mod ctl;
 mod daemon;
+mod daemon_dashboard;
 mod diagnostics;
 mod early_cancel;
 mod errors;

@@ -1,0 +1,349 @@
+"use strict";
+// The dashboard: a snapshot from the API, then the changes from /api/events as they
+// come. EventSource reconnects by itself (sending Last-Event-ID); each (re)connection
+// takes a fresh snapshot, so that what happened while it was away is shown too.
+// Every text from the daemon goes in through textContent, never as markup.
+
+const ENDED = new Set(["succeeded", "failed", "cancelled", "interrupted"]);
+const jobs = new Map(); // id -> the job as GET /api/jobs/{id} shows it, kept current
+const outcomes = new Map(); // id -> {result}, {error} or {note} once the job ended
+let systemRoute = null; // "/api/system" when it answers, else health and metrics
+
+function $(selector) {
+  return document.querySelector(selector);
+}
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function notice(text) {
+  $("#notice").textContent = text;
+}
+
+// One call to the API: the JSON answer, or an Error with the daemon's own detail.
+async function api(method, path, body) {
+  const init = { method, headers: {} };
+  if (body !== undefined) {
+    init.headers["content-type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
+  const text = await response.text();
+  let value = text;
+  try {
+    value = JSON.parse(text);
+  } catch (_) {
+    // Not JSON (metrics): the text itself.
+  }
+  if (!response.ok) {
+    const detail = value && value.detail ? value.detail : text;
+    throw new Error(`${method} ${path}: ${response.status} ${detail}`);
+  }
+  return value;
+}
+
+// Runs `work`, showing its failure in the header instead of leaving it unhandled.
+function attempt(work) {
+  Promise.resolve()
+    .then(work)
+    .catch((err) => notice(String(err.message || err)));
+}
+
+function bytes(count) {
+  if (count === null || count === undefined) return "";
+  return `${(count / (1024 * 1024)).toFixed(1)} MiB`;
+}
+
+function seconds(total) {
+  if (total < 1) return `${Math.round(total * 1000)} ms`;
+  if (total < 60) return `${total.toFixed(1)} s`;
+  const minutes = Math.floor(total / 60);
+  return `${minutes} min ${Math.round(total - minutes * 60)} s`;
+}
+
+// --- plugins -------------------------------------------------------------------
+
+async function refreshPlugins() {
+  const answer = await api("GET", "/api/plugins");
+  const body = $("#plugins tbody");
+  const select = $("#submit select[name=plugin]");
+  const chosen = select.value;
+  body.replaceChildren();
+  select.replaceChildren();
+  for (const plugin of answer.plugins) {
+    const row = element("tr");
+    row.dataset.plugin = plugin.name;
+    const state = plugin.loaded ? plugin.state || "loaded" : "unloaded";
+    row.append(
+      element("td", "name", plugin.name),
+      element("td", `state state-${plugin.loaded ? "loaded" : "unloaded"}`, state),
+      element("td", "pid", plugin.pid ?? ""),
+      element("td", "rss", bytes(plugin.rss_bytes)),
+    );
+    const verb = plugin.loaded ? "unload" : "load";
+    const button = element("button", verb, verb === "load" ? "Load" : "Unload");
+    button.type = "button";
+    button.addEventListener("click", () =>
+      attempt(async () => {
+        button.disabled = true;
+        try {
+          await api("POST", `/api/plugins/${encodeURIComponent(plugin.name)}/${verb}`);
+        } finally {
+          await refreshPlugins();
+        }
+      }),
+    );
+    const cell = element("td");
+    cell.append(button);
+    row.append(cell);
+    body.append(row);
+    if (plugin.loaded) {
+      select.append(element("option", "", plugin.name));
+    }
+  }
+  if ([...select.options].some((option) => option.value === chosen)) {
+    select.value = chosen;
+  }
+}
+
+// --- jobs ----------------------------------------------------------------------
+
+// The row of job `id`, made once and updated in place: a button being pressed is
+// never replaced under the pointer.
+function jobRow(id) {
+  let row = document.getElementById(`job-${id}`);
+  if (row) return row;
+  row = element("tr");
+  row.id = `job-${id}`;
+  row.dataset.job = id;
+  const progress = element("progress");
+  progress.max = 1;
+  const progressCell = element("td", "progress");
+  progressCell.append(progress);
+  const cancel = element("button", "cancel", "Cancel");
+  cancel.type = "button";
+  cancel.addEventListener("click", () =>
+    attempt(async () => {
+      cancel.disabled = true;
+      await api("POST", `/api/jobs/${id}/cancel`);
+    }),
+  );
+  const actions = element("td", "actions");
+  actions.append(cancel);
+  row.append(
+    element("td", "id", String(id)),
+    element("td", "plugin"),
+    element("td", "state"),
+    progressCell,
+    element("td", "message"),
+    element("td", "duration"),
+    element("td", "result"),
+    actions,
+  );
+  // Newest first.
+  $("#jobs tbody").prepend(row);
+  return row;
+}
+
+function renderJob(job) {
+  const row = jobRow(job.id);
+  const cell = (name) => row.querySelector(`td.${name}`);
+  cell("plugin").textContent = job.plugin;
+  cell("state").textContent = job.cancelling && !ENDED.has(job.state) ? `${job.state} (cancelling)` : job.state;
+  cell("state").className = `state state-${job.state}`;
+  row.dataset.state = job.state;
+  const progress = row.querySelector("progress");
+  if (job.progress) {
+    progress.value = job.progress.fraction;
+    cell("message").textContent = job.progress.message || "";
+  }
+  // Done is done, whatever the plugin reported last.
+  if (job.state === "succeeded") progress.value = 1;
+  cell("duration").textContent = duration(job);
+  const outcome = outcomes.get(job.id);
+  const result = cell("result");
+  if (outcome) {
+    result.textContent = outcome.error || outcome.note || JSON.stringify(outcome.result);
+    result.title = result.textContent;
+    result.classList.toggle("error", Boolean(outcome.error));
+  }
+  row.querySelector("button.cancel").hidden = ENDED.has(job.state);
+}
+
+function duration(job) {
+  if (!job.started_at) return "";
+  const end = job.finished_at || Date.now() / 1000;
+  return seconds(Math.max(0, end - job.started_at));
+}
+
+// The job's whole status, and its result or error once it ended.
+async function fetchJob(id) {
+  const job = await api("GET", `/api/jobs/${id}`);
+  const known = jobs.get(id);
+  jobs.set(id, { ...job, cancelling: known && known.cancelling });
+  if (ENDED.has(job.state) && !outcomes.has(id)) {
+    await fetchOutcome(job);
+  }
+  renderJob(jobs.get(id));
+}
+
+async function fetchOutcome(job) {
+  if (job.failure) {
+    outcomes.set(job.id, { error: `${job.failure.category}: ${job.failure.message}` });
+    return;
+  }
+  if (job.state !== "succeeded") {
+    outcomes.set(job.id, { note: job.cancelled ? `cancelled (${job.cancelled})` : job.state });
+    return;
+  }
+  const waited = await api("GET", `/api/jobs/${job.id}/wait?timeout_ms=0`);
+  if (waited.ended) outcomes.set(job.id, { result: waited.result });
+}
+
+async function refreshJobs() {
+  const answer = await api("GET", "/api/jobs");
+  for (const job of answer.jobs) {
+    jobs.set(job.id, { ...job, cancelling: (jobs.get(job.id) || {}).cancelling });
+  }
+  // Results for the jobs that ended while this page was away, newest first.
+  const ended = answer.jobs.filter((job) => ENDED.has(job.state) && !outcomes.has(job.id));
+  for (const job of ended.slice(-20)) {
+    await fetchOutcome(job);
+  }
+  for (const job of answer.jobs) renderJob(jobs.get(job.id));
+}
+
+// One `job` event: {job, plugin, change, ...}.
+function onJobEvent(event) {
+  const job = jobs.get(event.job) || { id: event.job, plugin: event.plugin, state: "queued" };
+  jobs.set(event.job, job);
+  switch (event.change) {
+    case "progress":
+      job.progress = { fraction: event.fraction, message: event.message };
+      renderJob(job);
+      return;
+    case "cancel":
+      job.cancelling = event.phase !== "completed";
+      renderJob(job);
+      return;
+    case "state":
+      job.state = event.state;
+      renderJob(job);
+      // The times, the failure, the result: from the job itself.
+      attempt(() => fetchJob(event.job));
+      return;
+    default:
+      renderJob(job);
+  }
+}
+
+// --- system --------------------------------------------------------------------
+
+function figures(list, value, prefix) {
+  if (value !== null && typeof value === "object") {
+    const entries = Array.isArray(value) ? value.map((item, index) => [index, item]) : Object.entries(value);
+    for (const [key, inner] of entries) figures(list, inner, prefix ? `${prefix}.${key}` : String(key));
+  } else {
+    list.push([prefix, value === null ? "—" : String(value)]);
+  }
+}
+
+async function refreshSystem() {
+  let shown;
+  if (systemRoute !== "health") {
+    const response = await fetch("/api/system");
+    if (response.ok) {
+      systemRoute = "/api/system";
+      shown = await response.json();
+    } else {
+      // Not served by this daemon: health and metrics instead, from now on.
+      systemRoute = "health";
+    }
+  }
+  $("#system-source").textContent =
+    systemRoute === "health" ? "from /api/health and /metrics (no /api/system here)" : "from /api/system";
+  if (systemRoute === "health") {
+    shown = await api("GET", "/api/health");
+    const metrics = await api("GET", "/metrics");
+    const samples = String(metrics)
+      .split("\n")
+      .filter((line) => line && !line.startsWith("#") && !/_(bucket|created)[{ ]/.test(line));
+    $("#metrics").textContent = samples.join("\n");
+    $("#metrics-box").hidden = false;
+  }
+  const list = [];
+  figures(list, shown, "");
+  const dl = $("#system");
+  dl.replaceChildren();
+  for (const [key, value] of list) dl.append(element("dt", "", key), element("dd", "", value));
+}
+
+// --- wiring --------------------------------------------------------------------
+
+function submitJob(event) {
+  event.preventDefault();
+  const form = event.target;
+  const output = $("#submitted");
+  attempt(async () => {
+    let kwargs;
+    try {
+      kwargs = JSON.parse(form.kwargs.value || "{}");
+    } catch (err) {
+      output.textContent = `kwargs: not JSON (${err.message})`;
+      return;
+    }
+    if (kwargs === null || typeof kwargs !== "object" || Array.isArray(kwargs)) {
+      output.textContent = "kwargs: expected a JSON object";
+      return;
+    }
+    try {
+      const answer = await api("POST", "/api/jobs", { plugin: form.plugin.value, kwargs });
+      output.textContent = `job ${answer.id} submitted`;
+      await fetchJob(answer.id);
+    } catch (err) {
+      output.textContent = err.message;
+    }
+  });
+}
+
+function refreshAll() {
+  attempt(refreshPlugins);
+  attempt(refreshJobs);
+  attempt(refreshSystem);
+}
+
+function connect() {
+  const source = new EventSource("/api/events");
+  const connection = $("#connection");
+  source.addEventListener("open", () => {
+    connection.textContent = "live";
+    connection.className = "up";
+    notice("");
+    refreshAll();
+  });
+  source.addEventListener("error", () => {
+    connection.textContent = "reconnecting…";
+    connection.className = "down";
+  });
+  source.addEventListener("job", (message) => onJobEvent(JSON.parse(message.data)));
+  source.addEventListener("plugin", () => attempt(refreshPlugins));
+  // Events were lost (a slow page, or a daemon restarted): the snapshot again.
+  source.addEventListener("lagged", () => refreshAll());
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("#submit").addEventListener("submit", submitJob);
+  connect();
+  // RSS, system figures and running durations change without events.
+  setInterval(() => {
+    attempt(refreshPlugins);
+    attempt(refreshSystem);
+  }, 5000);
+  setInterval(() => {
+    for (const job of jobs.values()) if (job.state === "running") renderJob(job);
+  }, 1000);
+});
