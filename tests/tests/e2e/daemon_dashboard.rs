@@ -462,6 +462,31 @@ fn the_dashboard_shows_plugins_runs_a_job_with_live_progress_and_cancels_it_in_c
         1.0
     );
 
+    // A failing job whose error carries markup: shown as text, never made into an
+    // element (and so no image load for the policy to refuse either).
+    let said = submit(&mut cdp, r#"{"action": "<img src=/x id=injected>"}"#);
+    let failed = job_number(&said);
+    let error = cdp.wait_for(
+        "the failed job's error",
+        &format!(
+            "(() => {{ const row = document.querySelector('#job-{failed}'); \
+             return row && row.dataset.state === 'failed' \
+             && row.querySelector('.result').textContent || null; }})()"
+        ),
+        long,
+    );
+    assert!(
+        error
+            .as_str()
+            .unwrap()
+            .contains("unknown action <img src=/x id=injected>"),
+        "{error}"
+    );
+    assert_eq!(
+        cdp.evaluate("document.getElementById('injected')"),
+        Value::Null
+    );
+
     // A long job from the form: 2,000 steps of 20 ms, a progress report each.
     let said = submit(
         &mut cdp,

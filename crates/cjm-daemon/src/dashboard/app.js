@@ -326,8 +326,15 @@ function connect() {
     refreshAll();
   });
   source.addEventListener("error", () => {
-    connection.textContent = "reconnecting…";
     connection.className = "down";
+    if (source.readyState !== EventSource.CLOSED) {
+      connection.textContent = "reconnecting…";
+      return;
+    }
+    // Refused outright (an error status, a session gone): EventSource gives up on
+    // those, so a new one is made; the snapshot at its opening fills the gap.
+    connection.textContent = "disconnected";
+    setTimeout(connect, 5000);
   });
   source.addEventListener("job", (message) => onJobEvent(JSON.parse(message.data)));
   source.addEventListener("plugin", () => attempt(refreshPlugins));
