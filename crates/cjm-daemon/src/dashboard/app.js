@@ -161,8 +161,10 @@ function renderJob(job) {
     progress.value = job.progress.fraction;
     cell("message").textContent = job.progress.message || "";
   }
-  // Done is done, whatever the plugin reported last.
+  // Done is done, whatever the plugin reported last; an ended job that never
+  // reported is not left "in progress" (a bar without a value moves by itself).
   if (job.state === "succeeded") progress.value = 1;
+  else if (ENDED.has(job.state) && !job.progress) progress.value = 0;
   cell("duration").textContent = duration(job);
   const outcome = outcomes.get(job.id);
   const result = cell("result");
