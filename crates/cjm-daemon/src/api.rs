@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::body::{self, Body};
 use crate::dashboard;
+use crate::diagnostics_api;
 use crate::events;
 use crate::jobs_api;
 use crate::metrics;
@@ -72,6 +73,9 @@ async fn route(
             jobs_api::wait(shared.clone(), id, request_query).await
         }
         ["api", "jobs", id, "cancel"] if post => jobs_api::cancel(&shared, id, request_query),
+        ["api", "jobs", id, "diagnostics"] if get => {
+            diagnostics_api::diagnostics(shared.clone(), id, request_query).await
+        }
         ["api", "events"] if get => {
             let last_event_id = request
                 .headers()
@@ -121,6 +125,7 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
         ["api", "jobs"] => Some("GET, POST"),
         [""] | ["assets", _] => Some("GET"),
         ["api", "jobs", _] | ["api", "jobs", _, "wait"] => Some("GET"),
+        ["api", "jobs", _, "diagnostics"] => Some("GET"),
         ["api", "plugins", _, "load" | "unload"] | ["api", "jobs", _, "cancel"] => Some("POST"),
         _ => None,
     }

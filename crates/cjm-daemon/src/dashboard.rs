@@ -15,6 +15,8 @@ use crate::problem::ApiError;
 
 const INDEX: &str = include_str!("dashboard/index.html");
 const APP_JS: &str = include_str!("dashboard/app.js");
+const CHART_JS: &str = include_str!("dashboard/chart.js");
+const DETAIL_JS: &str = include_str!("dashboard/detail.js");
 const APP_CSS: &str = include_str!("dashboard/app.css");
 const ICON: &str = include_str!("dashboard/icon.svg");
 
@@ -32,13 +34,15 @@ pub(crate) fn page() -> Response<Body> {
 pub(crate) fn asset(name: &str) -> Result<Response<Body>, ApiError> {
     let (text, content_type) = match name {
         "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
+        "chart.js" => (CHART_JS, "text/javascript; charset=utf-8"),
+        "detail.js" => (DETAIL_JS, "text/javascript; charset=utf-8"),
         "app.css" => (APP_CSS, "text/css; charset=utf-8"),
         "icon.svg" => (ICON, "image/svg+xml"),
         _ => {
             return Err(ApiError::not_found(
                 "no_such_asset",
                 format!(
-                    "/assets/{name}: no such file (the dashboard has app.js, app.css, icon.svg)"
+                    "/assets/{name}: no such file (the dashboard has app.js, chart.js, detail.js, app.css, icon.svg)"
                 ),
             ))
         }

@@ -24,6 +24,7 @@ mod api;
 mod body;
 mod daemon;
 mod dashboard;
+mod diagnostics_api;
 mod error;
 mod events;
 mod jobs_api;

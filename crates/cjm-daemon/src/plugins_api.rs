@@ -37,6 +37,8 @@ fn plugin(shared: &Shared, name: &str, discovered: Option<&cjm_manager::PluginMe
         "version": meta.map(|meta| meta.version.clone()),
         "category": meta.map(|meta| meta.category.clone()),
         "description": meta.map(|meta| meta.description.clone()),
+        "config_schema": meta.map(|meta| meta.config_schema.clone()),
+        "resources": meta.map(|meta| meta.resources.clone()),
         "discovered": discovered.is_some(),
         "loaded": status.is_some(),
         "state": status.as_ref().map(|status| state_name(status.state)),

@@ -67,6 +67,8 @@ function seconds(total) {
 
 // --- plugins -------------------------------------------------------------------
 
+const plugins = new Map(); // name -> the plugin as GET /api/plugins shows it
+
 async function refreshPlugins() {
   const answer = await api("GET", "/api/plugins");
   const body = $("#plugins tbody");
@@ -74,31 +76,25 @@ async function refreshPlugins() {
   const chosen = select.value;
   body.replaceChildren();
   select.replaceChildren();
+  plugins.clear();
   for (const plugin of answer.plugins) {
+    plugins.set(plugin.name, plugin);
     const row = element("tr");
     row.dataset.plugin = plugin.name;
     const state = plugin.loaded ? plugin.state || "loaded" : "unloaded";
     row.append(
       element("td", "name", plugin.name),
       element("td", `state state-${plugin.loaded ? "loaded" : "unloaded"}`, state),
+      element("td", "where", plugin.location ?? ""),
       element("td", "pid", plugin.pid ?? ""),
       element("td", "rss", bytes(plugin.rss_bytes)),
+      element("td", "gpu", gpuNeed(plugin.resources)),
+      element("td", "restarts", plugin.loaded ? String(plugin.restarts ?? 0) : ""),
+      element("td", "idle", idleStop(plugin)),
     );
-    const verb = plugin.loaded ? "unload" : "load";
-    const button = element("button", verb, verb === "load" ? "Load" : "Unload");
-    button.type = "button";
-    button.addEventListener("click", () =>
-      attempt(async () => {
-        button.disabled = true;
-        try {
-          await api("POST", `/api/plugins/${encodeURIComponent(plugin.name)}/${verb}`);
-        } finally {
-          await refreshPlugins();
-        }
-      }),
-    );
-    const cell = element("td");
-    cell.append(button);
+    const cell = element("td", "actions");
+    const verbs = plugin.loaded ? ["unload", "reload"] : ["load"];
+    for (const verb of verbs) cell.append(pluginButton(plugin, verb));
     row.append(cell);
     body.append(row);
     if (plugin.loaded) {
@@ -108,6 +104,107 @@ async function refreshPlugins() {
   if ([...select.options].some((option) => option.value === chosen)) {
     select.value = chosen;
   }
+}
+
+function gpuNeed(resources) {
+  if (!resources || !resources.requires_gpu) return "—";
+  return resources.min_gpu_vram_mb ? `needs ${resources.min_gpu_vram_mb} MiB` : "needs one";
+}
+
+// When an idle worker is stopped: at a time, after an idle spell, or never.
+function idleStop(plugin) {
+  if (!plugin.loaded) return "";
+  if (plugin.idle_stop_at) return `in ${seconds(Math.max(0, plugin.idle_stop_at - Date.now() / 1000))}`;
+  if (plugin.keep_alive_s) return `after ${seconds(plugin.keep_alive_s)} idle`;
+  return "never";
+}
+
+function hasFields(schema) {
+  return Boolean(schema && schema.properties && Object.keys(schema.properties).length);
+}
+
+// Load (through the config form where the manifest has a config schema), unload,
+// reload: each a POST, then the table afresh.
+function pluginButton(plugin, verb) {
+  const button = element("button", verb, verb[0].toUpperCase() + verb.slice(1));
+  button.type = "button";
+  button.addEventListener("click", () => {
+    if (verb === "load" && hasFields(plugin.config_schema)) {
+      openLoadForm(plugin);
+      return;
+    }
+    attempt(() => pluginVerb(button, plugin.name, verb));
+  });
+  return button;
+}
+
+async function pluginVerb(button, name, verb, body) {
+  button.disabled = true;
+  try {
+    await api("POST", `/api/plugins/${encodeURIComponent(name)}/${verb}`, body);
+    notice("");
+  } finally {
+    button.disabled = false;
+    await refreshPlugins();
+  }
+}
+
+// The config form, one field per property of the plugin's config schema.
+function openLoadForm(plugin) {
+  const form = $("#load-config");
+  form.dataset.plugin = plugin.name;
+  form.querySelector(".plugin").textContent = plugin.name;
+  form.querySelector(".fields").replaceChildren(...schemaFields(plugin.config_schema));
+  form.hidden = false;
+}
+
+function schemaFields(schema) {
+  return Object.entries(schema.properties).map(([key, property]) => {
+    const label = element("label", "", property.title || key);
+    let input;
+    if (Array.isArray(property.enum)) {
+      input = element("select");
+      for (const value of property.enum) input.append(element("option", "", String(value)));
+    } else {
+      input = element("input");
+      const type = Array.isArray(property.type) ? property.type.find((t) => t !== "null") : property.type;
+      input.type = type === "boolean" ? "checkbox" : type === "integer" || type === "number" ? "number" : "text";
+      if (type === "integer") input.step = "1";
+      if (property.minimum !== undefined) input.min = String(property.minimum);
+      if (property.maximum !== undefined) input.max = String(property.maximum);
+    }
+    input.name = key;
+    input.dataset.type = input.type === "number" ? "number" : input.type === "checkbox" ? "boolean" : "string";
+    if (property.default !== undefined) {
+      if (input.type === "checkbox") input.checked = Boolean(property.default);
+      else input.value = String(property.default);
+    }
+    if (property.description) label.title = property.description;
+    label.append(input);
+    return label;
+  });
+}
+
+// The form's values as a config: left empty is left out (the plugin's default).
+function formConfig(form) {
+  const config = {};
+  for (const input of form.querySelectorAll(".fields [name]")) {
+    if (input.dataset.type === "boolean") config[input.name] = input.checked;
+    else if (input.value === "") continue;
+    else config[input.name] = input.dataset.type === "number" ? Number(input.value) : input.value;
+  }
+  return config;
+}
+
+function loadWithConfig(event) {
+  event.preventDefault();
+  const form = event.target;
+  if (!form.reportValidity()) return;
+  const button = form.querySelector("button[type=submit]");
+  attempt(async () => {
+    await pluginVerb(button, form.dataset.plugin, "load", { config: formConfig(form) });
+    form.hidden = true;
+  });
 }
 
 // --- jobs ----------------------------------------------------------------------
@@ -124,22 +221,38 @@ function jobRow(id) {
   progress.max = 1;
   const progressCell = element("td", "progress");
   progressCell.append(progress);
+  // The first press asks the plugin to stop; a second one kills its worker.
   const cancel = element("button", "cancel", "Cancel");
   cancel.type = "button";
   cancel.addEventListener("click", () =>
     attempt(async () => {
+      const force = cancel.classList.contains("force");
       cancel.disabled = true;
-      await api("POST", `/api/jobs/${id}/cancel`);
+      try {
+        await api("POST", `/api/jobs/${id}/cancel${force ? "?force=true" : ""}`);
+      } finally {
+        cancel.disabled = false;
+      }
+      cancel.classList.add("force");
+      cancel.textContent = "Force stop";
+      cancel.title = "the job was asked to stop; press again to kill its worker";
     }),
   );
+  const open = element("button", "open", String(id));
+  open.type = "button";
+  open.title = "arguments, timeline and log";
+  open.addEventListener("click", () => attempt(() => openDetail(id)));
+  const idCell = element("td", "id");
+  idCell.append(open);
   const actions = element("td", "actions");
   actions.append(cancel);
   row.append(
-    element("td", "id", String(id)),
+    idCell,
     element("td", "plugin"),
     element("td", "state"),
     progressCell,
     element("td", "message"),
+    element("td", "category"),
     element("td", "duration"),
     element("td", "result"),
     actions,
@@ -165,6 +278,7 @@ function renderJob(job) {
   // reported is not left "in progress" (a bar without a value moves by itself).
   if (job.state === "succeeded") progress.value = 1;
   else if (ENDED.has(job.state) && !job.progress) progress.value = 0;
+  cell("category").textContent = job.failure ? job.failure.category : job.cancelled || "";
   cell("duration").textContent = duration(job);
   const outcome = outcomes.get(job.id);
   const result = cell("result");
@@ -226,6 +340,7 @@ function onJobEvent(event) {
   switch (event.change) {
     case "progress":
       job.progress = { fraction: event.fraction, message: event.message };
+      noteProgress(event.job, event.fraction, event.message);
       renderJob(job);
       return;
     case "cancel":
@@ -237,6 +352,7 @@ function onJobEvent(event) {
       renderJob(job);
       // The times, the failure, the result: from the job itself.
       attempt(() => fetchJob(event.job));
+      if (detail && detail.id === event.job) attempt(refreshDetail);
       return;
     default:
       renderJob(job);
@@ -261,6 +377,7 @@ async function refreshSystem() {
     if (response.ok) {
       systemRoute = "/api/system";
       shown = await response.json();
+      sampleSystem(shown, Date.now() / 1000);
     } else {
       // Not served by this daemon: health and metrics instead, from now on.
       systemRoute = "health";
@@ -269,6 +386,7 @@ async function refreshSystem() {
   $("#system-source").textContent =
     systemRoute === "health" ? "from /api/health and /metrics (no /api/system here)" : "from /api/system";
   if (systemRoute === "health") {
+    chartUnavailable();
     shown = await api("GET", "/api/health");
     const metrics = await api("GET", "/metrics");
     const samples = String(metrics)
@@ -304,6 +422,7 @@ function submitJob(event) {
     }
     try {
       const answer = await api("POST", "/api/jobs", { plugin: form.plugin.value, kwargs });
+      submittedArgs.set(answer.id, { plugin: form.plugin.value, kwargs });
       output.textContent = `job ${answer.id} submitted`;
       await fetchJob(answer.id);
     } catch (err) {
@@ -346,12 +465,17 @@ function connect() {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("#submit").addEventListener("submit", submitJob);
+  $("#load-config").addEventListener("submit", loadWithConfig);
+  $("#load-config .dismiss").addEventListener("click", () => ($("#load-config").hidden = true));
+  $("#detail .dismiss").addEventListener("click", closeDetail);
   connect();
-  // RSS, system figures and running durations change without events.
+  // RSS, idle stops, system figures, running durations and log lines change
+  // without events.
+  setInterval(() => attempt(refreshPlugins), 5000);
+  setInterval(() => attempt(refreshSystem), 3000);
   setInterval(() => {
-    attempt(refreshPlugins);
-    attempt(refreshSystem);
-  }, 5000);
+    if (detail && !ENDED.has((jobs.get(detail.id) || {}).state)) attempt(refreshDetail);
+  }, 2000);
   setInterval(() => {
     for (const job of jobs.values()) if (job.state === "running") renderJob(job);
   }, 1000);
