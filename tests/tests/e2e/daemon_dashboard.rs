@@ -120,6 +120,9 @@ struct Cdp {
     session: String,
     /// Every event received so far, in order.
     events: Vec<Value>,
+    /// Paths the test asked for expecting an error status, which Chromium logs as
+    /// failed resources: not problems of the page.
+    probed: Vec<String>,
 }
 
 impl Cdp {
@@ -141,6 +144,7 @@ impl Cdp {
             next_id: 0,
             session: String::new(),
             events: Vec::new(),
+            probed: vec!["/api/system".to_owned()],
         };
         let target = cdp.browser_call("Target.createTarget", json!({"url": "about:blank"}));
         let attached = cdp.browser_call(
@@ -223,6 +227,13 @@ impl Cdp {
         }
     }
 
+    /// `GET path` from inside the page (with its session): the status. An error
+    /// status is expected, not a problem of the page.
+    fn probe_in_page(&mut self, path: &str) -> Value {
+        self.probed.push(path.to_owned());
+        self.evaluate(&format!("fetch({}).then((r) => r.status)", json!(path)))
+    }
+
     fn screenshot(&mut self, path: &Path) {
         let shot = self.call("Page.captureScreenshot", json!({"format": "png"}));
         let png = data_encoding::BASE64
@@ -232,9 +243,9 @@ impl Cdp {
     }
 
     /// The JavaScript exceptions, errors logged (CSP violations are) and
-    /// `console.error` calls seen so far. One is expected, and left out: the page asks
-    /// for `GET /api/system` and falls back on health and metrics where the daemon
-    /// answers 404, which Chromium logs as a failed resource.
+    /// `console.error` calls seen so far. Failed resources the test expects are left
+    /// out: the page asks for `GET /api/system` and falls back on health and metrics
+    /// where the daemon answers 404, and the test's own probes (see `probe_in_page`).
     fn problems(&self) -> Vec<String> {
         self.events
             .iter()
@@ -242,14 +253,11 @@ impl Cdp {
                 Some("Runtime.exceptionThrown") => true,
                 Some("Log.entryAdded") => {
                     let entry = &event["params"]["entry"];
-                    let system_absent = entry["source"] == "network"
-                        && entry["url"]
-                            .as_str()
-                            .is_some_and(|url| url.ends_with("/api/system"))
-                        && entry["text"]
-                            .as_str()
-                            .is_some_and(|text| text.contains("404"));
-                    (entry["level"] == "error" || entry["source"] == "security") && !system_absent
+                    let expected = entry["source"] == "network"
+                        && entry["url"].as_str().is_some_and(|url| {
+                            self.probed.iter().any(|path| url.ends_with(path.as_str()))
+                        });
+                    (entry["level"] == "error" || entry["source"] == "security") && !expected
                 }
                 Some("Runtime.consoleAPICalled") => event["params"]["type"] == "error",
                 _ => false,
@@ -262,11 +270,16 @@ impl Cdp {
 /// Submit the form for faulty with `kwargs` (the textarea's text); what the form
 /// says then.
 fn submit(cdp: &mut Cdp, kwargs: &str) -> String {
+    submit_to(cdp, "faulty", kwargs)
+}
+
+fn submit_to(cdp: &mut Cdp, plugin: &str, kwargs: &str) -> String {
     cdp.evaluate(&format!(
         "(() => {{ const form = document.querySelector('#submit'); \
          document.querySelector('#submitted').textContent = ''; \
-         form.plugin.value = 'faulty'; form.kwargs.value = {}; \
+         form.plugin.value = {}; form.kwargs.value = {}; \
          form.querySelector('button').click(); }})()",
+        json!(plugin),
         json!(kwargs)
     ));
     let said = cdp.wait_for(
@@ -300,6 +313,32 @@ fn next_line(lines: &mpsc::Receiver<String>, what: &str, process: &Killed) -> St
         .unwrap_or_else(|_| panic!("no {what}; stderr: {:?}", process.stderr()))
 }
 
+/// A file of `size` bytes that takes no room (a hole): input that a count reads for
+/// long, reporting progress per chunk, without filling the disk.
+fn sparse_file(path: &Path, size: u64) -> PathBuf {
+    let file = std::fs::File::create(path).unwrap();
+    file.set_len(size).unwrap();
+    path.to_path_buf()
+}
+
+/// Click job `id`'s number and wait for its detail, with a timeline ending in
+/// `last_step`; the steps' names, in order.
+fn open_detail(cdp: &mut Cdp, id: u64, last_step: &str) -> Value {
+    cdp.evaluate(&format!(
+        "document.querySelector('#job-{id} button.open').click()"
+    ));
+    cdp.wait_for(
+        &format!("job {id}'s detail ending in {last_step}"),
+        &format!(
+            "(() => {{ const box = document.querySelector('#detail'); \
+             if (box.hidden || box.dataset.job !== '{id}') return null; \
+             const steps = [...box.querySelectorAll('.timeline li strong')].map((s) => s.textContent); \
+             return steps[steps.length - 1] === '{last_step}' && steps; }})()"
+        ),
+        Duration::from_secs(60),
+    )
+}
+
 /// Where the screenshots go: `target/dashboard/`.
 fn screenshots() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -322,6 +361,7 @@ fn the_dashboard_shows_plugins_runs_a_job_with_live_progress_and_cancels_it_in_c
     let home = TestHome::new();
     home.native_manifest("faulty", FAULTY, &[]);
     home.native_manifest("echo", ECHO, &[]);
+    home.installed_manifest("cjm-wordcount", WORDCOUNT, &[]);
 
     let mut serve = Command::new(CTL);
     serve
@@ -487,11 +527,44 @@ fn the_dashboard_shows_plugins_runs_a_job_with_live_progress_and_cancels_it_in_c
         Value::Null
     );
 
-    // A long job from the form: 2,000 steps of 20 ms, a progress report each.
-    let said = submit(
-        &mut cdp,
-        r#"{"action": "steps", "steps": 2000, "step_ms": 20}"#,
+    // wordcount, not loaded: its Load button opens a form made from its config
+    // schema (the chunk size, with its default and bounds); loaded with 1 MiB chunks.
+    let wordcount = "document.querySelector('#plugins tr[data-plugin=cjm-wordcount]')";
+    assert_eq!(
+        cdp.evaluate(&format!("{wordcount}.querySelector('.gpu').textContent")),
+        "—"
     );
+    cdp.evaluate(&format!("{wordcount}.querySelector('button.load').click()"));
+    let field = cdp.wait_for(
+        "the config form's chunk size field",
+        "(() => { const form = document.querySelector('#load-config'); \
+         const input = form.querySelector('input[name=chunk_bytes]'); \
+         return !form.hidden && input && `${input.type} ${input.min} ${input.max} ${input.value}`; })()",
+        long,
+    );
+    assert_eq!(field, "number 4096 67108864 1048576");
+    cdp.evaluate(
+        "(() => { const form = document.querySelector('#load-config'); \
+         form.querySelector('input[name=chunk_bytes]').value = '1048576'; \
+         form.querySelector('button[type=submit]').click(); })()",
+    );
+    let where_ = cdp.wait_for(
+        "wordcount shown running, local",
+        &format!(
+            "(() => {{ const row = {wordcount}; return row && row.querySelector('.state').textContent === 'running' \
+             && document.querySelector('#load-config').hidden \
+             && `${{row.querySelector('.where').textContent}} ${{row.querySelector('.restarts').textContent}}`; }})()"
+        ),
+        long,
+    );
+    assert_eq!(where_, "local 0");
+
+    // A count over a large input (4 GiB, a hole: tens of seconds for a debug build,
+    // seconds for a release one): its bar moves with each chunk.
+    let size: u64 = 4 << 30;
+    let large = sparse_file(&home.path().join("large.txt"), size);
+    let kwargs = json!({"file_path": large}).to_string();
+    let said = submit_to(&mut cdp, "cjm-wordcount", &kwargs);
     let job = job_number(&said);
     let row = format!("document.querySelector('#job-{job}')");
     let first = cdp.wait_for(
@@ -500,18 +573,20 @@ fn the_dashboard_shows_plugins_runs_a_job_with_live_progress_and_cancels_it_in_c
         long,
     );
     let first = first.as_f64().unwrap();
-    // On, and far enough for the screenshot to show it (100 steps, 2 s).
     let moved = cdp.wait_for(
         "the progress bar moving on",
-        &format!("(() => {{ const value = {row}.querySelector('progress').value; return value > Math.max({first}, 0.05) && value; }})()"),
+        &format!("(() => {{ const value = {row}.querySelector('progress').value; return value > Math.max({first}, 0.01) && value; }})()"),
         long,
     );
     assert!(moved.as_f64().unwrap() < 1.0, "{moved}");
     assert_eq!(cdp.evaluate(&format!("{row}.dataset.state")), "running");
     let message = cdp.evaluate(&format!("{row}.querySelector('.message').textContent"));
     assert!(
-        message.as_str().unwrap().starts_with("step ")
-            && message.as_str().unwrap().ends_with(" of 2000"),
+        message.as_str().unwrap().starts_with("counted ")
+            && message
+                .as_str()
+                .unwrap()
+                .ends_with(&format!(" of {size} bytes")),
         "{message}"
     );
     cdp.screenshot(&shots.join("2-running.png"));
@@ -523,16 +598,156 @@ fn the_dashboard_shows_plugins_runs_a_job_with_live_progress_and_cancels_it_in_c
         &format!(
             "(() => {{ const row = {row}; return row.dataset.state === 'cancelled' \
              && row.querySelector('button.cancel').hidden \
-             && row.querySelector('.result').textContent || null; }})()"
+             && row.querySelector('.result').textContent \
+             && `${{row.querySelector('.category').textContent}} / ${{row.querySelector('.result').textContent}}`; }})()"
         ),
         long,
     );
-    assert_eq!(outcome, "cancelled (cooperative)");
+    assert_eq!(outcome, "cooperative / cancelled (cooperative)");
     let state = cdp.evaluate(&format!(
         "fetch('/api/jobs/{job}').then((r) => r.json()).then((job) => job.state)"
     ));
     assert_eq!(state, "cancelled");
     cdp.screenshot(&shots.join("3-cancelled.png"));
+
+    // Its detail: the arguments it was given and its timeline, from submission
+    // through the progress this page saw to its end.
+    let steps = open_detail(&mut cdp, job, "cancelled");
+    let steps: Vec<&str> = steps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| step.as_str().unwrap())
+        .collect();
+    assert_eq!(steps[..3], ["submitted", "admitted", "started"], "{steps:?}");
+    assert!(steps[3..steps.len() - 1].iter().all(|step| *step == "progress") && steps.len() >= 5, "{steps:?}");
+    let arguments = cdp.evaluate("JSON.parse(document.querySelector('#detail .arguments').textContent)");
+    assert_eq!(arguments, json!({"plugin": "cjm-wordcount", "kwargs": {"file_path": large}}));
+    cdp.screenshot(&shots.join("4-detail.png"));
+
+    // The plugin still serves: a short count succeeds on the same worker.
+    let small = home.path().join("small.txt");
+    std::fs::write(&small, "a b c\n").unwrap();
+    let said = submit_to(&mut cdp, "cjm-wordcount", &json!({"file_path": small}).to_string());
+    let after = job_number(&said);
+    let result = cdp.wait_for(
+        "the short count's result",
+        &format!(
+            "(() => {{ const row = document.querySelector('#job-{after}'); \
+             return row && row.dataset.state === 'succeeded' && row.querySelector('.result').textContent || null; }})()"
+        ),
+        long,
+    );
+    let result: Value = serde_json::from_str(result.as_str().unwrap()).unwrap();
+    assert_eq!(result["words"], 3, "{result}");
+
+    // A job's worker log in its detail: the lines faulty's `chatty` writes, read
+    // from GET /api/jobs/{id}/diagnostics.
+    let said = submit(&mut cdp, r#"{"action": "chatty", "tag": "dash", "lines": 3, "step_ms": 1}"#);
+    let chatty = job_number(&said);
+    cdp.wait_for(
+        "the chatty job done",
+        &format!("(() => {{ const row = document.querySelector('#job-{chatty}'); return row && row.dataset.state === 'succeeded'; }})()"),
+        long,
+    );
+    open_detail(&mut cdp, chatty, "succeeded");
+    let log = cdp.wait_for(
+        "the chatty job's log lines",
+        "(() => { const log = document.querySelector('#detail .log').textContent; \
+         return log.includes('dash record 2') && log; })()",
+        long,
+    );
+    for line in 0..3 {
+        assert!(log.as_str().unwrap().contains(&format!("INFO dash record {line}")), "{log}");
+    }
+    // The route itself: read on after the last record there is nothing new; bad
+    // input is a JSON error.
+    let route = cdp.evaluate(&format!(
+        "(async () => {{ const all = await (await fetch('/api/jobs/{chatty}/diagnostics')).json(); \
+         const next = await (await fetch(`/api/jobs/{chatty}/diagnostics?after_seq=${{all.last_seq}}`)).json(); \
+         return [all.records.length > 0, next.records.length, next.last_seq === all.last_seq]; }})()"
+    ));
+    assert_eq!(route, json!([true, 0, true]));
+    let bad = format!("/api/jobs/{chatty}/diagnostics?after_seq=x");
+    assert_eq!(cdp.probe_in_page(&bad), 400);
+    let error = cdp.evaluate(&format!("fetch('{bad}').then((r) => r.json()).then((e) => e.error)"));
+    assert_eq!(error, "invalid_query");
+    assert_eq!(cdp.probe_in_page("/api/jobs/999999/diagnostics"), 404);
+
+    // A job that ignores its cancel (faulty sleeps through it): the first press asks,
+    // the button turns into a force stop, the second press kills its worker.
+    let said = submit(&mut cdp, r#"{"action": "sleep", "ms": 60000}"#);
+    let sleeper = job_number(&said);
+    let row = format!("document.querySelector('#job-{sleeper}')");
+    cdp.wait_for(
+        "the sleeping job running",
+        &format!("{row} && {row}.dataset.state === 'running'"),
+        long,
+    );
+    cdp.evaluate(&format!("{row}.querySelector('button.cancel').click()"));
+    cdp.wait_for(
+        "the force stop button",
+        &format!("{row}.querySelector('button.cancel').textContent === 'Force stop'"),
+        long,
+    );
+    assert_eq!(cdp.evaluate(&format!("{row}.dataset.state")), "running");
+    cdp.evaluate(&format!("{row}.querySelector('button.cancel').click()"));
+    let category = cdp.wait_for(
+        "the sleeping job forced to stop",
+        &format!("{row}.dataset.state === 'cancelled' && {row}.querySelector('.category').textContent || null"),
+        long,
+    );
+    assert_eq!(category, "forced");
+    // Its worker was killed; the plugin serves on (a worker started anew).
+    let said = submit(&mut cdp, r#"{"action": "steps", "steps": 2, "step_ms": 1}"#);
+    let again = job_number(&said);
+    cdp.wait_for(
+        "a faulty job after the forced stop",
+        &format!("(() => {{ const row = document.querySelector('#job-{again}'); return row && row.dataset.state === 'succeeded'; }})()"),
+        long,
+    );
+
+    // The machine's chart: drawn from GET /api/system samples where the daemon
+    // serves it (the cli part's route), else it says there is nothing to draw.
+    let system = cdp.probe_in_page("/api/system");
+    if system == 200 {
+        cdp.wait_for(
+            "two CPU samples on the chart",
+            "document.querySelector('#chart polyline.cpu').getAttribute('points').split(' ').length >= 2",
+            long,
+        );
+    } else {
+        assert_eq!(system, 404);
+        cdp.wait_for(
+            "the chart saying it has no source",
+            "document.querySelector('#chart-note').textContent.includes('no /api/system')",
+            long,
+        );
+    }
+
+    // Reload: every loaded plugin has the button; it is pressed only where the
+    // daemon has the route (the api part's), which answers a GET with 405.
+    assert_eq!(
+        cdp.evaluate(&format!("{wordcount}.querySelector('button.reload') !== null")),
+        true
+    );
+    let reload = cdp.probe_in_page("/api/plugins/cjm-wordcount/reload");
+    if reload == 405 {
+        cdp.evaluate(&format!("{wordcount}.querySelector('button.reload').click()"));
+        cdp.wait_for(
+            "the reload answered",
+            "document.querySelector('#plugins').dataset.last || null",
+            long,
+        );
+        assert_eq!(
+            cdp.evaluate("document.querySelector('#plugins').dataset.last"),
+            "reload cjm-wordcount: ok"
+        );
+    } else {
+        assert_eq!(reload, 404);
+        eprintln!("no POST /api/plugins/{{name}}/reload on this daemon: the reload button is not pressed");
+    }
+    cdp.screenshot(&shots.join("5-main.png"));
 
     // The load button: echo's worker starts and the row says so.
     cdp.evaluate("document.querySelector('#plugins tr[data-plugin=echo] button').click()");

@@ -143,6 +143,10 @@ async function pluginVerb(button, name, verb, body) {
   try {
     await api("POST", `/api/plugins/${encodeURIComponent(name)}/${verb}`, body);
     notice("");
+    $("#plugins").dataset.last = `${verb} ${name}: ok`;
+  } catch (err) {
+    $("#plugins").dataset.last = `${verb} ${name}: failed`;
+    throw err;
   } finally {
     button.disabled = false;
     await refreshPlugins();
