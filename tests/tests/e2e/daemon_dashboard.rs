@@ -619,16 +619,35 @@ fn the_dashboard_shows_plugins_runs_a_job_with_live_progress_and_cancels_it_in_c
         .iter()
         .map(|step| step.as_str().unwrap())
         .collect();
-    assert_eq!(steps[..3], ["submitted", "admitted", "started"], "{steps:?}");
-    assert!(steps[3..steps.len() - 1].iter().all(|step| *step == "progress") && steps.len() >= 5, "{steps:?}");
-    let arguments = cdp.evaluate("JSON.parse(document.querySelector('#detail .arguments').textContent)");
-    assert_eq!(arguments, json!({"plugin": "cjm-wordcount", "kwargs": {"file_path": large}}));
+    assert_eq!(
+        steps[..3],
+        ["submitted", "admitted", "started"],
+        "{steps:?}"
+    );
+    assert!(
+        steps[3..steps.len() - 1]
+            .iter()
+            .all(|step| *step == "progress")
+            && steps.len() >= 5,
+        "{steps:?}"
+    );
+    let arguments =
+        cdp.evaluate("JSON.parse(document.querySelector('#detail .arguments').textContent)");
+    assert_eq!(
+        arguments,
+        json!({"plugin": "cjm-wordcount", "kwargs": {"file_path": large}})
+    );
+    cdp.evaluate("document.querySelector('#detail').scrollIntoView()");
     cdp.screenshot(&shots.join("4-detail.png"));
 
     // The plugin still serves: a short count succeeds on the same worker.
     let small = home.path().join("small.txt");
     std::fs::write(&small, "a b c\n").unwrap();
-    let said = submit_to(&mut cdp, "cjm-wordcount", &json!({"file_path": small}).to_string());
+    let said = submit_to(
+        &mut cdp,
+        "cjm-wordcount",
+        &json!({"file_path": small}).to_string(),
+    );
     let after = job_number(&said);
     let result = cdp.wait_for(
         "the short count's result",
@@ -643,7 +662,10 @@ fn the_dashboard_shows_plugins_runs_a_job_with_live_progress_and_cancels_it_in_c
 
     // A job's worker log in its detail: the lines faulty's `chatty` writes, read
     // from GET /api/jobs/{id}/diagnostics.
-    let said = submit(&mut cdp, r#"{"action": "chatty", "tag": "dash", "lines": 3, "step_ms": 1}"#);
+    let said = submit(
+        &mut cdp,
+        r#"{"action": "chatty", "tag": "dash", "lines": 3, "step_ms": 1}"#,
+    );
     let chatty = job_number(&said);
     cdp.wait_for(
         "the chatty job done",
@@ -658,7 +680,12 @@ fn the_dashboard_shows_plugins_runs_a_job_with_live_progress_and_cancels_it_in_c
         long,
     );
     for line in 0..3 {
-        assert!(log.as_str().unwrap().contains(&format!("INFO dash record {line}")), "{log}");
+        assert!(
+            log.as_str()
+                .unwrap()
+                .contains(&format!("INFO dash record {line}")),
+            "{log}"
+        );
     }
     // The route itself: read on after the last record there is nothing new; bad
     // input is a JSON error.
@@ -670,7 +697,9 @@ fn the_dashboard_shows_plugins_runs_a_job_with_live_progress_and_cancels_it_in_c
     assert_eq!(route, json!([true, 0, true]));
     let bad = format!("/api/jobs/{chatty}/diagnostics?after_seq=x");
     assert_eq!(cdp.probe_in_page(&bad), 400);
-    let error = cdp.evaluate(&format!("fetch('{bad}').then((r) => r.json()).then((e) => e.error)"));
+    let error = cdp.evaluate(&format!(
+        "fetch('{bad}').then((r) => r.json()).then((e) => e.error)"
+    ));
     assert_eq!(error, "invalid_query");
     assert_eq!(cdp.probe_in_page("/api/jobs/999999/diagnostics"), 404);
 
@@ -728,12 +757,16 @@ fn the_dashboard_shows_plugins_runs_a_job_with_live_progress_and_cancels_it_in_c
     // Reload: every loaded plugin has the button; it is pressed only where the
     // daemon has the route (the api part's), which answers a GET with 405.
     assert_eq!(
-        cdp.evaluate(&format!("{wordcount}.querySelector('button.reload') !== null")),
+        cdp.evaluate(&format!(
+            "{wordcount}.querySelector('button.reload') !== null"
+        )),
         true
     );
     let reload = cdp.probe_in_page("/api/plugins/cjm-wordcount/reload");
     if reload == 405 {
-        cdp.evaluate(&format!("{wordcount}.querySelector('button.reload').click()"));
+        cdp.evaluate(&format!(
+            "{wordcount}.querySelector('button.reload').click()"
+        ));
         cdp.wait_for(
             "the reload answered",
             "document.querySelector('#plugins').dataset.last || null",
@@ -745,8 +778,16 @@ fn the_dashboard_shows_plugins_runs_a_job_with_live_progress_and_cancels_it_in_c
         );
     } else {
         assert_eq!(reload, 404);
-        eprintln!("no POST /api/plugins/{{name}}/reload on this daemon: the reload button is not pressed");
+        eprintln!(
+            "no POST /api/plugins/{{name}}/reload on this daemon: the reload button is not pressed"
+        );
     }
+    // The main view again, from the top.
+    cdp.evaluate("document.querySelector('#detail .dismiss').click(); window.scrollTo(0, 0)");
+    assert_eq!(
+        cdp.evaluate("document.querySelector('#detail').hidden"),
+        true
+    );
     cdp.screenshot(&shots.join("5-main.png"));
 
     // The load button: echo's worker starts and the row says so.
@@ -782,5 +823,196 @@ fn the_dashboard_shows_plugins_runs_a_job_with_live_progress_and_cancels_it_in_c
     }
     drop(cdp);
     drop(chromium);
+    drop(daemon);
+}
+
+/// One HTTP/1.1 request over the daemon's Unix socket (no token there): the status
+/// and the JSON body.
+fn over_socket(socket: &Path, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let body = body.map(|body| body.to_string()).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("{method} {path}: no header end in {text:?}"));
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{method} {path}: a chunked answer: {head}"
+    );
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {path}: no status in {head:?}"));
+    let value = serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()));
+    (status, value)
+}
+
+#[test]
+fn a_jobs_log_records_are_read_page_by_page_and_bad_cursors_are_refused() {
+    let home = TestHome::new();
+    home.native_manifest("faulty", FAULTY, &[]);
+    let mut serve = Command::new(CTL);
+    serve
+        .args(["serve", "--load", "faulty"])
+        .env("CJM_HOME", home.path())
+        .env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET");
+    let (daemon, lines) = Killed::start(serve);
+    loop {
+        if next_line(&lines, "ready line", &daemon).starts_with("ready: ") {
+            break;
+        }
+    }
+    let socket = home.path().join("daemon.sock");
+    let (status, submitted) = over_socket(
+        &socket,
+        "POST",
+        "/api/jobs",
+        Some(
+            json!({"plugin": "faulty", "kwargs": {"action": "chatty", "tag": "page", "lines": 3, "step_ms": 1}}),
+        ),
+    );
+    assert_eq!(status, 202, "{submitted}");
+    let id = submitted["id"].as_u64().unwrap();
+    let (status, waited) = over_socket(
+        &socket,
+        "GET",
+        &format!("/api/jobs/{id}/wait?timeout_ms=60000"),
+        None,
+    );
+    assert_eq!(
+        (status, &waited["job"]["state"]),
+        (200, &json!("succeeded"))
+    );
+
+    // All of them: its three records and three printed lines, oldest first.
+    let (status, all) = over_socket(&socket, "GET", &format!("/api/jobs/{id}/diagnostics"), None);
+    assert_eq!(status, 200, "{all}");
+    let messages: Vec<String> = all["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|record| {
+            format!(
+                "{} {}",
+                record["level"].as_str().unwrap(),
+                record["message"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for line in 0..3 {
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.starts_with(&format!("INFO page record {line}"))),
+            "{messages:?}"
+        );
+        assert!(
+            messages.contains(&format!("OUTPUT page printed {line}")),
+            "{messages:?}"
+        );
+    }
+    assert_eq!(
+        (all["job"].as_u64(), &all["dropped"]),
+        (Some(id), &json!(0))
+    );
+    let seqs: Vec<i64> = all["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_i64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "{seqs:?}");
+    assert_eq!(all["last_seq"].as_i64(), seqs.last().copied());
+
+    // Page by page, two at a time, with the cursor: the same records, none twice.
+    let mut paged = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = over_socket(
+            &socket,
+            "GET",
+            &format!("/api/jobs/{id}/diagnostics?limit=2{cursor}"),
+            None,
+        );
+        assert_eq!(status, 200, "{page}");
+        let records = page["records"].as_array().unwrap();
+        assert!(records.len() <= 2, "{page}");
+        if records.is_empty() {
+            // At the end the cursor stays where it was.
+            assert_eq!(page["last_seq"].as_i64(), seqs.last().copied());
+            break;
+        }
+        paged.extend(records.iter().map(|r| r["seq"].as_i64().unwrap()));
+        cursor = format!("&after_seq={}", page["last_seq"]);
+    }
+    assert_eq!(paged, seqs);
+
+    // Bad input: JSON errors naming what was wrong; the daemon serves on.
+    for (path, want, error) in [
+        (
+            format!("/api/jobs/{id}/diagnostics?after_seq=x"),
+            400,
+            "invalid_query",
+        ),
+        (
+            format!("/api/jobs/{id}/diagnostics?limit=0"),
+            400,
+            "invalid_query",
+        ),
+        (
+            format!("/api/jobs/{id}/diagnostics?limit=99999"),
+            400,
+            "invalid_query",
+        ),
+        (
+            "/api/jobs/seven/diagnostics".to_owned(),
+            400,
+            "invalid_job_id",
+        ),
+        (
+            "/api/jobs/999999/diagnostics".to_owned(),
+            404,
+            "unknown_job",
+        ),
+    ] {
+        let (status, body) = over_socket(&socket, "GET", &path, None);
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (want, Some(error)),
+            "{path}: {body}"
+        );
+        assert!(
+            body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{path}: {body}"
+        );
+    }
+    let (status, body) = over_socket(
+        &socket,
+        "POST",
+        &format!("/api/jobs/{id}/diagnostics"),
+        None,
+    );
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (405, Some("method_not_allowed")),
+        "{body}"
+    );
+    let (status, _) = over_socket(&socket, "GET", "/api/health", None);
+    assert_eq!(status, 200);
     drop(daemon);
 }

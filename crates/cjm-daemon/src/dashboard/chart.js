@@ -43,5 +43,6 @@ function drawChart(now) {
 
 // Where the daemon has no /api/system, there is nothing to draw: said so.
 function chartUnavailable() {
+  document.querySelector("#chart-span").textContent = `${CHART_SPAN_S / 60} minutes`;
   document.querySelector("#chart-note").textContent = "(no /api/system on this daemon: nothing to draw)";
 }
