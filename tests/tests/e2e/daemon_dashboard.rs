@@ -741,8 +741,8 @@ fn the_dashboard_shows_plugins_runs_a_job_with_live_progress_and_cancels_it_in_c
     let system = cdp.probe_in_page("/api/system");
     if system == 200 {
         cdp.wait_for(
-            "two CPU samples on the chart",
-            "document.querySelector('#chart polyline.cpu').getAttribute('points').split(' ').length >= 2",
+            "two RAM samples on the chart",
+            "document.querySelector('#chart polyline.ram').getAttribute('points').split(' ').length >= 2",
             long,
         );
     } else {

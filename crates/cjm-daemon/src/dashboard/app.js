@@ -248,6 +248,9 @@ function jobRow(id) {
   open.addEventListener("click", () => attempt(() => openDetail(id)));
   const idCell = element("td", "id");
   idCell.append(open);
+  // A cell cannot be narrowed below its text; a block inside it can (ellipsis).
+  const resultCell = element("td", "result");
+  resultCell.append(element("div", "clip"));
   const actions = element("td", "actions");
   actions.append(cancel);
   row.append(
@@ -258,7 +261,7 @@ function jobRow(id) {
     element("td", "message"),
     element("td", "category"),
     element("td", "duration"),
-    element("td", "result"),
+    resultCell,
     actions,
   );
   // Newest first.
@@ -287,8 +290,9 @@ function renderJob(job) {
   const outcome = outcomes.get(job.id);
   const result = cell("result");
   if (outcome) {
-    result.textContent = outcome.error || outcome.note || JSON.stringify(outcome.result);
-    result.title = result.textContent;
+    const text = outcome.error || outcome.note || JSON.stringify(outcome.result);
+    result.querySelector(".clip").textContent = text;
+    result.title = text;
     result.classList.toggle("error", Boolean(outcome.error));
   }
   row.querySelector("button.cancel").hidden = ENDED.has(job.state);
