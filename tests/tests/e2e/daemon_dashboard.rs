@@ -449,7 +449,7 @@ fn the_dashboard_shows_plugins_runs_a_job_with_live_progress_and_cancels_it_in_c
         "faulty shown running with its pid",
         "(() => { const row = document.querySelector('#plugins tr[data-plugin=faulty]'); \
          return row && row.querySelector('.state').textContent === 'running' \
-         && row.querySelector('.pid').textContent; })()",
+         && row.querySelector('.pid').textContent || null; })()",
         long,
     );
     let pid: u32 = pid.as_str().unwrap().parse().unwrap();
@@ -599,7 +599,7 @@ fn the_dashboard_shows_plugins_runs_a_job_with_live_progress_and_cancels_it_in_c
             "(() => {{ const row = {row}; return row.dataset.state === 'cancelled' \
              && row.querySelector('button.cancel').hidden \
              && row.querySelector('.result').textContent \
-             && `${{row.querySelector('.category').textContent}} / ${{row.querySelector('.result').textContent}}`; }})()"
+             && `${{row.querySelector('.category').textContent}} / ${{row.querySelector('.result').textContent}}` || null; }})()"
         ),
         long,
     );

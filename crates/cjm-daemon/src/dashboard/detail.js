@@ -36,11 +36,13 @@ function renderTimeline(job) {
     const how = seen.fraction < 0 ? "" : `${Math.round(seen.fraction * 100)} % `;
     steps.push(["progress", seen.at, `${how}${seen.message || ""} (seen by this page)`]);
   }
+  // The page's clock for progress, the daemon's for the rest: sorted, but the end
+  // stays last even where an event reached the page after the job had ended.
+  steps.sort((a, b) => a[1] - b[1]);
   if (job.finished_at) {
     const why = job.failure ? `${job.failure.category}: ${job.failure.message}` : job.cancelled || "";
     steps.push([job.state, job.finished_at, why]);
   }
-  steps.sort((a, b) => a[1] - b[1]);
   list.replaceChildren(
     ...steps.map(([what, at, text]) => {
       const item = element("li", `step step-${what}`);
