@@ -752,6 +752,30 @@ fn the_dashboard_shows_plugins_runs_a_job_with_live_progress_and_cancels_it_in_c
             "document.querySelector('#chart-note').textContent.includes('no /api/system')",
             long,
         );
+        // Its drawing, fed two answers of /api/system's shape by hand (the page has
+        // none of its own here): 30 s apart, at 50 % CPU, 75 % RAM and 25 % GPU
+        // memory in use, then 100 %, 0 % and none (no GPU). y is 100 less the percent.
+        let points = cdp.evaluate(
+            "(() => { const now = Date.now() / 1000; \
+             sampleSystem({cpu: {percent: 50}, memory: {available_mb: 250, total_mb: 1000}, \
+                           gpus: [{used_memory_mb: 1, total_memory_mb: 8}, {used_memory_mb: 3, total_memory_mb: 8}]}, now - 30); \
+             sampleSystem({cpu: {percent: 100}, memory: {available_mb: 1000, total_mb: 1000}, gpus: []}, now); \
+             return ['cpu', 'ram', 'gpu'].map((s) => document.querySelector(`#chart polyline.${s}`).getAttribute('points')); })()",
+        );
+        assert_eq!(
+            points,
+            json!([
+                "270.0,50.0 300.0,0.0",
+                "270.0,25.0 300.0,100.0",
+                "270.0,75.0"
+            ])
+        );
+        // Gone again: the screenshots show only what the daemon said.
+        cdp.evaluate("chartSamples.length = 0; drawChart(Date.now() / 1000); chartUnavailable()");
+        assert_eq!(
+            cdp.evaluate("document.querySelector('#chart polyline.cpu').getAttribute('points')"),
+            ""
+        );
     }
 
     // Reload: every loaded plugin has the button; it is pressed only where the
