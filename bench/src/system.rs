@@ -25,6 +25,9 @@ const PLAIN_ECHO: &str = "echo-plain";
 /// Rounds of the side-by-side measurements: ours and the bare server take turns, so
 /// that a swing of this noisy machine's load falls on both alike.
 const ROUNDS: usize = 3;
+/// Long enough for a worker's idle check (each second) to have seen a whole second
+/// without requests: up to two periods after the last one.
+const IDLE_SETTLED: Duration = Duration::from_millis(2_300);
 
 /// A fresh CJM_HOME with manifests named `echo`, `echo-1`.. pointing at cjm-echo, and
 /// `wordcount`, written as `cjm-ctl install-all` writes them (the binary's own
@@ -120,23 +123,49 @@ pub async fn measure_all(options: &Options, results: &mut Results) -> Result<()>
         results.insert("spawn_ready_ms", median_ms(spawn), "ms");
     }
     manager.load_plugin("echo", None).await?;
-    if options.wants(&["worker_idle_rss_mib", "worker_idle_rss_remote_mib"]) {
+    if options.wants(&[
+        "worker_idle_rss_mib",
+        "worker_idle_rss_remote_mib",
+        "worker_start_rss_mib",
+        "worker_idle_after_calls_rss_mib",
+    ]) {
         // A plain plugin (built without `remote`: no TLS linked) and the same plugin
         // as the examples ship it (able to serve `--listen`), alternately, idle.
+        // Each read twice: just started (200 ms), and idle (after the worker's first
+        // idle second, when it gives back the pages of its startup code).
         manager.load_plugin(PLAIN_ECHO, None).await?;
         let (mut plain, mut remote, mut plain_anon) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut started, mut after_calls) = (Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
             for (name, samples) in [(PLAIN_ECHO, &mut plain), ("echo", &mut remote)] {
                 manager.reload_plugin(name, None).await?;
                 let pid = manager.worker_info(name).context("echo not loaded")?.pid;
                 tokio::time::sleep(Duration::from_millis(200)).await;
+                if name == PLAIN_ECHO {
+                    started.push(rss_mib(pid).unwrap_or(f64::NAN));
+                }
+                tokio::time::sleep(IDLE_SETTLED).await;
                 samples.push(rss_mib(pid).unwrap_or(f64::NAN));
                 if name == PLAIN_ECHO {
                     plain_anon.push(anonymous_mib(pid).unwrap_or(f64::NAN));
+                    // And idle again after serving calls.
+                    for _ in 0..100 {
+                        manager
+                            .execute_plugin(name, CallArgs::new().arg("hi"))
+                            .await?;
+                    }
+                    tokio::time::sleep(IDLE_SETTLED).await;
+                    after_calls.push(rss_mib(pid).unwrap_or(f64::NAN));
                 }
             }
         }
         manager.unload_plugin(PLAIN_ECHO).await?;
+        results.insert("worker_start_rss_mib", median(started), "MiB");
+        results.insert(
+            "worker_idle_after_calls_rss_mib",
+            median(after_calls),
+            "MiB",
+        );
         results.insert("worker_idle_rss_mib", median(plain), "MiB");
         results.insert("worker_idle_rss_remote_mib", median(remote), "MiB");
         results.insert("worker_idle_anon_mib", median(plain_anon), "MiB");

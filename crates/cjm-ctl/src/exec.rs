@@ -1,26 +1,25 @@
 use std::process::ExitCode;
 
-use std::io::IsTerminal;
-
 use anyhow::{bail, Context, Result};
 use argh::FromArgs;
 use cjm_manager::jobs::{
-    Cancellation, JobChange, JobEvent, JobId, JobOptions, JobOutcome, JobState, Jobs, JobsError,
-    TaskCall,
+    JobChange, JobEvent, JobId, JobOptions, JobOutcome, JobState, Jobs, JobsError, TaskCall,
 };
 use cjm_manager::{
     CallArgs, ConfigMap, ErrorCategory, ManagerError, ManagerOptions, PluginManager, ProxyError,
 };
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
-use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::out::{outln, OutError};
+use crate::job_ui::{Ended, Interrupts, ProgressDisplay, CANCELLING};
+use crate::out::outln;
+use crate::remote_exec::RemoteCall;
 
 /// Load a plugin, run it once, print the result as JSON and stop it. Progress goes to
 /// stderr (a bar on a terminal); Ctrl-C cancels, a second Ctrl-C forces. Exit status:
 /// 0 ok, 65 user_input, 69 resource, 70 fatal, 75 transient, 130 cancelled, 141 stdout
-/// closed (as by SIGPIPE: `| head`), 1 other.
+/// closed (as by SIGPIPE: `| head`), 1 other. When a daemon serves CJM_HOME
+/// (`cjm-ctl serve`), the call runs there and the plugin stays loaded; --local runs it
+/// here.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "exec")]
 pub struct ExecCommand {
@@ -36,9 +35,13 @@ pub struct ExecCommand {
     /// initial configuration, a JSON object
     #[argh(option)]
     config: Option<String>,
-    /// stream the results: one JSON line per chunk
+    /// stream the results: one JSON line per chunk (always in-process: the daemon's
+    /// API has no chunk stream)
     #[argh(switch)]
     stream: bool,
+    /// run in this process even when a daemon serves CJM_HOME
+    #[argh(switch)]
+    local: bool,
 }
 
 pub fn run(command: ExecCommand) -> Result<ExitCode> {
@@ -54,6 +57,18 @@ pub fn run(command: ExecCommand) -> Result<ExitCode> {
         Some(text) => Some(parse_object("--config", Some(text))?),
         None => None,
     };
+    if !command.stream {
+        if let Some(client) = crate::daemon_link::find(command.local)? {
+            let call = RemoteCall {
+                plugin: command.name,
+                args,
+                kwargs,
+                task: None,
+                config,
+            };
+            return crate::remote_exec::run(client, call);
+        }
+    }
     let call = CallArgs::from_json(args, kwargs);
     let what = match command.stream {
         true => Submit::Stream(call),
@@ -123,129 +138,6 @@ pub(crate) fn run_as_job(name: &str, config: Option<ConfigMap>, what: Submit) ->
     })
 }
 
-/// How `exec` ended, and so its exit status.
-pub(crate) enum Ended {
-    Done,
-    Failed {
-        category: Option<ErrorCategory>,
-        error: anyhow::Error,
-    },
-    Cancelled {
-        /// How, where it was more than asking.
-        how: Option<Cancellation>,
-    },
-    /// Stdout's reader went away (`| head`): nothing to say, nowhere to say it.
-    StdoutClosed,
-}
-
-impl Ended {
-    pub(crate) fn failed(category: Option<ErrorCategory>, error: impl Into<anyhow::Error>) -> Self {
-        Ended::Failed {
-            category,
-            error: error.into(),
-        }
-    }
-
-    /// A result that could not be printed.
-    pub(crate) fn unprinted(err: OutError) -> Self {
-        match err {
-            OutError::Closed => Ended::StdoutClosed,
-            err => Ended::failed(None, err),
-        }
-    }
-
-    pub(crate) fn report(self) -> ExitCode {
-        let status = match self {
-            Ended::Done => ExecExit::Success,
-            // Nowhere to say anything: stdout's reader is gone, and stderr is for
-            // what went wrong, which nothing did.
-            Ended::StdoutClosed => ExecExit::StdoutClosed,
-            Ended::Cancelled { how } => {
-                let note = match how {
-                    Some(Cancellation::Forced) => " (forced: the worker was killed)",
-                    Some(Cancellation::Abandoned) => {
-                        " (abandoned: the attached worker is not this host's to kill; the call may run on there)"
-                    }
-                    _ => "",
-                };
-                eprintln!("cjm-ctl: cancelled{note}");
-                ExecExit::Cancelled
-            }
-            Ended::Failed { category, error } => {
-                crate::report_error(&error);
-                ExecExit::of(category)
-            }
-        };
-        ExitCode::from(status as u8)
-    }
-}
-
-/// Exit statuses of `cjm-ctl exec`, one per outcome; the error categories take the
-/// codes of `sysexits.h` that mean the same, and a cancel the shell's code for a
-/// command ended by SIGINT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub(crate) enum ExecExit {
-    /// The call succeeded.
-    Success = 0,
-    /// Anything else: a bad command line, a broken manifest, the host's own failure.
-    Other = 1,
-    /// `user_input`: the arguments or the configuration were refused, or there is no
-    /// such plugin (EX_DATAERR).
-    UserInput = 65,
-    /// `resource`: not enough memory or GPU, or the worker was killed for it
-    /// (EX_UNAVAILABLE).
-    Resource = 69,
-    /// `fatal`: the plugin failed and trying again will not help (EX_SOFTWARE).
-    Fatal = 70,
-    /// `transient`: trying again may help (EX_TEMPFAIL).
-    Transient = 75,
-    /// Cancelled with Ctrl-C (or SIGTERM), cooperatively or by force.
-    Cancelled = 130,
-    /// Stdout's reader went away (`| head -2`): the call was cancelled. What a shell
-    /// reports for a command ended by SIGPIPE.
-    StdoutClosed = crate::out::CLOSED_EXIT,
-}
-
-impl ExecExit {
-    fn of(category: Option<ErrorCategory>) -> Self {
-        match category {
-            Some(ErrorCategory::UserInput) => ExecExit::UserInput,
-            Some(ErrorCategory::Transient) => ExecExit::Transient,
-            Some(ErrorCategory::Resource) => ExecExit::Resource,
-            Some(ErrorCategory::Fatal) => ExecExit::Fatal,
-            _ => ExecExit::Other,
-        }
-    }
-}
-
-/// SIGINT and SIGTERM, counted: the first asks the call to stop, the second forces.
-pub(crate) struct Interrupts {
-    interrupt: Signal,
-    terminate: Signal,
-    seen: usize,
-}
-
-impl Interrupts {
-    pub(crate) fn new() -> Result<Self> {
-        Ok(Interrupts {
-            interrupt: signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?,
-            terminate: signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?,
-            seen: 0,
-        })
-    }
-
-    /// The next SIGINT or SIGTERM; how many there were so far.
-    pub(crate) async fn next(&mut self) -> usize {
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
-        }
-        self.seen += 1;
-        self.seen
-    }
-}
-
 /// The category a failed load exits by. A worker that cannot be started at all (its
 /// program missing or not executable) is a broken installation, not a plugin's
 /// failure: it exits 1 with the manifest's other faults, not 70.
@@ -255,8 +147,6 @@ fn load_category(err: &ManagerError) -> Option<ErrorCategory> {
         other => other.category(),
     }
 }
-
-pub(crate) const CANCELLING: &str = "cjm-ctl: cancelling... (Ctrl-C again to force)";
 
 async fn load(
     manager: &PluginManager,
@@ -418,94 +308,6 @@ async fn run_stream(
     match unprinted {
         Some(err) => Ended::unprinted(err),
         None => ended_as(id, outcome, false),
-    }
-}
-
-/// Progress as it comes: a bar on a terminal, plain lines on any other stderr.
-/// The fraction shown for a report of `fraction`: never all done while the call has
-/// not answered (a plugin may say 100% and still be writing its result), so at most
-/// 99%.
-fn shown(fraction: f64) -> f64 {
-    fraction.clamp(0.0, 0.99)
-}
-
-struct ProgressDisplay {
-    bar: Option<ProgressBar>,
-    last_line: Option<String>,
-}
-
-impl ProgressDisplay {
-    fn new() -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::hidden();
-            bar.set_length(1000);
-            bar
-        });
-        ProgressDisplay {
-            bar,
-            last_line: None,
-        }
-    }
-
-    fn show(&mut self, fraction: f64, message: &str) {
-        match &self.bar {
-            Some(bar) => {
-                // The bar stays hidden until it has its first report in full, and the
-                // message goes before the position, so that no frame shows a fraction
-                // beside the message of the step before it.
-                // `wide_msg`: the message takes the width left and is cut there, so
-                // that a long one never wraps and leaves a trail of lines.
-                let style = if fraction < 0.0 {
-                    // Cannot tell how far: a spinner that says what it does.
-                    ProgressStyle::with_template("{spinner} {wide_msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner())
-                } else {
-                    ProgressStyle::with_template("[{bar:30}] {percent:>3}% {wide_msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar())
-                        .progress_chars("=> ")
-                };
-                bar.set_style(style);
-                bar.set_message(message.to_owned());
-                if fraction >= 0.0 {
-                    bar.set_position((shown(fraction) * 1000.0).round() as u64);
-                }
-                let first = bar.is_hidden();
-                if first {
-                    bar.set_draw_target(ProgressDrawTarget::stderr());
-                    // Redrawn now and then, so that the last report is shown even
-                    // when it came within the draw rate's limit of the one before.
-                    bar.enable_steady_tick(std::time::Duration::from_millis(100));
-                }
-                if first || fraction < 0.0 {
-                    bar.tick();
-                }
-            }
-            None => {
-                let line = if fraction < 0.0 {
-                    format!("progress: {message}")
-                } else {
-                    format!("progress: {}% {message}", (shown(fraction) * 100.0).round())
-                };
-                if self.last_line.as_deref() != Some(line.as_str()) {
-                    eprintln!("{}", line.trim_end());
-                    self.last_line = Some(line);
-                }
-            }
-        }
-    }
-
-    /// Print around the bar without tearing it.
-    fn suspend(&self, print: impl FnOnce()) {
-        match &self.bar {
-            Some(bar) => bar.suspend(print),
-            None => print(),
-        }
-    }
-
-    fn finish(self) {
-        if let Some(bar) = self.bar {
-            bar.finish_and_clear();
-        }
     }
 }
 

@@ -1,4 +1,6 @@
+mod cancel;
 mod costs;
+mod follow;
 mod show;
 
 use std::process::ExitCode;
@@ -17,7 +19,10 @@ use crate::table::print_table;
 
 /// List recent jobs from the job journal ($CJM_HOME/jobs.sqlite3), newest first:
 /// plugin, state, duration and error. Jobs a host left queued or running when it
-/// ended show as interrupted once another host has opened the journal.
+/// ended show as interrupted once another host has opened the journal. The journal
+/// is the record whoever ran the jobs (a daemon or in-process commands), so listing
+/// and `show` read it here; --follow and `cancel` go through the daemon when one
+/// serves CJM_HOME.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "jobs")]
 pub struct JobsCommand {
@@ -27,6 +32,13 @@ pub struct JobsCommand {
     /// how many jobs to show (default 20)
     #[argh(option, short = 'n', default = "20")]
     count: usize,
+    /// print jobs' changes as they happen, until Ctrl-C: through the daemon its
+    /// events (states, progress, waits), else the journal's states
+    #[argh(switch, short = 'f')]
+    follow: bool,
+    /// read the journal here even when a daemon serves CJM_HOME (--follow, cancel)
+    #[argh(switch)]
+    local: bool,
     #[argh(subcommand)]
     action: Option<JobsAction>,
 }
@@ -39,6 +51,7 @@ enum JobsAction {
     Stats(StatsCommand),
     History(HistoryCommand),
     Reorder(ReorderCommand),
+    Cancel(cancel::CancelCommand),
 }
 
 /// Give a queued job of a running host another priority (higher goes first). The
@@ -126,7 +139,14 @@ pub fn run(command: JobsCommand) -> Result<ExitCode> {
             }
             return show(&path, history(&path, &query)?, asked.json);
         }
+        Some(JobsAction::Cancel(asked)) => {
+            return cancel::run(crate::daemon_link::find(command.local)?, asked);
+        }
         None => {}
+    }
+    if command.follow {
+        let daemon = crate::daemon_link::find(command.local)?;
+        return follow::run(daemon, &path, command.json);
     }
     let jobs = recent_jobs(&path, command.count)?;
     show(&path, jobs, command.json)

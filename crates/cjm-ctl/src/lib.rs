@@ -4,16 +4,19 @@
 #![allow(clippy::print_stderr)]
 
 mod completions;
+mod daemon_link;
 mod exec;
 mod export;
 mod fingerprint;
 mod install;
+mod job_ui;
 mod jobs;
 mod list;
 mod logs;
 mod new;
 mod out;
 mod python_json;
+mod remote_exec;
 mod remove;
 mod run;
 mod secrets;

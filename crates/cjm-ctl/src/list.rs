@@ -8,13 +8,15 @@ use cjm_metadata::WorkerPlacement;
 use serde_json::json;
 
 mod health;
+mod loaded;
 
 use crate::out::outln;
 use crate::table::print_table;
 use crate::validate::{launch_problem, LaunchProblem};
 
 /// List discovered plugins with their status (ok, broken manifests, missing
-/// commands) and which manifest shadows which; exit 1 when any is not ok.
+/// commands) and which manifest shadows which; exit 1 when any is not ok. When a
+/// daemon serves CJM_HOME, what it has loaded (state, worker pid, running jobs).
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "list")]
 pub struct ListCommand {
@@ -25,6 +27,9 @@ pub struct ListCommand {
     /// successor's worker: its cjm-substrate release and Python), and stop it
     #[argh(switch)]
     health: bool,
+    /// do not ask a daemon serving CJM_HOME what it has loaded
+    #[argh(switch)]
+    local: bool,
 }
 
 /// A plugin's STATUS cell: `ok`, `broken: <reason>` or `command missing: <path>`.
@@ -61,6 +66,12 @@ fn problem_name(path: &Path) -> String {
 }
 
 pub fn run(command: ListCommand) -> Result<ExitCode> {
+    // What is installed is read here either way (the daemon's discovery is from its
+    // start); a daemon adds what it has loaded.
+    let daemon = match crate::daemon_link::find(command.local)? {
+        Some(client) => Some(loaded::read(&client)?),
+        None => None,
+    };
     let manager = PluginManager::new(ManagerOptions::from_env()?);
     manager.discover_manifests();
     let found = manager.discovery();
@@ -138,7 +149,10 @@ pub fn run(command: ListCommand) -> Result<ExitCode> {
                 })
             })
             .collect();
-        let report = json!({"plugins": plugins, "shadowed": shadowed, "problems": problems});
+        let mut report = json!({"plugins": plugins, "shadowed": shadowed, "problems": problems});
+        if let Some(daemon) = daemon {
+            report["daemon"] = daemon;
+        }
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(code);
     }
@@ -193,6 +207,9 @@ pub fn run(command: ListCommand) -> Result<ExitCode> {
             outln!()?;
             print_table(&["NAME", "SUBSTRATE", "PYTHON"], &rows)?;
         }
+    }
+    if let Some(daemon) = &daemon {
+        loaded::print(daemon)?;
     }
     for shadowed in &found.shadowed {
         outln!(

@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use argh::FromArgs;
+use cjm_daemon::DaemonClient;
 use cjm_metadata::{validate_name, CjmHome};
 
 /// How often `--follow` looks for new output.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Show the end of a plugin's worker log ($CJM_HOME/logs/NAME.log).
+/// Show the end of a plugin's worker log ($CJM_HOME/logs/NAME.log), through the
+/// daemon when one serves CJM_HOME.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "logs")]
 pub struct LogsCommand {
@@ -23,10 +25,16 @@ pub struct LogsCommand {
     /// keep printing what is appended, until Ctrl-C
     #[argh(switch, short = 'f')]
     follow: bool,
+    /// read the file here even when a daemon serves CJM_HOME
+    #[argh(switch)]
+    local: bool,
 }
 
 pub fn run(command: LogsCommand) -> Result<ExitCode> {
     validate_name(&command.name)?;
+    if let Some(client) = crate::daemon_link::find(command.local)? {
+        return through_daemon(&client, &command);
+    }
     let path = CjmHome::from_env()?.log_path(&command.name);
     let bytes = std::fs::read(&path).with_context(|| {
         format!(
@@ -49,6 +57,39 @@ pub fn run(command: LogsCommand) -> Result<ExitCode> {
             _ = tokio::signal::ctrl_c() => Ok(ExitCode::SUCCESS),
         }
     })
+}
+
+/// The log as the daemon serves it: the tail, then (`--follow`) its `lines` events.
+fn through_daemon(client: &DaemonClient, command: &LogsCommand) -> Result<ExitCode> {
+    let path = format!("/api/plugins/{}/logs?tail={}", command.name, command.lines);
+    crate::daemon_link::block_on(async {
+        if !command.follow {
+            let answer = client.get(&path).await?;
+            print_lines(&answer)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut events = client.events(&format!("{path}&follow=true"), None).await?;
+        let follow = async {
+            while let Some(event) = events.next().await {
+                let event = event.context("the daemon's log stream broke")?;
+                if event.kind == "lines" {
+                    print_lines(&serde_json::from_str(&event.data)?)?;
+                }
+            }
+            anyhow::Ok(())
+        };
+        tokio::select! {
+            result = follow => result.map(|()| ExitCode::SUCCESS),
+            _ = tokio::signal::ctrl_c() => Ok(ExitCode::SUCCESS),
+        }
+    })?
+}
+
+fn print_lines(answer: &serde_json::Value) -> Result<()> {
+    for line in answer["lines"].as_array().into_iter().flatten() {
+        crate::out::outln!("{}", line.as_str().unwrap_or_default())?;
+    }
+    Ok(())
 }
 
 /// The last `lines` lines of `bytes` (a final line without a newline counts).

@@ -14,7 +14,7 @@ use cjm_manager::jobs::{
 use cjm_manager::{ManagerOptions, PluginManager};
 use serde_json::{json, Value};
 
-use crate::exec::{Ended, Interrupts, CANCELLING};
+use crate::job_ui::{Ended, Interrupts, CANCELLING};
 use crate::out::outln;
 
 /// Run a composition written in YAML: nodes (id, plugin, args, kwargs, priority),

@@ -11,7 +11,8 @@ use cjm_manager::{Aggregate, ManagerOptions, PluginManager, ResourceProfile};
 use crate::out::outln;
 
 /// Show this machine's telemetry as the scheduler sees it, or (--profiles) what each
-/// plugin's calls were seen to use.
+/// plugin's calls were seen to use. When a daemon serves CJM_HOME, its scheduler's
+/// figures and its admission (who waits for what).
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "stats")]
 pub struct StatsCommand {
@@ -27,11 +28,28 @@ pub struct StatsCommand {
     /// the scheduler would ask it, and stopped
     #[argh(option)]
     monitor: Option<String>,
+    /// read this machine here even when a daemon serves CJM_HOME (through the
+    /// daemon, the figures are its scheduler's, and the text adds who waits for what)
+    #[argh(switch)]
+    local: bool,
 }
 
 pub fn run(command: StatsCommand) -> Result<ExitCode> {
     if command.profiles {
         return profiles(command.json);
+    }
+    if command.monitor.is_none() {
+        if let Some(client) = crate::daemon_link::find(command.local)? {
+            let system = crate::daemon_link::block_on(client.get("/api/system"))??;
+            if let Some(error) = system["stats_error"].as_str() {
+                anyhow::bail!("the daemon cannot read this machine's figures: {error}");
+            }
+            print_stats(system["stats"].clone(), command.json)?;
+            if !command.json {
+                print_admission(&system["admission"])?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
     }
     let stats = match &command.monitor {
         Some(plugin) => serde_json::to_value(from_monitor_plugin(plugin)?)?,
@@ -44,9 +62,14 @@ pub fn run(command: StatsCommand) -> Result<ExitCode> {
             serde_json::to_value(monitor.snapshot())?
         }
     };
-    if command.json {
+    print_stats(stats, command.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_stats(stats: Value, json: bool) -> Result<()> {
+    if json {
         outln!("{}", serde_json::to_string_pretty(&stats)?)?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(());
     }
     // Printed key by key from the serialised form, so that figures added to
     // SystemStats show up without changes here.
@@ -63,7 +86,30 @@ pub fn run(command: StatsCommand) -> Result<ExitCode> {
             outln!("{key:<width$}  {value}")?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+/// The daemon's admission: how many jobs wait and run, and what holds each waiting one.
+fn print_admission(admission: &Value) -> Result<()> {
+    let count = |key: &str| admission[key].as_u64().unwrap_or(0);
+    outln!(
+        "admission  {} queued, {} admitted, {} running",
+        count("queued"),
+        count("admitted"),
+        count("running")
+    )?;
+    for waiting in admission["waiting"].as_array().into_iter().flatten() {
+        outln!(
+            "  job {} ({}, {}): {}",
+            waiting["job"],
+            waiting["plugin"].as_str().unwrap_or("?"),
+            waiting["state"].as_str().unwrap_or("?"),
+            waiting["reason"]
+                .as_str()
+                .unwrap_or("its turn has not come")
+        )?;
+    }
+    Ok(())
 }
 
 /// What monitor plugin `plugin` reports, read as the scheduler reads it.

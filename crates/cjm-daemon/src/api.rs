@@ -10,23 +10,35 @@ use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
+use crate::auth::{Gate, Via};
 use crate::body::{self, Body};
 use crate::dashboard;
 use crate::diagnostics_api;
 use crate::events;
 use crate::jobs_api;
+use crate::jobs_query;
+use crate::logs_api;
 use crate::metrics;
+use crate::openapi;
+use crate::plugin_verbs;
 use crate::plugins_api;
 use crate::problem::ApiError;
 use crate::state::Shared;
+use crate::system_api;
+use crate::tasks_api;
 
 /// Answer one request.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
+    via: Via,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    if let Gate::Answer(response) = shared.auth.gate(via, &request) {
+        tracing::debug!("{method} {path}: {} (auth)", response.status().as_u16());
+        return Ok(response);
+    }
     let response = match route(shared, request).await {
         Ok(response) => response,
         Err(err) => {
@@ -53,10 +65,14 @@ async fn route(
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let get = method == Method::GET;
     let post = method == Method::POST;
+    let put = method == Method::PUT;
     match segments.as_slice() {
         ["api", "health"] if get => Ok(health(&shared)),
         [""] if get => Ok(dashboard::page()),
         ["assets", name] if get => dashboard::asset(name),
+        // Over TCP the gate answers `/login` before routing; a client of the Unix
+        // socket needs no login, so it is sent straight on.
+        ["login"] if get => Ok(logged_in_already()),
         ["api", "plugins"] if get => Ok(plugins_api::list(&shared)),
         ["api", "plugins", name, "load"] if post => {
             let name = (*name).to_owned();
@@ -66,8 +82,36 @@ async fn route(
             let name = (*name).to_owned();
             plugins_api::unload(shared, name).await
         }
+        ["api", "system"] if get => Ok(system_api::system(&shared).await),
+        ["api", "plugins", name, "logs"] if get => logs_api::logs(&shared, name, request_query),
+        ["api", "plugins", name, "reload"] if post => {
+            plugin_verbs::reload(shared, (*name).to_owned(), request).await
+        }
+        ["api", "plugins", name, "enable"] if post => {
+            plugin_verbs::set_enabled(shared, (*name).to_owned(), true).await
+        }
+        ["api", "plugins", name, "disable"] if post => {
+            plugin_verbs::set_enabled(shared, (*name).to_owned(), false).await
+        }
+        ["api", "plugins", name, "config"] if get => {
+            plugin_verbs::get_config(shared, (*name).to_owned()).await
+        }
+        ["api", "plugins", name, "config"] if put || post => {
+            plugin_verbs::put_config(shared, (*name).to_owned(), request).await
+        }
+        ["api", "plugins", name, "schema"] if get => {
+            plugin_verbs::schema(shared, (*name).to_owned()).await
+        }
+        ["api", "plugins", name, "stats"] if get => {
+            plugin_verbs::stats(shared, (*name).to_owned()).await
+        }
+        ["api", "tasks"] if post => tasks_api::submit(shared, request).await,
+        ["api", "jobs", "history"] if get => {
+            jobs_query::journal_history(shared, request_query).await
+        }
+        ["api", "openapi.json"] if get => Ok(openapi::serve()),
         ["api", "jobs"] if post => jobs_api::submit(shared, request).await,
-        ["api", "jobs"] if get => Ok(jobs_api::list(&shared)),
+        ["api", "jobs"] if get => jobs_query::list(&shared, request_query),
         ["api", "jobs", id] if get => jobs_api::get(&shared, id),
         ["api", "jobs", id, "wait"] if get => {
             jobs_api::wait(shared.clone(), id, request_query).await
@@ -118,17 +162,33 @@ async fn route(
     }
 }
 
-/// The methods a known route takes; `None` for a path that is no route.
-fn allowed(segments: &[&str]) -> Option<&'static str> {
+/// The methods a known route takes; `None` for a path that is no route (its arms are
+/// held to the OpenAPI document by `openapi.rs`'s tests).
+pub(crate) fn allowed(segments: &[&str]) -> Option<&'static str> {
     match segments {
-        ["api", "health"] | ["api", "plugins"] | ["api", "events"] | ["metrics"] => Some("GET"),
+        ["api", "health"] | ["api", "plugins"] | ["api", "events"] | ["metrics"] | ["login"] => {
+            Some("GET")
+        }
         ["api", "jobs"] => Some("GET, POST"),
         [""] | ["assets", _] => Some("GET"),
+        ["api", "system"] | ["api", "plugins", _, "logs"] => Some("GET"),
         ["api", "jobs", _] | ["api", "jobs", _, "wait"] => Some("GET"),
         ["api", "jobs", _, "diagnostics"] => Some("GET"),
         ["api", "plugins", _, "load" | "unload"] | ["api", "jobs", _, "cancel"] => Some("POST"),
+        ["api", "plugins", _, "reload" | "enable" | "disable"] | ["api", "tasks"] => Some("POST"),
+        ["api", "plugins", _, "config"] => Some("GET, PUT, POST"),
+        ["api", "plugins", _, "schema" | "stats"] | ["api", "openapi.json"] => Some("GET"),
         _ => None,
     }
+}
+
+/// `GET /login` over the Unix socket: on to the dashboard, no cookie needed.
+fn logged_in_already() -> Response<Body> {
+    let mut response = body::with_type(StatusCode::SEE_OTHER, "", "text/plain");
+    response
+        .headers_mut()
+        .insert(hyper::header::LOCATION, HeaderValue::from_static("/"));
+    response
 }
 
 /// `GET /api/health`: 200 while serving, 503 while stopping.

@@ -16,6 +16,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::auth::{Auth, Via};
 use crate::error::DaemonError;
 use crate::events::{until_closing, EventLog};
 use crate::json::job_event;
@@ -25,6 +26,8 @@ use crate::metrics::Metrics;
 use crate::notify::notify_systemd;
 use crate::options::{DaemonOptions, LoadAtStart};
 use crate::state::Shared;
+use crate::tls_listen::{TlsServer, HANDSHAKE_LIMIT};
+use crate::token::Secret;
 
 /// A started daemon: listening, its plugins loaded. [`run_until_signalled`]
 /// serves it.
@@ -38,6 +41,10 @@ pub struct Daemon {
     grace: Duration,
     terminate: Signal,
     interrupt: Signal,
+    /// A TLS listener's.
+    tls: Option<TlsServer>,
+    /// This start's one-time login secret (TCP only).
+    login: Option<Secret>,
     _lock: DaemonLock,
 }
 
@@ -61,8 +68,29 @@ impl Daemon {
         // Before anything starts: a signal during the load is an orderly stop too.
         let terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
         let interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+        // Made at every start, Unix socket or not: a client may read it whenever a
+        // daemon has run.
+        let token = crate::token::load_or_create(&home)?;
+        let tls = match (&options.listen, &options.tls) {
+            (Listen::Tls(addr), Some(source)) => Some(TlsServer::load(source, &home, *addr)?),
+            (Listen::Tls(_), None) => {
+                return Err(DaemonError::NoTlsMaterial {
+                    listen: options.listen.to_string(),
+                })
+            }
+            // The variant is public: `Listen::tcp`'s check is made here again, so that
+            // no caller serves the network in clear.
+            (Listen::Tcp(addr), _) if !addr.ip().is_loopback() => {
+                return Err(DaemonError::NotLoopback { addr: *addr })
+            }
+            _ => None,
+        };
+        let (auth, login) = Auth::new(token, options.listen.tcp_addr().is_some())?;
         let bound = Bound::bind(&options.listen).await?;
         let address = bound.address();
+        let journal = options.jobs.keep_journal.then(|| {
+            (options.jobs.journal.clone()).unwrap_or_else(|| options.manager.home.journal_path())
+        });
         let manager = PluginManager::new(options.manager);
         manager.discover_manifests();
         for problem in manager.discovery_problems() {
@@ -72,6 +100,8 @@ impl Daemon {
         // job's log records go.
         let jobs = Jobs::new(manager.clone(), options.jobs).await?;
         report_interrupted(jobs.interrupted());
+        // Before the loads at start: they are told on the event stream too.
+        let plugin_events = manager.plugin_events();
         if let Err(err) = load_at_start(&manager, &options.load).await {
             manager.shutdown().await;
             return Err(err);
@@ -82,12 +112,19 @@ impl Daemon {
             manager,
             jobs,
             metrics: Metrics::new(),
+            admission: Default::default(),
             max_body: options.max_body,
+            auth,
+            journal,
             started: Instant::now(),
             draining: AtomicBool::new(false),
             closing,
         });
         tokio::spawn(collect_events(Arc::clone(&shared)));
+        tokio::spawn(crate::plugin_events::collect(
+            Arc::clone(&shared),
+            plugin_events,
+        ));
         Ok(Daemon {
             shared,
             bound,
@@ -95,8 +132,36 @@ impl Daemon {
             grace: options.grace,
             terminate,
             interrupt,
+            tls,
+            login,
             _lock: lock,
         })
+    }
+
+    /// The one-time login link of this start (TCP only): opened in a browser, it
+    /// sets the session cookie, once, within 10 minutes. It holds a secret: show it
+    /// to the user, never log it.
+    pub fn login_url(&self) -> Option<String> {
+        let login = self.login.as_ref()?;
+        let mut addr = self.address.tcp_addr()?;
+        // 0.0.0.0 is no place to browse to; this machine is.
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let scheme = match self.tls {
+            Some(_) => "https",
+            None => "http",
+        };
+        Some(format!("{scheme}://{addr}/login?token={}", login.expose()))
+    }
+
+    /// The SHA-256 fingerprint (hex) of a TLS listener's certificate, for clients to
+    /// pin.
+    pub fn tls_fingerprint(&self) -> Option<&str> {
+        self.tls.as_ref().map(|tls| tls.fingerprint.as_str())
     }
 
     /// Where it listens.
@@ -125,6 +190,8 @@ impl Daemon {
             grace,
             mut terminate,
             mut interrupt,
+            tls,
+            login: _,
             _lock,
         } = self;
         let mut connections = JoinSet::new();
@@ -134,11 +201,16 @@ impl Daemon {
                 _ = interrupt.recv() => break "SIGINT",
                 accepted = bound.accept() => match accepted {
                     Ok(Accepted::Unix(stream)) => {
-                        connections.spawn(serve_connection(stream, Arc::clone(&shared)));
+                        connections.spawn(serve_connection(stream, Arc::clone(&shared), Via::Unix));
                     }
-                    Ok(Accepted::Tcp(stream)) => {
-                        connections.spawn(serve_connection(stream, Arc::clone(&shared)));
-                    }
+                    Ok(Accepted::Tcp(stream)) => match &tls {
+                        None => {
+                            connections.spawn(serve_connection(stream, Arc::clone(&shared), Via::Http));
+                        }
+                        Some(tls) => {
+                            connections.spawn(serve_tls(stream, tls.clone(), Arc::clone(&shared)));
+                        }
+                    },
                     Err(err) => {
                         // Out of file descriptors, most likely: wait a moment rather
                         // than spin.
@@ -269,6 +341,7 @@ async fn collect_events(shared: Arc<Shared>) {
             Some(Ok(event)) => {
                 let status = shared.jobs.status(event.job);
                 shared.metrics.observe(&event, status.as_ref());
+                shared.admission.observe(&event);
                 shared.events.push("job", &job_event(&event));
             }
             Some(Err(lagged)) => {
@@ -287,14 +360,27 @@ async fn collect_events(shared: Arc<Shared>) {
 /// How long a client may take to send a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn serve_connection<I>(io: I, shared: Arc<Shared>)
+/// One TLS connection: its handshake (in its own task, so that a slow client holds
+/// up no other), then HTTP inside it.
+async fn serve_tls(stream: tokio::net::TcpStream, tls: TlsServer, shared: Arc<Shared>) {
+    match tokio::time::timeout(HANDSHAKE_LIMIT, tls.acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => serve_connection(stream, shared, Via::Https).await,
+        Ok(Err(err)) => tracing::debug!("TLS handshake failed: {err}"),
+        Err(_) => tracing::debug!(
+            "TLS handshake not done in {}s: closed",
+            HANDSHAKE_LIMIT.as_secs()
+        ),
+    }
+}
+
+async fn serve_connection<I>(io: I, shared: Arc<Shared>, via: Via)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut closing = shared.closing.subscribe();
     let service = {
         let shared = Arc::clone(&shared);
-        service_fn(move |request| crate::api::handle(Arc::clone(&shared), request))
+        service_fn(move |request| crate::api::handle(Arc::clone(&shared), via, request))
     };
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())

@@ -30,15 +30,45 @@ pub enum DaemonError {
         /// The system's error.
         source: std::io::Error,
     },
-    /// A TCP address other than loopback was asked for.
+    /// A TCP address other than loopback was asked for without TLS.
     #[error(
-        "--listen {addr}: only a loopback address (127.0.0.1, ::1) is served for now; \
-         another needs TLS and a bearer token, which are not built yet (issue 21)"
+        "--listen {addr}: an address other than loopback (127.0.0.1, ::1) is served \
+         only over TLS: give --tls-cert PEM and --tls-key PEM, or --tls-self-signed \
+         to make a certificate in $CJM_HOME/daemon-tls/"
     )]
     NotLoopback {
         /// The address asked for.
         addr: SocketAddr,
     },
+    /// A TLS listener was asked for with no certificate to serve.
+    #[error("{listen}: TLS needs a certificate and its key (DaemonOptions::tls)")]
+    NoTlsMaterial {
+        /// Where it was to listen.
+        listen: String,
+    },
+    /// The TLS certificate or key could not be read, made or used.
+    #[error("TLS: {what} {}: {detail}", path.display())]
+    Tls {
+        /// What was being done.
+        what: &'static str,
+        /// With which file or folder.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// The token file holds something other than a token.
+    #[error(
+        "{}: not a daemon token (64 or more hex digits); delete it to have a new one \
+         made at the next start",
+        path.display()
+    )]
+    BadToken {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The system's random numbers could not be read.
+    #[error("cannot read random bytes for a token: {0}")]
+    Random(std::io::Error),
     /// The TCP listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

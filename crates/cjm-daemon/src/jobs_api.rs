@@ -1,9 +1,10 @@
-//! `/api/jobs`: submit, list, get, wait (a long poll), cancel.
+//! `/api/jobs`: submit (a call, or a task adapter's method), get, wait (a long
+//! poll), cancel (the listing: `jobs_query.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use cjm_manager::jobs::JobId;
+use cjm_manager::jobs::{JobId, TaskCall};
 use cjm_manager::CallArgs;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -11,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::body::{self, Body};
-use crate::json::{job_status, journal_entry};
+use crate::json::job_status;
 use crate::problem::ApiError;
 use crate::request::{job_id, parse_json, query, query_flag, read_body};
 use crate::state::Shared;
@@ -26,6 +27,16 @@ struct SubmitBody {
     kwargs: Map<String, Value>,
     #[serde(default)]
     priority: i32,
+    /// A task adapter's method (`/task`) instead of `execute`: `cjm-ctl task`.
+    #[serde(default)]
+    task: Option<TaskBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskBody {
+    task: String,
+    method: String,
 }
 
 /// `POST /api/jobs`: `{plugin, args, kwargs, priority}` -> `{id, journal_id}`.
@@ -69,7 +80,15 @@ pub(crate) async fn submit(
         });
     }
     let call = CallArgs::from_json(body.args, body.kwargs);
-    let id = shared.jobs.submit(&body.plugin, call, body.priority)?;
+    let id = match body.task {
+        Some(TaskBody { task, method }) => {
+            let task = TaskCall::new(task, method);
+            shared
+                .jobs
+                .submit_task(&body.plugin, task, call, body.priority)?
+        }
+        None => shared.jobs.submit(&body.plugin, call, body.priority)?,
+    };
     Ok(body::json(
         StatusCode::ACCEPTED,
         &json!({"id": id.0, "journal_id": shared.jobs.journal_id(id)}),
@@ -84,27 +103,6 @@ fn status_of(shared: &Shared, id: JobId) -> Result<Value, ApiError> {
         )
     })?;
     Ok(job_status(&status, shared.jobs.journal_id(id)))
-}
-
-/// `GET /api/jobs`: the jobs known here, oldest first, and those the last host left
-/// interrupted.
-pub(crate) fn list(shared: &Shared) -> Response<Body> {
-    let jobs: Vec<Value> = shared
-        .jobs
-        .list()
-        .iter()
-        .map(|status| job_status(status, shared.jobs.journal_id(status.id)))
-        .collect();
-    let interrupted: Vec<Value> = shared
-        .jobs
-        .interrupted()
-        .iter()
-        .map(journal_entry)
-        .collect();
-    body::json(
-        StatusCode::OK,
-        &json!({"jobs": jobs, "interrupted": interrupted}),
-    )
 }
 
 /// `GET /api/jobs/{id}`.

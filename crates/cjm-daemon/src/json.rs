@@ -83,3 +83,8 @@ pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * rustix::param::page_size() as u64)
 }
+
+/// MiB (as the manager reports GPU memory) to bytes, the metrics' base unit.
+pub(crate) fn mb_to_bytes(mb: f64) -> u64 {
+    (mb * 1024.0 * 1024.0).max(0.0) as u64
+}

@@ -20,27 +20,45 @@
 //! # }
 //! ```
 
+mod admission;
 mod api;
+mod auth;
 mod body;
+mod client;
 mod daemon;
 mod dashboard;
 mod diagnostics_api;
 mod error;
 mod events;
 mod jobs_api;
+mod jobs_query;
 mod json;
 mod listen;
 mod lock;
+mod logs_api;
 mod metrics;
 mod notify;
+mod openapi;
 mod options;
+mod pem;
+mod plugin_events;
+mod plugin_metrics;
+mod plugin_verbs;
 mod plugins_api;
 mod problem;
 mod request;
+mod sse;
 mod state;
+mod system_api;
+mod tasks_api;
+mod tls_listen;
+mod token;
 
+pub use client::{ClientError, DaemonClient};
 pub use daemon::Daemon;
 pub use error::DaemonError;
 pub use listen::Listen;
 pub use notify::{notify_systemd, NotifyError};
 pub use options::{DaemonOptions, LoadAtStart};
+pub use sse::{EventStream, SseEvent};
+pub use tls_listen::TlsSource;

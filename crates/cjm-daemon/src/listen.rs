@@ -1,5 +1,6 @@
 //! Where the API is served: a Unix socket in a folder only its owner may enter (by
-//! default), or a loopback TCP address.
+//! default), a loopback TCP address (plain HTTP, with the token), or any TCP address
+//! over TLS (with the token).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -15,18 +16,35 @@ use crate::error::DaemonError;
 pub enum Listen {
     /// A Unix socket; its folder is made (or kept) 0700.
     Unix(PathBuf),
-    /// A loopback TCP address (see [`Listen::tcp`]).
+    /// A loopback TCP address, plain HTTP (see [`Listen::tcp`]).
     Tcp(SocketAddr),
+    /// A TCP address served over TLS (see [`Listen::tls`] and `DaemonOptions::tls`).
+    Tls(SocketAddr),
 }
 
 impl Listen {
-    /// A TCP address, refused unless it is loopback: anything else would serve the
-    /// API, which runs code as this user, to the network without TLS or a token.
+    /// A TCP address for plain HTTP, refused unless it is loopback: anything else
+    /// would send the token, and the API that runs code as this user, over the
+    /// network in clear ([`Listen::tls`] serves it).
     pub fn tcp(addr: SocketAddr) -> Result<Listen, DaemonError> {
         if addr.ip().is_loopback() {
             Ok(Listen::Tcp(addr))
         } else {
             Err(DaemonError::NotLoopback { addr })
+        }
+    }
+
+    /// A TCP address served over TLS, any address (`DaemonOptions::tls` must say
+    /// where the certificate comes from).
+    pub fn tls(addr: SocketAddr) -> Listen {
+        Listen::Tls(addr)
+    }
+
+    /// The TCP address, if it is one.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listen::Unix(_) => None,
+            Listen::Tcp(addr) | Listen::Tls(addr) => Some(*addr),
         }
     }
 }
@@ -36,6 +54,7 @@ impl fmt::Display for Listen {
         match self {
             Listen::Unix(path) => write!(f, "unix:{}", path.display()),
             Listen::Tcp(addr) => write!(f, "http://{addr}"),
+            Listen::Tls(addr) => write!(f, "https://{addr}"),
         }
     }
 }
@@ -48,6 +67,7 @@ pub(crate) enum Bound {
         path: PathBuf,
     },
     Tcp(TcpListener),
+    Tls(TcpListener),
 }
 
 impl Bound {
@@ -55,7 +75,7 @@ impl Bound {
     /// socket file already there is a dead daemon's and may be replaced.
     pub(crate) async fn bind(listen: &Listen) -> Result<Bound, DaemonError> {
         match listen {
-            Listen::Tcp(addr) => {
+            Listen::Tcp(addr) | Listen::Tls(addr) => {
                 let listener =
                     TcpListener::bind(addr)
                         .await
@@ -63,7 +83,10 @@ impl Bound {
                             addr: *addr,
                             source,
                         })?;
-                Ok(Bound::Tcp(listener))
+                Ok(match listen {
+                    Listen::Tls(_) => Bound::Tls(listener),
+                    _ => Bound::Tcp(listener),
+                })
             }
             Listen::Unix(path) => bind_unix(path),
         }
@@ -76,6 +99,10 @@ impl Bound {
             Bound::Tcp(listener) => match listener.local_addr() {
                 Ok(addr) => Listen::Tcp(addr),
                 Err(_) => Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 0))),
+            },
+            Bound::Tls(listener) => match listener.local_addr() {
+                Ok(addr) => Listen::Tls(addr),
+                Err(_) => Listen::Tls(SocketAddr::from(([0, 0, 0, 0], 0))),
             },
         }
     }
@@ -92,7 +119,9 @@ impl Bound {
     pub(crate) async fn accept(&self) -> std::io::Result<Accepted> {
         Ok(match self {
             Bound::Unix { listener, .. } => Accepted::Unix(listener.accept().await?.0),
-            Bound::Tcp(listener) => Accepted::Tcp(listener.accept().await?.0),
+            Bound::Tcp(listener) | Bound::Tls(listener) => {
+                Accepted::Tcp(listener.accept().await?.0)
+            }
         })
     }
 }
@@ -168,8 +197,12 @@ mod tests {
         let refused = Listen::tcp("0.0.0.0:8080".parse().unwrap()).unwrap_err();
         let text = refused.to_string();
         assert!(
-            text.contains("0.0.0.0:8080") && text.contains("TLS"),
+            text.contains("0.0.0.0:8080") && text.contains("TLS") && text.contains("--tls-cert"),
             "{text}"
+        );
+        assert_eq!(
+            Listen::tls("0.0.0.0:8080".parse().unwrap()).to_string(),
+            "https://0.0.0.0:8080"
         );
     }
 }

@@ -20,6 +20,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::json::rss_bytes;
+use crate::plugin_metrics::PluginMetrics;
 
 /// What `/metrics` answers with.
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -63,6 +64,8 @@ pub(crate) struct Metrics {
     workers_running: Gauge,
     plugins_loaded: Gauge,
     worker_rss: Family<PluginLabel, Gauge>,
+    /// Workers' lives (`plugin_metrics.rs`).
+    pub(crate) plugins: PluginMetrics,
     /// One scrape at a time: the gauges are cleared and set again for each.
     scrape: Mutex<()>,
 }
@@ -127,6 +130,7 @@ impl Metrics {
             Unit::Bytes,
             worker_rss.clone(),
         );
+        let plugins = PluginMetrics::register(&mut registry);
         registry.register(
             "build",
             "The daemon's version",
@@ -148,6 +152,7 @@ impl Metrics {
             workers_running,
             plugins_loaded,
             worker_rss,
+            plugins,
             scrape: Mutex::new(()),
         }
     }
@@ -250,6 +255,7 @@ impl Metrics {
             }
         }
         self.workers_running.set(up);
+        self.plugins.scrape(manager);
         self.plugins_loaded
             .set(i64::try_from(plugins.len()).unwrap_or(i64::MAX));
         let mut text = String::new();

@@ -8,6 +8,7 @@ use cjm_manager::ManagerOptions;
 
 use crate::error::DaemonError;
 use crate::listen::Listen;
+use crate::tls_listen::TlsSource;
 
 /// Which plugins are loaded when the daemon starts.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -40,6 +41,9 @@ pub struct DaemonOptions {
     pub event_buffer: usize,
     /// The most bytes a request body may have (413 beyond).
     pub max_body: usize,
+    /// The certificate of a [`Listen::Tls`] listener (required there, unused
+    /// elsewhere).
+    pub tls: Option<TlsSource>,
 }
 
 /// A request body's default bound: far above any JSON call, far below what hurts.
@@ -58,12 +62,18 @@ impl DaemonOptions {
             grace: Duration::from_secs(30),
             event_buffer: 4096,
             max_body: DEFAULT_MAX_BODY,
+            tls: None,
         }
     }
 
     /// [`new`](Self::new) with the manager's options from the environment (CJM_HOME).
     pub fn from_env() -> Result<Self, DaemonError> {
         Ok(Self::new(ManagerOptions::from_env()?))
+    }
+
+    /// The bearer token's file in its home (0600), made at the first start.
+    pub fn token_path(&self) -> PathBuf {
+        self.manager.home.root().join(crate::token::TOKEN_FILE)
     }
 
     /// The daemon's lock file in its home.

@@ -26,7 +26,11 @@ fn state_name(state: PluginState) -> &'static str {
 }
 
 /// One plugin as the API shows it: from its manifest, and its worker when loaded.
-fn plugin(shared: &Shared, name: &str, discovered: Option<&cjm_manager::PluginMeta>) -> Value {
+pub(crate) fn plugin(
+    shared: &Shared,
+    name: &str,
+    discovered: Option<&cjm_manager::PluginMeta>,
+) -> Value {
     let manager = &shared.manager;
     let meta = manager.plugin_meta(name);
     let meta = meta.as_ref().or(discovered);
@@ -45,6 +49,8 @@ fn plugin(shared: &Shared, name: &str, discovered: Option<&cjm_manager::PluginMe
         "pid": status.as_ref().and_then(|status| status.pid),
         "location": worker.as_ref().map(|worker| worker.location.clone()),
         "rss_bytes": worker.as_ref().filter(|worker| worker.local).and_then(|worker| rss_bytes(worker.pid)),
+        "enabled": meta.map(|meta| meta.enabled),
+        "gpu_memory_bytes": manager.plugin_gpu_memory_mb(name).ok().flatten().map(crate::json::mb_to_bytes),
         "restarts": status.as_ref().map(|status| status.restarts),
         "last_failure": status.as_ref().and_then(|status| status.last_failure.clone()),
         "keep_alive_s": status.as_ref().and_then(|status| status.keep_alive).map(|keep| keep.as_secs_f64()),
@@ -84,20 +90,29 @@ pub(crate) fn list(shared: &Shared) -> Response<Body> {
 struct LoadBody {
     #[serde(default)]
     config: Option<ConfigMap>,
+    /// Load the plugin once more under this name (`load_instance`).
+    #[serde(default)]
+    instance: Option<String>,
 }
 
-/// `POST /api/plugins/{name}/load`, with `{"config": {...}}` or no body.
+/// `POST /api/plugins/{name}/load`, with `{"config": {...}, "instance": "..."}` (both
+/// optional) or no body.
 pub(crate) async fn load(
     shared: Arc<Shared>,
     name: String,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let bytes = read_body(request, shared.max_body).await?;
-    let config = if bytes.iter().all(u8::is_ascii_whitespace) {
-        None
+    let body = if bytes.iter().all(u8::is_ascii_whitespace) {
+        LoadBody {
+            config: None,
+            instance: None,
+        }
     } else {
-        parse_json::<LoadBody>(&bytes, "the load request")?.config
+        parse_json::<LoadBody>(&bytes, "the load request")?
     };
+    let config = body.config;
+    let instance = body.instance.unwrap_or_else(|| name.clone());
     if shared.is_draining() {
         return Err(ApiError::stopping());
     }
@@ -106,14 +121,18 @@ pub(crate) async fn load(
     let loading = {
         let shared = Arc::clone(&shared);
         let name = name.clone();
-        tokio::spawn(async move { shared.manager.load_plugin(&name, config).await })
+        let instance = instance.clone();
+        tokio::spawn(async move { shared.manager.load_instance(&name, &instance, config).await })
     };
     match loading.await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => return Err(err.into()),
         Err(err) => return Err(task_failed("the load", err)),
     }
-    Ok(body::json(StatusCode::OK, &plugin(&shared, &name, None)))
+    Ok(body::json(
+        StatusCode::OK,
+        &plugin(&shared, &instance, None),
+    ))
 }
 
 /// `POST /api/plugins/{name}/unload`.
@@ -136,7 +155,7 @@ pub(crate) async fn unload(shared: Arc<Shared>, name: String) -> Result<Response
     }
 }
 
-fn task_failed(what: &str, err: tokio::task::JoinError) -> ApiError {
+pub(crate) fn task_failed(what: &str, err: tokio::task::JoinError) -> ApiError {
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "failed",

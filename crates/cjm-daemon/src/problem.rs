@@ -83,7 +83,10 @@ impl From<ManagerError> for ApiError {
             ManagerError::NotLoaded { .. } => (StatusCode::CONFLICT, "plugin_not_loaded"),
             ManagerError::AlreadyLoaded { .. } => (StatusCode::CONFLICT, "already_loaded"),
             ManagerError::Disabled { .. } => (StatusCode::CONFLICT, "plugin_disabled"),
-            ManagerError::InvalidConfig { .. } => (StatusCode::BAD_REQUEST, "invalid_config"),
+            // Well-formed JSON the schema refuses: the validator's words, 422.
+            ManagerError::InvalidConfig { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_config")
+            }
             ManagerError::Plugin(_) => (StatusCode::BAD_GATEWAY, "worker_failed"),
             _ => match err.category() {
                 Some(ErrorCategory::UserInput) => (StatusCode::BAD_REQUEST, "refused"),

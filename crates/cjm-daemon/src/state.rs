@@ -8,6 +8,8 @@ use cjm_manager::jobs::Jobs;
 use cjm_manager::PluginManager;
 use tokio::sync::watch;
 
+use crate::admission::Admission;
+use crate::auth::Auth;
 use crate::events::EventLog;
 use crate::metrics::Metrics;
 
@@ -17,7 +19,14 @@ pub(crate) struct Shared {
     pub(crate) jobs: Jobs,
     pub(crate) events: Arc<EventLog>,
     pub(crate) metrics: Metrics,
+    /// Why each waiting job waits (`GET /api/system`).
+    pub(crate) admission: Admission,
     pub(crate) max_body: usize,
+    /// Who may use the API over TCP.
+    pub(crate) auth: Auth,
+
+    /// The job journal, for `/api/jobs/history`; `None` when none is kept.
+    pub(crate) journal: Option<std::path::PathBuf>,
     pub(crate) started: Instant,
     /// Set at SIGTERM: no new jobs, loads or unloads; what runs may end.
     pub(crate) draining: AtomicBool,

@@ -16,6 +16,7 @@ mod loaded;
 mod manager;
 mod options;
 mod policy;
+mod sqlite_file;
 mod store;
 mod stream;
 
@@ -23,7 +24,9 @@ pub use blocking::{BlockingPluginManager, BlockingStream};
 pub use discovery::{DiscoveredAdapter, DiscoveredPlugin, Discovery, ManifestProblem, Shadowed};
 pub use error::ManagerError;
 pub use launch::{host_tls_fingerprint, PlacementSetupError, WorkerEnvError};
-pub use manager::{ConfigDrift, PluginConfig, PluginManager, TaskServer, WorkerInfo};
+pub use manager::{
+    ConfigDrift, PluginChange, PluginConfig, PluginEvent, PluginManager, TaskServer, WorkerInfo,
+};
 pub use options::ManagerOptions;
 pub use policy::{FaultPolicy, OnTimeout, PluginState, PluginStatus, RestartPolicy, RetryPolicy};
 pub use store::{Aggregate, KeptConfig, ResourceProfile, StoreError};

@@ -43,6 +43,9 @@ pub(crate) struct LoadedPlugin {
     /// When the current worker became ready: idleness counts from here at the
     /// earliest.
     up_since: Mutex<SystemTime>,
+    /// The pid of the last worker whose death was told (`manager/events.rs`): told
+    /// once, by its watcher or by the restart path, whichever sees it first.
+    pub(crate) death_told: AtomicU32,
 }
 
 /// The worker of the moment and the executions that may use it. One lock for both,
@@ -110,6 +113,7 @@ impl LoadedPlugin {
             active_executions: AtomicUsize::new(0),
             pending_jobs: AtomicUsize::new(0),
             restarts: AtomicU32::new(0),
+            death_told: AtomicU32::new(0),
         }
     }
 

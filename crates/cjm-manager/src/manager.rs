@@ -24,6 +24,7 @@ use crate::{ManagerError, ManagerOptions};
 // `PluginManager` (rustdoc shows the blocks in this order).
 mod configuration;
 mod discovered;
+mod events;
 mod execution;
 mod kept;
 mod learning;
@@ -40,6 +41,7 @@ mod idle;
 mod recovery;
 mod residency;
 
+pub use events::{PluginChange, PluginEvent};
 pub(crate) use for_jobs::{AfterKill, Forced};
 pub use kept::ConfigDrift;
 pub use tasks::TaskServer;
@@ -67,6 +69,7 @@ use telemetry::ManagerStats;
 /// | [Resources and telemetry](#resources-and-telemetry) | [`plugin_stats`](Self::plugin_stats), [`plugin_gpu_memory_mb`](Self::plugin_gpu_memory_mb), [`system_stats`](Self::system_stats), [`register_system_monitor`](Self::register_system_monitor), [`unregister_system_monitor`](Self::unregister_system_monitor), [`system_monitor`](Self::system_monitor) |
 /// | [Kept configuration](#kept-configuration) | [`kept_config`](Self::kept_config), [`config_drift`](Self::config_drift), [`import_original_configs`](Self::import_original_configs) |
 /// | [Learned resource profiles](#learned-resource-profiles) | [`resource_profiles`](Self::resource_profiles), [`learned_profile`](Self::learned_profile) |
+/// | [Plugin events](#plugin-events) | [`plugin_events`](Self::plugin_events) |
 ///
 /// Not methods here: admission, eviction, idle stops and restarts after a crash
 /// happen to every call as the [`ManagerOptions`] say; queued calls with progress and
@@ -107,6 +110,8 @@ struct Shared {
     /// The jobs' diagnostics store, once jobs run on this manager: the original's
     /// Python workers started after that write their log records into it.
     diagnostics_db: Mutex<Option<std::path::PathBuf>>,
+    /// Where plugin events go (`manager/events.rs`).
+    plugin_events: tokio::sync::broadcast::Sender<PluginEvent>,
 }
 
 /// A loaded plugin's current worker process, as [`PluginManager::worker_info`] reports

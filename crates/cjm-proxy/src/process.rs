@@ -95,6 +95,11 @@ impl WorkerProcess {
         self.exit_status().is_some()
     }
 
+    /// The notice of its end, alone: what `Worker::exit_notice` waits on.
+    pub(crate) fn exit_receiver(&self) -> watch::Receiver<Option<Option<ExitStatus>>> {
+        self.exit.clone()
+    }
+
     /// Resolves when the process has ended, with its status if known.
     pub(crate) async fn exited(&self) -> Option<ExitStatus> {
         let mut exit = self.exit.clone();

@@ -322,6 +322,27 @@ impl RemotePluginProxy {
         self.worker.exit_description()
     }
 
+    /// How the worker ended, in one word for counting: `exited`, `signal` or `lost`
+    /// (see [`exit_description`](Self::exit_description) for the words); `None`
+    /// while it runs.
+    pub fn exit_cause(&self) -> Option<&'static str> {
+        self.worker.exit_cause()
+    }
+
+    /// A future that resolves when the worker has ended, however it ended. It holds
+    /// nothing of the proxy: a watcher awaiting it never keeps a worker alive that
+    /// the proxy's drop would stop.
+    pub fn exit_notice(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.worker.exit_notice()
+    }
+
+    /// Whether the host stopped the worker ([`shutdown`](Self::shutdown) or
+    /// [`kill`](Self::kill)), as opposed to its ending on its own or at someone
+    /// else's hand.
+    pub fn stopped_by_host(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
     /// Running and answering `/health`.
     pub async fn is_alive(&self) -> bool {
         if self.has_exited() || self.stopped.load(Ordering::SeqCst) {

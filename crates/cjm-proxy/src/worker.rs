@@ -58,6 +58,26 @@ impl Worker {
         }
     }
 
+    /// A future that resolves when the worker has ended, holding neither the worker
+    /// nor anything whose drop would stop it (only the notice of its end).
+    pub(crate) fn exit_notice(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let notice = match self {
+            Worker::Local(process) => ExitNotice::Local(process.exit_receiver()),
+            Worker::Remote(remote) => ExitNotice::Remote(remote.gone_receiver()),
+        };
+        async move {
+            // An error means the sender went with the worker: ended too.
+            match notice {
+                ExitNotice::Local(mut exit) => {
+                    let _ = exit.wait_for(Option::is_some).await;
+                }
+                ExitNotice::Remote(mut gone) => {
+                    let _ = gone.wait_for(Option::is_some).await;
+                }
+            }
+        }
+    }
+
     /// Wait up to `limit` for the end: `Some(status)` if it came.
     pub(crate) async fn exit_within(&self, limit: Duration) -> Option<Option<ExitStatus>> {
         tokio::time::timeout(limit, self.exited()).await.ok()
@@ -66,6 +86,20 @@ impl Worker {
     /// Wait up to `limit` for the end; whether it came.
     pub(crate) async fn wait_exit(&self, limit: Duration) -> bool {
         self.exit_within(limit).await.is_some()
+    }
+
+    /// How the worker ended, as a metric's label: `exited` (with a status),
+    /// `signal` (killed by one), `lost` (a remote worker gone); `None` while it runs.
+    pub(crate) fn exit_cause(&self) -> Option<&'static str> {
+        use std::os::unix::process::ExitStatusExt;
+        match self {
+            Worker::Local(process) => process.exit_status().map(|status| match status {
+                Some(status) if status.code().is_some() => "exited",
+                Some(status) if status.signal().is_some() => "signal",
+                _ => "lost",
+            }),
+            Worker::Remote(remote) => remote.gone_reason().map(|_| "lost"),
+        }
     }
 
     /// How the worker ended, in words; `None` while it runs.
@@ -87,4 +121,9 @@ impl Worker {
             Worker::Remote(remote) => remote.stop(),
         }
     }
+}
+
+enum ExitNotice {
+    Local(tokio::sync::watch::Receiver<Option<Option<ExitStatus>>>),
+    Remote(tokio::sync::watch::Receiver<Option<String>>),
 }

@@ -26,8 +26,9 @@ const MMAP_THRESHOLD: libc::c_int = 64 * 1024 * 1024;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const TRIM_THRESHOLD: libc::c_int = 256 * 1024 * 1024;
 
-/// Requests were served since the last trim: there may be memory to give back.
-static DIRTY: AtomicBool = AtomicBool::new(false);
+/// Requests were served (or the worker started) since the last trim: there may be
+/// memory to give back.
+static DIRTY: AtomicBool = AtomicBool::new(true);
 /// Requests were served since the last tick of the control loop: not idle yet.
 static BUSY: AtomicBool = AtomicBool::new(false);
 
@@ -50,12 +51,15 @@ pub(crate) fn note_activity() {
     BUSY.store(true, Ordering::Relaxed);
 }
 
-/// Called by the control loop at a steady period: gives freed memory back to the
-/// kernel once a whole period went by without requests after some had been served.
+/// Called by the control loop at a steady period: once a whole period went by
+/// without requests (after start, or after some were served), gives freed memory
+/// back to the kernel and unmaps the code pages the worker holds (`resident.rs`), so
+/// that an idle worker stays small whatever it did before.
 pub(crate) fn on_idle_tick() {
     if BUSY.swap(false, Ordering::Relaxed) || !DIRTY.swap(false, Ordering::Relaxed) {
         return;
     }
+    crate::resident::release_clean_file_pages();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory; it is thread-safe.
     unsafe {

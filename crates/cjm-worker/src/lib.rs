@@ -62,6 +62,7 @@ mod proc_stats;
 #[cfg(feature = "remote")]
 mod remote;
 mod request;
+mod resident;
 mod respond;
 mod server;
 mod state;

@@ -285,7 +285,11 @@ pub fn serve<P: Plugin>(plugin: P, options: ServeOptions) -> Result<(), ServeErr
             worker.host.version(),
             std::process::id(),
         );
-        let mut idle_ticks = tokio::time::interval(IDLE_MEMORY_CHECK);
+        // The first tick a whole period from now: a worker just started is not idle.
+        let mut idle_ticks = tokio::time::interval_at(
+            tokio::time::Instant::now() + IDLE_MEMORY_CHECK,
+            IDLE_MEMORY_CHECK,
+        );
         idle_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = loop {
             tokio::select! {

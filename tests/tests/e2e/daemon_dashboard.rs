@@ -788,8 +788,11 @@ fn the_dashboard_shows_plugins_runs_a_job_with_live_progress_and_cancels_it_in_c
     );
     let reload = cdp.probe_in_page("/api/plugins/cjm-wordcount/reload");
     if reload == 405 {
+        // A new worker: another pid on the row.
+        let before = cdp.evaluate(&format!("{wordcount}.querySelector('.pid').textContent"));
         cdp.evaluate(&format!(
-            "{wordcount}.querySelector('button.reload').click()"
+            "delete document.querySelector('#plugins').dataset.last; \
+             {wordcount}.querySelector('button.reload').click()"
         ));
         cdp.wait_for(
             "the reload answered",
@@ -799,6 +802,14 @@ fn the_dashboard_shows_plugins_runs_a_job_with_live_progress_and_cancels_it_in_c
         assert_eq!(
             cdp.evaluate("document.querySelector('#plugins').dataset.last"),
             "reload cjm-wordcount: ok"
+        );
+        cdp.wait_for(
+            "wordcount running with a new worker",
+            &format!(
+                "(() => {{ const row = {wordcount}; return row.querySelector('.state').textContent === 'running' \
+                 && row.querySelector('.pid').textContent !== {before}; }})()"
+            ),
+            long,
         );
     } else {
         assert_eq!(reload, 404);

@@ -134,3 +134,82 @@ async fn the_host_may_set_or_override_a_keep_alive() {
     resident.shutdown().await;
     manager.shutdown().await;
 }
+
+/// The mapped code pages of a process, in KiB (what `resident.rs` gives back).
+fn file_backed_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("RssFile:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Poll until `pid`'s file-backed RSS is below `below` KiB; its value then.
+fn wait_file_backed_below(pid: u32, below: u64) -> Option<u64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let now = file_backed_kib(pid);
+        if now < below {
+            return Some(now);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_gives_back_its_code_pages_and_still_answers_every_call() {
+    let home = idle_home(600.0);
+    let manager = home.manager();
+    manager.discover_manifests();
+    manager.load_plugin("echo", None).await.unwrap();
+    let pid = manager.worker_info("echo").unwrap().pid;
+    let started = file_backed_kib(pid);
+    assert!(started > 0, "no RssFile for {pid}");
+    // Idle: what startup touched of its binary and libc is unmapped, down to less
+    // than half.
+    let idle = tokio::task::spawn_blocking(move || wait_file_backed_below(pid, started / 2))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| {
+            panic!(
+                "RssFile stayed at {} KiB of {started}",
+                file_backed_kib(pid)
+            )
+        });
+    // Every kind of call works as before: the pages come back from the files.
+    for round in 0..3 {
+        let out = manager
+            .execute_plugin("echo", CallArgs::new().arg(format!("round {round}")))
+            .await
+            .unwrap();
+        assert_eq!(out["result"], format!("round {round}"));
+        let mut stream = manager
+            .execute_plugin_stream("echo", CallArgs::new().arg(3))
+            .await
+            .unwrap();
+        let mut chunks = 0;
+        while let Some(chunk) = stream.next().await {
+            chunk.unwrap();
+            chunks += 1;
+        }
+        assert_eq!(chunks, 3);
+        let serving = file_backed_kib(pid);
+        assert!(
+            serving > idle,
+            "calls ran with {serving} KiB mapped of {idle}"
+        );
+        // And idle again after them.
+        let again = tokio::task::spawn_blocking(move || wait_file_backed_below(pid, serving))
+            .await
+            .unwrap();
+        assert!(again.is_some(), "round {round}: stayed at {serving} KiB");
+    }
+    assert_eq!(
+        manager.worker_info("echo").unwrap().pid,
+        pid,
+        "never restarted"
+    );
+    manager.shutdown().await;
+}

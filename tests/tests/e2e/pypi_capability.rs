@@ -5,7 +5,8 @@
 //! `cjm-ctl install-all` into a Python 3.12 venv. The install records the
 //! capability's structural surface and registers the adapter with a manifest; our
 //! host matches and binds it, and `cjm-ctl task` segments text over `/task`, the
-//! typed result and a typed input error each as the successor's worker gives them.
+//! typed result and a typed input error each as the successor's worker gives them;
+//! a plain `exec` is refused, as a capability has no `execute`.
 //! Then `list --health`, the learned profile, and `remove`, which takes the adapter
 //! with it.
 //!
@@ -144,6 +145,15 @@ fn a_successor_capability_from_pypi_installs_with_its_adapter_and_segments_text(
         &["task", CAPABILITY, "sentence_segmentation", "translate"],
     );
     assert_eq!(unknown.status.code(), Some(65), "{}", text(&unknown.stderr));
+
+    // A capability has no `execute`: a plain call is refused in its worker's words.
+    let plain = ctl(&home, &["exec", CAPABILITY]);
+    assert_eq!(plain.status.code(), Some(70), "{}", text(&plain.stderr));
+    assert!(
+        text(&plain.stderr).contains("has no attribute 'execute'"),
+        "{}",
+        text(&plain.stderr)
+    );
 
     // What its calls were seen to use is learned.
     let profiles = ctl(&home, &["stats", "--profiles", "--json"]);

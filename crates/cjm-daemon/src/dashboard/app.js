@@ -88,7 +88,7 @@ async function refreshPlugins() {
       element("td", "where", plugin.location ?? ""),
       element("td", "pid", plugin.pid ?? ""),
       element("td", "rss", bytes(plugin.rss_bytes)),
-      element("td", "gpu", gpuNeed(plugin.resources)),
+      element("td", "gpu", gpu(plugin)),
       element("td", "restarts", plugin.loaded ? String(plugin.restarts ?? 0) : ""),
       element("td", "idle", idleStop(plugin)),
     );
@@ -106,9 +106,12 @@ async function refreshPlugins() {
   }
 }
 
-function gpuNeed(resources) {
-  if (!resources || !resources.requires_gpu) return "—";
-  return resources.min_gpu_vram_mb ? `needs ${resources.min_gpu_vram_mb} MiB` : "needs one";
+// GPU memory its worker holds (where the driver tells), and what it declares it needs.
+function gpu(plugin) {
+  const resources = plugin.resources || {};
+  const need = !resources.requires_gpu ? "" : resources.min_gpu_vram_mb ? `needs ${resources.min_gpu_vram_mb} MiB` : "needs one";
+  const held = plugin.gpu_memory_bytes ? `${bytes(plugin.gpu_memory_bytes)} held` : "";
+  return [held, need].filter(Boolean).join(", ") || "—";
 }
 
 // When an idle worker is stopped: at a time, after an idle spell, or never.

@@ -160,36 +160,23 @@ pub struct DiagnosticsStore {
 }
 
 fn open(path: &Path, flags: OpenFlags) -> Result<Connection, DiagnosticsError> {
-    let connection =
-        Connection::open_with_flags(path, flags).map_err(failed(path, "cannot open it"))?;
-    // Hosts sharing one CJM_HOME (and the original's workers) write it at once.
-    connection
-        .busy_timeout(Duration::from_secs(5))
-        .map_err(failed(path, "cannot set its busy timeout"))?;
-    Ok(connection)
+    crate::sqlite_file::open_shared(path, flags).map_err(|failure| opening(path, failure))
+}
+
+fn opening(path: &Path, failure: crate::sqlite_file::OpenFailure) -> DiagnosticsError {
+    DiagnosticsError {
+        path: path.to_owned(),
+        what: failure.what.to_owned(),
+        source: failure.source,
+    }
 }
 
 impl DiagnosticsStore {
     /// Open (creating it 0600, its folder 0700) the store at `path` and apply the
     /// retention. Blocking.
     pub fn open(path: &Path, retention: DiagnosticsRetention) -> Result<Self, DiagnosticsError> {
-        use cjm_metadata::private::{create_private_parent, make_private, private_file_options};
-        create_private_parent(path).map_err(failed(path, "cannot create its folder"))?;
-        let file = private_file_options()
-            .read(true)
-            .write(true)
-            .truncate(false)
-            .open(path)
-            .map_err(failed(path, "cannot open it"))?;
-        make_private(&file).map_err(failed(path, "cannot make it private (0600)"))?;
-        let connection = open(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
-        )?;
-        connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-            .and_then(|()| connection.execute_batch(SCHEMA))
-            .map_err(failed(path, "cannot set it up"))?;
+        let connection = crate::sqlite_file::open_private(path, SCHEMA)
+            .map_err(|failure| opening(path, failure))?;
         let store = DiagnosticsStore {
             path: path.to_owned(),
             connection: Mutex::new(connection),

@@ -242,13 +242,15 @@ where
 }
 
 fn open(path: &Path, flags: OpenFlags) -> Result<Connection, JournalError> {
-    let connection =
-        Connection::open_with_flags(path, flags).map_err(failed(path, "cannot open it"))?;
-    // Several hosts (a server, `cjm-ctl exec`) may share one CJM_HOME.
-    connection
-        .busy_timeout(Duration::from_secs(5))
-        .map_err(failed(path, "cannot set its busy timeout"))?;
-    Ok(connection)
+    crate::sqlite_file::open_shared(path, flags).map_err(|failure| opening(path, failure))
+}
+
+fn opening(path: &Path, failure: crate::sqlite_file::OpenFailure) -> JournalError {
+    JournalError {
+        path: path.to_owned(),
+        what: failure.what.to_owned(),
+        source: failure.source,
+    }
 }
 
 impl Journal {
@@ -260,17 +262,9 @@ impl Journal {
         session: &str,
         retention: JournalRetention,
     ) -> Result<(Journal, Vec<JournalEntry>), JournalError> {
-        create_private(path)?;
-        let mut connection = open(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
-        )?;
-        connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-            .and_then(|()| connection.execute_batch(SCHEMA))
-            .and_then(|()| connection.execute_batch(compositions::SCHEMA))
-            .and_then(|()| connection.execute_batch(call_metrics::SCHEMA))
-            .map_err(failed(path, "cannot set it up"))?;
+        let schema = [SCHEMA, compositions::SCHEMA, call_metrics::SCHEMA].concat();
+        let mut connection = crate::sqlite_file::open_private(path, &schema)
+            .map_err(|failure| opening(path, failure))?;
         let (interrupted, interrupted_compositions) =
             mark_interrupted(&mut connection).map_err(failed(
                 path,
@@ -339,18 +333,6 @@ impl Drop for Journal {
 
 /// Create the journal's folder (0700) and file (0600) unless they exist, and make an
 /// existing file the owner's alone.
-fn create_private(path: &Path) -> Result<(), JournalError> {
-    use cjm_metadata::private::{create_private_parent, make_private, private_file_options};
-    create_private_parent(path).map_err(failed(path, "cannot create its folder"))?;
-    let file = private_file_options()
-        .read(true)
-        .write(true)
-        .truncate(false)
-        .open(path)
-        .map_err(failed(path, "cannot open it"))?;
-    make_private(&file).map_err(failed(path, "cannot make it private (0600)"))
-}
-
 fn write_loop(
     mut connection: Connection,
     session: &str,

@@ -14,6 +14,7 @@ use cjm_scheduling::{
 
 use cjm_proxy::{Endpoint, Shortfall};
 
+use super::events::PluginChange;
 use super::lifecycle::{Replaced, Replacement};
 use super::{ManagerStats, PluginManager};
 use crate::launch::{placement_key, ray_gpu_held};
@@ -221,6 +222,7 @@ impl PluginManager {
         self.stop_while_idle(
             plugin,
             format!("was stopped while idle to free GPU memory for {requester}"),
+            PluginChange::Evicted,
         )
         .await
     }
@@ -229,7 +231,12 @@ impl PluginManager {
     /// asked of it at the moment of the stop. It stays loaded, stopped with `reason`,
     /// and starts again with its configuration on its next call. Whether it was
     /// stopped.
-    pub(super) async fn stop_while_idle(&self, plugin: &Arc<LoadedPlugin>, reason: String) -> bool {
+    pub(super) async fn stop_while_idle(
+        &self,
+        plugin: &Arc<LoadedPlugin>,
+        reason: String,
+        told_as: PluginChange,
+    ) -> bool {
         // A plugin whose worker is being replaced right now is not idle.
         let Some(lock) = plugin.try_lock_lifecycle() else {
             return false;
@@ -245,6 +252,7 @@ impl PluginManager {
                 Replacement {
                     only_if_idle: true,
                     leave_stopped: Some(reason),
+                    stopped_as: Some(told_as),
                     ..Replacement::start(config)
                 },
             )

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::events::PluginChange;
 use super::PluginManager;
 use crate::loaded::{LoadedPlugin, Worker};
 
@@ -75,7 +76,10 @@ impl PluginManager {
                 Err(_) if plugin.claims() == 0 => {
                     let keep_alive = self.keep_alive_of(&plugin).unwrap_or_default();
                     let reason = format!("was stopped after {keep_alive:?} idle (its keep-alive)");
-                    if self.stop_while_idle(&plugin, reason).await {
+                    if self
+                        .stop_while_idle(&plugin, reason, PluginChange::IdleStopped)
+                        .await
+                    {
                         tracing::info!(
                             "stopped plugin {} after {keep_alive:?} idle",
                             plugin.name()

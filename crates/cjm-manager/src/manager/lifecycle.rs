@@ -10,6 +10,7 @@ use cjm_proxy::RemotePluginProxy;
 use serde_json::Value;
 use tokio::task::JoinSet;
 
+use super::events::PluginChange;
 use super::{checked, PluginManager};
 use crate::discovery::DiscoveredPlugin;
 use crate::launch::{launch_spec, placement_key};
@@ -28,6 +29,10 @@ pub(super) struct Replacement {
     /// `None`: start a new worker now. `Some(reason)`: leave the plugin stopped; the
     /// next execution starts it.
     pub(super) leave_stopped: Option<String>,
+    /// What a new worker's start is told as (`manager/events.rs`).
+    pub(super) started_as: PluginChange,
+    /// What leaving the plugin stopped is told as; `None`: nothing is told.
+    pub(super) stopped_as: Option<PluginChange>,
 }
 
 impl Replacement {
@@ -40,6 +45,8 @@ impl Replacement {
             only_if_idle: false,
             kill_old: false,
             leave_stopped: None,
+            started_as: PluginChange::WorkerStarted,
+            stopped_as: None,
         }
     }
 }
@@ -150,14 +157,17 @@ impl PluginManager {
 
     /// Stop a plugin's worker (cleanup first) and forget the plugin.
     pub async fn unload_plugin(&self, name: &str) -> Result<(), ManagerError> {
-        let plugin =
-            self.shared
-                .loaded
-                .write()
-                .remove(name)
-                .ok_or_else(|| ManagerError::NotLoaded {
-                    name: name.to_owned(),
-                })?;
+        let plugin = {
+            let mut table = self.shared.loaded.write();
+            let removed = table.remove(name);
+            if removed.is_some() {
+                self.announce(name, PluginChange::Unloaded, None, None);
+            }
+            removed
+        }
+        .ok_or_else(|| ManagerError::NotLoaded {
+            name: name.to_owned(),
+        })?;
         stop_for_good(plugin).await;
         tracing::info!("unloaded plugin {name}");
         Ok(())
@@ -170,7 +180,10 @@ impl PluginManager {
             .loaded
             .write()
             .drain()
-            .map(|(_, plugin)| plugin)
+            .map(|(name, plugin)| {
+                self.announce(&name, PluginChange::Unloaded, None, None);
+                plugin
+            })
             .collect();
         let mut stops = JoinSet::new();
         for plugin in plugins {
@@ -209,6 +222,8 @@ impl PluginManager {
             self.keep_config(name, &config, &plugin.config_validator)
                 .await;
         }
+        let pid = plugin.proxy().map(|proxy| proxy.worker_pid());
+        self.announce(name, PluginChange::Reloaded, pid, None);
         tracing::info!("reloaded plugin {name}");
         Ok(())
     }
@@ -295,7 +310,17 @@ impl PluginManager {
             config,
         ));
         self.watch_idleness(&loaded);
-        self.shared.loaded.write().insert(name.to_owned(), loaded);
+        {
+            let mut table = self.shared.loaded.write();
+            table.insert(name.to_owned(), Arc::clone(&loaded));
+            // Under the table's lock: an unload cannot be told before this load.
+            let first = loaded.proxy();
+            if let Some(proxy) = &first {
+                self.worker_up(&loaded, proxy, PluginChange::WorkerStarted);
+            }
+            let pid = first.map(|proxy| proxy.worker_pid());
+            self.announce(name, PluginChange::Loaded, pid, None);
+        }
         if name == plugin {
             tracing::info!("loaded plugin {name}");
         } else {
@@ -339,12 +364,13 @@ impl PluginManager {
 
     async fn replace_now(
         &self,
-        plugin: &LoadedPlugin,
+        plugin: &Arc<LoadedPlugin>,
         replacement: Replacement,
     ) -> Result<Replaced, ManagerError> {
         let Ok((old, slot)) = plugin.take_for_restart(replacement.only_if_idle) else {
             return Ok(Replaced::Busy);
         };
+        let old_pid = old.as_ref().map(|old| old.worker_pid());
         if let Some(old) = old {
             if replacement.kill_old {
                 old.kill();
@@ -354,7 +380,15 @@ impl PluginManager {
         }
         if let Some(reason) = replacement.leave_stopped {
             plugin.set_config(replacement.config);
-            slot.put_back(SlotOutcome::Stopped(reason));
+            slot.put_back(SlotOutcome::Stopped(reason.clone()));
+            if let Some(change) = replacement.stopped_as {
+                let why = match change {
+                    PluginChange::IdleStopped => Some("keep_alive"),
+                    PluginChange::Evicted => Some("gpu_memory"),
+                    _ => None,
+                };
+                self.announce_why(plugin.name(), change, old_pid, Some(reason), why);
+            }
             return Ok(Replaced::Done);
         }
         let started = self
@@ -369,7 +403,9 @@ impl PluginManager {
         match started {
             Ok(proxy) => {
                 plugin.set_config(replacement.config);
-                slot.put_back(SlotOutcome::Started(Arc::new(proxy)));
+                let proxy = Arc::new(proxy);
+                slot.put_back(SlotOutcome::Started(Arc::clone(&proxy)));
+                self.worker_up(plugin, &proxy, replacement.started_as);
                 Ok(Replaced::Done)
             }
             Err(err) => {

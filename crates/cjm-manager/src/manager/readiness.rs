@@ -8,6 +8,7 @@ use std::time::Duration;
 use cjm_proxy::{HookOutcome, ProxyError};
 use tokio::time::Instant;
 
+use super::events::PluginChange;
 use super::for_jobs::ProgressFeed;
 use super::PluginManager;
 use crate::ManagerError;
@@ -161,8 +162,14 @@ impl PluginManager {
         } else {
             disabled.insert(name.to_owned());
         }
-        // Under the same lock: the kept flag follows the calls in their order.
+        // Under the same lock: the kept flag follows the calls in their order, and so
+        // do the listeners.
         self.keep_enabled(name, enabled);
+        let change = match enabled {
+            true => PluginChange::Enabled,
+            false => PluginChange::Disabled,
+        };
+        self.announce(name, change, None, None);
         true
     }
 }

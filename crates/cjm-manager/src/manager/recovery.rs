@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use cjm_proxy::RemotePluginProxy;
 
+use super::events::PluginChange;
 use super::lifecycle::Replacement;
 use super::PluginManager;
 use crate::loaded::{LoadedPlugin, Worker};
@@ -55,6 +56,10 @@ impl PluginManager {
             }
             Some(Worker::Dead(reason)) => reason,
         };
+        if let Some(proxy) = plugin.proxy() {
+            let cause = proxy.exit_cause().unwrap_or("lost");
+            self.worker_died(plugin, proxy.worker_pid(), reason.clone(), cause);
+        }
         let policy = self.shared.options.fault_policy_for(name).restart;
         let restart = plugin.restarts() + 1;
         if restart > policy.max_restarts {
@@ -74,8 +79,11 @@ impl PluginManager {
         // Counted whether or not it works, so that a plugin that cannot start runs
         // into the limit instead of being retried for ever.
         plugin.set_restarts(restart);
-        self.replace_worker(plugin, lock, Replacement::start(plugin.config()))
-            .await?;
+        let replacement = Replacement {
+            started_as: PluginChange::WorkerRestarted,
+            ..Replacement::start(plugin.config())
+        };
+        self.replace_worker(plugin, lock, replacement).await?;
         tracing::info!("plugin {name}: restarted (restart {restart})");
         Ok(None)
     }
@@ -94,9 +102,13 @@ impl PluginManager {
     ) -> ManagerError {
         let worker_killed = match self.shared.options.fault_policy_for(name).on_timeout {
             OnTimeout::KillWorker => {
-                plugin.kill(format!(
-                    "was killed by the host after an execution ran past {after:?}"
-                ));
+                let reason =
+                    format!("was killed by the host after an execution ran past {after:?}");
+                let pid = plugin.proxy().map(|proxy| proxy.worker_pid());
+                plugin.kill(reason.clone());
+                if let Some(pid) = pid {
+                    self.worker_died(plugin, pid, reason, "timed_out");
+                }
                 true
             }
             OnTimeout::LeaveRunning => false,

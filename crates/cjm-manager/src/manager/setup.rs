@@ -40,6 +40,7 @@ impl PluginManager {
                 live_schemas: Mutex::new(HashMap::new()),
                 drifts: Mutex::new(HashMap::new()),
                 diagnostics_db: Mutex::new(None),
+                plugin_events: tokio::sync::broadcast::channel(super::events::EVENTS_BUFFER).0,
             }),
         }
     }

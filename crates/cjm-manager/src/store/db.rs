@@ -11,10 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use parking_lot::Mutex;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
 /// The host store's file cannot be opened or set up.
 #[derive(Debug, thiserror::Error)]
@@ -69,29 +68,12 @@ impl HostDb {
         schema: &str,
         first: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<(HostDb, T), StoreError> {
-        use cjm_metadata::private::{create_private_parent, make_private, private_file_options};
-        create_private_parent(path)
-            .map_err(|err| StoreError::new(path, "cannot create its folder", err))?;
-        let file = private_file_options()
-            .read(true)
-            .write(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|err| StoreError::new(path, "cannot open it", err))?;
-        make_private(&file)
-            .map_err(|err| StoreError::new(path, "cannot make it private (0600)", err))?;
-        let mut connection = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
-        )
-        .map_err(|err| StoreError::new(path, "cannot open it", err))?;
-        connection
-            .busy_timeout(Duration::from_secs(5))
-            .map_err(|err| StoreError::new(path, "cannot set its busy timeout", err))?;
-        connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-            .and_then(|()| connection.execute_batch(schema))
-            .map_err(|err| StoreError::new(path, "cannot set it up", err))?;
+        let mut connection =
+            crate::sqlite_file::open_private(path, schema).map_err(|failure| StoreError {
+                path: path.to_owned(),
+                what: failure.what.to_owned(),
+                source: failure.source,
+            })?;
         let found =
             first(&mut connection).map_err(|err| StoreError::new(path, "cannot read it", err))?;
         let (sender, work) = mpsc::channel::<Work>();

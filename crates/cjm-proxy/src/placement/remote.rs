@@ -77,6 +77,11 @@ impl RemoteWorker {
         self.gone.borrow().clone()
     }
 
+    /// The notice of its end, alone: holding it keeps nothing of the worker alive.
+    pub(crate) fn gone_receiver(&self) -> watch::Receiver<Option<String>> {
+        self.gone.clone()
+    }
+
     pub(crate) async fn gone(&self) {
         let mut gone = self.gone.clone();
         // An error means the sender is gone, which happens only with the worker.
