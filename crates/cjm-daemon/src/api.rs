@@ -12,6 +12,8 @@ use serde_json::json;
 
 use crate::auth::{Gate, Via};
 use crate::body::{self, Body};
+use crate::dashboard;
+use crate::diagnostics_api;
 use crate::events;
 use crate::jobs_api;
 use crate::jobs_query;
@@ -66,6 +68,8 @@ async fn route(
     let put = method == Method::PUT;
     match segments.as_slice() {
         ["api", "health"] if get => Ok(health(&shared)),
+        [""] if get => Ok(dashboard::page()),
+        ["assets", name] if get => dashboard::asset(name),
         // Over TCP the gate answers `/login` before routing; a client of the Unix
         // socket needs no login, so it is sent straight on.
         ["login"] if get => Ok(logged_in_already()),
@@ -113,6 +117,9 @@ async fn route(
             jobs_api::wait(shared.clone(), id, request_query).await
         }
         ["api", "jobs", id, "cancel"] if post => jobs_api::cancel(&shared, id, request_query),
+        ["api", "jobs", id, "diagnostics"] if get => {
+            diagnostics_api::diagnostics(shared.clone(), id, request_query).await
+        }
         ["api", "events"] if get => {
             let last_event_id = request
                 .headers()
@@ -163,8 +170,10 @@ pub(crate) fn allowed(segments: &[&str]) -> Option<&'static str> {
             Some("GET")
         }
         ["api", "jobs"] => Some("GET, POST"),
+        [""] | ["assets", _] => Some("GET"),
         ["api", "system"] | ["api", "plugins", _, "logs"] => Some("GET"),
         ["api", "jobs", _] | ["api", "jobs", _, "wait"] => Some("GET"),
+        ["api", "jobs", _, "diagnostics"] => Some("GET"),
         ["api", "plugins", _, "load" | "unload"] | ["api", "jobs", _, "cancel"] => Some("POST"),
         ["api", "plugins", _, "reload" | "enable" | "disable"] | ["api", "tasks"] => Some("POST"),
         ["api", "plugins", _, "config"] => Some("GET, PUT, POST"),

@@ -26,6 +26,8 @@ mod auth;
 mod body;
 mod client;
 mod daemon;
+mod dashboard;
+mod diagnostics_api;
 mod error;
 mod events;
 mod jobs_api;

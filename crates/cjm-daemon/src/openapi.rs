@@ -38,7 +38,7 @@ pub(crate) enum Part {
 /// The parts whose routes this build documents but does not serve yet (they are
 /// built beside it and merged later; empty once they are).
 #[cfg(test)]
-pub(crate) const OTHER_PARTS: &[Part] = &[Part::Dash];
+pub(crate) const OTHER_PARTS: &[Part] = &[];
 
 const JSON: &str = "application/json";
 
@@ -139,6 +139,8 @@ const OPS: &[Op] = &[
     Op { method: "get", path: "/metrics", part: Part::Api, summary: "Prometheus metrics (OpenMetrics text)", query: &[], body: None, answers: ("200", "application/openmetrics-text; version=1.0.0; charset=utf-8") },
     Op { method: "get", path: "/login", part: Part::Auth, summary: "Trade a one-time token for the session cookie; redirects (303) to /", query: &[("token", "string", "the one-time token printed at start")], body: None, answers: ("303", "text/plain") },
     Op { method: "get", path: "/", part: Part::Dash, summary: "The dashboard", query: &[], body: None, answers: ("200", "text/html") },
+    Op { method: "get", path: "/assets/{name}", part: Part::Dash, summary: "The dashboard's files: app.js, chart.js, detail.js, app.css, icon.svg", query: &[], body: None, answers: ("200", "text/javascript") },
+    Op { method: "get", path: "/api/jobs/{id}/diagnostics", part: Part::Dash, summary: "A job's log records, oldest first, read on after a cursor: {job, records, last_seq, dropped}", query: &[("after_seq", "integer", "the last record already read"), ("limit", "integer", "at most this many (default 200, 1 to 5000)")], body: None, answers: OK },
 ];
 
 fn error_schema() -> Value {

@@ -41,6 +41,8 @@ pub(crate) fn plugin(
         "version": meta.map(|meta| meta.version.clone()),
         "category": meta.map(|meta| meta.category.clone()),
         "description": meta.map(|meta| meta.description.clone()),
+        "config_schema": meta.map(|meta| meta.config_schema.clone()),
+        "resources": meta.map(|meta| meta.resources.clone()),
         "discovered": discovered.is_some(),
         "loaded": status.is_some(),
         "state": status.as_ref().map(|status| state_name(status.state)),

@@ -15,6 +15,7 @@ mod daemon;
 mod daemon_api;
 mod daemon_auth;
 mod daemon_cli;
+mod daemon_dashboard;
 mod daemon_soak;
 mod daemon_tcp;
 mod diagnostics;
