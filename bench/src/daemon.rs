@@ -55,7 +55,7 @@ pub async fn measure(options: &Options, results: &mut Results) -> Result<()> {
         results.insert("daemon_sse_latency_p99_ms", p99 / 1000.0, "ms");
     }
     if exec {
-        cli_exec(&cjm_ctl, &home.root, &served, reps(20, 4), results).await?;
+        cli_exec(&cjm_ctl, &served, reps(20, 4), results).await?;
     }
     drop(served);
     Ok(())
@@ -223,19 +223,21 @@ async fn sse_latency(served: &Served, ticks: usize) -> Result<Vec<Duration>> {
 /// that neither always runs on the cache the other warmed); each the whole command.
 async fn cli_exec(
     cjm_ctl: &Path,
-    home: &Path,
     served: &Served,
     runs: usize,
     results: &mut Results,
 ) -> Result<()> {
+    let home = &served.home;
     let before = daemon_jobs(served, "echo").await?;
     // The first call through the daemon loads echo there; it stays loaded.
-    let warm_up = exec_once(cjm_ctl, home, Mode::Daemon)?.1;
+    let warm = worker_pid(&exec_once(cjm_ctl, home, Mode::Daemon)?.1)?;
     let (mut daemon, mut local) = (Vec::new(), Vec::new());
     for mode in alternation(runs) {
         let (elapsed, stdout) = exec_once(cjm_ctl, home, mode)?;
-        if stdout != warm_up {
-            bail!("cjm-ctl exec {mode:?} printed {stdout:?}, the first through the daemon {warm_up:?}");
+        // Through the daemon, the warm worker answers; with --local, a fresh one.
+        let pid = worker_pid(&stdout)?;
+        if (mode == Mode::Daemon) != (pid == warm) {
+            bail!("cjm-ctl exec ({mode:?}) ran on worker {pid}, the daemon's is {warm}");
         }
         match mode {
             Mode::Daemon => daemon.push(elapsed),
@@ -298,6 +300,19 @@ fn exec_once(cjm_ctl: &Path, home: &Path, mode: Mode) -> Result<(Duration, Strin
         elapsed,
         String::from_utf8_lossy(&output.stdout).into_owned(),
     ))
+}
+
+/// The worker that answered, from cjm-echo's result (`processed_by_pid`), which must
+/// be the echo of `hi`.
+fn worker_pid(stdout: &str) -> Result<u64> {
+    let result: Value = serde_json::from_str(stdout)
+        .with_context(|| format!("cjm-ctl exec printed {stdout:?}, not JSON"))?;
+    if result["result"] != "hi" {
+        bail!("cjm-ctl exec echo printed {result}, not the echo of hi");
+    }
+    result["processed_by_pid"]
+        .as_u64()
+        .with_context(|| format!("cjm-ctl exec echo printed {result}, without its pid"))
 }
 
 /// `runs` of each mode, in pairs that swap which goes first: D L L D D L ...
@@ -414,6 +429,15 @@ mod tests {
         let modes = alternation(20);
         assert_eq!(modes.iter().filter(|mode| **mode == D).count(), 20);
         assert_eq!(modes.iter().filter(|mode| **mode == L).count(), 20);
+    }
+
+    #[test]
+    fn the_worker_is_read_from_the_echo_and_a_wrong_answer_is_an_error() {
+        let echo = r#"{"config_used": {"prefix": ""}, "processed_by_pid": 28009, "result": "hi"}"#;
+        assert_eq!(worker_pid(echo).unwrap(), 28009);
+        assert!(worker_pid(r#"{"processed_by_pid": 1, "result": "ho"}"#).is_err());
+        assert!(worker_pid(r#"{"result": "hi"}"#).is_err());
+        assert!(worker_pid("Error: no plugin echo").is_err());
     }
 
     #[test]

@@ -21,12 +21,17 @@ const STOP_LIMIT: Duration = Duration::from_secs(10);
 pub struct Served {
     child: Child,
     pub client: DaemonClient,
+    /// Its CJM_HOME, absolute.
+    pub home: PathBuf,
 }
 
 impl Served {
     /// `cjm-ctl serve [extra...]` on `home` (CJM_HOME, and its working folder, so that
     /// no `./.cjm` of the caller's is searched), once it answers `/api/health`.
     pub async fn start(cjm_ctl: &Path, home: &Path, extra: &[&str]) -> Result<Self> {
+        // Absolute: the daemon runs in `home`, where a relative CJM_HOME would nest.
+        let home = &std::fs::canonicalize(home)
+            .with_context(|| format!("the daemon's home {}", home.display()))?;
         let log = File::create(home.join("daemon.log"))
             .with_context(|| format!("cannot create {}/daemon.log", home.display()))?;
         let child = Command::new(cjm_ctl)
@@ -42,6 +47,7 @@ impl Served {
         let mut served = Served {
             child,
             client: DaemonClient::new(socket(home)),
+            home: home.clone(),
         };
         served.wait_ready().await?;
         Ok(served)
