@@ -32,7 +32,8 @@ pub async fn measure(options: &Options, results: &mut Results) -> Result<()> {
             .cancel_timeout(Duration::ZERO),
     )
     .await?;
-    if options.wants(&["job_submit_us"]) {
+    // Also beside the daemon's submit, in the same run (the daemon issue).
+    if options.wants(&["job_submit_us", "daemon_submit_running_us"]) {
         results.insert("job_submit_us", submit_us(&jobs, reps(3, 1)).await?, "us");
     }
     if options.wants(&["jobs_per_s"]) {

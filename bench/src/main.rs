@@ -3,6 +3,7 @@
 //! `cargo xtask bench`, which builds it in release mode with the example plugins.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod daemon;
 mod floor;
 mod host_child;
 mod idle;
@@ -11,6 +12,7 @@ mod measure;
 mod python;
 mod remote;
 mod report;
+mod served;
 mod system;
 mod validation;
 
@@ -123,6 +125,7 @@ fn run(options: &Options) -> Result<()> {
     runtime.block_on(jobs::measure(options, &mut results))?;
     runtime.block_on(remote::measure(options, &mut results))?;
     runtime.block_on(idle::measure(options, &mut results))?;
+    runtime.block_on(daemon::measure(options, &mut results))?;
     drop(runtime);
     match (&options.python, &options.python_skip_reason) {
         _ if options.only.is_some() => {}

@@ -25,6 +25,9 @@ const TARGETS: &[(&str, &str, f64)] = &[
     ("cancel_coop_ms", "<=", 5.0),
     ("progress_latency_ms", "<=", 10.0),
     ("job_submit_us", "<=", 20.0),
+    // The daemon issue.
+    ("daemon_sse_latency_ms", "<=", 5.0),
+    ("daemon_idle_rss_mib", "<=", 20.0),
 ];
 
 #[derive(Debug)]
@@ -159,7 +162,39 @@ impl Results {
             let met = if multiple <= 2.0 { "met" } else { "MISSED" };
             println!("cancel_forced_ms is {multiple:.2} x spawn_ready_ms (target <= 2: {met})");
         }
+        self.print_daemon_ratios();
         println!("(ratio: how many times better ours is than the original)");
+    }
+}
+
+impl Results {
+    /// The daemon's figures beside their in-process counterparts of the same run.
+    fn print_daemon_ratios(&self) {
+        if let (Some(api), Some(local)) = (
+            self.get("daemon_submit_running_us"),
+            self.get("job_submit_running_us"),
+        ) {
+            let queued = self
+                .get("job_submit_us")
+                .map(|submit| format!("; job_submit_us {submit:.2}"))
+                .unwrap_or_default();
+            println!(
+                "daemon_submit_running_us is {:.2} x job_submit_running_us (in-process, same \
+                 run{queued})",
+                api / local
+            );
+        }
+        if let (Some(daemon), Some(local)) = (
+            self.get("cli_exec_daemon_ms"),
+            self.get("cli_exec_local_ms"),
+        ) {
+            println!(
+                "cjm-ctl exec through the daemon takes {:.2} x the time of --local \
+                 ({:.1} ms saved by the warm worker)",
+                daemon / local,
+                local - daemon
+            );
+        }
     }
 }
 

@@ -133,6 +133,11 @@ fn bench(passthrough: Vec<String>) -> Result<()> {
         "--package",
         "cjm-wordcount",
     ]))?;
+    // The daemon's figures run `cjm-ctl serve` and `cjm-ctl exec`: built on its own,
+    // as `cargo install` builds it (a no-op once built).
+    run(cargo()
+        .current_dir(&root)
+        .args(["build", "--release", "--package", "cjm-ctl"]))?;
     let mut command = Command::new(root.join("target/release/cjm-bench"));
     command
         .arg("run")
