@@ -113,6 +113,7 @@ impl Daemon {
             jobs,
             metrics: Metrics::new(),
             admission: Default::default(),
+            arguments: Default::default(),
             max_body: options.max_body,
             auth,
             journal,

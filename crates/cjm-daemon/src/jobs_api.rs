@@ -79,6 +79,11 @@ pub(crate) async fn submit(
             )
         });
     }
+    let asked = json!({
+        "args": body.args,
+        "kwargs": body.kwargs,
+        "task": body.task.as_ref().map(|task| json!({"task": task.task, "method": task.method})),
+    });
     let call = CallArgs::from_json(body.args, body.kwargs);
     let id = match body.task {
         Some(TaskBody { task, method }) => {
@@ -89,6 +94,7 @@ pub(crate) async fn submit(
         }
         None => shared.jobs.submit(&body.plugin, call, body.priority)?,
     };
+    shared.arguments.keep(id.0, asked);
     Ok(body::json(
         StatusCode::ACCEPTED,
         &json!({"id": id.0, "journal_id": shared.jobs.journal_id(id)}),
@@ -102,7 +108,11 @@ fn status_of(shared: &Shared, id: JobId) -> Result<Value, ApiError> {
             format!("no {id} here (or it ended long ago)"),
         )
     })?;
-    Ok(job_status(&status, shared.jobs.journal_id(id)))
+    let mut value = job_status(&status, shared.jobs.journal_id(id));
+    if let (Value::Object(fields), Some(asked)) = (&mut value, shared.arguments.of(id.0)) {
+        fields.insert(String::from("arguments"), asked);
+    }
+    Ok(value)
 }
 
 /// `GET /api/jobs/{id}`.

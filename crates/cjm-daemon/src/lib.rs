@@ -30,6 +30,7 @@ mod dashboard;
 mod diagnostics_api;
 mod error;
 mod events;
+mod job_arguments;
 mod jobs_api;
 mod jobs_query;
 mod json;

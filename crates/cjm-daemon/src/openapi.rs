@@ -130,7 +130,7 @@ const OPS: &[Op] = &[
     Op { method: "post", path: "/api/jobs", part: Part::Api, summary: "Submit a job", query: &[], body: Some(job_body), answers: ACCEPTED },
     Op { method: "get", path: "/api/jobs", part: Part::Api, summary: "The jobs known here, oldest first, filtered and paged", query: PAGE, body: None, answers: OK },
     Op { method: "get", path: "/api/jobs/history", part: Part::Api, summary: "The journal's jobs, newest first, filtered and paged (as cjm-ctl jobs history)", query: PAGE, body: None, answers: OK },
-    Op { method: "get", path: "/api/jobs/{id}", part: Part::Api, summary: "A job's status", query: &[], body: None, answers: OK },
+    Op { method: "get", path: "/api/jobs/{id}", part: Part::Api, summary: "A job's status, and the arguments it was asked with (the daemon keeps those of its latest 1000 jobs)", query: &[], body: None, answers: OK },
     Op { method: "get", path: "/api/jobs/{id}/wait", part: Part::Api, summary: "Wait for a job's end (long poll)", query: &[("timeout_ms", "integer", "how long to wait (default 30000, at most 600000)")], body: None, answers: OK },
     Op { method: "post", path: "/api/jobs/{id}/cancel", part: Part::Api, summary: "Cancel a job: cooperatively, or its worker killed", query: &[("force", "boolean", "kill its worker at once")], body: None, answers: OK },
     Op { method: "post", path: "/api/tasks", part: Part::Api, summary: "Submit a job that calls a task adapter's method", query: &[], body: Some(task_body), answers: ACCEPTED },

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use crate::admission::Admission;
 use crate::auth::Auth;
 use crate::events::EventLog;
+use crate::job_arguments::JobArguments;
 use crate::metrics::Metrics;
 
 #[derive(Debug)]
@@ -19,6 +20,8 @@ pub(crate) struct Shared {
     pub(crate) jobs: Jobs,
     pub(crate) events: Arc<EventLog>,
     pub(crate) metrics: Metrics,
+    /// What each job was asked, for its detail (`job_arguments.rs`).
+    pub(crate) arguments: JobArguments,
     /// Why each waiting job waits (`GET /api/system`).
     pub(crate) admission: Admission,
     pub(crate) max_body: usize,

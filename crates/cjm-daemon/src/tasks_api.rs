@@ -89,12 +89,18 @@ pub(crate) async fn submit(
             ));
         }
     }
+    let asked = json!({
+        "args": [],
+        "kwargs": body.kwargs,
+        "task": {"task": body.task, "method": body.method},
+    });
     let id = shared.jobs.submit_task(
         &body.plugin,
         TaskCall::new(body.task, body.method),
         CallArgs::from_json(Vec::new(), body.kwargs),
         body.priority,
     )?;
+    shared.arguments.keep(id.0, asked);
     Ok(body::json(
         StatusCode::ACCEPTED,
         &json!({"id": id.0, "journal_id": shared.jobs.journal_id(id)}),

@@ -635,7 +635,7 @@ fn the_dashboard_shows_plugins_runs_a_job_with_live_progress_and_cancels_it_in_c
         cdp.evaluate("JSON.parse(document.querySelector('#detail .arguments').textContent)");
     assert_eq!(
         arguments,
-        json!({"plugin": "cjm-wordcount", "kwargs": {"file_path": large}})
+        json!({"plugin": "cjm-wordcount", "args": [], "kwargs": {"file_path": large}})
     );
     cdp.evaluate("document.querySelector('#detail').scrollIntoView()");
     cdp.screenshot(&shots.join("4-detail.png"));
@@ -932,6 +932,13 @@ fn a_jobs_log_records_are_read_page_by_page_and_bad_cursors_are_refused() {
     assert_eq!(
         (status, &waited["job"]["state"]),
         (200, &json!("succeeded"))
+    );
+    // What it was asked, kept by the daemon for its detail.
+    let (status, job) = over_socket(&socket, "GET", &format!("/api/jobs/{id}"), None);
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(
+        job["arguments"],
+        json!({"args": [], "kwargs": {"action": "chatty", "tag": "page", "lines": 3, "step_ms": 1}, "task": null})
     );
 
     // All of them: its three records and three printed lines, oldest first.

@@ -65,7 +65,7 @@ async function openDetail(id) {
   const given = submittedArgs.get(id);
   box.querySelector(".arguments").textContent = given
     ? JSON.stringify(given, null, 2)
-    : "(not kept by the daemon; shown for jobs submitted from this page)";
+    : "(not kept: the daemon keeps those of its latest 1000 jobs)";
   await refreshDetail();
   box.scrollIntoView({ block: "nearest" });
 }
@@ -79,6 +79,12 @@ async function refreshDetail() {
   jobs.set(job.id, { ...(jobs.get(job.id) || {}), ...job });
   const box = document.querySelector("#detail");
   box.querySelector(".plugin").textContent = `${job.plugin}, ${job.state}`;
+  if (job.arguments) {
+    // As the daemon kept them, whoever submitted the job.
+    const asked = { plugin: job.plugin, ...job.arguments };
+    if (!asked.task) delete asked.task;
+    box.querySelector(".arguments").textContent = JSON.stringify(asked, null, 2);
+  }
   box.dataset.state = job.state;
   renderTimeline(jobs.get(job.id));
   const after = shown.lastSeq === null ? "" : `&after_seq=${shown.lastSeq}`;
