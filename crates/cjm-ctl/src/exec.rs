@@ -35,8 +35,7 @@ pub struct ExecCommand {
     /// initial configuration, a JSON object
     #[argh(option)]
     config: Option<String>,
-    /// stream the results: one JSON line per chunk (always in-process: the daemon's
-    /// API has no chunk stream)
+    /// stream the results: one JSON line per chunk
     #[argh(switch)]
     stream: bool,
     /// run in this process even when a daemon serves CJM_HOME
@@ -57,17 +56,15 @@ pub fn run(command: ExecCommand) -> Result<ExitCode> {
         Some(text) => Some(parse_object("--config", Some(text))?),
         None => None,
     };
-    if !command.stream {
-        if let Some(client) = crate::daemon_link::find(command.local)? {
-            let call = RemoteCall {
-                plugin: command.name,
-                args,
-                kwargs,
-                task: None,
-                config,
-            };
-            return crate::remote_exec::run(client, call);
-        }
+    if let Some(client) = crate::daemon_link::find(command.local)? {
+        let call = RemoteCall {
+            plugin: command.name,
+            args,
+            kwargs,
+            task: None,
+            config,
+        };
+        return crate::remote_exec::run(client, call, command.stream);
     }
     let call = CallArgs::from_json(args, kwargs);
     let what = match command.stream {

@@ -28,7 +28,7 @@ pub(crate) struct RemoteCall {
 /// How long one long poll of the job's end lasts before it is asked again.
 const WAIT_POLL_MS: u64 = 30_000;
 
-pub(crate) fn run(client: DaemonClient, call: RemoteCall) -> Result<ExitCode> {
+pub(crate) fn run(client: DaemonClient, call: RemoteCall, stream: bool) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -39,10 +39,76 @@ pub(crate) fn run(client: DaemonClient, call: RemoteCall) -> Result<ExitCode> {
         let mut interrupts = Interrupts::new()?;
         let ended = match load(&client, &call, &mut interrupts).await {
             Err(ended) => ended,
+            Ok(()) if stream => stream_job(&client, &call, &mut interrupts).await,
             Ok(()) => run_job(&client, &call, &mut interrupts).await,
         };
         Ok(ended.report())
     })
+}
+
+/// `exec --stream` through the daemon: the chunks printed one JSON line each as the
+/// daemon passes them on (`POST /api/jobs/stream`), Ctrl-C a cancel there, the exit
+/// status as in-process. A closed stdout closes the stream, which cancels the job.
+async fn stream_job(
+    client: &DaemonClient,
+    call: &RemoteCall,
+    interrupts: &mut Interrupts,
+) -> Ended {
+    let broke = |err: anyhow::Error| Ended::failed(Some(ErrorCategory::Transient), err);
+    let body = json!({"plugin": call.plugin, "args": call.args, "kwargs": call.kwargs});
+    let mut lines = match client.post_lines("/api/jobs/stream", &body).await {
+        Ok(lines) => lines,
+        Err(err) => return failed(err),
+    };
+    let id = match lines.next().await {
+        Some(Ok(first)) => match first["id"].as_u64() {
+            Some(id) => id,
+            None => return Ended::failed(None, anyhow!("the daemon gave no job id: {first}")),
+        },
+        Some(Err(err)) => return broke(err.into()),
+        None => return broke(anyhow!("the daemon ended the stream before the job began")),
+    };
+    loop {
+        tokio::select! {
+            line = lines.next() => match line {
+                Some(Ok(line)) => {
+                    if let Some(chunk) = line.get("chunk") {
+                        let text = match serde_json::to_string(chunk) {
+                            Ok(text) => text,
+                            Err(err) => return Ended::failed(None, err),
+                        };
+                        if let Err(err) = outln!("{text}") {
+                            // Nobody reads on: closing the stream cancels the job.
+                            drop(lines);
+                            return Ended::unprinted(err);
+                        }
+                    } else if line["ended"] == true {
+                        return ended_as(id, &line, false);
+                    } else if line.get("ended").is_some() {
+                        let detail = line["detail"].as_str().unwrap_or("its end is unknown");
+                        return broke(anyhow!("job {id}: {detail}"));
+                    }
+                }
+                Some(Err(err)) => return broke(err.into()),
+                None => return broke(anyhow!("the daemon's stream of job {id} ended before the job")),
+            },
+            seen = interrupts.next() => {
+                let path = match seen {
+                    1 => {
+                        eprintln!("{CANCELLING}");
+                        format!("/api/jobs/{id}/cancel")
+                    }
+                    _ => {
+                        eprintln!("cjm-ctl: forcing: killing the worker");
+                        format!("/api/jobs/{id}/cancel?force=true")
+                    }
+                };
+                if let Err(err) = client.post(&path, None).await {
+                    tracing::warn!("cancelling job {id}: {err}");
+                }
+            }
+        }
+    }
 }
 
 fn failed(err: ClientError) -> Ended {
@@ -166,7 +232,7 @@ async fn run_job(client: &DaemonClient, call: &RemoteCall, interrupts: &mut Inte
     };
     progress.finish();
     match outcome {
-        Ok(outcome) => ended_as(id, &outcome),
+        Ok(outcome) => ended_as(id, &outcome, true),
         Err(err) => failed(err),
     }
 }
@@ -201,10 +267,12 @@ async fn wait(client: &DaemonClient, id: u64) -> Result<Value, ClientError> {
 }
 
 /// How the command ends for a job that ended as `outcome` says, as
-/// [`crate::exec`]'s in-process jobs end.
-fn ended_as(id: u64, outcome: &Value) -> Ended {
+/// [`crate::exec`]'s in-process jobs end; the result printed when `print_result`
+/// (a stream's chunks were its output).
+fn ended_as(id: u64, outcome: &Value, print_result: bool) -> Ended {
     let job = &outcome["job"];
     match job["state"].as_str() {
+        Some("succeeded") if !print_result => Ended::Done,
         Some("succeeded") => {
             let result = outcome.get("result").cloned().unwrap_or(Value::Null);
             match serde_json::to_string_pretty(&result) {

@@ -51,7 +51,7 @@ pub fn run(command: TaskCommand) -> Result<ExitCode> {
             task: Some((command.task, command.method)),
             config,
         };
-        return crate::remote_exec::run(client, call);
+        return crate::remote_exec::run(client, call, false);
     }
     let task = TaskCall::new(command.task, command.method);
     let call = CallArgs::from_json(Vec::new(), kwargs);

@@ -24,6 +24,7 @@ use crate::plugin_verbs;
 use crate::plugins_api;
 use crate::problem::ApiError;
 use crate::state::Shared;
+use crate::stream_api;
 use crate::system_api;
 use crate::tasks_api;
 
@@ -111,6 +112,7 @@ async fn route(
         }
         ["api", "openapi.json"] if get => Ok(openapi::serve()),
         ["api", "jobs"] if post => jobs_api::submit(shared, request).await,
+        ["api", "jobs", "stream"] if post => stream_api::submit(shared, request).await,
         ["api", "jobs"] if get => jobs_query::list(&shared, request_query),
         ["api", "jobs", id] if get => jobs_api::get(&shared, id),
         ["api", "jobs", id, "wait"] if get => {
@@ -170,6 +172,7 @@ pub(crate) fn allowed(segments: &[&str]) -> Option<&'static str> {
             Some("GET")
         }
         ["api", "jobs"] => Some("GET, POST"),
+        ["api", "jobs", "stream"] => Some("POST"),
         [""] | ["assets", _] => Some("GET"),
         ["api", "system"] | ["api", "plugins", _, "logs"] => Some("GET"),
         ["api", "jobs", _] | ["api", "jobs", _, "wait"] => Some("GET"),

@@ -19,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::UnixStream;
 
+use crate::json_lines::JsonLines;
 use crate::sse::EventStream;
 
 /// Why a request to the daemon failed.
@@ -175,6 +176,16 @@ impl DaemonClient {
         })
     }
 
+    /// `POST path` with `body`, its answer read as JSON lines as they come; a status
+    /// other than 2xx is the API's error.
+    pub async fn post_lines(&self, path: &str, body: &Value) -> Result<JsonLines, ClientError> {
+        let response = self.send(Method::POST, path, Some(body)).await?;
+        if !response.status().is_success() {
+            return Err(refusal(response).await);
+        }
+        Ok(JsonLines::new(response.into_body()))
+    }
+
     /// `GET path` as Server-Sent Events.
     pub async fn events(
         &self,
@@ -192,16 +203,8 @@ impl DaemonClient {
         let response = self
             .exchange(Method::GET, path, request, Bytes::new())
             .await?;
-        let status = response.status();
-        if !status.is_success() {
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map(|collected| collected.to_bytes())
-                .unwrap_or_default();
-            let value = serde_json::from_slice(&bytes).ok();
-            return Err(api_error(status, value, &bytes));
+        if !response.status().is_success() {
+            return Err(refusal(response).await);
         }
         Ok(EventStream::new(response.into_body()))
     }
@@ -263,6 +266,19 @@ impl DaemonClient {
             })?;
         sender.send_request(request).await.map_err(http)
     }
+}
+
+/// A response of the daemon that is not 2xx, as its error (its JSON body read).
+async fn refusal(response: hyper::Response<hyper::body::Incoming>) -> ClientError {
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .unwrap_or_default();
+    let value = serde_json::from_slice(&bytes).ok();
+    api_error(status, value, &bytes)
 }
 
 fn api_error(status: StatusCode, value: Option<Value>, bytes: &[u8]) -> ClientError {

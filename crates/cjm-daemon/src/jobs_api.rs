@@ -19,22 +19,22 @@ use crate::state::Shared;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SubmitBody {
-    plugin: String,
+pub(crate) struct SubmitBody {
+    pub(crate) plugin: String,
     #[serde(default)]
-    args: Vec<Value>,
+    pub(crate) args: Vec<Value>,
     #[serde(default)]
-    kwargs: Map<String, Value>,
+    pub(crate) kwargs: Map<String, Value>,
     #[serde(default)]
-    priority: i32,
+    pub(crate) priority: i32,
     /// A task adapter's method (`/task`) instead of `execute`: `cjm-ctl task`.
     #[serde(default)]
-    task: Option<TaskBody>,
+    pub(crate) task: Option<TaskBody>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TaskBody {
+pub(crate) struct TaskBody {
     task: String,
     method: String,
 }
@@ -44,41 +44,7 @@ pub(crate) async fn submit(
     shared: Arc<Shared>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let bytes = read_body(request, shared.max_body).await?;
-    let body: SubmitBody = parse_json(&bytes, "the job")?;
-    if body.plugin.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "the job: `plugin` is empty",
-        ));
-    }
-    if shared.is_draining() {
-        return Err(ApiError::stopping());
-    }
-    if !shared.manager.is_loaded(&body.plugin) {
-        let known = shared
-            .manager
-            .discovery()
-            .plugins
-            .iter()
-            .any(|found| found.meta.name == body.plugin);
-        return Err(if known {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "plugin_not_loaded",
-                cjm_manager::ErrorCategory::UserInput,
-                format!(
-                    "plugin {} is not loaded: POST /api/plugins/{}/load first",
-                    body.plugin, body.plugin
-                ),
-            )
-        } else {
-            ApiError::not_found(
-                "unknown_plugin",
-                format!("no plugin {} is installed here", body.plugin),
-            )
-        });
-    }
+    let body = read_submission(&shared, request).await?;
     let asked = json!({
         "args": body.args,
         "kwargs": body.kwargs,
@@ -101,7 +67,57 @@ pub(crate) async fn submit(
     ))
 }
 
-fn status_of(shared: &Shared, id: JobId) -> Result<Value, ApiError> {
+/// A job's body, read, parsed and checked to be one that may be queued now.
+pub(crate) async fn read_submission(
+    shared: &Shared,
+    request: Request<Incoming>,
+) -> Result<SubmitBody, ApiError> {
+    let bytes = read_body(request, shared.max_body).await?;
+    let body: SubmitBody = parse_json(&bytes, "the job")?;
+    submittable(shared, &body.plugin)?;
+    Ok(body)
+}
+
+/// Whether a job of `plugin` may be queued now: named, the daemon not stopping,
+/// the plugin loaded (else why not, in the API's words).
+pub(crate) fn submittable(shared: &Shared, plugin: &str) -> Result<(), ApiError> {
+    if plugin.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "the job: `plugin` is empty",
+        ));
+    }
+    if shared.is_draining() {
+        return Err(ApiError::stopping());
+    }
+    if !shared.manager.is_loaded(plugin) {
+        let known = shared
+            .manager
+            .discovery()
+            .plugins
+            .iter()
+            .any(|found| found.meta.name == plugin);
+        return Err(if known {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "plugin_not_loaded",
+                cjm_manager::ErrorCategory::UserInput,
+                format!(
+                    "plugin {} is not loaded: POST /api/plugins/{}/load first",
+                    plugin, plugin
+                ),
+            )
+        } else {
+            ApiError::not_found(
+                "unknown_plugin",
+                format!("no plugin {} is installed here", plugin),
+            )
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn status_of(shared: &Shared, id: JobId) -> Result<Value, ApiError> {
     let status = shared.jobs.status(id).ok_or_else(|| {
         ApiError::not_found(
             "unknown_job",

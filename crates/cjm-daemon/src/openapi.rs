@@ -128,6 +128,7 @@ const OPS: &[Op] = &[
     Op { method: "get", path: "/api/plugins/{name}/stats", part: Part::Api, summary: "Its worker's memory, CPU, GPU memory and restarts", query: &[], body: None, answers: OK },
     Op { method: "get", path: "/api/plugins/{name}/logs", part: Part::Cli, summary: "The tail of its log ({lines}), or followed as SSE", query: &[("tail", "integer", "how many lines"), ("follow", "boolean", "follow as Server-Sent Events")], body: None, answers: OK },
     Op { method: "post", path: "/api/jobs", part: Part::Api, summary: "Submit a job", query: &[], body: Some(job_body), answers: ACCEPTED },
+    Op { method: "post", path: "/api/jobs/stream", part: Part::Api, summary: "Submit a streaming job (execute_stream): its chunks in the answer as they come, one JSON line each ({id}, then {chunk} per chunk, then {ended, job, result}); a client that goes away cancels it", query: &[], body: Some(job_body), answers: ("200", "application/x-ndjson") },
     Op { method: "get", path: "/api/jobs", part: Part::Api, summary: "The jobs known here, oldest first, filtered and paged", query: PAGE, body: None, answers: OK },
     Op { method: "get", path: "/api/jobs/history", part: Part::Api, summary: "The journal's jobs, newest first, filtered and paged (as cjm-ctl jobs history)", query: PAGE, body: None, answers: OK },
     Op { method: "get", path: "/api/jobs/{id}", part: Part::Api, summary: "A job's status, and the arguments it was asked with (the daemon keeps those of its latest 1000 jobs)", query: &[], body: None, answers: OK },

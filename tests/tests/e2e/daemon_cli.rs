@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::common::*;
 
@@ -160,6 +160,13 @@ fn the_commands_answer_the_same_through_the_daemon_and_in_process() {
             Journals::Yes,
         ),
         (&["exec", "no-such-plugin"], 65, Compare::Same, Journals::No),
+        // Two chunks, then the stream breaks: the same lines and the same status.
+        (
+            &["exec", "faulty", "--stream", "--args", "[2]"],
+            70,
+            Compare::Same,
+            Journals::Yes,
+        ),
         (
             &[
                 "task",
@@ -621,4 +628,58 @@ fn the_system_and_log_routes_refuse_bad_input_with_json_errors() {
     assert_eq!(body, serde_json::json!({"lines": ["b", "c"]}));
     // The daemon serves on after all of it.
     assert_eq!(request(&home, "GET", "/api/health").0, 200);
+}
+
+/// `cjm-ctl exec .. --stream | head -2` through the daemon: the chunks come as the
+/// worker yields them; once the reader has gone, cjm-ctl exits as a tool whose pipe
+/// closed does (141), and closing its stream cancelled the daemon's job, whose
+/// worker serves on.
+#[test]
+fn a_stream_through_the_daemon_comes_as_it_is_made_and_a_reader_gone_cancels_it() {
+    let home = home_with_plugins();
+    let _daemon = Daemon::start(&home);
+    let endless = json!({"progress_file": home.path().join("produced"), "interval_ms": 1});
+    let mut child = ctl(&home)
+        .args([
+            "exec",
+            "faulty",
+            "--stream",
+            "--kwargs",
+            &endless.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    for expected in 0..2 {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let chunk: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(chunk["chunk"], expected, "{line}");
+    }
+    let worker = daemon_worker(&home, "faulty").expect("loaded in the daemon");
+    drop(stdout);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "cjm-ctl did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(141), "{status:?}");
+    // The daemon's job ends cancelled, and its worker is the same one, serving.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let job = newest_job(&home);
+        if job["state"] == "cancelled" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job did not end: {job}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(daemon_worker(&home, "faulty"), Some(worker));
+    let again = run(&home, &["exec", "faulty", "--args", r#"["steps", 1, 1]"#]);
+    assert!(again.status.success(), "{again:?}");
 }
