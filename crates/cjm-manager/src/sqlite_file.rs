@@ -5,7 +5,7 @@
 //! Each file's own error type names the file; this module says which step failed.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -54,11 +54,35 @@ pub(crate) fn open_private(path: &Path, schema: &str) -> Result<Connection, Open
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
     )?;
-    connection
-        .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-        .and_then(|()| connection.execute_batch(schema))
-        .map_err(failure("cannot set it up"))?;
-    Ok(connection)
+    let set_up = || {
+        connection
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .and_then(|()| connection.execute_batch(schema))
+    };
+    // Where waiting could deadlock (another connection turning a new file to WAL,
+    // or two upgrading their reads to writes), SQLite answers "busy" at once,
+    // without its busy handler: two hosts opening one new file together met it. The
+    // set-up is idempotent, so it is tried again, for as long as the busy timeout.
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match set_up() {
+            Ok(()) => return Ok(connection),
+            Err(err) if is_busy(&err) && Instant::now() < deadline => {
+                std::thread::sleep(SET_UP_RETRY);
+            }
+            Err(err) => return Err(failure("cannot set it up")(err)),
+        }
+    }
+}
+
+/// How long a set-up that found the file busy waits before trying again.
+const SET_UP_RETRY: Duration = Duration::from_millis(10);
+
+fn is_busy(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 #[cfg(test)]
@@ -82,5 +106,32 @@ mod tests {
         let missing =
             open_shared(&dir.path().join("absent"), OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap_err();
         assert_eq!(missing.what, "cannot open it");
+    }
+
+    #[test]
+    fn hosts_opening_one_new_file_at_once_all_set_it_up() {
+        const HOSTS: usize = 6;
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("journal.sqlite3");
+            let start = std::sync::Arc::new(std::sync::Barrier::new(HOSTS));
+            let opened: Vec<_> = (0..HOSTS)
+                .map(|_| {
+                    let (path, start) = (path.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        open_private(&path, "CREATE TABLE IF NOT EXISTS t (x INTEGER);")
+                            .map(|connection| connection.execute("INSERT INTO t VALUES (1)", []))
+                    })
+                })
+                .collect();
+            for host in opened {
+                match host.join().unwrap() {
+                    Ok(Ok(1)) => {}
+                    Ok(other) => panic!("round {round}: {other:?}"),
+                    Err(failed) => panic!("round {round}: {}: {}", failed.what, failed.source),
+                }
+            }
+        }
     }
 }
