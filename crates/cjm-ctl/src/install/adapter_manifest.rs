@@ -5,14 +5,13 @@
 //! anything. It is checked to be one the manager reads before it is written.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use cjm_metadata::AdapterManifest;
 use serde_json::Value;
 
 use super::config::AdapterSpec;
+use super::introspect::run_script;
 
 /// Run inside the environment with `module` and `class` as `sys.argv[1:3]` (never
 /// pasted into the code). What the import prints goes to the log, so that stdout
@@ -88,36 +87,14 @@ pub fn adapter_file_of(
     log: &mut File,
 ) -> Result<AdapterFile, String> {
     let spec = adapter.spec();
-    let _ = writeln!(
+    let what = format!("adapter {spec}");
+    let mut value = run_script(
+        python,
+        SCRIPT,
+        &[&adapter.module, &adapter.class_name],
+        &what,
         log,
-        "$ {} -c <adapter introspection script> {} {}",
-        python.display(),
-        adapter.module,
-        adapter.class_name
-    );
-    let mut command = Command::new(python);
-    command
-        .arg("-c")
-        .arg(SCRIPT)
-        .arg(&adapter.module)
-        .arg(&adapter.class_name)
-        .stdin(Stdio::null());
-    if let Ok(stderr) = log.try_clone() {
-        command.stderr(stderr);
-    }
-    let output = command
-        .output()
-        .map_err(|err| format!("cannot run {}: {err}", python.display()))?;
-    if !output.status.success() {
-        return Err(format!(
-            "introspecting adapter {spec} failed ({}); see the log",
-            output.status
-        ));
-    }
-    let _ = log.write_all(&output.stdout);
-    let _ = writeln!(log);
-    let mut value: Value = serde_json::from_slice(&output.stdout)
-        .map_err(|err| format!("adapter {spec} gave no JSON: {err}"))?;
+    )?;
     if let Some(fields) = value.as_object_mut() {
         fields.insert("conda_env".into(), Value::from(env_name));
         fields.insert("generated_at".into(), Value::from(now_rfc3339()));

@@ -162,6 +162,45 @@ pub fn module_name(package: &str) -> String {
     name.replace('-', "_")
 }
 
+/// Run `script` with `args` in the environment of `python` (argv, never pasted into
+/// the code), its stderr and stdout kept in the install log, and read the JSON it
+/// prints; errors say `what` was being read.
+pub(super) fn run_script(
+    python: &Path,
+    script: &str,
+    args: &[&str],
+    what: &str,
+    log: &mut File,
+) -> Result<Value, String> {
+    let _ = writeln!(
+        log,
+        "$ {} -c <script reading {what}> {}",
+        python.display(),
+        args.join(" ")
+    );
+    let mut command = Command::new(python);
+    command
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::null());
+    if let Ok(stderr) = log.try_clone() {
+        command.stderr(stderr);
+    }
+    let output = command
+        .output()
+        .map_err(|err| format!("cannot run {}: {err}", python.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "reading {what} failed ({}); see the log",
+            output.status
+        ));
+    }
+    let _ = log.write_all(&output.stdout);
+    let _ = writeln!(log);
+    serde_json::from_slice(&output.stdout).map_err(|err| format!("{what} gave no JSON: {err}"))
+}
+
 /// The manifest to write for a plugin installed in the environment of `python`:
 /// the metadata, with `python_path` (where the environment will be), `module` and
 /// `class` for our launcher, `env_name` for `cjm-ctl remove`, and the version of the
@@ -176,33 +215,8 @@ pub fn manifest_of(
     env_name: &str,
     log: &mut File,
 ) -> Result<String, String> {
-    let mut command = Command::new(python);
-    command
-        .arg("-c")
-        .arg(SCRIPT)
-        .arg(module)
-        .stdin(Stdio::null());
-    let _ = writeln!(
-        log,
-        "$ {} -c <introspection script> {module}",
-        python.display()
-    );
-    if let Ok(stderr) = log.try_clone() {
-        command.stderr(stderr);
-    }
-    let output = command
-        .output()
-        .map_err(|err| format!("cannot run {}: {err}", python.display()))?;
-    if !output.status.success() {
-        return Err(format!(
-            "reading {module}.meta.get_plugin_metadata() failed ({}); see the log",
-            output.status
-        ));
-    }
-    let _ = log.write_all(&output.stdout);
-    let _ = writeln!(log);
-    let mut meta: Value = serde_json::from_slice(&output.stdout)
-        .map_err(|err| format!("{module}.meta.get_plugin_metadata() gave no JSON: {err}"))?;
+    let what = format!("{module}.meta.get_plugin_metadata()");
+    let mut meta = run_script(python, SCRIPT, &[module], &what, log)?;
     let Some(fields) = meta.as_object_mut() else {
         return Err(format!(
             "{module}.meta.get_plugin_metadata() is not a JSON object"
