@@ -320,3 +320,15 @@ pub fn wait_group_gone(pgid: u32, limit: Duration) -> Vec<u32> {
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     cjm_interface::ErrorChain(err).to_string()
 }
+
+/// Wait up to 30 s for `child` to exit (polled); its status.
+pub fn exit_within(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the child did not exit");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

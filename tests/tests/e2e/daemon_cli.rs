@@ -660,14 +660,7 @@ fn a_stream_through_the_daemon_comes_as_it_is_made_and_a_reader_gone_cancels_it(
     }
     let worker = daemon_worker(&home, "faulty").expect("loaded in the daemon");
     drop(stdout);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "cjm-ctl did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = exit_within(&mut child);
     assert_eq!(status.code(), Some(141), "{status:?}");
     // The daemon's job ends cancelled, and its worker is the same one, serving.
     let deadline = Instant::now() + Duration::from_secs(30);

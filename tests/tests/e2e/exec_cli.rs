@@ -333,18 +333,6 @@ fn strip_escapes(text: &str) -> String {
     visible
 }
 
-/// Wait up to 20 s for `child` to exit; its status.
-fn exit_within(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "cjm-ctl did not exit");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// `cjm-ctl exec .. --stream | head -2`: once its reader has gone, cjm-ctl cancels the
 /// call and exits as a Unix tool whose pipe closed does (141, 128 + SIGPIPE), saying
 /// nothing, and leaves no worker behind.
